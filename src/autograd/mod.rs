@@ -1,0 +1,1 @@
+pub mod tape; pub use tape::*;

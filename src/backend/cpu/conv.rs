@@ -1,0 +1,272 @@
+//! CPU conv2d (no bias), forward and both backwards. Two paths:
+//! - depthwise (groups == in == out channels, the DARTS separable and dilated convs): direct
+//!   loops over valid output ranges, so the inner loop has no bounds checks and vectorises;
+//! - everything else (stem, 1x1 pointwise, grouped): im2col + GEMM (matrixmultiply); a 1x1
+//!   stride-1 unpadded conv skips im2col and multiplies the input in place.
+//!
+//! Work is split over samples (or channel planes) with rayon. Weight gradients are summed
+//! over fixed chunks of samples in a fixed order, so results do not depend on the thread count.
+
+use super::{par_planes, SAMPLES_PER_CHUNK};
+use crate::backend::Element;
+use crate::shape::{Conv2dSpec, Nchw};
+use rayon::prelude::*;
+
+/// Output positions `o` in `0..out` with `0 <= o*stride + offset < input`, as a range.
+#[inline]
+pub(crate) fn valid_range(out: usize, input: usize, stride: usize, offset: isize) -> (usize, usize) {
+    // o*stride + offset >= 0  =>  o >= ceil(-offset / stride)
+    let lo = if offset >= 0 { 0 } else { ((-offset) as usize).div_ceil(stride) };
+    // o*stride + offset <= input - 1  =>  o <= floor((input - 1 - offset) / stride)
+    let last = input as isize - 1 - offset;
+    let hi = if last < 0 { 0 } else { (last as usize / stride + 1).min(out) };
+    (lo.min(hi), hi)
+}
+
+pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
+    let mut y = vec![T::ZERO; yd.numel()];
+    if spec.is_depthwise() {
+        par_planes(&mut y, yd.plane(), |plane, yp| {
+            let c = plane % xd.c;
+            depthwise_plane_fwd(&x[plane * xd.plane()..][..xd.plane()], xd, &w[c * spec.kernel * spec.kernel..], spec, yd, yp);
+        });
+        return y;
+    }
+    let g = spec.groups;
+    let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
+    let kk = spec.kernel * spec.kernel;
+    let rows = cg * kk;
+    let cols = yd.plane();
+    let direct = spec.kernel == 1 && spec.stride == 1 && spec.padding == 0;
+    y.par_chunks_mut(yd.c * cols).enumerate().for_each(|(n, ys)| {
+        let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
+        let mut col = if direct { Vec::new() } else { vec![T::ZERO; rows * cols] };
+        for gi in 0..g {
+            let xg = &xs[gi * cg * xd.plane()..][..cg * xd.plane()];
+            let b: &[T] = if direct {
+                xg
+            } else {
+                im2col(xg, cg, xd, spec, yd, &mut col);
+                &col
+            };
+            let wg = &w[gi * og * rows..][..og * rows];
+            let yg = &mut ys[gi * og * cols..][..og * cols];
+            // y_g [og, cols] = w_g [og, rows] * col [rows, cols]
+            unsafe {
+                T::gemm(og, rows, cols, T::ONE, wg.as_ptr(), rows as isize, 1, b.as_ptr(), cols as isize, 1, T::ZERO, yg.as_mut_ptr(), cols as isize, 1);
+            }
+        }
+    });
+    y
+}
+
+pub fn conv2d_bwd_data<T: Element>(dy: &[T], w: &[T], xd: Nchw, spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
+    let mut dx = vec![T::ZERO; xd.numel()];
+    if spec.is_depthwise() {
+        par_planes(&mut dx, xd.plane(), |plane, dxp| {
+            let c = plane % xd.c;
+            depthwise_plane_bwd_data(&dy[plane * yd.plane()..][..yd.plane()], xd, &w[c * spec.kernel * spec.kernel..], spec, yd, dxp);
+        });
+        return dx;
+    }
+    let g = spec.groups;
+    let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
+    let kk = spec.kernel * spec.kernel;
+    let rows = cg * kk;
+    let cols = yd.plane();
+    let direct = spec.kernel == 1 && spec.stride == 1 && spec.padding == 0;
+    dx.par_chunks_mut(xd.c * xd.plane()).enumerate().for_each(|(n, dxs)| {
+        let dys = &dy[n * yd.c * cols..][..yd.c * cols];
+        let mut col = if direct { Vec::new() } else { vec![T::ZERO; rows * cols] };
+        for gi in 0..g {
+            let wg = &w[gi * og * rows..][..og * rows];
+            let dyg = &dys[gi * og * cols..][..og * cols];
+            let dxg = &mut dxs[gi * cg * xd.plane()..][..cg * xd.plane()];
+            // dcol [rows, cols] = w_g^T [rows, og] * dy_g [og, cols]
+            let out: *mut T = if direct { dxg.as_mut_ptr() } else { col.as_mut_ptr() };
+            unsafe {
+                T::gemm(rows, og, cols, T::ONE, wg.as_ptr(), 1, rows as isize, dyg.as_ptr(), cols as isize, 1, T::ZERO, out, cols as isize, 1);
+            }
+            if !direct {
+                col2im(&col, cg, xd, spec, yd, dxg);
+            }
+        }
+    });
+    dx
+}
+
+pub fn conv2d_bwd_weight<T: Element>(x: &[T], dy: &[T], xd: Nchw, spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
+    let kk = spec.kernel * spec.kernel;
+    let wlen = spec.out_channels * (spec.in_channels / spec.groups) * kk;
+    if spec.is_depthwise() {
+        // One channel per task, summing samples in order: deterministic and contention-free.
+        let mut dw = vec![T::ZERO; wlen];
+        dw.par_chunks_mut(kk).enumerate().for_each(|(c, dwc)| {
+            for n in 0..xd.n {
+                let plane = n * xd.c + c;
+                depthwise_plane_bwd_weight(&x[plane * xd.plane()..][..xd.plane()], &dy[plane * yd.plane()..][..yd.plane()], xd, spec, yd, dwc);
+            }
+        });
+        return dw;
+    }
+    let g = spec.groups;
+    let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
+    let rows = cg * kk;
+    let cols = yd.plane();
+    let direct = spec.kernel == 1 && spec.stride == 1 && spec.padding == 0;
+    let chunks: Vec<(usize, usize)> = (0..xd.n).step_by(SAMPLES_PER_CHUNK).map(|s| (s, (s + SAMPLES_PER_CHUNK).min(xd.n))).collect();
+    let partials: Vec<Vec<T>> = chunks
+        .par_iter()
+        .map(|&(s, e)| {
+            let mut dw = vec![T::ZERO; wlen];
+            let mut col = if direct { Vec::new() } else { vec![T::ZERO; rows * cols] };
+            for n in s..e {
+                let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
+                let dys = &dy[n * yd.c * cols..][..yd.c * cols];
+                for gi in 0..g {
+                    let xg = &xs[gi * cg * xd.plane()..][..cg * xd.plane()];
+                    let b: &[T] = if direct {
+                        xg
+                    } else {
+                        im2col(xg, cg, xd, spec, yd, &mut col);
+                        &col
+                    };
+                    let dyg = &dys[gi * og * cols..][..og * cols];
+                    let dwg = &mut dw[gi * og * rows..][..og * rows];
+                    // dw_g [og, rows] += dy_g [og, cols] * col^T [cols, rows]
+                    unsafe {
+                        T::gemm(og, cols, rows, T::ONE, dyg.as_ptr(), cols as isize, 1, b.as_ptr(), 1, cols as isize, T::ONE, dwg.as_mut_ptr(), rows as isize, 1);
+                    }
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut it = partials.into_iter();
+    let mut dw = it.next().unwrap_or_else(|| vec![T::ZERO; wlen]);
+    for p in it {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    dw
+}
+
+/// Lays out every k x k window of `cg` input channels as columns: col [cg*k*k, Ho*Wo].
+fn im2col<T: Element>(xg: &[T], cg: usize, xd: Nchw, spec: &Conv2dSpec, yd: Nchw, col: &mut [T]) {
+    let k = spec.kernel;
+    let (s, p, d) = (spec.stride, spec.padding as isize, spec.dilation);
+    for c in 0..cg {
+        let xp = &xg[c * xd.plane()..][..xd.plane()];
+        for kh in 0..k {
+            let (oh_lo, oh_hi) = valid_range(yd.h, xd.h, s, kh as isize * d as isize - p);
+            for kw in 0..k {
+                let (ow_lo, ow_hi) = valid_range(yd.w, xd.w, s, kw as isize * d as isize - p);
+                let row = &mut col[((c * k + kh) * k + kw) * yd.plane()..][..yd.plane()];
+                row.fill(T::ZERO);
+                for oh in oh_lo..oh_hi {
+                    let ih = (oh * s) as isize + kh as isize * d as isize - p;
+                    let xr = &xp[ih as usize * xd.w..][..xd.w];
+                    let rr = &mut row[oh * yd.w..][..yd.w];
+                    for ow in ow_lo..ow_hi {
+                        let iw = (ow * s) as isize + kw as isize * d as isize - p;
+                        rr[ow] = xr[iw as usize];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: adds every column entry back into its input position.
+fn col2im<T: Element>(col: &[T], cg: usize, xd: Nchw, spec: &Conv2dSpec, yd: Nchw, dxg: &mut [T]) {
+    let k = spec.kernel;
+    let (s, p, d) = (spec.stride, spec.padding as isize, spec.dilation);
+    dxg.fill(T::ZERO);
+    for c in 0..cg {
+        let dxp = &mut dxg[c * xd.plane()..][..xd.plane()];
+        for kh in 0..k {
+            let (oh_lo, oh_hi) = valid_range(yd.h, xd.h, s, kh as isize * d as isize - p);
+            for kw in 0..k {
+                let (ow_lo, ow_hi) = valid_range(yd.w, xd.w, s, kw as isize * d as isize - p);
+                let row = &col[((c * k + kh) * k + kw) * yd.plane()..][..yd.plane()];
+                for oh in oh_lo..oh_hi {
+                    let ih = (oh * s) as isize + kh as isize * d as isize - p;
+                    let dr = &mut dxp[ih as usize * xd.w..][..xd.w];
+                    let rr = &row[oh * yd.w..][..yd.w];
+                    for ow in ow_lo..ow_hi {
+                        let iw = (ow * s) as isize + kw as isize * d as isize - p;
+                        dr[iw as usize] += rr[ow];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Calls `f(oh, ih, ow_lo, ow_hi, iw0)` for every kernel tap and valid output row, where the
+/// valid output columns `ow_lo..ow_hi` read input column `iw0 + ow * stride`.
+#[inline(always)]
+fn for_each_tap(xd: Nchw, spec: &Conv2dSpec, yd: Nchw, mut f: impl FnMut(usize, usize, usize, usize, usize, usize, isize)) {
+    let k = spec.kernel;
+    let (s, p, d) = (spec.stride, spec.padding as isize, spec.dilation as isize);
+    for kh in 0..k {
+        let (oh_lo, oh_hi) = valid_range(yd.h, xd.h, s, kh as isize * d - p);
+        for kw in 0..k {
+            let off_w = kw as isize * d - p;
+            let (ow_lo, ow_hi) = valid_range(yd.w, xd.w, s, off_w);
+            for oh in oh_lo..oh_hi {
+                let ih = ((oh * s) as isize + kh as isize * d - p) as usize;
+                f(kh * k + kw, oh, ih, ow_lo, ow_hi, s, off_w);
+            }
+        }
+    }
+}
+
+fn depthwise_plane_fwd<T: Element>(xp: &[T], xd: Nchw, wc: &[T], spec: &Conv2dSpec, yd: Nchw, yp: &mut [T]) {
+    for_each_tap(xd, spec, yd, |tap, oh, ih, lo, hi, s, off| {
+        let wv = wc[tap];
+        let xr = &xp[ih * xd.w..][..xd.w];
+        let yr = &mut yp[oh * yd.w..][..yd.w];
+        if s == 1 {
+            let base = (lo as isize + off) as usize;
+            for (yv, &xv) in yr[lo..hi].iter_mut().zip(&xr[base..base + (hi - lo)]) {
+                *yv += wv * xv;
+            }
+        } else {
+            for ow in lo..hi {
+                yr[ow] += wv * xr[((ow * s) as isize + off) as usize];
+            }
+        }
+    });
+}
+
+fn depthwise_plane_bwd_data<T: Element>(dyp: &[T], xd: Nchw, wc: &[T], spec: &Conv2dSpec, yd: Nchw, dxp: &mut [T]) {
+    for_each_tap(xd, spec, yd, |tap, oh, ih, lo, hi, s, off| {
+        let wv = wc[tap];
+        let dyr = &dyp[oh * yd.w..][..yd.w];
+        let dxr = &mut dxp[ih * xd.w..][..xd.w];
+        if s == 1 {
+            let base = (lo as isize + off) as usize;
+            for (dxv, &dyv) in dxr[base..base + (hi - lo)].iter_mut().zip(&dyr[lo..hi]) {
+                *dxv += wv * dyv;
+            }
+        } else {
+            for ow in lo..hi {
+                dxr[((ow * s) as isize + off) as usize] += wv * dyr[ow];
+            }
+        }
+    });
+}
+
+fn depthwise_plane_bwd_weight<T: Element>(xp: &[T], dyp: &[T], xd: Nchw, spec: &Conv2dSpec, yd: Nchw, dwc: &mut [T]) {
+    for_each_tap(xd, spec, yd, |tap, oh, ih, lo, hi, s, off| {
+        let dyr = &dyp[oh * yd.w..][..yd.w];
+        let xr = &xp[ih * xd.w..][..xd.w];
+        let mut acc = T::ZERO;
+        for ow in lo..hi {
+            acc += dyr[ow] * xr[((ow * s) as isize + off) as usize];
+        }
+        dwc[tap] += acc;
+    });
+}

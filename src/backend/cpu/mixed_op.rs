@@ -1,0 +1,68 @@
+//! CPU twin of the fused DARTS MixedOp: `y = sum_k softmax(alpha)_k x_k` and its one-pass
+//! backward (every `dx_k` and `dalpha`). Dot products are accumulated in f64 over fixed
+//! chunks summed in order, so the result does not depend on the thread count.
+
+use crate::backend::Element;
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 14;
+
+/// Numerically stable softmax in f64.
+pub fn softmax(alpha: &[f64]) -> Vec<f64> {
+    let m = alpha.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    let e: Vec<f64> = alpha.iter().map(|&a| (a - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+pub fn mixed_op_fwd<T: Element>(xs: &[&[T]], alpha: &[T], len: usize) -> Vec<T> {
+    let w: Vec<T> = softmax(&alpha.iter().map(|a| a.to_f64()).collect::<Vec<_>>()).into_iter().map(T::from_f64).collect();
+    let mut y = vec![T::ZERO; len];
+    y.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, yc)| {
+        let base = ci * CHUNK;
+        let n = yc.len();
+        for (x, &wk) in xs.iter().zip(&w) {
+            for (yv, &xv) in yc.iter_mut().zip(&x[base..base + n]) {
+                *yv += wk * xv;
+            }
+        }
+    });
+    y
+}
+
+#[allow(clippy::type_complexity)]
+pub fn mixed_op_bwd<T: Element>(dy: &[T], xs: &[&[T]], alpha: &[T], len: usize, need_dx: &[bool]) -> (Vec<Option<Vec<T>>>, Vec<T>) {
+    let w = softmax(&alpha.iter().map(|a| a.to_f64()).collect::<Vec<_>>());
+    let k = xs.len();
+    // <dy, x_k> for every k, chunk partials in parallel, then summed in order.
+    let partials: Vec<Vec<f64>> = (0..len.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|ci| {
+            let r = ci * CHUNK..((ci + 1) * CHUNK).min(len);
+            xs.iter().map(|x| dy[r.clone()].iter().zip(&x[r.clone()]).map(|(a, b)| a.to_f64() * b.to_f64()).sum()).collect()
+        })
+        .collect();
+    let mut dots = vec![0.0; k];
+    for p in &partials {
+        for (d, v) in dots.iter_mut().zip(p) {
+            *d += v;
+        }
+    }
+    let mean: f64 = w.iter().zip(&dots).map(|(a, b)| a * b).sum();
+    let dalpha = w.iter().zip(&dots).map(|(&wk, &d)| T::from_f64(wk * (d - mean))).collect();
+    let dxs = (0..k)
+        .map(|i| {
+            need_dx.get(i).copied().unwrap_or(false).then(|| {
+                let wk = T::from_f64(w[i]);
+                let mut dx = vec![T::ZERO; len];
+                dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).for_each(|(d, g)| {
+                    for (a, &b) in d.iter_mut().zip(g) {
+                        *a = wk * b;
+                    }
+                });
+                dx
+            })
+        })
+        .collect();
+    (dxs, dalpha)
+}

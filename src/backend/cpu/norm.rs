@@ -1,0 +1,125 @@
+//! CPU batch norm over (N, H, W) per channel: training forward (batch statistics, running
+//! update with PyTorch's unbiased variance), eval forward, and backward. Statistics are
+//! accumulated in f64 whatever the element type, one channel per rayon task.
+
+use crate::backend::{BatchNormSaved, Element};
+use crate::shape::Nchw;
+use rayon::prelude::*;
+
+/// Visits the values of channel `c` plane by plane.
+#[inline(always)]
+fn channel_planes<T>(x: &[T], xd: Nchw, c: usize) -> impl Iterator<Item = &[T]> {
+    (0..xd.n).map(move |n| &x[(n * xd.c + c) * xd.plane()..][..xd.plane()])
+}
+
+/// Per-channel (mean, biased variance) in f64, two-pass for accuracy.
+pub fn channel_stats<T: Element>(x: &[T], xd: Nchw) -> Vec<(f64, f64)> {
+    let count = (xd.n * xd.plane()) as f64;
+    (0..xd.c)
+        .into_par_iter()
+        .map(|c| {
+            let mut s = 0.0;
+            for p in channel_planes(x, xd, c) {
+                s += p.iter().map(|v| v.to_f64()).sum::<f64>();
+            }
+            let mean = s / count;
+            let mut q = 0.0;
+            for p in channel_planes(x, xd, c) {
+                q += p.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>();
+            }
+            (mean, q / count)
+        })
+        .collect()
+}
+
+/// `y = (x - mean) * invstd * gamma + beta`, channel by channel.
+pub fn normalize<T: Element>(x: &[T], xd: Nchw, mean: &[f64], invstd: &[f64], affine: Option<(&[T], &[T])>) -> Vec<T> {
+    let mut y = vec![T::ZERO; xd.numel()];
+    y.par_chunks_mut(xd.plane()).enumerate().for_each(|(plane, yp)| {
+        let c = plane % xd.c;
+        let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c].to_f64(), b[c].to_f64()));
+        let a = T::from_f64(invstd[c] * g);
+        let shift = T::from_f64(b - mean[c] * invstd[c] * g);
+        for (yv, &xv) in yp.iter_mut().zip(&x[plane * xd.plane()..][..xd.plane()]) {
+            *yv = xv * a + shift;
+        }
+    });
+    y
+}
+
+pub fn batch_norm_train_fwd<T: Element>(
+    x: &[T],
+    xd: Nchw,
+    affine: Option<(&[T], &[T])>,
+    running: Option<(&mut [T], &mut [T], f64)>,
+    eps: f64,
+) -> (Vec<T>, BatchNormSaved<Vec<T>>) {
+    let stats = channel_stats(x, xd);
+    let mean: Vec<f64> = stats.iter().map(|s| s.0).collect();
+    let invstd: Vec<f64> = stats.iter().map(|s| 1.0 / (s.1 + eps).sqrt()).collect();
+    if let Some((rm, rv, momentum)) = running {
+        let count = (xd.n * xd.plane()) as f64;
+        let unbias = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+        for (c, &(m, v)) in stats.iter().enumerate() {
+            rm[c] = T::from_f64((1.0 - momentum) * rm[c].to_f64() + momentum * m);
+            rv[c] = T::from_f64((1.0 - momentum) * rv[c].to_f64() + momentum * v * unbias);
+        }
+    }
+    let y = normalize(x, xd, &mean, &invstd, affine);
+    let saved = BatchNormSaved {
+        mean: mean.iter().map(|&v| T::from_f64(v)).collect(),
+        invstd: invstd.iter().map(|&v| T::from_f64(v)).collect(),
+    };
+    (y, saved)
+}
+
+pub fn batch_norm_eval_fwd<T: Element>(x: &[T], xd: Nchw, affine: Option<(&[T], &[T])>, rm: &[T], rv: &[T], eps: f64) -> Vec<T> {
+    let mean: Vec<f64> = rm.iter().map(|v| v.to_f64()).collect();
+    let invstd: Vec<f64> = rv.iter().map(|v| 1.0 / (v.to_f64() + eps).sqrt()).collect();
+    normalize(x, xd, &mean, &invstd, affine)
+}
+
+/// dx = gamma * invstd / M * (M dy - sum(dy) - xhat * sum(dy * xhat)); dgamma = sum(dy * xhat);
+/// dbeta = sum(dy), with M = N*H*W and xhat the normalised input.
+#[allow(clippy::type_complexity)]
+pub fn batch_norm_bwd<T: Element>(x: &[T], dy: &[T], xd: Nchw, gamma: Option<&[T]>, saved: &BatchNormSaved<Vec<T>>) -> (Vec<T>, Option<(Vec<T>, Vec<T>)>) {
+    let count = (xd.n * xd.plane()) as f64;
+    // Per channel: (sum dy, sum dy * xhat).
+    let sums: Vec<(f64, f64)> = (0..xd.c)
+        .into_par_iter()
+        .map(|c| {
+            let (m, is) = (saved.mean[c].to_f64(), saved.invstd[c].to_f64());
+            let (mut sdy, mut sdyx) = (0.0, 0.0);
+            for (xp, dyp) in channel_planes(x, xd, c).zip(channel_planes(dy, xd, c)) {
+                for (&xv, &g) in xp.iter().zip(dyp) {
+                    let g = g.to_f64();
+                    sdy += g;
+                    sdyx += g * (xv.to_f64() - m) * is;
+                }
+            }
+            (sdy, sdyx)
+        })
+        .collect();
+    let mut dx = vec![T::ZERO; xd.numel()];
+    dx.par_chunks_mut(xd.plane()).enumerate().for_each(|(plane, dxp)| {
+        let c = plane % xd.c;
+        let (m, is) = (saved.mean[c].to_f64(), saved.invstd[c].to_f64());
+        let g = gamma.map_or(1.0, |g| g[c].to_f64());
+        let (sdy, sdyx) = sums[c];
+        let k = g * is;
+        let mean_dy = sdy / count;
+        let mean_dyx = sdyx / count;
+        let xp = &x[plane * xd.plane()..][..xd.plane()];
+        let dyp = &dy[plane * xd.plane()..][..xd.plane()];
+        for ((d, &xv), &gy) in dxp.iter_mut().zip(xp).zip(dyp) {
+            let xhat = (xv.to_f64() - m) * is;
+            *d = T::from_f64(k * (gy.to_f64() - mean_dy - xhat * mean_dyx));
+        }
+    });
+    let param_grads = gamma.map(|_| {
+        let dgamma = sums.iter().map(|s| T::from_f64(s.1)).collect();
+        let dbeta = sums.iter().map(|s| T::from_f64(s.0)).collect();
+        (dgamma, dbeta)
+    });
+    (dx, param_grads)
+}

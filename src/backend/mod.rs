@@ -1,0 +1,187 @@
+//! The op set of nasrs, as one trait every device implements (`cpu/`, and `cuda/` behind the
+//! `cuda` feature). The autograd tape (`crate::autograd`) and everything above it are written
+//! against this trait only, so the same search code runs on every device.
+//!
+//! Conventions, the same for every backend:
+//! - Storage is a flat device buffer; shapes travel beside it as `Nchw` / `Shape` / lengths.
+//!   Ops never move data to the host, except `download` and the few that return a host
+//!   scalar (documented where they do).
+//! - Forward ops return fresh buffers. Backward ops return the input gradients they were
+//!   asked for (activation gradients are `=`, never `+=`); the tape does any accumulation.
+//! - Optimizer updates and running statistics are the only in-place writes.
+//! - Shapes are validated by the caller (`autograd::Tape`) before it reaches a backend, but a
+//!   backend still returns `Error::Shape` rather than panic if lengths disagree.
+
+pub mod cpu;
+pub mod element;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
+pub use element::Element;
+
+use crate::error::Result;
+use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec};
+
+/// What a training-mode batch norm keeps for its backward: per-channel batch mean and
+/// 1 / sqrt(biased variance + eps).
+pub struct BatchNormSaved<S> {
+    pub mean: S,
+    pub invstd: S,
+}
+
+/// Running statistics a training-mode batch norm updates in place (PyTorch semantics:
+/// `running = (1 - momentum) * running + momentum * batch`, with the unbiased batch variance).
+pub struct RunningStats<'a, S> {
+    pub mean: &'a mut S,
+    pub var: &'a mut S,
+    pub momentum: f64,
+}
+
+/// Hyper-parameters of one Adam update (PyTorch `torch.optim.Adam`, L2 weight decay added to
+/// the gradient, bias-corrected moments).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// 1-based step count, for the bias corrections.
+    pub step: u64,
+}
+
+/// Hyper-parameters of one SGD update (PyTorch `torch.optim.SGD`, dampening 0, no Nesterov).
+#[derive(Clone, Copy, Debug)]
+pub struct SgdStep {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+}
+
+/// Every op nasrs needs, forward and backward. See the module docs for the conventions.
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// The scalar type stored (f32 on devices; f64 too on the CPU, for gradient checks).
+    type Elem: Element;
+    /// A flat buffer of `Elem` on the device.
+    type Storage: Send + Sync + 'static;
+
+    /// A human-readable device name ("cpu (2 threads)", "cuda:0 NVIDIA H200").
+    fn device_name(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------------------
+    fn zeros(&self, len: usize) -> Result<Self::Storage>;
+    fn upload(&self, host: &[Self::Elem]) -> Result<Self::Storage>;
+    fn download(&self, buf: &Self::Storage) -> Result<Vec<Self::Elem>>;
+    fn len(&self, buf: &Self::Storage) -> usize;
+    fn copy(&self, buf: &Self::Storage) -> Result<Self::Storage>;
+    /// Overwrites `dst` with `src` (same length).
+    fn copy_into(&self, dst: &mut Self::Storage, src: &Self::Storage) -> Result<()>;
+    /// Waits for all queued work (a no-op on the CPU).
+    fn synchronize(&self) -> Result<()>;
+
+    // ---- elementwise ---------------------------------------------------------------------
+    /// `a + b`, same length.
+    fn add(&self, a: &Self::Storage, b: &Self::Storage) -> Result<Self::Storage>;
+    /// `s * x`.
+    fn scale(&self, x: &Self::Storage, s: f64) -> Result<Self::Storage>;
+    /// `y += a * x` in place (gradient accumulation, finite-difference weight perturbation).
+    fn axpy(&self, y: &mut Self::Storage, a: f64, x: &Self::Storage) -> Result<()>;
+    /// `x *= s` in place (gradient clipping).
+    fn scale_assign(&self, x: &mut Self::Storage, s: f64) -> Result<()>;
+    /// Sum of squares, returned to the host (gradient norms; a synchronisation point).
+    fn sum_squares(&self, x: &Self::Storage) -> Result<f64>;
+    /// Dot product, returned to the host.
+    fn dot(&self, a: &Self::Storage, b: &Self::Storage) -> Result<f64>;
+    fn relu_fwd(&self, x: &Self::Storage) -> Result<Self::Storage>;
+    /// `dx = dy * (y > 0)`; takes the forward output so the input need not be kept.
+    fn relu_bwd(&self, y: &Self::Storage, dy: &Self::Storage) -> Result<Self::Storage>;
+
+    // ---- convolution (no bias; weight [out, in / groups, k, k]) -------------------------------
+    fn conv2d_fwd(&self, x: &Self::Storage, x_dims: Nchw, w: &Self::Storage, spec: &Conv2dSpec) -> Result<Self::Storage>;
+    fn conv2d_bwd_data(&self, dy: &Self::Storage, w: &Self::Storage, x_dims: Nchw, spec: &Conv2dSpec) -> Result<Self::Storage>;
+    fn conv2d_bwd_weight(&self, x: &Self::Storage, dy: &Self::Storage, x_dims: Nchw, spec: &Conv2dSpec) -> Result<Self::Storage>;
+
+    // ---- pooling -------------------------------------------------------------------------
+    fn max_pool2d_fwd(&self, x: &Self::Storage, x_dims: Nchw, spec: &Pool2dSpec) -> Result<Self::Storage>;
+    /// Routes each output gradient to the first maximum of its window (PyTorch's tie rule),
+    /// recomputed from `x` so no index tensor is stored.
+    fn max_pool2d_bwd(&self, x: &Self::Storage, dy: &Self::Storage, x_dims: Nchw, spec: &Pool2dSpec) -> Result<Self::Storage>;
+    /// Padding is not counted in the divisor (`count_include_pad=False`).
+    fn avg_pool2d_fwd(&self, x: &Self::Storage, x_dims: Nchw, spec: &Pool2dSpec) -> Result<Self::Storage>;
+    fn avg_pool2d_bwd(&self, dy: &Self::Storage, x_dims: Nchw, spec: &Pool2dSpec) -> Result<Self::Storage>;
+    /// Mean over H and W: [N, C, H, W] -> [N, C].
+    fn global_avg_pool_fwd(&self, x: &Self::Storage, x_dims: Nchw) -> Result<Self::Storage>;
+    fn global_avg_pool_bwd(&self, dy: &Self::Storage, x_dims: Nchw) -> Result<Self::Storage>;
+
+    // ---- batch norm (per channel over N, H, W) --------------------------------------------------
+    /// Training mode: normalise with batch statistics, update `running` if given.
+    /// `affine` is (gamma, beta).
+    fn batch_norm_train_fwd(
+        &self,
+        x: &Self::Storage,
+        x_dims: Nchw,
+        affine: Option<(&Self::Storage, &Self::Storage)>,
+        running: Option<RunningStats<'_, Self::Storage>>,
+        eps: f64,
+    ) -> Result<(Self::Storage, BatchNormSaved<Self::Storage>)>;
+    /// Eval mode: normalise with the running statistics.
+    fn batch_norm_eval_fwd(
+        &self,
+        x: &Self::Storage,
+        x_dims: Nchw,
+        affine: Option<(&Self::Storage, &Self::Storage)>,
+        running_mean: &Self::Storage,
+        running_var: &Self::Storage,
+        eps: f64,
+    ) -> Result<Self::Storage>;
+    /// Backward of the training-mode forward: `dx`, and `(dgamma, dbeta)` when `gamma` is given.
+    #[allow(clippy::type_complexity)]
+    fn batch_norm_bwd(
+        &self,
+        x: &Self::Storage,
+        dy: &Self::Storage,
+        x_dims: Nchw,
+        gamma: Option<&Self::Storage>,
+        saved: &BatchNormSaved<Self::Storage>,
+    ) -> Result<(Self::Storage, Option<(Self::Storage, Self::Storage)>)>;
+
+    // ---- layout --------------------------------------------------------------------------
+    /// Concatenates NCHW tensors of equal N, H, W along channels.
+    fn concat_channels(&self, parts: &[(&Self::Storage, Nchw)]) -> Result<Self::Storage>;
+    /// The backward of `concat_channels`: splits `dy` back into per-part channel counts.
+    fn split_channels(&self, dy: &Self::Storage, dy_dims: Nchw, channels: &[usize]) -> Result<Vec<Self::Storage>>;
+    /// `x[:, :, 1:, 1:]` (FactorizedReduce's second path): [N, C, H, W] -> [N, C, H-1, W-1].
+    fn shift_crop_fwd(&self, x: &Self::Storage, x_dims: Nchw) -> Result<Self::Storage>;
+    fn shift_crop_bwd(&self, dy: &Self::Storage, x_dims: Nchw) -> Result<Self::Storage>;
+
+    // ---- dense layers and loss -----------------------------------------------------------------
+    /// `y = x W^T + b`: x [n, in], w [out, in], b [out].
+    fn linear_fwd(&self, x: &Self::Storage, w: &Self::Storage, b: Option<&Self::Storage>, n: usize, in_f: usize, out_f: usize) -> Result<Self::Storage>;
+    /// Returns (dx, dw, db).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn linear_bwd(&self, x: &Self::Storage, w: &Self::Storage, dy: &Self::Storage, n: usize, in_f: usize, out_f: usize, with_bias: bool)
+        -> Result<(Self::Storage, Self::Storage, Option<Self::Storage>)>;
+    /// Mean softmax cross-entropy over the batch: returns (loss [1], probabilities [n, k]).
+    /// Labels come from the host (they arrive with each batch).
+    fn softmax_cross_entropy_fwd(&self, logits: &Self::Storage, n: usize, k: usize, labels: &[u32]) -> Result<(Self::Storage, Self::Storage)>;
+    /// `dlogits = dloss * (probs - onehot) / n`, with `dloss` a one-element buffer.
+    fn softmax_cross_entropy_bwd(&self, probs: &Self::Storage, dloss: &Self::Storage, n: usize, k: usize, labels: &[u32]) -> Result<Self::Storage>;
+
+    // ---- regularisation ------------------------------------------------------------------------
+    /// `y[n, ...] = x[n, ...] * sample_scale[n]` (drop-path: scale is 0 or 1 / keep_prob). Its
+    /// own backward: `dx = drop_path(dy, sample_scale)`.
+    fn drop_path(&self, x: &Self::Storage, n: usize, sample_scale: &Self::Storage) -> Result<Self::Storage>;
+
+    // ---- the DARTS MixedOp ---------------------------------------------------------------------
+    /// `y = sum_k softmax(alpha)_k * x_k`, softmax computed inside. All `xs` have `len` elements.
+    fn mixed_op_fwd(&self, xs: &[&Self::Storage], alpha: &Self::Storage, len: usize) -> Result<Self::Storage>;
+    /// One pass for every gradient: `dx_k = w_k dy` for each `k` with `need_dx[k]`, and
+    /// `dalpha_k = w_k (<dy, x_k> - sum_j w_j <dy, x_j>)`.
+    fn mixed_op_bwd(&self, dy: &Self::Storage, xs: &[&Self::Storage], alpha: &Self::Storage, len: usize, need_dx: &[bool])
+        -> Result<(Vec<Option<Self::Storage>>, Self::Storage)>;
+
+    // ---- optimizers (in place) ---------------------------------------------------------------
+    fn sgd_step(&self, param: &mut Self::Storage, grad: &Self::Storage, momentum_buf: &mut Self::Storage, hp: &SgdStep) -> Result<()>;
+    fn adam_step(&self, param: &mut Self::Storage, grad: &Self::Storage, m: &mut Self::Storage, v: &mut Self::Storage, hp: &AdamStep) -> Result<()>;
+}

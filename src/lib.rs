@@ -1,0 +1,24 @@
+//! nasrs: neural architecture search (DARTS) with a fast CPU backend and hand-written CUDA
+//! kernels.
+//!
+//! Layers, bottom up:
+//! - [`backend`]: the op set as one trait, implemented by the CPU backend (the reference)
+//!   and the CUDA backend (feature `cuda`).
+//! - [`tensor`]: a device buffer plus its shape.
+//! - [`autograd`]: a minimal tape that records ops and replays them in reverse.
+//! - [`optim`]: SGD, Adam, gradient clipping and the cosine schedule.
+
+pub mod autograd;
+pub mod backend;
+pub mod error;
+pub mod optim;
+pub mod rng;
+pub mod shape;
+pub mod tensor;
+
+pub use backend::cpu::Cpu;
+pub use backend::{Backend, Element};
+pub use error::{Error, Result};
+pub use rng::Rng;
+pub use shape::{Conv2dSpec, Nchw, Pool2dSpec, Shape};
+pub use tensor::Tensor;
