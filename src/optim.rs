@@ -1,1 +1,109 @@
-//! placeholder
+//! Optimizers with PyTorch semantics (SGD with momentum and weight decay, Adam with L2 weight
+//! decay), global gradient-norm clipping and the cosine learning-rate schedule. State lives
+//! in `ParamStore`s with the same names as the parameters, so checkpoints can hold it.
+
+use crate::autograd::ParamStore;
+use crate::backend::{AdamStep, Backend, SgdStep};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// `torch.optim.lr_scheduler.CosineAnnealingLR`: `lr_min + (lr_max - lr_min) (1 + cos(pi t / T)) / 2`.
+pub fn cosine_lr(lr_max: f64, lr_min: f64, epoch: usize, total_epochs: usize) -> f64 {
+    if total_epochs == 0 {
+        return lr_max;
+    }
+    let t = epoch.min(total_epochs) as f64 / total_epochs as f64;
+    lr_min + (lr_max - lr_min) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0
+}
+
+/// Scales `grads` in place so their global L2 norm is at most `max_norm`
+/// (`torch.nn.utils.clip_grad_norm_`, factor `max_norm / (norm + 1e-6)`). Returns the norm
+/// before clipping; a non-finite norm is an error naming it.
+pub fn clip_grad_norm<B: Backend>(backend: &B, grads: &mut [Tensor<B>], max_norm: f64) -> Result<f64> {
+    let mut sq = 0.0;
+    for g in grads.iter() {
+        sq += backend.sum_squares(&g.buf)?;
+    }
+    let norm = sq.sqrt();
+    if !norm.is_finite() {
+        return Err(Error::NonFinite(format!("gradient norm is {norm}")));
+    }
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        for g in grads.iter_mut() {
+            backend.scale_assign(g.buf_mut("gradient")?, coef)?;
+        }
+    }
+    Ok(norm)
+}
+
+fn check_grads<B: Backend>(what: &str, params: &ParamStore<B>, grads: &[Tensor<B>]) -> Result<()> {
+    if grads.len() != params.len() {
+        return Err(Error::invalid(what.to_string(), format!("{} gradients for {} parameters", grads.len(), params.len())));
+    }
+    for (id, g) in params.ids().zip(grads) {
+        if params.get(id).shape != g.shape {
+            return Err(Error::shape("optimizer", format!("{}: gradient {} for parameter {}", params.name(id), g.shape, params.get(id).shape)));
+        }
+    }
+    Ok(())
+}
+
+/// SGD with momentum (dampening 0) and L2 weight decay.
+pub struct Sgd<B: Backend> {
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Momentum buffers, named like the parameters.
+    pub state: ParamStore<B>,
+}
+
+impl<B: Backend> Sgd<B> {
+    pub fn new(backend: &B, params: &ParamStore<B>, momentum: f64, weight_decay: f64) -> Result<Self> {
+        Ok(Sgd { momentum, weight_decay, state: params.zeros_like(backend)? })
+    }
+
+    pub fn step(&mut self, backend: &B, params: &mut ParamStore<B>, grads: &[Tensor<B>], lr: f64) -> Result<()> {
+        check_grads("sgd", params, grads)?;
+        let hp = SgdStep { lr, momentum: self.momentum, weight_decay: self.weight_decay };
+        for (i, g) in grads.iter().enumerate() {
+            let id = crate::autograd::ParamId(i);
+            let name = params.name(id).to_string();
+            let p = params.get_mut(id).buf_mut(&name)?;
+            let m = self.state.get_mut(id).buf_mut(&name)?;
+            backend.sgd_step(p, &g.buf, m, &hp)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adam (PyTorch `Adam`, not AdamW: weight decay is added to the gradient).
+pub struct Adam<B: Backend> {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub step: u64,
+    pub exp_avg: ParamStore<B>,
+    pub exp_avg_sq: ParamStore<B>,
+}
+
+impl<B: Backend> Adam<B> {
+    pub fn new(backend: &B, params: &ParamStore<B>, betas: (f64, f64), eps: f64, weight_decay: f64) -> Result<Self> {
+        Ok(Adam { beta1: betas.0, beta2: betas.1, eps, weight_decay, step: 0, exp_avg: params.zeros_like(backend)?, exp_avg_sq: params.zeros_like(backend)? })
+    }
+
+    pub fn step(&mut self, backend: &B, params: &mut ParamStore<B>, grads: &[Tensor<B>], lr: f64) -> Result<()> {
+        check_grads("adam", params, grads)?;
+        self.step += 1;
+        let hp = AdamStep { lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, weight_decay: self.weight_decay, step: self.step };
+        for (i, g) in grads.iter().enumerate() {
+            let id = crate::autograd::ParamId(i);
+            let name = params.name(id).to_string();
+            let p = params.get_mut(id).buf_mut(&name)?;
+            let m = self.exp_avg.get_mut(id).buf_mut(&name)?;
+            let v = self.exp_avg_sq.get_mut(id).buf_mut(&name)?;
+            backend.adam_step(p, &g.buf, m, v, &hp)?;
+        }
+        Ok(())
+    }
+}

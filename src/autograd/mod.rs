@@ -1,1 +1,9 @@
-pub mod tape; pub use tape::*;
+//! The autograd tape: a list of recorded ops replayed in reverse (micrograd's idea, kept
+//! backend-agnostic as in burn: the tape knows ops, never devices). Parameters live in
+//! named stores (`ParamStore`) outside the tape, so a tape is built and dropped every step.
+
+mod params;
+mod tape;
+
+pub use params::{ParamId, ParamStore};
+pub use tape::{Gradients, Tape, Var};

@@ -1,0 +1,108 @@
+//! Named parameter stores: flat lists of tensors with PyTorch `state_dict`-style dotted names
+//! (`cells.0._ops.3.op.1.weight`). Modules hold `ParamId`s; optimizers, checkpoints and the
+//! tape all walk the same list.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Index of a tensor inside one `ParamStore`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamId(pub usize);
+
+pub struct ParamStore<B: Backend> {
+    /// Unique per store, so the tape can tell parameters of different stores apart.
+    pub(crate) store_id: u64,
+    names: Vec<String>,
+    values: Vec<Tensor<B>>,
+}
+
+impl<B: Backend> Default for ParamStore<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B: Backend> ParamStore<B> {
+    pub fn new() -> Self {
+        ParamStore { store_id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed), names: Vec::new(), values: Vec::new() }
+    }
+
+    pub fn add(&mut self, name: impl Into<String>, value: Tensor<B>) -> ParamId {
+        self.names.push(name.into());
+        self.values.push(value);
+        ParamId(self.values.len() - 1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+    /// Total number of scalars.
+    pub fn numel(&self) -> usize {
+        self.values.iter().map(|t| t.numel()).sum()
+    }
+    pub fn name(&self, id: ParamId) -> &str {
+        &self.names[id.0]
+    }
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+    pub fn get(&self, id: ParamId) -> &Tensor<B> {
+        &self.values[id.0]
+    }
+    pub fn get_mut(&mut self, id: ParamId) -> &mut Tensor<B> {
+        &mut self.values[id.0]
+    }
+    pub fn tensors(&self) -> &[Tensor<B>] {
+        &self.values
+    }
+    pub fn tensors_mut(&mut self) -> &mut [Tensor<B>] {
+        &mut self.values
+    }
+    pub fn ids(&self) -> impl Iterator<Item = ParamId> {
+        (0..self.values.len()).map(ParamId)
+    }
+    pub fn find(&self, name: &str) -> Option<ParamId> {
+        self.names.iter().position(|n| n == name).map(ParamId)
+    }
+
+    /// Replaces a tensor's value, checking the shape is unchanged (checkpoint loading).
+    pub fn set(&mut self, id: ParamId, value: Tensor<B>) -> Result<()> {
+        let old = &self.values[id.0].shape;
+        if *old != value.shape {
+            return Err(Error::shape("load", format!("{}: stored {} but the model expects {old}", self.names[id.0], value.shape)));
+        }
+        self.values[id.0] = value;
+        Ok(())
+    }
+
+    /// A new store of zero tensors with the same names and shapes (optimizer state).
+    pub fn zeros_like(&self, backend: &B) -> Result<Self> {
+        let mut s = ParamStore::new();
+        for (n, v) in self.names.iter().zip(&self.values) {
+            s.add(n.clone(), Tensor::zeros(backend, v.shape.clone())?);
+        }
+        Ok(s)
+    }
+
+    /// A deep copy (separate buffers).
+    pub fn deep_copy(&self, backend: &B) -> Result<Self> {
+        let mut s = ParamStore::new();
+        for (n, v) in self.names.iter().zip(&self.values) {
+            s.add(n.clone(), Tensor::new(backend.copy(&v.buf)?, v.shape.clone()));
+        }
+        Ok(s)
+    }
+
+    /// Shapes, for summaries.
+    pub fn shapes(&self) -> impl Iterator<Item = (&str, &Shape)> {
+        self.names.iter().map(|s| s.as_str()).zip(self.values.iter().map(|t| &t.shape))
+    }
+}

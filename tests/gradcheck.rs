@@ -1,0 +1,341 @@
+//! Finite-difference gradient checks of every tape op and of the tape itself, run on the
+//! CPU backend in f64 (`Cpu<f64>`: the same kernels as the f32 product). Each check builds a
+//! scalar `L = <f(inputs), r>` for a random `r`, compares the tape's gradient of every input
+//! with central differences (h = 1e-6), and requires agreement to 1e-6 absolute + 1e-5
+//! relative. Inputs have odd sizes; convs cover stride 2, dilation 2 and groups.
+
+use nasrs::autograd::{ParamStore, Tape, Var};
+use nasrs::backend::cpu::Cpu;
+use nasrs::{Conv2dSpec, Pool2dSpec, Result, Rng, Shape, Tensor};
+
+type B = Cpu<f64>;
+
+fn random(rng: &mut Rng, shape: &[usize]) -> Tensor<B> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+    Tensor::from_host(&B::new(), &v, Shape::new(shape)).unwrap()
+}
+
+/// Checks d<f(xs), r>/d xs against central differences, for up to `max_probe` entries per input.
+fn gradcheck(name: &str, inputs: Vec<Tensor<B>>, f: impl Fn(&mut Tape<B>, &[Var]) -> Result<Var>) {
+    let be = B::new();
+    let mut rng = Rng::new(99);
+    // Analytic.
+    let mut tape = Tape::new(be.clone());
+    let vars: Vec<Var> = inputs.iter().map(|t| tape.leaf(t.clone(), true)).collect();
+    let y = f(&mut tape, &vars).unwrap_or_else(|e| panic!("{name}: forward failed: {e}"));
+    let r: Vec<f64> = (0..tape.shape(y).numel()).map(|_| rng.normal()).collect();
+    let grads = tape
+        .backward_with(y, r.clone())
+        .unwrap_or_else(|e| panic!("{name}: backward failed: {e}"));
+    let objective = |xs: &[Tensor<B>]| -> f64 {
+        let mut t = Tape::new(be.clone());
+        t.set_grad_enabled(false);
+        let vs: Vec<Var> = xs.iter().map(|x| t.leaf(x.clone(), false)).collect();
+        let y = f(&mut t, &vs).unwrap();
+        t.value(y)
+            .to_host(&be)
+            .unwrap()
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| a * b)
+            .sum()
+    };
+    let h = 1e-6;
+    for (i, input) in inputs.iter().enumerate() {
+        let analytic = grads
+            .get(vars[i])
+            .unwrap_or_else(|| panic!("{name}: no gradient for input {i}"))
+            .to_host(&be)
+            .unwrap();
+        assert_eq!(
+            analytic.len(),
+            input.numel(),
+            "{name}: gradient size of input {i}"
+        );
+        let base = input.to_host(&be).unwrap();
+        let n = base.len();
+        let probes: Vec<usize> = if n <= 40 {
+            (0..n).collect()
+        } else {
+            (0..40).map(|_| rng.below(n)).collect()
+        };
+        for j in probes {
+            let mut eval = |delta: f64| {
+                let mut v = base.clone();
+                v[j] += delta;
+                let mut xs = inputs.clone();
+                xs[i] = Tensor::from_host(&be, &v, input.shape.clone()).unwrap();
+                objective(&xs)
+            };
+            let numeric = (eval(h) - eval(-h)) / (2.0 * h);
+            let a = analytic[j];
+            let tol = 1e-6 + 1e-5 * a.abs().max(numeric.abs());
+            assert!(
+                (a - numeric).abs() <= tol,
+                "{name}: input {i} element {j}: analytic {a} vs numeric {numeric}"
+            );
+        }
+    }
+}
+
+fn conv_case(
+    name: &str,
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: (usize, usize),
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    groups: usize,
+) {
+    let spec = Conv2dSpec {
+        in_channels: cin,
+        out_channels: cout,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        groups,
+    };
+    let mut rng = Rng::new(1);
+    let x = random(&mut rng, &[n, cin, hw.0, hw.1]);
+    let w = random(&mut rng, spec.weight_shape().dims());
+    gradcheck(name, vec![x, w], move |t, v| t.conv2d(v[0], v[1], spec));
+}
+
+#[test]
+fn conv2d_dense_stem_3x3() {
+    conv_case("stem 3x3", 2, 3, 5, (7, 5), 3, 1, 1, 1, 1);
+}
+#[test]
+fn conv2d_dense_stride2_dilation2() {
+    conv_case("dense s2 d2", 2, 3, 4, (9, 8), 3, 2, 2, 2, 1);
+}
+#[test]
+fn conv2d_pointwise_1x1() {
+    conv_case("1x1", 3, 5, 4, (5, 7), 1, 1, 0, 1, 1);
+}
+#[test]
+fn conv2d_pointwise_1x1_stride2() {
+    conv_case("1x1 s2 (FactorizedReduce)", 2, 4, 3, (7, 7), 1, 2, 0, 1, 1);
+}
+#[test]
+fn conv2d_grouped() {
+    conv_case("groups 2", 2, 4, 6, (6, 5), 3, 1, 1, 1, 2);
+}
+#[test]
+fn conv2d_depthwise_3x3_and_5x5_all_strides_dilations() {
+    for (k, s, d) in [
+        (3, 1, 1),
+        (3, 2, 1),
+        (3, 1, 2),
+        (3, 2, 2),
+        (5, 1, 1),
+        (5, 2, 1),
+        (5, 1, 2),
+        (5, 2, 2),
+    ] {
+        let pad = d * (k - 1) / 2;
+        conv_case(
+            &format!("depthwise k{k} s{s} d{d}"),
+            2,
+            3,
+            3,
+            (9, 7),
+            k,
+            s,
+            pad,
+            d,
+            3,
+        );
+    }
+}
+
+#[test]
+fn max_and_avg_pool() {
+    for stride in [1, 2] {
+        let spec = Pool2dSpec {
+            kernel: 3,
+            stride,
+            padding: 1,
+        };
+        let mut rng = Rng::new(2);
+        let x = random(&mut rng, &[2, 3, 7, 6]);
+        gradcheck(
+            &format!("max_pool s{stride}"),
+            vec![x.clone()],
+            move |t, v| t.max_pool2d(v[0], spec),
+        );
+        gradcheck(&format!("avg_pool s{stride}"), vec![x], move |t, v| {
+            t.avg_pool2d(v[0], spec)
+        });
+    }
+}
+
+#[test]
+fn batch_norm_train_affine_and_not() {
+    let mut rng = Rng::new(3);
+    let x = random(&mut rng, &[3, 4, 5, 3]);
+    let g = random(&mut rng, &[4]);
+    let b = random(&mut rng, &[4]);
+    gradcheck("bn non-affine", vec![x.clone()], |t, v| {
+        t.batch_norm_train(v[0], None, None, 1e-5)
+    });
+    gradcheck("bn affine", vec![x, g, b], |t, v| {
+        t.batch_norm_train(v[0], Some((v[1], v[2])), None, 1e-5)
+    });
+}
+
+#[test]
+fn batch_norm_eval_input_gradient() {
+    let be = B::new();
+    let mut rng = Rng::new(4);
+    let x = random(&mut rng, &[2, 3, 4, 5]);
+    let rm = random(&mut rng, &[3]);
+    let rv = Tensor::from_host(&be, &[0.5, 1.5, 2.0], [3]).unwrap();
+    gradcheck("bn eval", vec![x], move |t, v| {
+        t.batch_norm_eval(v[0], None, &rm, &rv, 1e-5)
+    });
+}
+
+#[test]
+fn elementwise_and_layout_ops() {
+    let mut rng = Rng::new(5);
+    let a = random(&mut rng, &[2, 3, 5, 5]);
+    let b = random(&mut rng, &[2, 3, 5, 5]);
+    let c = random(&mut rng, &[2, 2, 5, 5]);
+    gradcheck("relu", vec![a.clone()], |t, v| t.relu(v[0]));
+    gradcheck("add", vec![a.clone(), b.clone()], |t, v| t.add(v[0], v[1]));
+    gradcheck("scale", vec![a.clone()], |t, v| t.scale(v[0], -1.7));
+    gradcheck(
+        "sum of 3 (one used twice)",
+        vec![a.clone(), b.clone()],
+        |t, v| t.sum(&[v[0], v[1], v[0]]),
+    );
+    gradcheck("concat", vec![a.clone(), c, b.clone()], |t, v| {
+        t.concat_channels(&[v[0], v[1], v[2]])
+    });
+    gradcheck("shift_crop", vec![a.clone()], |t, v| t.shift_crop(v[0]));
+    gradcheck("global_avg_pool", vec![a.clone()], |t, v| {
+        t.global_avg_pool(v[0])
+    });
+    gradcheck("drop_path", vec![a], |t, v| {
+        let mut r = Rng::new(11); // the same mask in every evaluation
+        t.drop_path(v[0], 0.6, &mut r)
+    });
+}
+
+#[test]
+fn linear_and_cross_entropy() {
+    let mut rng = Rng::new(6);
+    let x = random(&mut rng, &[5, 7]);
+    let w = random(&mut rng, &[3, 7]);
+    let b = random(&mut rng, &[3]);
+    gradcheck("linear+bias", vec![x.clone(), w.clone(), b], |t, v| {
+        t.linear(v[0], v[1], Some(v[2]))
+    });
+    gradcheck("linear", vec![x.clone(), w.clone()], |t, v| {
+        t.linear(v[0], v[1], None)
+    });
+    let logits = random(&mut rng, &[5, 4]);
+    gradcheck("softmax_cross_entropy", vec![logits], |t, v| {
+        t.softmax_cross_entropy(v[0], &[0, 3, 1, 1, 2])
+    });
+}
+
+#[test]
+fn mixed_op_all_inputs_and_alpha() {
+    let mut rng = Rng::new(7);
+    let mut inputs: Vec<Tensor<B>> = (0..8).map(|_| random(&mut rng, &[2, 3, 5, 3])).collect();
+    inputs.push(random(&mut rng, &[8]));
+    gradcheck("mixed_op K=8", inputs, |t, v| t.mixed_op(&v[..8], v[8]));
+}
+
+#[test]
+fn mixed_op_with_none_input() {
+    // The DARTS `none` op is a shared zero constant: only the other inputs and alpha get gradients.
+    let mut rng = Rng::new(8);
+    let x = random(&mut rng, &[2, 2, 3, 3]);
+    let alpha = random(&mut rng, &[3]);
+    gradcheck("mixed_op with none", vec![x, alpha], |t, v| {
+        let z = t.zeros(Shape::new(&[2, 2, 3, 3]))?;
+        let p = t.relu(v[0])?;
+        t.mixed_op(&[z, v[0], p], v[1])
+    });
+}
+
+/// The tape on a small two-layer network with a weight shared by two convs.
+#[test]
+fn tape_two_layer_network_with_shared_weight() {
+    let mut rng = Rng::new(9);
+    let x = random(&mut rng, &[3, 2, 7, 7]);
+    let w = random(&mut rng, &[2, 2, 3, 3]);
+    let g = random(&mut rng, &[2]);
+    let b = random(&mut rng, &[2]);
+    let fc = random(&mut rng, &[4, 2]);
+    let spec = Conv2dSpec {
+        in_channels: 2,
+        out_channels: 2,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+        groups: 1,
+    };
+    let spec2 = Conv2dSpec { stride: 2, ..spec };
+    gradcheck("two-layer net", vec![x, w, g, b, fc], move |t, v| {
+        let h = t.conv2d(v[0], v[1], spec)?;
+        let h = t.batch_norm_train(h, Some((v[2], v[3])), None, 1e-5)?;
+        let h = t.relu(h)?;
+        let h = t.conv2d(h, v[1], spec2)?; // same weight again: gradients must add up
+        let h = t.max_pool2d(
+            h,
+            Pool2dSpec {
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            },
+        )?;
+        let h = t.global_avg_pool(h)?;
+        let logits = t.linear(h, v[4], None)?;
+        t.softmax_cross_entropy(logits, &[1, 0, 3])
+    });
+}
+
+#[test]
+fn params_are_one_leaf_per_tape_and_gradients_accumulate() {
+    let be = B::new();
+    let mut store = ParamStore::new();
+    let id = store.add("w", Tensor::from_host(&be, &[2.0], [1, 1]).unwrap());
+    let mut tape = Tape::new(be.clone());
+    let x = tape.constant(Tensor::from_host(&be, &[3.0], [1, 1]).unwrap());
+    let w1 = tape.param(&store, id, true);
+    let w2 = tape.param(&store, id, true);
+    assert_eq!(w1, w2);
+    // loss = x*w + x*w  => dloss/dw = 2x = 6.
+    let a = tape.linear(x, w1, None).unwrap();
+    let b = tape.linear(x, w2, None).unwrap();
+    let s = tape.add(a, b).unwrap();
+    let grads = tape.backward_with(s, vec![1.0]).unwrap();
+    assert_eq!(
+        grads.param(&store, id).unwrap().to_host(&be).unwrap(),
+        vec![6.0]
+    );
+}
+
+#[test]
+fn no_grad_mode_records_nothing_for_backward() {
+    let be = B::new();
+    let mut tape = Tape::new(be.clone());
+    tape.set_grad_enabled(false);
+    let x = tape.leaf(Tensor::from_host(&be, &[1.0, -2.0], [1, 2]).unwrap(), true);
+    let y = tape.relu(x).unwrap();
+    assert!(!tape.requires_grad(y));
+    let logits = tape.leaf(Tensor::from_host(&be, &[0.0, 1.0], [1, 2]).unwrap(), true);
+    let loss = tape.softmax_cross_entropy(logits, &[1]).unwrap();
+    let grads = tape.backward(loss).unwrap();
+    assert!(grads.get(logits).is_none());
+}
