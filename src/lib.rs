@@ -9,6 +9,7 @@
 //! - [`optim`]: SGD, Adam, gradient clipping and the cosine schedule.
 
 pub mod autograd;
+pub mod nas;
 pub mod backend;
 pub mod error;
 pub mod optim;

@@ -113,6 +113,7 @@ fn conv2d_dense_stem_3x3() {
 #[test]
 fn conv2d_dense_stride2_dilation2() {
     conv_case("dense s2 d2", 2, 3, 4, (9, 8), 3, 2, 2, 2, 1);
+    conv_case("dense 5x5 d2 on 3x3", 1, 2, 3, (3, 3), 5, 1, 4, 2, 1);
 }
 #[test]
 fn conv2d_pointwise_1x1() {

@@ -60,6 +60,12 @@ impl<B: Backend> ParamStore<B> {
     pub fn get_mut(&mut self, id: ParamId) -> &mut Tensor<B> {
         &mut self.values[id.0]
     }
+    /// Two different tensors mutably at once (a batch norm's running mean and variance).
+    pub fn get_disjoint_mut(&mut self, ids: [ParamId; 2]) -> Result<[&mut Tensor<B>; 2]> {
+        self.values
+            .get_disjoint_mut([ids[0].0, ids[1].0])
+            .map_err(|_| Error::invalid("parameter ids", format!("{ids:?} must be two different, existing entries")))
+    }
     pub fn tensors(&self) -> &[Tensor<B>] {
         &self.values
     }

@@ -204,8 +204,9 @@ fn col2im<T: Element>(col: &[T], cg: usize, xd: Nchw, spec: &Conv2dSpec, yd: Nch
     }
 }
 
-/// Calls `f(oh, ih, ow_lo, ow_hi, iw0)` for every kernel tap and valid output row, where the
-/// valid output columns `ow_lo..ow_hi` read input column `iw0 + ow * stride`.
+/// Calls `f(tap, oh, ih, ow_lo, ow_hi, stride, off_w)` for every kernel tap and output row
+/// that reads real input, where output column `ow` in `ow_lo..ow_hi` reads input column
+/// `ow * stride + off_w`.
 #[inline(always)]
 fn for_each_tap(xd: Nchw, spec: &Conv2dSpec, yd: Nchw, mut f: impl FnMut(usize, usize, usize, usize, usize, usize, isize)) {
     let k = spec.kernel;
@@ -215,6 +216,9 @@ fn for_each_tap(xd: Nchw, spec: &Conv2dSpec, yd: Nchw, mut f: impl FnMut(usize, 
         for kw in 0..k {
             let off_w = kw as isize * d - p;
             let (ow_lo, ow_hi) = valid_range(yd.w, xd.w, s, off_w);
+            if ow_lo >= ow_hi {
+                continue; // this tap only ever reads padding (small inputs, large dilation)
+            }
             for oh in oh_lo..oh_hi {
                 let ih = ((oh * s) as isize + kh as isize * d - p) as usize;
                 f(kh * k + kw, oh, ih, ow_lo, ow_hi, s, off_w);

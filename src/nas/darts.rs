@@ -1,0 +1,1 @@
+//! DARTS search (first and second order): filled in next.

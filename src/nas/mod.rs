@@ -1,0 +1,13 @@
+//! The NAS layer: modules, not kernels. `modules` holds the DARTS building blocks (conv,
+//! batch norm, ReLUConvBN, FactorizedReduce, SepConv, DilConv) and the eight primitives;
+//! `search_model` the one-shot supernet with its architecture parameters; `genotype` the
+//! discrete architecture derived from them; `darts` the search strategy.
+
+pub mod darts;
+pub mod genotype;
+pub mod modules;
+pub mod search_model;
+
+pub use genotype::{Genotype, Primitive};
+pub use modules::{Ctx, Mode};
+pub use search_model::{SearchConfig, SearchNetwork};

@@ -1,0 +1,310 @@
+//! DARTS building blocks on the autograd tape, with PyTorch-compatible parameter names and
+//! initialisation (kaiming-uniform convs, BN weight 1 / bias 0, running mean 0 / var 1).
+//!
+//! A module holds `ParamId`s into three stores: `weights` (trained by SGD), `buffers` (BN
+//! running statistics) and, for the supernet, `arch` (the alphas). `Ctx` carries the stores
+//! and the mode into every forward.
+
+use super::genotype::Primitive;
+use crate::autograd::{ParamId, ParamStore, Tape, Var};
+use crate::backend::{Backend, Element};
+use crate::error::Result;
+use crate::rng::Rng;
+use crate::shape::{Conv2dSpec, Pool2dSpec, Shape};
+use crate::tensor::Tensor;
+
+pub const BN_EPS: f64 = 1e-5;
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// How a forward pass runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Mode {
+    /// Batch norm uses batch statistics (training) or running statistics (eval).
+    pub train: bool,
+    /// Training-mode batch norms update their running statistics.
+    pub update_running: bool,
+    /// Gradients are wanted for the weights / for the architecture parameters.
+    pub grad_weights: bool,
+    pub grad_arch: bool,
+}
+
+impl Mode {
+    /// A weight step: batch statistics, running update, weight gradients only.
+    pub const WEIGHT_STEP: Mode = Mode { train: true, update_running: true, grad_weights: true, grad_arch: false };
+    /// An architecture step: batch statistics, alpha gradients only, running stats untouched.
+    pub const ARCH_STEP: Mode = Mode { train: true, update_running: false, grad_weights: false, grad_arch: true };
+    /// Inference.
+    pub const EVAL: Mode = Mode { train: false, update_running: false, grad_weights: false, grad_arch: false };
+}
+
+pub struct Ctx<'a, B: Backend> {
+    pub tape: &'a mut Tape<B>,
+    pub weights: &'a ParamStore<B>,
+    pub buffers: &'a mut ParamStore<B>,
+    pub arch: &'a ParamStore<B>,
+    pub mode: Mode,
+}
+
+impl<B: Backend> Ctx<'_, B> {
+    pub fn weight(&mut self, id: ParamId) -> Var {
+        self.tape.param(self.weights, id, self.mode.grad_weights)
+    }
+    pub fn alpha(&mut self, id: ParamId) -> Var {
+        self.tape.param(self.arch, id, self.mode.grad_arch)
+    }
+}
+
+/// Creates parameters with dotted names under a prefix stack.
+pub struct Builder<'a, B: Backend> {
+    pub backend: &'a B,
+    pub weights: &'a mut ParamStore<B>,
+    pub buffers: &'a mut ParamStore<B>,
+    pub rng: &'a mut Rng,
+    prefix: Vec<String>,
+}
+
+impl<'a, B: Backend> Builder<'a, B> {
+    pub fn new(backend: &'a B, weights: &'a mut ParamStore<B>, buffers: &'a mut ParamStore<B>, rng: &'a mut Rng) -> Self {
+        Builder { backend, weights, buffers, rng, prefix: Vec::new() }
+    }
+
+    /// Runs `f` with `part` appended to the name prefix.
+    pub fn scope<T>(&mut self, part: impl ToString, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.prefix.push(part.to_string());
+        let r = f(self);
+        self.prefix.pop();
+        r
+    }
+
+    fn name(&self, leaf: &str) -> String {
+        let mut parts = self.prefix.clone();
+        parts.push(leaf.to_string());
+        parts.join(".")
+    }
+
+    fn uniform(&mut self, shape: Shape, bound: f64) -> Result<Tensor<B>> {
+        let v: Vec<B::Elem> = (0..shape.numel()).map(|_| B::Elem::from_f64((2.0 * self.rng.uniform() - 1.0) * bound)).collect();
+        Tensor::from_host(self.backend, &v, shape)
+    }
+
+    fn filled(&mut self, shape: Shape, value: f64) -> Result<Tensor<B>> {
+        Tensor::from_host(self.backend, &vec![B::Elem::from_f64(value); shape.numel()], shape)
+    }
+
+    /// A bias-free conv, PyTorch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    pub fn conv(&mut self, spec: Conv2dSpec) -> Result<Conv> {
+        let shape = spec.weight_shape();
+        let fan_in = (spec.in_channels / spec.groups) * spec.kernel * spec.kernel;
+        let t = self.uniform(shape, 1.0 / (fan_in as f64).sqrt())?;
+        Ok(Conv { weight: self.weights.add(self.name("weight"), t), spec })
+    }
+
+    pub fn batch_norm(&mut self, channels: usize, affine: bool) -> Result<BatchNorm> {
+        let affine = if affine {
+            let g = self.filled(Shape::new(&[channels]), 1.0)?;
+            let b = self.filled(Shape::new(&[channels]), 0.0)?;
+            Some((self.weights.add(self.name("weight"), g), self.weights.add(self.name("bias"), b)))
+        } else {
+            None
+        };
+        let rm = self.filled(Shape::new(&[channels]), 0.0)?;
+        let rv = self.filled(Shape::new(&[channels]), 1.0)?;
+        let running_mean = self.buffers.add(self.name("running_mean"), rm);
+        let running_var = self.buffers.add(self.name("running_var"), rv);
+        Ok(BatchNorm { affine, running_mean, running_var })
+    }
+
+    /// nn.Linear init: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
+    pub fn linear(&mut self, in_f: usize, out_f: usize) -> Result<Linear> {
+        let bound = 1.0 / (in_f as f64).sqrt();
+        let w = self.uniform(Shape::new(&[out_f, in_f]), bound)?;
+        let b = self.uniform(Shape::new(&[out_f]), bound)?;
+        Ok(Linear { weight: self.weights.add(self.name("weight"), w), bias: self.weights.add(self.name("bias"), b) })
+    }
+}
+
+pub struct Conv {
+    pub weight: ParamId,
+    pub spec: Conv2dSpec,
+}
+
+impl Conv {
+    pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+        let w = cx.weight(self.weight);
+        cx.tape.conv2d(x, w, self.spec)
+    }
+}
+
+pub struct BatchNorm {
+    pub affine: Option<(ParamId, ParamId)>,
+    pub running_mean: ParamId,
+    pub running_var: ParamId,
+}
+
+impl BatchNorm {
+    pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+        let affine = self.affine.map(|(g, b)| (cx.weight(g), cx.weight(b)));
+        if cx.mode.train {
+            if cx.mode.update_running {
+                let [rm, rv] = cx.buffers.get_disjoint_mut([self.running_mean, self.running_var])?;
+                cx.tape.batch_norm_train(x, affine, Some((rm, rv, BN_MOMENTUM)), BN_EPS)
+            } else {
+                cx.tape.batch_norm_train(x, affine, None, BN_EPS)
+            }
+        } else {
+            let (rm, rv) = (cx.buffers.get(self.running_mean).clone(), cx.buffers.get(self.running_var).clone());
+            cx.tape.batch_norm_eval(x, affine, &rm, &rv, BN_EPS)
+        }
+    }
+}
+
+pub struct Linear {
+    pub weight: ParamId,
+    pub bias: ParamId,
+}
+
+impl Linear {
+    pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+        let (w, b) = (cx.weight(self.weight), cx.weight(self.bias));
+        cx.tape.linear(x, w, Some(b))
+    }
+}
+
+fn conv_spec(c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, dilation: usize, groups: usize) -> Conv2dSpec {
+    Conv2dSpec { in_channels: c_in, out_channels: c_out, kernel, stride, padding, dilation, groups }
+}
+
+/// ReLU, conv k x k, BN (`ReLUConvBN`: names `op.1.weight`, `op.2.*`).
+pub struct ReluConvBn {
+    conv: Conv,
+    bn: BatchNorm,
+}
+
+impl ReluConvBn {
+    pub fn new<B: Backend>(b: &mut Builder<B>, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, affine: bool) -> Result<Self> {
+        b.scope("op", |b| {
+            let conv = b.scope(1, |b| b.conv(conv_spec(c_in, c_out, kernel, stride, padding, 1, 1)))?;
+            let bn = b.scope(2, |b| b.batch_norm(c_out, affine))?;
+            Ok(ReluConvBn { conv, bn })
+        })
+    }
+    pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+        let h = cx.tape.relu(x)?;
+        let h = self.conv.forward(cx, h)?;
+        self.bn.forward(cx, h)
+    }
+}
+
+/// ReLU, then two 1x1 stride-2 convs on x and x[:, :, 1:, 1:], concatenated, then BN.
+pub struct FactorizedReduce {
+    conv_1: Conv,
+    conv_2: Conv,
+    bn: BatchNorm,
+}
+
+impl FactorizedReduce {
+    pub fn new<B: Backend>(b: &mut Builder<B>, c_in: usize, c_out: usize, affine: bool) -> Result<Self> {
+        let half = conv_spec(c_in, c_out / 2, 1, 2, 0, 1, 1);
+        Ok(FactorizedReduce {
+            conv_1: b.scope("conv_1", |b| b.conv(half))?,
+            conv_2: b.scope("conv_2", |b| b.conv(half))?,
+            bn: b.scope("bn", |b| b.batch_norm(c_out, affine))?,
+        })
+    }
+    pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+        let h = cx.tape.relu(x)?;
+        let a = self.conv_1.forward(cx, h)?;
+        let shifted = cx.tape.shift_crop(h)?;
+        let b = self.conv_2.forward(cx, shifted)?;
+        let cat = cx.tape.concat_channels(&[a, b])?;
+        self.bn.forward(cx, cat)
+    }
+}
+
+/// ReLU, depthwise k x k, pointwise 1x1, BN: one half of a SepConv, or a whole DilConv.
+pub struct ReluDwPwBn {
+    dw: Conv,
+    pw: Conv,
+    bn: BatchNorm,
+}
+
+impl ReluDwPwBn {
+    /// `first` is the index of the depthwise conv inside the `op` Sequential.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<B: Backend>(b: &mut Builder<B>, first: usize, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, dilation: usize, affine: bool) -> Result<Self> {
+        Ok(ReluDwPwBn {
+            dw: b.scope(first, |b| b.conv(conv_spec(c_in, c_in, kernel, stride, padding, dilation, c_in)))?,
+            pw: b.scope(first + 1, |b| b.conv(conv_spec(c_in, c_out, 1, 1, 0, 1, 1)))?,
+            bn: b.scope(first + 2, |b| b.batch_norm(c_out, affine))?,
+        })
+    }
+    pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+        let h = cx.tape.relu(x)?;
+        let h = self.dw.forward(cx, h)?;
+        let h = self.pw.forward(cx, h)?;
+        self.bn.forward(cx, h)
+    }
+}
+
+/// One candidate operation on an edge.
+pub enum EdgeOp {
+    /// Zero; at stride 2 its shape is that of `x[:, :, ::2, ::2]`.
+    Zero { stride: usize },
+    Pool { max: bool, spec: Pool2dSpec, bn: Option<BatchNorm> },
+    Identity,
+    FactorizedReduce(FactorizedReduce),
+    SepConv(Box<[ReluDwPwBn; 2]>),
+    DilConv(ReluDwPwBn),
+}
+
+impl EdgeOp {
+    /// Builds `primitive` at `stride` for `c` channels, with PyTorch DARTS' names. `pool_bn`:
+    /// the search network follows pools with a non-affine BN.
+    pub fn new<B: Backend>(b: &mut Builder<B>, primitive: Primitive, c: usize, stride: usize, affine: bool, pool_bn: bool) -> Result<Self> {
+        Ok(match primitive {
+            Primitive::None => EdgeOp::Zero { stride },
+            Primitive::MaxPool3x3 | Primitive::AvgPool3x3 => {
+                let bn = if pool_bn { Some(b.scope(1, |b| b.batch_norm(c, false))?) } else { None };
+                EdgeOp::Pool { max: primitive == Primitive::MaxPool3x3, spec: Pool2dSpec { kernel: 3, stride, padding: 1 }, bn }
+            }
+            Primitive::SkipConnect if stride == 1 => EdgeOp::Identity,
+            Primitive::SkipConnect => EdgeOp::FactorizedReduce(FactorizedReduce::new(b, c, c, affine)?),
+            Primitive::SepConv3x3 | Primitive::SepConv5x5 => {
+                let k = if primitive == Primitive::SepConv3x3 { 3 } else { 5 };
+                b.scope("op", |b| {
+                    let first = ReluDwPwBn::new(b, 1, c, c, k, stride, k / 2, 1, affine)?;
+                    let second = ReluDwPwBn::new(b, 5, c, c, k, 1, k / 2, 1, affine)?;
+                    Ok(EdgeOp::SepConv(Box::new([first, second])))
+                })?
+            }
+            Primitive::DilConv3x3 | Primitive::DilConv5x5 => {
+                let k = if primitive == Primitive::DilConv3x3 { 3 } else { 5 };
+                b.scope("op", |b| Ok(EdgeOp::DilConv(ReluDwPwBn::new(b, 1, c, c, k, stride, k - 1, 2, affine)?)))?
+            }
+        })
+    }
+
+    pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+        match self {
+            EdgeOp::Zero { stride } => {
+                let d = cx.tape.shape(x).nchw("none")?;
+                let shape = Shape::new(&[d.n, d.c, d.h.div_ceil(*stride), d.w.div_ceil(*stride)]);
+                cx.tape.zeros(shape)
+            }
+            EdgeOp::Pool { max, spec, bn } => {
+                let h = if *max { cx.tape.max_pool2d(x, *spec)? } else { cx.tape.avg_pool2d(x, *spec)? };
+                match bn {
+                    Some(bn) => bn.forward(cx, h),
+                    None => Ok(h),
+                }
+            }
+            EdgeOp::Identity => Ok(x),
+            EdgeOp::FactorizedReduce(fr) => fr.forward(cx, x),
+            EdgeOp::SepConv(halves) => {
+                let h = halves[0].forward(cx, x)?;
+                halves[1].forward(cx, h)
+            }
+            EdgeOp::DilConv(d) => d.forward(cx, x),
+        }
+    }
+}
