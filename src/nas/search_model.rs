@@ -169,6 +169,19 @@ impl<B: Backend> SearchNetwork<B> {
         Ok(SearchNetwork { config, weights, buffers, arch, stem_conv, stem_bn, cells, classifier, alphas_normal, alphas_reduce })
     }
 
+    /// Records the forward pass of images `x` on `tape` with this network's own weights and
+    /// buffers (or with `weights` instead, for DARTS' unrolled and perturbed copies).
+    pub fn run(&mut self, tape: &mut crate::autograd::Tape<B>, x: Var, mode: super::Mode, weights: Option<&ParamStore<B>>) -> Result<Var> {
+        // The buffers are taken out for the call so the network can be borrowed immutably.
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let result = {
+            let mut cx = Ctx { tape, weights: weights.unwrap_or(&self.weights), buffers: &mut buffers, arch: &self.arch, mode };
+            self.forward(&mut cx, x)
+        };
+        self.buffers = buffers;
+        result
+    }
+
     /// Logits [n, classes] for images x [n, in_channels, h, w].
     pub fn forward(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
         let d = cx.tape.shape(x).nchw("search network input")?;
