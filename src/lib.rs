@@ -11,8 +11,11 @@
 pub mod autograd;
 pub mod nas;
 pub mod backend;
+pub mod bench;
 pub mod error;
+pub mod io;
 pub mod optim;
+pub mod report;
 pub mod rng;
 pub mod shape;
 pub mod tensor;

@@ -7,6 +7,7 @@ pub mod darts;
 pub mod genotype;
 pub mod modules;
 pub mod search_model;
+pub mod search_run;
 
 pub use genotype::{Genotype, Primitive};
 pub use modules::{Ctx, Mode};

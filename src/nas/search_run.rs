@@ -1,0 +1,296 @@
+//! A DARTS search run on disk: the loop over epochs and steps, and the run folder it keeps
+//! up to date after every epoch, each file written atomically:
+//! - `config.json`: every option of the run;
+//! - `metrics.jsonl`: one line per epoch (losses, accuracies, learning rate, softmax(alpha));
+//! - `genotype.json`: the cell derived from the current alphas;
+//! - `alphas.svg`, `cells.svg`: the alpha weights over the epochs and the derived cells;
+//! - `checkpoint.safetensors`: weights, BN statistics, alphas, both optimizers' states, and
+//!   (in its metadata) the data iterators, the metrics so far and the config, so that
+//!   `resume` continues exactly where the last finished epoch left off (bitwise on the CPU).
+//!
+//! A NaN or infinite loss stops the run with an error; the last checkpoint (the last good
+//! epoch) stays as it was.
+
+use super::darts::{Darts, DartsHyper, DeviceBatch, StepStats};
+use super::genotype::Genotype;
+use super::search_model::{SearchConfig, SearchNetwork};
+use crate::autograd::ParamStore;
+use crate::backend::{Backend, Element};
+use crate::data::{split_indices, Augment, Batch, BatchIterator, BatchIteratorState, Dataset, SequentialBatches};
+use crate::error::{Error, Result};
+use crate::io::{atomic_write, atomic_write_json, load_safetensors, save_safetensors, HostTensor};
+use crate::optim::cosine_lr;
+use crate::report::{alpha_history_svg, genotype_svg};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything that determines a search run (saved as `config.json` and in checkpoints).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchRunConfig {
+    pub dataset: String,
+    pub model: SearchConfig,
+    pub hyper: DartsHyper,
+    pub epochs: usize,
+    pub batch: usize,
+    pub seed: u64,
+    /// Fraction of the training set the weights train on; the rest drives the alphas.
+    pub train_portion: f64,
+    /// Use only the first N training samples (quick runs); None = all.
+    pub train_limit: Option<usize>,
+    /// Random crop (pad 4) and horizontal flip, as DARTS does on CIFAR.
+    pub augment: bool,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub arch_lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    /// Loss of the validation batches the architecture steps used.
+    pub arch_loss: f64,
+    /// Loss and accuracy on the whole validation half, eval-mode batch norm.
+    pub valid_loss: f64,
+    pub valid_acc: f64,
+    pub seconds: f64,
+    /// softmax(alpha) per edge, normal and reduction cells.
+    pub alphas_normal: Vec<Vec<f64>>,
+    pub alphas_reduce: Vec<Vec<f64>>,
+    pub genotype: Genotype,
+}
+
+/// Where a run is reported as it goes (the CLI draws a progress bar; tests stay silent).
+pub trait Progress {
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
+    fn step(&mut self, _step: usize, _train: &StepStats, _correct_so_far: f64) {}
+    fn epoch_end(&mut self, _m: &EpochMetrics) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+struct SearchState<B: Backend> {
+    darts: Darts<B>,
+    train_iter: BatchIterator,
+    val_iter: BatchIterator,
+    history: Vec<EpochMetrics>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    config: SearchRunConfig,
+    epochs_done: usize,
+    arch_adam_step: u64,
+    train_iter: BatchIteratorState,
+    val_iter: BatchIteratorState,
+    history: Vec<EpochMetrics>,
+}
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+fn to_device<B: Backend>(backend: &B, batch: &Batch) -> Result<DeviceBatch<B>> {
+    let host: Vec<B::Elem> = batch.images.iter().map(|&v| B::Elem::from_f64(v as f64)).collect();
+    Ok(DeviceBatch { images: Tensor::from_host(backend, &host, batch.dims().shape())?, labels: batch.labels.clone() })
+}
+
+fn store_to_host<B: Backend>(backend: &B, store: &ParamStore<B>, prefix: &str, out: &mut BTreeMap<String, HostTensor>) -> Result<()> {
+    for (id, t) in store.ids().zip(store.tensors()) {
+        out.insert(format!("{prefix}{}", store.name(id)), HostTensor { shape: t.shape.dims().to_vec(), data: t.to_f32(backend)? });
+    }
+    Ok(())
+}
+
+fn store_from_host<B: Backend>(backend: &B, store: &mut ParamStore<B>, prefix: &str, tensors: &BTreeMap<String, HostTensor>, path: &Path) -> Result<()> {
+    for id in store.ids().collect::<Vec<_>>() {
+        let name = format!("{prefix}{}", store.name(id));
+        let t = tensors.get(&name).ok_or_else(|| Error::bad_file(path, format!("missing tensor {name}")))?;
+        let v: Vec<B::Elem> = t.data.iter().map(|&x| B::Elem::from_f64(x as f64)).collect();
+        store.set(id, Tensor::from_host(backend, &v, t.shape.as_slice())?).map_err(|e| Error::bad_file(path, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Runs (or resumes) a DARTS search on `train_set` in the folder `out`.
+pub struct SearchRun<B: Backend> {
+    pub backend: B,
+    pub config: SearchRunConfig,
+    pub out: PathBuf,
+}
+
+impl<B: Backend> SearchRun<B> {
+    pub fn new(backend: B, config: SearchRunConfig, out: impl Into<PathBuf>) -> Result<Self> {
+        if config.epochs == 0 {
+            return Err(Error::invalid("--epochs", "must be at least 1"));
+        }
+        if config.batch == 0 {
+            return Err(Error::invalid("--batch", "must be at least 1"));
+        }
+        if !(config.train_portion > 0.0 && config.train_portion < 1.0) {
+            return Err(Error::invalid("train portion", format!("{} is not in (0, 1)", config.train_portion)));
+        }
+        Ok(SearchRun { backend, config, out: out.into() })
+    }
+
+    fn fresh_state(&self, train_set: &Dataset) -> Result<SearchState<B>> {
+        let net = SearchNetwork::new(&self.backend, self.config.model.clone(), self.config.seed)?;
+        let darts = Darts::new(self.backend.clone(), net, self.config.hyper.clone())?;
+        let (train_idx, val_idx) = split_indices(train_set.n, self.config.train_portion)?;
+        let augment = if self.config.augment { Augment::cifar(None) } else { Augment::none() };
+        for (what, idx) in [("training half", &train_idx), ("validation half", &val_idx)] {
+            if idx.len() < self.config.batch {
+                return Err(Error::invalid("--batch", format!("{} is larger than the {what} of the data ({} samples)", self.config.batch, idx.len())));
+            }
+        }
+        let train_iter = BatchIterator::new(train_idx, Rng::fork(self.config.seed, "train order"), augment.clone())?;
+        let val_iter = BatchIterator::new(val_idx, Rng::fork(self.config.seed, "val order"), augment)?;
+        Ok(SearchState { darts, train_iter, val_iter, history: Vec::new() })
+    }
+
+    fn save_checkpoint(&self, st: &SearchState<B>) -> Result<()> {
+        let be = &self.backend;
+        let net = &st.darts.net;
+        let mut t = BTreeMap::new();
+        store_to_host(be, &net.weights, "", &mut t)?;
+        store_to_host(be, &net.buffers, "", &mut t)?;
+        store_to_host(be, &net.arch, "", &mut t)?;
+        for (name, reduce) in [("alphas_normal", false), ("alphas_reduce", true)] {
+            let table = net.alpha_table(be, reduce)?;
+            t.insert(name.to_string(), HostTensor { shape: table.shape.dims().to_vec(), data: table.to_f32(be)? });
+        }
+        store_to_host(be, &st.darts.weight_opt.state, "optimizer.momentum_buffer.", &mut t)?;
+        store_to_host(be, &st.darts.arch_opt.exp_avg, "arch_optimizer.exp_avg.", &mut t)?;
+        store_to_host(be, &st.darts.arch_opt.exp_avg_sq, "arch_optimizer.exp_avg_sq.", &mut t)?;
+        let meta = CheckpointMeta {
+            config: self.config.clone(),
+            epochs_done: st.history.len(),
+            arch_adam_step: st.darts.arch_opt.step,
+            train_iter: st.train_iter.state(),
+            val_iter: st.val_iter.state(),
+            history: st.history.clone(),
+        };
+        let json = serde_json::to_string(&meta).map_err(|e| Error::invalid("checkpoint metadata", e.to_string()))?;
+        save_safetensors(&self.out.join(CHECKPOINT), &t, HashMap::from([("nasrs.search".to_string(), json)]))
+    }
+
+    fn load_checkpoint(&self, train_set: &Dataset) -> Result<SearchState<B>> {
+        let path = self.out.join(CHECKPOINT);
+        let (tensors, meta) = load_safetensors(&path)?;
+        let json = meta.get("nasrs.search").ok_or_else(|| Error::bad_file(&path, "not a nasrs search checkpoint (no nasrs.search metadata)"))?;
+        let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| Error::bad_file(&path, format!("bad metadata: {e}")))?;
+        let mut expected = meta.config.clone();
+        expected.epochs = self.config.epochs; // more epochs may be asked for on resume
+        if expected != self.config {
+            return Err(Error::invalid("--resume", format!("the options differ from the checkpointed run in {}; use the same options (see its config.json)", path.display())));
+        }
+        let mut st = self.fresh_state(train_set)?;
+        let be = &self.backend;
+        let net = &mut st.darts.net;
+        store_from_host(be, &mut net.weights, "", &tensors, &path)?;
+        store_from_host(be, &mut net.buffers, "", &tensors, &path)?;
+        store_from_host(be, &mut net.arch, "", &tensors, &path)?;
+        store_from_host(be, &mut st.darts.weight_opt.state, "optimizer.momentum_buffer.", &tensors, &path)?;
+        store_from_host(be, &mut st.darts.arch_opt.exp_avg, "arch_optimizer.exp_avg.", &tensors, &path)?;
+        store_from_host(be, &mut st.darts.arch_opt.exp_avg_sq, "arch_optimizer.exp_avg_sq.", &tensors, &path)?;
+        st.darts.arch_opt.step = meta.arch_adam_step;
+        st.train_iter = BatchIterator::from_state(meta.train_iter)?;
+        st.val_iter = BatchIterator::from_state(meta.val_iter)?;
+        if meta.history.len() != meta.epochs_done {
+            return Err(Error::bad_file(&path, "metrics history does not match the epochs done"));
+        }
+        st.history = meta.history;
+        Ok(st)
+    }
+
+    fn write_outputs(&self, st: &SearchState<B>) -> Result<()> {
+        let lines: String = st.history.iter().map(|m| serde_json::to_string(m).map(|l| l + "\n")).collect::<std::result::Result<_, _>>().map_err(|e| Error::invalid("metrics", e.to_string()))?;
+        atomic_write(&self.out.join("metrics.jsonl"), lines.as_bytes())?;
+        if let Some(last) = st.history.last() {
+            atomic_write_json(&self.out.join("genotype.json"), &last.genotype)?;
+            atomic_write(&self.out.join("cells.svg"), genotype_svg(&last.genotype).as_bytes())?;
+        }
+        let normal: Vec<_> = st.history.iter().map(|m| m.alphas_normal.clone()).collect();
+        let reduce: Vec<_> = st.history.iter().map(|m| m.alphas_reduce.clone()).collect();
+        atomic_write(&self.out.join("alphas.svg"), alpha_history_svg(&normal, &reduce, &self.config.model.ops).as_bytes())
+    }
+
+    /// Runs the remaining epochs (all of them unless `resume` finds a checkpoint) and returns
+    /// the final genotype.
+    pub fn run(&self, train_set: &Dataset, resume: bool, progress: &mut dyn Progress) -> Result<Genotype> {
+        let m = &self.config.model;
+        if train_set.c != m.in_channels || train_set.classes > m.classes {
+            return Err(Error::invalid("dataset", format!("{} has {} channels and {} classes; the network was configured for {} and {}", train_set.name, train_set.c, train_set.classes, m.in_channels, m.classes)));
+        }
+        let train_set = match self.config.train_limit {
+            Some(n) if n < train_set.n => train_set.subset(&(0..n).collect::<Vec<_>>())?,
+            _ => train_set.clone(),
+        };
+        std::fs::create_dir_all(&self.out).map_err(|e| Error::io(&self.out, e))?;
+        let mut st = if resume && self.out.join(CHECKPOINT).exists() { self.load_checkpoint(&train_set)? } else { self.fresh_state(&train_set)? };
+        atomic_write_json(&self.out.join("config.json"), &self.config)?;
+        let steps = st.train_iter.steps_per_epoch(self.config.batch);
+        let h = &self.config.hyper;
+        for epoch in st.history.len()..self.config.epochs {
+            let started = Instant::now();
+            let lr = cosine_lr(h.lr_max, h.lr_min, epoch, self.config.epochs);
+            progress.epoch_start(epoch, self.config.epochs, steps);
+            let (mut train_sum, mut arch_sum) = (StepStats::default(), StepStats::default());
+            for step in 0..steps {
+                let train = to_device(&self.backend, &st.train_iter.next_batch(&train_set, self.config.batch)?)?;
+                let val = to_device(&self.backend, &st.val_iter.next_batch(&train_set, self.config.batch)?)?;
+                let (w, a) = st.darts.iteration(&train, &val, lr).map_err(|e| match e {
+                    Error::NonFinite(what) => Error::NonFinite(format!("{what} at epoch {epoch} step {step}; the last good checkpoint (epoch {}) is kept in {}", st.history.len(), self.out.display())),
+                    e => e,
+                })?;
+                train_sum.loss += w.loss * w.count as f64;
+                train_sum.correct += w.correct;
+                train_sum.count += w.count;
+                arch_sum.loss += a.loss * a.count as f64;
+                arch_sum.count += a.count;
+                progress.step(step, &w, train_sum.correct as f64 / train_sum.count as f64);
+            }
+            let (valid_loss, valid_acc) = self.validate(&mut st, &train_set)?;
+            let net = &st.darts.net;
+            let metrics = EpochMetrics {
+                epoch,
+                lr,
+                arch_lr: h.arch_lr,
+                train_loss: train_sum.loss / train_sum.count.max(1) as f64,
+                train_acc: train_sum.correct as f64 / train_sum.count.max(1) as f64,
+                arch_loss: arch_sum.loss / arch_sum.count.max(1) as f64,
+                valid_loss,
+                valid_acc,
+                seconds: started.elapsed().as_secs_f64(),
+                alphas_normal: net.alpha_weights(&self.backend, false)?,
+                alphas_reduce: net.alpha_weights(&self.backend, true)?,
+                genotype: net.genotype(&self.backend)?,
+            };
+            progress.epoch_end(&metrics);
+            st.history.push(metrics);
+            self.save_checkpoint(&st)?;
+            self.write_outputs(&st)?;
+        }
+        self.write_outputs(&st)?;
+        st.darts.net.genotype(&self.backend)
+    }
+
+    /// Eval-mode loss and accuracy over the whole validation half.
+    fn validate(&self, st: &mut SearchState<B>, train_set: &Dataset) -> Result<(f64, f64)> {
+        let mut idx = st.val_iter.state().order;
+        idx.sort_unstable();
+        let mut total = StepStats::default();
+        for batch in SequentialBatches::over(train_set, idx, self.config.batch)? {
+            let s = st.darts.evaluate(&to_device(&self.backend, &batch)?)?;
+            total.loss += s.loss * s.count as f64;
+            total.correct += s.correct;
+            total.count += s.count;
+        }
+        Ok((total.loss / total.count.max(1) as f64, total.correct as f64 / total.count.max(1) as f64))
+    }
+}
