@@ -10,6 +10,7 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod data;
 pub mod error;
 pub mod optim;
 pub mod rng;
