@@ -7,13 +7,17 @@
 //! - [`tensor`]: a device buffer plus its shape.
 //! - [`autograd`]: a minimal tape that records ops and replays them in reverse.
 //! - [`optim`]: SGD, Adam, gradient clipping and the cosine schedule.
+//! - [`nas`]: the DARTS search space, supernet, genotype and search strategy.
+//! - [`data`]: dataset readers (CIFAR-10, MNIST IDX), augmentation, batch iterators.
+//! - [`io`], [`report`], [`bench`]: atomic files and checkpoints, SVG pictures, timing.
 
 pub mod autograd;
-pub mod nas;
 pub mod backend;
 pub mod bench;
+pub mod data;
 pub mod error;
 pub mod io;
+pub mod nas;
 pub mod optim;
 pub mod report;
 pub mod rng;
