@@ -10,9 +10,11 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod device;
 pub mod error;
 pub mod optim;
 pub mod rng;
+pub mod selftest;
 pub mod shape;
 pub mod tensor;
 

@@ -17,14 +17,7 @@ const TILE: usize = 16;
 const MAX_SMEM: usize = 48 * 1024;
 
 fn geom(xd: Nchw, yd: Nchw, spec: &Conv2dSpec) -> Result<Geom> {
-    Geom::new(
-        xd,
-        yd,
-        spec.kernel,
-        spec.stride,
-        spec.padding,
-        spec.dilation,
-    )
+    Geom::new(xd, yd, spec.kernel, spec.stride, spec.padding, spec.dilation)
 }
 
 fn direct(spec: &Conv2dSpec) -> bool {
@@ -53,13 +46,7 @@ fn im2col(d: &Cuda, x: &CudaBuf, g: Geom, len: usize) -> Result<CudaBuf> {
     Ok(col)
 }
 
-pub(super) fn conv2d_fwd(
-    d: &Cuda,
-    x: &CudaBuf,
-    xd: Nchw,
-    w: &CudaBuf,
-    spec: &Conv2dSpec,
-) -> Result<CudaBuf> {
+pub(super) fn conv2d_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw, w: &CudaBuf, spec: &Conv2dSpec) -> Result<CudaBuf> {
     let yd = spec.output(xd)?;
     expect_len("conv2d_fwd", "input", x, xd.numel())?;
     expect_len("conv2d_fwd", "weight", w, spec.weight_shape().numel())?;
@@ -69,23 +56,20 @@ pub(super) fn conv2d_fwd(
         let in_edge = (TILE - 1) * spec.stride + (spec.kernel - 1) * spec.dilation + 1;
         let smem = (in_edge * in_edge + spec.kernel * spec.kernel) * 4;
         if smem > MAX_SMEM {
-            return Err(Error::invalid("conv2d", format!("depthwise kernel {} with stride {} and dilation {} needs {smem} bytes of shared memory (limit {MAX_SMEM})", spec.kernel, spec.stride, spec.dilation)));
+            return Err(Error::invalid(
+                "conv2d",
+                format!(
+                    "depthwise kernel {} with stride {} and dilation {} needs {smem} bytes of shared memory (limit {MAX_SMEM})",
+                    spec.kernel, spec.stride, spec.dilation
+                ),
+            ));
         }
         let planes = u32::try_from(xd.n * xd.c)
             .ok()
             .filter(|&p| p <= 65535)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "conv2d",
-                    format!("{} planes exceed the 65535 grid limit", xd.n * xd.c),
-                )
-            })?;
+            .ok_or_else(|| Error::invalid("conv2d", format!("{} planes exceed the 65535 grid limit", xd.n * xd.c)))?;
         let cfg = LaunchConfig {
-            grid_dim: (
-                yd.w.div_ceil(TILE) as u32,
-                yd.h.div_ceil(TILE) as u32,
-                planes,
-            ),
+            grid_dim: (yd.w.div_ceil(TILE) as u32, yd.h.div_ceil(TILE) as u32, planes),
             block_dim: (TILE as u32, TILE as u32, 1),
             shared_mem_bytes: smem as u32,
         };
@@ -111,11 +95,7 @@ pub(super) fn conv2d_fwd(
     };
     for gi in 0..groups {
         // y_g [og, cols] = w_g [og, rows] col_g [rows, cols]; column-major: y' = col' w'.
-        let b_off = if direct(spec) {
-            gi * cg * xd.plane()
-        } else {
-            gi * rows * cols
-        };
+        let b_off = if direct(spec) { gi * cg * xd.plane() } else { gi * rows * cols };
         let a = src.data.slice(b_off..);
         let wv = w.data.slice(gi * og * rows..);
         let mut yv = y.data.slice_mut(gi * og * cols..);
@@ -136,13 +116,7 @@ pub(super) fn conv2d_fwd(
     Ok(y)
 }
 
-pub(super) fn conv2d_bwd_data(
-    d: &Cuda,
-    dy: &CudaBuf,
-    w: &CudaBuf,
-    xd: Nchw,
-    spec: &Conv2dSpec,
-) -> Result<CudaBuf> {
+pub(super) fn conv2d_bwd_data(d: &Cuda, dy: &CudaBuf, w: &CudaBuf, xd: Nchw, spec: &Conv2dSpec) -> Result<CudaBuf> {
     let yd = spec.output(xd)?;
     expect_len("conv2d_bwd_data", "output gradient", dy, yd.numel())?;
     expect_len("conv2d_bwd_data", "weight", w, spec.weight_shape().numel())?;
@@ -221,13 +195,7 @@ pub(super) fn conv2d_bwd_data(
     Ok(dx)
 }
 
-pub(super) fn conv2d_bwd_weight(
-    d: &Cuda,
-    x: &CudaBuf,
-    dy: &CudaBuf,
-    xd: Nchw,
-    spec: &Conv2dSpec,
-) -> Result<CudaBuf> {
+pub(super) fn conv2d_bwd_weight(d: &Cuda, x: &CudaBuf, dy: &CudaBuf, xd: Nchw, spec: &Conv2dSpec) -> Result<CudaBuf> {
     let yd = spec.output(xd)?;
     expect_len("conv2d_bwd_weight", "input", x, xd.numel())?;
     expect_len("conv2d_bwd_weight", "output gradient", dy, yd.numel())?;
@@ -266,11 +234,7 @@ pub(super) fn conv2d_bwd_weight(
     for gi in 0..groups {
         // dw_g [og, rows] = dy_g [og, cols] col_g^T [cols, rows]; column-major:
         // dw' [rows, og] = (col' [cols, rows])^T dy' [cols, og].
-        let b_off = if direct(spec) {
-            gi * cg * xd.plane()
-        } else {
-            gi * rows * cols
-        };
+        let b_off = if direct(spec) { gi * cg * xd.plane() } else { gi * rows * cols };
         let a = src.data.slice(b_off..);
         let dyv = dy.data.slice(gi * og * cols..);
         let mut out = parts.data.slice_mut(gi * og * rows..);
