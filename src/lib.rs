@@ -15,12 +15,14 @@ pub mod autograd;
 pub mod backend;
 pub mod bench;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod io;
 pub mod nas;
 pub mod optim;
 pub mod report;
 pub mod rng;
+pub mod selftest;
 pub mod shape;
 pub mod tensor;
 

@@ -1,0 +1,267 @@
+//! Launchers for kernels/conv.cu and the cuBLAS GEMMs of the general convolution.
+//! - depthwise: `dwconv2d_{fwd,bwd_data,bwd_weight}_f32` directly;
+//! - 1x1, stride 1, no padding: one strided batched GEMM per group straight on the tensors;
+//! - everything else: `im2col_f32` into a column buffer, then strided batched GEMMs over the
+//!   batch (one call per group), and `col2im_f32` for the data gradient.
+//! Weight gradients of the GEMM path are per-sample GEMMs into a partial buffer summed over
+//! the batch in sample order by `sum_batches_f32` (deterministic; no atomics).
+
+use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, Geom};
+use crate::error::{Error, Result};
+use crate::shape::{Conv2dSpec, Nchw};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+/// Output tile edge of `dwconv2d_fwd_f32` (TILE in kernels/conv.cu).
+const TILE: usize = 16;
+/// Shared memory a block may use without opting in (48 KiB).
+const MAX_SMEM: usize = 48 * 1024;
+
+fn geom(xd: Nchw, yd: Nchw, spec: &Conv2dSpec) -> Result<Geom> {
+    Geom::new(xd, yd, spec.kernel, spec.stride, spec.padding, spec.dilation)
+}
+
+fn direct(spec: &Conv2dSpec) -> bool {
+    spec.kernel == 1 && spec.stride == 1 && spec.padding == 0
+}
+
+/// GEMM sizes of group convolution: (groups, in channels per group, out channels per
+/// group, rows = cg*k*k, cols = ho*wo).
+fn gemm_dims(spec: &Conv2dSpec, yd: Nchw) -> (usize, usize, usize, usize, usize) {
+    let g = spec.groups;
+    let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
+    (g, cg, og, cg * spec.kernel * spec.kernel, yd.plane())
+}
+
+fn im2col(d: &Cuda, x: &CudaBuf, g: Geom, len: usize) -> Result<CudaBuf> {
+    let mut col = d.alloc(len)?;
+    unsafe {
+        d.stream()
+            .launch_builder(d.func("im2col_f32")?)
+            .arg(&g)
+            .arg(&x.data)
+            .arg(&mut col.data)
+            .launch(cfg1d(len))
+    }
+    .cu("im2col_f32")?;
+    Ok(col)
+}
+
+pub(super) fn conv2d_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw, w: &CudaBuf, spec: &Conv2dSpec) -> Result<CudaBuf> {
+    let yd = spec.output(xd)?;
+    expect_len("conv2d_fwd", "input", x, xd.numel())?;
+    expect_len("conv2d_fwd", "weight", w, spec.weight_shape().numel())?;
+    let g = geom(xd, yd, spec)?;
+    let mut y = d.alloc(yd.numel())?;
+    if spec.is_depthwise() {
+        let in_edge = (TILE - 1) * spec.stride + (spec.kernel - 1) * spec.dilation + 1;
+        let smem = (in_edge * in_edge + spec.kernel * spec.kernel) * 4;
+        if smem > MAX_SMEM {
+            return Err(Error::invalid(
+                "conv2d",
+                format!(
+                    "depthwise kernel {} with stride {} and dilation {} needs {smem} bytes of shared memory (limit {MAX_SMEM})",
+                    spec.kernel, spec.stride, spec.dilation
+                ),
+            ));
+        }
+        let planes = u32::try_from(xd.n * xd.c)
+            .ok()
+            .filter(|&p| p <= 65535)
+            .ok_or_else(|| Error::invalid("conv2d", format!("{} planes exceed the 65535 grid limit", xd.n * xd.c)))?;
+        let cfg = LaunchConfig {
+            grid_dim: (yd.w.div_ceil(TILE) as u32, yd.h.div_ceil(TILE) as u32, planes),
+            block_dim: (TILE as u32, TILE as u32, 1),
+            shared_mem_bytes: smem as u32,
+        };
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("dwconv2d_fwd_f32")?)
+                .arg(&g)
+                .arg(&x.data)
+                .arg(&w.data)
+                .arg(&mut y.data)
+                .launch(cfg)
+        }
+        .cu("dwconv2d_fwd_f32")?;
+        return Ok(y);
+    }
+    let (groups, cg, og, rows, cols) = gemm_dims(spec, yd);
+    let col;
+    let (src, src_sample) = if direct(spec) {
+        (x, xd.c * xd.plane())
+    } else {
+        col = im2col(d, x, g, xd.n * xd.c * spec.kernel * spec.kernel * cols)?;
+        (&col, groups * rows * cols)
+    };
+    for gi in 0..groups {
+        // y_g [og, cols] = w_g [og, rows] col_g [rows, cols]; column-major: y' = col' w'.
+        let b_off = if direct(spec) { gi * cg * xd.plane() } else { gi * rows * cols };
+        let a = src.data.slice(b_off..);
+        let wv = w.data.slice(gi * og * rows..);
+        let mut yv = y.data.slice_mut(gi * og * cols..);
+        d.gemm(
+            false,
+            false,
+            (cols, og, rows),
+            &a,
+            cols,
+            &wv,
+            rows,
+            0.0,
+            &mut yv,
+            cols,
+            Some((xd.n, src_sample, 0, yd.c * cols)),
+        )?;
+    }
+    Ok(y)
+}
+
+pub(super) fn conv2d_bwd_data(d: &Cuda, dy: &CudaBuf, w: &CudaBuf, xd: Nchw, spec: &Conv2dSpec) -> Result<CudaBuf> {
+    let yd = spec.output(xd)?;
+    expect_len("conv2d_bwd_data", "output gradient", dy, yd.numel())?;
+    expect_len("conv2d_bwd_data", "weight", w, spec.weight_shape().numel())?;
+    let g = geom(xd, yd, spec)?;
+    let mut dx = d.alloc(xd.numel())?;
+    if spec.is_depthwise() {
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("dwconv2d_bwd_data_f32")?)
+                .arg(&g)
+                .arg(&dy.data)
+                .arg(&w.data)
+                .arg(&mut dx.data)
+                .launch(cfg1d(xd.numel()))
+        }
+        .cu("dwconv2d_bwd_data_f32")?;
+        return Ok(dx);
+    }
+    let (groups, cg, og, rows, cols) = gemm_dims(spec, yd);
+    let mut col = if direct(spec) {
+        None
+    } else {
+        Some(d.alloc(xd.n * xd.c * spec.kernel * spec.kernel * cols)?)
+    };
+    for gi in 0..groups {
+        // dcol_g [rows, cols] = w_g^T [rows, og] dy_g [og, cols]; column-major:
+        // dcol' [cols, rows] = dy' [cols, og] * (w' [rows, og])^T.
+        let dyv = dy.data.slice(gi * og * cols..);
+        let wv = w.data.slice(gi * og * rows..);
+        match col.as_mut() {
+            None => {
+                let mut out = dx.data.slice_mut(gi * cg * xd.plane()..);
+                d.gemm(
+                    false,
+                    true,
+                    (cols, rows, og),
+                    &dyv,
+                    cols,
+                    &wv,
+                    rows,
+                    0.0,
+                    &mut out,
+                    cols,
+                    Some((xd.n, yd.c * cols, 0, xd.c * xd.plane())),
+                )?;
+            }
+            Some(col) => {
+                let mut out = col.data.slice_mut(gi * rows * cols..);
+                d.gemm(
+                    false,
+                    true,
+                    (cols, rows, og),
+                    &dyv,
+                    cols,
+                    &wv,
+                    rows,
+                    0.0,
+                    &mut out,
+                    cols,
+                    Some((xd.n, yd.c * cols, 0, groups * rows * cols)),
+                )?;
+            }
+        }
+    }
+    if let Some(col) = col {
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("col2im_f32")?)
+                .arg(&g)
+                .arg(&col.data)
+                .arg(&mut dx.data)
+                .launch(cfg1d(xd.numel()))
+        }
+        .cu("col2im_f32")?;
+    }
+    Ok(dx)
+}
+
+pub(super) fn conv2d_bwd_weight(d: &Cuda, x: &CudaBuf, dy: &CudaBuf, xd: Nchw, spec: &Conv2dSpec) -> Result<CudaBuf> {
+    let yd = spec.output(xd)?;
+    expect_len("conv2d_bwd_weight", "input", x, xd.numel())?;
+    expect_len("conv2d_bwd_weight", "output gradient", dy, yd.numel())?;
+    let g = geom(xd, yd, spec)?;
+    let wlen = spec.weight_shape().numel();
+    let mut dw = d.alloc(wlen)?;
+    if spec.is_depthwise() {
+        let kk = (spec.kernel * spec.kernel) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (xd.c as u32, kk, 1),
+            block_dim: (super::BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("dwconv2d_bwd_weight_f32")?)
+                .arg(&g)
+                .arg(&x.data)
+                .arg(&dy.data)
+                .arg(&mut dw.data)
+                .launch(cfg)
+        }
+        .cu("dwconv2d_bwd_weight_f32")?;
+        return Ok(dw);
+    }
+    let (groups, cg, og, rows, cols) = gemm_dims(spec, yd);
+    let col;
+    let (src, src_sample) = if direct(spec) {
+        (x, xd.c * xd.plane())
+    } else {
+        col = im2col(d, x, g, xd.n * xd.c * spec.kernel * spec.kernel * cols)?;
+        (&col, groups * rows * cols)
+    };
+    // Per-sample weight gradients [n][wlen], then summed over samples in order.
+    let mut parts = d.alloc(xd.n * wlen)?;
+    for gi in 0..groups {
+        // dw_g [og, rows] = dy_g [og, cols] col_g^T [cols, rows]; column-major:
+        // dw' [rows, og] = (col' [cols, rows])^T dy' [cols, og].
+        let b_off = if direct(spec) { gi * cg * xd.plane() } else { gi * rows * cols };
+        let a = src.data.slice(b_off..);
+        let dyv = dy.data.slice(gi * og * cols..);
+        let mut out = parts.data.slice_mut(gi * og * rows..);
+        d.gemm(
+            true,
+            false,
+            (rows, og, cols),
+            &a,
+            cols,
+            &dyv,
+            cols,
+            0.0,
+            &mut out,
+            rows,
+            Some((xd.n, src_sample, yd.c * cols, wlen)),
+        )?;
+    }
+    let (batches, m) = (int(xd.n)?, int(wlen)?);
+    unsafe {
+        d.stream()
+            .launch_builder(d.func("sum_batches_f32")?)
+            .arg(&batches)
+            .arg(&m)
+            .arg(&parts.data)
+            .arg(&mut dw.data)
+            .launch(cfg1d(wlen))
+    }
+    .cu("sum_batches_f32")?;
+    Ok(dw)
+}

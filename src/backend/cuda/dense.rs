@@ -1,0 +1,156 @@
+//! The linear layer on cuBLAS (plus the bias kernels of kernels/dense.cu) and the mean
+//! softmax cross-entropy. Labels are uploaded from the host slice on each call.
+
+use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+pub(super) fn linear_fwd(d: &Cuda, x: &CudaBuf, w: &CudaBuf, b: Option<&CudaBuf>, n: usize, in_f: usize, out_f: usize) -> Result<CudaBuf> {
+    expect_len("linear", "input", x, n * in_f)?;
+    expect_len("linear", "weight", w, out_f * in_f)?;
+    if let Some(b) = b {
+        expect_len("linear", "bias", b, out_f)?;
+    }
+    let mut y = d.alloc(n * out_f)?;
+    if n * out_f == 0 {
+        return Ok(y);
+    }
+    if let Some(b) = b {
+        let (rows, cols) = (int(n)?, int(out_f)?);
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("linear_bias_fwd_f32")?)
+                .arg(&rows)
+                .arg(&cols)
+                .arg(&b.data)
+                .arg(&mut y.data)
+                .launch(cfg1d(n * out_f))
+        }
+        .cu("linear_bias_fwd_f32")?;
+    }
+    let beta = if b.is_some() { 1.0 } else { 0.0 };
+    // y' [out, n] = (w' [in, out])^T x' [in, n]
+    d.gemm(true, false, (out_f, n, in_f), &w.data, in_f, &x.data, in_f, beta, &mut y.data, out_f, None)?;
+    Ok(y)
+}
+
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+pub(super) fn linear_bwd(
+    d: &Cuda,
+    x: &CudaBuf,
+    w: &CudaBuf,
+    dy: &CudaBuf,
+    n: usize,
+    in_f: usize,
+    out_f: usize,
+    with_bias: bool,
+) -> Result<(CudaBuf, CudaBuf, Option<CudaBuf>)> {
+    expect_len("linear_bwd", "input", x, n * in_f)?;
+    expect_len("linear_bwd", "weight", w, out_f * in_f)?;
+    expect_len("linear_bwd", "output gradient", dy, n * out_f)?;
+    let mut dx = d.zeros(n * in_f)?;
+    let mut dw = d.zeros(out_f * in_f)?;
+    if n * in_f * out_f > 0 {
+        // dx' [in, n] = w' [in, out] dy' [out, n]
+        d.gemm(false, false, (in_f, n, out_f), &w.data, in_f, &dy.data, out_f, 0.0, &mut dx.data, in_f, None)?;
+        // dw' [in, out] = x' [in, n] (dy' [out, n])^T
+        d.gemm(false, true, (in_f, out_f, n), &x.data, in_f, &dy.data, out_f, 0.0, &mut dw.data, in_f, None)?;
+    }
+    let db = if with_bias {
+        let mut db = d.zeros(out_f)?;
+        if out_f > 0 {
+            let (rows, cols) = (int(n)?, int(out_f)?);
+            unsafe {
+                d.stream()
+                    .launch_builder(d.func("linear_bias_bwd_f32")?)
+                    .arg(&rows)
+                    .arg(&cols)
+                    .arg(&dy.data)
+                    .arg(&mut db.data)
+                    .launch(cfg1d(out_f))
+            }
+            .cu("linear_bias_bwd_f32")?;
+        }
+        Some(db)
+    } else {
+        None
+    };
+    Ok((dx, dw, db))
+}
+
+/// Checks labels (as the CPU twin) and uploads them.
+fn upload_labels(d: &Cuda, labels: &[u32], n: usize, k: usize) -> Result<CudaSlice<u32>> {
+    if labels.len() != n {
+        return Err(Error::shape("softmax_cross_entropy", format!("{} labels for a batch of {n}", labels.len())));
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
+        return Err(Error::invalid("label", format!("label {bad} is out of range for {k} classes")));
+    }
+    if labels.is_empty() {
+        return d.scratch::<u32>(1);
+    }
+    d.stream().clone_htod(labels).cu("label upload")
+}
+
+pub(super) fn softmax_cross_entropy_fwd(d: &Cuda, logits: &CudaBuf, n: usize, k: usize, labels: &[u32]) -> Result<(CudaBuf, CudaBuf)> {
+    expect_len("softmax_cross_entropy", "logits", logits, n * k)?;
+    let lab = upload_labels(d, labels, n, k)?;
+    if n == 0 || k == 0 {
+        return Err(Error::shape("softmax_cross_entropy", format!("empty logits [{n}, {k}]")));
+    }
+    let mut probs = d.alloc(n * k)?;
+    let mut row_loss = d.scratch::<f64>(n)?;
+    let mut loss = d.alloc(1)?;
+    let (rows, classes) = (int(n)?, int(k)?);
+    unsafe {
+        d.stream()
+            .launch_builder(d.func("softmax_cross_entropy_fwd_f32")?)
+            .arg(&rows)
+            .arg(&classes)
+            .arg(&logits.data)
+            .arg(&lab)
+            .arg(&mut probs.data)
+            .arg(&mut row_loss)
+            .launch(cfg1d(n))
+    }
+    .cu("softmax_cross_entropy_fwd_f32")?;
+    let one = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    unsafe {
+        d.stream()
+            .launch_builder(d.func("softmax_cross_entropy_finish_f32")?)
+            .arg(&rows)
+            .arg(&row_loss)
+            .arg(&mut loss.data)
+            .launch(one)
+    }
+    .cu("softmax_cross_entropy_finish_f32")?;
+    Ok((loss, probs))
+}
+
+pub(super) fn softmax_cross_entropy_bwd(d: &Cuda, probs: &CudaBuf, dloss: &CudaBuf, n: usize, k: usize, labels: &[u32]) -> Result<CudaBuf> {
+    expect_len("softmax_cross_entropy_bwd", "probabilities", probs, n * k)?;
+    expect_len("softmax_cross_entropy_bwd", "loss gradient", dloss, 1)?;
+    let lab = upload_labels(d, labels, n, k)?;
+    let mut dl = d.alloc(n * k)?;
+    if n * k > 0 {
+        let (rows, classes) = (int(n)?, int(k)?);
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("softmax_cross_entropy_bwd_f32")?)
+                .arg(&rows)
+                .arg(&classes)
+                .arg(&probs.data)
+                .arg(&dloss.data)
+                .arg(&lab)
+                .arg(&mut dl.data)
+                .launch(cfg1d(n * k))
+        }
+        .cu("softmax_cross_entropy_bwd_f32")?;
+    }
+    Ok(dl)
+}

@@ -1,0 +1,182 @@
+//! Launchers for kernels/elementwise.cu: add, scale, axpy, scale_assign, relu, drop_path,
+//! and the double-precision reductions behind `dot` / `sum_squares`.
+
+use super::{cfg1d, expect_len, int, same_len, CuResult, Cuda, CudaBuf, BLOCK};
+use crate::error::{Error, Result};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+/// Blocks of partial sums for the reductions: enough to fill the GPU, few enough for one
+/// finishing block. Fixed per length, so the summation order (and result) is reproducible.
+const REDUCE_BLOCKS: usize = 1024;
+
+pub(super) fn add(d: &Cuda, a: &CudaBuf, b: &CudaBuf) -> Result<CudaBuf> {
+    same_len("add", a, b)?;
+    let mut y = d.alloc(a.len)?;
+    if a.len > 0 {
+        let n = int(a.len)?;
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("add_f32")?)
+                .arg(&n)
+                .arg(&a.data)
+                .arg(&b.data)
+                .arg(&mut y.data)
+                .launch(cfg1d(a.len))
+        }
+        .cu("add_f32")?;
+    }
+    Ok(y)
+}
+
+pub(super) fn scale(d: &Cuda, x: &CudaBuf, s: f64) -> Result<CudaBuf> {
+    let mut y = d.alloc(x.len)?;
+    if x.len > 0 {
+        let (n, s) = (int(x.len)?, s as f32);
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("scale_f32")?)
+                .arg(&n)
+                .arg(&s)
+                .arg(&x.data)
+                .arg(&mut y.data)
+                .launch(cfg1d(x.len))
+        }
+        .cu("scale_f32")?;
+    }
+    Ok(y)
+}
+
+pub(super) fn axpy(d: &Cuda, y: &mut CudaBuf, a: f64, x: &CudaBuf) -> Result<()> {
+    same_len("axpy", y, x)?;
+    if x.len > 0 {
+        let (n, a) = (int(x.len)?, a as f32);
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("axpy_f32")?)
+                .arg(&n)
+                .arg(&a)
+                .arg(&x.data)
+                .arg(&mut y.data)
+                .launch(cfg1d(x.len))
+        }
+        .cu("axpy_f32")?;
+    }
+    Ok(())
+}
+
+pub(super) fn scale_assign(d: &Cuda, x: &mut CudaBuf, s: f64) -> Result<()> {
+    if x.len > 0 {
+        let (n, s) = (int(x.len)?, s as f32);
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("scale_assign_f32")?)
+                .arg(&n)
+                .arg(&s)
+                .arg(&mut x.data)
+                .launch(cfg1d(x.len))
+        }
+        .cu("scale_assign_f32")?;
+    }
+    Ok(())
+}
+
+pub(super) fn relu_fwd(d: &Cuda, x: &CudaBuf) -> Result<CudaBuf> {
+    let mut y = d.alloc(x.len)?;
+    if x.len > 0 {
+        let n = int(x.len)?;
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("relu_fwd_f32")?)
+                .arg(&n)
+                .arg(&x.data)
+                .arg(&mut y.data)
+                .launch(cfg1d(x.len))
+        }
+        .cu("relu_fwd_f32")?;
+    }
+    Ok(y)
+}
+
+pub(super) fn relu_bwd(d: &Cuda, y: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
+    same_len("relu_bwd", y, dy)?;
+    let mut dx = d.alloc(y.len)?;
+    if y.len > 0 {
+        let n = int(y.len)?;
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("relu_bwd_f32")?)
+                .arg(&n)
+                .arg(&y.data)
+                .arg(&dy.data)
+                .arg(&mut dx.data)
+                .launch(cfg1d(y.len))
+        }
+        .cu("relu_bwd_f32")?;
+    }
+    Ok(dx)
+}
+
+pub(super) fn drop_path(d: &Cuda, x: &CudaBuf, n: usize, scale: &CudaBuf) -> Result<CudaBuf> {
+    expect_len("drop_path", "sample scale", scale, n)?;
+    if n == 0 || x.len % n != 0 {
+        return Err(Error::shape("drop_path", format!("{} elements do not split into {n} samples", x.len)));
+    }
+    let mut y = d.alloc(x.len)?;
+    if x.len > 0 {
+        let (total, per) = (int(x.len)?, int(x.len / n)?);
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("drop_path_f32")?)
+                .arg(&total)
+                .arg(&per)
+                .arg(&x.data)
+                .arg(&scale.data)
+                .arg(&mut y.data)
+                .launch(cfg1d(x.len))
+        }
+        .cu("drop_path_f32")?;
+    }
+    Ok(y)
+}
+
+/// `sum(a * b)` in double, returned to the host (a synchronisation point).
+pub(super) fn dot(d: &Cuda, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
+    if a.len == 0 {
+        return Ok(0.0);
+    }
+    let blocks = a.len.div_ceil(BLOCK as usize).min(REDUCE_BLOCKS);
+    let mut partials = d.scratch::<f64>(blocks)?;
+    let mut out = d.scratch::<f64>(1)?;
+    let (n, count) = (int(a.len)?, int(blocks)?);
+    let cfg = LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    unsafe {
+        d.stream()
+            .launch_builder(d.func("dot_f32")?)
+            .arg(&n)
+            .arg(&a.data)
+            .arg(&b.data)
+            .arg(&mut partials)
+            .launch(cfg)
+    }
+    .cu("dot_f32")?;
+    let one = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    unsafe {
+        d.stream()
+            .launch_builder(d.func("reduce_finish_f64")?)
+            .arg(&count)
+            .arg(&partials)
+            .arg(&mut out)
+            .launch(one)
+    }
+    .cu("reduce_finish_f64")?;
+    let host = d.stream().clone_dtoh(&out).cu("dot download")?;
+    Ok(host.first().copied().unwrap_or(0.0))
+}

@@ -1,0 +1,101 @@
+//! Choosing the device: the `--device` flag value (`auto | cpu | cuda | cuda:N`) and its
+//! resolution to a usable backend. Compiled with or without the `cuda` feature; every
+//! failure (no CUDA support in this build, no driver, no GPU) is a one-line `Error::Device`,
+//! never a panic.
+
+use crate::backend::cpu::Cpu;
+use crate::error::{Error, Result};
+use std::fmt;
+use std::str::FromStr;
+
+/// What the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA GPU 0 if one is usable, else the CPU (with a notice).
+    #[default]
+    Auto,
+    Cpu,
+    /// A CUDA GPU by ordinal (`cuda` is `cuda:0`).
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::Invalid {
+            what: format!("--device '{s}'"),
+            detail: "expected auto, cpu, cuda or cuda:N".into(),
+        };
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            other => match other.strip_prefix("cuda:") {
+                Some(n) => n.parse().map(DeviceChoice::Cuda).map_err(|_| bad()),
+                None => Err(bad()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => write!(f, "auto"),
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// A device ready to run. Match on it and call the generic code with the backend inside.
+pub enum Resolved {
+    Cpu(Cpu<f32>),
+    #[cfg(feature = "cuda")]
+    Cuda(crate::backend::cuda::Cuda),
+}
+
+impl Resolved {
+    /// The backend's device name ("cpu (...)", "cuda:0 NVIDIA H200 (sm_90)").
+    pub fn name(&self) -> String {
+        use crate::backend::Backend;
+        match self {
+            Resolved::Cpu(c) => c.device_name(),
+            #[cfg(feature = "cuda")]
+            Resolved::Cuda(c) => c.device_name(),
+        }
+    }
+    pub fn is_cuda(&self) -> bool {
+        !matches!(self, Resolved::Cpu(_))
+    }
+}
+
+/// Whether this binary was built with the `cuda` feature.
+pub const fn cuda_compiled() -> bool {
+    cfg!(feature = "cuda")
+}
+
+/// Opens CUDA device `ordinal`, or says in one line why it cannot.
+#[cfg(feature = "cuda")]
+pub fn open_cuda(ordinal: usize) -> Result<Resolved> {
+    crate::backend::cuda::Cuda::open(ordinal).map(Resolved::Cuda)
+}
+
+/// Opens CUDA device `ordinal`, or says in one line why it cannot.
+#[cfg(not(feature = "cuda"))]
+pub fn open_cuda(_ordinal: usize) -> Result<Resolved> {
+    Err(Error::Device("nasrs was built without CUDA support; rebuild with --features cuda".into()))
+}
+
+/// Resolves a choice to a device. Returns the device and, when `auto` fell back to the CPU,
+/// a one-line notice for the CLI to print.
+pub fn resolve(choice: DeviceChoice) -> Result<(Resolved, Option<String>)> {
+    match choice {
+        DeviceChoice::Cpu => Ok((Resolved::Cpu(Cpu::new()), None)),
+        DeviceChoice::Cuda(n) => open_cuda(n).map(|d| (d, None)),
+        DeviceChoice::Auto => match open_cuda(0) {
+            Ok(d) => Ok((d, None)),
+            Err(e) => Ok((Resolved::Cpu(Cpu::new()), Some(format!("note: using the CPU ({e})")))),
+        },
+    }
+}

@@ -1,0 +1,528 @@
+//! Parity self-test: runs every [`Backend`] op, forward and backward, on a device and on the
+//! CPU reference (`Cpu<f32>`) with the same fresh random inputs at several shapes, and reports
+//! the worst error per (op, shape). Generic over the device, so the same harness checks the
+//! CUDA backend on a GPU and, run CPU against CPU, checks itself in `cargo test`.
+//!
+//! Error measure (per element, the maximum is reported):
+//! `|dev - cpu| / (|cpu| + 1e-3 + 0.1 * rms(cpu))`. The rms term keeps near-zero results
+//! of long sums (convolutions, GEMMs, reductions) from being judged against zero: two
+//! correct f32 summation orders differ by rounding relative to the size of the terms, not
+//! of the result. A row passes when the error is at most its tolerance ([`TOL`] unless the
+//! row says otherwise).
+
+use crate::backend::cpu::Cpu;
+use crate::backend::{AdamStep, Backend, RunningStats, SgdStep};
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec};
+
+/// Default tolerance on the error measure above.
+pub const TOL: f64 = 1e-4;
+
+/// One compared output.
+#[derive(Clone, Debug)]
+pub struct ParityRow {
+    /// The trait method, plus which output when it has several ("batch_norm_bwd.dgamma").
+    pub op: String,
+    /// The configuration ("x [2, 6, 13, 11] k3 s2 p1 d1 g6").
+    pub shape: String,
+    /// Worst error over the elements (measure in the module docs).
+    pub max_err: f64,
+    pub tol: f64,
+    pub passed: bool,
+}
+
+/// The error measure of the module docs; non-finite values or a length mismatch count as
+/// infinite error.
+pub fn max_error(dev: &[f32], cpu: &[f32]) -> f64 {
+    if dev.len() != cpu.len() {
+        return f64::INFINITY;
+    }
+    if cpu.is_empty() {
+        return 0.0;
+    }
+    let rms = (cpu.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cpu.len() as f64).sqrt();
+    let floor = 1e-3 + 0.1 * rms;
+    let mut worst = 0.0f64;
+    for (&a, &b) in dev.iter().zip(cpu) {
+        let (a, b) = (a as f64, b as f64);
+        if !a.is_finite() || !b.is_finite() {
+            if a.to_bits() != b.to_bits() {
+                return f64::INFINITY;
+            }
+            continue;
+        }
+        worst = worst.max((a - b).abs() / (b.abs() + floor));
+    }
+    worst
+}
+
+struct Harness<'a, B: Backend<Elem = f32>> {
+    dev: &'a B,
+    cpu: Cpu<f32>,
+    rng: Rng,
+    rows: Vec<ParityRow>,
+}
+
+impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
+    fn randn(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| self.rng.normal() as f32).collect()
+    }
+    fn uniform(&mut self, len: usize, lo: f64, hi: f64) -> Vec<f32> {
+        (0..len).map(|_| (lo + (hi - lo) * self.rng.uniform()) as f32).collect()
+    }
+    fn up(&self, host: &[f32]) -> Result<B::Storage> {
+        self.dev.upload(host)
+    }
+    fn check(&mut self, op: &str, shape: &str, dev: &B::Storage, cpu: &[f32], tol: f64) -> Result<()> {
+        let got = self.dev.download(dev)?;
+        let err = max_error(&got, cpu);
+        self.rows.push(ParityRow {
+            op: op.to_string(),
+            shape: shape.to_string(),
+            max_err: err,
+            tol,
+            passed: err <= tol,
+        });
+        Ok(())
+    }
+    /// Host scalars (sum_squares, dot): both sides sum in f64, so plain `|a-b| / (|b| + 1e-3)`.
+    fn check_scalar(&mut self, op: &str, shape: &str, dev: f64, cpu: f64, tol: f64) {
+        let err = if dev.is_finite() && cpu.is_finite() {
+            (dev - cpu).abs() / (cpu.abs() + 1e-3)
+        } else {
+            f64::INFINITY
+        };
+        self.rows.push(ParityRow {
+            op: op.to_string(),
+            shape: shape.to_string(),
+            max_err: err,
+            tol,
+            passed: err <= tol,
+        });
+    }
+
+    fn elementwise(&mut self, len: usize) -> Result<()> {
+        let s = format!("len {len}");
+        let (a, b) = (self.randn(len), self.randn(len));
+        let (da, db) = (self.up(&a)?, self.up(&b)?);
+        let c = &self.cpu;
+        let r = c.add(&a, &b)?;
+        let y = self.dev.add(&da, &db)?;
+        self.check("add", &s, &y, &r, TOL)?;
+        let r = self.cpu.scale(&a, -0.37)?;
+        let y = self.dev.scale(&da, -0.37)?;
+        self.check("scale", &s, &y, &r, TOL)?;
+        let (mut ra, mut ya) = (a.clone(), self.dev.copy(&da)?);
+        self.cpu.axpy(&mut ra, 1.7, &b)?;
+        self.dev.axpy(&mut ya, 1.7, &db)?;
+        self.check("axpy", &s, &ya, &ra, TOL)?;
+        self.cpu.scale_assign(&mut ra, 0.25)?;
+        self.dev.scale_assign(&mut ya, 0.25)?;
+        self.check("scale_assign", &s, &ya, &ra, TOL)?;
+        let (rs, ys) = (self.cpu.sum_squares(&a)?, self.dev.sum_squares(&da)?);
+        self.check_scalar("sum_squares", &s, ys, rs, TOL);
+        let (rd, yd) = (self.cpu.dot(&a, &b)?, self.dev.dot(&da, &db)?);
+        self.check_scalar("dot", &s, yd, rd, TOL);
+        let r = self.cpu.relu_fwd(&a)?;
+        let y = self.dev.relu_fwd(&da)?;
+        self.check("relu_fwd", &s, &y, &r, TOL)?;
+        let ry = r.clone();
+        let r = self.cpu.relu_bwd(&ry, &b)?;
+        let y = self.dev.relu_bwd(&y, &db)?;
+        self.check("relu_bwd", &s, &y, &r, TOL)?;
+        let mut dst = self.dev.zeros(len)?;
+        self.dev.copy_into(&mut dst, &da)?;
+        self.check("copy_into", &s, &dst, &a, 0.0)?;
+        let z = self.dev.zeros(len)?;
+        self.check("zeros", &s, &z, &vec![0.0; len], 0.0)?;
+        Ok(())
+    }
+
+    fn drop_path(&mut self, n: usize, per: usize) -> Result<()> {
+        let x = self.randn(n * per);
+        let scale: Vec<f32> = (0..n).map(|i| if i % 3 == 1 { 0.0 } else { 1.0 / 0.7 }).collect();
+        let r = self.cpu.drop_path(&x, n, &scale)?;
+        let y = self.dev.drop_path(&self.up(&x)?, n, &self.up(&scale)?)?;
+        self.check("drop_path", &format!("n {n} x {per}"), &y, &r, TOL)
+    }
+
+    fn conv(&mut self, xd: Nchw, out_c: usize, k: usize, stride: usize, padding: usize, dilation: usize, groups: usize) -> Result<()> {
+        let spec = Conv2dSpec {
+            in_channels: xd.c,
+            out_channels: out_c,
+            kernel: k,
+            stride,
+            padding,
+            dilation,
+            groups,
+        };
+        let yd = spec.output(xd)?;
+        let s = format!("x {} k{k} s{stride} p{padding} d{dilation} g{groups} -> {}", xd.shape(), yd.shape());
+        let x = self.randn(xd.numel());
+        let w = self.randn(spec.weight_shape().numel());
+        let dy = self.randn(yd.numel());
+        let (dx_, dw_, ddy) = (self.up(&x)?, self.up(&w)?, self.up(&dy)?);
+        let r = self.cpu.conv2d_fwd(&x, xd, &w, &spec)?;
+        let y = self.dev.conv2d_fwd(&dx_, xd, &dw_, &spec)?;
+        self.check("conv2d_fwd", &s, &y, &r, TOL)?;
+        let r = self.cpu.conv2d_bwd_data(&dy, &w, xd, &spec)?;
+        let y = self.dev.conv2d_bwd_data(&ddy, &dw_, xd, &spec)?;
+        self.check("conv2d_bwd_data", &s, &y, &r, TOL)?;
+        let r = self.cpu.conv2d_bwd_weight(&x, &dy, xd, &spec)?;
+        let y = self.dev.conv2d_bwd_weight(&dx_, &ddy, xd, &spec)?;
+        self.check("conv2d_bwd_weight", &s, &y, &r, TOL)
+    }
+
+    fn pool(&mut self, xd: Nchw, stride: usize) -> Result<()> {
+        let spec = Pool2dSpec { kernel: 3, stride, padding: 1 };
+        let yd = spec.output(xd, "pool")?;
+        let s = format!("x {} k3 s{stride} p1 -> {}", xd.shape(), yd.shape());
+        let x = self.randn(xd.numel());
+        let dy = self.randn(yd.numel());
+        let (dx_, ddy) = (self.up(&x)?, self.up(&dy)?);
+        let r = self.cpu.max_pool2d_fwd(&x, xd, &spec)?;
+        let y = self.dev.max_pool2d_fwd(&dx_, xd, &spec)?;
+        self.check("max_pool2d_fwd", &s, &y, &r, TOL)?;
+        let r = self.cpu.max_pool2d_bwd(&x, &dy, xd, &spec)?;
+        let y = self.dev.max_pool2d_bwd(&dx_, &ddy, xd, &spec)?;
+        self.check("max_pool2d_bwd", &s, &y, &r, TOL)?;
+        let r = self.cpu.avg_pool2d_fwd(&x, xd, &spec)?;
+        let y = self.dev.avg_pool2d_fwd(&dx_, xd, &spec)?;
+        self.check("avg_pool2d_fwd", &s, &y, &r, TOL)?;
+        let r = self.cpu.avg_pool2d_bwd(&dy, xd, &spec)?;
+        let y = self.dev.avg_pool2d_bwd(&ddy, xd, &spec)?;
+        self.check("avg_pool2d_bwd", &s, &y, &r, TOL)
+    }
+
+    fn global_pool(&mut self, xd: Nchw) -> Result<()> {
+        let s = format!("x {}", xd.shape());
+        let x = self.randn(xd.numel());
+        let dy = self.randn(xd.n * xd.c);
+        let r = self.cpu.global_avg_pool_fwd(&x, xd)?;
+        let y = self.dev.global_avg_pool_fwd(&self.up(&x)?, xd)?;
+        self.check("global_avg_pool_fwd", &s, &y, &r, TOL)?;
+        let r = self.cpu.global_avg_pool_bwd(&dy, xd)?;
+        let y = self.dev.global_avg_pool_bwd(&self.up(&dy)?, xd)?;
+        self.check("global_avg_pool_bwd", &s, &y, &r, TOL)
+    }
+
+    fn batch_norm(&mut self, xd: Nchw, affine: bool, running: bool) -> Result<()> {
+        let s = format!("x {} affine={affine} running={running}", xd.shape());
+        // A non-zero mean and non-unit scale, so the statistics are exercised.
+        let x: Vec<f32> = self.randn(xd.numel()).iter().map(|v| v * 1.5 + 0.3).collect();
+        let dy = self.randn(xd.numel());
+        let (g, b) = (self.uniform(xd.c, 0.5, 1.5), self.randn(xd.c));
+        let (rm0, rv0) = (self.randn(xd.c), self.uniform(xd.c, 0.5, 1.5));
+        let (dx_, ddy, dg, dbeta) = (self.up(&x)?, self.up(&dy)?, self.up(&g)?, self.up(&b)?);
+        let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+        let (mut drm, mut drv) = (self.up(&rm0)?, self.up(&rv0)?);
+        let eps = 1e-5;
+        let (ry, rsaved) = self.cpu.batch_norm_train_fwd(
+            &x,
+            xd,
+            affine.then_some((&g, &b)),
+            running.then_some(RunningStats {
+                mean: &mut rm,
+                var: &mut rv,
+                momentum: 0.1,
+            }),
+            eps,
+        )?;
+        let (y, saved) = self.dev.batch_norm_train_fwd(
+            &dx_,
+            xd,
+            affine.then_some((&dg, &dbeta)),
+            running.then_some(RunningStats {
+                mean: &mut drm,
+                var: &mut drv,
+                momentum: 0.1,
+            }),
+            eps,
+        )?;
+        self.check("batch_norm_train_fwd", &s, &y, &ry, TOL)?;
+        self.check("batch_norm_train_fwd.mean", &s, &saved.mean, &rsaved.mean, TOL)?;
+        self.check("batch_norm_train_fwd.invstd", &s, &saved.invstd, &rsaved.invstd, TOL)?;
+        if running {
+            self.check("batch_norm_train_fwd.running_mean", &s, &drm, &rm, TOL)?;
+            self.check("batch_norm_train_fwd.running_var", &s, &drv, &rv, TOL)?;
+        }
+        let r = self.cpu.batch_norm_eval_fwd(&x, xd, affine.then_some((&g, &b)), &rm0, &rv0, eps)?;
+        let de = self
+            .dev
+            .batch_norm_eval_fwd(&dx_, xd, affine.then_some((&dg, &dbeta)), &self.up(&rm0)?, &self.up(&rv0)?, eps)?;
+        self.check("batch_norm_eval_fwd", &s, &de, &r, TOL)?;
+        let (rdx, rgrads) = self.cpu.batch_norm_bwd(&x, &dy, xd, affine.then_some(&g), &rsaved)?;
+        let (ddx, grads) = self.dev.batch_norm_bwd(&dx_, &ddy, xd, affine.then_some(&dg), &saved)?;
+        self.check("batch_norm_bwd", &s, &ddx, &rdx, TOL)?;
+        match (rgrads, grads) {
+            (Some((rgg, rgb)), Some((gg, gb))) => {
+                self.check("batch_norm_bwd.dgamma", &s, &gg, &rgg, TOL)?;
+                self.check("batch_norm_bwd.dbeta", &s, &gb, &rgb, TOL)?;
+            }
+            (None, None) => {}
+            _ => self.rows.push(ParityRow {
+                op: "batch_norm_bwd.param_grads".into(),
+                shape: s.clone(),
+                max_err: f64::INFINITY,
+                tol: TOL,
+                passed: false,
+            }),
+        }
+        Ok(())
+    }
+
+    fn layout(&mut self, n: usize, h: usize, w: usize, channels: &[usize]) -> Result<()> {
+        let dims: Vec<Nchw> = channels.iter().map(|&c| Nchw { n, c, h, w }).collect();
+        let s = format!("n {n} c {channels:?} {h}x{w}");
+        let hosts: Vec<Vec<f32>> = dims.iter().map(|d| self.randn(d.numel())).collect();
+        let devs: Vec<B::Storage> = hosts.iter().map(|h| self.up(h)).collect::<Result<_>>()?;
+        let cparts: Vec<(&Vec<f32>, Nchw)> = hosts.iter().zip(&dims).map(|(h, d)| (h, *d)).collect();
+        let dparts: Vec<(&B::Storage, Nchw)> = devs.iter().zip(&dims).map(|(h, d)| (h, *d)).collect();
+        let r = self.cpu.concat_channels(&cparts)?;
+        let y = self.dev.concat_channels(&dparts)?;
+        self.check("concat_channels", &s, &y, &r, 0.0)?;
+        let total = Nchw {
+            n,
+            c: channels.iter().sum(),
+            h,
+            w,
+        };
+        let dy = self.randn(total.numel());
+        let rs = self.cpu.split_channels(&dy, total, channels)?;
+        let ys = self.dev.split_channels(&self.up(&dy)?, total, channels)?;
+        for (i, (y, r)) in ys.iter().zip(&rs).enumerate() {
+            self.check(&format!("split_channels[{i}]"), &s, y, r, 0.0)?;
+        }
+        let xd = Nchw { n, c: channels[0], h, w };
+        let s = format!("x {}", xd.shape());
+        let r = self.cpu.shift_crop_fwd(&hosts[0], xd)?;
+        let y = self.dev.shift_crop_fwd(&devs[0], xd)?;
+        self.check("shift_crop_fwd", &s, &y, &r, 0.0)?;
+        let g = self.randn(r.len());
+        let r = self.cpu.shift_crop_bwd(&g, xd)?;
+        let y = self.dev.shift_crop_bwd(&self.up(&g)?, xd)?;
+        self.check("shift_crop_bwd", &s, &y, &r, 0.0)
+    }
+
+    fn linear(&mut self, n: usize, in_f: usize, out_f: usize, bias: bool) -> Result<()> {
+        let s = format!("x [{n}, {in_f}] -> [{n}, {out_f}] bias={bias}");
+        let (x, w, b, dy) = (self.randn(n * in_f), self.randn(out_f * in_f), self.randn(out_f), self.randn(n * out_f));
+        let (dx_, dw_, db_, ddy) = (self.up(&x)?, self.up(&w)?, self.up(&b)?, self.up(&dy)?);
+        let r = self.cpu.linear_fwd(&x, &w, bias.then_some(&b), n, in_f, out_f)?;
+        let y = self.dev.linear_fwd(&dx_, &dw_, bias.then_some(&db_), n, in_f, out_f)?;
+        self.check("linear_fwd", &s, &y, &r, TOL)?;
+        let (rx, rw, rb) = self.cpu.linear_bwd(&x, &w, &dy, n, in_f, out_f, bias)?;
+        let (gx, gw, gb) = self.dev.linear_bwd(&dx_, &dw_, &ddy, n, in_f, out_f, bias)?;
+        self.check("linear_bwd.dx", &s, &gx, &rx, TOL)?;
+        self.check("linear_bwd.dw", &s, &gw, &rw, TOL)?;
+        match (rb, gb) {
+            (Some(rb), Some(gb)) => self.check("linear_bwd.db", &s, &gb, &rb, TOL)?,
+            (None, None) => {}
+            _ => self.rows.push(ParityRow {
+                op: "linear_bwd.db".into(),
+                shape: s.clone(),
+                max_err: f64::INFINITY,
+                tol: TOL,
+                passed: false,
+            }),
+        }
+        Ok(())
+    }
+
+    fn softmax_ce(&mut self, n: usize, k: usize) -> Result<()> {
+        let s = format!("logits [{n}, {k}]");
+        let logits: Vec<f32> = self.randn(n * k).iter().map(|v| v * 3.0).collect();
+        let labels: Vec<u32> = (0..n).map(|_| self.rng.below(k) as u32).collect();
+        let dl = self.up(&logits)?;
+        let (rl, rp) = self.cpu.softmax_cross_entropy_fwd(&logits, n, k, &labels)?;
+        let (yl, yp) = self.dev.softmax_cross_entropy_fwd(&dl, n, k, &labels)?;
+        self.check("softmax_cross_entropy_fwd.loss", &s, &yl, &rl, TOL)?;
+        self.check("softmax_cross_entropy_fwd.probs", &s, &yp, &rp, TOL)?;
+        let r = self.cpu.softmax_cross_entropy_bwd(&rp, &vec![0.8], n, k, &labels)?;
+        let y = self.dev.softmax_cross_entropy_bwd(&yp, &self.up(&[0.8])?, n, k, &labels)?;
+        self.check("softmax_cross_entropy_bwd", &s, &y, &r, TOL)
+    }
+
+    fn mixed_op(&mut self, k: usize, len: usize) -> Result<()> {
+        let s = format!("K {k} len {len}");
+        let xs: Vec<Vec<f32>> = (0..k).map(|_| self.randn(len)).collect();
+        let dxs_dev: Vec<B::Storage> = xs.iter().map(|x| self.up(x)).collect::<Result<_>>()?;
+        let alpha = self.randn(k).iter().map(|v| v * 1e-3 * (len as f32).sqrt()).collect::<Vec<_>>();
+        let dalpha_in = self.up(&alpha)?;
+        let dy = self.randn(len);
+        let cx: Vec<&Vec<f32>> = xs.iter().collect();
+        let dx: Vec<&B::Storage> = dxs_dev.iter().collect();
+        let r = self.cpu.mixed_op_fwd(&cx, &alpha, len)?;
+        let y = self.dev.mixed_op_fwd(&dx, &dalpha_in, len)?;
+        self.check("mixed_op_fwd", &s, &y, &r, TOL)?;
+        // Every other gradient requested, so both the written and the skipped paths run.
+        let need: Vec<bool> = (0..k).map(|i| i % 2 == 0).collect();
+        let (rdx, rda) = self.cpu.mixed_op_bwd(&dy, &cx, &alpha, len, &need)?;
+        let (ydx, yda) = self.dev.mixed_op_bwd(&self.up(&dy)?, &dx, &dalpha_in, len, &need)?;
+        self.check("mixed_op_bwd.dalpha", &s, &yda, &rda, TOL)?;
+        for (i, (r, y)) in rdx.iter().zip(&ydx).enumerate() {
+            match (r, y) {
+                (Some(r), Some(y)) => self.check(&format!("mixed_op_bwd.dx[{i}]"), &s, y, r, TOL)?,
+                (None, None) => {}
+                _ => self.rows.push(ParityRow {
+                    op: format!("mixed_op_bwd.dx[{i}]"),
+                    shape: s.clone(),
+                    max_err: f64::INFINITY,
+                    tol: TOL,
+                    passed: false,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    fn optim(&mut self, len: usize) -> Result<()> {
+        let s = format!("len {len}");
+        let (p, g, buf) = (self.randn(len), self.randn(len), self.randn(len));
+        let hp = SgdStep {
+            lr: 0.025,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+        };
+        let (mut rp, mut rb) = (p.clone(), buf.clone());
+        let (mut yp, mut yb) = (self.up(&p)?, self.up(&buf)?);
+        let dg = self.up(&g)?;
+        for _ in 0..3 {
+            self.cpu.sgd_step(&mut rp, &g, &mut rb, &hp)?;
+            self.dev.sgd_step(&mut yp, &dg, &mut yb, &hp)?;
+        }
+        self.check("sgd_step.param", &s, &yp, &rp, TOL)?;
+        self.check("sgd_step.momentum", &s, &yb, &rb, TOL)?;
+        let (mut rp, mut rm, mut rv) = (p.clone(), vec![0.0; len], vec![0.0; len]);
+        let (mut yp, mut ym, mut yv) = (self.up(&p)?, self.dev.zeros(len)?, self.dev.zeros(len)?);
+        for step in 1..=3 {
+            let hp = AdamStep {
+                lr: 3e-4,
+                beta1: 0.5,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 1e-3,
+                step,
+            };
+            self.cpu.adam_step(&mut rp, &g, &mut rm, &mut rv, &hp)?;
+            self.dev.adam_step(&mut yp, &dg, &mut ym, &mut yv, &hp)?;
+        }
+        self.check("adam_step.param", &s, &yp, &rp, TOL)?;
+        self.check("adam_step.m", &s, &ym, &rm, TOL)?;
+        self.check("adam_step.v", &s, &yv, &rv, TOL)
+    }
+}
+
+fn nchw(n: usize, c: usize, h: usize, w: usize) -> Nchw {
+    Nchw { n, c, h, w }
+}
+
+/// Runs every op on `dev` and on `Cpu<f32>` with the same random inputs (from `seed`) and
+/// returns one row per compared output. An op that fails outright on `dev` is an `Err`.
+pub fn run_parity<B: Backend<Elem = f32>>(dev: &B, seed: u64) -> Result<Vec<ParityRow>> {
+    let mut h = Harness {
+        dev,
+        cpu: Cpu::new(),
+        rng: Rng::new(seed),
+        rows: Vec::new(),
+    };
+    for len in [1, 5 * 7 * 13, 70_001] {
+        h.elementwise(len)?;
+    }
+    h.drop_path(1, 35)?;
+    h.drop_path(8, 13 * 11 * 3)?;
+    // Depthwise (the DARTS sep / dil convs): k 3 and 5, stride 1 and 2, dilation 1 and 2.
+    h.conv(nchw(2, 6, 13, 11), 6, 3, 1, 1, 1, 6)?;
+    h.conv(nchw(1, 4, 13, 11), 4, 5, 2, 2, 1, 4)?;
+    h.conv(nchw(3, 5, 5, 7), 5, 3, 1, 2, 2, 5)?;
+    h.conv(nchw(2, 3, 13, 11), 3, 5, 2, 4, 2, 3)?;
+    h.conv(nchw(16, 8, 16, 16), 8, 3, 1, 1, 1, 8)?;
+    h.conv(nchw(2, 4, 40, 37), 4, 3, 2, 0, 1, 4)?;
+    // General: stem 3x3, pointwise 1x1 (direct GEMM), 1x1 stride 2 (FactorizedReduce),
+    // grouped, and k 5 dilated.
+    h.conv(nchw(2, 3, 13, 11), 8, 3, 1, 1, 1, 1)?;
+    h.conv(nchw(3, 6, 5, 7), 10, 1, 1, 0, 1, 1)?;
+    h.conv(nchw(16, 8, 8, 8), 8, 1, 1, 0, 1, 1)?;
+    h.conv(nchw(2, 6, 13, 11), 4, 1, 2, 0, 1, 1)?;
+    h.conv(nchw(2, 6, 9, 9), 4, 3, 2, 1, 1, 2)?;
+    h.conv(nchw(1, 4, 13, 11), 3, 5, 1, 4, 2, 1)?;
+    for (xd, stride) in [(nchw(2, 3, 13, 11), 1), (nchw(2, 3, 13, 11), 2), (nchw(1, 4, 5, 7), 2), (nchw(16, 8, 8, 8), 1)] {
+        h.pool(xd, stride)?;
+    }
+    h.global_pool(nchw(2, 3, 13, 11))?;
+    h.global_pool(nchw(16, 32, 8, 8))?;
+    for (xd, affine, running) in [
+        (nchw(2, 3, 13, 11), true, true),
+        (nchw(2, 3, 13, 11), false, true),
+        (nchw(1, 5, 5, 7), true, false),
+        (nchw(16, 8, 16, 16), false, false),
+        (nchw(16, 8, 16, 16), true, true),
+    ] {
+        h.batch_norm(xd, affine, running)?;
+    }
+    h.layout(2, 5, 7, &[3, 1, 4])?;
+    h.layout(1, 13, 11, &[2, 2])?;
+    h.linear(1, 7, 3, true)?;
+    h.linear(16, 37, 10, true)?;
+    h.linear(5, 13, 11, false)?;
+    h.softmax_ce(1, 10)?;
+    h.softmax_ce(16, 10)?;
+    h.mixed_op(8, 5 * 7 * 13)?;
+    h.mixed_op(8, 16 * 16 * 32 * 32 + 3)?;
+    h.mixed_op(1, 100)?;
+    h.mixed_op(16, 1000)?;
+    h.optim(1)?;
+    h.optim(70_001)?;
+    Ok(h.rows)
+}
+
+/// Prints the rows as an aligned table with a closing count of failures.
+pub fn print_table(rows: &[ParityRow]) {
+    print!("{}", format_table(rows));
+}
+
+/// The table `print_table` prints.
+pub fn format_table(rows: &[ParityRow]) -> String {
+    use std::fmt::Write;
+    let opw = rows.iter().map(|r| r.op.len()).max().unwrap_or(2).max(2);
+    let shw = rows.iter().map(|r| r.shape.len()).max().unwrap_or(5).max(5);
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<opw$}  {:<shw$}  {:>10}  {:>8}  result", "op", "shape", "max err", "tol");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{:<opw$}  {:<shw$}  {:>10.3e}  {:>8.1e}  {}",
+            r.op,
+            r.shape,
+            r.max_err,
+            r.tol,
+            if r.passed { "ok" } else { "FAIL" }
+        );
+    }
+    let failed = rows.iter().filter(|r| !r.passed).count();
+    let _ = writeln!(
+        s,
+        "{} checks, {} failed (error = |dev - cpu| / (|cpu| + 1e-3 + 0.1 rms(cpu)))",
+        rows.len(),
+        failed
+    );
+    s
+}
+
+/// `Ok` when every row passed, else an error listing the failing rows.
+pub fn all_passed(rows: &[ParityRow]) -> Result<()> {
+    let bad: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| format!("{} ({}): {:.3e} > {:.1e}", r.op, r.shape, r.max_err, r.tol))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "parity",
+            format!("{} of {} checks failed: {}", bad.len(), rows.len(), bad.join("; ")),
+        ))
+    }
+}
