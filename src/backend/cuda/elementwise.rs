@@ -178,5 +178,6 @@ pub(super) fn dot(d: &Cuda, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
     }
     .cu("reduce_finish_f64")?;
     let host = d.stream().clone_dtoh(&out).cu("dot download")?;
+    d.stream().synchronize().cu("dot synchronize")?;
     Ok(host.first().copied().unwrap_or(0.0))
 }

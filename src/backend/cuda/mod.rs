@@ -394,7 +394,10 @@ impl Backend for Cuda {
         if buf.len == 0 {
             return Ok(Vec::new());
         }
-        self.stream().clone_dtoh(&buf.data.slice(0..buf.len)).cu("download")
+        let host = self.stream().clone_dtoh(&buf.data.slice(0..buf.len)).cu("download")?;
+        // A DtoH copy into pageable memory already returns when done; the sync makes that explicit.
+        self.synchronize()?;
+        Ok(host)
     }
     fn len(&self, buf: &CudaBuf) -> usize {
         buf.len
