@@ -61,10 +61,18 @@ fn random_batch<B: Backend>(be: &B, rng: &mut Rng, c: &DartsBenchConfig) -> Resu
     let n = c.batch * c.in_channels * c.size * c.size;
     let x: Vec<B::Elem> = (0..n).map(|_| B::Elem::from_f64(rng.normal())).collect();
     let labels = (0..c.batch).map(|_| rng.below(c.classes) as u32).collect();
-    Ok(DeviceBatch { images: Tensor::from_host(be, &x, [c.batch, c.in_channels, c.size, c.size])?, labels })
+    Ok(DeviceBatch {
+        images: Tensor::from_host(be, &x, [c.batch, c.in_channels, c.size, c.size])?,
+        labels,
+    })
 }
 
-fn time_steps(backend: &impl Backend, warmup: usize, steps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+fn time_steps(
+    backend: &impl Backend,
+    warmup: usize,
+    steps: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
     for _ in 0..warmup {
         f()?;
     }
@@ -88,17 +96,27 @@ pub fn bench_darts<B: Backend>(backend: B, c: DartsBenchConfig) -> Result<DartsB
     let net = SearchNetwork::new(&backend, model.clone(), c.seed)?;
     let weights = net.num_weights();
     let mut darts = Darts::new(backend.clone(), net, DartsHyper::default())?;
-    let weight = time_steps(&backend, c.warmup, c.steps, || darts.weight_step(&train, lr).map(|_| ()))?;
-    let first = time_steps(&backend, c.warmup, c.steps, || darts.iteration(&train, &val, lr).map(|_| ()))?;
+    let weight = time_steps(&backend, c.warmup, c.steps, || {
+        darts.weight_step(&train, lr).map(|_| ())
+    })?;
+    let first = time_steps(&backend, c.warmup, c.steps, || {
+        darts.iteration(&train, &val, lr).map(|_| ())
+    })?;
     darts.hyper.order = 2;
-    let second = time_steps(&backend, c.warmup.min(1), c.steps, || darts.iteration(&train, &val, lr).map(|_| ()))?;
+    let second = time_steps(&backend, c.warmup.min(1), c.steps, || {
+        darts.iteration(&train, &val, lr).map(|_| ())
+    })?;
     Ok(DartsBenchResult {
         device: backend.device_name(),
         weights,
         weight_step_s: median(&weight),
         first_order_iteration_s: median(&first),
         second_order_iteration_s: median(&second),
-        samples: vec![("weight_step".into(), weight), ("first_order_iteration".into(), first), ("second_order_iteration".into(), second)],
+        samples: vec![
+            ("weight_step".into(), weight),
+            ("first_order_iteration".into(), first),
+            ("second_order_iteration".into(), second),
+        ],
         peak_rss_bytes: peak_rss_bytes(),
         config: c,
     })

@@ -84,7 +84,9 @@ pub fn open_cuda(ordinal: usize) -> Result<Resolved> {
 /// Opens CUDA device `ordinal`, or says in one line why it cannot.
 #[cfg(not(feature = "cuda"))]
 pub fn open_cuda(_ordinal: usize) -> Result<Resolved> {
-    Err(Error::Device("nasrs was built without CUDA support; rebuild with --features cuda".into()))
+    Err(Error::Device(
+        "nasrs was built without CUDA support; rebuild with --features cuda".into(),
+    ))
 }
 
 /// Resolves a choice to a device. Returns the device and, when `auto` fell back to the CPU,
@@ -95,7 +97,10 @@ pub fn resolve(choice: DeviceChoice) -> Result<(Resolved, Option<String>)> {
         DeviceChoice::Cuda(n) => open_cuda(n).map(|d| (d, None)),
         DeviceChoice::Auto => match open_cuda(0) {
             Ok(d) => Ok((d, None)),
-            Err(e) => Ok((Resolved::Cpu(Cpu::new()), Some(format!("note: using the CPU ({e})")))),
+            Err(e) => Ok((
+                Resolved::Cpu(Cpu::new()),
+                Some(format!("note: using the CPU ({e})")),
+            )),
         },
     }
 }

@@ -15,7 +15,10 @@ pub enum Error {
 
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// A file was read but its contents are wrong (truncated, bad magic, inconsistent).
     #[error("{}: {detail}", path.display())]
@@ -38,15 +41,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn shape(op: &'static str, detail: impl Into<String>) -> Self {
-        Error::Shape { op, detail: detail.into() }
+        Error::Shape {
+            op,
+            detail: detail.into(),
+        }
     }
     pub fn invalid(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Invalid { what: what.into(), detail: detail.into() }
+        Error::Invalid {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn bad_file(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
-        Error::BadFile { path: path.into(), detail: detail.into() }
+        Error::BadFile {
+            path: path.into(),
+            detail: detail.into(),
+        }
     }
 }

@@ -11,9 +11,15 @@ use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically: a sibling temp file, fsync, then rename.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     let tmp: PathBuf = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
@@ -28,7 +34,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub fn atomic_write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
     atomic_write(path, format!("{text}\n").as_bytes())
 }
 
@@ -44,33 +51,63 @@ pub struct HostTensor {
 }
 
 /// Saves `tensors` (sorted by name) and `metadata` to a safetensors file, atomically.
-pub fn save_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>, metadata: HashMap<String, String>) -> Result<()> {
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &BTreeMap<String, HostTensor>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, t)| {
-            TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data)).map(|v| (name.clone(), v)).map_err(|e| Error::invalid(format!("tensor {name}"), e.to_string()))
+            TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data))
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::invalid(format!("tensor {name}"), e.to_string()))
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
     atomic_write(path, &bytes)
 }
 
 /// Loads every tensor (F32, or F64 / I64 converted to f32) and the metadata of a safetensors file.
-pub fn load_safetensors(path: &Path) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>)> {
+pub fn load_safetensors(
+    path: &Path,
+) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>)> {
     let bytes = read_file(path)?;
     let bad = |detail: String| Error::bad_file(path, detail);
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("unreadable header: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("unreadable header: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F64 => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
-            Dtype::I64 => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
-            other => return Err(bad(format!("tensor {name} has dtype {other:?}; expected F32, F64 or I64"))),
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            Dtype::I64 => raw
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            other => {
+                return Err(bad(format!(
+                    "tensor {name} has dtype {other:?}; expected F32, F64 or I64"
+                )))
+            }
         };
-        out.insert(name, HostTensor { shape: view.shape().to_vec(), data });
+        out.insert(
+            name,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }

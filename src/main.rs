@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "nasrs", version, about = "Neural architecture search (DARTS) on CPU and CUDA")]
+#[command(
+    name = "nasrs",
+    version,
+    about = "Neural architecture search (DARTS) on CPU and CUDA"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -169,7 +173,10 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
         if n == 0 {
             return Err(Error::invalid("--threads", "must be at least 1"));
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Error::invalid("--threads", e.to_string()))?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| Error::invalid("--threads", e.to_string()))?;
     }
     Ok(())
 }
@@ -186,7 +193,9 @@ impl Progress for Bar {
         self.epoch = epoch;
         self.epochs = epochs;
         let bar = ProgressBar::new(steps as u64);
-        let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style =
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style.progress_chars("=> "));
         bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
         self.bar = Some(bar);
@@ -229,7 +238,12 @@ fn search(a: SearchArgs) -> Result<()> {
     model.steps = a.nodes;
     model.multiplier = a.nodes;
     model.ops = ops;
-    let hyper = DartsHyper { order: a.order, lr_max: a.lr, arch_lr: a.arch_lr, ..DartsHyper::default() };
+    let hyper = DartsHyper {
+        order: a.order,
+        lr_max: a.lr,
+        arch_lr: a.arch_lr,
+        ..DartsHyper::default()
+    };
     let config = SearchRunConfig {
         dataset: kind.name().to_string(),
         model,
@@ -241,30 +255,69 @@ fn search(a: SearchArgs) -> Result<()> {
         train_limit: (a.train_limit > 0).then_some(a.train_limit),
         augment: kind == DatasetKind::Cifar10,
     };
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/search-{}-s{}", kind.name(), a.seed)));
-    eprintln!("nasrs search darts: {} ({} training images of {}) on {}, run folder {}", kind.name(), config.train_limit.unwrap_or(train.n).min(train.n), dir.display(), device.name(), out.display());
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/search-{}-s{}", kind.name(), a.seed)));
+    eprintln!(
+        "nasrs search darts: {} ({} training images of {}) on {}, run folder {}",
+        kind.name(),
+        config.train_limit.unwrap_or(train.n).min(train.n),
+        dir.display(),
+        device.name(),
+        out.display()
+    );
     let genotype = with_backend!(device, |be| {
         let net_weights = SearchNetwork::new(&be, config.model.clone(), config.seed)?.num_weights();
-        eprintln!("supernet: C={} L={} {} ops, {} weights, order {}", a.channels, a.layers, config.model.ops.len(), net_weights, a.order);
+        eprintln!(
+            "supernet: C={} L={} {} ops, {} weights, order {}",
+            a.channels,
+            a.layers,
+            config.model.ops.len(),
+            net_weights,
+            a.order
+        );
         let run = SearchRun::new(be, config, &out)?;
-        run.run(&train, a.resume, &mut Bar { bar: None, epoch: 0, epochs: 0 })?
+        run.run(
+            &train,
+            a.resume,
+            &mut Bar {
+                bar: None,
+                epoch: 0,
+                epochs: 0,
+            },
+        )?
     });
     println!("{}", genotype.to_json());
-    eprintln!("genotype written to {}", out.join("genotype.json").display());
+    eprintln!(
+        "genotype written to {}",
+        out.join("genotype.json").display()
+    );
     Ok(())
 }
 
 fn model(a: ModelArgs) -> Result<()> {
     if a.kind != "search" {
-        return Err(Error::invalid("--kind", format!("'{}' (expected search)", a.kind)));
+        return Err(Error::invalid(
+            "--kind",
+            format!("'{}' (expected search)", a.kind),
+        ));
     }
     let be: nasrs::Cpu = nasrs::Cpu::new();
-    let net = SearchNetwork::new(&be, SearchConfig::darts(a.channels, a.layers, a.classes, a.in_channels), 0)?;
+    let net = SearchNetwork::new(
+        &be,
+        SearchConfig::darts(a.channels, a.layers, a.classes, a.in_channels),
+        0,
+    )?;
     // Per top-level module: stem, cells.i, classifier.
     let mut modules: Vec<(String, usize)> = Vec::new();
     for (name, shape) in net.weights.shapes() {
         let parts: Vec<&str> = name.split('.').collect();
-        let module = if parts[0] == "cells" { format!("cells.{}", parts.get(1).unwrap_or(&"?")) } else { parts[0].to_string() };
+        let module = if parts[0] == "cells" {
+            format!("cells.{}", parts.get(1).unwrap_or(&"?"))
+        } else {
+            parts[0].to_string()
+        };
         match modules.last_mut() {
             Some((m, n)) if *m == module => *n += shape.numel(),
             _ => modules.push((module, shape.numel())),
@@ -274,34 +327,78 @@ fn model(a: ModelArgs) -> Result<()> {
     if a.json {
         let mods: Vec<serde_json::Value> = modules.iter().map(|(m, n)| serde_json::json!({"module": m, "weights": n, "reduction": m.strip_prefix("cells.").and_then(|i| i.parse().ok()).map(|i| net.config.is_reduction(i))})).collect();
         let v = serde_json::json!({"kind": "search", "channels": a.channels, "layers": a.layers, "classes": a.classes, "in_channels": a.in_channels, "weights": total, "arch_parameters": net.arch.numel(), "modules": mods});
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::invalid("json", e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| Error::invalid("json", e.to_string()))?
+        );
     } else {
         for (m, n) in &modules {
             println!("{m:<14} {n:>10}");
         }
-        println!("{:<14} {total:>10}  (architecture parameters: {})", "total", net.arch.numel());
+        println!(
+            "{:<14} {total:>10}  (architecture parameters: {})",
+            "total",
+            net.arch.numel()
+        );
     }
     Ok(())
 }
 
 fn bench(cmd: BenchCommand) -> Result<()> {
-    let BenchCommand::Darts { device, channels, layers, batch, size, in_channels, classes, warmup, steps, threads, json } = cmd;
+    let BenchCommand::Darts {
+        device,
+        channels,
+        layers,
+        batch,
+        size,
+        in_channels,
+        classes,
+        warmup,
+        steps,
+        threads,
+        json,
+    } = cmd;
     set_threads(threads)?;
     if steps == 0 || batch == 0 {
         return Err(Error::invalid("--steps/--batch", "must be at least 1"));
     }
     let dev = open_device(&device)?;
-    let cfg = DartsBenchConfig { channels, layers, batch, size, in_channels, classes, warmup, steps, seed: 0 };
+    let cfg = DartsBenchConfig {
+        channels,
+        layers,
+        batch,
+        size,
+        in_channels,
+        classes,
+        warmup,
+        steps,
+        seed: 0,
+    };
     let r = with_backend!(dev, |be| bench_darts(be, cfg)?);
     if json {
-        println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::invalid("json", e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| Error::invalid("json", e.to_string()))?
+        );
     } else {
-        println!("device: {}  C={channels} L={layers} batch {batch} {size}x{size}  weights {}", r.device, r.weights);
+        println!(
+            "device: {}  C={channels} L={layers} batch {batch} {size}x{size}  weights {}",
+            r.device, r.weights
+        );
         println!("weight step            {:>9.1} ms", 1e3 * r.weight_step_s);
-        println!("first-order iteration  {:>9.1} ms", 1e3 * r.first_order_iteration_s);
-        println!("second-order iteration {:>9.1} ms", 1e3 * r.second_order_iteration_s);
+        println!(
+            "first-order iteration  {:>9.1} ms",
+            1e3 * r.first_order_iteration_s
+        );
+        println!(
+            "second-order iteration {:>9.1} ms",
+            1e3 * r.second_order_iteration_s
+        );
         if let Some(p) = r.peak_rss_bytes {
-            println!("peak memory (RSS)      {:>9.1} MiB", p as f64 / (1 << 20) as f64);
+            println!(
+                "peak memory (RSS)      {:>9.1} MiB",
+                p as f64 / (1 << 20) as f64
+            );
         }
     }
     Ok(())
@@ -328,7 +425,11 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             match e {
-                Error::Invalid { .. } | Error::Shape { .. } | Error::Io { .. } | Error::BadFile { .. } | Error::Device(_) => ExitCode::from(2),
+                Error::Invalid { .. }
+                | Error::Shape { .. }
+                | Error::Io { .. }
+                | Error::BadFile { .. }
+                | Error::Device(_) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }

@@ -19,7 +19,11 @@ pub fn cosine_lr(lr_max: f64, lr_min: f64, epoch: usize, total_epochs: usize) ->
 /// Scales `grads` in place so their global L2 norm is at most `max_norm`
 /// (`torch.nn.utils.clip_grad_norm_`, factor `max_norm / (norm + 1e-6)`). Returns the norm
 /// before clipping; a non-finite norm is an error naming it.
-pub fn clip_grad_norm<B: Backend>(backend: &B, grads: &mut [Tensor<B>], max_norm: f64) -> Result<f64> {
+pub fn clip_grad_norm<B: Backend>(
+    backend: &B,
+    grads: &mut [Tensor<B>],
+    max_norm: f64,
+) -> Result<f64> {
     let mut sq = 0.0;
     for g in grads.iter() {
         sq += backend.sum_squares(&g.buf)?;
@@ -39,11 +43,22 @@ pub fn clip_grad_norm<B: Backend>(backend: &B, grads: &mut [Tensor<B>], max_norm
 
 fn check_grads<B: Backend>(what: &str, params: &ParamStore<B>, grads: &[Tensor<B>]) -> Result<()> {
     if grads.len() != params.len() {
-        return Err(Error::invalid(what.to_string(), format!("{} gradients for {} parameters", grads.len(), params.len())));
+        return Err(Error::invalid(
+            what.to_string(),
+            format!("{} gradients for {} parameters", grads.len(), params.len()),
+        ));
     }
     for (id, g) in params.ids().zip(grads) {
         if params.get(id).shape != g.shape {
-            return Err(Error::shape("optimizer", format!("{}: gradient {} for parameter {}", params.name(id), g.shape, params.get(id).shape)));
+            return Err(Error::shape(
+                "optimizer",
+                format!(
+                    "{}: gradient {} for parameter {}",
+                    params.name(id),
+                    g.shape,
+                    params.get(id).shape
+                ),
+            ));
         }
     }
     Ok(())
@@ -58,13 +73,32 @@ pub struct Sgd<B: Backend> {
 }
 
 impl<B: Backend> Sgd<B> {
-    pub fn new(backend: &B, params: &ParamStore<B>, momentum: f64, weight_decay: f64) -> Result<Self> {
-        Ok(Sgd { momentum, weight_decay, state: params.zeros_like(backend)? })
+    pub fn new(
+        backend: &B,
+        params: &ParamStore<B>,
+        momentum: f64,
+        weight_decay: f64,
+    ) -> Result<Self> {
+        Ok(Sgd {
+            momentum,
+            weight_decay,
+            state: params.zeros_like(backend)?,
+        })
     }
 
-    pub fn step(&mut self, backend: &B, params: &mut ParamStore<B>, grads: &[Tensor<B>], lr: f64) -> Result<()> {
+    pub fn step(
+        &mut self,
+        backend: &B,
+        params: &mut ParamStore<B>,
+        grads: &[Tensor<B>],
+        lr: f64,
+    ) -> Result<()> {
         check_grads("sgd", params, grads)?;
-        let hp = SgdStep { lr, momentum: self.momentum, weight_decay: self.weight_decay };
+        let hp = SgdStep {
+            lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+        };
         for (i, g) in grads.iter().enumerate() {
             let id = crate::autograd::ParamId(i);
             let name = params.name(id).to_string();
@@ -88,14 +122,41 @@ pub struct Adam<B: Backend> {
 }
 
 impl<B: Backend> Adam<B> {
-    pub fn new(backend: &B, params: &ParamStore<B>, betas: (f64, f64), eps: f64, weight_decay: f64) -> Result<Self> {
-        Ok(Adam { beta1: betas.0, beta2: betas.1, eps, weight_decay, step: 0, exp_avg: params.zeros_like(backend)?, exp_avg_sq: params.zeros_like(backend)? })
+    pub fn new(
+        backend: &B,
+        params: &ParamStore<B>,
+        betas: (f64, f64),
+        eps: f64,
+        weight_decay: f64,
+    ) -> Result<Self> {
+        Ok(Adam {
+            beta1: betas.0,
+            beta2: betas.1,
+            eps,
+            weight_decay,
+            step: 0,
+            exp_avg: params.zeros_like(backend)?,
+            exp_avg_sq: params.zeros_like(backend)?,
+        })
     }
 
-    pub fn step(&mut self, backend: &B, params: &mut ParamStore<B>, grads: &[Tensor<B>], lr: f64) -> Result<()> {
+    pub fn step(
+        &mut self,
+        backend: &B,
+        params: &mut ParamStore<B>,
+        grads: &[Tensor<B>],
+        lr: f64,
+    ) -> Result<()> {
         check_grads("adam", params, grads)?;
         self.step += 1;
-        let hp = AdamStep { lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, weight_decay: self.weight_decay, step: self.step };
+        let hp = AdamStep {
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            step: self.step,
+        };
         for (i, g) in grads.iter().enumerate() {
             let id = crate::autograd::ParamId(i);
             let name = params.name(id).to_string();

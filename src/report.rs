@@ -4,45 +4,106 @@
 use crate::nas::{Genotype, Primitive};
 use std::fmt::Write;
 
-const COLORS: [&str; 8] = ["#9e9e9e", "#e41a1c", "#ff7f00", "#4daf4a", "#377eb8", "#984ea3", "#a65628", "#f781bf"];
+const COLORS: [&str; 8] = [
+    "#9e9e9e", "#e41a1c", "#ff7f00", "#4daf4a", "#377eb8", "#984ea3", "#a65628", "#f781bf",
+];
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// `history[epoch][edge][op]` = softmax(alpha) after that epoch, for the normal and
-/// reduction cells: one small chart per edge, one line per op.
-pub fn alpha_history_svg(normal: &[Vec<Vec<f64>>], reduce: &[Vec<Vec<f64>>], ops: &[Primitive]) -> String {
+/// reduction cells: one small chart per edge, one line (with a dot per epoch) per op. All
+/// charts share one y range, printed in the header, so edges can be compared.
+pub fn alpha_history_svg(
+    normal: &[Vec<Vec<f64>>],
+    reduce: &[Vec<Vec<f64>>],
+    ops: &[Primitive],
+) -> String {
     let edges = normal.first().map_or(0, |e| e.len());
-    let (cw, ch, pad) = (150.0, 90.0, 28.0);
+    let (cw, ch, pad, gap) = (150.0, 90.0, 28.0, 40.0);
     let cols = 7usize;
     let rows_per_cell = edges.div_ceil(cols).max(1);
     let width = pad + cols as f64 * (cw + pad);
-    let legend_h = 30.0;
-    let height = legend_h + 2.0 * (30.0 + rows_per_cell as f64 * (ch + pad));
+    let header = 48.0;
+    let block_h = 36.0 + rows_per_cell as f64 * (ch + gap);
+    let height = header + 2.0 * block_h;
+    let all = || normal.iter().chain(reduce).flatten().flatten().copied();
+    let lo = all().fold(f64::INFINITY, f64::min);
+    let hi = all().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else {
+        (0.0, 1.0)
+    };
+    let epochs = normal.len();
     let mut s = String::new();
-    let _ = write!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="10"><rect width="100%" height="100%" fill="white"/>"#);
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="10"><rect width="100%" height="100%" fill="white"/>"#
+    );
     for (k, op) in ops.iter().enumerate() {
         let x = pad + k as f64 * 120.0;
-        let _ = write!(s, r#"<rect x="{x}" y="8" width="12" height="12" fill="{}"/><text x="{}" y="18">{}</text>"#, COLORS[k % 8], x + 16.0, op.name());
+        let _ = write!(
+            s,
+            r#"<rect x="{x}" y="8" width="12" height="12" fill="{}"/><text x="{}" y="18">{}</text>"#,
+            COLORS[k % 8],
+            x + 16.0,
+            op.name()
+        );
     }
-    let max_w = normal.iter().chain(reduce).flatten().flatten().fold(0.0f64, |a, &b| a.max(b)).max(1e-9);
-    for (block, (title, hist)) in [("normal cell", normal), ("reduction cell", reduce)].into_iter().enumerate() {
-        let y0 = legend_h + block as f64 * (30.0 + rows_per_cell as f64 * (ch + pad));
-        let _ = write!(s, r#"<text x="{pad}" y="{}" font-size="14" font-weight="bold">softmax(alpha), {title}, per edge over epochs</text>"#, y0 + 20.0);
-        let epochs = hist.len();
+    let _ = write!(
+        s,
+        r#"<text x="{pad}" y="38">x: epochs 1..{epochs}; y: softmax weight from {lo:.4} (bottom) to {hi:.4} (top)</text>"#
+    );
+    for (block, (title, hist)) in [("normal cell", normal), ("reduction cell", reduce)]
+        .into_iter()
+        .enumerate()
+    {
+        let y0 = header + block as f64 * block_h;
+        let _ = write!(
+            s,
+            r#"<text x="{pad}" y="{}" font-size="14" font-weight="bold">softmax(alpha) per edge, {title}</text>"#,
+            y0 + 18.0
+        );
         for e in 0..edges {
-            let (gx, gy) = (pad + (e % cols) as f64 * (cw + pad), y0 + 30.0 + (e / cols) as f64 * (ch + pad));
-            let _ = write!(s, r##"<rect x="{gx}" y="{gy}" width="{cw}" height="{ch}" fill="none" stroke="#ccc"/><text x="{gx}" y="{}">edge {e}</text>"##, gy - 3.0);
+            let (gx, gy) = (
+                pad + (e % cols) as f64 * (cw + pad),
+                y0 + 36.0 + (e / cols) as f64 * (ch + gap),
+            );
+            let _ = write!(
+                s,
+                r##"<rect x="{gx}" y="{gy}" width="{cw}" height="{ch}" fill="none" stroke="#ccc"/><text x="{gx}" y="{}">edge {e}</text>"##,
+                gy - 4.0
+            );
             for k in 0..ops.len() {
-                let pts: Vec<String> = (0..epochs)
+                let pts: Vec<(f64, f64)> = (0..epochs)
                     .map(|t| {
-                        let x = gx + if epochs > 1 { t as f64 / (epochs - 1) as f64 * cw } else { cw / 2.0 };
-                        let y = gy + ch - hist[t][e][k] / max_w * ch;
-                        format!("{x:.1},{y:.1}")
+                        let x = gx
+                            + if epochs > 1 {
+                                t as f64 / (epochs - 1) as f64 * cw
+                            } else {
+                                cw / 2.0
+                            };
+                        (x, gy + ch - (hist[t][e][k] - lo) / (hi - lo) * ch)
                     })
                     .collect();
-                let _ = write!(s, r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.5"/>"#, pts.join(" "), COLORS[k % 8]);
+                let line: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+                let _ = write!(
+                    s,
+                    r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.5"/>"#,
+                    line.join(" "),
+                    COLORS[k % 8]
+                );
+                for (x, y) in pts {
+                    let _ = write!(
+                        s,
+                        r#"<circle cx="{x:.1}" cy="{y:.1}" r="1.8" fill="{}"/>"#,
+                        COLORS[k % 8]
+                    );
+                }
             }
         }
     }
@@ -55,30 +116,65 @@ pub fn alpha_history_svg(normal: &[Vec<Vec<f64>>], reduce: &[Vec<Vec<f64>>], ops
 pub fn genotype_svg(g: &Genotype) -> String {
     let (w, h) = (760.0, 330.0);
     let mut s = String::new();
-    let _ = write!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>"#, 2.0 * h);
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>"#,
+        2.0 * h
+    );
     s.push_str(r##"<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>"##);
-    for (i, (title, gene, concat)) in [("normal cell", &g.normal, &g.normal_concat), ("reduction cell", &g.reduce, &g.reduce_concat)].into_iter().enumerate() {
+    for (i, (title, gene, concat)) in [
+        ("normal cell", &g.normal, &g.normal_concat),
+        ("reduction cell", &g.reduce, &g.reduce_concat),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let oy = i as f64 * h;
         let steps = gene.len() / 2;
         let pos = |node: usize| -> (f64, f64) {
             match node {
                 0 => (60.0, oy + 110.0),
                 1 => (60.0, oy + 230.0),
-                n => (220.0 + (n - 2) as f64 * 125.0, oy + 60.0 + ((n - 2) % 2) as f64 * 190.0),
+                n => (
+                    220.0 + (n - 2) as f64 * 125.0,
+                    oy + 60.0 + ((n - 2) % 2) as f64 * 190.0,
+                ),
             }
         };
         let out = (220.0 + steps as f64 * 125.0, oy + 170.0);
-        let _ = write!(s, r#"<text x="20" y="{}" font-size="14" font-weight="bold">{title}</text>"#, oy + 22.0);
+        let _ = write!(
+            s,
+            r#"<text x="20" y="{}" font-size="14" font-weight="bold">{title}</text>"#,
+            oy + 22.0
+        );
         for (idx, &(op, from)) in gene.iter().enumerate() {
             let to = idx / 2 + 2;
             let ((x1, y1), (x2, y2)) = (pos(from), pos(to));
-            let (mx, my) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0 - 18.0 + (idx % 2) as f64 * 36.0);
-            let color = Primitive::ALL.iter().position(|&p| p == op).map_or("#555", |k| COLORS[k]);
-            let _ = write!(s, r#"<path d="M{x1},{y1} Q{mx},{my} {},{y2}" fill="none" stroke="{color}" stroke-width="2" marker-end="url(#arrow)"/><text x="{mx}" y="{my}" text-anchor="middle" fill="{color}">{}</text>"#, x2 - 22.0, escape(op.name()));
+            let (mx, my) = (
+                (x1 + x2) / 2.0,
+                (y1 + y2) / 2.0 - 18.0 + (idx % 2) as f64 * 36.0,
+            );
+            let color = Primitive::ALL
+                .iter()
+                .position(|&p| p == op)
+                .map_or("#555", |k| COLORS[k]);
+            let x2 = x2 - 22.0;
+            // The label sits on the curve's midpoint, haloed in white so crossings stay legible.
+            let (lx, ly) = ((x1 + 2.0 * mx + x2) / 4.0, (y1 + 2.0 * my + y2) / 4.0);
+            let _ = write!(
+                s,
+                r#"<path d="M{x1},{y1} Q{mx},{my} {x2},{y2}" fill="none" stroke="{color}" stroke-width="2" marker-end="url(#arrow)"/><text x="{lx}" y="{ly}" text-anchor="middle" fill="{color}" stroke="white" stroke-width="3" paint-order="stroke">{}</text>"#,
+                escape(op.name())
+            );
         }
         for &n in concat {
             let (x, y) = pos(n);
-            let _ = write!(s, r##"<line x1="{x}" y1="{y}" x2="{}" y2="{}" stroke="#bbb" stroke-dasharray="4 3" marker-end="url(#arrow)"/>"##, out.0 - 30.0, out.1);
+            let _ = write!(
+                s,
+                r##"<line x1="{x}" y1="{y}" x2="{}" y2="{}" stroke="#bbb" stroke-dasharray="4 3" marker-end="url(#arrow)"/>"##,
+                out.0 - 30.0,
+                out.1
+            );
         }
         let label = |n: usize| match n {
             0 => "c_{k-2}".to_string(),
@@ -88,9 +184,21 @@ pub fn genotype_svg(g: &Genotype) -> String {
         for n in 0..steps + 2 {
             let (x, y) = pos(n);
             let fill = if n < 2 { "#cde8c9" } else { "#c9dcf2" };
-            let _ = write!(s, r##"<ellipse cx="{x}" cy="{y}" rx="22" ry="15" fill="{fill}" stroke="#333"/><text x="{x}" y="{}" text-anchor="middle">{}</text>"##, y + 4.0, escape(&label(n)));
+            let _ = write!(
+                s,
+                r##"<ellipse cx="{x}" cy="{y}" rx="22" ry="15" fill="{fill}" stroke="#333"/><text x="{x}" y="{}" text-anchor="middle">{}</text>"##,
+                y + 4.0,
+                escape(&label(n))
+            );
         }
-        let _ = write!(s, r##"<ellipse cx="{}" cy="{}" rx="28" ry="15" fill="#f5e3b8" stroke="#333"/><text x="{}" y="{}" text-anchor="middle">c_{{k}}</text>"##, out.0, out.1, out.0, out.1 + 4.0);
+        let _ = write!(
+            s,
+            r##"<ellipse cx="{}" cy="{}" rx="28" ry="15" fill="#f5e3b8" stroke="#333"/><text x="{}" y="{}" text-anchor="middle">c_{{k}}</text>"##,
+            out.0,
+            out.1,
+            out.0,
+            out.1 + 4.0
+        );
     }
     s.push_str("</svg>\n");
     s

@@ -20,7 +20,14 @@ fn splitmix64(state: &mut u64) -> u64 {
 impl Rng {
     pub fn new(seed: u64) -> Self {
         let mut sm = seed;
-        Rng { s: [splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm)] }
+        Rng {
+            s: [
+                splitmix64(&mut sm),
+                splitmix64(&mut sm),
+                splitmix64(&mut sm),
+                splitmix64(&mut sm),
+            ],
+        }
     }
 
     /// An independent generator for a named purpose (weights, data order, augmentation),
@@ -93,7 +100,10 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(a.next_u64(), b.next_u64());
         }
-        assert_ne!(Rng::fork(7, "data").next_u64(), Rng::fork(7, "weights").next_u64());
+        assert_ne!(
+            Rng::fork(7, "data").next_u64(),
+            Rng::fork(7, "weights").next_u64()
+        );
     }
 
     #[test]
@@ -108,9 +118,15 @@ mod tests {
             sum += z;
             sq += z * z;
         }
-        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
         let mean = sum / 50_000.0;
         let var = sq / 50_000.0 - mean * mean;
-        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.03, "mean {mean} var {var}");
+        assert!(
+            mean.abs() < 0.02 && (var - 1.0).abs() < 0.03,
+            "mean {mean} var {var}"
+        );
     }
 }

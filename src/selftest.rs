@@ -69,12 +69,21 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         (0..len).map(|_| self.rng.normal() as f32).collect()
     }
     fn uniform(&mut self, len: usize, lo: f64, hi: f64) -> Vec<f32> {
-        (0..len).map(|_| (lo + (hi - lo) * self.rng.uniform()) as f32).collect()
+        (0..len)
+            .map(|_| (lo + (hi - lo) * self.rng.uniform()) as f32)
+            .collect()
     }
     fn up(&self, host: &[f32]) -> Result<B::Storage> {
         self.dev.upload(host)
     }
-    fn check(&mut self, op: &str, shape: &str, dev: &B::Storage, cpu: &[f32], tol: f64) -> Result<()> {
+    fn check(
+        &mut self,
+        op: &str,
+        shape: &str,
+        dev: &B::Storage,
+        cpu: &[f32],
+        tol: f64,
+    ) -> Result<()> {
         let got = self.dev.download(dev)?;
         let err = max_error(&got, cpu);
         self.rows.push(ParityRow {
@@ -141,13 +150,24 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
 
     fn drop_path(&mut self, n: usize, per: usize) -> Result<()> {
         let x = self.randn(n * per);
-        let scale: Vec<f32> = (0..n).map(|i| if i % 3 == 1 { 0.0 } else { 1.0 / 0.7 }).collect();
+        let scale: Vec<f32> = (0..n)
+            .map(|i| if i % 3 == 1 { 0.0 } else { 1.0 / 0.7 })
+            .collect();
         let r = self.cpu.drop_path(&x, n, &scale)?;
         let y = self.dev.drop_path(&self.up(&x)?, n, &self.up(&scale)?)?;
         self.check("drop_path", &format!("n {n} x {per}"), &y, &r, TOL)
     }
 
-    fn conv(&mut self, xd: Nchw, out_c: usize, k: usize, stride: usize, padding: usize, dilation: usize, groups: usize) -> Result<()> {
+    fn conv(
+        &mut self,
+        xd: Nchw,
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> Result<()> {
         let spec = Conv2dSpec {
             in_channels: xd.c,
             out_channels: out_c,
@@ -158,7 +178,11 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
             groups,
         };
         let yd = spec.output(xd)?;
-        let s = format!("x {} k{k} s{stride} p{padding} d{dilation} g{groups} -> {}", xd.shape(), yd.shape());
+        let s = format!(
+            "x {} k{k} s{stride} p{padding} d{dilation} g{groups} -> {}",
+            xd.shape(),
+            yd.shape()
+        );
         let x = self.randn(xd.numel());
         let w = self.randn(spec.weight_shape().numel());
         let dy = self.randn(yd.numel());
@@ -175,7 +199,11 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
     }
 
     fn pool(&mut self, xd: Nchw, stride: usize) -> Result<()> {
-        let spec = Pool2dSpec { kernel: 3, stride, padding: 1 };
+        let spec = Pool2dSpec {
+            kernel: 3,
+            stride,
+            padding: 1,
+        };
         let yd = spec.output(xd, "pool")?;
         let s = format!("x {} k3 s{stride} p1 -> {}", xd.shape(), yd.shape());
         let x = self.randn(xd.numel());
@@ -210,7 +238,11 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
     fn batch_norm(&mut self, xd: Nchw, affine: bool, running: bool) -> Result<()> {
         let s = format!("x {} affine={affine} running={running}", xd.shape());
         // A non-zero mean and non-unit scale, so the statistics are exercised.
-        let x: Vec<f32> = self.randn(xd.numel()).iter().map(|v| v * 1.5 + 0.3).collect();
+        let x: Vec<f32> = self
+            .randn(xd.numel())
+            .iter()
+            .map(|v| v * 1.5 + 0.3)
+            .collect();
         let dy = self.randn(xd.numel());
         let (g, b) = (self.uniform(xd.c, 0.5, 1.5), self.randn(xd.c));
         let (rm0, rv0) = (self.randn(xd.c), self.uniform(xd.c, 0.5, 1.5));
@@ -241,19 +273,42 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
             eps,
         )?;
         self.check("batch_norm_train_fwd", &s, &y, &ry, TOL)?;
-        self.check("batch_norm_train_fwd.mean", &s, &saved.mean, &rsaved.mean, TOL)?;
-        self.check("batch_norm_train_fwd.invstd", &s, &saved.invstd, &rsaved.invstd, TOL)?;
+        self.check(
+            "batch_norm_train_fwd.mean",
+            &s,
+            &saved.mean,
+            &rsaved.mean,
+            TOL,
+        )?;
+        self.check(
+            "batch_norm_train_fwd.invstd",
+            &s,
+            &saved.invstd,
+            &rsaved.invstd,
+            TOL,
+        )?;
         if running {
             self.check("batch_norm_train_fwd.running_mean", &s, &drm, &rm, TOL)?;
             self.check("batch_norm_train_fwd.running_var", &s, &drv, &rv, TOL)?;
         }
-        let r = self.cpu.batch_norm_eval_fwd(&x, xd, affine.then_some((&g, &b)), &rm0, &rv0, eps)?;
-        let de = self
-            .dev
-            .batch_norm_eval_fwd(&dx_, xd, affine.then_some((&dg, &dbeta)), &self.up(&rm0)?, &self.up(&rv0)?, eps)?;
+        let r =
+            self.cpu
+                .batch_norm_eval_fwd(&x, xd, affine.then_some((&g, &b)), &rm0, &rv0, eps)?;
+        let de = self.dev.batch_norm_eval_fwd(
+            &dx_,
+            xd,
+            affine.then_some((&dg, &dbeta)),
+            &self.up(&rm0)?,
+            &self.up(&rv0)?,
+            eps,
+        )?;
         self.check("batch_norm_eval_fwd", &s, &de, &r, TOL)?;
-        let (rdx, rgrads) = self.cpu.batch_norm_bwd(&x, &dy, xd, affine.then_some(&g), &rsaved)?;
-        let (ddx, grads) = self.dev.batch_norm_bwd(&dx_, &ddy, xd, affine.then_some(&dg), &saved)?;
+        let (rdx, rgrads) = self
+            .cpu
+            .batch_norm_bwd(&x, &dy, xd, affine.then_some(&g), &rsaved)?;
+        let (ddx, grads) =
+            self.dev
+                .batch_norm_bwd(&dx_, &ddy, xd, affine.then_some(&dg), &saved)?;
         self.check("batch_norm_bwd", &s, &ddx, &rdx, TOL)?;
         match (rgrads, grads) {
             (Some((rgg, rgb)), Some((gg, gb))) => {
@@ -277,8 +332,10 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         let s = format!("n {n} c {channels:?} {h}x{w}");
         let hosts: Vec<Vec<f32>> = dims.iter().map(|d| self.randn(d.numel())).collect();
         let devs: Vec<B::Storage> = hosts.iter().map(|h| self.up(h)).collect::<Result<_>>()?;
-        let cparts: Vec<(&Vec<f32>, Nchw)> = hosts.iter().zip(&dims).map(|(h, d)| (h, *d)).collect();
-        let dparts: Vec<(&B::Storage, Nchw)> = devs.iter().zip(&dims).map(|(h, d)| (h, *d)).collect();
+        let cparts: Vec<(&Vec<f32>, Nchw)> =
+            hosts.iter().zip(&dims).map(|(h, d)| (h, *d)).collect();
+        let dparts: Vec<(&B::Storage, Nchw)> =
+            devs.iter().zip(&dims).map(|(h, d)| (h, *d)).collect();
         let r = self.cpu.concat_channels(&cparts)?;
         let y = self.dev.concat_channels(&dparts)?;
         self.check("concat_channels", &s, &y, &r, 0.0)?;
@@ -294,7 +351,12 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         for (i, (y, r)) in ys.iter().zip(&rs).enumerate() {
             self.check(&format!("split_channels[{i}]"), &s, y, r, 0.0)?;
         }
-        let xd = Nchw { n, c: channels[0], h, w };
+        let xd = Nchw {
+            n,
+            c: channels[0],
+            h,
+            w,
+        };
         let s = format!("x {}", xd.shape());
         let r = self.cpu.shift_crop_fwd(&hosts[0], xd)?;
         let y = self.dev.shift_crop_fwd(&devs[0], xd)?;
@@ -307,13 +369,24 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
 
     fn linear(&mut self, n: usize, in_f: usize, out_f: usize, bias: bool) -> Result<()> {
         let s = format!("x [{n}, {in_f}] -> [{n}, {out_f}] bias={bias}");
-        let (x, w, b, dy) = (self.randn(n * in_f), self.randn(out_f * in_f), self.randn(out_f), self.randn(n * out_f));
+        let (x, w, b, dy) = (
+            self.randn(n * in_f),
+            self.randn(out_f * in_f),
+            self.randn(out_f),
+            self.randn(n * out_f),
+        );
         let (dx_, dw_, db_, ddy) = (self.up(&x)?, self.up(&w)?, self.up(&b)?, self.up(&dy)?);
-        let r = self.cpu.linear_fwd(&x, &w, bias.then_some(&b), n, in_f, out_f)?;
-        let y = self.dev.linear_fwd(&dx_, &dw_, bias.then_some(&db_), n, in_f, out_f)?;
+        let r = self
+            .cpu
+            .linear_fwd(&x, &w, bias.then_some(&b), n, in_f, out_f)?;
+        let y = self
+            .dev
+            .linear_fwd(&dx_, &dw_, bias.then_some(&db_), n, in_f, out_f)?;
         self.check("linear_fwd", &s, &y, &r, TOL)?;
         let (rx, rw, rb) = self.cpu.linear_bwd(&x, &w, &dy, n, in_f, out_f, bias)?;
-        let (gx, gw, gb) = self.dev.linear_bwd(&dx_, &dw_, &ddy, n, in_f, out_f, bias)?;
+        let (gx, gw, gb) = self
+            .dev
+            .linear_bwd(&dx_, &dw_, &ddy, n, in_f, out_f, bias)?;
         self.check("linear_bwd.dx", &s, &gx, &rx, TOL)?;
         self.check("linear_bwd.dw", &s, &gw, &rw, TOL)?;
         match (rb, gb) {
@@ -339,8 +412,12 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         let (yl, yp) = self.dev.softmax_cross_entropy_fwd(&dl, n, k, &labels)?;
         self.check("softmax_cross_entropy_fwd.loss", &s, &yl, &rl, TOL)?;
         self.check("softmax_cross_entropy_fwd.probs", &s, &yp, &rp, TOL)?;
-        let r = self.cpu.softmax_cross_entropy_bwd(&rp, &vec![0.8], n, k, &labels)?;
-        let y = self.dev.softmax_cross_entropy_bwd(&yp, &self.up(&[0.8])?, n, k, &labels)?;
+        let r = self
+            .cpu
+            .softmax_cross_entropy_bwd(&rp, &vec![0.8], n, k, &labels)?;
+        let y = self
+            .dev
+            .softmax_cross_entropy_bwd(&yp, &self.up(&[0.8])?, n, k, &labels)?;
         self.check("softmax_cross_entropy_bwd", &s, &y, &r, TOL)
     }
 
@@ -348,7 +425,11 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         let s = format!("K {k} len {len}");
         let xs: Vec<Vec<f32>> = (0..k).map(|_| self.randn(len)).collect();
         let dxs_dev: Vec<B::Storage> = xs.iter().map(|x| self.up(x)).collect::<Result<_>>()?;
-        let alpha = self.randn(k).iter().map(|v| v * 1e-3 * (len as f32).sqrt()).collect::<Vec<_>>();
+        let alpha = self
+            .randn(k)
+            .iter()
+            .map(|v| v * 1e-3 * (len as f32).sqrt())
+            .collect::<Vec<_>>();
         let dalpha_in = self.up(&alpha)?;
         let dy = self.randn(len);
         let cx: Vec<&Vec<f32>> = xs.iter().collect();
@@ -359,11 +440,15 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         // Every other gradient requested, so both the written and the skipped paths run.
         let need: Vec<bool> = (0..k).map(|i| i % 2 == 0).collect();
         let (rdx, rda) = self.cpu.mixed_op_bwd(&dy, &cx, &alpha, len, &need)?;
-        let (ydx, yda) = self.dev.mixed_op_bwd(&self.up(&dy)?, &dx, &dalpha_in, len, &need)?;
+        let (ydx, yda) = self
+            .dev
+            .mixed_op_bwd(&self.up(&dy)?, &dx, &dalpha_in, len, &need)?;
         self.check("mixed_op_bwd.dalpha", &s, &yda, &rda, TOL)?;
         for (i, (r, y)) in rdx.iter().zip(&ydx).enumerate() {
             match (r, y) {
-                (Some(r), Some(y)) => self.check(&format!("mixed_op_bwd.dx[{i}]"), &s, y, r, TOL)?,
+                (Some(r), Some(y)) => {
+                    self.check(&format!("mixed_op_bwd.dx[{i}]"), &s, y, r, TOL)?
+                }
                 (None, None) => {}
                 _ => self.rows.push(ParityRow {
                     op: format!("mixed_op_bwd.dx[{i}]"),
@@ -447,7 +532,12 @@ pub fn run_parity<B: Backend<Elem = f32>>(dev: &B, seed: u64) -> Result<Vec<Pari
     h.conv(nchw(2, 6, 13, 11), 4, 1, 2, 0, 1, 1)?;
     h.conv(nchw(2, 6, 9, 9), 4, 3, 2, 1, 1, 2)?;
     h.conv(nchw(1, 4, 13, 11), 3, 5, 1, 4, 2, 1)?;
-    for (xd, stride) in [(nchw(2, 3, 13, 11), 1), (nchw(2, 3, 13, 11), 2), (nchw(1, 4, 5, 7), 2), (nchw(16, 8, 8, 8), 1)] {
+    for (xd, stride) in [
+        (nchw(2, 3, 13, 11), 1),
+        (nchw(2, 3, 13, 11), 2),
+        (nchw(1, 4, 5, 7), 2),
+        (nchw(16, 8, 8, 8), 1),
+    ] {
         h.pool(xd, stride)?;
     }
     h.global_pool(nchw(2, 3, 13, 11))?;
@@ -488,7 +578,11 @@ pub fn format_table(rows: &[ParityRow]) -> String {
     let opw = rows.iter().map(|r| r.op.len()).max().unwrap_or(2).max(2);
     let shw = rows.iter().map(|r| r.shape.len()).max().unwrap_or(5).max(5);
     let mut s = String::new();
-    let _ = writeln!(s, "{:<opw$}  {:<shw$}  {:>10}  {:>8}  result", "op", "shape", "max err", "tol");
+    let _ = writeln!(
+        s,
+        "{:<opw$}  {:<shw$}  {:>10}  {:>8}  result",
+        "op", "shape", "max err", "tol"
+    );
     for r in rows {
         let _ = writeln!(
             s,
@@ -522,7 +616,12 @@ pub fn all_passed(rows: &[ParityRow]) -> Result<()> {
     } else {
         Err(Error::invalid(
             "parity",
-            format!("{} of {} checks failed: {}", bad.len(), rows.len(), bad.join("; ")),
+            format!(
+                "{} of {} checks failed: {}",
+                bad.len(),
+                rows.len(),
+                bad.join("; ")
+            ),
         ))
     }
 }

@@ -25,14 +25,20 @@ impl Shape {
     pub fn nchw(&self, op: &'static str) -> Result<Nchw> {
         match self.0[..] {
             [n, c, h, w] => Ok(Nchw { n, c, h, w }),
-            _ => Err(Error::shape(op, format!("expected an NCHW tensor, got {self}"))),
+            _ => Err(Error::shape(
+                op,
+                format!("expected an NCHW tensor, got {self}"),
+            )),
         }
     }
     /// The two dimensions of an [N, F] shape, or an error naming `op`.
     pub fn matrix(&self, op: &'static str) -> Result<(usize, usize)> {
         match self.0[..] {
             [n, f] => Ok((n, f)),
-            _ => Err(Error::shape(op, format!("expected a [rows, cols] tensor, got {self}"))),
+            _ => Err(Error::shape(
+                op,
+                format!("expected a [rows, cols] tensor, got {self}"),
+            )),
         }
     }
 }
@@ -89,7 +95,13 @@ impl Nchw {
 }
 
 /// Output size of a sliding window along one axis (PyTorch's formula).
-pub fn window_out(input: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> Option<usize> {
+pub fn window_out(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> Option<usize> {
     let span = dilation * (kernel - 1) + 1;
     let padded = input + 2 * padding;
     if stride == 0 || padded < span {
@@ -112,7 +124,12 @@ pub struct Conv2dSpec {
 
 impl Conv2dSpec {
     pub fn weight_shape(&self) -> Shape {
-        Shape(vec![self.out_channels, self.in_channels / self.groups.max(1), self.kernel, self.kernel])
+        Shape(vec![
+            self.out_channels,
+            self.in_channels / self.groups.max(1),
+            self.kernel,
+            self.kernel,
+        ])
     }
     pub fn is_depthwise(&self) -> bool {
         self.groups == self.in_channels && self.groups == self.out_channels
@@ -120,26 +137,58 @@ impl Conv2dSpec {
     /// Checks the spec against an input and returns the output dimensions.
     pub fn output(&self, x: Nchw) -> Result<Nchw> {
         let op = "conv2d";
-        if self.groups == 0 || self.in_channels % self.groups != 0 || self.out_channels % self.groups != 0 {
+        if self.groups == 0
+            || self.in_channels % self.groups != 0
+            || self.out_channels % self.groups != 0
+        {
             return Err(Error::shape(
                 op,
-                format!("groups {} must divide in_channels {} and out_channels {}", self.groups, self.in_channels, self.out_channels),
+                format!(
+                    "groups {} must divide in_channels {} and out_channels {}",
+                    self.groups, self.in_channels, self.out_channels
+                ),
             ));
         }
         if self.kernel == 0 || self.stride == 0 || self.dilation == 0 {
-            return Err(Error::shape(op, format!("kernel, stride and dilation must be positive: {self:?}")));
+            return Err(Error::shape(
+                op,
+                format!("kernel, stride and dilation must be positive: {self:?}"),
+            ));
         }
         if x.c != self.in_channels {
-            return Err(Error::shape(op, format!("input {} has {} channels, weight {} expects {}", x.shape(), x.c, self.weight_shape(), self.in_channels)));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input {} has {} channels, weight {} expects {}",
+                    x.shape(),
+                    x.c,
+                    self.weight_shape(),
+                    self.in_channels
+                ),
+            ));
         }
         if x.n == 0 {
-            return Err(Error::shape(op, format!("empty batch in input {}", x.shape())));
+            return Err(Error::shape(
+                op,
+                format!("empty batch in input {}", x.shape()),
+            ));
         }
         let h = window_out(x.h, self.kernel, self.stride, self.padding, self.dilation);
         let w = window_out(x.w, self.kernel, self.stride, self.padding, self.dilation);
         match (h, w) {
-            (Some(h), Some(w)) if h > 0 && w > 0 => Ok(Nchw { n: x.n, c: self.out_channels, h, w }),
-            _ => Err(Error::shape(op, format!("input {} is smaller than the dilated kernel of {self:?}", x.shape()))),
+            (Some(h), Some(w)) if h > 0 && w > 0 => Ok(Nchw {
+                n: x.n,
+                c: self.out_channels,
+                h,
+                w,
+            }),
+            _ => Err(Error::shape(
+                op,
+                format!(
+                    "input {} is smaller than the dilated kernel of {self:?}",
+                    x.shape()
+                ),
+            )),
         }
     }
 }
@@ -166,13 +215,24 @@ impl Pool2dSpec {
             return Err(Error::shape(op, format!("invalid window {self:?}")));
         }
         if x.n == 0 {
-            return Err(Error::shape(op, format!("empty batch in input {}", x.shape())));
+            return Err(Error::shape(
+                op,
+                format!("empty batch in input {}", x.shape()),
+            ));
         }
         let h = window_out(x.h, self.kernel, self.stride, self.padding, 1);
         let w = window_out(x.w, self.kernel, self.stride, self.padding, 1);
         match (h, w) {
-            (Some(h), Some(w)) if h > 0 && w > 0 => Ok(Nchw { n: x.n, c: x.c, h, w }),
-            _ => Err(Error::shape(op, format!("input {} is smaller than the window {self:?}", x.shape()))),
+            (Some(h), Some(w)) if h > 0 && w > 0 => Ok(Nchw {
+                n: x.n,
+                c: x.c,
+                h,
+                w,
+            }),
+            _ => Err(Error::shape(
+                op,
+                format!("input {} is smaller than the window {self:?}", x.shape()),
+            )),
         }
     }
 }

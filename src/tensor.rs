@@ -13,13 +13,19 @@ pub struct Tensor<B: Backend> {
 
 impl<B: Backend> Clone for Tensor<B> {
     fn clone(&self) -> Self {
-        Tensor { buf: self.buf.clone(), shape: self.shape.clone() }
+        Tensor {
+            buf: self.buf.clone(),
+            shape: self.shape.clone(),
+        }
     }
 }
 
 impl<B: Backend> Tensor<B> {
     pub fn new(buf: B::Storage, shape: impl Into<Shape>) -> Self {
-        Tensor { buf: Arc::new(buf), shape: shape.into() }
+        Tensor {
+            buf: Arc::new(buf),
+            shape: shape.into(),
+        }
     }
 
     pub fn zeros(backend: &B, shape: impl Into<Shape>) -> Result<Self> {
@@ -31,7 +37,10 @@ impl<B: Backend> Tensor<B> {
     pub fn from_host(backend: &B, data: &[B::Elem], shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
         if data.len() != shape.numel() {
-            return Err(Error::shape("from_host", format!("{} values for shape {shape}", data.len())));
+            return Err(Error::shape(
+                "from_host",
+                format!("{} values for shape {shape}", data.len()),
+            ));
         }
         Ok(Tensor::new(backend.upload(data)?, shape))
     }
@@ -47,11 +56,19 @@ impl<B: Backend> Tensor<B> {
     }
 
     pub fn to_f64(&self, backend: &B) -> Result<Vec<f64>> {
-        Ok(self.to_host(backend)?.into_iter().map(|x| x.to_f64()).collect())
+        Ok(self
+            .to_host(backend)?
+            .into_iter()
+            .map(|x| x.to_f64())
+            .collect())
     }
 
     pub fn to_f32(&self, backend: &B) -> Result<Vec<f32>> {
-        Ok(self.to_host(backend)?.into_iter().map(|x| x.to_f64() as f32).collect())
+        Ok(self
+            .to_host(backend)?
+            .into_iter()
+            .map(|x| x.to_f64() as f32)
+            .collect())
     }
 
     pub fn numel(&self) -> usize {
@@ -66,7 +83,10 @@ impl<B: Backend> Tensor<B> {
     /// Fails if the buffer is still shared, e.g. by a tape that has not been cleared.
     pub fn buf_mut(&mut self, what: &str) -> Result<&mut B::Storage> {
         Arc::get_mut(&mut self.buf).ok_or_else(|| {
-            Error::invalid(what.to_string(), "buffer is still shared (a tape holding it was not cleared)")
+            Error::invalid(
+                what.to_string(),
+                "buffer is still shared (a tape holding it was not cleared)",
+            )
         })
     }
 
@@ -74,8 +94,14 @@ impl<B: Backend> Tensor<B> {
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
         if shape.numel() != self.numel() {
-            return Err(Error::shape("reshape", format!("{} to {shape}", self.shape)));
+            return Err(Error::shape(
+                "reshape",
+                format!("{} to {shape}", self.shape),
+            ));
         }
-        Ok(Tensor { buf: self.buf.clone(), shape })
+        Ok(Tensor {
+            buf: self.buf.clone(),
+            shape,
+        })
     }
 }

@@ -54,9 +54,11 @@ const OPS: &[&str] = &[
 
 fn check_rows(rows: &[ParityRow]) {
     for op in OPS {
-        let hit = rows
-            .iter()
-            .any(|r| r.op == *op || r.op.starts_with(&format!("{op}.")) || r.op.starts_with(&format!("{op}[")));
+        let hit = rows.iter().any(|r| {
+            r.op == *op
+                || r.op.starts_with(&format!("{op}."))
+                || r.op.starts_with(&format!("{op}["))
+        });
         assert!(hit, "parity harness never checks {op}");
     }
     for needed in [
@@ -66,7 +68,10 @@ fn check_rows(rows: &[ParityRow]) {
         "mixed_op_bwd.dx[6]",
         "linear_bwd.db",
     ] {
-        assert!(rows.iter().any(|r| r.op == needed), "parity harness never checks {needed}");
+        assert!(
+            rows.iter().any(|r| r.op == needed),
+            "parity harness never checks {needed}"
+        );
     }
     for (what, needle) in [
         ("stride 2", " s2 "),
@@ -75,7 +80,10 @@ fn check_rows(rows: &[ParityRow]) {
         ("K = 8", "K 8 "),
         ("batch 1", "x [1, "),
     ] {
-        assert!(rows.iter().any(|r| r.shape.contains(needle)), "parity harness never covers {what}");
+        assert!(
+            rows.iter().any(|r| r.shape.contains(needle)),
+            "parity harness never covers {what}"
+        );
     }
     if let Err(e) = all_passed(rows) {
         panic!("{}\n{e}", format_table(rows));
@@ -87,7 +95,11 @@ fn cpu_parity_harness_covers_every_op_and_passes() {
     let rows = run_parity(&Cpu::<f32>::new(), 7).expect("CPU parity run");
     assert!(rows.len() > 100, "only {} rows", rows.len());
     // CPU against itself is deterministic: every error is exactly zero.
-    assert!(rows.iter().all(|r| r.max_err == 0.0), "{}", format_table(&rows));
+    assert!(
+        rows.iter().all(|r| r.max_err == 0.0),
+        "{}",
+        format_table(&rows)
+    );
     check_rows(&rows);
 }
 
@@ -125,11 +137,20 @@ fn cuda_parity() {
 fn device_flag_parsing() {
     assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
     assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
-    assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
-    assert_eq!("CUDA:3".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(3));
+    assert_eq!(
+        "cuda".parse::<DeviceChoice>().unwrap(),
+        DeviceChoice::Cuda(0)
+    );
+    assert_eq!(
+        "CUDA:3".parse::<DeviceChoice>().unwrap(),
+        DeviceChoice::Cuda(3)
+    );
     assert_eq!(DeviceChoice::Cuda(3).to_string(), "cuda:3");
     let e = "gpu".parse::<DeviceChoice>().unwrap_err().to_string();
-    assert_eq!(e, "invalid --device 'gpu': expected auto, cpu, cuda or cuda:N");
+    assert_eq!(
+        e,
+        "invalid --device 'gpu': expected auto, cpu, cuda or cuda:N"
+    );
     for bad in ["", "cuda:", "cuda:x", "cuda:-1", "cpu0"] {
         let e = bad.parse::<DeviceChoice>().unwrap_err().to_string();
         assert!(e.contains(&format!("'{bad}'")), "{e}");
@@ -139,10 +160,16 @@ fn device_flag_parsing() {
 #[test]
 fn cuda_resolution_errors_instead_of_panicking() {
     // No machine has GPU 999: the error path runs with or without a GPU or driver.
-    let e = resolve(DeviceChoice::Cuda(999)).err().expect("cuda:999 must not resolve").to_string();
+    let e = resolve(DeviceChoice::Cuda(999))
+        .err()
+        .expect("cuda:999 must not resolve")
+        .to_string();
     assert!(!e.is_empty() && !e.contains('\n'), "not one line: {e:?}");
     if !nasrs::device::cuda_compiled() {
-        assert_eq!(e, "nasrs was built without CUDA support; rebuild with --features cuda");
+        assert_eq!(
+            e,
+            "nasrs was built without CUDA support; rebuild with --features cuda"
+        );
     }
     let (dev, notice) = resolve(DeviceChoice::Auto).expect("auto always resolves");
     // auto falls back to the CPU only with a one-line notice saying why.

@@ -17,7 +17,10 @@ fn config(epochs: usize, order: u8) -> SearchRunConfig {
     SearchRunConfig {
         dataset: "synthetic".into(),
         model,
-        hyper: DartsHyper { order, ..DartsHyper::default() },
+        hyper: DartsHyper {
+            order,
+            ..DartsHyper::default()
+        },
         epochs,
         batch: 8,
         seed: 4,
@@ -54,12 +57,21 @@ fn search_writes_its_run_folder_and_resume_is_bitwise_identical() {
     for order in [1u8, 2] {
         let full = tmp(&format!("full{order}"));
         let g_full = run(&full, config(3, order), false).unwrap();
-        for f in ["config.json", "metrics.jsonl", "genotype.json", "alphas.svg", "cells.svg", CHECKPOINT] {
+        for f in [
+            "config.json",
+            "metrics.jsonl",
+            "genotype.json",
+            "alphas.svg",
+            "cells.svg",
+            CHECKPOINT,
+        ] {
             assert!(full.join(f).is_file(), "missing {f}");
         }
         let m_full = metrics(&full);
         assert_eq!(m_full.len(), 3);
-        assert!(m_full.iter().all(|m| m.train_loss.is_finite() && m.valid_acc >= 0.0));
+        assert!(m_full
+            .iter()
+            .all(|m| m.train_loss.is_finite() && m.valid_acc >= 0.0));
         // The alphas moved and are recorded per epoch.
         assert_ne!(m_full[0].alphas_normal, m_full[2].alphas_normal);
         assert_eq!(m_full[0].alphas_normal.len(), 5); // 2 nodes => 2 + 3 edges
@@ -68,8 +80,15 @@ fn search_writes_its_run_folder_and_resume_is_bitwise_identical() {
         let split = tmp(&format!("split{order}"));
         run(&split, config(1, order), false).unwrap();
         let g_resumed = run(&split, config(3, order), true).unwrap();
-        assert_eq!(g_full, g_resumed, "order {order}: genotype differs after resume");
-        assert_eq!(m_full, metrics(&split), "order {order}: metrics differ after resume");
+        assert_eq!(
+            g_full, g_resumed,
+            "order {order}: genotype differs after resume"
+        );
+        assert_eq!(
+            m_full,
+            metrics(&split),
+            "order {order}: metrics differ after resume"
+        );
         let (a, _) = load_safetensors(&full.join(CHECKPOINT)).unwrap();
         let (b, _) = load_safetensors(&split.join(CHECKPOINT)).unwrap();
         assert_eq!(a, b, "order {order}: final checkpoints differ");
@@ -85,7 +104,10 @@ fn resume_with_different_options_is_refused() {
     let mut other = config(2, 1);
     other.batch = 4;
     let err = run(&dir, other, true).unwrap_err().to_string();
-    assert!(err.contains("--resume") && err.contains("checkpoint"), "{err}");
+    assert!(
+        err.contains("--resume") && err.contains("checkpoint"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -103,9 +125,20 @@ fn nan_stops_the_run_and_keeps_the_last_checkpoint() {
     let err = run(&dir, config(2, 1), true).unwrap_err();
     assert!(matches!(err, Error::NonFinite(_)), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("NaN") && msg.contains("epoch 1") && msg.contains("last good checkpoint"), "{msg}");
-    assert_eq!(before, std::fs::read(&path).unwrap(), "checkpoint was touched");
-    assert_eq!(metrics_before, std::fs::read(dir.join("metrics.jsonl")).unwrap(), "metrics were touched");
+    assert!(
+        msg.contains("NaN") && msg.contains("epoch 1") && msg.contains("last good checkpoint"),
+        "{msg}"
+    );
+    assert_eq!(
+        before,
+        std::fs::read(&path).unwrap(),
+        "checkpoint was touched"
+    );
+    assert_eq!(
+        metrics_before,
+        std::fs::read(dir.join("metrics.jsonl")).unwrap(),
+        "metrics were touched"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

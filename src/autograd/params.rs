@@ -29,7 +29,11 @@ impl<B: Backend> Default for ParamStore<B> {
 
 impl<B: Backend> ParamStore<B> {
     pub fn new() -> Self {
-        ParamStore { store_id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed), names: Vec::new(), values: Vec::new() }
+        ParamStore {
+            store_id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            names: Vec::new(),
+            values: Vec::new(),
+        }
     }
 
     pub fn add(&mut self, name: impl Into<String>, value: Tensor<B>) -> ParamId {
@@ -64,7 +68,12 @@ impl<B: Backend> ParamStore<B> {
     pub fn get_disjoint_mut(&mut self, ids: [ParamId; 2]) -> Result<[&mut Tensor<B>; 2]> {
         self.values
             .get_disjoint_mut([ids[0].0, ids[1].0])
-            .map_err(|_| Error::invalid("parameter ids", format!("{ids:?} must be two different, existing entries")))
+            .map_err(|_| {
+                Error::invalid(
+                    "parameter ids",
+                    format!("{ids:?} must be two different, existing entries"),
+                )
+            })
     }
     pub fn tensors(&self) -> &[Tensor<B>] {
         &self.values
@@ -83,7 +92,13 @@ impl<B: Backend> ParamStore<B> {
     pub fn set(&mut self, id: ParamId, value: Tensor<B>) -> Result<()> {
         let old = &self.values[id.0].shape;
         if *old != value.shape {
-            return Err(Error::shape("load", format!("{}: stored {} but the model expects {old}", self.names[id.0], value.shape)));
+            return Err(Error::shape(
+                "load",
+                format!(
+                    "{}: stored {} but the model expects {old}",
+                    self.names[id.0], value.shape
+                ),
+            ));
         }
         self.values[id.0] = value;
         Ok(())
@@ -102,13 +117,19 @@ impl<B: Backend> ParamStore<B> {
     pub fn deep_copy(&self, backend: &B) -> Result<Self> {
         let mut s = ParamStore::new();
         for (n, v) in self.names.iter().zip(&self.values) {
-            s.add(n.clone(), Tensor::new(backend.copy(&v.buf)?, v.shape.clone()));
+            s.add(
+                n.clone(),
+                Tensor::new(backend.copy(&v.buf)?, v.shape.clone()),
+            );
         }
         Ok(s)
     }
 
     /// Shapes, for summaries.
     pub fn shapes(&self) -> impl Iterator<Item = (&str, &Shape)> {
-        self.names.iter().map(|s| s.as_str()).zip(self.values.iter().map(|t| &t.shape))
+        self.names
+            .iter()
+            .map(|s| s.as_str())
+            .zip(self.values.iter().map(|t| &t.shape))
     }
 }

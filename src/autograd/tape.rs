@@ -18,7 +18,9 @@ pub struct Var(usize);
 
 /// Given `dy` and which inputs need a gradient, returns the input gradients (None where not
 /// needed or not defined).
-type BackwardFn<B> = Box<dyn Fn(&B, &<B as Backend>::Storage, &[bool]) -> Result<Vec<Option<<B as Backend>::Storage>>>>;
+type BackwardFn<B> = Box<
+    dyn Fn(&B, &<B as Backend>::Storage, &[bool]) -> Result<Vec<Option<<B as Backend>::Storage>>>,
+>;
 
 struct Node<B: Backend> {
     value: Tensor<B>,
@@ -49,7 +51,9 @@ impl<B: Backend> Gradients<B> {
     }
     /// Gradient of a parameter of `store` (None if it was not used or did not require one).
     pub fn param(&self, store: &ParamStore<B>, id: ParamId) -> Option<&Tensor<B>> {
-        self.param_vars.get(&(store.store_id, id.0)).and_then(|v| self.grads.get(&v.0))
+        self.param_vars
+            .get(&(store.store_id, id.0))
+            .and_then(|v| self.grads.get(&v.0))
     }
     /// Gradients of every parameter of `store`, in store order (zeros for unused ones).
     pub fn params(&self, backend: &B, store: &ParamStore<B>) -> Result<Vec<Tensor<B>>> {
@@ -65,7 +69,13 @@ impl<B: Backend> Gradients<B> {
 
 impl<B: Backend> Tape<B> {
     pub fn new(backend: B) -> Self {
-        Tape { backend, nodes: Vec::new(), grad_enabled: true, param_vars: HashMap::new(), zero_vars: HashMap::new() }
+        Tape {
+            backend,
+            nodes: Vec::new(),
+            grad_enabled: true,
+            param_vars: HashMap::new(),
+            zero_vars: HashMap::new(),
+        }
     }
 
     pub fn backend(&self) -> &B {
@@ -108,7 +118,12 @@ impl<B: Backend> Tape<B> {
 
     /// A leaf: an input or a parameter. `requires_grad` leaves get gradients from `backward`.
     pub fn leaf(&mut self, value: Tensor<B>, requires_grad: bool) -> Var {
-        self.nodes.push(Node { value, requires_grad: requires_grad && self.grad_enabled, parents: vec![], backward: None });
+        self.nodes.push(Node {
+            value,
+            requires_grad: requires_grad && self.grad_enabled,
+            parents: vec![],
+            backward: None,
+        });
         Var(self.nodes.len() - 1)
     }
 
@@ -140,9 +155,19 @@ impl<B: Backend> Tape<B> {
     }
 
     fn push(&mut self, value: Tensor<B>, parents: &[Var], backward: BackwardFn<B>) -> Var {
-        let requires_grad = self.grad_enabled && parents.iter().any(|p| self.nodes[p.0].requires_grad);
-        let (parents, backward) = if requires_grad { (parents.iter().map(|p| p.0).collect(), Some(backward)) } else { (vec![], None) };
-        self.nodes.push(Node { value, requires_grad, parents, backward });
+        let requires_grad =
+            self.grad_enabled && parents.iter().any(|p| self.nodes[p.0].requires_grad);
+        let (parents, backward) = if requires_grad {
+            (parents.iter().map(|p| p.0).collect(), Some(backward))
+        } else {
+            (vec![], None)
+        };
+        self.nodes.push(Node {
+            value,
+            requires_grad,
+            parents,
+            backward,
+        });
         Var(self.nodes.len() - 1)
     }
 
@@ -152,7 +177,10 @@ impl<B: Backend> Tape<B> {
 
     fn same_shape(&self, op: &'static str, a: Var, b: Var) -> Result<()> {
         if self.shape(a) != self.shape(b) {
-            return Err(Error::shape(op, format!("{} and {}", self.shape(a), self.shape(b))));
+            return Err(Error::shape(
+                op,
+                format!("{} and {}", self.shape(a), self.shape(b)),
+            ));
         }
         Ok(())
     }
@@ -163,28 +191,51 @@ impl<B: Backend> Tape<B> {
         self.same_shape("add", a, b)?;
         let y = self.backend.add(&self.value(a).buf, &self.value(b).buf)?;
         let shape = self.shape(a).clone();
-        Ok(self.push(Tensor::new(y, shape), &[a, b], Box::new(|be, dy, need| {
-            let g = |i: usize| -> Result<Option<B::Storage>> { if need[i] { be.copy(dy).map(Some) } else { Ok(None) } };
-            Ok(vec![g(0)?, g(1)?])
-        })))
+        Ok(self.push(
+            Tensor::new(y, shape),
+            &[a, b],
+            Box::new(|be, dy, need| {
+                let g = |i: usize| -> Result<Option<B::Storage>> {
+                    if need[i] {
+                        be.copy(dy).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                };
+                Ok(vec![g(0)?, g(1)?])
+            }),
+        ))
     }
 
     /// Sum of several same-shape values (a DARTS node sums its incoming edges).
     pub fn sum(&mut self, xs: &[Var]) -> Result<Var> {
-        let (&first, rest) = xs.split_first().ok_or_else(|| Error::shape("sum", "no inputs"))?;
+        let (&first, rest) = xs
+            .split_first()
+            .ok_or_else(|| Error::shape("sum", "no inputs"))?;
         rest.iter().try_fold(first, |acc, &x| self.add(acc, x))
     }
 
     pub fn scale(&mut self, x: Var, s: f64) -> Result<Var> {
         let y = self.backend.scale(&self.value(x).buf, s)?;
         let shape = self.shape(x).clone();
-        Ok(self.push(Tensor::new(y, shape), &[x], Box::new(move |be, dy, _| Ok(vec![Some(be.scale(dy, s)?)]))))
+        Ok(self.push(
+            Tensor::new(y, shape),
+            &[x],
+            Box::new(move |be, dy, _| Ok(vec![Some(be.scale(dy, s)?)])),
+        ))
     }
 
     pub fn relu(&mut self, x: Var) -> Result<Var> {
-        let y = Tensor::new(self.backend.relu_fwd(&self.value(x).buf)?, self.shape(x).clone());
+        let y = Tensor::new(
+            self.backend.relu_fwd(&self.value(x).buf)?,
+            self.shape(x).clone(),
+        );
         let saved = y.clone();
-        Ok(self.push(y, &[x], Box::new(move |be, dy, _| Ok(vec![Some(be.relu_bwd(&saved.buf, dy)?)]))))
+        Ok(self.push(
+            y,
+            &[x],
+            Box::new(move |be, dy, _| Ok(vec![Some(be.relu_bwd(&saved.buf, dy)?)])),
+        ))
     }
 
     // ---- convolution and pooling -------------------------------------------------------------------
@@ -193,16 +244,36 @@ impl<B: Backend> Tape<B> {
     pub fn conv2d(&mut self, x: Var, w: Var, spec: Conv2dSpec) -> Result<Var> {
         let xd = self.nchw(x, "conv2d")?;
         if *self.shape(w) != spec.weight_shape() {
-            return Err(Error::shape("conv2d", format!("weight {} does not match {} for input {}", self.shape(w), spec.weight_shape(), xd.shape())));
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "weight {} does not match {} for input {}",
+                    self.shape(w),
+                    spec.weight_shape(),
+                    xd.shape()
+                ),
+            ));
         }
         let yd = spec.output(xd)?;
         let (xt, wt) = (self.value(x).clone(), self.value(w).clone());
         let y = self.backend.conv2d_fwd(&xt.buf, xd, &wt.buf, &spec)?;
-        Ok(self.push(Tensor::new(y, yd.shape()), &[x, w], Box::new(move |be, dy, need| {
-            let dx = if need[0] { Some(be.conv2d_bwd_data(dy, &wt.buf, xd, &spec)?) } else { None };
-            let dw = if need[1] { Some(be.conv2d_bwd_weight(&xt.buf, dy, xd, &spec)?) } else { None };
-            Ok(vec![dx, dw])
-        })))
+        Ok(self.push(
+            Tensor::new(y, yd.shape()),
+            &[x, w],
+            Box::new(move |be, dy, need| {
+                let dx = if need[0] {
+                    Some(be.conv2d_bwd_data(dy, &wt.buf, xd, &spec)?)
+                } else {
+                    None
+                };
+                let dw = if need[1] {
+                    Some(be.conv2d_bwd_weight(&xt.buf, dy, xd, &spec)?)
+                } else {
+                    None
+                };
+                Ok(vec![dx, dw])
+            }),
+        ))
     }
 
     pub fn max_pool2d(&mut self, x: Var, spec: Pool2dSpec) -> Result<Var> {
@@ -210,69 +281,131 @@ impl<B: Backend> Tape<B> {
         let yd = spec.output(xd, "max_pool2d")?;
         let xt = self.value(x).clone();
         let y = self.backend.max_pool2d_fwd(&xt.buf, xd, &spec)?;
-        Ok(self.push(Tensor::new(y, yd.shape()), &[x], Box::new(move |be, dy, _| Ok(vec![Some(be.max_pool2d_bwd(&xt.buf, dy, xd, &spec)?)]))))
+        Ok(self.push(
+            Tensor::new(y, yd.shape()),
+            &[x],
+            Box::new(move |be, dy, _| Ok(vec![Some(be.max_pool2d_bwd(&xt.buf, dy, xd, &spec)?)])),
+        ))
     }
 
     pub fn avg_pool2d(&mut self, x: Var, spec: Pool2dSpec) -> Result<Var> {
         let xd = self.nchw(x, "avg_pool2d")?;
         let yd = spec.output(xd, "avg_pool2d")?;
         let y = self.backend.avg_pool2d_fwd(&self.value(x).buf, xd, &spec)?;
-        Ok(self.push(Tensor::new(y, yd.shape()), &[x], Box::new(move |be, dy, _| Ok(vec![Some(be.avg_pool2d_bwd(dy, xd, &spec)?)]))))
+        Ok(self.push(
+            Tensor::new(y, yd.shape()),
+            &[x],
+            Box::new(move |be, dy, _| Ok(vec![Some(be.avg_pool2d_bwd(dy, xd, &spec)?)])),
+        ))
     }
 
     /// [N, C, H, W] -> [N, C].
     pub fn global_avg_pool(&mut self, x: Var) -> Result<Var> {
         let xd = self.nchw(x, "global_avg_pool")?;
         let y = self.backend.global_avg_pool_fwd(&self.value(x).buf, xd)?;
-        Ok(self.push(Tensor::new(y, [xd.n, xd.c]), &[x], Box::new(move |be, dy, _| Ok(vec![Some(be.global_avg_pool_bwd(dy, xd)?)]))))
+        Ok(self.push(
+            Tensor::new(y, [xd.n, xd.c]),
+            &[x],
+            Box::new(move |be, dy, _| Ok(vec![Some(be.global_avg_pool_bwd(dy, xd)?)])),
+        ))
     }
 
     // ---- normalisation ------------------------------------------------------------------------------
 
     /// Training-mode batch norm (batch statistics). `affine` is (gamma, beta); `running`
     /// (running mean, running var, momentum) is updated in place.
-    pub fn batch_norm_train(&mut self, x: Var, affine: Option<(Var, Var)>, running: Option<(&mut Tensor<B>, &mut Tensor<B>, f64)>, eps: f64) -> Result<Var> {
+    pub fn batch_norm_train(
+        &mut self,
+        x: Var,
+        affine: Option<(Var, Var)>,
+        running: Option<(&mut Tensor<B>, &mut Tensor<B>, f64)>,
+        eps: f64,
+    ) -> Result<Var> {
         let xd = self.nchw(x, "batch_norm")?;
         if let Some((g, b)) = affine {
             for p in [g, b] {
                 if self.shape(p).dims() != [xd.c] {
-                    return Err(Error::shape("batch_norm", format!("affine parameter {} for input {}", self.shape(p), xd.shape())));
+                    return Err(Error::shape(
+                        "batch_norm",
+                        format!(
+                            "affine parameter {} for input {}",
+                            self.shape(p),
+                            xd.shape()
+                        ),
+                    ));
                 }
             }
         }
         if xd.n * xd.plane() < 2 && running.is_some() {
-            return Err(Error::shape("batch_norm", format!("training needs more than one value per channel, got input {}", xd.shape())));
+            return Err(Error::shape(
+                "batch_norm",
+                format!(
+                    "training needs more than one value per channel, got input {}",
+                    xd.shape()
+                ),
+            ));
         }
         let xt = self.value(x).clone();
         let gamma = affine.map(|(g, _)| self.value(g).clone());
         let beta = affine.map(|(_, b)| self.value(b).clone());
         let running = match running {
-            Some((m, v, momentum)) => Some(RunningStats { mean: m.buf_mut("running_mean")?, var: v.buf_mut("running_var")?, momentum }),
+            Some((m, v, momentum)) => Some(RunningStats {
+                mean: m.buf_mut("running_mean")?,
+                var: v.buf_mut("running_var")?,
+                momentum,
+            }),
             None => None,
         };
-        let aff = gamma.as_ref().zip(beta.as_ref()).map(|(g, b)| (&*g.buf, &*b.buf));
-        let (y, saved) = self.backend.batch_norm_train_fwd(&xt.buf, xd, aff, running, eps)?;
+        let aff = gamma
+            .as_ref()
+            .zip(beta.as_ref())
+            .map(|(g, b)| (&*g.buf, &*b.buf));
+        let (y, saved) = self
+            .backend
+            .batch_norm_train_fwd(&xt.buf, xd, aff, running, eps)?;
         let mut parents = vec![x];
         if let Some((g, b)) = affine {
             parents.extend([g, b]);
         }
-        Ok(self.push(Tensor::new(y, xd.shape()), &parents, Box::new(move |be, dy, _| {
-            let (dx, dgb) = be.batch_norm_bwd(&xt.buf, dy, xd, gamma.as_ref().map(|g| &*g.buf), &saved)?;
-            let mut out = vec![Some(dx)];
-            if let Some((dg, db)) = dgb {
-                out.extend([Some(dg), Some(db)]);
-            }
-            Ok(out)
-        })))
+        Ok(self.push(
+            Tensor::new(y, xd.shape()),
+            &parents,
+            Box::new(move |be, dy, _| {
+                let (dx, dgb) =
+                    be.batch_norm_bwd(&xt.buf, dy, xd, gamma.as_ref().map(|g| &*g.buf), &saved)?;
+                let mut out = vec![Some(dx)];
+                if let Some((dg, db)) = dgb {
+                    out.extend([Some(dg), Some(db)]);
+                }
+                Ok(out)
+            }),
+        ))
     }
 
     /// Eval-mode batch norm (running statistics).
-    pub fn batch_norm_eval(&mut self, x: Var, affine: Option<(Var, Var)>, running_mean: &Tensor<B>, running_var: &Tensor<B>, eps: f64) -> Result<Var> {
+    pub fn batch_norm_eval(
+        &mut self,
+        x: Var,
+        affine: Option<(Var, Var)>,
+        running_mean: &Tensor<B>,
+        running_var: &Tensor<B>,
+        eps: f64,
+    ) -> Result<Var> {
         let xd = self.nchw(x, "batch_norm")?;
         let gamma = affine.map(|(g, _)| self.value(g).clone());
         let beta = affine.map(|(_, b)| self.value(b).clone());
-        let aff = gamma.as_ref().zip(beta.as_ref()).map(|(g, b)| (&*g.buf, &*b.buf));
-        let y = self.backend.batch_norm_eval_fwd(&self.value(x).buf, xd, aff, &running_mean.buf, &running_var.buf, eps)?;
+        let aff = gamma
+            .as_ref()
+            .zip(beta.as_ref())
+            .map(|(g, b)| (&*g.buf, &*b.buf));
+        let y = self.backend.batch_norm_eval_fwd(
+            &self.value(x).buf,
+            xd,
+            aff,
+            &running_mean.buf,
+            &running_var.buf,
+            eps,
+        )?;
         // Eval-mode backward (used when fine-tuning with frozen statistics) is a per-channel
         // scale: dx = dy * gamma / sqrt(running_var + eps). Gamma/beta gradients are not offered.
         let (rv, gm) = (running_var.clone(), gamma);
@@ -281,43 +414,85 @@ impl<B: Backend> Tape<B> {
             parents.extend([g, b]);
         }
         let n_parents = parents.len();
-        Ok(self.push(Tensor::new(y, xd.shape()), &parents, Box::new(move |be, dy, need| {
-            if need.iter().skip(1).any(|&n| n) {
-                return Err(Error::invalid("batch_norm", "gamma/beta gradients through eval-mode batch norm are not supported"));
-            }
-            let var = be.download(&rv.buf)?;
-            let g = match &gm {
-                Some(g) => be.download(&g.buf)?,
-                None => vec![B::Elem::ONE; xd.c],
-            };
-            let scale: Vec<B::Elem> = (0..xd.c).map(|c| B::Elem::from_f64(g[c].to_f64() / (var[c].to_f64() + eps).sqrt())).collect();
-            // The eval forward with mean 0, variance 1, eps 0 and gamma = scale is exactly dy * scale.
-            let (scale, zeros, ones) = (be.upload(&scale)?, be.zeros(xd.c)?, be.upload(&vec![B::Elem::ONE; xd.c])?);
-            let dx = be.batch_norm_eval_fwd(dy, xd, Some((&scale, &zeros)), &zeros, &ones, 0.0)?;
-            let mut out = vec![Some(dx)];
-            out.extend((1..n_parents).map(|_| None));
-            Ok(out)
-        })))
+        Ok(self.push(
+            Tensor::new(y, xd.shape()),
+            &parents,
+            Box::new(move |be, dy, need| {
+                if need.iter().skip(1).any(|&n| n) {
+                    return Err(Error::invalid(
+                        "batch_norm",
+                        "gamma/beta gradients through eval-mode batch norm are not supported",
+                    ));
+                }
+                let var = be.download(&rv.buf)?;
+                let g = match &gm {
+                    Some(g) => be.download(&g.buf)?,
+                    None => vec![B::Elem::ONE; xd.c],
+                };
+                let scale: Vec<B::Elem> = (0..xd.c)
+                    .map(|c| B::Elem::from_f64(g[c].to_f64() / (var[c].to_f64() + eps).sqrt()))
+                    .collect();
+                // The eval forward with mean 0, variance 1, eps 0 and gamma = scale is exactly dy * scale.
+                let (scale, zeros, ones) = (
+                    be.upload(&scale)?,
+                    be.zeros(xd.c)?,
+                    be.upload(&vec![B::Elem::ONE; xd.c])?,
+                );
+                let dx =
+                    be.batch_norm_eval_fwd(dy, xd, Some((&scale, &zeros)), &zeros, &ones, 0.0)?;
+                let mut out = vec![Some(dx)];
+                out.extend((1..n_parents).map(|_| None));
+                Ok(out)
+            }),
+        ))
     }
 
     // ---- layout ------------------------------------------------------------------------------------
 
     pub fn concat_channels(&mut self, xs: &[Var]) -> Result<Var> {
-        let dims: Vec<Nchw> = xs.iter().map(|&x| self.nchw(x, "concat_channels")).collect::<Result<_>>()?;
-        let parts: Vec<(&B::Storage, Nchw)> = xs.iter().zip(&dims).map(|(&x, &d)| (&*self.value(x).buf, d)).collect();
+        let dims: Vec<Nchw> = xs
+            .iter()
+            .map(|&x| self.nchw(x, "concat_channels"))
+            .collect::<Result<_>>()?;
+        let parts: Vec<(&B::Storage, Nchw)> = xs
+            .iter()
+            .zip(&dims)
+            .map(|(&x, &d)| (&*self.value(x).buf, d))
+            .collect();
         let y = self.backend.concat_channels(&parts)?;
         let first = dims[0];
-        let yd = Nchw { c: dims.iter().map(|d| d.c).sum(), ..first };
+        let yd = Nchw {
+            c: dims.iter().map(|d| d.c).sum(),
+            ..first
+        };
         let channels: Vec<usize> = dims.iter().map(|d| d.c).collect();
-        Ok(self.push(Tensor::new(y, yd.shape()), xs, Box::new(move |be, dy, _| Ok(be.split_channels(dy, yd, &channels)?.into_iter().map(Some).collect()))))
+        Ok(self.push(
+            Tensor::new(y, yd.shape()),
+            xs,
+            Box::new(move |be, dy, _| {
+                Ok(be
+                    .split_channels(dy, yd, &channels)?
+                    .into_iter()
+                    .map(Some)
+                    .collect())
+            }),
+        ))
     }
 
     /// `x[:, :, 1:, 1:]`.
     pub fn shift_crop(&mut self, x: Var) -> Result<Var> {
         let xd = self.nchw(x, "shift_crop")?;
         let y = self.backend.shift_crop_fwd(&self.value(x).buf, xd)?;
-        let yd = Nchw { h: xd.h - 1, w: xd.w - 1, ..xd };
-        Ok(self.push(Tensor::new(y, yd.shape()), &[x], Box::new(move |be, dy, _| Ok(vec![Some(be.shift_crop_bwd(dy, xd)?)]))))
+        let yd = Nchw {
+            h: xd.h - 1,
+            w: xd.w - 1,
+            ..xd
+        };
+        Ok(self.push(
+            Tensor::new(y, yd.shape()),
+            &[x],
+            Box::new(move |be, dy, _| Ok(vec![Some(be.shift_crop_bwd(dy, xd)?)])),
+        ))
     }
 
     // ---- dense layers and loss ------------------------------------------------------------------------
@@ -327,27 +502,45 @@ impl<B: Backend> Tape<B> {
         let (n, in_f) = self.shape(x).matrix("linear")?;
         let (out_f, w_in) = self.shape(w).matrix("linear")?;
         if w_in != in_f {
-            return Err(Error::shape("linear", format!("input {} and weight {}", self.shape(x), self.shape(w))));
+            return Err(Error::shape(
+                "linear",
+                format!("input {} and weight {}", self.shape(x), self.shape(w)),
+            ));
         }
         if let Some(b) = b {
             if self.shape(b).dims() != [out_f] {
-                return Err(Error::shape("linear", format!("bias {} for weight {}", self.shape(b), self.shape(w))));
+                return Err(Error::shape(
+                    "linear",
+                    format!("bias {} for weight {}", self.shape(b), self.shape(w)),
+                ));
             }
         }
         let (xt, wt) = (self.value(x).clone(), self.value(w).clone());
         let bt = b.map(|b| self.value(b).clone());
-        let y = self.backend.linear_fwd(&xt.buf, &wt.buf, bt.as_ref().map(|b| &*b.buf), n, in_f, out_f)?;
+        let y = self.backend.linear_fwd(
+            &xt.buf,
+            &wt.buf,
+            bt.as_ref().map(|b| &*b.buf),
+            n,
+            in_f,
+            out_f,
+        )?;
         let mut parents = vec![x, w];
         parents.extend(b);
         let with_bias = b.is_some();
-        Ok(self.push(Tensor::new(y, [n, out_f]), &parents, Box::new(move |be, dy, _| {
-            let (dx, dw, db) = be.linear_bwd(&xt.buf, &wt.buf, dy, n, in_f, out_f, with_bias)?;
-            let mut out = vec![Some(dx), Some(dw)];
-            if with_bias {
-                out.push(db);
-            }
-            Ok(out)
-        })))
+        Ok(self.push(
+            Tensor::new(y, [n, out_f]),
+            &parents,
+            Box::new(move |be, dy, _| {
+                let (dx, dw, db) =
+                    be.linear_bwd(&xt.buf, &wt.buf, dy, n, in_f, out_f, with_bias)?;
+                let mut out = vec![Some(dx), Some(dw)];
+                if with_bias {
+                    out.push(db);
+                }
+                Ok(out)
+            }),
+        ))
     }
 
     /// Mean softmax cross-entropy of logits [n, k] against `labels`; a [1] loss.
@@ -356,9 +549,19 @@ impl<B: Backend> Tape<B> {
         if n == 0 {
             return Err(Error::shape("softmax_cross_entropy", "empty batch"));
         }
-        let (loss, probs) = self.backend.softmax_cross_entropy_fwd(&self.value(logits).buf, n, k, labels)?;
+        let (loss, probs) =
+            self.backend
+                .softmax_cross_entropy_fwd(&self.value(logits).buf, n, k, labels)?;
         let labels = labels.to_vec();
-        Ok(self.push(Tensor::new(loss, [1]), &[logits], Box::new(move |be, dy, _| Ok(vec![Some(be.softmax_cross_entropy_bwd(&probs, dy, n, k, &labels)?)]))))
+        Ok(self.push(
+            Tensor::new(loss, [1]),
+            &[logits],
+            Box::new(move |be, dy, _| {
+                Ok(vec![Some(
+                    be.softmax_cross_entropy_bwd(&probs, dy, n, k, &labels)?,
+                )])
+            }),
+        ))
     }
 
     // ---- regularisation ------------------------------------------------------------------------------
@@ -367,14 +570,29 @@ impl<B: Backend> Tape<B> {
     /// with the mask drawn from `rng` on the host.
     pub fn drop_path(&mut self, x: Var, keep_prob: f64, rng: &mut crate::rng::Rng) -> Result<Var> {
         if !(keep_prob > 0.0 && keep_prob <= 1.0) {
-            return Err(Error::invalid("drop-path keep probability", format!("{keep_prob} is not in (0, 1]")));
+            return Err(Error::invalid(
+                "drop-path keep probability",
+                format!("{keep_prob} is not in (0, 1]"),
+            ));
         }
         let n = self.shape(x).dims().first().copied().unwrap_or(0);
-        let scale: Vec<B::Elem> = (0..n).map(|_| B::Elem::from_f64(if rng.bernoulli(keep_prob) { 1.0 / keep_prob } else { 0.0 })).collect();
+        let scale: Vec<B::Elem> = (0..n)
+            .map(|_| {
+                B::Elem::from_f64(if rng.bernoulli(keep_prob) {
+                    1.0 / keep_prob
+                } else {
+                    0.0
+                })
+            })
+            .collect();
         let s = self.backend.upload(&scale)?;
         let y = self.backend.drop_path(&self.value(x).buf, n, &s)?;
         let shape = self.shape(x).clone();
-        Ok(self.push(Tensor::new(y, shape), &[x], Box::new(move |be, dy, _| Ok(vec![Some(be.drop_path(dy, n, &s)?)]))))
+        Ok(self.push(
+            Tensor::new(y, shape),
+            &[x],
+            Box::new(move |be, dy, _| Ok(vec![Some(be.drop_path(dy, n, &s)?)])),
+        ))
     }
 
     // ---- the DARTS MixedOp -----------------------------------------------------------------------
@@ -383,7 +601,10 @@ impl<B: Backend> Tape<B> {
     pub fn mixed_op(&mut self, xs: &[Var], alpha: Var) -> Result<Var> {
         let k = xs.len();
         if k == 0 || self.shape(alpha).numel() != k {
-            return Err(Error::shape("mixed_op", format!("{k} op outputs but alpha {}", self.shape(alpha))));
+            return Err(Error::shape(
+                "mixed_op",
+                format!("{k} op outputs but alpha {}", self.shape(alpha)),
+            ));
         }
         for &x in &xs[1..] {
             self.same_shape("mixed_op", xs[0], x)?;
@@ -398,13 +619,17 @@ impl<B: Backend> Tape<B> {
         };
         let mut parents = xs.to_vec();
         parents.push(alpha);
-        Ok(self.push(Tensor::new(y, shape), &parents, Box::new(move |be, dy, need| {
-            let bufs: Vec<&B::Storage> = saved.iter().map(|t| &*t.buf).collect();
-            let (dxs, dalpha) = be.mixed_op_bwd(dy, &bufs, &at.buf, len, &need[..k])?;
-            let mut out = dxs;
-            out.push(if need[k] { Some(dalpha) } else { None });
-            Ok(out)
-        })))
+        Ok(self.push(
+            Tensor::new(y, shape),
+            &parents,
+            Box::new(move |be, dy, need| {
+                let bufs: Vec<&B::Storage> = saved.iter().map(|t| &*t.buf).collect();
+                let (dxs, dalpha) = be.mixed_op_bwd(dy, &bufs, &at.buf, len, &need[..k])?;
+                let mut out = dxs;
+                out.push(if need[k] { Some(dalpha) } else { None });
+                Ok(out)
+            }),
+        ))
     }
 
     /// The value of a one-element var on the host; a NaN or infinity is an error naming `what`
@@ -414,7 +639,10 @@ impl<B: Backend> Tape<B> {
         match host[..] {
             [x] if x.is_finite() => Ok(x),
             [x] => Err(Error::NonFinite(format!("{what} is {x}"))),
-            _ => Err(Error::shape("scalar", format!("{what} has shape {}", self.shape(v)))),
+            _ => Err(Error::shape(
+                "scalar",
+                format!("{what} has shape {}", self.shape(v)),
+            )),
         }
     }
 
@@ -423,7 +651,10 @@ impl<B: Backend> Tape<B> {
     /// Gradients of the scalar `loss` with respect to every leaf that requires one.
     pub fn backward(&mut self, loss: Var) -> Result<Gradients<B>> {
         if self.shape(loss).numel() != 1 {
-            return Err(Error::shape("backward", format!("loss must have one element, got {}", self.shape(loss))));
+            return Err(Error::shape(
+                "backward",
+                format!("loss must have one element, got {}", self.shape(loss)),
+            ));
         }
         let seed = self.backend.upload(&[B::Elem::ONE])?;
         self.backward_with(loss, seed)
@@ -432,22 +663,38 @@ impl<B: Backend> Tape<B> {
     /// Backward from `root` with an explicit output gradient `dy` (same size as `root`).
     pub fn backward_with(&mut self, root: Var, dy: B::Storage) -> Result<Gradients<B>> {
         if self.backend.len(&dy) != self.shape(root).numel() {
-            return Err(Error::shape("backward", format!("output gradient of {} elements for {}", self.backend.len(&dy), self.shape(root))));
+            return Err(Error::shape(
+                "backward",
+                format!(
+                    "output gradient of {} elements for {}",
+                    self.backend.len(&dy),
+                    self.shape(root)
+                ),
+            ));
         }
         let mut pending: HashMap<usize, B::Storage> = HashMap::new();
         let mut leaves: HashMap<usize, Tensor<B>> = HashMap::new();
         if !self.nodes[root.0].requires_grad {
-            return Ok(Gradients { grads: leaves, param_vars: self.param_vars.clone() });
+            return Ok(Gradients {
+                grads: leaves,
+                param_vars: self.param_vars.clone(),
+            });
         }
         pending.insert(root.0, dy);
         for i in (0..=root.0).rev() {
-            let Some(g) = pending.remove(&i) else { continue };
+            let Some(g) = pending.remove(&i) else {
+                continue;
+            };
             let node = &self.nodes[i];
             let Some(backward) = &node.backward else {
                 leaves.insert(i, Tensor::new(g, node.value.shape.clone()));
                 continue;
             };
-            let need: Vec<bool> = node.parents.iter().map(|&p| self.nodes[p].requires_grad).collect();
+            let need: Vec<bool> = node
+                .parents
+                .iter()
+                .map(|&p| self.nodes[p].requires_grad)
+                .collect();
             let grads = backward(&self.backend, &g, &need)?;
             for ((&p, gp), &needed) in node.parents.iter().zip(grads).zip(&need) {
                 let Some(gp) = gp else { continue };
@@ -462,6 +709,9 @@ impl<B: Backend> Tape<B> {
                 }
             }
         }
-        Ok(Gradients { grads: leaves, param_vars: self.param_vars.clone() })
+        Ok(Gradients {
+            grads: leaves,
+            param_vars: self.param_vars.clone(),
+        })
     }
 }

@@ -39,10 +39,20 @@ pub trait Element:
     /// The pointers must cover every element the strides address.
     #[allow(clippy::too_many_arguments)]
     unsafe fn gemm(
-        m: usize, k: usize, n: usize, alpha: Self,
-        a: *const Self, rsa: isize, csa: isize,
-        b: *const Self, rsb: isize, csb: isize,
-        beta: Self, c: *mut Self, rsc: isize, csc: isize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
     );
 }
 
@@ -81,10 +91,20 @@ macro_rules! impl_element {
                 <$t>::is_finite(self)
             }
             unsafe fn gemm(
-                m: usize, k: usize, n: usize, alpha: Self,
-                a: *const Self, rsa: isize, csa: isize,
-                b: *const Self, rsb: isize, csb: isize,
-                beta: Self, c: *mut Self, rsc: isize, csc: isize,
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
             ) {
                 $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
             }

@@ -98,18 +98,57 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn relu_bwd(&self, y: &Self::Storage, dy: &Self::Storage) -> Result<Self::Storage>;
 
     // ---- convolution (no bias; weight [out, in / groups, k, k]) -------------------------------
-    fn conv2d_fwd(&self, x: &Self::Storage, x_dims: Nchw, w: &Self::Storage, spec: &Conv2dSpec) -> Result<Self::Storage>;
-    fn conv2d_bwd_data(&self, dy: &Self::Storage, w: &Self::Storage, x_dims: Nchw, spec: &Conv2dSpec) -> Result<Self::Storage>;
-    fn conv2d_bwd_weight(&self, x: &Self::Storage, dy: &Self::Storage, x_dims: Nchw, spec: &Conv2dSpec) -> Result<Self::Storage>;
+    fn conv2d_fwd(
+        &self,
+        x: &Self::Storage,
+        x_dims: Nchw,
+        w: &Self::Storage,
+        spec: &Conv2dSpec,
+    ) -> Result<Self::Storage>;
+    fn conv2d_bwd_data(
+        &self,
+        dy: &Self::Storage,
+        w: &Self::Storage,
+        x_dims: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<Self::Storage>;
+    fn conv2d_bwd_weight(
+        &self,
+        x: &Self::Storage,
+        dy: &Self::Storage,
+        x_dims: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<Self::Storage>;
 
     // ---- pooling -------------------------------------------------------------------------
-    fn max_pool2d_fwd(&self, x: &Self::Storage, x_dims: Nchw, spec: &Pool2dSpec) -> Result<Self::Storage>;
+    fn max_pool2d_fwd(
+        &self,
+        x: &Self::Storage,
+        x_dims: Nchw,
+        spec: &Pool2dSpec,
+    ) -> Result<Self::Storage>;
     /// Routes each output gradient to the first maximum of its window (PyTorch's tie rule),
     /// recomputed from `x` so no index tensor is stored.
-    fn max_pool2d_bwd(&self, x: &Self::Storage, dy: &Self::Storage, x_dims: Nchw, spec: &Pool2dSpec) -> Result<Self::Storage>;
+    fn max_pool2d_bwd(
+        &self,
+        x: &Self::Storage,
+        dy: &Self::Storage,
+        x_dims: Nchw,
+        spec: &Pool2dSpec,
+    ) -> Result<Self::Storage>;
     /// Padding is not counted in the divisor (`count_include_pad=False`).
-    fn avg_pool2d_fwd(&self, x: &Self::Storage, x_dims: Nchw, spec: &Pool2dSpec) -> Result<Self::Storage>;
-    fn avg_pool2d_bwd(&self, dy: &Self::Storage, x_dims: Nchw, spec: &Pool2dSpec) -> Result<Self::Storage>;
+    fn avg_pool2d_fwd(
+        &self,
+        x: &Self::Storage,
+        x_dims: Nchw,
+        spec: &Pool2dSpec,
+    ) -> Result<Self::Storage>;
+    fn avg_pool2d_bwd(
+        &self,
+        dy: &Self::Storage,
+        x_dims: Nchw,
+        spec: &Pool2dSpec,
+    ) -> Result<Self::Storage>;
     /// Mean over H and W: [N, C, H, W] -> [N, C].
     fn global_avg_pool_fwd(&self, x: &Self::Storage, x_dims: Nchw) -> Result<Self::Storage>;
     fn global_avg_pool_bwd(&self, dy: &Self::Storage, x_dims: Nchw) -> Result<Self::Storage>;
@@ -150,38 +189,101 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Concatenates NCHW tensors of equal N, H, W along channels.
     fn concat_channels(&self, parts: &[(&Self::Storage, Nchw)]) -> Result<Self::Storage>;
     /// The backward of `concat_channels`: splits `dy` back into per-part channel counts.
-    fn split_channels(&self, dy: &Self::Storage, dy_dims: Nchw, channels: &[usize]) -> Result<Vec<Self::Storage>>;
+    fn split_channels(
+        &self,
+        dy: &Self::Storage,
+        dy_dims: Nchw,
+        channels: &[usize],
+    ) -> Result<Vec<Self::Storage>>;
     /// `x[:, :, 1:, 1:]` (FactorizedReduce's second path): [N, C, H, W] -> [N, C, H-1, W-1].
     fn shift_crop_fwd(&self, x: &Self::Storage, x_dims: Nchw) -> Result<Self::Storage>;
     fn shift_crop_bwd(&self, dy: &Self::Storage, x_dims: Nchw) -> Result<Self::Storage>;
 
     // ---- dense layers and loss -----------------------------------------------------------------
     /// `y = x W^T + b`: x [n, in], w [out, in], b [out].
-    fn linear_fwd(&self, x: &Self::Storage, w: &Self::Storage, b: Option<&Self::Storage>, n: usize, in_f: usize, out_f: usize) -> Result<Self::Storage>;
+    fn linear_fwd(
+        &self,
+        x: &Self::Storage,
+        w: &Self::Storage,
+        b: Option<&Self::Storage>,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+    ) -> Result<Self::Storage>;
     /// Returns (dx, dw, db).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    fn linear_bwd(&self, x: &Self::Storage, w: &Self::Storage, dy: &Self::Storage, n: usize, in_f: usize, out_f: usize, with_bias: bool)
-        -> Result<(Self::Storage, Self::Storage, Option<Self::Storage>)>;
+    fn linear_bwd(
+        &self,
+        x: &Self::Storage,
+        w: &Self::Storage,
+        dy: &Self::Storage,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+        with_bias: bool,
+    ) -> Result<(Self::Storage, Self::Storage, Option<Self::Storage>)>;
     /// Mean softmax cross-entropy over the batch: returns (loss [1], probabilities [n, k]).
     /// Labels come from the host (they arrive with each batch).
-    fn softmax_cross_entropy_fwd(&self, logits: &Self::Storage, n: usize, k: usize, labels: &[u32]) -> Result<(Self::Storage, Self::Storage)>;
+    fn softmax_cross_entropy_fwd(
+        &self,
+        logits: &Self::Storage,
+        n: usize,
+        k: usize,
+        labels: &[u32],
+    ) -> Result<(Self::Storage, Self::Storage)>;
     /// `dlogits = dloss * (probs - onehot) / n`, with `dloss` a one-element buffer.
-    fn softmax_cross_entropy_bwd(&self, probs: &Self::Storage, dloss: &Self::Storage, n: usize, k: usize, labels: &[u32]) -> Result<Self::Storage>;
+    fn softmax_cross_entropy_bwd(
+        &self,
+        probs: &Self::Storage,
+        dloss: &Self::Storage,
+        n: usize,
+        k: usize,
+        labels: &[u32],
+    ) -> Result<Self::Storage>;
 
     // ---- regularisation ------------------------------------------------------------------------
     /// `y[n, ...] = x[n, ...] * sample_scale[n]` (drop-path: scale is 0 or 1 / keep_prob). Its
     /// own backward: `dx = drop_path(dy, sample_scale)`.
-    fn drop_path(&self, x: &Self::Storage, n: usize, sample_scale: &Self::Storage) -> Result<Self::Storage>;
+    fn drop_path(
+        &self,
+        x: &Self::Storage,
+        n: usize,
+        sample_scale: &Self::Storage,
+    ) -> Result<Self::Storage>;
 
     // ---- the DARTS MixedOp ---------------------------------------------------------------------
     /// `y = sum_k softmax(alpha)_k * x_k`, softmax computed inside. All `xs` have `len` elements.
-    fn mixed_op_fwd(&self, xs: &[&Self::Storage], alpha: &Self::Storage, len: usize) -> Result<Self::Storage>;
+    fn mixed_op_fwd(
+        &self,
+        xs: &[&Self::Storage],
+        alpha: &Self::Storage,
+        len: usize,
+    ) -> Result<Self::Storage>;
     /// One pass for every gradient: `dx_k = w_k dy` for each `k` with `need_dx[k]`, and
     /// `dalpha_k = w_k (<dy, x_k> - sum_j w_j <dy, x_j>)`.
-    fn mixed_op_bwd(&self, dy: &Self::Storage, xs: &[&Self::Storage], alpha: &Self::Storage, len: usize, need_dx: &[bool])
-        -> Result<(Vec<Option<Self::Storage>>, Self::Storage)>;
+    fn mixed_op_bwd(
+        &self,
+        dy: &Self::Storage,
+        xs: &[&Self::Storage],
+        alpha: &Self::Storage,
+        len: usize,
+        need_dx: &[bool],
+    ) -> Result<(Vec<Option<Self::Storage>>, Self::Storage)>;
 
     // ---- optimizers (in place) ---------------------------------------------------------------
-    fn sgd_step(&self, param: &mut Self::Storage, grad: &Self::Storage, momentum_buf: &mut Self::Storage, hp: &SgdStep) -> Result<()>;
-    fn adam_step(&self, param: &mut Self::Storage, grad: &Self::Storage, m: &mut Self::Storage, v: &mut Self::Storage, hp: &AdamStep) -> Result<()>;
+    fn sgd_step(
+        &self,
+        param: &mut Self::Storage,
+        grad: &Self::Storage,
+        momentum_buf: &mut Self::Storage,
+        hp: &SgdStep,
+    ) -> Result<()>;
+    fn adam_step(
+        &self,
+        param: &mut Self::Storage,
+        grad: &Self::Storage,
+        m: &mut Self::Storage,
+        v: &mut Self::Storage,
+        hp: &AdamStep,
+    ) -> Result<()>;
 }

@@ -41,7 +41,18 @@ pub struct DartsHyper {
 
 impl Default for DartsHyper {
     fn default() -> Self {
-        DartsHyper { lr_max: 0.025, lr_min: 0.001, momentum: 0.9, weight_decay: 3e-4, grad_clip: 5.0, arch_lr: 3e-4, arch_betas: (0.5, 0.999), arch_weight_decay: 1e-3, order: 1, hvp_radius: 0.01 }
+        DartsHyper {
+            lr_max: 0.025,
+            lr_min: 0.001,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+            grad_clip: 5.0,
+            arch_lr: 3e-4,
+            arch_betas: (0.5, 0.999),
+            arch_weight_decay: 1e-3,
+            order: 1,
+            hvp_radius: 0.01,
+        }
     }
 }
 
@@ -73,7 +84,12 @@ pub fn count_correct<B: Backend>(backend: &B, logits: &Tensor<B>, labels: &[u32]
 }
 
 /// A copy of `weights` moved by `a * direction` (the finite-difference points `w +- eps v`).
-fn shifted<B: Backend>(be: &B, weights: &ParamStore<B>, direction: &[Tensor<B>], a: f64) -> Result<ParamStore<B>> {
+fn shifted<B: Backend>(
+    be: &B,
+    weights: &ParamStore<B>,
+    direction: &[Tensor<B>],
+    a: f64,
+) -> Result<ParamStore<B>> {
     let mut w = weights.deep_copy(be)?;
     for (id, g) in weights.ids().zip(direction) {
         let name = weights.name(id).to_string();
@@ -93,17 +109,37 @@ pub struct Darts<B: Backend> {
 impl<B: Backend> Darts<B> {
     pub fn new(backend: B, net: SearchNetwork<B>, hyper: DartsHyper) -> Result<Self> {
         if hyper.order != 1 && hyper.order != 2 {
-            return Err(Error::invalid("--order", format!("{} (expected 1 or 2)", hyper.order)));
+            return Err(Error::invalid(
+                "--order",
+                format!("{} (expected 1 or 2)", hyper.order),
+            ));
         }
         let weight_opt = Sgd::new(&backend, &net.weights, hyper.momentum, hyper.weight_decay)?;
-        let arch_opt = Adam::new(&backend, &net.arch, hyper.arch_betas, 1e-8, hyper.arch_weight_decay)?;
-        Ok(Darts { backend, net, hyper, weight_opt, arch_opt })
+        let arch_opt = Adam::new(
+            &backend,
+            &net.arch,
+            hyper.arch_betas,
+            1e-8,
+            hyper.arch_weight_decay,
+        )?;
+        Ok(Darts {
+            backend,
+            net,
+            hyper,
+            weight_opt,
+            arch_opt,
+        })
     }
 
     /// Forward + backward of the loss on `batch`; gradients of the weights and/or alphas
     /// as `mode` asks, with the network's weights replaced by `weights` if given.
     #[allow(clippy::type_complexity)]
-    fn loss_grads(&mut self, batch: &DeviceBatch<B>, mode: Mode, weights: Option<&ParamStore<B>>) -> Result<(StepStats, Option<Vec<Tensor<B>>>, Option<Vec<Tensor<B>>>)> {
+    fn loss_grads(
+        &mut self,
+        batch: &DeviceBatch<B>,
+        mode: Mode,
+        weights: Option<&ParamStore<B>>,
+    ) -> Result<(StepStats, Option<Vec<Tensor<B>>>, Option<Vec<Tensor<B>>>)> {
         let mut tape = Tape::new(self.backend.clone());
         let x = tape.constant(batch.images.clone());
         let logits = self.net.run(&mut tape, x, mode, weights)?;
@@ -111,11 +147,27 @@ impl<B: Backend> Darts<B> {
         let loss_value = tape.scalar(loss, "loss")?;
         let correct = count_correct(&self.backend, tape.value(logits), &batch.labels)?;
         let grads = tape.backward(loss)?;
-        let gw = if mode.grad_weights { Some(grads.params(&self.backend, weights.unwrap_or(&self.net.weights))?) } else { None };
-        let ga = if mode.grad_arch { Some(grads.params(&self.backend, &self.net.arch)?) } else { None };
+        let gw = if mode.grad_weights {
+            Some(grads.params(&self.backend, weights.unwrap_or(&self.net.weights))?)
+        } else {
+            None
+        };
+        let ga = if mode.grad_arch {
+            Some(grads.params(&self.backend, &self.net.arch)?)
+        } else {
+            None
+        };
         drop(grads);
         tape.clear();
-        Ok((StepStats { loss: loss_value, correct, count: batch.labels.len() }, gw, ga))
+        Ok((
+            StepStats {
+                loss: loss_value,
+                correct,
+                count: batch.labels.len(),
+            },
+            gw,
+            ga,
+        ))
     }
 
     /// One SGD step of the weights on a training batch (clipped to `grad_clip`).
@@ -123,24 +175,43 @@ impl<B: Backend> Darts<B> {
         let (stats, gw, _) = self.loss_grads(batch, Mode::WEIGHT_STEP, None)?;
         let mut gw = gw.ok_or_else(|| Error::invalid("weight step", "no weight gradients"))?;
         clip_grad_norm(&self.backend, &mut gw, self.hyper.grad_clip)?;
-        self.weight_opt.step(&self.backend, &mut self.net.weights, &gw, lr)?;
+        self.weight_opt
+            .step(&self.backend, &mut self.net.weights, &gw, lr)?;
         Ok(stats)
     }
 
     /// The architecture gradient for this order (without stepping). `lr` is the current
     /// weight learning rate (the unrolled step's `xi`).
-    pub fn arch_gradient(&mut self, train: &DeviceBatch<B>, val: &DeviceBatch<B>, lr: f64) -> Result<(StepStats, Vec<Tensor<B>>)> {
+    pub fn arch_gradient(
+        &mut self,
+        train: &DeviceBatch<B>,
+        val: &DeviceBatch<B>,
+        lr: f64,
+    ) -> Result<(StepStats, Vec<Tensor<B>>)> {
         if self.hyper.order == 1 {
             let (stats, _, ga) = self.loss_grads(val, Mode::ARCH_STEP, None)?;
-            return Ok((stats, ga.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?));
+            return Ok((
+                stats,
+                ga.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
+            ));
         }
         let be = self.backend.clone();
         // w' = w - xi (momentum * v + g + wd * w)
-        let grad_only = Mode { grad_weights: true, grad_arch: false, ..Mode::ARCH_STEP };
+        let grad_only = Mode {
+            grad_weights: true,
+            grad_arch: false,
+            ..Mode::ARCH_STEP
+        };
         let (_, g_train, _) = self.loss_grads(train, grad_only, None)?;
         let g_train = g_train.ok_or_else(|| Error::invalid("arch step", "no weight gradients"))?;
         let mut unrolled = self.net.weights.deep_copy(&be)?;
-        for ((id, g), v) in self.net.weights.ids().zip(&g_train).zip(self.weight_opt.state.tensors()) {
+        for ((id, g), v) in self
+            .net
+            .weights
+            .ids()
+            .zip(&g_train)
+            .zip(self.weight_opt.state.tensors())
+        {
             let name = self.net.weights.name(id).to_string();
             let w = unrolled.get_mut(id).buf_mut(&name)?;
             let wd = self.hyper.weight_decay;
@@ -150,17 +221,26 @@ impl<B: Backend> Darts<B> {
         }
         drop(g_train);
         // grad of L_val at (w', alpha), for both w' and alpha.
-        let both = Mode { grad_weights: true, grad_arch: true, ..Mode::ARCH_STEP };
+        let both = Mode {
+            grad_weights: true,
+            grad_arch: true,
+            ..Mode::ARCH_STEP
+        };
         let (stats, dw, da) = self.loss_grads(val, both, Some(&unrolled))?;
         drop(unrolled);
-        let (dw, mut dalpha) = (dw.ok_or_else(|| Error::invalid("arch step", "no weight gradients"))?, da.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?);
+        let (dw, mut dalpha) = (
+            dw.ok_or_else(|| Error::invalid("arch step", "no weight gradients"))?,
+            da.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
+        );
         let mut sq = 0.0;
         for g in &dw {
             sq += be.sum_squares(&g.buf)?;
         }
         let norm = sq.sqrt();
         if !norm.is_finite() {
-            return Err(Error::NonFinite(format!("unrolled validation gradient norm is {norm}")));
+            return Err(Error::NonFinite(format!(
+                "unrolled validation gradient norm is {norm}"
+            )));
         }
         if norm > 0.0 {
             let eps = self.hyper.hvp_radius / norm;
@@ -171,7 +251,10 @@ impl<B: Backend> Darts<B> {
             let w_minus = shifted(&be, &self.net.weights, &dw, -eps)?;
             let (_, _, g_minus) = self.loss_grads(train, alpha_only, Some(&w_minus))?;
             drop(w_minus);
-            let (g_plus, g_minus) = (g_plus.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?, g_minus.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?);
+            let (g_plus, g_minus) = (
+                g_plus.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
+                g_minus.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
+            );
             // dalpha -= xi * (g+ - g-) / (2 eps)
             let c = lr / (2.0 * eps);
             for ((d, gp), gm) in dalpha.iter_mut().zip(&g_plus).zip(&g_minus) {
@@ -184,14 +267,29 @@ impl<B: Backend> Darts<B> {
     }
 
     /// One Adam step of the alphas. Returns the validation-batch statistics.
-    pub fn arch_step(&mut self, train: &DeviceBatch<B>, val: &DeviceBatch<B>, lr: f64) -> Result<StepStats> {
+    pub fn arch_step(
+        &mut self,
+        train: &DeviceBatch<B>,
+        val: &DeviceBatch<B>,
+        lr: f64,
+    ) -> Result<StepStats> {
         let (stats, dalpha) = self.arch_gradient(train, val, lr)?;
-        self.arch_opt.step(&self.backend, &mut self.net.arch, &dalpha, self.hyper.arch_lr)?;
+        self.arch_opt.step(
+            &self.backend,
+            &mut self.net.arch,
+            &dalpha,
+            self.hyper.arch_lr,
+        )?;
         Ok(stats)
     }
 
     /// A full DARTS iteration: architecture step on `val`, then weight step on `train`.
-    pub fn iteration(&mut self, train: &DeviceBatch<B>, val: &DeviceBatch<B>, lr: f64) -> Result<(StepStats, StepStats)> {
+    pub fn iteration(
+        &mut self,
+        train: &DeviceBatch<B>,
+        val: &DeviceBatch<B>,
+        lr: f64,
+    ) -> Result<(StepStats, StepStats)> {
         let arch = self.arch_step(train, val, lr)?;
         let weights = self.weight_step(train, lr)?;
         Ok((weights, arch))
@@ -206,6 +304,10 @@ impl<B: Backend> Darts<B> {
         let loss = tape.softmax_cross_entropy(logits, &batch.labels)?;
         let loss_value = tape.scalar(loss, "evaluation loss")?;
         let correct = count_correct(&self.backend, tape.value(logits), &batch.labels)?;
-        Ok(StepStats { loss: loss_value, correct, count: batch.labels.len() })
+        Ok(StepStats {
+            loss: loss_value,
+            correct,
+            count: batch.labels.len(),
+        })
     }
 }

@@ -48,13 +48,19 @@ impl Primitive {
 
     /// Parses a comma-separated op set such as `none,skip_connect,sep_conv_3x3`.
     pub fn parse_list(s: &str) -> Result<Vec<Primitive>> {
-        let ops: Vec<Primitive> = s.split(',').map(|p| p.trim().parse()).collect::<Result<_>>()?;
+        let ops: Vec<Primitive> = s
+            .split(',')
+            .map(|p| p.trim().parse())
+            .collect::<Result<_>>()?;
         if ops.is_empty() {
             return Err(Error::invalid("--ops", "the op set is empty"));
         }
         for (i, a) in ops.iter().enumerate() {
             if ops[..i].contains(a) {
-                return Err(Error::invalid("--ops", format!("'{}' is listed twice", a.name())));
+                return Err(Error::invalid(
+                    "--ops",
+                    format!("'{}' is listed twice", a.name()),
+                ));
             }
         }
         Ok(ops)
@@ -70,10 +76,19 @@ impl fmt::Display for Primitive {
 impl FromStr for Primitive {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Primitive::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = Primitive::ALL.iter().map(|p| p.name()).collect();
-            Error::invalid("op", format!("'{s}' is not a DARTS primitive (expected one of {})", names.join(", ")))
-        })
+        Primitive::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Primitive::ALL.iter().map(|p| p.name()).collect();
+                Error::invalid(
+                    "op",
+                    format!(
+                        "'{s}' is not a DARTS primitive (expected one of {})",
+                        names.join(", ")
+                    ),
+                )
+            })
     }
 }
 
@@ -102,10 +117,17 @@ pub struct Genotype {
 
 /// Picks the two strongest inputs of each node from `weights` (softmax(alpha), one row per
 /// edge in the supernet's edge order, one column per op of `ops`).
-pub fn parse_cell(weights: &[Vec<f64>], ops: &[Primitive], steps: usize) -> Result<Vec<(Primitive, usize)>> {
+pub fn parse_cell(
+    weights: &[Vec<f64>],
+    ops: &[Primitive],
+    steps: usize,
+) -> Result<Vec<(Primitive, usize)>> {
     let none = ops.iter().position(|&p| p == Primitive::None);
     if ops.len() - usize::from(none.is_some()) == 0 {
-        return Err(Error::invalid("op set", "a genotype needs at least one op other than none"));
+        return Err(Error::invalid(
+            "op set",
+            "a genotype needs at least one op other than none",
+        ));
     }
     let best_op = |row: &[f64]| -> usize {
         let mut best: Option<usize> = None;
@@ -120,11 +142,20 @@ pub fn parse_cell(weights: &[Vec<f64>], ops: &[Primitive], steps: usize) -> Resu
     let mut start = 0;
     for i in 0..steps {
         let n = i + 2;
-        let rows = weights.get(start..start + n).ok_or_else(|| Error::shape("genotype", format!("{} edges for {steps} nodes", weights.len())))?;
+        let rows = weights.get(start..start + n).ok_or_else(|| {
+            Error::shape(
+                "genotype",
+                format!("{} edges for {steps} nodes", weights.len()),
+            )
+        })?;
         let strength = |j: usize| rows[j][best_op(&rows[j])];
         let mut edges: Vec<usize> = (0..n).collect();
         // Stable sort by decreasing strength: ties keep the lower input first, as Python's sorted.
-        edges.sort_by(|&a, &b| strength(b).partial_cmp(&strength(a)).unwrap_or(std::cmp::Ordering::Equal));
+        edges.sort_by(|&a, &b| {
+            strength(b)
+                .partial_cmp(&strength(a))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         for &j in edges.iter().take(2) {
             gene.push((ops[best_op(&rows[j])], j));
         }
@@ -134,9 +165,20 @@ pub fn parse_cell(weights: &[Vec<f64>], ops: &[Primitive], steps: usize) -> Resu
 }
 
 impl Genotype {
-    pub fn from_weights(normal: &[Vec<f64>], reduce: &[Vec<f64>], ops: &[Primitive], steps: usize, multiplier: usize) -> Result<Self> {
+    pub fn from_weights(
+        normal: &[Vec<f64>],
+        reduce: &[Vec<f64>],
+        ops: &[Primitive],
+        steps: usize,
+        multiplier: usize,
+    ) -> Result<Self> {
         let concat: Vec<usize> = (2 + steps - multiplier..steps + 2).collect();
-        Ok(Genotype { normal: parse_cell(normal, ops, steps)?, normal_concat: concat.clone(), reduce: parse_cell(reduce, ops, steps)?, reduce_concat: concat })
+        Ok(Genotype {
+            normal: parse_cell(normal, ops, steps)?,
+            normal_concat: concat.clone(),
+            reduce: parse_cell(reduce, ops, steps)?,
+            reduce_concat: concat,
+        })
     }
 
     /// A built-in genotype by name (`DARTS_V1`, `DARTS_V2`, alias `DARTS`).
@@ -145,15 +187,51 @@ impl Genotype {
         let c = vec![2, 3, 4, 5];
         match name {
             "DARTS_V1" => Some(Genotype {
-                normal: vec![(SepConv3x3, 1), (SepConv3x3, 0), (SkipConnect, 0), (SepConv3x3, 1), (SkipConnect, 0), (SepConv3x3, 1), (SepConv3x3, 0), (SkipConnect, 2)],
+                normal: vec![
+                    (SepConv3x3, 1),
+                    (SepConv3x3, 0),
+                    (SkipConnect, 0),
+                    (SepConv3x3, 1),
+                    (SkipConnect, 0),
+                    (SepConv3x3, 1),
+                    (SepConv3x3, 0),
+                    (SkipConnect, 2),
+                ],
                 normal_concat: c.clone(),
-                reduce: vec![(MaxPool3x3, 0), (MaxPool3x3, 1), (SkipConnect, 2), (MaxPool3x3, 0), (MaxPool3x3, 0), (SkipConnect, 2), (SkipConnect, 2), (AvgPool3x3, 0)],
+                reduce: vec![
+                    (MaxPool3x3, 0),
+                    (MaxPool3x3, 1),
+                    (SkipConnect, 2),
+                    (MaxPool3x3, 0),
+                    (MaxPool3x3, 0),
+                    (SkipConnect, 2),
+                    (SkipConnect, 2),
+                    (AvgPool3x3, 0),
+                ],
                 reduce_concat: c,
             }),
             "DARTS_V2" | "DARTS" => Some(Genotype {
-                normal: vec![(SepConv3x3, 0), (SepConv3x3, 1), (SepConv3x3, 0), (SepConv3x3, 1), (SepConv3x3, 1), (SkipConnect, 0), (SkipConnect, 0), (DilConv3x3, 2)],
+                normal: vec![
+                    (SepConv3x3, 0),
+                    (SepConv3x3, 1),
+                    (SepConv3x3, 0),
+                    (SepConv3x3, 1),
+                    (SepConv3x3, 1),
+                    (SkipConnect, 0),
+                    (SkipConnect, 0),
+                    (DilConv3x3, 2),
+                ],
                 normal_concat: c.clone(),
-                reduce: vec![(MaxPool3x3, 0), (MaxPool3x3, 1), (SkipConnect, 2), (MaxPool3x3, 1), (MaxPool3x3, 0), (SkipConnect, 2), (SkipConnect, 2), (MaxPool3x3, 1)],
+                reduce: vec![
+                    (MaxPool3x3, 0),
+                    (MaxPool3x3, 1),
+                    (SkipConnect, 2),
+                    (MaxPool3x3, 1),
+                    (MaxPool3x3, 0),
+                    (SkipConnect, 2),
+                    (SkipConnect, 2),
+                    (MaxPool3x3, 1),
+                ],
                 reduce_concat: c,
             }),
             _ => Option::None,

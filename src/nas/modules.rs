@@ -30,11 +30,26 @@ pub struct Mode {
 
 impl Mode {
     /// A weight step: batch statistics, running update, weight gradients only.
-    pub const WEIGHT_STEP: Mode = Mode { train: true, update_running: true, grad_weights: true, grad_arch: false };
+    pub const WEIGHT_STEP: Mode = Mode {
+        train: true,
+        update_running: true,
+        grad_weights: true,
+        grad_arch: false,
+    };
     /// An architecture step: batch statistics, alpha gradients only, running stats untouched.
-    pub const ARCH_STEP: Mode = Mode { train: true, update_running: false, grad_weights: false, grad_arch: true };
+    pub const ARCH_STEP: Mode = Mode {
+        train: true,
+        update_running: false,
+        grad_weights: false,
+        grad_arch: true,
+    };
     /// Inference.
-    pub const EVAL: Mode = Mode { train: false, update_running: false, grad_weights: false, grad_arch: false };
+    pub const EVAL: Mode = Mode {
+        train: false,
+        update_running: false,
+        grad_weights: false,
+        grad_arch: false,
+    };
 }
 
 pub struct Ctx<'a, B: Backend> {
@@ -64,12 +79,27 @@ pub struct Builder<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> Builder<'a, B> {
-    pub fn new(backend: &'a B, weights: &'a mut ParamStore<B>, buffers: &'a mut ParamStore<B>, rng: &'a mut Rng) -> Self {
-        Builder { backend, weights, buffers, rng, prefix: Vec::new() }
+    pub fn new(
+        backend: &'a B,
+        weights: &'a mut ParamStore<B>,
+        buffers: &'a mut ParamStore<B>,
+        rng: &'a mut Rng,
+    ) -> Self {
+        Builder {
+            backend,
+            weights,
+            buffers,
+            rng,
+            prefix: Vec::new(),
+        }
     }
 
     /// Runs `f` with `part` appended to the name prefix.
-    pub fn scope<T>(&mut self, part: impl ToString, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    pub fn scope<T>(
+        &mut self,
+        part: impl ToString,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
         self.prefix.push(part.to_string());
         let r = f(self);
         self.prefix.pop();
@@ -83,12 +113,18 @@ impl<'a, B: Backend> Builder<'a, B> {
     }
 
     fn uniform(&mut self, shape: Shape, bound: f64) -> Result<Tensor<B>> {
-        let v: Vec<B::Elem> = (0..shape.numel()).map(|_| B::Elem::from_f64((2.0 * self.rng.uniform() - 1.0) * bound)).collect();
+        let v: Vec<B::Elem> = (0..shape.numel())
+            .map(|_| B::Elem::from_f64((2.0 * self.rng.uniform() - 1.0) * bound))
+            .collect();
         Tensor::from_host(self.backend, &v, shape)
     }
 
     fn filled(&mut self, shape: Shape, value: f64) -> Result<Tensor<B>> {
-        Tensor::from_host(self.backend, &vec![B::Elem::from_f64(value); shape.numel()], shape)
+        Tensor::from_host(
+            self.backend,
+            &vec![B::Elem::from_f64(value); shape.numel()],
+            shape,
+        )
     }
 
     /// A bias-free conv, PyTorch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -96,14 +132,20 @@ impl<'a, B: Backend> Builder<'a, B> {
         let shape = spec.weight_shape();
         let fan_in = (spec.in_channels / spec.groups) * spec.kernel * spec.kernel;
         let t = self.uniform(shape, 1.0 / (fan_in as f64).sqrt())?;
-        Ok(Conv { weight: self.weights.add(self.name("weight"), t), spec })
+        Ok(Conv {
+            weight: self.weights.add(self.name("weight"), t),
+            spec,
+        })
     }
 
     pub fn batch_norm(&mut self, channels: usize, affine: bool) -> Result<BatchNorm> {
         let affine = if affine {
             let g = self.filled(Shape::new(&[channels]), 1.0)?;
             let b = self.filled(Shape::new(&[channels]), 0.0)?;
-            Some((self.weights.add(self.name("weight"), g), self.weights.add(self.name("bias"), b)))
+            Some((
+                self.weights.add(self.name("weight"), g),
+                self.weights.add(self.name("bias"), b),
+            ))
         } else {
             None
         };
@@ -111,7 +153,11 @@ impl<'a, B: Backend> Builder<'a, B> {
         let rv = self.filled(Shape::new(&[channels]), 1.0)?;
         let running_mean = self.buffers.add(self.name("running_mean"), rm);
         let running_var = self.buffers.add(self.name("running_var"), rv);
-        Ok(BatchNorm { affine, running_mean, running_var })
+        Ok(BatchNorm {
+            affine,
+            running_mean,
+            running_var,
+        })
     }
 
     /// nn.Linear init: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
@@ -119,7 +165,10 @@ impl<'a, B: Backend> Builder<'a, B> {
         let bound = 1.0 / (in_f as f64).sqrt();
         let w = self.uniform(Shape::new(&[out_f, in_f]), bound)?;
         let b = self.uniform(Shape::new(&[out_f]), bound)?;
-        Ok(Linear { weight: self.weights.add(self.name("weight"), w), bias: self.weights.add(self.name("bias"), b) })
+        Ok(Linear {
+            weight: self.weights.add(self.name("weight"), w),
+            bias: self.weights.add(self.name("bias"), b),
+        })
     }
 }
 
@@ -146,13 +195,19 @@ impl BatchNorm {
         let affine = self.affine.map(|(g, b)| (cx.weight(g), cx.weight(b)));
         if cx.mode.train {
             if cx.mode.update_running {
-                let [rm, rv] = cx.buffers.get_disjoint_mut([self.running_mean, self.running_var])?;
-                cx.tape.batch_norm_train(x, affine, Some((rm, rv, BN_MOMENTUM)), BN_EPS)
+                let [rm, rv] = cx
+                    .buffers
+                    .get_disjoint_mut([self.running_mean, self.running_var])?;
+                cx.tape
+                    .batch_norm_train(x, affine, Some((rm, rv, BN_MOMENTUM)), BN_EPS)
             } else {
                 cx.tape.batch_norm_train(x, affine, None, BN_EPS)
             }
         } else {
-            let (rm, rv) = (cx.buffers.get(self.running_mean).clone(), cx.buffers.get(self.running_var).clone());
+            let (rm, rv) = (
+                cx.buffers.get(self.running_mean).clone(),
+                cx.buffers.get(self.running_var).clone(),
+            );
             cx.tape.batch_norm_eval(x, affine, &rm, &rv, BN_EPS)
         }
     }
@@ -170,8 +225,24 @@ impl Linear {
     }
 }
 
-fn conv_spec(c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, dilation: usize, groups: usize) -> Conv2dSpec {
-    Conv2dSpec { in_channels: c_in, out_channels: c_out, kernel, stride, padding, dilation, groups }
+fn conv_spec(
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    groups: usize,
+) -> Conv2dSpec {
+    Conv2dSpec {
+        in_channels: c_in,
+        out_channels: c_out,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        groups,
+    }
 }
 
 /// ReLU, conv k x k, BN (`ReLUConvBN`: names `op.1.weight`, `op.2.*`).
@@ -181,9 +252,19 @@ pub struct ReluConvBn {
 }
 
 impl ReluConvBn {
-    pub fn new<B: Backend>(b: &mut Builder<B>, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, affine: bool) -> Result<Self> {
+    pub fn new<B: Backend>(
+        b: &mut Builder<B>,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        affine: bool,
+    ) -> Result<Self> {
         b.scope("op", |b| {
-            let conv = b.scope(1, |b| b.conv(conv_spec(c_in, c_out, kernel, stride, padding, 1, 1)))?;
+            let conv = b.scope(1, |b| {
+                b.conv(conv_spec(c_in, c_out, kernel, stride, padding, 1, 1))
+            })?;
             let bn = b.scope(2, |b| b.batch_norm(c_out, affine))?;
             Ok(ReluConvBn { conv, bn })
         })
@@ -203,7 +284,12 @@ pub struct FactorizedReduce {
 }
 
 impl FactorizedReduce {
-    pub fn new<B: Backend>(b: &mut Builder<B>, c_in: usize, c_out: usize, affine: bool) -> Result<Self> {
+    pub fn new<B: Backend>(
+        b: &mut Builder<B>,
+        c_in: usize,
+        c_out: usize,
+        affine: bool,
+    ) -> Result<Self> {
         let half = conv_spec(c_in, c_out / 2, 1, 2, 0, 1, 1);
         Ok(FactorizedReduce {
             conv_1: b.scope("conv_1", |b| b.conv(half))?,
@@ -231,9 +317,23 @@ pub struct ReluDwPwBn {
 impl ReluDwPwBn {
     /// `first` is the index of the depthwise conv inside the `op` Sequential.
     #[allow(clippy::too_many_arguments)]
-    pub fn new<B: Backend>(b: &mut Builder<B>, first: usize, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, dilation: usize, affine: bool) -> Result<Self> {
+    pub fn new<B: Backend>(
+        b: &mut Builder<B>,
+        first: usize,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        affine: bool,
+    ) -> Result<Self> {
         Ok(ReluDwPwBn {
-            dw: b.scope(first, |b| b.conv(conv_spec(c_in, c_in, kernel, stride, padding, dilation, c_in)))?,
+            dw: b.scope(first, |b| {
+                b.conv(conv_spec(
+                    c_in, c_in, kernel, stride, padding, dilation, c_in,
+                ))
+            })?,
             pw: b.scope(first + 1, |b| b.conv(conv_spec(c_in, c_out, 1, 1, 0, 1, 1)))?,
             bn: b.scope(first + 2, |b| b.batch_norm(c_out, affine))?,
         })
@@ -249,8 +349,14 @@ impl ReluDwPwBn {
 /// One candidate operation on an edge.
 pub enum EdgeOp {
     /// Zero; at stride 2 its shape is that of `x[:, :, ::2, ::2]`.
-    Zero { stride: usize },
-    Pool { max: bool, spec: Pool2dSpec, bn: Option<BatchNorm> },
+    Zero {
+        stride: usize,
+    },
+    Pool {
+        max: bool,
+        spec: Pool2dSpec,
+        bn: Option<BatchNorm>,
+    },
     Identity,
     FactorizedReduce(FactorizedReduce),
     SepConv(Box<[ReluDwPwBn; 2]>),
@@ -260,17 +366,42 @@ pub enum EdgeOp {
 impl EdgeOp {
     /// Builds `primitive` at `stride` for `c` channels, with PyTorch DARTS' names. `pool_bn`:
     /// the search network follows pools with a non-affine BN.
-    pub fn new<B: Backend>(b: &mut Builder<B>, primitive: Primitive, c: usize, stride: usize, affine: bool, pool_bn: bool) -> Result<Self> {
+    pub fn new<B: Backend>(
+        b: &mut Builder<B>,
+        primitive: Primitive,
+        c: usize,
+        stride: usize,
+        affine: bool,
+        pool_bn: bool,
+    ) -> Result<Self> {
         Ok(match primitive {
             Primitive::None => EdgeOp::Zero { stride },
             Primitive::MaxPool3x3 | Primitive::AvgPool3x3 => {
-                let bn = if pool_bn { Some(b.scope(1, |b| b.batch_norm(c, false))?) } else { None };
-                EdgeOp::Pool { max: primitive == Primitive::MaxPool3x3, spec: Pool2dSpec { kernel: 3, stride, padding: 1 }, bn }
+                let bn = if pool_bn {
+                    Some(b.scope(1, |b| b.batch_norm(c, false))?)
+                } else {
+                    None
+                };
+                EdgeOp::Pool {
+                    max: primitive == Primitive::MaxPool3x3,
+                    spec: Pool2dSpec {
+                        kernel: 3,
+                        stride,
+                        padding: 1,
+                    },
+                    bn,
+                }
             }
             Primitive::SkipConnect if stride == 1 => EdgeOp::Identity,
-            Primitive::SkipConnect => EdgeOp::FactorizedReduce(FactorizedReduce::new(b, c, c, affine)?),
+            Primitive::SkipConnect => {
+                EdgeOp::FactorizedReduce(FactorizedReduce::new(b, c, c, affine)?)
+            }
             Primitive::SepConv3x3 | Primitive::SepConv5x5 => {
-                let k = if primitive == Primitive::SepConv3x3 { 3 } else { 5 };
+                let k = if primitive == Primitive::SepConv3x3 {
+                    3
+                } else {
+                    5
+                };
                 b.scope("op", |b| {
                     let first = ReluDwPwBn::new(b, 1, c, c, k, stride, k / 2, 1, affine)?;
                     let second = ReluDwPwBn::new(b, 5, c, c, k, 1, k / 2, 1, affine)?;
@@ -278,8 +409,24 @@ impl EdgeOp {
                 })?
             }
             Primitive::DilConv3x3 | Primitive::DilConv5x5 => {
-                let k = if primitive == Primitive::DilConv3x3 { 3 } else { 5 };
-                b.scope("op", |b| Ok(EdgeOp::DilConv(ReluDwPwBn::new(b, 1, c, c, k, stride, k - 1, 2, affine)?)))?
+                let k = if primitive == Primitive::DilConv3x3 {
+                    3
+                } else {
+                    5
+                };
+                b.scope("op", |b| {
+                    Ok(EdgeOp::DilConv(ReluDwPwBn::new(
+                        b,
+                        1,
+                        c,
+                        c,
+                        k,
+                        stride,
+                        k - 1,
+                        2,
+                        affine,
+                    )?))
+                })?
             }
         })
     }
@@ -292,7 +439,11 @@ impl EdgeOp {
                 cx.tape.zeros(shape)
             }
             EdgeOp::Pool { max, spec, bn } => {
-                let h = if *max { cx.tape.max_pool2d(x, *spec)? } else { cx.tape.avg_pool2d(x, *spec)? };
+                let h = if *max {
+                    cx.tape.max_pool2d(x, *spec)?
+                } else {
+                    cx.tape.avg_pool2d(x, *spec)?
+                };
                 match bn {
                     Some(bn) => bn.forward(cx, h),
                     None => Ok(h),

@@ -34,7 +34,16 @@ pub struct SearchConfig {
 impl SearchConfig {
     /// The DARTS paper's CIFAR-10 search network (C=16, 8 cells, all 8 ops).
     pub fn darts(channels: usize, layers: usize, classes: usize, in_channels: usize) -> Self {
-        SearchConfig { channels, layers, classes, in_channels, steps: 4, multiplier: 4, stem_multiplier: 3, ops: Primitive::ALL.to_vec() }
+        SearchConfig {
+            channels,
+            layers,
+            classes,
+            in_channels,
+            steps: 4,
+            multiplier: 4,
+            stem_multiplier: 3,
+            ops: Primitive::ALL.to_vec(),
+        }
     }
 
     pub fn edges(&self) -> usize {
@@ -42,14 +51,23 @@ impl SearchConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let positive = [("--channels", self.channels), ("--layers", self.layers), ("classes", self.classes), ("input channels", self.in_channels), ("--nodes", self.steps)];
+        let positive = [
+            ("--channels", self.channels),
+            ("--layers", self.layers),
+            ("classes", self.classes),
+            ("input channels", self.in_channels),
+            ("--nodes", self.steps),
+        ];
         for (what, v) in positive {
             if v == 0 {
                 return Err(Error::invalid(what, "must be at least 1"));
             }
         }
         if self.multiplier == 0 || self.multiplier > self.steps {
-            return Err(Error::invalid("multiplier", format!("{} must be in 1..={}", self.multiplier, self.steps)));
+            return Err(Error::invalid(
+                "multiplier",
+                format!("{} must be in 1..={}", self.multiplier, self.steps),
+            ));
         }
         if self.ops.is_empty() {
             return Err(Error::invalid("--ops", "the op set is empty"));
@@ -108,8 +126,21 @@ impl<B: Backend> SearchNetwork<B> {
         let c = config.channels;
         let mut b = Builder::new(backend, &mut weights, &mut buffers, &mut rng);
         let c_stem = config.stem_multiplier * c;
-        let stem_spec = Conv2dSpec { in_channels: config.in_channels, out_channels: c_stem, kernel: 3, stride: 1, padding: 1, dilation: 1, groups: 1 };
-        let (stem_conv, stem_bn) = b.scope("stem", |b| Ok((b.scope(0, |b| b.conv(stem_spec))?, b.scope(1, |b| b.batch_norm(c_stem, true))?)))?;
+        let stem_spec = Conv2dSpec {
+            in_channels: config.in_channels,
+            out_channels: c_stem,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            dilation: 1,
+            groups: 1,
+        };
+        let (stem_conv, stem_bn) = b.scope("stem", |b| {
+            Ok((
+                b.scope(0, |b| b.conv(stem_spec))?,
+                b.scope(1, |b| b.batch_norm(c_stem, true))?,
+            ))
+        })?;
         let (mut c_pp, mut c_p, mut c_cur) = (c_stem, c_stem, c);
         let mut reduction_prev = false;
         let mut cells = Vec::with_capacity(config.layers);
@@ -122,12 +153,18 @@ impl<B: Backend> SearchNetwork<B> {
                 b.scope(i, |b| {
                     let preprocess0 = b.scope("preprocess0", |b| {
                         Ok(if reduction_prev {
-                            Preprocess::FactorizedReduce(FactorizedReduce::new(b, c_pp, c_cur, false)?)
+                            Preprocess::FactorizedReduce(FactorizedReduce::new(
+                                b, c_pp, c_cur, false,
+                            )?)
                         } else {
                             Preprocess::ReluConvBn(ReluConvBn::new(b, c_pp, c_cur, 1, 1, 0, false)?)
                         })
                     })?;
-                    let preprocess1 = b.scope("preprocess1", |b| Ok(Preprocess::ReluConvBn(ReluConvBn::new(b, c_p, c_cur, 1, 1, 0, false)?)))?;
+                    let preprocess1 = b.scope("preprocess1", |b| {
+                        Ok(Preprocess::ReluConvBn(ReluConvBn::new(
+                            b, c_p, c_cur, 1, 1, 0, false,
+                        )?))
+                    })?;
                     let mut edges = Vec::new();
                     b.scope("_ops", |b| {
                         for node in 0..config.steps {
@@ -135,14 +172,30 @@ impl<B: Backend> SearchNetwork<B> {
                                 let stride = if reduction && j < 2 { 2 } else { 1 };
                                 let e = edges.len();
                                 let ops = b.scope(e, |b| {
-                                    b.scope("_ops", |b| config.ops.iter().enumerate().map(|(k, &p)| b.scope(k, |b| EdgeOp::new(b, p, c_cur, stride, false, true))).collect::<Result<Vec<_>>>())
+                                    b.scope("_ops", |b| {
+                                        config
+                                            .ops
+                                            .iter()
+                                            .enumerate()
+                                            .map(|(k, &p)| {
+                                                b.scope(k, |b| {
+                                                    EdgeOp::new(b, p, c_cur, stride, false, true)
+                                                })
+                                            })
+                                            .collect::<Result<Vec<_>>>()
+                                    })
                                 })?;
                                 edges.push(ops);
                             }
                         }
                         Ok(())
                     })?;
-                    Ok(SearchCell { reduction, preprocess0, preprocess1, edges })
+                    Ok(SearchCell {
+                        reduction,
+                        preprocess0,
+                        preprocess1,
+                        edges,
+                    })
                 })
             })?;
             cells.push(cell);
@@ -159,23 +212,48 @@ impl<B: Backend> SearchNetwork<B> {
         let mut alpha_rows = |kind: &str, arch: &mut ParamStore<B>| -> Result<Vec<ParamId>> {
             (0..config.edges())
                 .map(|e| {
-                    let v: Vec<B::Elem> = (0..k).map(|_| B::Elem::from_f64(1e-3 * arng.normal())).collect();
+                    let v: Vec<B::Elem> = (0..k)
+                        .map(|_| B::Elem::from_f64(1e-3 * arng.normal()))
+                        .collect();
                     Ok(arch.add(format!("{kind}.{e}"), Tensor::from_host(backend, &v, [k])?))
                 })
                 .collect()
         };
         let alphas_normal = alpha_rows("alphas_normal", &mut arch)?;
         let alphas_reduce = alpha_rows("alphas_reduce", &mut arch)?;
-        Ok(SearchNetwork { config, weights, buffers, arch, stem_conv, stem_bn, cells, classifier, alphas_normal, alphas_reduce })
+        Ok(SearchNetwork {
+            config,
+            weights,
+            buffers,
+            arch,
+            stem_conv,
+            stem_bn,
+            cells,
+            classifier,
+            alphas_normal,
+            alphas_reduce,
+        })
     }
 
     /// Records the forward pass of images `x` on `tape` with this network's own weights and
     /// buffers (or with `weights` instead, for DARTS' unrolled and perturbed copies).
-    pub fn run(&mut self, tape: &mut crate::autograd::Tape<B>, x: Var, mode: super::Mode, weights: Option<&ParamStore<B>>) -> Result<Var> {
+    pub fn run(
+        &mut self,
+        tape: &mut crate::autograd::Tape<B>,
+        x: Var,
+        mode: super::Mode,
+        weights: Option<&ParamStore<B>>,
+    ) -> Result<Var> {
         // The buffers are taken out for the call so the network can be borrowed immutably.
         let mut buffers = std::mem::take(&mut self.buffers);
         let result = {
-            let mut cx = Ctx { tape, weights: weights.unwrap_or(&self.weights), buffers: &mut buffers, arch: &self.arch, mode };
+            let mut cx = Ctx {
+                tape,
+                weights: weights.unwrap_or(&self.weights),
+                buffers: &mut buffers,
+                arch: &self.arch,
+                mode,
+            };
             self.forward(&mut cx, x)
         };
         self.buffers = buffers;
@@ -186,13 +264,25 @@ impl<B: Backend> SearchNetwork<B> {
     pub fn forward(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
         let d = cx.tape.shape(x).nchw("search network input")?;
         if d.c != self.config.in_channels {
-            return Err(Error::shape("search network input", format!("images {} have {} channels, the network expects {}", d.shape(), d.c, self.config.in_channels)));
+            return Err(Error::shape(
+                "search network input",
+                format!(
+                    "images {} have {} channels, the network expects {}",
+                    d.shape(),
+                    d.c,
+                    self.config.in_channels
+                ),
+            ));
         }
         let h = self.stem_conv.forward(cx, x)?;
         let stem = self.stem_bn.forward(cx, h)?;
         let (mut s0, mut s1) = (stem, stem);
         for cell in &self.cells {
-            let alphas = if cell.reduction { &self.alphas_reduce } else { &self.alphas_normal };
+            let alphas = if cell.reduction {
+                &self.alphas_reduce
+            } else {
+                &self.alphas_normal
+            };
             let out = self.cell_forward(cx, cell, alphas, s0, s1)?;
             s0 = s1;
             s1 = out;
@@ -201,20 +291,34 @@ impl<B: Backend> SearchNetwork<B> {
         self.classifier.forward(cx, pooled)
     }
 
-    fn cell_forward(&self, cx: &mut Ctx<B>, cell: &SearchCell, alphas: &[ParamId], s0: Var, s1: Var) -> Result<Var> {
-        let mut states = vec![cell.preprocess0.forward(cx, s0)?, cell.preprocess1.forward(cx, s1)?];
+    fn cell_forward(
+        &self,
+        cx: &mut Ctx<B>,
+        cell: &SearchCell,
+        alphas: &[ParamId],
+        s0: Var,
+        s1: Var,
+    ) -> Result<Var> {
+        let mut states = vec![
+            cell.preprocess0.forward(cx, s0)?,
+            cell.preprocess1.forward(cx, s1)?,
+        ];
         let mut e = 0;
         for _ in 0..self.config.steps {
             let mut incoming = Vec::with_capacity(states.len());
             for &h in states.clone().iter() {
-                let outs = cell.edges[e].iter().map(|op| op.forward(cx, h)).collect::<Result<Vec<_>>>()?;
+                let outs = cell.edges[e]
+                    .iter()
+                    .map(|op| op.forward(cx, h))
+                    .collect::<Result<Vec<_>>>()?;
                 let alpha = cx.alpha(alphas[e]);
                 incoming.push(cx.tape.mixed_op(&outs, alpha)?);
                 e += 1;
             }
             states.push(cx.tape.sum(&incoming)?);
         }
-        cx.tape.concat_channels(&states[states.len() - self.config.multiplier..])
+        cx.tape
+            .concat_channels(&states[states.len() - self.config.multiplier..])
     }
 
     /// Number of weights (alphas and BN running statistics not counted), as DARTS prints it.
@@ -224,13 +328,23 @@ impl<B: Backend> SearchNetwork<B> {
 
     /// softmax(alpha) per edge, for the normal (`reduce = false`) or reduction cell.
     pub fn alpha_weights(&self, backend: &B, reduce: bool) -> Result<Vec<Vec<f64>>> {
-        let ids = if reduce { &self.alphas_reduce } else { &self.alphas_normal };
-        ids.iter().map(|&id| Ok(softmax(&self.arch.get(id).to_f64(backend)?))).collect()
+        let ids = if reduce {
+            &self.alphas_reduce
+        } else {
+            &self.alphas_normal
+        };
+        ids.iter()
+            .map(|&id| Ok(softmax(&self.arch.get(id).to_f64(backend)?)))
+            .collect()
     }
 
     /// The raw alphas as an [edges, ops] table (as PyTorch's `alphas_normal`).
     pub fn alpha_table(&self, backend: &B, reduce: bool) -> Result<Tensor<B>> {
-        let ids = if reduce { &self.alphas_reduce } else { &self.alphas_normal };
+        let ids = if reduce {
+            &self.alphas_reduce
+        } else {
+            &self.alphas_normal
+        };
         let mut v = Vec::new();
         for &id in ids {
             v.extend(self.arch.get(id).to_host(backend)?);
@@ -239,6 +353,12 @@ impl<B: Backend> SearchNetwork<B> {
     }
 
     pub fn genotype(&self, backend: &B) -> Result<Genotype> {
-        Genotype::from_weights(&self.alpha_weights(backend, false)?, &self.alpha_weights(backend, true)?, &self.config.ops, self.config.steps, self.config.multiplier)
+        Genotype::from_weights(
+            &self.alpha_weights(backend, false)?,
+            &self.alpha_weights(backend, true)?,
+            &self.config.ops,
+            self.config.steps,
+            self.config.multiplier,
+        )
     }
 }

@@ -16,7 +16,9 @@ use super::genotype::Genotype;
 use super::search_model::{SearchConfig, SearchNetwork};
 use crate::autograd::ParamStore;
 use crate::backend::{Backend, Element};
-use crate::data::{split_indices, Augment, Batch, BatchIterator, BatchIteratorState, Dataset, SequentialBatches};
+use crate::data::{
+    split_indices, Augment, Batch, BatchIterator, BatchIteratorState, Dataset, SequentialBatches,
+};
 use crate::error::{Error, Result};
 use crate::io::{atomic_write, atomic_write_json, load_safetensors, save_safetensors, HostTensor};
 use crate::optim::cosine_lr;
@@ -96,23 +98,55 @@ struct CheckpointMeta {
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 
 fn to_device<B: Backend>(backend: &B, batch: &Batch) -> Result<DeviceBatch<B>> {
-    let host: Vec<B::Elem> = batch.images.iter().map(|&v| B::Elem::from_f64(v as f64)).collect();
-    Ok(DeviceBatch { images: Tensor::from_host(backend, &host, batch.dims().shape())?, labels: batch.labels.clone() })
+    let host: Vec<B::Elem> = batch
+        .images
+        .iter()
+        .map(|&v| B::Elem::from_f64(v as f64))
+        .collect();
+    Ok(DeviceBatch {
+        images: Tensor::from_host(backend, &host, batch.dims().shape())?,
+        labels: batch.labels.clone(),
+    })
 }
 
-fn store_to_host<B: Backend>(backend: &B, store: &ParamStore<B>, prefix: &str, out: &mut BTreeMap<String, HostTensor>) -> Result<()> {
+fn store_to_host<B: Backend>(
+    backend: &B,
+    store: &ParamStore<B>,
+    prefix: &str,
+    out: &mut BTreeMap<String, HostTensor>,
+) -> Result<()> {
     for (id, t) in store.ids().zip(store.tensors()) {
-        out.insert(format!("{prefix}{}", store.name(id)), HostTensor { shape: t.shape.dims().to_vec(), data: t.to_f32(backend)? });
+        out.insert(
+            format!("{prefix}{}", store.name(id)),
+            HostTensor {
+                shape: t.shape.dims().to_vec(),
+                data: t.to_f32(backend)?,
+            },
+        );
     }
     Ok(())
 }
 
-fn store_from_host<B: Backend>(backend: &B, store: &mut ParamStore<B>, prefix: &str, tensors: &BTreeMap<String, HostTensor>, path: &Path) -> Result<()> {
+fn store_from_host<B: Backend>(
+    backend: &B,
+    store: &mut ParamStore<B>,
+    prefix: &str,
+    tensors: &BTreeMap<String, HostTensor>,
+    path: &Path,
+) -> Result<()> {
     for id in store.ids().collect::<Vec<_>>() {
         let name = format!("{prefix}{}", store.name(id));
-        let t = tensors.get(&name).ok_or_else(|| Error::bad_file(path, format!("missing tensor {name}")))?;
-        let v: Vec<B::Elem> = t.data.iter().map(|&x| B::Elem::from_f64(x as f64)).collect();
-        store.set(id, Tensor::from_host(backend, &v, t.shape.as_slice())?).map_err(|e| Error::bad_file(path, e.to_string()))?;
+        let t = tensors
+            .get(&name)
+            .ok_or_else(|| Error::bad_file(path, format!("missing tensor {name}")))?;
+        let v: Vec<B::Elem> = t
+            .data
+            .iter()
+            .map(|&x| B::Elem::from_f64(x as f64))
+            .collect();
+        store
+            .set(id, Tensor::from_host(backend, &v, t.shape.as_slice())?)
+            .map_err(|e| Error::bad_file(path, e.to_string()))?;
     }
     Ok(())
 }
@@ -133,24 +167,52 @@ impl<B: Backend> SearchRun<B> {
             return Err(Error::invalid("--batch", "must be at least 1"));
         }
         if !(config.train_portion > 0.0 && config.train_portion < 1.0) {
-            return Err(Error::invalid("train portion", format!("{} is not in (0, 1)", config.train_portion)));
+            return Err(Error::invalid(
+                "train portion",
+                format!("{} is not in (0, 1)", config.train_portion),
+            ));
         }
-        Ok(SearchRun { backend, config, out: out.into() })
+        Ok(SearchRun {
+            backend,
+            config,
+            out: out.into(),
+        })
     }
 
     fn fresh_state(&self, train_set: &Dataset) -> Result<SearchState<B>> {
         let net = SearchNetwork::new(&self.backend, self.config.model.clone(), self.config.seed)?;
         let darts = Darts::new(self.backend.clone(), net, self.config.hyper.clone())?;
         let (train_idx, val_idx) = split_indices(train_set.n, self.config.train_portion)?;
-        let augment = if self.config.augment { Augment::cifar(None) } else { Augment::none() };
+        let augment = if self.config.augment {
+            Augment::cifar(None)
+        } else {
+            Augment::none()
+        };
         for (what, idx) in [("training half", &train_idx), ("validation half", &val_idx)] {
             if idx.len() < self.config.batch {
-                return Err(Error::invalid("--batch", format!("{} is larger than the {what} of the data ({} samples)", self.config.batch, idx.len())));
+                return Err(Error::invalid(
+                    "--batch",
+                    format!(
+                        "{} is larger than the {what} of the data ({} samples)",
+                        self.config.batch,
+                        idx.len()
+                    ),
+                ));
             }
         }
-        let train_iter = BatchIterator::new(train_idx, Rng::fork(self.config.seed, "train order"), augment.clone())?;
-        let val_iter = BatchIterator::new(val_idx, Rng::fork(self.config.seed, "val order"), augment)?;
-        Ok(SearchState { darts, train_iter, val_iter, history: Vec::new() })
+        let train_iter = BatchIterator::new(
+            train_idx,
+            Rng::fork(self.config.seed, "train order"),
+            augment.clone(),
+        )?;
+        let val_iter =
+            BatchIterator::new(val_idx, Rng::fork(self.config.seed, "val order"), augment)?;
+        Ok(SearchState {
+            darts,
+            train_iter,
+            val_iter,
+            history: Vec::new(),
+        })
     }
 
     fn save_checkpoint(&self, st: &SearchState<B>) -> Result<()> {
@@ -162,11 +224,32 @@ impl<B: Backend> SearchRun<B> {
         store_to_host(be, &net.arch, "", &mut t)?;
         for (name, reduce) in [("alphas_normal", false), ("alphas_reduce", true)] {
             let table = net.alpha_table(be, reduce)?;
-            t.insert(name.to_string(), HostTensor { shape: table.shape.dims().to_vec(), data: table.to_f32(be)? });
+            t.insert(
+                name.to_string(),
+                HostTensor {
+                    shape: table.shape.dims().to_vec(),
+                    data: table.to_f32(be)?,
+                },
+            );
         }
-        store_to_host(be, &st.darts.weight_opt.state, "optimizer.momentum_buffer.", &mut t)?;
-        store_to_host(be, &st.darts.arch_opt.exp_avg, "arch_optimizer.exp_avg.", &mut t)?;
-        store_to_host(be, &st.darts.arch_opt.exp_avg_sq, "arch_optimizer.exp_avg_sq.", &mut t)?;
+        store_to_host(
+            be,
+            &st.darts.weight_opt.state,
+            "optimizer.momentum_buffer.",
+            &mut t,
+        )?;
+        store_to_host(
+            be,
+            &st.darts.arch_opt.exp_avg,
+            "arch_optimizer.exp_avg.",
+            &mut t,
+        )?;
+        store_to_host(
+            be,
+            &st.darts.arch_opt.exp_avg_sq,
+            "arch_optimizer.exp_avg_sq.",
+            &mut t,
+        )?;
         let meta = CheckpointMeta {
             config: self.config.clone(),
             epochs_done: st.history.len(),
@@ -175,15 +258,26 @@ impl<B: Backend> SearchRun<B> {
             val_iter: st.val_iter.state(),
             history: st.history.clone(),
         };
-        let json = serde_json::to_string(&meta).map_err(|e| Error::invalid("checkpoint metadata", e.to_string()))?;
-        save_safetensors(&self.out.join(CHECKPOINT), &t, HashMap::from([("nasrs.search".to_string(), json)]))
+        let json = serde_json::to_string(&meta)
+            .map_err(|e| Error::invalid("checkpoint metadata", e.to_string()))?;
+        save_safetensors(
+            &self.out.join(CHECKPOINT),
+            &t,
+            HashMap::from([("nasrs.search".to_string(), json)]),
+        )
     }
 
     fn load_checkpoint(&self, train_set: &Dataset) -> Result<SearchState<B>> {
         let path = self.out.join(CHECKPOINT);
         let (tensors, meta) = load_safetensors(&path)?;
-        let json = meta.get("nasrs.search").ok_or_else(|| Error::bad_file(&path, "not a nasrs search checkpoint (no nasrs.search metadata)"))?;
-        let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| Error::bad_file(&path, format!("bad metadata: {e}")))?;
+        let json = meta.get("nasrs.search").ok_or_else(|| {
+            Error::bad_file(
+                &path,
+                "not a nasrs search checkpoint (no nasrs.search metadata)",
+            )
+        })?;
+        let meta: CheckpointMeta = serde_json::from_str(json)
+            .map_err(|e| Error::bad_file(&path, format!("bad metadata: {e}")))?;
         let mut expected = meta.config.clone();
         expected.epochs = self.config.epochs; // more epochs may be asked for on resume
         if expected != self.config {
@@ -195,44 +289,91 @@ impl<B: Backend> SearchRun<B> {
         store_from_host(be, &mut net.weights, "", &tensors, &path)?;
         store_from_host(be, &mut net.buffers, "", &tensors, &path)?;
         store_from_host(be, &mut net.arch, "", &tensors, &path)?;
-        store_from_host(be, &mut st.darts.weight_opt.state, "optimizer.momentum_buffer.", &tensors, &path)?;
-        store_from_host(be, &mut st.darts.arch_opt.exp_avg, "arch_optimizer.exp_avg.", &tensors, &path)?;
-        store_from_host(be, &mut st.darts.arch_opt.exp_avg_sq, "arch_optimizer.exp_avg_sq.", &tensors, &path)?;
+        store_from_host(
+            be,
+            &mut st.darts.weight_opt.state,
+            "optimizer.momentum_buffer.",
+            &tensors,
+            &path,
+        )?;
+        store_from_host(
+            be,
+            &mut st.darts.arch_opt.exp_avg,
+            "arch_optimizer.exp_avg.",
+            &tensors,
+            &path,
+        )?;
+        store_from_host(
+            be,
+            &mut st.darts.arch_opt.exp_avg_sq,
+            "arch_optimizer.exp_avg_sq.",
+            &tensors,
+            &path,
+        )?;
         st.darts.arch_opt.step = meta.arch_adam_step;
         st.train_iter = BatchIterator::from_state(meta.train_iter)?;
         st.val_iter = BatchIterator::from_state(meta.val_iter)?;
         if meta.history.len() != meta.epochs_done {
-            return Err(Error::bad_file(&path, "metrics history does not match the epochs done"));
+            return Err(Error::bad_file(
+                &path,
+                "metrics history does not match the epochs done",
+            ));
         }
         st.history = meta.history;
         Ok(st)
     }
 
     fn write_outputs(&self, st: &SearchState<B>) -> Result<()> {
-        let lines: String = st.history.iter().map(|m| serde_json::to_string(m).map(|l| l + "\n")).collect::<std::result::Result<_, _>>().map_err(|e| Error::invalid("metrics", e.to_string()))?;
+        let lines: String = st
+            .history
+            .iter()
+            .map(|m| serde_json::to_string(m).map(|l| l + "\n"))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::invalid("metrics", e.to_string()))?;
         atomic_write(&self.out.join("metrics.jsonl"), lines.as_bytes())?;
         if let Some(last) = st.history.last() {
             atomic_write_json(&self.out.join("genotype.json"), &last.genotype)?;
-            atomic_write(&self.out.join("cells.svg"), genotype_svg(&last.genotype).as_bytes())?;
+            atomic_write(
+                &self.out.join("cells.svg"),
+                genotype_svg(&last.genotype).as_bytes(),
+            )?;
         }
         let normal: Vec<_> = st.history.iter().map(|m| m.alphas_normal.clone()).collect();
         let reduce: Vec<_> = st.history.iter().map(|m| m.alphas_reduce.clone()).collect();
-        atomic_write(&self.out.join("alphas.svg"), alpha_history_svg(&normal, &reduce, &self.config.model.ops).as_bytes())
+        atomic_write(
+            &self.out.join("alphas.svg"),
+            alpha_history_svg(&normal, &reduce, &self.config.model.ops).as_bytes(),
+        )
     }
 
     /// Runs the remaining epochs (all of them unless `resume` finds a checkpoint) and returns
     /// the final genotype.
-    pub fn run(&self, train_set: &Dataset, resume: bool, progress: &mut dyn Progress) -> Result<Genotype> {
+    pub fn run(
+        &self,
+        train_set: &Dataset,
+        resume: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<Genotype> {
         let m = &self.config.model;
         if train_set.c != m.in_channels || train_set.classes > m.classes {
-            return Err(Error::invalid("dataset", format!("{} has {} channels and {} classes; the network was configured for {} and {}", train_set.name, train_set.c, train_set.classes, m.in_channels, m.classes)));
+            return Err(Error::invalid(
+                "dataset",
+                format!(
+                    "{} has {} channels and {} classes; the network was configured for {} and {}",
+                    train_set.name, train_set.c, train_set.classes, m.in_channels, m.classes
+                ),
+            ));
         }
         let train_set = match self.config.train_limit {
             Some(n) if n < train_set.n => train_set.subset(&(0..n).collect::<Vec<_>>())?,
             _ => train_set.clone(),
         };
         std::fs::create_dir_all(&self.out).map_err(|e| Error::io(&self.out, e))?;
-        let mut st = if resume && self.out.join(CHECKPOINT).exists() { self.load_checkpoint(&train_set)? } else { self.fresh_state(&train_set)? };
+        let mut st = if resume && self.out.join(CHECKPOINT).exists() {
+            self.load_checkpoint(&train_set)?
+        } else {
+            self.fresh_state(&train_set)?
+        };
         atomic_write_json(&self.out.join("config.json"), &self.config)?;
         let steps = st.train_iter.steps_per_epoch(self.config.batch);
         let h = &self.config.hyper;
@@ -242,8 +383,14 @@ impl<B: Backend> SearchRun<B> {
             progress.epoch_start(epoch, self.config.epochs, steps);
             let (mut train_sum, mut arch_sum) = (StepStats::default(), StepStats::default());
             for step in 0..steps {
-                let train = to_device(&self.backend, &st.train_iter.next_batch(&train_set, self.config.batch)?)?;
-                let val = to_device(&self.backend, &st.val_iter.next_batch(&train_set, self.config.batch)?)?;
+                let train = to_device(
+                    &self.backend,
+                    &st.train_iter.next_batch(&train_set, self.config.batch)?,
+                )?;
+                let val = to_device(
+                    &self.backend,
+                    &st.val_iter.next_batch(&train_set, self.config.batch)?,
+                )?;
                 let (w, a) = st.darts.iteration(&train, &val, lr).map_err(|e| match e {
                     Error::NonFinite(what) => Error::NonFinite(format!("{what} at epoch {epoch} step {step}; the last good checkpoint (epoch {}) is kept in {}", st.history.len(), self.out.display())),
                     e => e,
@@ -291,6 +438,9 @@ impl<B: Backend> SearchRun<B> {
             total.correct += s.correct;
             total.count += s.count;
         }
-        Ok((total.loss / total.count.max(1) as f64, total.correct as f64 / total.count.max(1) as f64))
+        Ok((
+            total.loss / total.count.max(1) as f64,
+            total.correct as f64 / total.count.max(1) as f64,
+        ))
     }
 }

@@ -14,12 +14,25 @@ use rayon::prelude::*;
 
 /// Output positions `o` in `0..out` with `0 <= o*stride + offset < input`, as a range.
 #[inline]
-pub(crate) fn valid_range(out: usize, input: usize, stride: usize, offset: isize) -> (usize, usize) {
+pub(crate) fn valid_range(
+    out: usize,
+    input: usize,
+    stride: usize,
+    offset: isize,
+) -> (usize, usize) {
     // o*stride + offset >= 0  =>  o >= ceil(-offset / stride)
-    let lo = if offset >= 0 { 0 } else { ((-offset) as usize).div_ceil(stride) };
+    let lo = if offset >= 0 {
+        0
+    } else {
+        ((-offset) as usize).div_ceil(stride)
+    };
     // o*stride + offset <= input - 1  =>  o <= floor((input - 1 - offset) / stride)
     let last = input as isize - 1 - offset;
-    let hi = if last < 0 { 0 } else { (last as usize / stride + 1).min(out) };
+    let hi = if last < 0 {
+        0
+    } else {
+        (last as usize / stride + 1).min(out)
+    };
     (lo.min(hi), hi)
 }
 
@@ -28,7 +41,14 @@ pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd:
     if spec.is_depthwise() {
         par_planes(&mut y, yd.plane(), |plane, yp| {
             let c = plane % xd.c;
-            depthwise_plane_fwd(&x[plane * xd.plane()..][..xd.plane()], xd, &w[c * spec.kernel * spec.kernel..], spec, yd, yp);
+            depthwise_plane_fwd(
+                &x[plane * xd.plane()..][..xd.plane()],
+                xd,
+                &w[c * spec.kernel * spec.kernel..],
+                spec,
+                yd,
+                yp,
+            );
         });
         return y;
     }
@@ -38,34 +58,68 @@ pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd:
     let rows = cg * kk;
     let cols = yd.plane();
     let direct = spec.kernel == 1 && spec.stride == 1 && spec.padding == 0;
-    y.par_chunks_mut(yd.c * cols).enumerate().for_each(|(n, ys)| {
-        let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
-        let mut col = if direct { Vec::new() } else { vec![T::ZERO; rows * cols] };
-        for gi in 0..g {
-            let xg = &xs[gi * cg * xd.plane()..][..cg * xd.plane()];
-            let b: &[T] = if direct {
-                xg
+    y.par_chunks_mut(yd.c * cols)
+        .enumerate()
+        .for_each(|(n, ys)| {
+            let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
+            let mut col = if direct {
+                Vec::new()
             } else {
-                im2col(xg, cg, xd, spec, yd, &mut col);
-                &col
+                vec![T::ZERO; rows * cols]
             };
-            let wg = &w[gi * og * rows..][..og * rows];
-            let yg = &mut ys[gi * og * cols..][..og * cols];
-            // y_g [og, cols] = w_g [og, rows] * col [rows, cols]
-            unsafe {
-                T::gemm(og, rows, cols, T::ONE, wg.as_ptr(), rows as isize, 1, b.as_ptr(), cols as isize, 1, T::ZERO, yg.as_mut_ptr(), cols as isize, 1);
+            for gi in 0..g {
+                let xg = &xs[gi * cg * xd.plane()..][..cg * xd.plane()];
+                let b: &[T] = if direct {
+                    xg
+                } else {
+                    im2col(xg, cg, xd, spec, yd, &mut col);
+                    &col
+                };
+                let wg = &w[gi * og * rows..][..og * rows];
+                let yg = &mut ys[gi * og * cols..][..og * cols];
+                // y_g [og, cols] = w_g [og, rows] * col [rows, cols]
+                unsafe {
+                    T::gemm(
+                        og,
+                        rows,
+                        cols,
+                        T::ONE,
+                        wg.as_ptr(),
+                        rows as isize,
+                        1,
+                        b.as_ptr(),
+                        cols as isize,
+                        1,
+                        T::ZERO,
+                        yg.as_mut_ptr(),
+                        cols as isize,
+                        1,
+                    );
+                }
             }
-        }
-    });
+        });
     y
 }
 
-pub fn conv2d_bwd_data<T: Element>(dy: &[T], w: &[T], xd: Nchw, spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
+pub fn conv2d_bwd_data<T: Element>(
+    dy: &[T],
+    w: &[T],
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+) -> Vec<T> {
     let mut dx = vec![T::ZERO; xd.numel()];
     if spec.is_depthwise() {
         par_planes(&mut dx, xd.plane(), |plane, dxp| {
             let c = plane % xd.c;
-            depthwise_plane_bwd_data(&dy[plane * yd.plane()..][..yd.plane()], xd, &w[c * spec.kernel * spec.kernel..], spec, yd, dxp);
+            depthwise_plane_bwd_data(
+                &dy[plane * yd.plane()..][..yd.plane()],
+                xd,
+                &w[c * spec.kernel * spec.kernel..],
+                spec,
+                yd,
+                dxp,
+            );
         });
         return dx;
     }
@@ -75,27 +129,58 @@ pub fn conv2d_bwd_data<T: Element>(dy: &[T], w: &[T], xd: Nchw, spec: &Conv2dSpe
     let rows = cg * kk;
     let cols = yd.plane();
     let direct = spec.kernel == 1 && spec.stride == 1 && spec.padding == 0;
-    dx.par_chunks_mut(xd.c * xd.plane()).enumerate().for_each(|(n, dxs)| {
-        let dys = &dy[n * yd.c * cols..][..yd.c * cols];
-        let mut col = if direct { Vec::new() } else { vec![T::ZERO; rows * cols] };
-        for gi in 0..g {
-            let wg = &w[gi * og * rows..][..og * rows];
-            let dyg = &dys[gi * og * cols..][..og * cols];
-            let dxg = &mut dxs[gi * cg * xd.plane()..][..cg * xd.plane()];
-            // dcol [rows, cols] = w_g^T [rows, og] * dy_g [og, cols]
-            let out: *mut T = if direct { dxg.as_mut_ptr() } else { col.as_mut_ptr() };
-            unsafe {
-                T::gemm(rows, og, cols, T::ONE, wg.as_ptr(), 1, rows as isize, dyg.as_ptr(), cols as isize, 1, T::ZERO, out, cols as isize, 1);
+    dx.par_chunks_mut(xd.c * xd.plane())
+        .enumerate()
+        .for_each(|(n, dxs)| {
+            let dys = &dy[n * yd.c * cols..][..yd.c * cols];
+            let mut col = if direct {
+                Vec::new()
+            } else {
+                vec![T::ZERO; rows * cols]
+            };
+            for gi in 0..g {
+                let wg = &w[gi * og * rows..][..og * rows];
+                let dyg = &dys[gi * og * cols..][..og * cols];
+                let dxg = &mut dxs[gi * cg * xd.plane()..][..cg * xd.plane()];
+                // dcol [rows, cols] = w_g^T [rows, og] * dy_g [og, cols]
+                let out: *mut T = if direct {
+                    dxg.as_mut_ptr()
+                } else {
+                    col.as_mut_ptr()
+                };
+                unsafe {
+                    T::gemm(
+                        rows,
+                        og,
+                        cols,
+                        T::ONE,
+                        wg.as_ptr(),
+                        1,
+                        rows as isize,
+                        dyg.as_ptr(),
+                        cols as isize,
+                        1,
+                        T::ZERO,
+                        out,
+                        cols as isize,
+                        1,
+                    );
+                }
+                if !direct {
+                    col2im(&col, cg, xd, spec, yd, dxg);
+                }
             }
-            if !direct {
-                col2im(&col, cg, xd, spec, yd, dxg);
-            }
-        }
-    });
+        });
     dx
 }
 
-pub fn conv2d_bwd_weight<T: Element>(x: &[T], dy: &[T], xd: Nchw, spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
+pub fn conv2d_bwd_weight<T: Element>(
+    x: &[T],
+    dy: &[T],
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+) -> Vec<T> {
     let kk = spec.kernel * spec.kernel;
     let wlen = spec.out_channels * (spec.in_channels / spec.groups) * kk;
     if spec.is_depthwise() {
@@ -104,7 +189,14 @@ pub fn conv2d_bwd_weight<T: Element>(x: &[T], dy: &[T], xd: Nchw, spec: &Conv2dS
         dw.par_chunks_mut(kk).enumerate().for_each(|(c, dwc)| {
             for n in 0..xd.n {
                 let plane = n * xd.c + c;
-                depthwise_plane_bwd_weight(&x[plane * xd.plane()..][..xd.plane()], &dy[plane * yd.plane()..][..yd.plane()], xd, spec, yd, dwc);
+                depthwise_plane_bwd_weight(
+                    &x[plane * xd.plane()..][..xd.plane()],
+                    &dy[plane * yd.plane()..][..yd.plane()],
+                    xd,
+                    spec,
+                    yd,
+                    dwc,
+                );
             }
         });
         return dw;
@@ -114,12 +206,19 @@ pub fn conv2d_bwd_weight<T: Element>(x: &[T], dy: &[T], xd: Nchw, spec: &Conv2dS
     let rows = cg * kk;
     let cols = yd.plane();
     let direct = spec.kernel == 1 && spec.stride == 1 && spec.padding == 0;
-    let chunks: Vec<(usize, usize)> = (0..xd.n).step_by(SAMPLES_PER_CHUNK).map(|s| (s, (s + SAMPLES_PER_CHUNK).min(xd.n))).collect();
+    let chunks: Vec<(usize, usize)> = (0..xd.n)
+        .step_by(SAMPLES_PER_CHUNK)
+        .map(|s| (s, (s + SAMPLES_PER_CHUNK).min(xd.n)))
+        .collect();
     let partials: Vec<Vec<T>> = chunks
         .par_iter()
         .map(|&(s, e)| {
             let mut dw = vec![T::ZERO; wlen];
-            let mut col = if direct { Vec::new() } else { vec![T::ZERO; rows * cols] };
+            let mut col = if direct {
+                Vec::new()
+            } else {
+                vec![T::ZERO; rows * cols]
+            };
             for n in s..e {
                 let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
                 let dys = &dy[n * yd.c * cols..][..yd.c * cols];
@@ -135,7 +234,22 @@ pub fn conv2d_bwd_weight<T: Element>(x: &[T], dy: &[T], xd: Nchw, spec: &Conv2dS
                     let dwg = &mut dw[gi * og * rows..][..og * rows];
                     // dw_g [og, rows] += dy_g [og, cols] * col^T [cols, rows]
                     unsafe {
-                        T::gemm(og, cols, rows, T::ONE, dyg.as_ptr(), cols as isize, 1, b.as_ptr(), 1, cols as isize, T::ONE, dwg.as_mut_ptr(), rows as isize, 1);
+                        T::gemm(
+                            og,
+                            cols,
+                            rows,
+                            T::ONE,
+                            dyg.as_ptr(),
+                            cols as isize,
+                            1,
+                            b.as_ptr(),
+                            1,
+                            cols as isize,
+                            T::ONE,
+                            dwg.as_mut_ptr(),
+                            rows as isize,
+                            1,
+                        );
                     }
                 }
             }
@@ -208,7 +322,12 @@ fn col2im<T: Element>(col: &[T], cg: usize, xd: Nchw, spec: &Conv2dSpec, yd: Nch
 /// that reads real input, where output column `ow` in `ow_lo..ow_hi` reads input column
 /// `ow * stride + off_w`.
 #[inline(always)]
-fn for_each_tap(xd: Nchw, spec: &Conv2dSpec, yd: Nchw, mut f: impl FnMut(usize, usize, usize, usize, usize, usize, isize)) {
+fn for_each_tap(
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    mut f: impl FnMut(usize, usize, usize, usize, usize, usize, isize),
+) {
     let k = spec.kernel;
     let (s, p, d) = (spec.stride, spec.padding as isize, spec.dilation as isize);
     for kh in 0..k {
@@ -227,7 +346,14 @@ fn for_each_tap(xd: Nchw, spec: &Conv2dSpec, yd: Nchw, mut f: impl FnMut(usize, 
     }
 }
 
-fn depthwise_plane_fwd<T: Element>(xp: &[T], xd: Nchw, wc: &[T], spec: &Conv2dSpec, yd: Nchw, yp: &mut [T]) {
+fn depthwise_plane_fwd<T: Element>(
+    xp: &[T],
+    xd: Nchw,
+    wc: &[T],
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    yp: &mut [T],
+) {
     for_each_tap(xd, spec, yd, |tap, oh, ih, lo, hi, s, off| {
         let wv = wc[tap];
         let xr = &xp[ih * xd.w..][..xd.w];
@@ -245,7 +371,14 @@ fn depthwise_plane_fwd<T: Element>(xp: &[T], xd: Nchw, wc: &[T], spec: &Conv2dSp
     });
 }
 
-fn depthwise_plane_bwd_data<T: Element>(dyp: &[T], xd: Nchw, wc: &[T], spec: &Conv2dSpec, yd: Nchw, dxp: &mut [T]) {
+fn depthwise_plane_bwd_data<T: Element>(
+    dyp: &[T],
+    xd: Nchw,
+    wc: &[T],
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    dxp: &mut [T],
+) {
     for_each_tap(xd, spec, yd, |tap, oh, ih, lo, hi, s, off| {
         let wv = wc[tap];
         let dyr = &dyp[oh * yd.w..][..yd.w];
@@ -263,7 +396,14 @@ fn depthwise_plane_bwd_data<T: Element>(dyp: &[T], xd: Nchw, wc: &[T], spec: &Co
     });
 }
 
-fn depthwise_plane_bwd_weight<T: Element>(xp: &[T], dyp: &[T], xd: Nchw, spec: &Conv2dSpec, yd: Nchw, dwc: &mut [T]) {
+fn depthwise_plane_bwd_weight<T: Element>(
+    xp: &[T],
+    dyp: &[T],
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    dwc: &mut [T],
+) {
     for_each_tap(xd, spec, yd, |tap, oh, ih, lo, hi, s, off| {
         let dyr = &dyp[oh * yd.w..][..yd.w];
         let xr = &xp[ih * xd.w..][..xd.w];

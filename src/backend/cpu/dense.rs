@@ -4,7 +4,14 @@ use crate::backend::Element;
 use crate::error::{Error, Result};
 
 /// y [n, out] = x [n, in] * w^T + b.
-pub fn linear_fwd<T: Element>(x: &[T], w: &[T], b: Option<&[T]>, n: usize, in_f: usize, out_f: usize) -> Vec<T> {
+pub fn linear_fwd<T: Element>(
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    n: usize,
+    in_f: usize,
+    out_f: usize,
+) -> Vec<T> {
     let mut y = vec![T::ZERO; n * out_f];
     if let Some(b) = b {
         for row in y.chunks_mut(out_f) {
@@ -13,19 +20,72 @@ pub fn linear_fwd<T: Element>(x: &[T], w: &[T], b: Option<&[T]>, n: usize, in_f:
     }
     let beta = if b.is_some() { T::ONE } else { T::ZERO };
     unsafe {
-        T::gemm(n, in_f, out_f, T::ONE, x.as_ptr(), in_f as isize, 1, w.as_ptr(), 1, in_f as isize, beta, y.as_mut_ptr(), out_f as isize, 1);
+        T::gemm(
+            n,
+            in_f,
+            out_f,
+            T::ONE,
+            x.as_ptr(),
+            in_f as isize,
+            1,
+            w.as_ptr(),
+            1,
+            in_f as isize,
+            beta,
+            y.as_mut_ptr(),
+            out_f as isize,
+            1,
+        );
     }
     y
 }
 
 /// (dx = dy w, dw = dy^T x, db = column sums of dy).
 #[allow(clippy::type_complexity)]
-pub fn linear_bwd<T: Element>(x: &[T], w: &[T], dy: &[T], n: usize, in_f: usize, out_f: usize, with_bias: bool) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
+pub fn linear_bwd<T: Element>(
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    n: usize,
+    in_f: usize,
+    out_f: usize,
+    with_bias: bool,
+) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
     let mut dx = vec![T::ZERO; n * in_f];
     let mut dw = vec![T::ZERO; out_f * in_f];
     unsafe {
-        T::gemm(n, out_f, in_f, T::ONE, dy.as_ptr(), out_f as isize, 1, w.as_ptr(), in_f as isize, 1, T::ZERO, dx.as_mut_ptr(), in_f as isize, 1);
-        T::gemm(out_f, n, in_f, T::ONE, dy.as_ptr(), 1, out_f as isize, x.as_ptr(), in_f as isize, 1, T::ZERO, dw.as_mut_ptr(), in_f as isize, 1);
+        T::gemm(
+            n,
+            out_f,
+            in_f,
+            T::ONE,
+            dy.as_ptr(),
+            out_f as isize,
+            1,
+            w.as_ptr(),
+            in_f as isize,
+            1,
+            T::ZERO,
+            dx.as_mut_ptr(),
+            in_f as isize,
+            1,
+        );
+        T::gemm(
+            out_f,
+            n,
+            in_f,
+            T::ONE,
+            dy.as_ptr(),
+            1,
+            out_f as isize,
+            x.as_ptr(),
+            in_f as isize,
+            1,
+            T::ZERO,
+            dw.as_mut_ptr(),
+            in_f as isize,
+            1,
+        );
     }
     let db = with_bias.then(|| {
         let mut db = vec![T::ZERO; out_f];
@@ -41,16 +101,27 @@ pub fn linear_bwd<T: Element>(x: &[T], w: &[T], dy: &[T], n: usize, in_f: usize,
 
 pub fn check_labels(labels: &[u32], n: usize, k: usize) -> Result<()> {
     if labels.len() != n {
-        return Err(Error::shape("softmax_cross_entropy", format!("{} labels for a batch of {n}", labels.len())));
+        return Err(Error::shape(
+            "softmax_cross_entropy",
+            format!("{} labels for a batch of {n}", labels.len()),
+        ));
     }
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
-        return Err(Error::invalid("label", format!("label {bad} is out of range for {k} classes")));
+        return Err(Error::invalid(
+            "label",
+            format!("label {bad} is out of range for {k} classes"),
+        ));
     }
     Ok(())
 }
 
 /// Returns (mean loss, softmax probabilities). Log-sum-exp in f64 for a stable loss.
-pub fn softmax_cross_entropy_fwd<T: Element>(logits: &[T], n: usize, k: usize, labels: &[u32]) -> (T, Vec<T>) {
+pub fn softmax_cross_entropy_fwd<T: Element>(
+    logits: &[T],
+    n: usize,
+    k: usize,
+    labels: &[u32],
+) -> (T, Vec<T>) {
     let mut probs = vec![T::ZERO; n * k];
     let mut total = 0.0;
     for ((row, prow), &label) in logits.chunks(k).zip(probs.chunks_mut(k)).zip(labels) {
@@ -64,7 +135,13 @@ pub fn softmax_cross_entropy_fwd<T: Element>(logits: &[T], n: usize, k: usize, l
     (T::from_f64(total / n as f64), probs)
 }
 
-pub fn softmax_cross_entropy_bwd<T: Element>(probs: &[T], dloss: T, n: usize, k: usize, labels: &[u32]) -> Vec<T> {
+pub fn softmax_cross_entropy_bwd<T: Element>(
+    probs: &[T],
+    dloss: T,
+    n: usize,
+    k: usize,
+    labels: &[u32],
+) -> Vec<T> {
     let s = dloss / T::from_f64(n as f64);
     let mut d: Vec<T> = probs.iter().map(|&p| p * s).collect();
     for (row, &label) in d.chunks_mut(k).zip(labels) {

@@ -16,7 +16,10 @@ pub fn softmax(alpha: &[f64]) -> Vec<f64> {
 }
 
 pub fn mixed_op_fwd<T: Element>(xs: &[&[T]], alpha: &[T], len: usize) -> Vec<T> {
-    let w: Vec<T> = softmax(&alpha.iter().map(|a| a.to_f64()).collect::<Vec<_>>()).into_iter().map(T::from_f64).collect();
+    let w: Vec<T> = softmax(&alpha.iter().map(|a| a.to_f64()).collect::<Vec<_>>())
+        .into_iter()
+        .map(T::from_f64)
+        .collect();
     let mut y = vec![T::ZERO; len];
     y.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, yc)| {
         let base = ci * CHUNK;
@@ -31,7 +34,13 @@ pub fn mixed_op_fwd<T: Element>(xs: &[&[T]], alpha: &[T], len: usize) -> Vec<T> 
 }
 
 #[allow(clippy::type_complexity)]
-pub fn mixed_op_bwd<T: Element>(dy: &[T], xs: &[&[T]], alpha: &[T], len: usize, need_dx: &[bool]) -> (Vec<Option<Vec<T>>>, Vec<T>) {
+pub fn mixed_op_bwd<T: Element>(
+    dy: &[T],
+    xs: &[&[T]],
+    alpha: &[T],
+    len: usize,
+    need_dx: &[bool],
+) -> (Vec<Option<Vec<T>>>, Vec<T>) {
     let w = softmax(&alpha.iter().map(|a| a.to_f64()).collect::<Vec<_>>());
     let k = xs.len();
     // <dy, x_k> for every k, chunk partials in parallel, then summed in order.
@@ -39,7 +48,15 @@ pub fn mixed_op_bwd<T: Element>(dy: &[T], xs: &[&[T]], alpha: &[T], len: usize, 
         .into_par_iter()
         .map(|ci| {
             let r = ci * CHUNK..((ci + 1) * CHUNK).min(len);
-            xs.iter().map(|x| dy[r.clone()].iter().zip(&x[r.clone()]).map(|(a, b)| a.to_f64() * b.to_f64()).sum()).collect()
+            xs.iter()
+                .map(|x| {
+                    dy[r.clone()]
+                        .iter()
+                        .zip(&x[r.clone()])
+                        .map(|(a, b)| a.to_f64() * b.to_f64())
+                        .sum()
+                })
+                .collect()
         })
         .collect();
     let mut dots = vec![0.0; k];
@@ -49,17 +66,23 @@ pub fn mixed_op_bwd<T: Element>(dy: &[T], xs: &[&[T]], alpha: &[T], len: usize, 
         }
     }
     let mean: f64 = w.iter().zip(&dots).map(|(a, b)| a * b).sum();
-    let dalpha = w.iter().zip(&dots).map(|(&wk, &d)| T::from_f64(wk * (d - mean))).collect();
+    let dalpha = w
+        .iter()
+        .zip(&dots)
+        .map(|(&wk, &d)| T::from_f64(wk * (d - mean)))
+        .collect();
     let dxs = (0..k)
         .map(|i| {
             need_dx.get(i).copied().unwrap_or(false).then(|| {
                 let wk = T::from_f64(w[i]);
                 let mut dx = vec![T::ZERO; len];
-                dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).for_each(|(d, g)| {
-                    for (a, &b) in d.iter_mut().zip(g) {
-                        *a = wk * b;
-                    }
-                });
+                dx.par_chunks_mut(CHUNK)
+                    .zip(dy.par_chunks(CHUNK))
+                    .for_each(|(d, g)| {
+                        for (a, &b) in d.iter_mut().zip(g) {
+                            *a = wk * b;
+                        }
+                    });
                 dx
             })
         })

@@ -43,45 +43,66 @@ impl<T: Element> Clone for Cpu<T> {
 
 /// Runs `f(plane_index, plane)` over consecutive planes of `buf` in parallel, batching small
 /// planes so that each task has enough work.
-pub(crate) fn par_planes<T: Send>(buf: &mut [T], plane: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+pub(crate) fn par_planes<T: Send>(
+    buf: &mut [T],
+    plane: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
     if plane == 0 {
         return;
     }
     let per_task = (ELEMS_PER_TASK / 8 / plane).max(1);
-    buf.par_chunks_mut(plane * per_task).enumerate().for_each(|(t, chunk)| {
-        for (i, p) in chunk.chunks_mut(plane).enumerate() {
-            f(t * per_task + i, p);
-        }
-    });
+    buf.par_chunks_mut(plane * per_task)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            for (i, p) in chunk.chunks_mut(plane).enumerate() {
+                f(t * per_task + i, p);
+            }
+        });
 }
 
 /// `out[i] = f(a[i], b[i])` in parallel chunks.
 fn zip_map<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
     let mut y = vec![T::ZERO; a.len()];
-    y.par_chunks_mut(ELEMS_PER_TASK).zip(a.par_chunks(ELEMS_PER_TASK).zip(b.par_chunks(ELEMS_PER_TASK))).for_each(|(y, (a, b))| {
-        for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
-            *y = f(a, b);
-        }
-    });
+    y.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(
+            a.par_chunks(ELEMS_PER_TASK)
+                .zip(b.par_chunks(ELEMS_PER_TASK)),
+        )
+        .for_each(|(y, (a, b))| {
+            for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                *y = f(a, b);
+            }
+        });
     y
 }
 
 /// Sum over fixed chunks of `f(i)`-style products in f64, in order (deterministic).
 fn chunked_sum<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> f64 + Sync + Send) -> f64 {
-    let partials: Vec<f64> = a.par_chunks(ELEMS_PER_TASK).zip(b.par_chunks(ELEMS_PER_TASK)).map(|(a, b)| a.iter().zip(b).map(|(&x, &y)| f(x, y)).sum()).collect();
+    let partials: Vec<f64> = a
+        .par_chunks(ELEMS_PER_TASK)
+        .zip(b.par_chunks(ELEMS_PER_TASK))
+        .map(|(a, b)| a.iter().zip(b).map(|(&x, &y)| f(x, y)).sum())
+        .collect();
     partials.iter().sum()
 }
 
 fn same_len<T>(op: &'static str, a: &[T], b: &[T]) -> Result<()> {
     if a.len() != b.len() {
-        return Err(Error::shape(op, format!("buffers of {} and {} elements", a.len(), b.len())));
+        return Err(Error::shape(
+            op,
+            format!("buffers of {} and {} elements", a.len(), b.len()),
+        ));
     }
     Ok(())
 }
 
 fn expect_len<T>(op: &'static str, what: &str, buf: &[T], len: usize) -> Result<()> {
     if buf.len() != len {
-        return Err(Error::shape(op, format!("{what} has {} elements, expected {len}", buf.len())));
+        return Err(Error::shape(
+            op,
+            format!("{what} has {} elements, expected {len}", buf.len()),
+        ));
     }
     Ok(())
 }
@@ -91,7 +112,11 @@ impl<T: Element> Backend for Cpu<T> {
     type Storage = Vec<T>;
 
     fn device_name(&self) -> String {
-        format!("cpu ({} threads, {})", rayon::current_num_threads(), T::NAME)
+        format!(
+            "cpu ({} threads, {})",
+            rayon::current_num_threads(),
+            T::NAME
+        )
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<T>> {
@@ -129,16 +154,19 @@ impl<T: Element> Backend for Cpu<T> {
     fn axpy(&self, y: &mut Vec<T>, a: f64, x: &Vec<T>) -> Result<()> {
         same_len("axpy", y, x)?;
         let a = T::from_f64(a);
-        y.par_chunks_mut(ELEMS_PER_TASK).zip(x.par_chunks(ELEMS_PER_TASK)).for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y += a * x;
-            }
-        });
+        y.par_chunks_mut(ELEMS_PER_TASK)
+            .zip(x.par_chunks(ELEMS_PER_TASK))
+            .for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y += a * x;
+                }
+            });
         Ok(())
     }
     fn scale_assign(&self, x: &mut Vec<T>, s: f64) -> Result<()> {
         let s = T::from_f64(s);
-        x.par_chunks_mut(ELEMS_PER_TASK).for_each(|c| c.iter_mut().for_each(|v| *v *= s));
+        x.par_chunks_mut(ELEMS_PER_TASK)
+            .for_each(|c| c.iter_mut().for_each(|v| *v *= s));
         Ok(())
     }
     fn sum_squares(&self, x: &Vec<T>) -> Result<f64> {
@@ -162,13 +190,25 @@ impl<T: Element> Backend for Cpu<T> {
         expect_len("conv2d_fwd", "weight", w, spec.weight_shape().numel())?;
         Ok(conv::conv2d_fwd(x, xd, w, spec, yd))
     }
-    fn conv2d_bwd_data(&self, dy: &Vec<T>, w: &Vec<T>, xd: Nchw, spec: &Conv2dSpec) -> Result<Vec<T>> {
+    fn conv2d_bwd_data(
+        &self,
+        dy: &Vec<T>,
+        w: &Vec<T>,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<Vec<T>> {
         let yd = spec.output(xd)?;
         expect_len("conv2d_bwd_data", "output gradient", dy, yd.numel())?;
         expect_len("conv2d_bwd_data", "weight", w, spec.weight_shape().numel())?;
         Ok(conv::conv2d_bwd_data(dy, w, xd, spec, yd))
     }
-    fn conv2d_bwd_weight(&self, x: &Vec<T>, dy: &Vec<T>, xd: Nchw, spec: &Conv2dSpec) -> Result<Vec<T>> {
+    fn conv2d_bwd_weight(
+        &self,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<Vec<T>> {
         let yd = spec.output(xd)?;
         expect_len("conv2d_bwd_weight", "input", x, xd.numel())?;
         expect_len("conv2d_bwd_weight", "output gradient", dy, yd.numel())?;
@@ -180,7 +220,13 @@ impl<T: Element> Backend for Cpu<T> {
         expect_len("max_pool2d_fwd", "input", x, xd.numel())?;
         Ok(pool::pool2d_fwd(PoolKind::Max, x, xd, spec, yd))
     }
-    fn max_pool2d_bwd(&self, x: &Vec<T>, dy: &Vec<T>, xd: Nchw, spec: &Pool2dSpec) -> Result<Vec<T>> {
+    fn max_pool2d_bwd(
+        &self,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+    ) -> Result<Vec<T>> {
         let yd = spec.output(xd, "max_pool2d")?;
         expect_len("max_pool2d_bwd", "input", x, xd.numel())?;
         expect_len("max_pool2d_bwd", "output gradient", dy, yd.numel())?;
@@ -223,26 +269,70 @@ impl<T: Element> Backend for Cpu<T> {
             expect_len("batch_norm", "running var", r.var, xd.c)?;
         }
         let running = running.map(|r| (r.mean.as_mut_slice(), r.var.as_mut_slice(), r.momentum));
-        Ok(norm::batch_norm_train_fwd(x, xd, affine.map(|(g, b)| (g.as_slice(), b.as_slice())), running, eps))
+        Ok(norm::batch_norm_train_fwd(
+            x,
+            xd,
+            affine.map(|(g, b)| (g.as_slice(), b.as_slice())),
+            running,
+            eps,
+        ))
     }
-    fn batch_norm_eval_fwd(&self, x: &Vec<T>, xd: Nchw, affine: Option<(&Vec<T>, &Vec<T>)>, rm: &Vec<T>, rv: &Vec<T>, eps: f64) -> Result<Vec<T>> {
+    fn batch_norm_eval_fwd(
+        &self,
+        x: &Vec<T>,
+        xd: Nchw,
+        affine: Option<(&Vec<T>, &Vec<T>)>,
+        rm: &Vec<T>,
+        rv: &Vec<T>,
+        eps: f64,
+    ) -> Result<Vec<T>> {
         expect_len("batch_norm", "input", x, xd.numel())?;
         expect_len("batch_norm", "running mean", rm, xd.c)?;
         expect_len("batch_norm", "running var", rv, xd.c)?;
-        Ok(norm::batch_norm_eval_fwd(x, xd, affine.map(|(g, b)| (g.as_slice(), b.as_slice())), rm, rv, eps))
+        Ok(norm::batch_norm_eval_fwd(
+            x,
+            xd,
+            affine.map(|(g, b)| (g.as_slice(), b.as_slice())),
+            rm,
+            rv,
+            eps,
+        ))
     }
     #[allow(clippy::type_complexity)]
-    fn batch_norm_bwd(&self, x: &Vec<T>, dy: &Vec<T>, xd: Nchw, gamma: Option<&Vec<T>>, saved: &BatchNormSaved<Vec<T>>) -> Result<(Vec<T>, Option<(Vec<T>, Vec<T>)>)> {
+    fn batch_norm_bwd(
+        &self,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        xd: Nchw,
+        gamma: Option<&Vec<T>>,
+        saved: &BatchNormSaved<Vec<T>>,
+    ) -> Result<(Vec<T>, Option<(Vec<T>, Vec<T>)>)> {
         expect_len("batch_norm_bwd", "input", x, xd.numel())?;
         expect_len("batch_norm_bwd", "output gradient", dy, xd.numel())?;
-        Ok(norm::batch_norm_bwd(x, dy, xd, gamma.map(|g| g.as_slice()), saved))
+        Ok(norm::batch_norm_bwd(
+            x,
+            dy,
+            xd,
+            gamma.map(|g| g.as_slice()),
+            saved,
+        ))
     }
 
     fn concat_channels(&self, parts: &[(&Vec<T>, Nchw)]) -> Result<Vec<T>> {
-        let first = parts.first().ok_or_else(|| Error::shape("concat_channels", "no inputs"))?.1;
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::shape("concat_channels", "no inputs"))?
+            .1;
         for (buf, d) in parts {
             if (d.n, d.h, d.w) != (first.n, first.h, first.w) {
-                return Err(Error::shape("concat_channels", format!("{} and {} differ outside the channel axis", first.shape(), d.shape())));
+                return Err(Error::shape(
+                    "concat_channels",
+                    format!(
+                        "{} and {} differ outside the channel axis",
+                        first.shape(),
+                        d.shape()
+                    ),
+                ));
             }
             expect_len("concat_channels", "input", buf, d.numel())?;
         }
@@ -259,10 +349,16 @@ impl<T: Element> Backend for Cpu<T> {
     fn split_channels(&self, dy: &Vec<T>, dd: Nchw, channels: &[usize]) -> Result<Vec<Vec<T>>> {
         expect_len("split_channels", "input", dy, dd.numel())?;
         if channels.iter().sum::<usize>() != dd.c {
-            return Err(Error::shape("split_channels", format!("parts of {channels:?} channels do not add up to {}", dd.c)));
+            return Err(Error::shape(
+                "split_channels",
+                format!("parts of {channels:?} channels do not add up to {}", dd.c),
+            ));
         }
         let plane = dd.plane();
-        let mut out: Vec<Vec<T>> = channels.iter().map(|&c| Vec::with_capacity(dd.n * c * plane)).collect();
+        let mut out: Vec<Vec<T>> = channels
+            .iter()
+            .map(|&c| Vec::with_capacity(dd.n * c * plane))
+            .collect();
         for n in 0..dd.n {
             let mut off = n * dd.c * plane;
             for (o, &c) in out.iter_mut().zip(channels) {
@@ -275,7 +371,10 @@ impl<T: Element> Backend for Cpu<T> {
     fn shift_crop_fwd(&self, x: &Vec<T>, xd: Nchw) -> Result<Vec<T>> {
         expect_len("shift_crop", "input", x, xd.numel())?;
         if xd.h < 2 || xd.w < 2 {
-            return Err(Error::shape("shift_crop", format!("input {} needs H and W of at least 2", xd.shape())));
+            return Err(Error::shape(
+                "shift_crop",
+                format!("input {} needs H and W of at least 2", xd.shape()),
+            ));
         }
         let (h, w) = (xd.h - 1, xd.w - 1);
         let mut y = Vec::with_capacity(xd.n * xd.c * h * w);
@@ -298,46 +397,91 @@ impl<T: Element> Backend for Cpu<T> {
         Ok(dx)
     }
 
-    fn linear_fwd(&self, x: &Vec<T>, w: &Vec<T>, b: Option<&Vec<T>>, n: usize, in_f: usize, out_f: usize) -> Result<Vec<T>> {
+    fn linear_fwd(
+        &self,
+        x: &Vec<T>,
+        w: &Vec<T>,
+        b: Option<&Vec<T>>,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+    ) -> Result<Vec<T>> {
         expect_len("linear", "input", x, n * in_f)?;
         expect_len("linear", "weight", w, out_f * in_f)?;
         if let Some(b) = b {
             expect_len("linear", "bias", b, out_f)?;
         }
-        Ok(dense::linear_fwd(x, w, b.map(|b| b.as_slice()), n, in_f, out_f))
+        Ok(dense::linear_fwd(
+            x,
+            w,
+            b.map(|b| b.as_slice()),
+            n,
+            in_f,
+            out_f,
+        ))
     }
     #[allow(clippy::type_complexity)]
-    fn linear_bwd(&self, x: &Vec<T>, w: &Vec<T>, dy: &Vec<T>, n: usize, in_f: usize, out_f: usize, with_bias: bool) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>)> {
+    fn linear_bwd(
+        &self,
+        x: &Vec<T>,
+        w: &Vec<T>,
+        dy: &Vec<T>,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+        with_bias: bool,
+    ) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>)> {
         expect_len("linear_bwd", "input", x, n * in_f)?;
         expect_len("linear_bwd", "weight", w, out_f * in_f)?;
         expect_len("linear_bwd", "output gradient", dy, n * out_f)?;
         Ok(dense::linear_bwd(x, w, dy, n, in_f, out_f, with_bias))
     }
-    fn softmax_cross_entropy_fwd(&self, logits: &Vec<T>, n: usize, k: usize, labels: &[u32]) -> Result<(Vec<T>, Vec<T>)> {
+    fn softmax_cross_entropy_fwd(
+        &self,
+        logits: &Vec<T>,
+        n: usize,
+        k: usize,
+        labels: &[u32],
+    ) -> Result<(Vec<T>, Vec<T>)> {
         expect_len("softmax_cross_entropy", "logits", logits, n * k)?;
         dense::check_labels(labels, n, k)?;
         let (loss, probs) = dense::softmax_cross_entropy_fwd(logits, n, k, labels);
         Ok((vec![loss], probs))
     }
-    fn softmax_cross_entropy_bwd(&self, probs: &Vec<T>, dloss: &Vec<T>, n: usize, k: usize, labels: &[u32]) -> Result<Vec<T>> {
+    fn softmax_cross_entropy_bwd(
+        &self,
+        probs: &Vec<T>,
+        dloss: &Vec<T>,
+        n: usize,
+        k: usize,
+        labels: &[u32],
+    ) -> Result<Vec<T>> {
         expect_len("softmax_cross_entropy_bwd", "probabilities", probs, n * k)?;
         expect_len("softmax_cross_entropy_bwd", "loss gradient", dloss, 1)?;
         dense::check_labels(labels, n, k)?;
-        Ok(dense::softmax_cross_entropy_bwd(probs, dloss[0], n, k, labels))
+        Ok(dense::softmax_cross_entropy_bwd(
+            probs, dloss[0], n, k, labels,
+        ))
     }
 
     fn drop_path(&self, x: &Vec<T>, n: usize, sample_scale: &Vec<T>) -> Result<Vec<T>> {
         expect_len("drop_path", "sample scale", sample_scale, n)?;
         if n == 0 || x.len() % n != 0 {
-            return Err(Error::shape("drop_path", format!("{} elements do not split into {n} samples", x.len())));
+            return Err(Error::shape(
+                "drop_path",
+                format!("{} elements do not split into {n} samples", x.len()),
+            ));
         }
         let per = x.len() / n;
         let mut y = vec![T::ZERO; x.len()];
-        y.par_chunks_mut(per).zip(x.par_chunks(per)).zip(sample_scale.par_iter()).for_each(|((y, x), &s)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = x * s;
-            }
-        });
+        y.par_chunks_mut(per)
+            .zip(x.par_chunks(per))
+            .zip(sample_scale.par_iter())
+            .for_each(|((y, x), &s)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x * s;
+                }
+            });
         Ok(y)
     }
 
@@ -350,7 +494,14 @@ impl<T: Element> Backend for Cpu<T> {
         Ok(mixed_op::mixed_op_fwd(&xs, alpha, len))
     }
     #[allow(clippy::type_complexity)]
-    fn mixed_op_bwd(&self, dy: &Vec<T>, xs: &[&Vec<T>], alpha: &Vec<T>, len: usize, need_dx: &[bool]) -> Result<(Vec<Option<Vec<T>>>, Vec<T>)> {
+    fn mixed_op_bwd(
+        &self,
+        dy: &Vec<T>,
+        xs: &[&Vec<T>],
+        alpha: &Vec<T>,
+        len: usize,
+        need_dx: &[bool],
+    ) -> Result<(Vec<Option<Vec<T>>>, Vec<T>)> {
         expect_len("mixed_op_bwd", "alpha", alpha, xs.len())?;
         expect_len("mixed_op_bwd", "output gradient", dy, len)?;
         for x in xs {
@@ -360,26 +511,52 @@ impl<T: Element> Backend for Cpu<T> {
         Ok(mixed_op::mixed_op_bwd(dy, &xs, alpha, len, need_dx))
     }
 
-    fn sgd_step(&self, param: &mut Vec<T>, grad: &Vec<T>, buf: &mut Vec<T>, hp: &SgdStep) -> Result<()> {
+    fn sgd_step(
+        &self,
+        param: &mut Vec<T>,
+        grad: &Vec<T>,
+        buf: &mut Vec<T>,
+        hp: &SgdStep,
+    ) -> Result<()> {
         same_len("sgd_step", param, grad)?;
         same_len("sgd_step", param, buf)?;
-        let (lr, mom, wd) = (T::from_f64(hp.lr), T::from_f64(hp.momentum), T::from_f64(hp.weight_decay));
-        param.par_chunks_mut(ELEMS_PER_TASK).zip(grad.par_chunks(ELEMS_PER_TASK)).zip(buf.par_chunks_mut(ELEMS_PER_TASK)).for_each(|((p, g), b)| {
-            for ((p, &g), b) in p.iter_mut().zip(g).zip(b) {
-                let d = g + wd * *p;
-                *b = mom * *b + d;
-                *p -= lr * *b;
-            }
-        });
+        let (lr, mom, wd) = (
+            T::from_f64(hp.lr),
+            T::from_f64(hp.momentum),
+            T::from_f64(hp.weight_decay),
+        );
+        param
+            .par_chunks_mut(ELEMS_PER_TASK)
+            .zip(grad.par_chunks(ELEMS_PER_TASK))
+            .zip(buf.par_chunks_mut(ELEMS_PER_TASK))
+            .for_each(|((p, g), b)| {
+                for ((p, &g), b) in p.iter_mut().zip(g).zip(b) {
+                    let d = g + wd * *p;
+                    *b = mom * *b + d;
+                    *p -= lr * *b;
+                }
+            });
         Ok(())
     }
-    fn adam_step(&self, param: &mut Vec<T>, grad: &Vec<T>, m: &mut Vec<T>, v: &mut Vec<T>, hp: &AdamStep) -> Result<()> {
+    fn adam_step(
+        &self,
+        param: &mut Vec<T>,
+        grad: &Vec<T>,
+        m: &mut Vec<T>,
+        v: &mut Vec<T>,
+        hp: &AdamStep,
+    ) -> Result<()> {
         same_len("adam_step", param, grad)?;
         same_len("adam_step", param, m)?;
         same_len("adam_step", param, v)?;
         let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
         let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
-        let (b1, b2, wd, eps) = (T::from_f64(hp.beta1), T::from_f64(hp.beta2), T::from_f64(hp.weight_decay), T::from_f64(hp.eps));
+        let (b1, b2, wd, eps) = (
+            T::from_f64(hp.beta1),
+            T::from_f64(hp.beta2),
+            T::from_f64(hp.weight_decay),
+            T::from_f64(hp.eps),
+        );
         let step_size = T::from_f64(hp.lr / bc1);
         let bc2_sqrt = T::from_f64(bc2.sqrt());
         for i in 0..param.len() {

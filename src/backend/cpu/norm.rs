@@ -33,17 +33,25 @@ pub fn channel_stats<T: Element>(x: &[T], xd: Nchw) -> Vec<(f64, f64)> {
 }
 
 /// `y = (x - mean) * invstd * gamma + beta`, channel by channel.
-pub fn normalize<T: Element>(x: &[T], xd: Nchw, mean: &[f64], invstd: &[f64], affine: Option<(&[T], &[T])>) -> Vec<T> {
+pub fn normalize<T: Element>(
+    x: &[T],
+    xd: Nchw,
+    mean: &[f64],
+    invstd: &[f64],
+    affine: Option<(&[T], &[T])>,
+) -> Vec<T> {
     let mut y = vec![T::ZERO; xd.numel()];
-    y.par_chunks_mut(xd.plane()).enumerate().for_each(|(plane, yp)| {
-        let c = plane % xd.c;
-        let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c].to_f64(), b[c].to_f64()));
-        let a = T::from_f64(invstd[c] * g);
-        let shift = T::from_f64(b - mean[c] * invstd[c] * g);
-        for (yv, &xv) in yp.iter_mut().zip(&x[plane * xd.plane()..][..xd.plane()]) {
-            *yv = xv * a + shift;
-        }
-    });
+    y.par_chunks_mut(xd.plane())
+        .enumerate()
+        .for_each(|(plane, yp)| {
+            let c = plane % xd.c;
+            let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c].to_f64(), b[c].to_f64()));
+            let a = T::from_f64(invstd[c] * g);
+            let shift = T::from_f64(b - mean[c] * invstd[c] * g);
+            for (yv, &xv) in yp.iter_mut().zip(&x[plane * xd.plane()..][..xd.plane()]) {
+                *yv = xv * a + shift;
+            }
+        });
     y
 }
 
@@ -59,7 +67,11 @@ pub fn batch_norm_train_fwd<T: Element>(
     let invstd: Vec<f64> = stats.iter().map(|s| 1.0 / (s.1 + eps).sqrt()).collect();
     if let Some((rm, rv, momentum)) = running {
         let count = (xd.n * xd.plane()) as f64;
-        let unbias = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+        let unbias = if count > 1.0 {
+            count / (count - 1.0)
+        } else {
+            1.0
+        };
         for (c, &(m, v)) in stats.iter().enumerate() {
             rm[c] = T::from_f64((1.0 - momentum) * rm[c].to_f64() + momentum * m);
             rv[c] = T::from_f64((1.0 - momentum) * rv[c].to_f64() + momentum * v * unbias);
@@ -73,7 +85,14 @@ pub fn batch_norm_train_fwd<T: Element>(
     (y, saved)
 }
 
-pub fn batch_norm_eval_fwd<T: Element>(x: &[T], xd: Nchw, affine: Option<(&[T], &[T])>, rm: &[T], rv: &[T], eps: f64) -> Vec<T> {
+pub fn batch_norm_eval_fwd<T: Element>(
+    x: &[T],
+    xd: Nchw,
+    affine: Option<(&[T], &[T])>,
+    rm: &[T],
+    rv: &[T],
+    eps: f64,
+) -> Vec<T> {
     let mean: Vec<f64> = rm.iter().map(|v| v.to_f64()).collect();
     let invstd: Vec<f64> = rv.iter().map(|v| 1.0 / (v.to_f64() + eps).sqrt()).collect();
     normalize(x, xd, &mean, &invstd, affine)
@@ -82,7 +101,13 @@ pub fn batch_norm_eval_fwd<T: Element>(x: &[T], xd: Nchw, affine: Option<(&[T], 
 /// dx = gamma * invstd / M * (M dy - sum(dy) - xhat * sum(dy * xhat)); dgamma = sum(dy * xhat);
 /// dbeta = sum(dy), with M = N*H*W and xhat the normalised input.
 #[allow(clippy::type_complexity)]
-pub fn batch_norm_bwd<T: Element>(x: &[T], dy: &[T], xd: Nchw, gamma: Option<&[T]>, saved: &BatchNormSaved<Vec<T>>) -> (Vec<T>, Option<(Vec<T>, Vec<T>)>) {
+pub fn batch_norm_bwd<T: Element>(
+    x: &[T],
+    dy: &[T],
+    xd: Nchw,
+    gamma: Option<&[T]>,
+    saved: &BatchNormSaved<Vec<T>>,
+) -> (Vec<T>, Option<(Vec<T>, Vec<T>)>) {
     let count = (xd.n * xd.plane()) as f64;
     // Per channel: (sum dy, sum dy * xhat).
     let sums: Vec<(f64, f64)> = (0..xd.c)
@@ -101,21 +126,23 @@ pub fn batch_norm_bwd<T: Element>(x: &[T], dy: &[T], xd: Nchw, gamma: Option<&[T
         })
         .collect();
     let mut dx = vec![T::ZERO; xd.numel()];
-    dx.par_chunks_mut(xd.plane()).enumerate().for_each(|(plane, dxp)| {
-        let c = plane % xd.c;
-        let (m, is) = (saved.mean[c].to_f64(), saved.invstd[c].to_f64());
-        let g = gamma.map_or(1.0, |g| g[c].to_f64());
-        let (sdy, sdyx) = sums[c];
-        let k = g * is;
-        let mean_dy = sdy / count;
-        let mean_dyx = sdyx / count;
-        let xp = &x[plane * xd.plane()..][..xd.plane()];
-        let dyp = &dy[plane * xd.plane()..][..xd.plane()];
-        for ((d, &xv), &gy) in dxp.iter_mut().zip(xp).zip(dyp) {
-            let xhat = (xv.to_f64() - m) * is;
-            *d = T::from_f64(k * (gy.to_f64() - mean_dy - xhat * mean_dyx));
-        }
-    });
+    dx.par_chunks_mut(xd.plane())
+        .enumerate()
+        .for_each(|(plane, dxp)| {
+            let c = plane % xd.c;
+            let (m, is) = (saved.mean[c].to_f64(), saved.invstd[c].to_f64());
+            let g = gamma.map_or(1.0, |g| g[c].to_f64());
+            let (sdy, sdyx) = sums[c];
+            let k = g * is;
+            let mean_dy = sdy / count;
+            let mean_dyx = sdyx / count;
+            let xp = &x[plane * xd.plane()..][..xd.plane()];
+            let dyp = &dy[plane * xd.plane()..][..xd.plane()];
+            for ((d, &xv), &gy) in dxp.iter_mut().zip(xp).zip(dyp) {
+                let xhat = (xv.to_f64() - m) * is;
+                *d = T::from_f64(k * (gy.to_f64() - mean_dy - xhat * mean_dyx));
+            }
+        });
     let param_grads = gamma.map(|_| {
         let dgamma = sums.iter().map(|s| T::from_f64(s.1)).collect();
         let dbeta = sums.iter().map(|s| T::from_f64(s.0)).collect();

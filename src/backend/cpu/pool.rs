@@ -18,7 +18,13 @@ fn window(oh: usize, ow: usize, xd: Nchw, spec: &Pool2dSpec) -> (usize, usize, u
     (ih0, ih1, iw0, iw1)
 }
 
-pub fn pool2d_fwd<T: Element>(kind: PoolKind, x: &[T], xd: Nchw, spec: &Pool2dSpec, yd: Nchw) -> Vec<T> {
+pub fn pool2d_fwd<T: Element>(
+    kind: PoolKind,
+    x: &[T],
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    yd: Nchw,
+) -> Vec<T> {
     let mut y = vec![T::ZERO; yd.numel()];
     par_planes(&mut y, yd.plane(), |plane, yp| {
         let xp = &x[plane * xd.plane()..][..xd.plane()];
@@ -54,7 +60,14 @@ pub fn pool2d_fwd<T: Element>(kind: PoolKind, x: &[T], xd: Nchw, spec: &Pool2dSp
     y
 }
 
-pub fn pool2d_bwd<T: Element>(kind: PoolKind, x: &[T], dy: &[T], xd: Nchw, spec: &Pool2dSpec, yd: Nchw) -> Vec<T> {
+pub fn pool2d_bwd<T: Element>(
+    kind: PoolKind,
+    x: &[T],
+    dy: &[T],
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    yd: Nchw,
+) -> Vec<T> {
     let mut dx = vec![T::ZERO; xd.numel()];
     par_planes(&mut dx, xd.plane(), |plane, dxp| {
         let dyp = &dy[plane * yd.plane()..][..yd.plane()];

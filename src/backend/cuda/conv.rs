@@ -17,7 +17,14 @@ const TILE: usize = 16;
 const MAX_SMEM: usize = 48 * 1024;
 
 fn geom(xd: Nchw, yd: Nchw, spec: &Conv2dSpec) -> Result<Geom> {
-    Geom::new(xd, yd, spec.kernel, spec.stride, spec.padding, spec.dilation)
+    Geom::new(
+        xd,
+        yd,
+        spec.kernel,
+        spec.stride,
+        spec.padding,
+        spec.dilation,
+    )
 }
 
 fn direct(spec: &Conv2dSpec) -> bool {
@@ -46,7 +53,13 @@ fn im2col(d: &Cuda, x: &CudaBuf, g: Geom, len: usize) -> Result<CudaBuf> {
     Ok(col)
 }
 
-pub(super) fn conv2d_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw, w: &CudaBuf, spec: &Conv2dSpec) -> Result<CudaBuf> {
+pub(super) fn conv2d_fwd(
+    d: &Cuda,
+    x: &CudaBuf,
+    xd: Nchw,
+    w: &CudaBuf,
+    spec: &Conv2dSpec,
+) -> Result<CudaBuf> {
     let yd = spec.output(xd)?;
     expect_len("conv2d_fwd", "input", x, xd.numel())?;
     expect_len("conv2d_fwd", "weight", w, spec.weight_shape().numel())?;
@@ -67,9 +80,18 @@ pub(super) fn conv2d_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw, w: &CudaBuf, spec: &Co
         let planes = u32::try_from(xd.n * xd.c)
             .ok()
             .filter(|&p| p <= 65535)
-            .ok_or_else(|| Error::invalid("conv2d", format!("{} planes exceed the 65535 grid limit", xd.n * xd.c)))?;
+            .ok_or_else(|| {
+                Error::invalid(
+                    "conv2d",
+                    format!("{} planes exceed the 65535 grid limit", xd.n * xd.c),
+                )
+            })?;
         let cfg = LaunchConfig {
-            grid_dim: (yd.w.div_ceil(TILE) as u32, yd.h.div_ceil(TILE) as u32, planes),
+            grid_dim: (
+                yd.w.div_ceil(TILE) as u32,
+                yd.h.div_ceil(TILE) as u32,
+                planes,
+            ),
             block_dim: (TILE as u32, TILE as u32, 1),
             shared_mem_bytes: smem as u32,
         };
@@ -95,7 +117,11 @@ pub(super) fn conv2d_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw, w: &CudaBuf, spec: &Co
     };
     for gi in 0..groups {
         // y_g [og, cols] = w_g [og, rows] col_g [rows, cols]; column-major: y' = col' w'.
-        let b_off = if direct(spec) { gi * cg * xd.plane() } else { gi * rows * cols };
+        let b_off = if direct(spec) {
+            gi * cg * xd.plane()
+        } else {
+            gi * rows * cols
+        };
         let a = src.data.slice(b_off..);
         let wv = w.data.slice(gi * og * rows..);
         let mut yv = y.data.slice_mut(gi * og * cols..);
@@ -116,7 +142,13 @@ pub(super) fn conv2d_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw, w: &CudaBuf, spec: &Co
     Ok(y)
 }
 
-pub(super) fn conv2d_bwd_data(d: &Cuda, dy: &CudaBuf, w: &CudaBuf, xd: Nchw, spec: &Conv2dSpec) -> Result<CudaBuf> {
+pub(super) fn conv2d_bwd_data(
+    d: &Cuda,
+    dy: &CudaBuf,
+    w: &CudaBuf,
+    xd: Nchw,
+    spec: &Conv2dSpec,
+) -> Result<CudaBuf> {
     let yd = spec.output(xd)?;
     expect_len("conv2d_bwd_data", "output gradient", dy, yd.numel())?;
     expect_len("conv2d_bwd_data", "weight", w, spec.weight_shape().numel())?;
@@ -195,7 +227,13 @@ pub(super) fn conv2d_bwd_data(d: &Cuda, dy: &CudaBuf, w: &CudaBuf, xd: Nchw, spe
     Ok(dx)
 }
 
-pub(super) fn conv2d_bwd_weight(d: &Cuda, x: &CudaBuf, dy: &CudaBuf, xd: Nchw, spec: &Conv2dSpec) -> Result<CudaBuf> {
+pub(super) fn conv2d_bwd_weight(
+    d: &Cuda,
+    x: &CudaBuf,
+    dy: &CudaBuf,
+    xd: Nchw,
+    spec: &Conv2dSpec,
+) -> Result<CudaBuf> {
     let yd = spec.output(xd)?;
     expect_len("conv2d_bwd_weight", "input", x, xd.numel())?;
     expect_len("conv2d_bwd_weight", "output gradient", dy, yd.numel())?;
@@ -234,7 +272,11 @@ pub(super) fn conv2d_bwd_weight(d: &Cuda, x: &CudaBuf, dy: &CudaBuf, xd: Nchw, s
     for gi in 0..groups {
         // dw_g [og, rows] = dy_g [og, cols] col_g^T [cols, rows]; column-major:
         // dw' [rows, og] = (col' [cols, rows])^T dy' [cols, og].
-        let b_off = if direct(spec) { gi * cg * xd.plane() } else { gi * rows * cols };
+        let b_off = if direct(spec) {
+            gi * cg * xd.plane()
+        } else {
+            gi * rows * cols
+        };
         let a = src.data.slice(b_off..);
         let dyv = dy.data.slice(gi * og * cols..);
         let mut out = parts.data.slice_mut(gi * og * rows..);

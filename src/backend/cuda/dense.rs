@@ -6,7 +6,15 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-pub(super) fn linear_fwd(d: &Cuda, x: &CudaBuf, w: &CudaBuf, b: Option<&CudaBuf>, n: usize, in_f: usize, out_f: usize) -> Result<CudaBuf> {
+pub(super) fn linear_fwd(
+    d: &Cuda,
+    x: &CudaBuf,
+    w: &CudaBuf,
+    b: Option<&CudaBuf>,
+    n: usize,
+    in_f: usize,
+    out_f: usize,
+) -> Result<CudaBuf> {
     expect_len("linear", "input", x, n * in_f)?;
     expect_len("linear", "weight", w, out_f * in_f)?;
     if let Some(b) = b {
@@ -31,7 +39,19 @@ pub(super) fn linear_fwd(d: &Cuda, x: &CudaBuf, w: &CudaBuf, b: Option<&CudaBuf>
     }
     let beta = if b.is_some() { 1.0 } else { 0.0 };
     // y' [out, n] = (w' [in, out])^T x' [in, n]
-    d.gemm(true, false, (out_f, n, in_f), &w.data, in_f, &x.data, in_f, beta, &mut y.data, out_f, None)?;
+    d.gemm(
+        true,
+        false,
+        (out_f, n, in_f),
+        &w.data,
+        in_f,
+        &x.data,
+        in_f,
+        beta,
+        &mut y.data,
+        out_f,
+        None,
+    )?;
     Ok(y)
 }
 
@@ -53,9 +73,33 @@ pub(super) fn linear_bwd(
     let mut dw = d.zeros(out_f * in_f)?;
     if n * in_f * out_f > 0 {
         // dx' [in, n] = w' [in, out] dy' [out, n]
-        d.gemm(false, false, (in_f, n, out_f), &w.data, in_f, &dy.data, out_f, 0.0, &mut dx.data, in_f, None)?;
+        d.gemm(
+            false,
+            false,
+            (in_f, n, out_f),
+            &w.data,
+            in_f,
+            &dy.data,
+            out_f,
+            0.0,
+            &mut dx.data,
+            in_f,
+            None,
+        )?;
         // dw' [in, out] = x' [in, n] (dy' [out, n])^T
-        d.gemm(false, true, (in_f, out_f, n), &x.data, in_f, &dy.data, out_f, 0.0, &mut dw.data, in_f, None)?;
+        d.gemm(
+            false,
+            true,
+            (in_f, out_f, n),
+            &x.data,
+            in_f,
+            &dy.data,
+            out_f,
+            0.0,
+            &mut dw.data,
+            in_f,
+            None,
+        )?;
     }
     let db = if with_bias {
         let mut db = d.zeros(out_f)?;
@@ -82,10 +126,16 @@ pub(super) fn linear_bwd(
 /// Checks labels (as the CPU twin) and uploads them.
 fn upload_labels(d: &Cuda, labels: &[u32], n: usize, k: usize) -> Result<CudaSlice<u32>> {
     if labels.len() != n {
-        return Err(Error::shape("softmax_cross_entropy", format!("{} labels for a batch of {n}", labels.len())));
+        return Err(Error::shape(
+            "softmax_cross_entropy",
+            format!("{} labels for a batch of {n}", labels.len()),
+        ));
     }
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
-        return Err(Error::invalid("label", format!("label {bad} is out of range for {k} classes")));
+        return Err(Error::invalid(
+            "label",
+            format!("label {bad} is out of range for {k} classes"),
+        ));
     }
     if labels.is_empty() {
         return d.scratch::<u32>(1);
@@ -93,11 +143,20 @@ fn upload_labels(d: &Cuda, labels: &[u32], n: usize, k: usize) -> Result<CudaSli
     d.stream().clone_htod(labels).cu("label upload")
 }
 
-pub(super) fn softmax_cross_entropy_fwd(d: &Cuda, logits: &CudaBuf, n: usize, k: usize, labels: &[u32]) -> Result<(CudaBuf, CudaBuf)> {
+pub(super) fn softmax_cross_entropy_fwd(
+    d: &Cuda,
+    logits: &CudaBuf,
+    n: usize,
+    k: usize,
+    labels: &[u32],
+) -> Result<(CudaBuf, CudaBuf)> {
     expect_len("softmax_cross_entropy", "logits", logits, n * k)?;
     let lab = upload_labels(d, labels, n, k)?;
     if n == 0 || k == 0 {
-        return Err(Error::shape("softmax_cross_entropy", format!("empty logits [{n}, {k}]")));
+        return Err(Error::shape(
+            "softmax_cross_entropy",
+            format!("empty logits [{n}, {k}]"),
+        ));
     }
     let mut probs = d.alloc(n * k)?;
     let mut row_loss = d.scratch::<f64>(n)?;
@@ -132,7 +191,14 @@ pub(super) fn softmax_cross_entropy_fwd(d: &Cuda, logits: &CudaBuf, n: usize, k:
     Ok((loss, probs))
 }
 
-pub(super) fn softmax_cross_entropy_bwd(d: &Cuda, probs: &CudaBuf, dloss: &CudaBuf, n: usize, k: usize, labels: &[u32]) -> Result<CudaBuf> {
+pub(super) fn softmax_cross_entropy_bwd(
+    d: &Cuda,
+    probs: &CudaBuf,
+    dloss: &CudaBuf,
+    n: usize,
+    k: usize,
+    labels: &[u32],
+) -> Result<CudaBuf> {
     expect_len("softmax_cross_entropy_bwd", "probabilities", probs, n * k)?;
     expect_len("softmax_cross_entropy_bwd", "loss gradient", dloss, 1)?;
     let lab = upload_labels(d, labels, n, k)?;

@@ -7,12 +7,19 @@ use crate::shape::Nchw;
 use cudarc::driver::PushKernelArg;
 
 pub(super) fn concat_channels(d: &Cuda, parts: &[(&CudaBuf, Nchw)]) -> Result<CudaBuf> {
-    let first = parts.first().ok_or_else(|| Error::shape("concat_channels", "no inputs"))?.1;
+    let first = parts
+        .first()
+        .ok_or_else(|| Error::shape("concat_channels", "no inputs"))?
+        .1;
     for (buf, pd) in parts {
         if (pd.n, pd.h, pd.w) != (first.n, first.h, first.w) {
             return Err(Error::shape(
                 "concat_channels",
-                format!("{} and {} differ outside the channel axis", first.shape(), pd.shape()),
+                format!(
+                    "{} and {} differ outside the channel axis",
+                    first.shape(),
+                    pd.shape()
+                ),
             ));
         }
         expect_len("concat_channels", "input", buf, pd.numel())?;
@@ -43,7 +50,12 @@ pub(super) fn concat_channels(d: &Cuda, parts: &[(&CudaBuf, Nchw)]) -> Result<Cu
     Ok(y)
 }
 
-pub(super) fn split_channels(d: &Cuda, dy: &CudaBuf, dd: Nchw, channels: &[usize]) -> Result<Vec<CudaBuf>> {
+pub(super) fn split_channels(
+    d: &Cuda,
+    dy: &CudaBuf,
+    dd: Nchw,
+    channels: &[usize],
+) -> Result<Vec<CudaBuf>> {
     expect_len("split_channels", "input", dy, dd.numel())?;
     if channels.iter().sum::<usize>() != dd.c {
         return Err(Error::shape(
@@ -82,7 +94,10 @@ pub(super) fn split_channels(d: &Cuda, dy: &CudaBuf, dd: Nchw, channels: &[usize
 pub(super) fn shift_crop_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
     expect_len("shift_crop", "input", x, xd.numel())?;
     if xd.h < 2 || xd.w < 2 {
-        return Err(Error::shape("shift_crop", format!("input {} needs H and W of at least 2", xd.shape())));
+        return Err(Error::shape(
+            "shift_crop",
+            format!("input {} needs H and W of at least 2", xd.shape()),
+        ));
     }
     let len = xd.n * xd.c * (xd.h - 1) * (xd.w - 1);
     let mut y = d.alloc(len)?;
@@ -103,7 +118,12 @@ pub(super) fn shift_crop_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf>
 
 pub(super) fn shift_crop_bwd(d: &Cuda, dy: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
     let (ho, wo) = (xd.h.saturating_sub(1), xd.w.saturating_sub(1));
-    expect_len("shift_crop_bwd", "output gradient", dy, xd.n * xd.c * ho * wo)?;
+    expect_len(
+        "shift_crop_bwd",
+        "output gradient",
+        dy,
+        xd.n * xd.c * ho * wo,
+    )?;
     let mut dx = d.alloc(xd.numel())?;
     if xd.numel() > 0 {
         let (planes, h, w) = (int(xd.n * xd.c)?, int(xd.h)?, int(xd.w)?);

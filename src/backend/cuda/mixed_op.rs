@@ -22,7 +22,13 @@ unsafe impl DeviceRepr for MixedOpPtrs {}
 
 fn check(op: &'static str, xs: &[&CudaBuf], alpha: &CudaBuf, len: usize) -> Result<()> {
     if xs.is_empty() || xs.len() > MAX_K {
-        return Err(Error::shape(op, format!("{} op outputs; the CUDA MixedOp takes 1 to {MAX_K}", xs.len())));
+        return Err(Error::shape(
+            op,
+            format!(
+                "{} op outputs; the CUDA MixedOp takes 1 to {MAX_K}",
+                xs.len()
+            ),
+        ));
     }
     expect_len(op, "alpha", alpha, xs.len())?;
     for x in xs {
@@ -32,14 +38,22 @@ fn check(op: &'static str, xs: &[&CudaBuf], alpha: &CudaBuf, len: usize) -> Resu
 }
 
 fn pointers(d: &Cuda, xs: &[&CudaBuf]) -> MixedOpPtrs {
-    let mut p = MixedOpPtrs { x: [0; MAX_K], dx: [0; MAX_K] };
+    let mut p = MixedOpPtrs {
+        x: [0; MAX_K],
+        dx: [0; MAX_K],
+    };
     for (slot, x) in p.x.iter_mut().zip(xs) {
         *slot = d.ptr(Some(x));
     }
     p
 }
 
-pub(super) fn mixed_op_fwd(d: &Cuda, xs: &[&CudaBuf], alpha: &CudaBuf, len: usize) -> Result<CudaBuf> {
+pub(super) fn mixed_op_fwd(
+    d: &Cuda,
+    xs: &[&CudaBuf],
+    alpha: &CudaBuf,
+    len: usize,
+) -> Result<CudaBuf> {
     check("mixed_op", xs, alpha, len)?;
     let mut y = d.alloc(len)?;
     if len == 0 {
@@ -62,7 +76,14 @@ pub(super) fn mixed_op_fwd(d: &Cuda, xs: &[&CudaBuf], alpha: &CudaBuf, len: usiz
 }
 
 #[allow(clippy::type_complexity)]
-pub(super) fn mixed_op_bwd(d: &Cuda, dy: &CudaBuf, xs: &[&CudaBuf], alpha: &CudaBuf, len: usize, need_dx: &[bool]) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
+pub(super) fn mixed_op_bwd(
+    d: &Cuda,
+    dy: &CudaBuf,
+    xs: &[&CudaBuf],
+    alpha: &CudaBuf,
+    len: usize,
+    need_dx: &[bool],
+) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
     check("mixed_op_bwd", xs, alpha, len)?;
     expect_len("mixed_op_bwd", "output gradient", dy, len)?;
     let k = xs.len();

@@ -22,7 +22,10 @@ use crate::backend::{AdamStep, Backend, BatchNormSaved, RunningStats, SgdStep};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, ValidAsZeroBits};
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    DeviceRepr, LaunchConfig, ValidAsZeroBits,
+};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,9 +77,21 @@ const KERNELS: &[(&str, &[&str])] = &[
     ),
     (
         "layout",
-        &["concat_channels_f32", "split_channels_f32", "shift_crop_fwd_f32", "shift_crop_bwd_f32"],
+        &[
+            "concat_channels_f32",
+            "split_channels_f32",
+            "shift_crop_fwd_f32",
+            "shift_crop_bwd_f32",
+        ],
     ),
-    ("mixed_op", &["mixed_op_fwd_f32", "mixed_op_bwd_f32", "mixed_op_bwd_finish_f32"]),
+    (
+        "mixed_op",
+        &[
+            "mixed_op_fwd_f32",
+            "mixed_op_bwd_f32",
+            "mixed_op_bwd_finish_f32",
+        ],
+    ),
     (
         "norm",
         &[
@@ -143,7 +158,14 @@ pub(crate) struct Geom {
 unsafe impl DeviceRepr for Geom {}
 
 impl Geom {
-    pub(crate) fn new(x: Nchw, y: Nchw, k: usize, stride: usize, pad: usize, dil: usize) -> Result<Self> {
+    pub(crate) fn new(
+        x: Nchw,
+        y: Nchw,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dil: usize,
+    ) -> Result<Self> {
         Ok(Geom {
             n: int(x.n)?,
             c: int(x.c)?,
@@ -161,7 +183,12 @@ impl Geom {
 
 /// A size as the kernels' `int`, or an error if it does not fit.
 pub(crate) fn int(v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::invalid("tensor size", format!("{v} elements exceed the CUDA kernels' 2^31 limit")))
+    i32::try_from(v).map_err(|_| {
+        Error::invalid(
+            "tensor size",
+            format!("{v} elements exceed the CUDA kernels' 2^31 limit"),
+        )
+    })
 }
 
 /// A grid-stride launch over `n` elements.
@@ -176,14 +203,20 @@ pub(crate) fn cfg1d(n: usize) -> LaunchConfig {
 
 pub(crate) fn expect_len(op: &'static str, what: &str, buf: &CudaBuf, len: usize) -> Result<()> {
     if buf.len != len {
-        return Err(Error::shape(op, format!("{what} has {} elements, expected {len}", buf.len)));
+        return Err(Error::shape(
+            op,
+            format!("{what} has {} elements, expected {len}", buf.len),
+        ));
     }
     Ok(())
 }
 
 pub(crate) fn same_len(op: &'static str, a: &CudaBuf, b: &CudaBuf) -> Result<()> {
     if a.len != b.len {
-        return Err(Error::shape(op, format!("buffers of {} and {} elements", a.len, b.len)));
+        return Err(Error::shape(
+            op,
+            format!("buffers of {} and {} elements", a.len, b.len),
+        ));
     }
     Ok(())
 }
@@ -209,11 +242,16 @@ impl Cuda {
     pub fn open(ordinal: usize) -> Result<Cuda> {
         // cudarc panics on the first call if the library is missing: check before any call.
         if !unsafe { sys::is_culib_present() } {
-            return Err(Error::Device("CUDA unavailable: no NVIDIA driver library (libcuda.so) found".into()));
+            return Err(Error::Device(
+                "CUDA unavailable: no NVIDIA driver library (libcuda.so) found".into(),
+            ));
         }
-        let count = CudaContext::device_count().map_err(|e| Error::Device(format!("CUDA unavailable: {e}")))?;
+        let count = CudaContext::device_count()
+            .map_err(|e| Error::Device(format!("CUDA unavailable: {e}")))?;
         if count <= 0 {
-            return Err(Error::Device("CUDA unavailable: the driver reports no GPU".into()));
+            return Err(Error::Device(
+                "CUDA unavailable: the driver reports no GPU".into(),
+            ));
         }
         if ordinal >= count as usize {
             return Err(Error::Device(format!(
@@ -226,7 +264,9 @@ impl Cuda {
                 "CUDA unavailable: libcublas.so not found on the loader path (add its folder, e.g. site-packages/nvidia/cu13/lib, to LD_LIBRARY_PATH)".into(),
             ));
         }
-        let dev = |what: &str, e: cudarc::driver::DriverError| Error::Device(format!("CUDA {what} failed on cuda:{ordinal}: {e}"));
+        let dev = |what: &str, e: cudarc::driver::DriverError| {
+            Error::Device(format!("CUDA {what} failed on cuda:{ordinal}: {e}"))
+        };
         let ctx = CudaContext::new(ordinal).map_err(|e| dev("context creation", e))?;
         // One stream, so per-buffer events would only cost: off before the first allocation.
         unsafe { ctx.disable_event_tracking() };
@@ -235,7 +275,8 @@ impl Cuda {
             // Keep freed memory in the pool across synchronisations (the default threshold
             // of 0 hands it back to the driver at every sync).
             unsafe {
-                let pool = cudarc::driver::result::device::get_default_mem_pool(ctx.cu_device()).map_err(|e| dev("memory pool query", e))?;
+                let pool = cudarc::driver::result::device::get_default_mem_pool(ctx.cu_device())
+                    .map_err(|e| dev("memory pool query", e))?;
                 let mut threshold: u64 = u64::MAX;
                 cudarc::driver::result::mem_pool::set_attribute(
                     pool,
@@ -245,7 +286,11 @@ impl Cuda {
                 .map_err(|e| dev("memory pool setup", e))?;
             }
         }
-        let blas = CudaBlas::new(stream.clone()).map_err(|e| Error::Device(format!("cuBLAS initialisation failed on cuda:{ordinal}: {e}")))?;
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| {
+            Error::Device(format!(
+                "cuBLAS initialisation failed on cuda:{ordinal}: {e}"
+            ))
+        })?;
         let mut funcs = HashMap::new();
         let mut modules = Vec::new();
         for (module_name, names) in KERNELS {
@@ -253,18 +298,27 @@ impl Cuda {
                 .iter()
                 .find(|(m, _)| m == module_name)
                 .map(|(_, b)| *b)
-                .ok_or_else(|| Error::Device(format!("kernel module {module_name} was not embedded at build time")))?;
+                .ok_or_else(|| {
+                    Error::Device(format!(
+                        "kernel module {module_name} was not embedded at build time"
+                    ))
+                })?;
             let module = ctx
                 .load_module(Ptx::from_binary(bin.to_vec()))
                 .map_err(|e| dev(&format!("loading kernels/{module_name}.cu"), e))?;
             for name in *names {
-                let f = module.load_function(name).map_err(|e| dev(&format!("loading kernel {name}"), e))?;
+                let f = module
+                    .load_function(name)
+                    .map_err(|e| dev(&format!("loading kernel {name}"), e))?;
                 funcs.insert(*name, f);
             }
             modules.push(module);
         }
         let gpu = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let cc = ctx.compute_capability().map(|(a, b)| format!("sm_{a}{b}")).unwrap_or_default();
+        let cc = ctx
+            .compute_capability()
+            .map(|(a, b)| format!("sm_{a}{b}"))
+            .unwrap_or_default();
         let name = format!("cuda:{ordinal} {gpu} ({cc})");
         Ok(Cuda {
             inner: Arc::new(Inner {
@@ -288,7 +342,10 @@ impl Cuda {
     }
 
     pub(crate) fn func(&self, name: &'static str) -> Result<&CudaFunction> {
-        self.inner.funcs.get(name).ok_or_else(|| Error::Cuda(format!("kernel {name} is not loaded")))
+        self.inner
+            .funcs
+            .get(name)
+            .ok_or_else(|| Error::Cuda(format!("kernel {name} is not loaded")))
     }
 
     /// An uninitialised buffer (every kernel writing into one writes all of it).
@@ -298,7 +355,10 @@ impl Cuda {
     }
 
     /// Scratch memory of any device type (double partial sums, labels).
-    pub(crate) fn scratch<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+    pub(crate) fn scratch<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        len: usize,
+    ) -> Result<CudaSlice<T>> {
         unsafe { self.stream().alloc::<T>(len.max(1)) }.cu("alloc")
     }
 
@@ -365,7 +425,8 @@ impl Cuda {
                     stride_b: sb as i64,
                     stride_c: sc as i64,
                 };
-                unsafe { self.inner.blas.gemm_strided_batched(cfg, a, b, c) }.cu("sgemm_strided_batched")
+                unsafe { self.inner.blas.gemm_strided_batched(cfg, a, b, c) }
+                    .cu("sgemm_strided_batched")
             }
         }
     }
@@ -380,7 +441,10 @@ impl Backend for Cuda {
     }
 
     fn zeros(&self, len: usize) -> Result<CudaBuf> {
-        let data = self.stream().alloc_zeros::<f32>(len.max(1)).cu("alloc_zeros")?;
+        let data = self
+            .stream()
+            .alloc_zeros::<f32>(len.max(1))
+            .cu("alloc_zeros")?;
         Ok(CudaBuf { data, len })
     }
     fn upload(&self, host: &[f32]) -> Result<CudaBuf> {
@@ -388,13 +452,19 @@ impl Backend for Cuda {
             return self.zeros(0);
         }
         let data = self.stream().clone_htod(host).cu("upload")?;
-        Ok(CudaBuf { data, len: host.len() })
+        Ok(CudaBuf {
+            data,
+            len: host.len(),
+        })
     }
     fn download(&self, buf: &CudaBuf) -> Result<Vec<f32>> {
         if buf.len == 0 {
             return Ok(Vec::new());
         }
-        let host = self.stream().clone_dtoh(&buf.data.slice(0..buf.len)).cu("download")?;
+        let host = self
+            .stream()
+            .clone_dtoh(&buf.data.slice(0..buf.len))
+            .cu("download")?;
         // A DtoH copy into pageable memory already returns when done; the sync makes that explicit.
         self.synchronize()?;
         Ok(host)
@@ -411,7 +481,10 @@ impl Backend for Cuda {
         same_len("copy_into", dst, src)?;
         if src.len > 0 {
             self.stream()
-                .memcpy_dtod(&src.data.slice(0..src.len), &mut dst.data.slice_mut(0..src.len))
+                .memcpy_dtod(
+                    &src.data.slice(0..src.len),
+                    &mut dst.data.slice_mut(0..src.len),
+                )
                 .cu("copy")?;
         }
         Ok(())
@@ -449,17 +522,35 @@ impl Backend for Cuda {
     fn conv2d_fwd(&self, x: &CudaBuf, xd: Nchw, w: &CudaBuf, spec: &Conv2dSpec) -> Result<CudaBuf> {
         conv::conv2d_fwd(self, x, xd, w, spec)
     }
-    fn conv2d_bwd_data(&self, dy: &CudaBuf, w: &CudaBuf, xd: Nchw, spec: &Conv2dSpec) -> Result<CudaBuf> {
+    fn conv2d_bwd_data(
+        &self,
+        dy: &CudaBuf,
+        w: &CudaBuf,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<CudaBuf> {
         conv::conv2d_bwd_data(self, dy, w, xd, spec)
     }
-    fn conv2d_bwd_weight(&self, x: &CudaBuf, dy: &CudaBuf, xd: Nchw, spec: &Conv2dSpec) -> Result<CudaBuf> {
+    fn conv2d_bwd_weight(
+        &self,
+        x: &CudaBuf,
+        dy: &CudaBuf,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<CudaBuf> {
         conv::conv2d_bwd_weight(self, x, dy, xd, spec)
     }
 
     fn max_pool2d_fwd(&self, x: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
         pool::max_pool2d_fwd(self, x, xd, spec)
     }
-    fn max_pool2d_bwd(&self, x: &CudaBuf, dy: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
+    fn max_pool2d_bwd(
+        &self,
+        x: &CudaBuf,
+        dy: &CudaBuf,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+    ) -> Result<CudaBuf> {
         pool::max_pool2d_bwd(self, x, dy, xd, spec)
     }
     fn avg_pool2d_fwd(&self, x: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
@@ -485,7 +576,15 @@ impl Backend for Cuda {
     ) -> Result<(CudaBuf, BatchNormSaved<CudaBuf>)> {
         norm::batch_norm_train_fwd(self, x, xd, affine, running, eps)
     }
-    fn batch_norm_eval_fwd(&self, x: &CudaBuf, xd: Nchw, affine: Option<(&CudaBuf, &CudaBuf)>, rm: &CudaBuf, rv: &CudaBuf, eps: f64) -> Result<CudaBuf> {
+    fn batch_norm_eval_fwd(
+        &self,
+        x: &CudaBuf,
+        xd: Nchw,
+        affine: Option<(&CudaBuf, &CudaBuf)>,
+        rm: &CudaBuf,
+        rv: &CudaBuf,
+        eps: f64,
+    ) -> Result<CudaBuf> {
         norm::batch_norm_eval_fwd(self, x, xd, affine, rm, rv, eps)
     }
     fn batch_norm_bwd(
@@ -512,7 +611,15 @@ impl Backend for Cuda {
         layout::shift_crop_bwd(self, dy, xd)
     }
 
-    fn linear_fwd(&self, x: &CudaBuf, w: &CudaBuf, b: Option<&CudaBuf>, n: usize, in_f: usize, out_f: usize) -> Result<CudaBuf> {
+    fn linear_fwd(
+        &self,
+        x: &CudaBuf,
+        w: &CudaBuf,
+        b: Option<&CudaBuf>,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+    ) -> Result<CudaBuf> {
         dense::linear_fwd(self, x, w, b, n, in_f, out_f)
     }
     fn linear_bwd(
@@ -527,10 +634,23 @@ impl Backend for Cuda {
     ) -> Result<(CudaBuf, CudaBuf, Option<CudaBuf>)> {
         dense::linear_bwd(self, x, w, dy, n, in_f, out_f, with_bias)
     }
-    fn softmax_cross_entropy_fwd(&self, logits: &CudaBuf, n: usize, k: usize, labels: &[u32]) -> Result<(CudaBuf, CudaBuf)> {
+    fn softmax_cross_entropy_fwd(
+        &self,
+        logits: &CudaBuf,
+        n: usize,
+        k: usize,
+        labels: &[u32],
+    ) -> Result<(CudaBuf, CudaBuf)> {
         dense::softmax_cross_entropy_fwd(self, logits, n, k, labels)
     }
-    fn softmax_cross_entropy_bwd(&self, probs: &CudaBuf, dloss: &CudaBuf, n: usize, k: usize, labels: &[u32]) -> Result<CudaBuf> {
+    fn softmax_cross_entropy_bwd(
+        &self,
+        probs: &CudaBuf,
+        dloss: &CudaBuf,
+        n: usize,
+        k: usize,
+        labels: &[u32],
+    ) -> Result<CudaBuf> {
         dense::softmax_cross_entropy_bwd(self, probs, dloss, n, k, labels)
     }
 
@@ -541,14 +661,34 @@ impl Backend for Cuda {
     fn mixed_op_fwd(&self, xs: &[&CudaBuf], alpha: &CudaBuf, len: usize) -> Result<CudaBuf> {
         mixed_op::mixed_op_fwd(self, xs, alpha, len)
     }
-    fn mixed_op_bwd(&self, dy: &CudaBuf, xs: &[&CudaBuf], alpha: &CudaBuf, len: usize, need_dx: &[bool]) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
+    fn mixed_op_bwd(
+        &self,
+        dy: &CudaBuf,
+        xs: &[&CudaBuf],
+        alpha: &CudaBuf,
+        len: usize,
+        need_dx: &[bool],
+    ) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
         mixed_op::mixed_op_bwd(self, dy, xs, alpha, len, need_dx)
     }
 
-    fn sgd_step(&self, param: &mut CudaBuf, grad: &CudaBuf, momentum_buf: &mut CudaBuf, hp: &SgdStep) -> Result<()> {
+    fn sgd_step(
+        &self,
+        param: &mut CudaBuf,
+        grad: &CudaBuf,
+        momentum_buf: &mut CudaBuf,
+        hp: &SgdStep,
+    ) -> Result<()> {
         optim::sgd_step(self, param, grad, momentum_buf, hp)
     }
-    fn adam_step(&self, param: &mut CudaBuf, grad: &CudaBuf, m: &mut CudaBuf, v: &mut CudaBuf, hp: &AdamStep) -> Result<()> {
+    fn adam_step(
+        &self,
+        param: &mut CudaBuf,
+        grad: &CudaBuf,
+        m: &mut CudaBuf,
+        v: &mut CudaBuf,
+        hp: &AdamStep,
+    ) -> Result<()> {
         optim::adam_step(self, param, grad, m, v, hp)
     }
 }

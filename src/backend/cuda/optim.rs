@@ -6,13 +6,24 @@ use crate::backend::{AdamStep, SgdStep};
 use crate::error::Result;
 use cudarc::driver::PushKernelArg;
 
-pub(super) fn sgd_step(d: &Cuda, param: &mut CudaBuf, grad: &CudaBuf, buf: &mut CudaBuf, hp: &SgdStep) -> Result<()> {
+pub(super) fn sgd_step(
+    d: &Cuda,
+    param: &mut CudaBuf,
+    grad: &CudaBuf,
+    buf: &mut CudaBuf,
+    hp: &SgdStep,
+) -> Result<()> {
     same_len("sgd_step", param, grad)?;
     same_len("sgd_step", param, buf)?;
     if param.len == 0 {
         return Ok(());
     }
-    let (n, lr, mom, wd) = (int(param.len)?, hp.lr as f32, hp.momentum as f32, hp.weight_decay as f32);
+    let (n, lr, mom, wd) = (
+        int(param.len)?,
+        hp.lr as f32,
+        hp.momentum as f32,
+        hp.weight_decay as f32,
+    );
     unsafe {
         d.stream()
             .launch_builder(d.func("sgd_step_f32")?)
@@ -29,7 +40,14 @@ pub(super) fn sgd_step(d: &Cuda, param: &mut CudaBuf, grad: &CudaBuf, buf: &mut 
     Ok(())
 }
 
-pub(super) fn adam_step(d: &Cuda, param: &mut CudaBuf, grad: &CudaBuf, m: &mut CudaBuf, v: &mut CudaBuf, hp: &AdamStep) -> Result<()> {
+pub(super) fn adam_step(
+    d: &Cuda,
+    param: &mut CudaBuf,
+    grad: &CudaBuf,
+    m: &mut CudaBuf,
+    v: &mut CudaBuf,
+    hp: &AdamStep,
+) -> Result<()> {
     same_len("adam_step", param, grad)?;
     same_len("adam_step", param, m)?;
     same_len("adam_step", param, v)?;
@@ -39,7 +57,12 @@ pub(super) fn adam_step(d: &Cuda, param: &mut CudaBuf, grad: &CudaBuf, m: &mut C
     let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
     let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
     let n = int(param.len)?;
-    let (b1, b2, wd, eps) = (hp.beta1 as f32, hp.beta2 as f32, hp.weight_decay as f32, hp.eps as f32);
+    let (b1, b2, wd, eps) = (
+        hp.beta1 as f32,
+        hp.beta2 as f32,
+        hp.weight_decay as f32,
+        hp.eps as f32,
+    );
     let (step_size, bc2_sqrt) = ((hp.lr / bc1) as f32, bc2.sqrt() as f32);
     unsafe {
         d.stream()

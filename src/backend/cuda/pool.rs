@@ -27,15 +27,31 @@ fn fwd(d: &Cuda, name: &'static str, x: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -
     Ok(y)
 }
 
-pub(super) fn max_pool2d_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
+pub(super) fn max_pool2d_fwd(
+    d: &Cuda,
+    x: &CudaBuf,
+    xd: Nchw,
+    spec: &Pool2dSpec,
+) -> Result<CudaBuf> {
     fwd(d, "max_pool2d_fwd_f32", x, xd, spec)
 }
 
-pub(super) fn avg_pool2d_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
+pub(super) fn avg_pool2d_fwd(
+    d: &Cuda,
+    x: &CudaBuf,
+    xd: Nchw,
+    spec: &Pool2dSpec,
+) -> Result<CudaBuf> {
     fwd(d, "avg_pool2d_fwd_f32", x, xd, spec)
 }
 
-pub(super) fn max_pool2d_bwd(d: &Cuda, x: &CudaBuf, dy: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
+pub(super) fn max_pool2d_bwd(
+    d: &Cuda,
+    x: &CudaBuf,
+    dy: &CudaBuf,
+    xd: Nchw,
+    spec: &Pool2dSpec,
+) -> Result<CudaBuf> {
     let yd = spec.output(xd, "max_pool2d")?;
     expect_len("max_pool2d_bwd", "input", x, xd.numel())?;
     expect_len("max_pool2d_bwd", "output gradient", dy, yd.numel())?;
@@ -54,7 +70,12 @@ pub(super) fn max_pool2d_bwd(d: &Cuda, x: &CudaBuf, dy: &CudaBuf, xd: Nchw, spec
     Ok(dx)
 }
 
-pub(super) fn avg_pool2d_bwd(d: &Cuda, dy: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
+pub(super) fn avg_pool2d_bwd(
+    d: &Cuda,
+    dy: &CudaBuf,
+    xd: Nchw,
+    spec: &Pool2dSpec,
+) -> Result<CudaBuf> {
     let yd = spec.output(xd, "avg_pool2d")?;
     expect_len("avg_pool2d_bwd", "output gradient", dy, yd.numel())?;
     let g = geom(xd, yd, spec)?;
@@ -77,7 +98,9 @@ pub(super) fn global_avg_pool_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw) -> Result<Cud
     let mut y = d.alloc(planes)?;
     if planes > 0 && xd.plane() > 0 {
         let plane = int(xd.plane())?;
-        let blocks = u32::try_from(planes).map_err(|_| crate::error::Error::invalid("global_avg_pool", format!("{planes} planes")))?;
+        let blocks = u32::try_from(planes).map_err(|_| {
+            crate::error::Error::invalid("global_avg_pool", format!("{planes} planes"))
+        })?;
         let cfg = LaunchConfig {
             grid_dim: (blocks, 1, 1),
             block_dim: (super::BLOCK, 1, 1),
