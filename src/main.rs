@@ -168,17 +168,21 @@ fn open_device(flag: &str) -> Result<Resolved> {
     Ok(dev)
 }
 
-fn set_threads(threads: Option<usize>) -> Result<()> {
+/// Runs `f` on a worker of a rayon pool of `threads` threads (default: one per core). The CPU
+/// backend's ops then split work from inside the pool, instead of each op handing its work
+/// to the pool and putting the calling thread to sleep (a futex round trip per op).
+fn in_pool<T: Send>(threads: Option<usize>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
         if n == 0 {
             return Err(Error::invalid("--threads", "must be at least 1"));
         }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| Error::invalid("--threads", e.to_string()))?;
+        builder = builder.num_threads(n);
     }
-    Ok(())
+    let pool = builder
+        .build()
+        .map_err(|e| Error::invalid("--threads", e.to_string()))?;
+    pool.install(f)
 }
 
 /// A progress bar per epoch: step, loss, accuracy, ETA.
@@ -225,7 +229,11 @@ impl Progress for Bar {
 }
 
 fn search(a: SearchArgs) -> Result<()> {
-    set_threads(a.threads)?;
+    let threads = a.threads;
+    in_pool(threads, || search_in_pool(a))
+}
+
+fn search_in_pool(a: SearchArgs) -> Result<()> {
     let kind: DatasetKind = a.dataset.parse()?;
     let dir = a.data.clone().unwrap_or_else(default_data_dir);
     let ops = match &a.ops {
@@ -358,7 +366,6 @@ fn bench(cmd: BenchCommand) -> Result<()> {
         threads,
         json,
     } = cmd;
-    set_threads(threads)?;
     if steps == 0 || batch == 0 {
         return Err(Error::invalid("--steps/--batch", "must be at least 1"));
     }
@@ -374,7 +381,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
         steps,
         seed: 0,
     };
-    let r = with_backend!(dev, |be| bench_darts(be, cfg)?);
+    let r = with_backend!(dev, |be| in_pool(threads, || bench_darts(be, cfg))?);
     if json {
         println!(
             "{}",

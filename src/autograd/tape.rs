@@ -37,6 +37,9 @@ pub struct Tape<B: Backend> {
     param_vars: HashMap<(u64, usize), Var>,
     /// Shared zero buffers by shape (the `none` op), allocated once per tape.
     zero_vars: HashMap<Shape, Var>,
+    /// relu(x) by x: a DARTS edge feeds one input to four ops that all start with ReLU, so
+    /// it is computed (and back-propagated) once instead of four times.
+    relu_of: HashMap<usize, Var>,
 }
 
 /// The gradients one `backward` produced, for the leaves that required them.
@@ -75,6 +78,7 @@ impl<B: Backend> Tape<B> {
             grad_enabled: true,
             param_vars: HashMap::new(),
             zero_vars: HashMap::new(),
+            relu_of: HashMap::new(),
         }
     }
 
@@ -95,6 +99,7 @@ impl<B: Backend> Tape<B> {
         self.nodes.clear();
         self.param_vars.clear();
         self.zero_vars.clear();
+        self.relu_of.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -225,17 +230,23 @@ impl<B: Backend> Tape<B> {
         ))
     }
 
+    /// max(x, 0). Asking again for the relu of the same value returns the same var.
     pub fn relu(&mut self, x: Var) -> Result<Var> {
+        if let Some(&y) = self.relu_of.get(&x.0) {
+            return Ok(y);
+        }
         let y = Tensor::new(
             self.backend.relu_fwd(&self.value(x).buf)?,
             self.shape(x).clone(),
         );
         let saved = y.clone();
-        Ok(self.push(
+        let y = self.push(
             y,
             &[x],
             Box::new(move |be, dy, _| Ok(vec![Some(be.relu_bwd(&saved.buf, dy)?)])),
-        ))
+        );
+        self.relu_of.insert(x.0, y);
+        Ok(y)
     }
 
     // ---- convolution and pooling -------------------------------------------------------------------
