@@ -83,6 +83,11 @@ def write_safetensors(path, tensors, metadata):
             f.write(b)
 
 
+def f32_exact(t):
+    """Rounds a derived input to float32, so the stored input is the one the reference saw."""
+    return t.float().double()
+
+
 def leaf(t):
     return t.clone().requires_grad_(True)
 
@@ -115,7 +120,7 @@ def pool_case(c, case, kind, n, ch, h, w, stride):
 def bn_train_case(c, case, affine):
     n, ch, h, w = 3, 4, 5, 7
     # A per-channel offset and scale, so mean and variance differ between channels.
-    x = leaf(c.randn(n, ch, h, w) * c.rand(1, ch, 1, 1, lo=0.5, hi=2.0) + c.randn(1, ch, 1, 1))
+    x = leaf(f32_exact(c.randn(n, ch, h, w) * c.rand(1, ch, 1, 1, lo=0.5, hi=2.0) + c.randn(1, ch, 1, 1)))
     gamma = leaf(c.rand(ch, lo=0.5, hi=1.5)) if affine else None
     beta = leaf(c.randn(ch)) if affine else None
     rm, rv = torch.zeros(ch, dtype=torch.float64), torch.ones(ch, dtype=torch.float64)
@@ -174,6 +179,18 @@ def cross_entropy_case(c):
           dloss=dloss, dlogits=dlogits)
 
 
+def concat_case(c):
+    channels = [2, 3, 1]
+    parts = [leaf(c.randn(2, ch, 5, 7)) for ch in channels]
+    y = torch.cat(parts, dim=1)
+    dy = c.randn(*y.shape)
+    grads = torch.autograd.grad(y, parts, dy)
+    t = dict(y=y, dy=dy)
+    for i, (x, g) in enumerate(zip(parts, grads)):
+        t[f"x{i}"], t[f"dx{i}"] = x, g
+    c.add("concat", dict(op="concat_channels", channels=channels), **t)
+
+
 def drop_path_case(c):
     n, keep_prob = 6, 0.7
     x = leaf(c.randn(n, 3, 5, 5))
@@ -214,7 +231,7 @@ def sgd_case(c, case, with_buffer):
 
 def adam_case(c):
     lr, betas, eps, wd = 0.01, (0.5, 0.999), 1e-8, 1e-3
-    p = nn.Parameter(c.randn(14, 8, scale=1e-3) + c.randn(14, 8, scale=0.1))
+    p = nn.Parameter(f32_exact(c.randn(14, 8, scale=1e-3) + c.randn(14, 8, scale=0.1)))
     param0 = p.detach().clone()
     grads = [c.randn(14, 8, scale=0.05), c.randn(14, 8, scale=0.05)]
     opt = torch.optim.Adam([p], lr=lr, betas=betas, eps=eps, weight_decay=wd)
@@ -253,6 +270,7 @@ def make_ops(out_dir):
     simple_case(c, "global_avg_pool", "global_avg_pool", c.randn(2, 3, 5, 7),
                 lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1))
     simple_case(c, "shift_crop", "shift_crop", c.randn(2, 3, 6, 7), lambda x: x[:, :, 1:, 1:])
+    concat_case(c)
     drop_path_case(c)
     mixed_op_case(c)
     sgd_case(c, "sgd_first_step", with_buffer=False)
