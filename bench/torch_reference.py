@@ -25,6 +25,7 @@ Example: python bench/torch_reference.py --device cpu --threads 2 --channels 8 -
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -354,6 +355,8 @@ def main():
         batch=args.batch, size=args.size, in_channels=args.in_channels, classes=args.classes,
         params=n_weights, arch_params=sum(a.numel() for a in model.arch_parameters()),
         steps=args.steps, warmup=args.warmup, phases={},
+        # Other processes on the machine skew CPU timings; the load shows whether they ran.
+        loadavg_start=list(os.getloadavg()),
     )
     for name in phases:
         if device.type == "cuda":
@@ -372,6 +375,7 @@ def main():
             print(f"{name:>7}: median {statistics.median(times):9.2f} ms  (min {min(times):.2f}, max {max(times):.2f}), "
                   f"peak {peak / 2**20:.1f} MiB ({peak_kind})", file=sys.stderr)
 
+    result["loadavg_end"] = list(os.getloadavg())
     if args.json:
         print(json.dumps(result, indent=2))
     else:
