@@ -148,6 +148,15 @@ enum BenchCommand {
     },
 }
 
+/// `println!` that tolerates a closed stdout (`nasrs ... | head`): a broken pipe ends the
+/// output quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// Runs `$body` with `$be` bound to the resolved backend, whatever the device.
 macro_rules! with_backend {
     ($resolved:expr, |$be:ident| $body:expr) => {
@@ -296,7 +305,7 @@ fn search_in_pool(a: SearchArgs) -> Result<()> {
             },
         )?
     });
-    println!("{}", genotype.to_json());
+    out!("{}", genotype.to_json());
     eprintln!(
         "genotype written to {}",
         out.join("genotype.json").display()
@@ -335,15 +344,15 @@ fn model(a: ModelArgs) -> Result<()> {
     if a.json {
         let mods: Vec<serde_json::Value> = modules.iter().map(|(m, n)| serde_json::json!({"module": m, "weights": n, "reduction": m.strip_prefix("cells.").and_then(|i| i.parse().ok()).map(|i| net.config.is_reduction(i))})).collect();
         let v = serde_json::json!({"kind": "search", "channels": a.channels, "layers": a.layers, "classes": a.classes, "in_channels": a.in_channels, "weights": total, "arch_parameters": net.arch.numel(), "modules": mods});
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| Error::invalid("json", e.to_string()))?
         );
     } else {
         for (m, n) in &modules {
-            println!("{m:<14} {n:>10}");
+            out!("{m:<14} {n:>10}");
         }
-        println!(
+        out!(
             "{:<14} {total:>10}  (architecture parameters: {})",
             "total",
             net.arch.numel()
@@ -383,26 +392,26 @@ fn bench(cmd: BenchCommand) -> Result<()> {
     };
     let r = with_backend!(dev, |be| in_pool(threads, || bench_darts(be, cfg))?);
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&r).map_err(|e| Error::invalid("json", e.to_string()))?
         );
     } else {
-        println!(
+        out!(
             "device: {}  C={channels} L={layers} batch {batch} {size}x{size}  weights {}",
             r.device, r.weights
         );
-        println!("weight step            {:>9.1} ms", 1e3 * r.weight_step_s);
-        println!(
+        out!("weight step            {:>9.1} ms", 1e3 * r.weight_step_s);
+        out!(
             "first-order iteration  {:>9.1} ms",
             1e3 * r.first_order_iteration_s
         );
-        println!(
+        out!(
             "second-order iteration {:>9.1} ms",
             1e3 * r.second_order_iteration_s
         );
         if let Some(p) = r.peak_rss_bytes {
-            println!(
+            out!(
                 "peak memory (RSS)      {:>9.1} MiB",
                 p as f64 / (1 << 20) as f64
             );

@@ -61,7 +61,7 @@ fn gradcheck(name: &str, inputs: Vec<Tensor<B>>, f: impl Fn(&mut Tape<B>, &[Var]
             (0..40).map(|_| rng.below(n)).collect()
         };
         for j in probes {
-            let mut eval = |delta: f64| {
+            let eval = |delta: f64| {
                 let mut v = base.clone();
                 v[j] += delta;
                 let mut xs = inputs.clone();
