@@ -46,11 +46,18 @@ fn ok<T>(r: nasrs::Result<T>) -> T {
 }
 
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
-    let mut g = c.benchmark_group(name);
-    g.sample_size(10)
+    c.benchmark_group(name)
+}
+
+/// Short runs without plots: most of a default criterion run's wall time per benchmark is
+/// the HTML plots and 100k bootstrap resamples, not the measurement.
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1));
-    g
+        .measurement_time(Duration::from_secs(1))
+        .nresamples(10_000)
+        .without_plots()
 }
 
 /// Forward, backward-data and backward-weight of one convolution.
@@ -409,15 +416,9 @@ fn optim(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(
-    benches,
-    conv2d,
-    pool,
-    batch_norm,
-    elementwise,
-    layout,
-    mixed_op,
-    dense,
-    optim
-);
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = conv2d, pool, batch_norm, elementwise, layout, mixed_op, dense, optim
+}
 criterion_main!(benches);
