@@ -8,6 +8,10 @@
 //! Measurement is short (1 s, 10 samples) so `cargo bench --bench ops` runs in minutes on 2
 //! cores; filter with e.g. `cargo bench --bench ops -- conv2d/dw3x3`.
 
+/// The same allocator as the `nasrs` binary, so op timings match what a run sees.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use nasrs::backend::{AdamStep, Backend, RunningStats, SgdStep};

@@ -14,6 +14,11 @@ use nasrs::{Error, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc keeps freed activation buffers for reuse, where glibc returns big blocks to the
+/// OS and every new one costs a page fault per 4 KiB (measured: most of `mixed_op_bwd`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "nasrs",
@@ -399,7 +404,8 @@ fn bench(cmd: BenchCommand) -> Result<()> {
     } else {
         out!(
             "device: {}  C={channels} L={layers} batch {batch} {size}x{size}  weights {}",
-            r.device, r.weights
+            r.device,
+            r.weights
         );
         out!("weight step            {:>9.1} ms", 1e3 * r.weight_step_s);
         out!(
