@@ -399,7 +399,8 @@ fn bench(cmd: BenchCommand) -> Result<()> {
     } else {
         out!(
             "device: {}  C={channels} L={layers} batch {batch} {size}x{size}  weights {}",
-            r.device, r.weights
+            r.device,
+            r.weights
         );
         out!("weight step            {:>9.1} ms", 1e3 * r.weight_step_s);
         out!(
