@@ -752,7 +752,10 @@ fn eval_in_pool(a: EvalArgs) -> Result<()> {
                 ),
             ]);
             nasrs::io::save_safetensors(path, &tensors, Default::default())?;
-            eprintln!("{n} test images and their logits written to {}", path.display());
+            eprintln!(
+                "{n} test images and their logits written to {}",
+                path.display()
+            );
         }
         if a.json {
             let v = serde_json::json!({
