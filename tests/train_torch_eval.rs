@@ -4,6 +4,7 @@
 //!   and its eval-mode logits match PyTorch's (f32 and f64 backends);
 //! - with the auxiliary head, a training-mode forward matches PyTorch's logits, auxiliary
 //!   logits and updated BN running statistics (weights from a formula both sides compute).
+//!
 //! Tolerance: 1e-4 relative to the tensor's largest magnitude.
 
 use nasrs::autograd::Tape;

@@ -637,7 +637,9 @@ pub fn learning_curves_svg(history: &[TrainEpochMetrics]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>"#
     );
     type Pick = fn(&TrainEpochMetrics) -> f64;
-    let panels: [(&str, [(&str, Pick); 2], bool); 2] = [
+    /// Title, (label, value) per series, whether it is an accuracy panel.
+    type Panel = (&'static str, [(&'static str, Pick); 2], bool);
+    let panels: [Panel; 2] = [
         (
             "loss",
             [("train", |m| m.train_loss), ("test", |m| m.test_loss)],
@@ -667,7 +669,7 @@ pub fn learning_curves_svg(history: &[TrainEpochMetrics]) -> String {
             values().fold(f64::NEG_INFINITY, f64::max),
         );
         if *is_acc {
-            (lo, hi) = (lo.min(100.0).max(0.0), 100.0);
+            (lo, hi) = (lo.clamp(0.0, 100.0), 100.0);
             lo = (lo / 10.0).floor() * 10.0;
         } else {
             lo = lo.min(0.0);
