@@ -39,6 +39,17 @@ pub fn atomic_write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     atomic_write(path, format!("{text}\n").as_bytes())
 }
 
+/// Writes one JSON object per line (`metrics.jsonl`), atomically.
+pub fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+    let mut text = String::new();
+    for row in rows {
+        text += &serde_json::to_string(row)
+            .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+        text.push('\n');
+    }
+    atomic_write(path, text.as_bytes())
+}
+
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io(path, e))
 }

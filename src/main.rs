@@ -8,12 +8,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nasrs::bench::{bench_darts, bench_train, DartsBenchConfig, TrainBenchConfig};
 use nasrs::data::{default_data_dir, load, DatasetKind};
 use nasrs::device::{resolve, DeviceChoice, Resolved};
-use nasrs::nas::darts::{DartsHyper, StepStats};
+use nasrs::nas::darts::{DartsHyper, DeviceBatch, StepStats};
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
 use nasrs::nas::search_run::{EpochMetrics, Progress, SearchRun, SearchRunConfig};
 use nasrs::nas::train_run::{
-    evaluate, load_network, to_device, TrainEpochMetrics, TrainHyper, TrainProgress, TrainRun,
-    TrainRunConfig, TrainStepStats, MODEL,
+    evaluate, load_network, TrainEpochMetrics, TrainHyper, TrainProgress, TrainRun, TrainRunConfig,
+    TrainStepStats, MODEL,
 };
 use nasrs::nas::{Primitive, SearchConfig, SearchNetwork};
 use nasrs::{Error, Result};
@@ -737,7 +737,7 @@ fn eval_in_pool(a: EvalArgs) -> Result<()> {
             let batch = nasrs::data::SequentialBatches::over(&test, idx, n)?
                 .next()
                 .ok_or_else(|| Error::invalid("--logits-count", "no test images"))?;
-            let db = to_device(&be, &batch)?;
+            let db = DeviceBatch::from_batch(&be, &batch)?;
             let logits = nasrs::nas::train_run::eval_logits(&be, &mut net, &db.images)?;
             let k = net.config.classes;
             let tensors = std::collections::BTreeMap::from([

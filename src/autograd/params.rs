@@ -2,10 +2,13 @@
 //! (`cells.0._ops.3.op.1.weight`). Modules hold `ParamId`s; optimizers, checkpoints and the
 //! tape all walk the same list.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Element};
 use crate::error::{Error, Result};
+use crate::io::{HostTensor, HostTensorI64};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
@@ -123,6 +126,72 @@ impl<B: Backend> ParamStore<B> {
             );
         }
         Ok(s)
+    }
+
+    /// Copies every tensor to the host as f32 under `{prefix}{name}` (checkpoints).
+    pub fn export(
+        &self,
+        backend: &B,
+        prefix: &str,
+        out: &mut BTreeMap<String, HostTensor>,
+    ) -> Result<()> {
+        for (name, t) in self.names.iter().zip(&self.values) {
+            out.insert(
+                format!("{prefix}{name}"),
+                HostTensor {
+                    shape: t.shape.dims().to_vec(),
+                    data: t.to_f32(backend)?,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets every tensor from `tensors["{prefix}{name}"]`; a missing or misshapen one is an
+    /// error naming `path`, the file they came from.
+    pub fn import(
+        &mut self,
+        backend: &B,
+        prefix: &str,
+        tensors: &BTreeMap<String, HostTensor>,
+        path: &Path,
+    ) -> Result<()> {
+        for i in 0..self.values.len() {
+            let name = format!("{prefix}{}", self.names[i]);
+            let t = tensors
+                .get(&name)
+                .ok_or_else(|| Error::bad_file(path, format!("missing tensor {name}")))?;
+            let v: Vec<B::Elem> = t
+                .data
+                .iter()
+                .map(|&x| B::Elem::from_f64(x as f64))
+                .collect();
+            self.set(
+                ParamId(i),
+                Tensor::from_host(backend, &v, t.shape.as_slice())?,
+            )
+            .map_err(|e| Error::bad_file(path, e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// PyTorch's `{bn}.num_batches_tracked` (= `count`) for every `{bn}.running_mean` in
+    /// this store of batch-norm buffers.
+    pub fn bn_counters(&self, count: u64) -> BTreeMap<String, HostTensorI64> {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".running_mean"))
+            .map(|bn| {
+                (
+                    format!("{bn}.num_batches_tracked"),
+                    HostTensorI64 {
+                        shape: vec![],
+                        data: vec![count],
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Shapes, for summaries.

@@ -16,7 +16,7 @@
 use super::modules::Mode;
 use super::search_model::SearchNetwork;
 use crate::autograd::{ParamStore, Tape};
-use crate::backend::Backend;
+use crate::backend::{Backend, Element};
 use crate::error::{Error, Result};
 use crate::optim::{clip_grad_norm, Adam, Sgd};
 use crate::tensor::Tensor;
@@ -60,6 +60,21 @@ impl Default for DartsHyper {
 pub struct DeviceBatch<B: Backend> {
     pub images: Tensor<B>,
     pub labels: Vec<u32>,
+}
+
+impl<B: Backend> DeviceBatch<B> {
+    /// Uploads a host batch (normalised f32 images) to the device.
+    pub fn from_batch(backend: &B, batch: &crate::data::Batch) -> Result<Self> {
+        let host: Vec<B::Elem> = batch
+            .images
+            .iter()
+            .map(|&v| B::Elem::from_f64(v as f64))
+            .collect();
+        Ok(DeviceBatch {
+            images: Tensor::from_host(backend, &host, batch.dims().shape())?,
+            labels: batch.labels.clone(),
+        })
+    }
 }
 
 /// Loss and number of correct predictions of one forward pass.

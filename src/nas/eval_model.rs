@@ -496,29 +496,9 @@ impl<B: Backend> EvalNetwork<B> {
         BTreeMap<String, HostTensorI64>,
     )> {
         let mut floats = BTreeMap::new();
-        let mut ints = BTreeMap::new();
-        for store in [&self.weights, &self.buffers] {
-            for (id, t) in store.ids().zip(store.tensors()) {
-                floats.insert(
-                    store.name(id).to_string(),
-                    HostTensor {
-                        shape: t.shape.dims().to_vec(),
-                        data: t.to_f32(backend)?,
-                    },
-                );
-            }
-        }
-        for name in self.buffers.names() {
-            if let Some(prefix) = name.strip_suffix(".running_mean") {
-                ints.insert(
-                    format!("{prefix}.num_batches_tracked"),
-                    HostTensorI64 {
-                        shape: vec![],
-                        data: vec![i64::try_from(self.bn_batches).unwrap_or(i64::MAX)],
-                    },
-                );
-            }
-        }
+        self.weights.export(backend, "", &mut floats)?;
+        self.buffers.export(backend, "", &mut floats)?;
+        let ints = self.buffers.bn_counters(self.bn_batches as u64);
         Ok((floats, ints))
     }
 

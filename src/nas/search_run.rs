@@ -14,23 +14,21 @@
 use super::darts::{Darts, DartsHyper, DeviceBatch, StepStats};
 use super::genotype::Genotype;
 use super::search_model::{SearchConfig, SearchNetwork};
-use crate::autograd::ParamStore;
-use crate::backend::{Backend, Element};
+use crate::backend::Backend;
 use crate::data::{
-    split_indices, Augment, Batch, BatchIterator, BatchIteratorState, Dataset, SequentialBatches,
+    split_indices, Augment, BatchIterator, BatchIteratorState, Dataset, SequentialBatches,
 };
 use crate::error::{Error, Result};
 use crate::io::{
-    atomic_write, atomic_write_json, load_safetensors, save_safetensors_with_i64, HostTensor,
-    HostTensorI64,
+    atomic_write, atomic_write_json, load_safetensors, save_safetensors_with_i64, write_jsonl,
+    HostTensor,
 };
 use crate::optim::cosine_lr;
 use crate::report::{alpha_history_svg, genotype_svg};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Everything that determines a search run (saved as `config.json` and in checkpoints).
@@ -100,60 +98,6 @@ struct CheckpointMeta {
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 
-fn to_device<B: Backend>(backend: &B, batch: &Batch) -> Result<DeviceBatch<B>> {
-    let host: Vec<B::Elem> = batch
-        .images
-        .iter()
-        .map(|&v| B::Elem::from_f64(v as f64))
-        .collect();
-    Ok(DeviceBatch {
-        images: Tensor::from_host(backend, &host, batch.dims().shape())?,
-        labels: batch.labels.clone(),
-    })
-}
-
-fn store_to_host<B: Backend>(
-    backend: &B,
-    store: &ParamStore<B>,
-    prefix: &str,
-    out: &mut BTreeMap<String, HostTensor>,
-) -> Result<()> {
-    for (id, t) in store.ids().zip(store.tensors()) {
-        out.insert(
-            format!("{prefix}{}", store.name(id)),
-            HostTensor {
-                shape: t.shape.dims().to_vec(),
-                data: t.to_f32(backend)?,
-            },
-        );
-    }
-    Ok(())
-}
-
-fn store_from_host<B: Backend>(
-    backend: &B,
-    store: &mut ParamStore<B>,
-    prefix: &str,
-    tensors: &BTreeMap<String, HostTensor>,
-    path: &Path,
-) -> Result<()> {
-    for id in store.ids().collect::<Vec<_>>() {
-        let name = format!("{prefix}{}", store.name(id));
-        let t = tensors
-            .get(&name)
-            .ok_or_else(|| Error::bad_file(path, format!("missing tensor {name}")))?;
-        let v: Vec<B::Elem> = t
-            .data
-            .iter()
-            .map(|&x| B::Elem::from_f64(x as f64))
-            .collect();
-        store
-            .set(id, Tensor::from_host(backend, &v, t.shape.as_slice())?)
-            .map_err(|e| Error::bad_file(path, e.to_string()))?;
-    }
-    Ok(())
-}
-
 /// Runs (or resumes) a DARTS search on `train_set` in the folder `out`.
 pub struct SearchRun<B: Backend> {
     pub backend: B,
@@ -222,9 +166,9 @@ impl<B: Backend> SearchRun<B> {
         let be = &self.backend;
         let net = &st.darts.net;
         let mut t = BTreeMap::new();
-        store_to_host(be, &net.weights, "", &mut t)?;
-        store_to_host(be, &net.buffers, "", &mut t)?;
-        store_to_host(be, &net.arch, "", &mut t)?;
+        net.weights.export(be, "", &mut t)?;
+        net.buffers.export(be, "", &mut t)?;
+        net.arch.export(be, "", &mut t)?;
         for (name, reduce) in [("alphas_normal", false), ("alphas_reduce", true)] {
             let table = net.alpha_table(be, reduce)?;
             t.insert(
@@ -235,24 +179,18 @@ impl<B: Backend> SearchRun<B> {
                 },
             );
         }
-        store_to_host(
-            be,
-            &st.darts.weight_opt.state,
-            "optimizer.momentum_buffer.",
-            &mut t,
-        )?;
-        store_to_host(
-            be,
-            &st.darts.arch_opt.exp_avg,
-            "arch_optimizer.exp_avg.",
-            &mut t,
-        )?;
-        store_to_host(
-            be,
-            &st.darts.arch_opt.exp_avg_sq,
-            "arch_optimizer.exp_avg_sq.",
-            &mut t,
-        )?;
+        st.darts
+            .weight_opt
+            .state
+            .export(be, "optimizer.momentum_buffer.", &mut t)?;
+        st.darts
+            .arch_opt
+            .exp_avg
+            .export(be, "arch_optimizer.exp_avg.", &mut t)?;
+        st.darts
+            .arch_opt
+            .exp_avg_sq
+            .export(be, "arch_optimizer.exp_avg_sq.", &mut t)?;
         let meta = CheckpointMeta {
             config: self.config.clone(),
             epochs_done: st.history.len(),
@@ -265,23 +203,8 @@ impl<B: Backend> SearchRun<B> {
             .map_err(|e| Error::invalid("checkpoint metadata", e.to_string()))?;
         // PyTorch's BatchNorm2d keeps a `num_batches_tracked` counter in its state_dict; here
         // the running statistics move once per weight step, so that is the count.
-        let weight_steps =
-            (st.history.len() * st.train_iter.steps_per_epoch(self.config.batch)) as i64;
-        let counters: BTreeMap<String, HostTensorI64> = net
-            .buffers
-            .names()
-            .iter()
-            .filter_map(|n| n.strip_suffix(".running_mean"))
-            .map(|bn| {
-                (
-                    format!("{bn}.num_batches_tracked"),
-                    HostTensorI64 {
-                        shape: vec![],
-                        data: vec![weight_steps],
-                    },
-                )
-            })
-            .collect();
+        let weight_steps = st.history.len() * st.train_iter.steps_per_epoch(self.config.batch);
+        let counters = net.buffers.bn_counters(weight_steps as u64);
         save_safetensors_with_i64(
             &self.out.join(CHECKPOINT),
             &t,
@@ -309,30 +232,21 @@ impl<B: Backend> SearchRun<B> {
         let mut st = self.fresh_state(train_set)?;
         let be = &self.backend;
         let net = &mut st.darts.net;
-        store_from_host(be, &mut net.weights, "", &tensors, &path)?;
-        store_from_host(be, &mut net.buffers, "", &tensors, &path)?;
-        store_from_host(be, &mut net.arch, "", &tensors, &path)?;
-        store_from_host(
-            be,
-            &mut st.darts.weight_opt.state,
-            "optimizer.momentum_buffer.",
-            &tensors,
-            &path,
-        )?;
-        store_from_host(
-            be,
-            &mut st.darts.arch_opt.exp_avg,
-            "arch_optimizer.exp_avg.",
-            &tensors,
-            &path,
-        )?;
-        store_from_host(
-            be,
-            &mut st.darts.arch_opt.exp_avg_sq,
-            "arch_optimizer.exp_avg_sq.",
-            &tensors,
-            &path,
-        )?;
+        net.weights.import(be, "", &tensors, &path)?;
+        net.buffers.import(be, "", &tensors, &path)?;
+        net.arch.import(be, "", &tensors, &path)?;
+        st.darts
+            .weight_opt
+            .state
+            .import(be, "optimizer.momentum_buffer.", &tensors, &path)?;
+        st.darts
+            .arch_opt
+            .exp_avg
+            .import(be, "arch_optimizer.exp_avg.", &tensors, &path)?;
+        st.darts
+            .arch_opt
+            .exp_avg_sq
+            .import(be, "arch_optimizer.exp_avg_sq.", &tensors, &path)?;
         st.darts.arch_opt.step = meta.arch_adam_step;
         st.train_iter = BatchIterator::from_state(meta.train_iter)?;
         st.val_iter = BatchIterator::from_state(meta.val_iter)?;
@@ -347,13 +261,7 @@ impl<B: Backend> SearchRun<B> {
     }
 
     fn write_outputs(&self, st: &SearchState<B>) -> Result<()> {
-        let lines: String = st
-            .history
-            .iter()
-            .map(|m| serde_json::to_string(m).map(|l| l + "\n"))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::invalid("metrics", e.to_string()))?;
-        atomic_write(&self.out.join("metrics.jsonl"), lines.as_bytes())?;
+        write_jsonl(&self.out.join("metrics.jsonl"), &st.history)?;
         if let Some(last) = st.history.last() {
             atomic_write_json(&self.out.join("genotype.json"), &last.genotype)?;
             atomic_write(
@@ -406,11 +314,11 @@ impl<B: Backend> SearchRun<B> {
             progress.epoch_start(epoch, self.config.epochs, steps);
             let (mut train_sum, mut arch_sum) = (StepStats::default(), StepStats::default());
             for step in 0..steps {
-                let train = to_device(
+                let train = DeviceBatch::from_batch(
                     &self.backend,
                     &st.train_iter.next_batch(&train_set, self.config.batch)?,
                 )?;
-                let val = to_device(
+                let val = DeviceBatch::from_batch(
                     &self.backend,
                     &st.val_iter.next_batch(&train_set, self.config.batch)?,
                 )?;
@@ -456,7 +364,9 @@ impl<B: Backend> SearchRun<B> {
         idx.sort_unstable();
         let mut total = StepStats::default();
         for batch in SequentialBatches::over(train_set, idx, self.config.batch)? {
-            let s = st.darts.evaluate(&to_device(&self.backend, &batch)?)?;
+            let s = st
+                .darts
+                .evaluate(&DeviceBatch::from_batch(&self.backend, &batch)?)?;
             total.loss += s.loss * s.count as f64;
             total.correct += s.correct;
             total.count += s.count;

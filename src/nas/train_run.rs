@@ -22,11 +22,12 @@ use super::eval_model::{infer_config, EvalConfig, EvalNetwork};
 use super::genotype::Genotype;
 use super::modules::Mode;
 use crate::autograd::Tape;
-use crate::backend::{Backend, Element};
-use crate::data::{Augment, Batch, BatchIterator, BatchIteratorState, Dataset, SequentialBatches};
+use crate::backend::Backend;
+use crate::data::{Augment, BatchIterator, BatchIteratorState, Dataset, SequentialBatches};
 use crate::error::{Error, Result};
 use crate::io::{
-    atomic_write, atomic_write_json, load_safetensors, save_safetensors_with_i64, HostTensor,
+    atomic_write, atomic_write_json, load_safetensors, save_safetensors_with_i64, write_jsonl,
+    HostTensor,
 };
 use crate::optim::{clip_grad_norm, cosine_lr, Sgd};
 use crate::rng::Rng;
@@ -132,19 +133,6 @@ pub trait TrainProgress {
 /// Reports nothing.
 pub struct Silent;
 impl TrainProgress for Silent {}
-
-/// Host batch -> device batch.
-pub fn to_device<B: Backend>(backend: &B, batch: &Batch) -> Result<DeviceBatch<B>> {
-    let host: Vec<B::Elem> = batch
-        .images
-        .iter()
-        .map(|&v| B::Elem::from_f64(v as f64))
-        .collect();
-    Ok(DeviceBatch {
-        images: Tensor::from_host(backend, &host, batch.dims().shape())?,
-        labels: batch.labels.clone(),
-    })
-}
 
 /// The network and its optimizer: one training step, evaluation.
 pub struct Trainer<B: Backend> {
@@ -269,7 +257,7 @@ pub fn evaluate<B: Backend>(
     let mut confusion = vec![vec![0usize; k]; k];
     let (mut loss_sum, mut count) = (0.0, 0usize);
     for b in SequentialBatches::new(ds, batch)? {
-        let db = to_device(backend, &b)?;
+        let db = DeviceBatch::from_batch(backend, &b)?;
         let logits = eval_logits(backend, net, &db.images)?;
         for (i, &label) in b.labels.iter().enumerate() {
             let row = &logits[i * k..(i + 1) * k];
@@ -425,17 +413,11 @@ impl<B: Backend> TrainRun<B> {
 
     fn save_checkpoint(&self, st: &TrainState<B>) -> Result<()> {
         let be = &self.backend;
-        let opt = &st.trainer.opt.state;
         let mut extra = BTreeMap::new();
-        for (id, t) in opt.ids().zip(opt.tensors()) {
-            extra.insert(
-                format!("{MOMENTUM_PREFIX}{}", opt.name(id)),
-                HostTensor {
-                    shape: t.shape.dims().to_vec(),
-                    data: t.to_f32(be)?,
-                },
-            );
-        }
+        st.trainer
+            .opt
+            .state
+            .export(be, MOMENTUM_PREFIX, &mut extra)?;
         let meta = CheckpointMeta {
             config: self.config.clone(),
             epochs_done: st.history.len(),
@@ -490,20 +472,10 @@ impl<B: Backend> TrainRun<B> {
             .net
             .load_state_dict(be, &tensors, &[MOMENTUM_PREFIX], &path)?;
         st.trainer.net.bn_batches = meta.bn_batches;
-        let opt = &mut st.trainer.opt.state;
-        for id in opt.ids().collect::<Vec<_>>() {
-            let name = format!("{MOMENTUM_PREFIX}{}", opt.name(id));
-            let t = tensors
-                .get(&name)
-                .ok_or_else(|| Error::bad_file(&path, format!("missing tensor {name}")))?;
-            let v: Vec<B::Elem> = t
-                .data
-                .iter()
-                .map(|&x| B::Elem::from_f64(x as f64))
-                .collect();
-            opt.set(id, Tensor::from_host(be, &v, t.shape.as_slice())?)
-                .map_err(|e| Error::bad_file(&path, e.to_string()))?;
-        }
+        st.trainer
+            .opt
+            .state
+            .import(be, MOMENTUM_PREFIX, &tensors, &path)?;
         st.train_iter = BatchIterator::from_state(meta.train_iter)?;
         st.drop_rng = meta.drop_rng;
         st.history = meta.history;
@@ -511,13 +483,7 @@ impl<B: Backend> TrainRun<B> {
     }
 
     fn write_outputs(&self, st: &TrainState<B>) -> Result<()> {
-        let lines: String = st
-            .history
-            .iter()
-            .map(|m| serde_json::to_string(m).map(|l| l + "\n"))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::invalid("metrics", e.to_string()))?;
-        atomic_write(&self.out.join("metrics.jsonl"), lines.as_bytes())?;
+        write_jsonl(&self.out.join("metrics.jsonl"), &st.history)?;
         atomic_write(
             &self.out.join("curves.svg"),
             learning_curves_svg(&st.history).as_bytes(),
@@ -568,7 +534,7 @@ impl<B: Backend> TrainRun<B> {
             progress.epoch_start(epoch, self.config.epochs, steps);
             let (mut loss, mut aux, mut correct, mut count) = (0.0, 0.0, 0usize, 0usize);
             for step in 0..steps {
-                let batch = to_device(
+                let batch = DeviceBatch::from_batch(
                     &self.backend,
                     &st.train_iter.next_batch(&train_set, self.config.batch)?,
                 )?;
