@@ -12,6 +12,7 @@
 //! - Shapes are validated by the caller (`autograd::Tape`) before it reaches a backend, but a
 //!   backend still returns `Error::Shape` rather than panic if lengths disagree.
 
+pub mod counting;
 pub mod cpu;
 pub mod element;
 
@@ -59,6 +60,16 @@ pub struct SgdStep {
     pub weight_decay: f64,
 }
 
+/// Peak memory as a device measures it: bytes, and what was measured
+/// (`max_rss_cumulative`: the process's resident-set high-water mark, never reset;
+/// `cuda_mempool_used_high`: the stream-ordered pool's in-use high-water mark since the last
+/// [`Backend::reset_peak_memory`]; `live_buffers_high`: the counting backend's model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PeakMemory {
+    pub bytes: u64,
+    pub kind: &'static str,
+}
+
 /// Every op nasrs needs, forward and backward. See the module docs for the conventions.
 pub trait Backend: Clone + Send + Sync + 'static {
     /// The scalar type stored (f32 on devices; f64 too on the CPU, for gradient checks).
@@ -79,6 +90,32 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn copy_into(&self, dst: &mut Self::Storage, src: &Self::Storage) -> Result<()>;
     /// Waits for all queued work (a no-op on the CPU).
     fn synchronize(&self) -> Result<()>;
+
+    // ---- measurement (defaults: host wall clock, the process's resident set) --------------
+    /// Seconds the device spends on the work `f` queues. The default brackets `f` with
+    /// `synchronize` and reads the host clock; a GPU records events on its stream instead.
+    fn time_region(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        self.synchronize()?;
+        let t = std::time::Instant::now();
+        f()?;
+        self.synchronize()?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+    /// What `time_region` measures with (`wall_clock`, `cuda_events`).
+    fn timer_kind(&self) -> &'static str {
+        "wall_clock"
+    }
+    /// Restarts the peak-memory mark where the device can (a no-op where it cannot).
+    fn reset_peak_memory(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Peak memory since the last reset, where known.
+    fn peak_memory(&self) -> Result<Option<PeakMemory>> {
+        Ok(crate::bench::peak_rss_bytes().map(|bytes| PeakMemory {
+            bytes,
+            kind: "max_rss_cumulative",
+        }))
+    }
 
     // ---- elementwise ---------------------------------------------------------------------
     /// `a + b`, same length.
