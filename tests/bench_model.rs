@@ -154,10 +154,15 @@ fn darts_step_counts_follow_the_algorithm() {
     assert_eq!(op(f2, "adam_step").calls, n_alpha_tensors);
 
     // Host round trips of a weight step: the loss, the logits for accuracy, and one
-    // sum of squares per weight tensor for the clipping norm.
-    assert_eq!(phase(w).host_syncs, n_weight_tensors + 2);
-    // First order adds the val pass's loss and logits.
-    assert_eq!(phase(f1).host_syncs, n_weight_tensors + 4);
+    // gradient norm over every weight tensor at once (for the clipping).
+    assert_eq!(phase(w).host_syncs, 3);
+    assert_eq!(op(w, "sum_squares_many").calls, 1);
+    assert_eq!(op(w, "sum_squares_many").bytes_read, n_weights * ELEM_BYTES);
+    // First order adds the val pass's loss and logits; second order the unrolled train
+    // pass's and the two finite-difference passes' losses and logits (6) and the norm of
+    // the unrolled validation gradient (1).
+    assert_eq!(phase(f1).host_syncs, 5);
+    assert_eq!(phase(f2).host_syncs, 5 + 6 + 1);
 
     for p in &m.phases {
         let c = &p.counts;

@@ -398,6 +398,19 @@ impl Backend for Counting {
         self.host_sync(8)?;
         Ok(x.len as f64)
     }
+    fn sum_squares_many(&self, xs: &[&CountBuf]) -> Result<f64> {
+        let n: usize = xs.iter().map(|x| x.len).sum();
+        self.rec(
+            "sum_squares_many",
+            2 * u(n),
+            Io {
+                reads: xs.to_vec(),
+                writes: vec![],
+            },
+        )?;
+        self.host_sync(8)?;
+        Ok(n as f64)
+    }
     fn dot(&self, a: &CountBuf, b: &CountBuf) -> Result<f64> {
         same("dot", a, b)?;
         self.rec(

@@ -128,6 +128,16 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn scale_assign(&self, x: &mut Self::Storage, s: f64) -> Result<()>;
     /// Sum of squares, returned to the host (gradient norms; a synchronisation point).
     fn sum_squares(&self, x: &Self::Storage) -> Result<f64>;
+    /// Sum of squares over several buffers with one host round trip (the global gradient
+    /// norm: one synchronisation per step instead of one per parameter tensor). The default
+    /// sums `sum_squares` of each in order.
+    fn sum_squares_many(&self, xs: &[&Self::Storage]) -> Result<f64> {
+        let mut sq = 0.0;
+        for x in xs {
+            sq += self.sum_squares(x)?;
+        }
+        Ok(sq)
+    }
     /// Dot product, returned to the host.
     fn dot(&self, a: &Self::Storage, b: &Self::Storage) -> Result<f64>;
     fn relu_fwd(&self, x: &Self::Storage) -> Result<Self::Storage>;

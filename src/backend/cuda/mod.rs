@@ -575,6 +575,9 @@ impl Backend for Cuda {
     fn sum_squares(&self, x: &CudaBuf) -> Result<f64> {
         elementwise::dot(self, x, x)
     }
+    fn sum_squares_many(&self, xs: &[&CudaBuf]) -> Result<f64> {
+        elementwise::sum_squares_many(self, xs)
+    }
     fn dot(&self, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
         same_len("dot", a, b)?;
         elementwise::dot(self, a, b)
