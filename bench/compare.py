@@ -29,7 +29,11 @@ def load(path):
 
 
 def fmt(v, spec):
-    return "-" if v is None else format(v, spec)
+    """`v` formatted by `spec`; a missing value is "-" padded to the spec's width."""
+    if v is not None:
+        return format(v, spec)
+    width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+    return format("-", ">" + width) if width else "-"
 
 
 def ratio(a, b):
@@ -69,12 +73,17 @@ def main():
     params = {"nasrs": (ours or {}).get("weights")}
     params.update({m: (torch[m] or {}).get("params") for m in MODES})
     known = {v for v in params.values() if v is not None}
-    print("weights: " + ", ".join(f"{k} {fmt(v, ',')}" for k, v in params.items())
-          + ("  (match)" if len(known) == 1 else "  (MISMATCH)" if known else ""))
+    counted = sum(v is not None for v in params.values())
+    verdict = "" if counted < 2 else "  (match)" if len(known) == 1 else "  (MISMATCH)"
+    print("weights: " + ", ".join(f"{k} {fmt(v, ',')}" for k, v in params.items()) + verdict)
     bw = (ours or {}).get("copy_bandwidth_bytes_per_s")
     if bw:
         print(f"measured copy bandwidth {bw / 1e9:.0f} GB/s; floor = max(tensor bytes / bandwidth, "
               f"FLOPs / {ours['model']['rates']['flops_per_s'] / 1e12:.0f} TFLOP/s)")
+    kinds = {p["peak_memory"]["kind"] for p in ours_ph.values() if p.get("peak_memory")}
+    tkinds = {ph.get("peak_kind") for ph in (torch["eager"] or {}).get("phases", {}).values()}
+    if kinds or tkinds:
+        print(f"peak memory: nasrs {', '.join(sorted(kinds)) or '-'}; torch eager {', '.join(sorted(k for k in tkinds if k)) or '-'}")
     print()
 
     head = (f"{'phase':<7} {'nasrs ms':>9} {'eager ms':>9} {'compile':>9} {'cudagraph':>9} "
