@@ -205,3 +205,94 @@ pub fn bench_darts<B: Backend>(backend: B, c: DartsBenchConfig) -> Result<DartsB
         config: c,
     })
 }
+
+/// `nasrs bench train`: one training step of the evaluation network (forward with the
+/// auxiliary head, backward, gradient clipping, SGD), as `bench/torch_train_reference.py`
+/// times it in PyTorch.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainBenchConfig {
+    pub genotype: String,
+    pub channels: usize,
+    pub layers: usize,
+    pub batch: usize,
+    pub size: usize,
+    pub in_channels: usize,
+    pub classes: usize,
+    pub auxiliary: bool,
+    pub drop_path: f64,
+    pub warmup: usize,
+    pub steps: usize,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainBenchResult {
+    pub device: String,
+    pub config: TrainBenchConfig,
+    /// As the DARTS paper counts them (auxiliary head excluded).
+    pub weights: usize,
+    /// Median seconds per training step, and every sample.
+    pub step_s: f64,
+    pub images_per_s: f64,
+    pub samples: Vec<f64>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+pub fn bench_train<B: Backend>(
+    backend: B,
+    genotype: crate::nas::Genotype,
+    c: TrainBenchConfig,
+) -> Result<TrainBenchResult> {
+    use crate::nas::eval_model::{EvalConfig, EvalNetwork};
+    use crate::nas::train_run::{TrainHyper, Trainer};
+    let model = EvalConfig {
+        genotype,
+        channels: c.channels,
+        layers: c.layers,
+        classes: c.classes,
+        in_channels: c.in_channels,
+        auxiliary: c.auxiliary,
+    };
+    model.check_image_size(c.size, c.size)?;
+    let mut rng = Rng::new(c.seed);
+    let batch = random_batch(
+        &backend,
+        &mut rng,
+        &DartsBenchConfig {
+            channels: c.channels,
+            layers: c.layers,
+            batch: c.batch,
+            size: c.size,
+            in_channels: c.in_channels,
+            classes: c.classes,
+            warmup: c.warmup,
+            steps: c.steps,
+            seed: c.seed,
+            copy_mib: 0,
+        },
+    )?;
+    let net = EvalNetwork::new(&backend, model, c.seed)?;
+    let weights = net.num_weights();
+    let hyper = TrainHyper {
+        drop_path: c.drop_path,
+        ..TrainHyper::default()
+    };
+    let mut trainer = Trainer::new(backend.clone(), net, hyper)?;
+    let mut drop_rng = Rng::fork(c.seed, "drop path");
+    let samples = time_phase(&backend, "train_step", c.warmup, c.steps, || {
+        trainer
+            .step(&batch, 0.025, c.drop_path, &mut drop_rng)
+            .map(|_| ())
+    })?
+    .samples;
+    let step_s = median(&samples);
+    Ok(TrainBenchResult {
+        device: backend.device_name(),
+        weights,
+        step_s,
+        images_per_s: c.batch as f64 / step_s,
+        samples,
+        peak_rss_bytes: peak_rss_bytes(),
+        config: c,
+    })
+}

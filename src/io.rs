@@ -50,19 +50,47 @@ pub struct HostTensor {
     pub data: Vec<f32>,
 }
 
+/// A named i64 tensor on the host (PyTorch's `num_batches_tracked` counters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensorI64 {
+    pub shape: Vec<usize>,
+    pub data: Vec<i64>,
+}
+
 /// Saves `tensors` (sorted by name) and `metadata` to a safetensors file, atomically.
 pub fn save_safetensors(
     path: &Path,
     tensors: &BTreeMap<String, HostTensor>,
     metadata: HashMap<String, String>,
 ) -> Result<()> {
+    save_safetensors_with_i64(path, tensors, &BTreeMap::new(), metadata)
+}
+
+/// `save_safetensors` plus I64 tensors (`ints`), whose names must differ from the f32 ones.
+pub fn save_safetensors_with_i64(
+    path: &Path,
+    tensors: &BTreeMap<String, HostTensor>,
+    ints: &BTreeMap<String, HostTensorI64>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    if let Some(name) = ints.keys().find(|k| tensors.contains_key(*k)) {
+        return Err(Error::invalid(
+            format!("tensor {name}"),
+            "given both as f32 and as i64",
+        ));
+    }
+    let view = |name: &String, dtype, shape: &[usize], bytes| {
+        TensorView::new(dtype, shape.to_vec(), bytes)
+            .map(|v| (name.clone(), v))
+            .map_err(|e| Error::invalid(format!("tensor {name}"), e.to_string()))
+    };
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(name, t)| {
-            TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data))
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::invalid(format!("tensor {name}"), e.to_string()))
-        })
+        .map(|(name, t)| view(name, Dtype::F32, &t.shape, bytemuck::cast_slice(&t.data)))
+        .chain(
+            ints.iter()
+                .map(|(name, t)| view(name, Dtype::I64, &t.shape, bytemuck::cast_slice(&t.data))),
+        )
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;

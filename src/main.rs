@@ -1,19 +1,32 @@
-//! The `nasrs` command line: `search darts`, `model`, `bench darts`, `selftest`.
+//! The `nasrs` command line: `search darts`, `train`, `eval`, `model`, `bench darts`,
+//! `bench train`, `selftest`.
 //! Every error ends the program with a one-line message (exit code 2 for usage and input
 //! errors, 1 for failures during a run), never a panic.
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use nasrs::bench::{bench_darts, DartsBenchConfig, DartsBenchResult};
+use nasrs::bench::{
+    bench_darts, bench_train, DartsBenchConfig, DartsBenchResult, TrainBenchConfig,
+};
 use nasrs::bench_model::{format_model, model_darts, DeviceRates};
 use nasrs::data::{default_data_dir, load, DatasetKind};
 use nasrs::device::{resolve, DeviceChoice, Resolved};
 use nasrs::nas::darts::{DartsHyper, StepStats};
+use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
 use nasrs::nas::search_run::{EpochMetrics, Progress, SearchRun, SearchRunConfig};
+use nasrs::nas::train_run::{
+    evaluate, load_network, to_device, TrainEpochMetrics, TrainHyper, TrainProgress, TrainRun,
+    TrainRunConfig, TrainStepStats, MODEL,
+};
 use nasrs::nas::{Primitive, SearchConfig, SearchNetwork};
 use nasrs::{Error, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// mimalloc keeps freed activation buffers for reuse, where glibc returns big blocks to the
+/// OS and every new one costs a page fault per 4 KiB (measured: most of `mixed_op_bwd`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -31,9 +44,13 @@ enum Command {
     /// Run an architecture search.
     #[command(subcommand)]
     Search(SearchCommand),
+    /// Train a searched architecture (the DARTS evaluation network) from scratch.
+    Train(TrainArgs),
+    /// Evaluate a trained network: test accuracy, per-class accuracy, confusion matrix.
+    Eval(EvalArgs),
     /// Print a network's parameter count and per-module summary.
     Model(ModelArgs),
-    /// Time search steps.
+    /// Time search and training steps.
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Check every kernel of a device against the CPU backend.
@@ -99,6 +116,96 @@ struct SearchArgs {
     #[arg(long, default_value_t = 3e-4)]
     arch_lr: f64,
     /// Worker threads on the CPU (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// DARTS_V1 | DARTS_V2 | a genotype.json written by `nasrs search`.
+    #[arg(long)]
+    genotype: String,
+    /// Data folder (default: the bundled MNIST subset).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// cifar10 | mnist | fashion-mnist | synthetic
+    #[arg(long, default_value = "mnist")]
+    dataset: String,
+    #[arg(long, default_value_t = 600)]
+    epochs: usize,
+    #[arg(long, default_value_t = 96)]
+    batch: usize,
+    /// Initial channels C.
+    #[arg(long, default_value_t = 36)]
+    channels: usize,
+    /// Cells L (reductions at L/3 and 2L/3).
+    #[arg(long, default_value_t = 20)]
+    layers: usize,
+    /// Add the auxiliary head after cell 2L/3 (needs 32x32 images).
+    #[arg(long)]
+    auxiliary: bool,
+    /// Weight of the auxiliary loss.
+    #[arg(long, default_value_t = 0.4)]
+    auxiliary_weight: f64,
+    /// Cutout side in pixels, 0 = off (default: 16 on CIFAR-10, off elsewhere).
+    #[arg(long)]
+    cutout: Option<usize>,
+    /// Final drop-path probability (raised linearly from 0 over the epochs).
+    #[arg(long, default_value_t = 0.2)]
+    drop_path: f64,
+    /// Initial learning rate (cosine-annealed to 0).
+    #[arg(long, default_value_t = 0.025)]
+    lr: f64,
+    /// auto | cpu | cuda | cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run folder (default: runs/train-<dataset>-s<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue from the run folder's checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Use only the first N training images (0 = all).
+    #[arg(long, default_value_t = 0)]
+    train_limit: usize,
+    /// Use only the first N test images (0 = all).
+    #[arg(long, default_value_t = 0)]
+    test_limit: usize,
+    /// Worker threads on the CPU (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// model.safetensors, checkpoint.safetensors, or a PyTorch DARTS state_dict in safetensors.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Data folder (default: the bundled MNIST subset).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// cifar10 | mnist | fashion-mnist | synthetic (default: the one the checkpoint names).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// The genotype, for checkpoints without nasrs metadata (PyTorch state_dicts).
+    #[arg(long)]
+    genotype: Option<String>,
+    #[arg(long, default_value_t = 96)]
+    batch: usize,
+    /// auto | cpu | cuda | cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Also write the first --logits-count test images and their logits to this safetensors
+    /// file (for tools/check_eval_checkpoint.py).
+    #[arg(long)]
+    logits: Option<PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    logits_count: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -177,6 +284,37 @@ enum BenchCommand {
         /// Ops listed in the per-op table.
         #[arg(long, default_value_t = 12)]
         top: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Images per second of training the evaluation network (forward with the auxiliary
+    /// head, backward, SGD step).
+    Train {
+        /// DARTS_V1 | DARTS_V2 | a genotype.json.
+        #[arg(long, default_value = "DARTS_V2")]
+        genotype: String,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long, default_value_t = 16)]
+        channels: usize,
+        #[arg(long, default_value_t = 8)]
+        layers: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Image side (the auxiliary head needs 32).
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        /// Leave the auxiliary head out.
+        #[arg(long)]
+        no_auxiliary: bool,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long)]
+        threads: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -471,6 +609,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             }
             Ok(())
         }
+        train @ BenchCommand::Train { .. } => bench_train_cmd(train),
     }
 }
 
@@ -526,6 +665,319 @@ fn print_bench(r: &DartsBenchResult, json: bool) -> Result<()> {
 }
 
 const MIB: f64 = (1u64 << 20) as f64;
+/// A progress bar per training epoch.
+struct TrainBar {
+    bar: Option<ProgressBar>,
+    epochs: usize,
+}
+
+impl TrainProgress for TrainBar {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.epochs = epochs;
+        let bar = ProgressBar::new(steps as u64);
+        let style =
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style.progress_chars("=> "));
+        bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+        self.bar = Some(bar);
+    }
+    fn step(&mut self, _step: usize, s: &TrainStepStats, acc: f64) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("loss {:.3} acc {:.1}%", s.loss, 100.0 * acc));
+            b.inc(1);
+        }
+    }
+    fn epoch_end(&mut self, m: &TrainEpochMetrics) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        eprintln!(
+            "epoch {}/{}: lr {:.4} drop-path {:.3} train loss {:.3} acc {:.1}% | test loss {:.3} acc {:.2}% | {:.1}s",
+            m.epoch + 1,
+            self.epochs,
+            m.lr,
+            m.drop_prob,
+            m.train_loss,
+            100.0 * m.train_acc,
+            m.test_loss,
+            100.0 * m.test_acc,
+            m.seconds
+        );
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let threads = a.threads;
+    in_pool(threads, || train_in_pool(a))
+}
+
+fn train_in_pool(a: TrainArgs) -> Result<()> {
+    let kind: DatasetKind = a.dataset.parse()?;
+    let dir = a.data.clone().unwrap_or_else(default_data_dir);
+    let genotype = resolve_genotype(&a.genotype)?;
+    let device = open_device(&a.device)?;
+    let (train, test) = load(kind, &dir)?;
+    let cifar = kind == DatasetKind::Cifar10;
+    let cutout = a.cutout.unwrap_or(if cifar { 16 } else { 0 });
+    let augment = nasrs::data::Augment {
+        crop_pad: cifar.then_some(4),
+        flip: cifar,
+        cutout: (cutout > 0).then_some(cutout),
+    };
+    let config = TrainRunConfig {
+        dataset: kind.name().to_string(),
+        model: EvalConfig {
+            genotype,
+            channels: a.channels,
+            layers: a.layers,
+            classes: train.classes,
+            in_channels: train.c,
+            auxiliary: a.auxiliary,
+        },
+        hyper: TrainHyper {
+            lr_max: a.lr,
+            drop_path: a.drop_path,
+            auxiliary_weight: a.auxiliary_weight,
+            ..TrainHyper::default()
+        },
+        epochs: a.epochs,
+        batch: a.batch,
+        seed: a.seed,
+        augment,
+        train_limit: (a.train_limit > 0).then_some(a.train_limit),
+        test_limit: (a.test_limit > 0).then_some(a.test_limit),
+    };
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/train-{}-s{}", kind.name(), a.seed)));
+    eprintln!(
+        "nasrs train: {} ({} training / {} test images of {}) on {}, run folder {}",
+        kind.name(),
+        config.train_limit.unwrap_or(train.n).min(train.n),
+        config.test_limit.unwrap_or(test.n).min(test.n),
+        dir.display(),
+        device.name(),
+        out.display()
+    );
+    let history = with_backend!(device, |be| {
+        let net = nasrs::nas::eval_model::EvalNetwork::new(&be, config.model.clone(), config.seed)?;
+        eprintln!(
+            "network: C={} L={} auxiliary={} {} weights ({:.6}M, auxiliary head excluded)",
+            a.channels,
+            a.layers,
+            a.auxiliary,
+            net.num_weights(),
+            net.num_weights() as f64 / 1e6
+        );
+        drop(net);
+        let run = TrainRun::new(be, config, &out)?;
+        run.run(
+            &train,
+            &test,
+            a.resume,
+            &mut TrainBar {
+                bar: None,
+                epochs: 0,
+            },
+        )?
+    });
+    if let Some(m) = history.last() {
+        out!(
+            "final test accuracy {:.2}% (loss {:.4}) after {} epochs",
+            100.0 * m.test_acc,
+            m.test_loss,
+            history.len()
+        );
+    }
+    eprintln!("model written to {}", out.join(MODEL).display());
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let threads = a.threads;
+    in_pool(threads, || eval_in_pool(a))
+}
+
+fn eval_in_pool(a: EvalArgs) -> Result<()> {
+    let genotype = a.genotype.as_deref().map(resolve_genotype).transpose()?;
+    if a.batch == 0 {
+        return Err(Error::invalid("--batch", "must be at least 1"));
+    }
+    let device = open_device(&a.device)?;
+    with_backend!(device, |be| {
+        let (mut net, meta) = load_network(&be, &a.checkpoint, genotype)?;
+        let dataset = match (&a.dataset, &meta.dataset) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => {
+                return Err(Error::invalid(
+                    "--dataset",
+                    format!(
+                        "{} does not say which dataset it was trained on; pass --dataset",
+                        a.checkpoint.display()
+                    ),
+                ))
+            }
+        };
+        let kind: DatasetKind = dataset.parse()?;
+        let dir = a.data.clone().unwrap_or_else(default_data_dir);
+        let (_train, test) = load(kind, &dir)?;
+        if test.c != net.config.in_channels {
+            return Err(Error::invalid(
+                "--dataset",
+                format!(
+                    "{} has {} channels, the network expects {}",
+                    kind.name(),
+                    test.c,
+                    net.config.in_channels
+                ),
+            ));
+        }
+        let report = evaluate(&be, &mut net, &test, a.batch)?;
+        if let Some(path) = &a.logits {
+            let n = a.logits_count.clamp(1, test.n);
+            let idx: Vec<usize> = (0..n).collect();
+            let batch = nasrs::data::SequentialBatches::over(&test, idx, n)?
+                .next()
+                .ok_or_else(|| Error::invalid("--logits-count", "no test images"))?;
+            let db = to_device(&be, &batch)?;
+            let logits = nasrs::nas::train_run::eval_logits(&be, &mut net, &db.images)?;
+            let k = net.config.classes;
+            let tensors = std::collections::BTreeMap::from([
+                (
+                    "images".to_string(),
+                    nasrs::io::HostTensor {
+                        shape: batch.dims().shape().dims().to_vec(),
+                        data: batch.images.clone(),
+                    },
+                ),
+                (
+                    "logits".to_string(),
+                    nasrs::io::HostTensor {
+                        shape: vec![n, k],
+                        data: logits.iter().map(|&v| v as f32).collect(),
+                    },
+                ),
+            ]);
+            nasrs::io::save_safetensors(path, &tensors, Default::default())?;
+            eprintln!(
+                "{n} test images and their logits written to {}",
+                path.display()
+            );
+        }
+        if a.json {
+            let v = serde_json::json!({
+                "checkpoint": a.checkpoint.display().to_string(),
+                "dataset": kind.name(),
+                "model": net.config,
+                "test": report,
+                "per_class_accuracy": report.per_class(),
+            });
+            out!(
+                "{}",
+                serde_json::to_string_pretty(&v)
+                    .map_err(|e| Error::invalid("json", e.to_string()))?
+            );
+            return Ok(());
+        }
+        out!(
+            "{}: {} test images of {}, eval-mode batch norm",
+            a.checkpoint.display(),
+            report.count,
+            kind.name()
+        );
+        out!(
+            "test accuracy {:.2}%  loss {:.4}",
+            100.0 * report.accuracy,
+            report.loss
+        );
+        out!("per-class accuracy:");
+        for (c, acc) in report.per_class().iter().enumerate() {
+            let total: usize = report.confusion[c].iter().sum();
+            match acc {
+                Some(acc) => out!("  class {c:>3}: {:>6.2}%  ({total} images)", 100.0 * acc),
+                None => out!("  class {c:>3}:      -  (no images)"),
+            }
+        }
+        out!("confusion matrix (rows: true class, columns: predicted):");
+        let k = report.confusion.len();
+        let mut header = String::from("      ");
+        for c in 0..k {
+            header += &format!("{c:>6}");
+        }
+        out!("{header}");
+        for (c, row) in report.confusion.iter().enumerate() {
+            let cells: String = row.iter().map(|v| format!("{v:>6}")).collect();
+            out!("{c:>6}{cells}");
+        }
+        Ok(())
+    })
+}
+
+fn bench_train_cmd(cmd: BenchCommand) -> Result<()> {
+    let BenchCommand::Train {
+        genotype,
+        device,
+        channels,
+        layers,
+        batch,
+        size,
+        classes,
+        no_auxiliary,
+        warmup,
+        steps,
+        threads,
+        json,
+    } = cmd
+    else {
+        return Err(Error::invalid("bench", "not a training benchmark"));
+    };
+    if steps == 0 || batch < 2 {
+        return Err(Error::invalid(
+            "--steps/--batch",
+            "steps must be at least 1 and the batch at least 2 (batch norm)",
+        ));
+    }
+    let g = resolve_genotype(&genotype)?;
+    let dev = open_device(&device)?;
+    let cfg = TrainBenchConfig {
+        genotype,
+        channels,
+        layers,
+        batch,
+        size,
+        in_channels: 3,
+        classes,
+        auxiliary: !no_auxiliary,
+        drop_path: 0.2,
+        warmup,
+        steps,
+        seed: 0,
+    };
+    let r = with_backend!(dev, |be| in_pool(threads, || bench_train(be, g, cfg))?);
+    if json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| Error::invalid("json", e.to_string()))?
+        );
+    } else {
+        out!(
+            "device: {}  {} C={channels} L={layers} batch {batch} {size}x{size} auxiliary={}  weights {}",
+            r.device,
+            r.config.genotype,
+            r.config.auxiliary,
+            r.weights
+        );
+        out!("training step   {:>9.1} ms", 1e3 * r.step_s);
+        out!("throughput      {:>9.1} images/s", r.images_per_s);
+        if let Some(p) = r.peak_rss_bytes {
+            out!("peak memory (RSS) {:>7.1} MiB", p as f64 / (1 << 20) as f64);
+        }
+    }
+    Ok(())
+}
 
 fn selftest(device: &str, seed: u64) -> Result<()> {
     let dev = open_device(device)?;
@@ -539,6 +991,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Search(SearchCommand::Darts(a)) => search(a),
+        Command::Train(a) => train(a),
+        Command::Eval(a) => eval(a),
         Command::Model(a) => model(a),
         Command::Bench(b) => bench(b),
         Command::Selftest { device, seed } => selftest(&device, seed),

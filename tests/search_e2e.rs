@@ -67,6 +67,12 @@ fn search_writes_its_run_folder_and_resume_is_bitwise_identical() {
         ] {
             assert!(full.join(f).is_file(), "missing {f}");
         }
+        // BN counters as PyTorch's state_dict has them: one per weight step (3 epochs x 3).
+        let (ck, _) = load_safetensors(&full.join(CHECKPOINT)).unwrap();
+        assert_eq!(
+            ck["cells.0.preprocess0.op.2.num_batches_tracked"].data,
+            vec![9.0]
+        );
         let m_full = metrics(&full);
         assert_eq!(m_full.len(), 3);
         assert!(m_full

@@ -100,8 +100,9 @@ pub struct BatchIteratorState {
 /// An endless, shuffled stream of full batches over a fixed list of sample indices.
 ///
 /// Batches take consecutive indices from the current permutation. When fewer than `batch`
-/// indices remain, they are dropped (as DARTS' loaders with `drop_last`-style full batches:
-/// every batch has the same size, which batch norm and the architecture step rely on), a new
+/// indices remain, they are dropped (`drop_last`; DARTS' PyTorch queues keep the short last
+/// batch, but equal batches keep batch-norm statistics and the paired train/val steps of the
+/// architecture update comparable, and cost at most `batch - 1` samples an epoch), a new
 /// permutation is drawn from the iterator's own `Rng` and the epoch count goes up. Each epoch
 /// has a fresh order, so the dropped tail is different samples each time.
 #[derive(Clone, Debug)]

@@ -4,10 +4,12 @@
 //! discrete architecture derived from them; `darts` the search strategy.
 
 pub mod darts;
+pub mod eval_model;
 pub mod genotype;
 pub mod modules;
 pub mod search_model;
 pub mod search_run;
+pub mod train_run;
 
 pub use genotype::{Genotype, Primitive};
 pub use modules::{Ctx, Mode};

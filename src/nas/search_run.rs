@@ -20,7 +20,10 @@ use crate::data::{
     split_indices, Augment, Batch, BatchIterator, BatchIteratorState, Dataset, SequentialBatches,
 };
 use crate::error::{Error, Result};
-use crate::io::{atomic_write, atomic_write_json, load_safetensors, save_safetensors, HostTensor};
+use crate::io::{
+    atomic_write, atomic_write_json, load_safetensors, save_safetensors_with_i64, HostTensor,
+    HostTensorI64,
+};
 use crate::optim::cosine_lr;
 use crate::report::{alpha_history_svg, genotype_svg};
 use crate::rng::Rng;
@@ -260,9 +263,29 @@ impl<B: Backend> SearchRun<B> {
         };
         let json = serde_json::to_string(&meta)
             .map_err(|e| Error::invalid("checkpoint metadata", e.to_string()))?;
-        save_safetensors(
+        // PyTorch's BatchNorm2d keeps a `num_batches_tracked` counter in its state_dict; here
+        // the running statistics move once per weight step, so that is the count.
+        let weight_steps =
+            (st.history.len() * st.train_iter.steps_per_epoch(self.config.batch)) as i64;
+        let counters: BTreeMap<String, HostTensorI64> = net
+            .buffers
+            .names()
+            .iter()
+            .filter_map(|n| n.strip_suffix(".running_mean"))
+            .map(|bn| {
+                (
+                    format!("{bn}.num_batches_tracked"),
+                    HostTensorI64 {
+                        shape: vec![],
+                        data: vec![weight_steps],
+                    },
+                )
+            })
+            .collect();
+        save_safetensors_with_i64(
             &self.out.join(CHECKPOINT),
             &t,
+            &counters,
             HashMap::from([("nasrs.search".to_string(), json)]),
         )
     }

@@ -61,20 +61,13 @@ pub(crate) fn par_planes<T: Send>(
         });
 }
 
-/// `out[i] = f(a[i], b[i])` in parallel chunks.
+/// `out[i] = f(a[i], b[i])` in parallel, written straight into the new vector.
 fn zip_map<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
-    let mut y = vec![T::ZERO; a.len()];
-    y.par_chunks_mut(ELEMS_PER_TASK)
-        .zip(
-            a.par_chunks(ELEMS_PER_TASK)
-                .zip(b.par_chunks(ELEMS_PER_TASK)),
-        )
-        .for_each(|(y, (a, b))| {
-            for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
-                *y = f(a, b);
-            }
-        });
-    y
+    a.par_iter()
+        .zip(b.par_iter())
+        .with_min_len(ELEMS_PER_TASK)
+        .map(|(&x, &y)| f(x, y))
+        .collect()
 }
 
 /// Sum over fixed chunks of `f(i)`-style products in f64, in order (deterministic).

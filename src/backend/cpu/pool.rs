@@ -6,16 +6,39 @@ use super::par_planes;
 use crate::backend::Element;
 use crate::shape::{Nchw, Pool2dSpec, PoolKind};
 
-/// The in-bounds window of output (oh, ow): rows ih0..ih1, columns iw0..iw1.
+/// The in-bounds input range `[lo, hi)` of every output position along one axis.
+fn window_ranges(out: usize, input: usize, spec: &Pool2dSpec) -> Vec<(usize, usize)> {
+    (0..out)
+        .map(|o| {
+            let start = (o * spec.stride) as isize - spec.padding as isize;
+            (
+                start.max(0) as usize,
+                ((start + spec.kernel as isize).max(0) as usize).min(input),
+            )
+        })
+        .collect()
+}
+
+/// Index (into the plane) of the first maximum of a window, scanning rows then columns.
 #[inline(always)]
-fn window(oh: usize, ow: usize, xd: Nchw, spec: &Pool2dSpec) -> (usize, usize, usize, usize) {
-    let h0 = (oh * spec.stride) as isize - spec.padding as isize;
-    let w0 = (ow * spec.stride) as isize - spec.padding as isize;
-    let ih0 = h0.max(0) as usize;
-    let iw0 = w0.max(0) as usize;
-    let ih1 = ((h0 + spec.kernel as isize) as usize).min(xd.h);
-    let iw1 = ((w0 + spec.kernel as isize) as usize).min(xd.w);
-    (ih0, ih1, iw0, iw1)
+fn argmax<T: Element>(
+    xp: &[T],
+    w: usize,
+    (h0, h1): (usize, usize),
+    (w0, w1): (usize, usize),
+) -> usize {
+    let mut best = h0 * w + w0;
+    let mut m = xp[best];
+    for ih in h0..h1 {
+        let row = &xp[ih * w..][..w];
+        for (iw, &v) in row.iter().enumerate().take(w1).skip(w0) {
+            if v > m {
+                m = v;
+                best = ih * w + iw;
+            }
+        }
+    }
+    best
 }
 
 pub fn pool2d_fwd<T: Element>(
@@ -25,33 +48,26 @@ pub fn pool2d_fwd<T: Element>(
     spec: &Pool2dSpec,
     yd: Nchw,
 ) -> Vec<T> {
+    let (rh, rw) = (
+        window_ranges(yd.h, xd.h, spec),
+        window_ranges(yd.w, xd.w, spec),
+    );
     let mut y = vec![T::ZERO; yd.numel()];
     par_planes(&mut y, yd.plane(), |plane, yp| {
         let xp = &x[plane * xd.plane()..][..xd.plane()];
-        for oh in 0..yd.h {
-            for ow in 0..yd.w {
-                let (ih0, ih1, iw0, iw1) = window(oh, ow, xd, spec);
-                yp[oh * yd.w + ow] = match kind {
-                    PoolKind::Max => {
-                        let mut m = xp[ih0 * xd.w + iw0];
-                        for ih in ih0..ih1 {
-                            for iw in iw0..iw1 {
-                                let v = xp[ih * xd.w + iw];
-                                if v > m {
-                                    m = v;
-                                }
-                            }
-                        }
-                        m
-                    }
+        for (oh, &hr) in rh.iter().enumerate() {
+            let yr = &mut yp[oh * yd.w..][..yd.w];
+            for (yv, &wr) in yr.iter_mut().zip(&rw) {
+                *yv = match kind {
+                    PoolKind::Max => xp[argmax(xp, xd.w, hr, wr)],
                     PoolKind::Avg => {
                         let mut s = T::ZERO;
-                        for ih in ih0..ih1 {
-                            for iw in iw0..iw1 {
-                                s += xp[ih * xd.w + iw];
+                        for ih in hr.0..hr.1 {
+                            for &v in &xp[ih * xd.w + wr.0..ih * xd.w + wr.1] {
+                                s += v;
                             }
                         }
-                        s / T::from_f64(((ih1 - ih0) * (iw1 - iw0)) as f64)
+                        s / T::from_f64(((hr.1 - hr.0) * (wr.1 - wr.0)) as f64)
                     }
                 };
             }
@@ -68,31 +84,26 @@ pub fn pool2d_bwd<T: Element>(
     spec: &Pool2dSpec,
     yd: Nchw,
 ) -> Vec<T> {
+    let (rh, rw) = (
+        window_ranges(yd.h, xd.h, spec),
+        window_ranges(yd.w, xd.w, spec),
+    );
     let mut dx = vec![T::ZERO; xd.numel()];
     par_planes(&mut dx, xd.plane(), |plane, dxp| {
         let dyp = &dy[plane * yd.plane()..][..yd.plane()];
-        for oh in 0..yd.h {
-            for ow in 0..yd.w {
-                let (ih0, ih1, iw0, iw1) = window(oh, ow, xd, spec);
-                let g = dyp[oh * yd.w + ow];
+        for (oh, &hr) in rh.iter().enumerate() {
+            let dyr = &dyp[oh * yd.w..][..yd.w];
+            for (&g, &wr) in dyr.iter().zip(&rw) {
                 match kind {
                     PoolKind::Max => {
                         let xp = &x[plane * xd.plane()..][..xd.plane()];
-                        let mut best = ih0 * xd.w + iw0;
-                        for ih in ih0..ih1 {
-                            for iw in iw0..iw1 {
-                                if xp[ih * xd.w + iw] > xp[best] {
-                                    best = ih * xd.w + iw;
-                                }
-                            }
-                        }
-                        dxp[best] += g;
+                        dxp[argmax(xp, xd.w, hr, wr)] += g;
                     }
                     PoolKind::Avg => {
-                        let share = g / T::from_f64(((ih1 - ih0) * (iw1 - iw0)) as f64);
-                        for ih in ih0..ih1 {
-                            for iw in iw0..iw1 {
-                                dxp[ih * xd.w + iw] += share;
+                        let share = g / T::from_f64(((hr.1 - hr.0) * (wr.1 - wr.0)) as f64);
+                        for ih in hr.0..hr.1 {
+                            for d in &mut dxp[ih * xd.w + wr.0..ih * xd.w + wr.1] {
+                                *d += share;
                             }
                         }
                     }

@@ -1,0 +1,642 @@
+//! The DARTS evaluation network (`NetworkCIFAR` of the DARTS code), built from a genotype:
+//! a 3x3 stem to 3C channels + affine BN, `L` cells (reduction cells at L/3 and 2L/3, where
+//! the channels double), an optional auxiliary head after cell 2L/3, global average pooling
+//! and a linear classifier. Each cell edge is the genotype's chosen op (affine BN, pools
+//! without BN); node i sums its two ops applied to the states the genotype names, with
+//! drop-path on every non-identity op while training.
+//!
+//! Parameter and buffer names are those of PyTorch DARTS' `state_dict`
+//! (`cells.3._ops.2.op.1.weight`, `auxiliary_head.features.2.weight`), so `state_dict` /
+//! `load_state_dict` exchange checkpoints with PyTorch, `num_batches_tracked` included.
+
+use super::genotype::Genotype;
+use super::modules::{BatchNorm, Builder, Conv, Ctx, EdgeOp, FactorizedReduce, Linear, ReluConvBn};
+use crate::autograd::{ParamStore, Tape, Var};
+use crate::backend::{Backend, Element};
+use crate::error::{Error, Result};
+use crate::io::{HostTensor, HostTensorI64};
+use crate::rng::Rng;
+use crate::shape::{Conv2dSpec, Pool2dSpec};
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The DARTS code's stem width factor (stem = 3C channels).
+pub const STEM_MULTIPLIER: usize = 3;
+/// Channels of the auxiliary head's 1x1 and 2x2 convolutions (fixed in `AuxiliaryHeadCIFAR`).
+pub const AUX_MID: usize = 128;
+pub const AUX_OUT: usize = 768;
+/// Name prefix of the auxiliary head (not counted in the paper's parameter count).
+pub const AUX_PREFIX: &str = "auxiliary_head.";
+
+/// Everything that determines the evaluation network's shape (kept in checkpoint metadata).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalConfig {
+    pub genotype: Genotype,
+    /// Initial channels C.
+    pub channels: usize,
+    /// Cells L.
+    pub layers: usize,
+    pub classes: usize,
+    pub in_channels: usize,
+    pub auxiliary: bool,
+}
+
+impl EvalConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (what, v) in [
+            ("--channels", self.channels),
+            ("--layers", self.layers),
+            ("classes", self.classes),
+            ("input channels", self.in_channels),
+        ] {
+            if v == 0 {
+                return Err(Error::invalid(what, "must be at least 1"));
+            }
+        }
+        validate_genotype(&self.genotype)
+    }
+
+    /// Reduction cells sit at L/3 and 2L/3 (as in the search network).
+    pub fn is_reduction(&self, cell: usize) -> bool {
+        cell == self.layers / 3 || cell == 2 * self.layers / 3
+    }
+
+    /// The cell whose output feeds the auxiliary head.
+    pub fn aux_cell(&self) -> usize {
+        2 * self.layers / 3
+    }
+
+    /// Checks that `h x w` images fit the auxiliary head, which (as in DARTS) assumes
+    /// 8x8 features there: a 5x5/3 pool to 2x2, then a 2x2 conv to 1x1.
+    pub fn check_image_size(&self, h: usize, w: usize) -> Result<()> {
+        if !self.auxiliary {
+            return Ok(());
+        }
+        let (mut fh, mut fw) = (h, w);
+        for i in 0..=self.aux_cell() {
+            if self.is_reduction(i) {
+                (fh, fw) = (fh.div_ceil(2), fw.div_ceil(2));
+            }
+        }
+        let fits = |s: usize| (8..=10).contains(&s);
+        if !fits(fh) || !fits(fw) {
+            return Err(Error::invalid(
+                "--auxiliary",
+                format!(
+                    "the auxiliary head needs 8x8 features after cell {} (32x32 images), but \
+                     {h}x{w} images give {fh}x{fw}; train without --auxiliary",
+                    self.aux_cell()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A genotype a network can be built from: pairs of ops per node, inputs that exist.
+pub fn validate_genotype(g: &Genotype) -> Result<()> {
+    for (cell, ops, concat) in [
+        ("normal", &g.normal, &g.normal_concat),
+        ("reduce", &g.reduce, &g.reduce_concat),
+    ] {
+        if ops.is_empty() || ops.len() % 2 != 0 {
+            return Err(Error::invalid(
+                "genotype",
+                format!(
+                    "the {cell} cell has {} ops; it needs two per node",
+                    ops.len()
+                ),
+            ));
+        }
+        for (k, &(_, input)) in ops.iter().enumerate() {
+            let node = k / 2;
+            if input >= node + 2 {
+                return Err(Error::invalid(
+                    "genotype",
+                    format!(
+                        "{cell} op {k} reads state {input}, but node {node} can only read states 0..{}",
+                        node + 1
+                    ),
+                ));
+            }
+        }
+        let states = ops.len() / 2 + 2;
+        if concat.is_empty() {
+            return Err(Error::invalid(
+                "genotype",
+                format!("{cell}_concat is empty"),
+            ));
+        }
+        if let Some(&c) = concat.iter().find(|&&c| c >= states) {
+            return Err(Error::invalid(
+                "genotype",
+                format!(
+                    "{cell}_concat names state {c}, but the cell has states 0..{}",
+                    states - 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A built-in genotype by name (`DARTS_V1`, `DARTS_V2`, `DARTS`) or a `genotype.json` file
+/// (as `nasrs search` writes it).
+pub fn resolve_genotype(spec: &str) -> Result<Genotype> {
+    if let Some(g) = Genotype::builtin(spec) {
+        return Ok(g);
+    }
+    let path = Path::new(spec);
+    if !path.is_file() {
+        return Err(Error::invalid(
+            "--genotype",
+            format!("'{spec}' is neither a built-in genotype (DARTS_V1, DARTS_V2) nor a file"),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let g: Genotype = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(path, format!("not a genotype: {e}")))?;
+    validate_genotype(&g).map_err(|e| Error::bad_file(path, e.to_string()))?;
+    Ok(g)
+}
+
+enum Preprocess {
+    ReluConvBn(ReluConvBn),
+    FactorizedReduce(FactorizedReduce),
+}
+
+impl Preprocess {
+    fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+        match self {
+            Preprocess::ReluConvBn(m) => m.forward(cx, x),
+            Preprocess::FactorizedReduce(m) => m.forward(cx, x),
+        }
+    }
+}
+
+struct EvalCell {
+    preprocess0: Preprocess,
+    preprocess1: Preprocess,
+    /// ops[k] reads state indices[k]; node i sums ops 2i and 2i+1.
+    ops: Vec<EdgeOp>,
+    indices: Vec<usize>,
+    concat: Vec<usize>,
+}
+
+/// `AuxiliaryHeadCIFAR`: ReLU, AvgPool 5x5/3 (count_include_pad=False), conv 1x1 C->128,
+/// BN, ReLU, conv 2x2 128->768, BN, ReLU, linear 768->classes.
+struct AuxHead {
+    conv1: Conv,
+    bn1: BatchNorm,
+    conv2: Conv,
+    bn2: BatchNorm,
+    classifier: Linear,
+}
+
+const AUX_POOL: Pool2dSpec = Pool2dSpec {
+    kernel: 5,
+    stride: 3,
+    padding: 0,
+};
+
+impl AuxHead {
+    fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+        let h = cx.tape.relu(x)?;
+        let h = cx.tape.avg_pool2d(h, AUX_POOL)?;
+        let h = self.conv1.forward(cx, h)?;
+        let h = self.bn1.forward(cx, h)?;
+        let h = cx.tape.relu(h)?;
+        let h = self.conv2.forward(cx, h)?;
+        let h = self.bn2.forward(cx, h)?;
+        let h = cx.tape.relu(h)?;
+        let d = cx.tape.shape(h).nchw("auxiliary head")?;
+        if d.h != 1 || d.w != 1 {
+            return Err(Error::shape(
+                "auxiliary head",
+                format!(
+                    "features end at {}x{} instead of 1x1 (the head expects 8x8 inputs, i.e. 32x32 images)",
+                    d.h, d.w
+                ),
+            ));
+        }
+        // Averaging a 1x1 plane is exactly the flatten `x.view(n, -1)`.
+        let flat = cx.tape.global_avg_pool(h)?;
+        self.classifier.forward(cx, flat)
+    }
+}
+
+fn conv_spec(c_in: usize, c_out: usize, kernel: usize, padding: usize) -> Conv2dSpec {
+    Conv2dSpec {
+        in_channels: c_in,
+        out_channels: c_out,
+        kernel,
+        stride: 1,
+        padding,
+        dilation: 1,
+        groups: 1,
+    }
+}
+
+/// The evaluation network with its weights and BN statistics.
+pub struct EvalNetwork<B: Backend> {
+    pub config: EvalConfig,
+    pub weights: ParamStore<B>,
+    /// BN running means and variances.
+    pub buffers: ParamStore<B>,
+    /// Training-mode forwards so far: PyTorch's `num_batches_tracked`, the same for every BN
+    /// because every BN (auxiliary head included) runs in each training forward.
+    pub bn_batches: u64,
+    stem_conv: Conv,
+    stem_bn: BatchNorm,
+    cells: Vec<EvalCell>,
+    aux: Option<AuxHead>,
+    classifier: Linear,
+}
+
+impl<B: Backend> EvalNetwork<B> {
+    /// Builds the network with PyTorch's default initialisation, drawn from `seed`.
+    pub fn new(backend: &B, config: EvalConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let mut rng = Rng::fork(seed, "weights");
+        let (mut weights, mut buffers) = (ParamStore::new(), ParamStore::new());
+        let mut b = Builder::new(backend, &mut weights, &mut buffers, &mut rng);
+        let c = config.channels;
+        let c_stem = STEM_MULTIPLIER * c;
+        let (stem_conv, stem_bn) = b.scope("stem", |b| {
+            Ok((
+                b.scope(0, |b| b.conv(conv_spec(config.in_channels, c_stem, 3, 1)))?,
+                b.scope(1, |b| b.batch_norm(c_stem, true))?,
+            ))
+        })?;
+        let (mut c_pp, mut c_p, mut c_cur) = (c_stem, c_stem, c);
+        let mut reduction_prev = false;
+        let mut cells = Vec::with_capacity(config.layers);
+        let mut c_aux = c_p;
+        for i in 0..config.layers {
+            let reduction = config.is_reduction(i);
+            if reduction {
+                c_cur *= 2;
+            }
+            let (gene, concat) = if reduction {
+                (&config.genotype.reduce, &config.genotype.reduce_concat)
+            } else {
+                (&config.genotype.normal, &config.genotype.normal_concat)
+            };
+            let cell = b.scope("cells", |b| {
+                b.scope(i, |b| {
+                    let preprocess0 = b.scope("preprocess0", |b| {
+                        Ok(if reduction_prev {
+                            Preprocess::FactorizedReduce(FactorizedReduce::new(
+                                b, c_pp, c_cur, true,
+                            )?)
+                        } else {
+                            Preprocess::ReluConvBn(ReluConvBn::new(b, c_pp, c_cur, 1, 1, 0, true)?)
+                        })
+                    })?;
+                    let preprocess1 = b.scope("preprocess1", |b| {
+                        Ok(Preprocess::ReluConvBn(ReluConvBn::new(
+                            b, c_p, c_cur, 1, 1, 0, true,
+                        )?))
+                    })?;
+                    let ops = b.scope("_ops", |b| {
+                        gene.iter()
+                            .enumerate()
+                            .map(|(k, &(p, input))| {
+                                let stride = if reduction && input < 2 { 2 } else { 1 };
+                                b.scope(k, |b| EdgeOp::new(b, p, c_cur, stride, true, false))
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })?;
+                    Ok(EvalCell {
+                        preprocess0,
+                        preprocess1,
+                        ops,
+                        indices: gene.iter().map(|&(_, j)| j).collect(),
+                        concat: concat.clone(),
+                    })
+                })
+            })?;
+            c_pp = c_p;
+            c_p = cell.concat.len() * c_cur;
+            cells.push(cell);
+            reduction_prev = reduction;
+            if i == config.aux_cell() {
+                c_aux = c_p;
+            }
+        }
+        let aux = if config.auxiliary {
+            Some(b.scope("auxiliary_head", |b| {
+                let (conv1, bn1, conv2, bn2) = b.scope("features", |b| {
+                    Ok((
+                        b.scope(2, |b| b.conv(conv_spec(c_aux, AUX_MID, 1, 0)))?,
+                        b.scope(3, |b| b.batch_norm(AUX_MID, true))?,
+                        b.scope(5, |b| b.conv(conv_spec(AUX_MID, AUX_OUT, 2, 0)))?,
+                        b.scope(6, |b| b.batch_norm(AUX_OUT, true))?,
+                    ))
+                })?;
+                let classifier = b.scope("classifier", |b| b.linear(AUX_OUT, config.classes))?;
+                Ok(AuxHead {
+                    conv1,
+                    bn1,
+                    conv2,
+                    bn2,
+                    classifier,
+                })
+            })?)
+        } else {
+            None
+        };
+        let classifier = b.scope("classifier", |b| b.linear(c_p, config.classes))?;
+        Ok(EvalNetwork {
+            config,
+            weights,
+            buffers,
+            bn_batches: 0,
+            stem_conv,
+            stem_bn,
+            cells,
+            aux,
+            classifier,
+        })
+    }
+
+    /// Weights as the DARTS paper counts them: every trainable parameter but the auxiliary
+    /// head's (BN running statistics are buffers, not counted).
+    pub fn num_weights(&self) -> usize {
+        self.weights
+            .shapes()
+            .filter(|(n, _)| !n.starts_with(AUX_PREFIX))
+            .map(|(_, s)| s.numel())
+            .sum()
+    }
+
+    /// Records the forward pass of images `x`: the logits and, in training mode with an
+    /// auxiliary head, the auxiliary logits. Drop-path (probability `drop_prob`, masks from
+    /// `rng`) applies in training mode only. A training-mode forward that updates the running
+    /// statistics counts one batch in `bn_batches`.
+    pub fn run(
+        &mut self,
+        tape: &mut Tape<B>,
+        x: Var,
+        mode: super::Mode,
+        drop_prob: f64,
+        rng: &mut Rng,
+    ) -> Result<(Var, Option<Var>)> {
+        if !(0.0..1.0).contains(&drop_prob) {
+            return Err(Error::invalid(
+                "--drop-path",
+                format!("{drop_prob} is not in [0, 1)"),
+            ));
+        }
+        // The buffers are taken out for the call so the network can be borrowed immutably.
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let arch = ParamStore::new();
+        let result = {
+            let mut cx = Ctx {
+                tape,
+                weights: &self.weights,
+                buffers: &mut buffers,
+                arch: &arch,
+                mode,
+            };
+            self.forward(&mut cx, x, drop_prob, rng)
+        };
+        self.buffers = buffers;
+        if result.is_ok() && mode.train && mode.update_running {
+            self.bn_batches += 1;
+        }
+        result
+    }
+
+    fn forward(
+        &self,
+        cx: &mut Ctx<B>,
+        x: Var,
+        drop_prob: f64,
+        rng: &mut Rng,
+    ) -> Result<(Var, Option<Var>)> {
+        let d = cx.tape.shape(x).nchw("network input")?;
+        if d.c != self.config.in_channels {
+            return Err(Error::shape(
+                "network input",
+                format!(
+                    "images {} have {} channels, the network expects {}",
+                    d.shape(),
+                    d.c,
+                    self.config.in_channels
+                ),
+            ));
+        }
+        let h = self.stem_conv.forward(cx, x)?;
+        let stem = self.stem_bn.forward(cx, h)?;
+        let (mut s0, mut s1) = (stem, stem);
+        let drop = if cx.mode.train && drop_prob > 0.0 {
+            Some(1.0 - drop_prob)
+        } else {
+            None
+        };
+        let mut aux_logits = None;
+        for (i, cell) in self.cells.iter().enumerate() {
+            let out = Self::cell_forward(cx, cell, s0, s1, drop, rng)?;
+            s0 = s1;
+            s1 = out;
+            if i == self.config.aux_cell() && cx.mode.train {
+                if let Some(aux) = &self.aux {
+                    aux_logits = Some(aux.forward(cx, s1)?);
+                    // PyTorch's head starts with ReLU(inplace=True), which rectifies s1 for
+                    // everything after it too. Later cells start with a ReLU anyway; only
+                    // the global pooling (when this is the last cell) sees the difference.
+                    s1 = cx.tape.relu(s1)?;
+                }
+            }
+        }
+        let pooled = cx.tape.global_avg_pool(s1)?;
+        Ok((self.classifier.forward(cx, pooled)?, aux_logits))
+    }
+
+    fn cell_forward(
+        cx: &mut Ctx<B>,
+        cell: &EvalCell,
+        s0: Var,
+        s1: Var,
+        keep_prob: Option<f64>,
+        rng: &mut Rng,
+    ) -> Result<Var> {
+        let mut states = vec![
+            cell.preprocess0.forward(cx, s0)?,
+            cell.preprocess1.forward(cx, s1)?,
+        ];
+        for node in 0..cell.ops.len() / 2 {
+            let mut pair = [states[0]; 2];
+            for (slot, k) in [2 * node, 2 * node + 1].into_iter().enumerate() {
+                let op = &cell.ops[k];
+                let mut h = op.forward(cx, states[cell.indices[k]])?;
+                if let Some(keep) = keep_prob {
+                    if !matches!(op, EdgeOp::Identity) {
+                        h = cx.tape.drop_path(h, keep, rng)?;
+                    }
+                }
+                pair[slot] = h;
+            }
+            states.push(cx.tape.add(pair[0], pair[1])?);
+        }
+        let outs: Vec<Var> = cell.concat.iter().map(|&j| states[j]).collect();
+        cx.tape.concat_channels(&outs)
+    }
+
+    /// The PyTorch `state_dict`: weights and running statistics as f32, and each BN's
+    /// `num_batches_tracked` as an i64 scalar.
+    pub fn state_dict(
+        &self,
+        backend: &B,
+    ) -> Result<(
+        BTreeMap<String, HostTensor>,
+        BTreeMap<String, HostTensorI64>,
+    )> {
+        let mut floats = BTreeMap::new();
+        let mut ints = BTreeMap::new();
+        for store in [&self.weights, &self.buffers] {
+            for (id, t) in store.ids().zip(store.tensors()) {
+                floats.insert(
+                    store.name(id).to_string(),
+                    HostTensor {
+                        shape: t.shape.dims().to_vec(),
+                        data: t.to_f32(backend)?,
+                    },
+                );
+            }
+        }
+        for name in self.buffers.names() {
+            if let Some(prefix) = name.strip_suffix(".running_mean") {
+                ints.insert(
+                    format!("{prefix}.num_batches_tracked"),
+                    HostTensorI64 {
+                        shape: vec![],
+                        data: vec![i64::try_from(self.bn_batches).unwrap_or(i64::MAX)],
+                    },
+                );
+            }
+        }
+        Ok((floats, ints))
+    }
+
+    /// Loads a `state_dict` strictly: every weight and running statistic must be present
+    /// with its shape, and nothing else may be (except `num_batches_tracked`, which may be
+    /// missing as in checkpoints of older PyTorch, and names starting with one of
+    /// `ignore_prefixes`, such as a checkpoint's optimizer state).
+    pub fn load_state_dict(
+        &mut self,
+        backend: &B,
+        tensors: &BTreeMap<String, HostTensor>,
+        ignore_prefixes: &[&str],
+        path: &Path,
+    ) -> Result<()> {
+        let expected: std::collections::BTreeSet<String> = self
+            .weights
+            .names()
+            .iter()
+            .chain(self.buffers.names())
+            .cloned()
+            .collect();
+        let bn_counters: Vec<String> = self
+            .buffers
+            .names()
+            .iter()
+            .filter_map(|n| n.strip_suffix(".running_mean"))
+            .map(|p| format!("{p}.num_batches_tracked"))
+            .collect();
+        let unexpected: Vec<&str> = tensors
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| {
+                !expected.contains(*k)
+                    && !bn_counters.iter().any(|c| c == k)
+                    && !ignore_prefixes.iter().any(|p| k.starts_with(p))
+            })
+            .collect();
+        if !unexpected.is_empty() {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "{} tensors the network does not have (e.g. {}); is it the same genotype, \
+                     --channels, --layers and --auxiliary?",
+                    unexpected.len(),
+                    unexpected[..unexpected.len().min(3)].join(", ")
+                ),
+            ));
+        }
+        for store in [&mut self.weights, &mut self.buffers] {
+            for id in store.ids().collect::<Vec<_>>() {
+                let name = store.name(id).to_string();
+                let t = tensors
+                    .get(&name)
+                    .ok_or_else(|| Error::bad_file(path, format!("missing tensor {name}")))?;
+                let v: Vec<B::Elem> = t
+                    .data
+                    .iter()
+                    .map(|&x| B::Elem::from_f64(x as f64))
+                    .collect();
+                let value = Tensor::from_host(backend, &v, t.shape.as_slice())
+                    .map_err(|e| Error::bad_file(path, format!("{name}: {e}")))?;
+                store
+                    .set(id, value)
+                    .map_err(|e| Error::bad_file(path, e.to_string()))?;
+            }
+        }
+        self.bn_batches = bn_counters
+            .iter()
+            .filter_map(|c| tensors.get(c))
+            .filter_map(|t| t.data.first())
+            .map(|&v| v.max(0.0) as u64)
+            .max()
+            .unwrap_or(0);
+        Ok(())
+    }
+}
+
+/// Reconstructs the shape of an evaluation network from a bare PyTorch `state_dict` (no
+/// nasrs metadata): C from the stem (3C outputs), L from the highest cell index, classes and
+/// input channels from the classifier and stem weights, the auxiliary head from its keys.
+/// The genotype cannot be read off the weights and must be given.
+pub fn infer_config(
+    tensors: &BTreeMap<String, HostTensor>,
+    genotype: Genotype,
+    path: &Path,
+) -> Result<EvalConfig> {
+    let get = |name: &str| {
+        tensors.get(name).ok_or_else(|| {
+            Error::bad_file(
+                path,
+                format!("no {name}: not a DARTS evaluation network state_dict"),
+            )
+        })
+    };
+    let stem = get("stem.0.weight")?;
+    let cls = get("classifier.weight")?;
+    if stem.shape.len() != 4 || stem.shape[0] % STEM_MULTIPLIER != 0 || cls.shape.len() != 2 {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "stem.0.weight {:?} / classifier.weight {:?} are not a DARTS network's",
+                stem.shape, cls.shape
+            ),
+        ));
+    }
+    let layers = tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix("cells."))
+        .filter_map(|k| k.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map(|m| m + 1)
+        .ok_or_else(|| Error::bad_file(path, "no cells.* tensors"))?;
+    Ok(EvalConfig {
+        genotype,
+        channels: stem.shape[0] / STEM_MULTIPLIER,
+        layers,
+        classes: cls.shape[0],
+        in_channels: stem.shape[1],
+        auxiliary: tensors.keys().any(|k| k.starts_with(AUX_PREFIX)),
+    })
+}
