@@ -1,16 +1,20 @@
 //! `nasrs bench darts`: times the DARTS search steps on random data at a given size, the way
 //! the PyTorch reference (`bench/torch_reference.py`) times them: warm-up, then the median
 //! of many steps, for a weight step, a first-order iteration and a second-order iteration,
-//! plus peak memory (resident set on the CPU).
+//! plus peak memory per phase. The backend times and measures (`Backend::time_region`,
+//! `Backend::peak_memory`): CUDA events and the stream-ordered pool's high-water mark on a
+//! GPU, the host clock and the resident set on the CPU. The result carries the counted
+//! cost model of the same steps (`bench_model`) and each phase's ratio to its floor at the
+//! measured copy bandwidth.
 
-use crate::backend::{Backend, Element};
+use crate::backend::{Backend, Element, PeakMemory};
+use crate::bench_model::{model_darts, DartsModel, DeviceRates};
 use crate::error::Result;
 use crate::nas::darts::{Darts, DartsHyper, DeviceBatch};
 use crate::nas::{SearchConfig, SearchNetwork};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::Serialize;
-use std::time::Instant;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DartsBenchConfig {
@@ -23,11 +27,29 @@ pub struct DartsBenchConfig {
     pub warmup: usize,
     pub steps: usize,
     pub seed: u64,
+    /// Size of the buffer the copy bandwidth is measured with (0 = not measured).
+    pub copy_mib: usize,
+}
+
+/// One timed phase: median, spread and samples in seconds, and the device's peak memory
+/// over the phase (warm-up included), where the device can measure it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseResult {
+    pub name: String,
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    pub samples: Vec<f64>,
+    pub peak_memory: Option<PeakMemory>,
+    /// Median over the counted floor (`bench_model`, at the measured copy bandwidth).
+    pub floor_ratio: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DartsBenchResult {
     pub device: String,
+    /// How steps were timed (`wall_clock`, `cuda_events`).
+    pub timer: &'static str,
     pub config: DartsBenchConfig,
     pub weights: usize,
     /// Median seconds per step, and all samples.
@@ -35,8 +57,14 @@ pub struct DartsBenchResult {
     pub first_order_iteration_s: f64,
     pub second_order_iteration_s: f64,
     pub samples: Vec<(String, Vec<f64>)>,
+    pub phases: Vec<PhaseResult>,
     /// Peak resident memory of the process (CPU), bytes; None where unknown.
     pub peak_rss_bytes: Option<u64>,
+    /// Device-to-device copy bandwidth (bytes read + written per second) of a
+    /// `copy_mib` MiB buffer, median of 10 copies; None when `copy_mib` is 0.
+    pub copy_bandwidth_bytes_per_s: Option<f64>,
+    /// The counted cost model of the same steps, with floors at the measured bandwidth.
+    pub model: DartsModel,
 }
 
 pub fn median(v: &[f64]) -> f64 {
@@ -57,7 +85,11 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn random_batch<B: Backend>(be: &B, rng: &mut Rng, c: &DartsBenchConfig) -> Result<DeviceBatch<B>> {
+pub(crate) fn random_batch<B: Backend>(
+    be: &B,
+    rng: &mut Rng,
+    c: &DartsBenchConfig,
+) -> Result<DeviceBatch<B>> {
     let n = c.batch * c.in_channels * c.size * c.size;
     let x: Vec<B::Elem> = (0..n).map(|_| B::Elem::from_f64(rng.normal())).collect();
     let labels = (0..c.batch).map(|_| rng.below(c.classes) as u32).collect();
@@ -67,24 +99,52 @@ fn random_batch<B: Backend>(be: &B, rng: &mut Rng, c: &DartsBenchConfig) -> Resu
     })
 }
 
-fn time_steps(
-    backend: &impl Backend,
+/// Runs `f` `warmup` times, then times it `steps` times with the backend's timer, with the
+/// peak-memory mark reset before the warm-up.
+fn time_phase<B: Backend>(
+    backend: &B,
+    name: &str,
     warmup: usize,
     steps: usize,
     mut f: impl FnMut() -> Result<()>,
-) -> Result<Vec<f64>> {
+) -> Result<PhaseResult> {
+    backend.synchronize()?;
+    backend.reset_peak_memory()?;
     for _ in 0..warmup {
         f()?;
     }
     backend.synchronize()?;
-    let mut out = Vec::with_capacity(steps);
+    let mut samples = Vec::with_capacity(steps);
     for _ in 0..steps {
-        let t = Instant::now();
-        f()?;
-        backend.synchronize()?;
-        out.push(t.elapsed().as_secs_f64());
+        samples.push(backend.time_region(&mut f)?);
     }
-    Ok(out)
+    let min_s = samples.iter().copied().fold(f64::INFINITY, f64::min);
+    let max_s = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Ok(PhaseResult {
+        name: name.to_string(),
+        median_s: median(&samples),
+        min_s,
+        max_s,
+        samples,
+        peak_memory: backend.peak_memory()?,
+        floor_ratio: None,
+    })
+}
+
+/// Copy bandwidth of `mib` MiB buffers in bytes per second, counting the read and the write.
+pub fn copy_bandwidth<B: Backend>(backend: &B, mib: usize) -> Result<f64> {
+    let len = mib * (1 << 20) / std::mem::size_of::<B::Elem>();
+    let src = backend.zeros(len)?;
+    let mut dst = backend.zeros(len)?;
+    for _ in 0..2 {
+        backend.copy_into(&mut dst, &src)?;
+    }
+    let mut t = Vec::with_capacity(10);
+    for _ in 0..10 {
+        t.push(backend.time_region(&mut || backend.copy_into(&mut dst, &src))?);
+    }
+    let bytes = 2.0 * (len * std::mem::size_of::<B::Elem>()) as f64;
+    Ok(bytes / median(&t))
 }
 
 pub fn bench_darts<B: Backend>(backend: B, c: DartsBenchConfig) -> Result<DartsBenchResult> {
@@ -96,28 +156,52 @@ pub fn bench_darts<B: Backend>(backend: B, c: DartsBenchConfig) -> Result<DartsB
     let net = SearchNetwork::new(&backend, model.clone(), c.seed)?;
     let weights = net.num_weights();
     let mut darts = Darts::new(backend.clone(), net, DartsHyper::default())?;
-    let weight = time_steps(&backend, c.warmup, c.steps, || {
+    let weight = time_phase(&backend, "weight_step", c.warmup, c.steps, || {
         darts.weight_step(&train, lr).map(|_| ())
     })?;
-    let first = time_steps(&backend, c.warmup, c.steps, || {
+    let first = time_phase(&backend, "first_order_iteration", c.warmup, c.steps, || {
         darts.iteration(&train, &val, lr).map(|_| ())
     })?;
     darts.hyper.order = 2;
-    let second = time_steps(&backend, c.warmup.min(1), c.steps, || {
-        darts.iteration(&train, &val, lr).map(|_| ())
-    })?;
+    let second = time_phase(
+        &backend,
+        "second_order_iteration",
+        c.warmup.min(1),
+        c.steps,
+        || darts.iteration(&train, &val, lr).map(|_| ()),
+    )?;
+    // Read before the bandwidth buffers exist: the resident-set mark never goes down.
+    let peak_rss = peak_rss_bytes();
+    drop(darts);
+    let copy_bw = if c.copy_mib > 0 {
+        Some(copy_bandwidth(&backend, c.copy_mib)?)
+    } else {
+        None
+    };
+    let mut rates = DeviceRates::H200;
+    if let Some(bw) = copy_bw {
+        rates.bandwidth_bytes_per_s = bw;
+    }
+    let cost = model_darts(&c, rates)?;
+    let mut phases = vec![weight, first, second];
+    for p in &mut phases {
+        p.floor_ratio = cost.phase(&p.name).map(|m| p.median_s / m.floors.floor_s);
+    }
     Ok(DartsBenchResult {
         device: backend.device_name(),
+        timer: backend.timer_kind(),
         weights,
-        weight_step_s: median(&weight),
-        first_order_iteration_s: median(&first),
-        second_order_iteration_s: median(&second),
-        samples: vec![
-            ("weight_step".into(), weight),
-            ("first_order_iteration".into(), first),
-            ("second_order_iteration".into(), second),
-        ],
-        peak_rss_bytes: peak_rss_bytes(),
+        weight_step_s: phases[0].median_s,
+        first_order_iteration_s: phases[1].median_s,
+        second_order_iteration_s: phases[2].median_s,
+        samples: phases
+            .iter()
+            .map(|p| (p.name.clone(), p.samples.clone()))
+            .collect(),
+        phases,
+        peak_rss_bytes: peak_rss,
+        copy_bandwidth_bytes_per_s: copy_bw,
+        model: cost,
         config: c,
     })
 }
@@ -184,6 +268,7 @@ pub fn bench_train<B: Backend>(
             warmup: c.warmup,
             steps: c.steps,
             seed: c.seed,
+            copy_mib: 0,
         },
     )?;
     let net = EvalNetwork::new(&backend, model, c.seed)?;
@@ -194,11 +279,12 @@ pub fn bench_train<B: Backend>(
     };
     let mut trainer = Trainer::new(backend.clone(), net, hyper)?;
     let mut drop_rng = Rng::fork(c.seed, "drop path");
-    let samples = time_steps(&backend, c.warmup, c.steps, || {
+    let samples = time_phase(&backend, "train_step", c.warmup, c.steps, || {
         trainer
             .step(&batch, 0.025, c.drop_path, &mut drop_rng)
             .map(|_| ())
-    })?;
+    })?
+    .samples;
     let step_s = median(&samples);
     Ok(TrainBenchResult {
         device: backend.device_name(),

@@ -14,6 +14,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod bench;
+pub mod bench_model;
 pub mod data;
 pub mod device;
 pub mod error;

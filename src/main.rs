@@ -5,7 +5,10 @@
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use nasrs::bench::{bench_darts, bench_train, DartsBenchConfig, TrainBenchConfig};
+use nasrs::bench::{
+    bench_darts, bench_train, DartsBenchConfig, DartsBenchResult, TrainBenchConfig,
+};
+use nasrs::bench_model::{format_model, model_darts, DeviceRates};
 use nasrs::data::{default_data_dir, load, DatasetKind};
 use nasrs::device::{resolve, DeviceChoice, Resolved};
 use nasrs::nas::darts::{DartsHyper, DeviceBatch, StepStats};
@@ -248,6 +251,39 @@ enum BenchCommand {
         steps: usize,
         #[arg(long)]
         threads: Option<usize>,
+        /// MiB copied to measure the device's copy bandwidth (0 = skip).
+        #[arg(long, default_value_t = 256)]
+        copy_mib: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// FLOPs, bytes, op calls and peak live memory of each DARTS step, counted on the real
+    /// network (no device needed), with the floors they imply at the given rates.
+    DartsModel {
+        #[arg(long, default_value_t = 16)]
+        channels: usize,
+        #[arg(long, default_value_t = 8)]
+        layers: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        in_channels: usize,
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        /// Memory bandwidth, TB/s (H200 HBM3e: ~4.3).
+        #[arg(long, default_value_t = 4.3)]
+        bandwidth_tbs: f64,
+        /// f32 arithmetic rate, TFLOP/s (H200 without tensor cores: ~60).
+        #[arg(long, default_value_t = 60.0)]
+        tflops: f64,
+        /// Cost of one kernel launch from the host, microseconds.
+        #[arg(long, default_value_t = 2.5)]
+        launch_us: f64,
+        /// Ops listed in the per-op table.
+        #[arg(long, default_value_t = 12)]
+        top: usize,
         #[arg(long)]
         json: bool,
     },
@@ -498,68 +534,137 @@ fn model(a: ModelArgs) -> Result<()> {
 }
 
 fn bench(cmd: BenchCommand) -> Result<()> {
-    let BenchCommand::Darts {
-        device,
-        channels,
-        layers,
-        batch,
-        size,
-        in_channels,
-        classes,
-        warmup,
-        steps,
-        threads,
-        json,
-    } = cmd
-    else {
-        return bench_train_cmd(cmd);
-    };
-    if steps == 0 || batch == 0 {
-        return Err(Error::invalid("--steps/--batch", "must be at least 1"));
-    }
-    let dev = open_device(&device)?;
-    let cfg = DartsBenchConfig {
-        channels,
-        layers,
-        batch,
-        size,
-        in_channels,
-        classes,
-        warmup,
-        steps,
-        seed: 0,
-    };
-    let r = with_backend!(dev, |be| in_pool(threads, || bench_darts(be, cfg))?);
-    if json {
-        out!(
-            "{}",
-            serde_json::to_string_pretty(&r).map_err(|e| Error::invalid("json", e.to_string()))?
-        );
-    } else {
-        out!(
-            "device: {}  C={channels} L={layers} batch {batch} {size}x{size}  weights {}",
-            r.device,
-            r.weights
-        );
-        out!("weight step            {:>9.1} ms", 1e3 * r.weight_step_s);
-        out!(
-            "first-order iteration  {:>9.1} ms",
-            1e3 * r.first_order_iteration_s
-        );
-        out!(
-            "second-order iteration {:>9.1} ms",
-            1e3 * r.second_order_iteration_s
-        );
-        if let Some(p) = r.peak_rss_bytes {
-            out!(
-                "peak memory (RSS)      {:>9.1} MiB",
-                p as f64 / (1 << 20) as f64
-            );
+    match cmd {
+        BenchCommand::Darts {
+            device,
+            channels,
+            layers,
+            batch,
+            size,
+            in_channels,
+            classes,
+            warmup,
+            steps,
+            threads,
+            copy_mib,
+            json,
+        } => {
+            if steps == 0 || batch == 0 {
+                return Err(Error::invalid("--steps/--batch", "must be at least 1"));
+            }
+            let dev = open_device(&device)?;
+            let cfg = DartsBenchConfig {
+                channels,
+                layers,
+                batch,
+                size,
+                in_channels,
+                classes,
+                warmup,
+                steps,
+                seed: 0,
+                copy_mib,
+            };
+            let r = with_backend!(dev, |be| in_pool(threads, || bench_darts(be, cfg))?);
+            print_bench(&r, json)
         }
+        BenchCommand::DartsModel {
+            channels,
+            layers,
+            batch,
+            size,
+            in_channels,
+            classes,
+            bandwidth_tbs,
+            tflops,
+            launch_us,
+            top,
+            json,
+        } => {
+            if batch == 0 {
+                return Err(Error::invalid("--batch", "must be at least 1"));
+            }
+            let cfg = DartsBenchConfig {
+                channels,
+                layers,
+                batch,
+                size,
+                in_channels,
+                classes,
+                warmup: 0,
+                steps: 1,
+                seed: 0,
+                copy_mib: 0,
+            };
+            let rates = DeviceRates {
+                bandwidth_bytes_per_s: bandwidth_tbs * 1e12,
+                flops_per_s: tflops * 1e12,
+                launch_s: launch_us * 1e-6,
+            };
+            let m = model_darts(&cfg, rates)?;
+            if json {
+                out!("{}", to_json(&m)?);
+            } else {
+                out!("{}", format_model(&m, top).trim_end());
+            }
+            Ok(())
+        }
+        train @ BenchCommand::Train { .. } => bench_train_cmd(train),
+    }
+}
+
+fn to_json(v: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::invalid("json", e.to_string()))
+}
+
+fn print_bench(r: &DartsBenchResult, json: bool) -> Result<()> {
+    if json {
+        out!("{}", to_json(r)?);
+        return Ok(());
+    }
+    let c = &r.config;
+    out!(
+        "device: {}  C={} L={} batch {} {}x{}  weights {}  (timer: {})",
+        r.device,
+        c.channels,
+        c.layers,
+        c.batch,
+        c.size,
+        c.size,
+        r.weights,
+        r.timer
+    );
+    for p in &r.phases {
+        let peak = p
+            .peak_memory
+            .map(|m| format!("  peak {:.1} MiB ({})", m.bytes as f64 / MIB, m.kind))
+            .unwrap_or_default();
+        let ratio = p
+            .floor_ratio
+            .map(|x| format!("  {x:.1}x floor"))
+            .unwrap_or_default();
+        out!(
+            "{:<24} {:>9.2} ms  (min {:.2}, max {:.2}){peak}{ratio}",
+            p.name,
+            1e3 * p.median_s,
+            1e3 * p.min_s,
+            1e3 * p.max_s
+        );
+    }
+    if let Some(bw) = r.copy_bandwidth_bytes_per_s {
+        out!(
+            "copy bandwidth           {:>9.1} GB/s ({} MiB buffers; floors use it)",
+            bw / 1e9,
+            c.copy_mib
+        );
+    }
+    if let Some(p) = r.peak_rss_bytes {
+        out!("peak memory (RSS)        {:>9.1} MiB", p as f64 / MIB);
     }
     Ok(())
 }
 
+const MIB: f64 = (1u64 << 20) as f64;
 /// A progress bar per training epoch.
 struct TrainBar {
     bar: Option<ProgressBar>,

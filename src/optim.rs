@@ -24,11 +24,8 @@ pub fn clip_grad_norm<B: Backend>(
     grads: &mut [Tensor<B>],
     max_norm: f64,
 ) -> Result<f64> {
-    let mut sq = 0.0;
-    for g in grads.iter() {
-        sq += backend.sum_squares(&g.buf)?;
-    }
-    let norm = sq.sqrt();
+    let bufs: Vec<&B::Storage> = grads.iter().map(|g| &*g.buf).collect();
+    let norm = backend.sum_squares_many(&bufs)?.sqrt();
     if !norm.is_finite() {
         return Err(Error::NonFinite(format!("gradient norm is {norm}")));
     }

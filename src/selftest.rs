@@ -131,6 +131,13 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         self.check("scale_assign", &s, &ya, &ra, TOL)?;
         let (rs, ys) = (self.cpu.sum_squares(&a)?, self.dev.sum_squares(&da)?);
         self.check_scalar("sum_squares", &s, ys, rs, TOL);
+        // Three buffers of different sizes (one empty), so offsets into the shared partials
+        // and a zero-block buffer are exercised.
+        let (e, half) = (Vec::new(), b[..len.div_ceil(2)].to_vec());
+        let (de, dh) = (self.up(&e)?, self.up(&half)?);
+        let rs = self.cpu.sum_squares_many(&[&a, &e, &half])?;
+        let ys = self.dev.sum_squares_many(&[&da, &de, &dh])?;
+        self.check_scalar("sum_squares_many", &s, ys, rs, TOL);
         let (rd, yd) = (self.cpu.dot(&a, &b)?, self.dev.dot(&da, &db)?);
         self.check_scalar("dot", &s, yd, rd, TOL);
         let r = self.cpu.relu_fwd(&a)?;

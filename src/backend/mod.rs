@@ -12,6 +12,7 @@
 //! - Shapes are validated by the caller (`autograd::Tape`) before it reaches a backend, but a
 //!   backend still returns `Error::Shape` rather than panic if lengths disagree.
 
+pub mod counting;
 pub mod cpu;
 pub mod element;
 
@@ -59,6 +60,16 @@ pub struct SgdStep {
     pub weight_decay: f64,
 }
 
+/// Peak memory as a device measures it: bytes, and what was measured
+/// (`max_rss_cumulative`: the process's resident-set high-water mark, never reset;
+/// `cuda_mempool_used_high`: the stream-ordered pool's in-use high-water mark since the last
+/// [`Backend::reset_peak_memory`]; `live_buffers_high`: the counting backend's model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PeakMemory {
+    pub bytes: u64,
+    pub kind: &'static str,
+}
+
 /// Every op nasrs needs, forward and backward. See the module docs for the conventions.
 pub trait Backend: Clone + Send + Sync + 'static {
     /// The scalar type stored (f32 on devices; f64 too on the CPU, for gradient checks).
@@ -80,6 +91,32 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Waits for all queued work (a no-op on the CPU).
     fn synchronize(&self) -> Result<()>;
 
+    // ---- measurement (defaults: host wall clock, the process's resident set) --------------
+    /// Seconds the device spends on the work `f` queues. The default brackets `f` with
+    /// `synchronize` and reads the host clock; a GPU records events on its stream instead.
+    fn time_region(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        self.synchronize()?;
+        let t = std::time::Instant::now();
+        f()?;
+        self.synchronize()?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+    /// What `time_region` measures with (`wall_clock`, `cuda_events`).
+    fn timer_kind(&self) -> &'static str {
+        "wall_clock"
+    }
+    /// Restarts the peak-memory mark where the device can (a no-op where it cannot).
+    fn reset_peak_memory(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Peak memory since the last reset, where known.
+    fn peak_memory(&self) -> Result<Option<PeakMemory>> {
+        Ok(crate::bench::peak_rss_bytes().map(|bytes| PeakMemory {
+            bytes,
+            kind: "max_rss_cumulative",
+        }))
+    }
+
     // ---- elementwise ---------------------------------------------------------------------
     /// `a + b`, same length.
     fn add(&self, a: &Self::Storage, b: &Self::Storage) -> Result<Self::Storage>;
@@ -91,6 +128,16 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn scale_assign(&self, x: &mut Self::Storage, s: f64) -> Result<()>;
     /// Sum of squares, returned to the host (gradient norms; a synchronisation point).
     fn sum_squares(&self, x: &Self::Storage) -> Result<f64>;
+    /// Sum of squares over several buffers with one host round trip (the global gradient
+    /// norm: one synchronisation per step instead of one per parameter tensor). The default
+    /// sums `sum_squares` of each in order.
+    fn sum_squares_many(&self, xs: &[&Self::Storage]) -> Result<f64> {
+        let mut sq = 0.0;
+        for x in xs {
+            sq += self.sum_squares(x)?;
+        }
+        Ok(sq)
+    }
     /// Dot product, returned to the host.
     fn dot(&self, a: &Self::Storage, b: &Self::Storage) -> Result<f64>;
     fn relu_fwd(&self, x: &Self::Storage) -> Result<Self::Storage>;

@@ -247,11 +247,8 @@ impl<B: Backend> Darts<B> {
             dw.ok_or_else(|| Error::invalid("arch step", "no weight gradients"))?,
             da.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
         );
-        let mut sq = 0.0;
-        for g in &dw {
-            sq += be.sum_squares(&g.buf)?;
-        }
-        let norm = sq.sqrt();
+        let bufs: Vec<&B::Storage> = dw.iter().map(|g| &*g.buf).collect();
+        let norm = be.sum_squares_many(&bufs)?.sqrt();
         if !norm.is_finite() {
             return Err(Error::NonFinite(format!(
                 "unrolled validation gradient norm is {norm}"

@@ -142,6 +142,69 @@ pub(super) fn drop_path(d: &Cuda, x: &CudaBuf, n: usize, scale: &CudaBuf) -> Res
     Ok(y)
 }
 
+/// `sum over xs of sum(x * x)` in double with one download: each buffer's blocks write their
+/// partials into one shared array (`dot_f32` per buffer, at its offset), one
+/// `reduce_finish_f64` adds them all, one synchronisation.
+pub(super) fn sum_squares_many(d: &Cuda, xs: &[&CudaBuf]) -> Result<f64> {
+    let blocks: Vec<usize> = xs
+        .iter()
+        .map(|x| x.len.div_ceil(BLOCK as usize).min(REDUCE_BLOCKS))
+        .collect();
+    let total: usize = blocks.iter().sum();
+    if total == 0 {
+        return Ok(0.0);
+    }
+    let mut partials = d.scratch::<f64>(total)?;
+    let mut out = d.scratch::<f64>(1)?;
+    let mut off = 0;
+    for (x, &nb) in xs.iter().zip(&blocks) {
+        if nb == 0 {
+            continue;
+        }
+        let n = int(x.len)?;
+        let mut part = partials.slice_mut(off..off + nb);
+        let cfg = LaunchConfig {
+            grid_dim: (nb as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("dot_f32")?)
+                .arg(&n)
+                .arg(&x.data)
+                .arg(&x.data)
+                .arg(&mut part)
+                .launch(cfg)
+        }
+        .cu("dot_f32")?;
+        off += nb;
+    }
+    let count = int(total)?;
+    let one = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    unsafe {
+        d.stream()
+            .launch_builder(d.func("reduce_finish_f64")?)
+            .arg(&count)
+            .arg(&partials)
+            .arg(&mut out)
+            .launch(one)
+    }
+    .cu("reduce_finish_f64")?;
+    let host = d
+        .stream()
+        .clone_dtoh(&out)
+        .cu("sum_squares_many download")?;
+    d.stream()
+        .synchronize()
+        .cu("sum_squares_many synchronize")?;
+    Ok(host.first().copied().unwrap_or(0.0))
+}
+
 /// `sum(a * b)` in double, returned to the host (a synchronisation point).
 pub(super) fn dot(d: &Cuda, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
     if a.len == 0 {

@@ -18,7 +18,7 @@ mod norm;
 mod optim;
 mod pool;
 
-use crate::backend::{AdamStep, Backend, BatchNormSaved, RunningStats, SgdStep};
+use crate::backend::{AdamStep, Backend, BatchNormSaved, PeakMemory, RunningStats, SgdStep};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
@@ -222,7 +222,7 @@ pub(crate) fn same_len(op: &'static str, a: &CudaBuf, b: &CudaBuf) -> Result<()>
 }
 
 struct Inner {
-    _ctx: Arc<CudaContext>,
+    ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     funcs: HashMap<&'static str, CudaFunction>,
@@ -322,7 +322,7 @@ impl Cuda {
         let name = format!("cuda:{ordinal} {gpu} ({cc})");
         Ok(Cuda {
             inner: Arc::new(Inner {
-                _ctx: ctx,
+                ctx,
                 stream,
                 blas,
                 funcs,
@@ -335,6 +335,18 @@ impl Cuda {
     /// Total bytes of embedded kernel code (a kernel-less build would show 0).
     pub fn embedded_kernel_bytes() -> usize {
         FATBINS.iter().map(|(_, b)| b.len()).sum()
+    }
+
+    /// The context's default stream-ordered memory pool (every `alloc` comes from it), or
+    /// None where the device has no memory pools.
+    fn mem_pool(&self) -> Result<Option<sys::CUmemoryPool>> {
+        if !self.inner.ctx.has_async_alloc() {
+            return Ok(None);
+        }
+        self.inner.ctx.bind_to_thread().cu("bind context")?;
+        unsafe { cudarc::driver::result::device::get_default_mem_pool(self.inner.ctx.cu_device()) }
+            .cu("memory pool query")
+            .map(Some)
     }
 
     pub(crate) fn stream(&self) -> &Arc<CudaStream> {
@@ -493,6 +505,61 @@ impl Backend for Cuda {
         self.stream().synchronize().cu("synchronize")
     }
 
+    /// CUDA events recorded on the stream around `f`: device time from the first queued
+    /// op to the last, host gaps inside (mid-step downloads) included, as PyTorch's
+    /// `torch.cuda.Event` timing counts them.
+    fn time_region(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.inner.ctx.new_event(flags).cu("event creation")?;
+        let end = self.inner.ctx.new_event(flags).cu("event creation")?;
+        start.record(self.stream()).cu("event record")?;
+        f()?;
+        end.record(self.stream()).cu("event record")?;
+        let ms = start.elapsed_ms(&end).cu("event elapsed time")?;
+        Ok(f64::from(ms) / 1e3)
+    }
+    fn timer_kind(&self) -> &'static str {
+        "cuda_events"
+    }
+    /// Resets the pool's in-use high-water mark (the driver only allows resetting it to 0,
+    /// which restarts it at the bytes in use now). Queued frees are flushed first.
+    fn reset_peak_memory(&self) -> Result<()> {
+        self.synchronize()?;
+        if let Some(pool) = self.mem_pool()? {
+            let mut zero: u64 = 0;
+            unsafe {
+                cudarc::driver::result::mem_pool::set_attribute(
+                    pool,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                    &mut zero as *mut u64 as *mut std::ffi::c_void,
+                )
+            }
+            .cu("memory pool high-water reset")?;
+        }
+        Ok(())
+    }
+    /// The pool's in-use high-water mark: the analogue of `torch.cuda.max_memory_allocated`.
+    /// cuBLAS's own workspace (allocated outside the pool) is not in it.
+    fn peak_memory(&self) -> Result<Option<PeakMemory>> {
+        self.synchronize()?;
+        let Some(pool) = self.mem_pool()? else {
+            return Ok(None);
+        };
+        let mut high: u64 = 0;
+        unsafe {
+            cudarc::driver::result::mem_pool::get_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                &mut high as *mut u64 as *mut std::ffi::c_void,
+            )
+        }
+        .cu("memory pool high-water query")?;
+        Ok(Some(PeakMemory {
+            bytes: high,
+            kind: "cuda_mempool_used_high",
+        }))
+    }
+
     fn add(&self, a: &CudaBuf, b: &CudaBuf) -> Result<CudaBuf> {
         elementwise::add(self, a, b)
     }
@@ -507,6 +574,9 @@ impl Backend for Cuda {
     }
     fn sum_squares(&self, x: &CudaBuf) -> Result<f64> {
         elementwise::dot(self, x, x)
+    }
+    fn sum_squares_many(&self, xs: &[&CudaBuf]) -> Result<f64> {
+        elementwise::sum_squares_many(self, xs)
     }
     fn dot(&self, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
         same_len("dot", a, b)?;

@@ -1,0 +1,779 @@
+//! `Counting`: a [`Backend`] that computes nothing and counts everything. Every op records
+//! its FLOPs and the bytes it reads and writes (each operand once, 4-byte f32 elements), per
+//! op name; buffers carry only a length and an id, so a whole DARTS step at full size runs in
+//! milliseconds on the host. Driving the real search code (`nas::darts`) with it gives the
+//! step's cost model (`crate::bench_model`) from the network itself, not from a formula.
+//!
+//! What is counted, per measurement window (`reset` .. `snapshot`):
+//! - `flops`: arithmetic per op, with the conventions of [`flops`] (2 per multiply-add).
+//! - op-level bytes: every operand of every op call, read once and written once: what an
+//!   op-by-op schedule moves at the very least (no op re-reads its input).
+//! - tensor-level bytes: every distinct buffer touched in the window read at most once and
+//!   written at most once: the floor for a schedule that fuses freely but still keeps every
+//!   tensor the op graph creates.
+//! - op calls (a lower bound on kernel launches), host round trips (`download`,
+//!   `sum_squares`, `dot`), host-to-device bytes, allocations and the peak of live bytes
+//!   (every buffer alive at once, weights and optimizer state included).
+//!
+//! Values downloaded are zeros; `sum_squares` and `dot` answer the element count (as if
+//! every element were 1), so a gradient norm is positive and finite: the clip scaling and
+//! the second-order finite-difference branch are taken, as PyTorch always takes them.
+
+use crate::backend::{AdamStep, Backend, BatchNormSaved, PeakMemory, RunningStats, SgdStep};
+use crate::error::{Error, Result};
+use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Bytes per element (the model counts f32 storage).
+pub const ELEM_BYTES: u64 = 4;
+
+/// FLOP conventions, per element of the tensor named.
+pub mod flops {
+    /// Batch-norm training forward per input element: sum and sum of squares (3), then
+    /// `(x - mean) * invstd` (2).
+    pub const BN_FWD: u64 = 5;
+    /// The affine `* gamma + beta` of a batch norm, per element.
+    pub const BN_AFFINE: u64 = 2;
+    /// Batch-norm backward per element: `sum dy`, `sum dy * xhat` with `xhat` recomputed
+    /// (5), and `dx = invstd * (dy - mean_dy - xhat * mean_dy_xhat)` (4).
+    pub const BN_BWD: u64 = 9;
+    /// Batch-norm eval forward per element: `(x - mean) * invstd`.
+    pub const BN_EVAL: u64 = 2;
+    /// Softmax cross-entropy forward per logit: max, subtract, exp, sum.
+    pub const XENT_FWD: u64 = 4;
+    /// Its backward per logit: `(p - onehot) * dloss / n`.
+    pub const XENT_BWD: u64 = 2;
+    /// SGD per weight: `g + wd w`, `m = mu m + g`, `w -= lr m`.
+    pub const SGD: u64 = 6;
+    /// Adam per weight: decay (2), first moment (3), second moment (4), update with bias
+    /// corrections, sqrt and divide (5).
+    pub const ADAM: u64 = 14;
+}
+
+/// Counts of one op name (or of a whole window).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OpCount {
+    pub calls: u64,
+    pub flops: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+impl OpCount {
+    pub fn bytes(&self) -> u64 {
+        self.bytes_read + self.bytes_written
+    }
+}
+
+/// Everything one measurement window recorded.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CountSnapshot {
+    /// Per op name (the trait method), sorted by name.
+    pub ops: BTreeMap<&'static str, OpCount>,
+    /// Sum over `ops`.
+    pub total: OpCount,
+    /// Distinct buffers read / written in the window, bytes (each counted once).
+    pub tensor_bytes_read: u64,
+    pub tensor_bytes_written: u64,
+    /// Ops that return a value to the host (a synchronisation each on a GPU).
+    pub host_syncs: u64,
+    pub h2d_bytes: u64,
+    pub d2h_bytes: u64,
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    /// Most bytes alive at once during the window (buffers alive before it included).
+    pub peak_live_bytes: u64,
+    /// Bytes alive when the window was snapshot.
+    pub live_bytes: u64,
+}
+
+impl CountSnapshot {
+    pub fn tensor_bytes(&self) -> u64 {
+        self.tensor_bytes_read + self.tensor_bytes_written
+    }
+}
+
+#[derive(Default)]
+struct Touched {
+    len: usize,
+    read: bool,
+    written: bool,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    ops: BTreeMap<&'static str, OpCount>,
+    touched: HashMap<u64, Touched>,
+    host_syncs: u64,
+    h2d_bytes: u64,
+    d2h_bytes: u64,
+    allocations: u64,
+    allocated_bytes: u64,
+    live_bytes: u64,
+    peak_live_bytes: u64,
+}
+
+/// A buffer: a length and an identity; dropping it releases its bytes from the live count.
+pub struct CountBuf {
+    id: u64,
+    len: usize,
+    state: Arc<Mutex<State>>,
+}
+
+impl Drop for CountBuf {
+    fn drop(&mut self) {
+        // A poisoned lock only means another thread panicked mid-count; the count is moot.
+        if let Ok(mut s) = self.state.lock() {
+            s.live_bytes = s.live_bytes.saturating_sub(self.len as u64 * ELEM_BYTES);
+        }
+    }
+}
+
+/// The counting device. Clones share one set of counters.
+#[derive(Clone, Default)]
+pub struct Counting {
+    state: Arc<Mutex<State>>,
+}
+
+/// The operands of one op call: buffers read, buffers written (fresh outputs included).
+struct Io<'a> {
+    reads: Vec<&'a CountBuf>,
+    writes: Vec<&'a CountBuf>,
+}
+
+fn len_check(op: &'static str, what: &str, b: &CountBuf, len: usize) -> Result<()> {
+    if b.len != len {
+        return Err(Error::shape(
+            op,
+            format!("{what} has {} elements, expected {len}", b.len),
+        ));
+    }
+    Ok(())
+}
+
+fn same(op: &'static str, a: &CountBuf, b: &CountBuf) -> Result<()> {
+    len_check(op, "second operand", b, a.len)
+}
+
+fn u(v: usize) -> u64 {
+    v as u64
+}
+
+/// Multiply-adds of a convolution (each of its three passes does the same number).
+fn conv_macs(xd: Nchw, spec: &Conv2dSpec) -> Result<u64> {
+    let yd = spec.output(xd)?;
+    let per_out = u(spec.in_channels / spec.groups.max(1) * spec.kernel * spec.kernel);
+    Ok(u(yd.numel()) * per_out)
+}
+
+impl Counting {
+    pub fn new() -> Self {
+        Counting::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::invalid("counting backend", "its counter lock is poisoned"))
+    }
+
+    fn alloc(&self, len: usize) -> Result<CountBuf> {
+        let mut s = self.lock()?;
+        s.next_id += 1;
+        s.allocations += 1;
+        s.allocated_bytes += u(len) * ELEM_BYTES;
+        s.live_bytes += u(len) * ELEM_BYTES;
+        s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
+        Ok(CountBuf {
+            id: s.next_id,
+            len,
+            state: self.state.clone(),
+        })
+    }
+
+    /// Records one op call.
+    fn rec(&self, op: &'static str, flops: u64, io: Io<'_>) -> Result<()> {
+        let mut s = self.lock()?;
+        let mut c = OpCount {
+            calls: 1,
+            flops,
+            ..OpCount::default()
+        };
+        for b in &io.reads {
+            c.bytes_read += u(b.len) * ELEM_BYTES;
+            let t = s.touched.entry(b.id).or_default();
+            t.len = b.len;
+            t.read = true;
+        }
+        for b in &io.writes {
+            c.bytes_written += u(b.len) * ELEM_BYTES;
+            let t = s.touched.entry(b.id).or_default();
+            t.len = b.len;
+            t.written = true;
+        }
+        let e = s.ops.entry(op).or_default();
+        e.calls += c.calls;
+        e.flops += c.flops;
+        e.bytes_read += c.bytes_read;
+        e.bytes_written += c.bytes_written;
+        Ok(())
+    }
+
+    /// Starts a new measurement window: clears the counts; the peak restarts at the bytes
+    /// alive now.
+    pub fn reset(&self) -> Result<()> {
+        let mut s = self.lock()?;
+        let live = s.live_bytes;
+        let next_id = s.next_id;
+        *s = State {
+            next_id,
+            live_bytes: live,
+            peak_live_bytes: live,
+            ..State::default()
+        };
+        Ok(())
+    }
+
+    /// The counts since the last `reset`.
+    pub fn snapshot(&self) -> Result<CountSnapshot> {
+        let s = self.lock()?;
+        let mut total = OpCount::default();
+        for c in s.ops.values() {
+            total.calls += c.calls;
+            total.flops += c.flops;
+            total.bytes_read += c.bytes_read;
+            total.bytes_written += c.bytes_written;
+        }
+        let (mut tr, mut tw) = (0, 0);
+        for t in s.touched.values() {
+            let b = u(t.len) * ELEM_BYTES;
+            if t.read {
+                tr += b;
+            }
+            if t.written {
+                tw += b;
+            }
+        }
+        Ok(CountSnapshot {
+            ops: s.ops.clone(),
+            total,
+            tensor_bytes_read: tr,
+            tensor_bytes_written: tw,
+            host_syncs: s.host_syncs,
+            h2d_bytes: s.h2d_bytes,
+            d2h_bytes: s.d2h_bytes,
+            allocations: s.allocations,
+            allocated_bytes: s.allocated_bytes,
+            peak_live_bytes: s.peak_live_bytes,
+            live_bytes: s.live_bytes,
+        })
+    }
+
+    /// Bytes alive now.
+    pub fn live_bytes(&self) -> Result<u64> {
+        Ok(self.lock()?.live_bytes)
+    }
+
+    fn host_sync(&self, d2h: u64) -> Result<()> {
+        let mut s = self.lock()?;
+        s.host_syncs += 1;
+        s.d2h_bytes += d2h;
+        Ok(())
+    }
+
+    /// A fresh output of `len` elements for an op reading `reads`.
+    fn unary(
+        &self,
+        op: &'static str,
+        flops: u64,
+        reads: &[&CountBuf],
+        len: usize,
+    ) -> Result<CountBuf> {
+        let y = self.alloc(len)?;
+        self.rec(
+            op,
+            flops,
+            Io {
+                reads: reads.to_vec(),
+                writes: vec![&y],
+            },
+        )?;
+        Ok(y)
+    }
+}
+
+impl Backend for Counting {
+    type Elem = f32;
+    type Storage = CountBuf;
+
+    fn device_name(&self) -> String {
+        "counting (no arithmetic; FLOPs and bytes only)".into()
+    }
+
+    fn zeros(&self, len: usize) -> Result<CountBuf> {
+        // A memset: one write.
+        self.unary("zeros", 0, &[], len)
+    }
+    fn upload(&self, host: &[f32]) -> Result<CountBuf> {
+        let b = self.alloc(host.len())?;
+        self.lock()?.h2d_bytes += u(host.len()) * ELEM_BYTES;
+        Ok(b)
+    }
+    fn download(&self, buf: &CountBuf) -> Result<Vec<f32>> {
+        self.host_sync(u(buf.len) * ELEM_BYTES)?;
+        Ok(vec![0.0; buf.len])
+    }
+    fn len(&self, buf: &CountBuf) -> usize {
+        buf.len
+    }
+    fn copy(&self, buf: &CountBuf) -> Result<CountBuf> {
+        self.unary("copy", 0, &[buf], buf.len)
+    }
+    fn copy_into(&self, dst: &mut CountBuf, src: &CountBuf) -> Result<()> {
+        same("copy_into", dst, src)?;
+        self.rec(
+            "copy_into",
+            0,
+            Io {
+                reads: vec![src],
+                writes: vec![&*dst],
+            },
+        )
+    }
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+    fn reset_peak_memory(&self) -> Result<()> {
+        let mut s = self.lock()?;
+        s.peak_live_bytes = s.live_bytes;
+        Ok(())
+    }
+    fn peak_memory(&self) -> Result<Option<PeakMemory>> {
+        Ok(Some(PeakMemory {
+            bytes: self.lock()?.peak_live_bytes,
+            kind: "live_buffers_high",
+        }))
+    }
+
+    fn add(&self, a: &CountBuf, b: &CountBuf) -> Result<CountBuf> {
+        same("add", a, b)?;
+        self.unary("add", u(a.len), &[a, b], a.len)
+    }
+    fn scale(&self, x: &CountBuf, _s: f64) -> Result<CountBuf> {
+        self.unary("scale", u(x.len), &[x], x.len)
+    }
+    fn axpy(&self, y: &mut CountBuf, _a: f64, x: &CountBuf) -> Result<()> {
+        same("axpy", y, x)?;
+        self.rec(
+            "axpy",
+            2 * u(x.len),
+            Io {
+                reads: vec![x, &*y],
+                writes: vec![&*y],
+            },
+        )
+    }
+    fn scale_assign(&self, x: &mut CountBuf, _s: f64) -> Result<()> {
+        self.rec(
+            "scale_assign",
+            u(x.len),
+            Io {
+                reads: vec![&*x],
+                writes: vec![&*x],
+            },
+        )
+    }
+    fn sum_squares(&self, x: &CountBuf) -> Result<f64> {
+        self.rec(
+            "sum_squares",
+            2 * u(x.len),
+            Io {
+                reads: vec![x],
+                writes: vec![],
+            },
+        )?;
+        self.host_sync(8)?;
+        Ok(x.len as f64)
+    }
+    fn sum_squares_many(&self, xs: &[&CountBuf]) -> Result<f64> {
+        let n: usize = xs.iter().map(|x| x.len).sum();
+        self.rec(
+            "sum_squares_many",
+            2 * u(n),
+            Io {
+                reads: xs.to_vec(),
+                writes: vec![],
+            },
+        )?;
+        self.host_sync(8)?;
+        Ok(n as f64)
+    }
+    fn dot(&self, a: &CountBuf, b: &CountBuf) -> Result<f64> {
+        same("dot", a, b)?;
+        self.rec(
+            "dot",
+            2 * u(a.len),
+            Io {
+                reads: vec![a, b],
+                writes: vec![],
+            },
+        )?;
+        self.host_sync(8)?;
+        Ok(a.len as f64)
+    }
+    fn relu_fwd(&self, x: &CountBuf) -> Result<CountBuf> {
+        self.unary("relu_fwd", u(x.len), &[x], x.len)
+    }
+    fn relu_bwd(&self, y: &CountBuf, dy: &CountBuf) -> Result<CountBuf> {
+        same("relu_bwd", y, dy)?;
+        self.unary("relu_bwd", u(y.len), &[y, dy], y.len)
+    }
+
+    fn conv2d_fwd(
+        &self,
+        x: &CountBuf,
+        xd: Nchw,
+        w: &CountBuf,
+        spec: &Conv2dSpec,
+    ) -> Result<CountBuf> {
+        len_check("conv2d_fwd", "input", x, xd.numel())?;
+        let yd = spec.output(xd)?;
+        self.unary("conv2d_fwd", 2 * conv_macs(xd, spec)?, &[x, w], yd.numel())
+    }
+    fn conv2d_bwd_data(
+        &self,
+        dy: &CountBuf,
+        w: &CountBuf,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<CountBuf> {
+        len_check("conv2d_bwd_data", "dy", dy, spec.output(xd)?.numel())?;
+        self.unary(
+            "conv2d_bwd_data",
+            2 * conv_macs(xd, spec)?,
+            &[dy, w],
+            xd.numel(),
+        )
+    }
+    fn conv2d_bwd_weight(
+        &self,
+        x: &CountBuf,
+        dy: &CountBuf,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<CountBuf> {
+        len_check("conv2d_bwd_weight", "input", x, xd.numel())?;
+        self.unary(
+            "conv2d_bwd_weight",
+            2 * conv_macs(xd, spec)?,
+            &[x, dy],
+            spec.weight_shape().numel(),
+        )
+    }
+
+    fn max_pool2d_fwd(&self, x: &CountBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CountBuf> {
+        let yd = spec.output(xd, "max_pool2d_fwd")?;
+        let f = u(yd.numel() * spec.kernel * spec.kernel);
+        self.unary("max_pool2d_fwd", f, &[x], yd.numel())
+    }
+    fn max_pool2d_bwd(
+        &self,
+        x: &CountBuf,
+        dy: &CountBuf,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+    ) -> Result<CountBuf> {
+        let yd = spec.output(xd, "max_pool2d_bwd")?;
+        // The window maximum is recomputed (k*k compares) and its gradient added (1).
+        let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
+        self.unary("max_pool2d_bwd", f, &[x, dy], xd.numel())
+    }
+    fn avg_pool2d_fwd(&self, x: &CountBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CountBuf> {
+        let yd = spec.output(xd, "avg_pool2d_fwd")?;
+        // Whole windows (padding included) as an upper bound, plus the divide.
+        let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
+        self.unary("avg_pool2d_fwd", f, &[x], yd.numel())
+    }
+    fn avg_pool2d_bwd(&self, dy: &CountBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CountBuf> {
+        let yd = spec.output(xd, "avg_pool2d_bwd")?;
+        let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
+        self.unary("avg_pool2d_bwd", f, &[dy], xd.numel())
+    }
+    fn global_avg_pool_fwd(&self, x: &CountBuf, xd: Nchw) -> Result<CountBuf> {
+        len_check("global_avg_pool_fwd", "input", x, xd.numel())?;
+        self.unary("global_avg_pool_fwd", u(xd.numel()), &[x], xd.n * xd.c)
+    }
+    fn global_avg_pool_bwd(&self, dy: &CountBuf, xd: Nchw) -> Result<CountBuf> {
+        self.unary("global_avg_pool_bwd", u(xd.numel()), &[dy], xd.numel())
+    }
+
+    fn batch_norm_train_fwd(
+        &self,
+        x: &CountBuf,
+        xd: Nchw,
+        affine: Option<(&CountBuf, &CountBuf)>,
+        running: Option<RunningStats<'_, CountBuf>>,
+        _eps: f64,
+    ) -> Result<(CountBuf, BatchNormSaved<CountBuf>)> {
+        len_check("batch_norm_train_fwd", "input", x, xd.numel())?;
+        let y = self.alloc(xd.numel())?;
+        let mean = self.alloc(xd.c)?;
+        let invstd = self.alloc(xd.c)?;
+        let mut reads = vec![x];
+        let mut writes = vec![&y, &mean, &invstd];
+        let mut f = flops::BN_FWD * u(xd.numel());
+        if let Some((g, b)) = affine {
+            reads.extend([g, b]);
+            f += flops::BN_AFFINE * u(xd.numel());
+        }
+        let running = running.map(|r| (r.mean as &CountBuf, r.var as &CountBuf));
+        if let Some((m, v)) = running {
+            reads.extend([m, v]);
+            writes.extend([m, v]);
+            f += 6 * u(xd.c);
+        }
+        self.rec("batch_norm_train_fwd", f, Io { reads, writes })?;
+        Ok((y, BatchNormSaved { mean, invstd }))
+    }
+    fn batch_norm_eval_fwd(
+        &self,
+        x: &CountBuf,
+        xd: Nchw,
+        affine: Option<(&CountBuf, &CountBuf)>,
+        running_mean: &CountBuf,
+        running_var: &CountBuf,
+        _eps: f64,
+    ) -> Result<CountBuf> {
+        let mut reads = vec![x, running_mean, running_var];
+        let mut f = flops::BN_EVAL * u(xd.numel());
+        if let Some((g, b)) = affine {
+            reads.extend([g, b]);
+            f += flops::BN_AFFINE * u(xd.numel());
+        }
+        self.unary("batch_norm_eval_fwd", f, &reads, xd.numel())
+    }
+    fn batch_norm_bwd(
+        &self,
+        x: &CountBuf,
+        dy: &CountBuf,
+        xd: Nchw,
+        gamma: Option<&CountBuf>,
+        saved: &BatchNormSaved<CountBuf>,
+    ) -> Result<(CountBuf, Option<(CountBuf, CountBuf)>)> {
+        same("batch_norm_bwd", x, dy)?;
+        let dx = self.alloc(xd.numel())?;
+        let dgb = match gamma {
+            Some(_) => Some((self.alloc(xd.c)?, self.alloc(xd.c)?)),
+            None => None,
+        };
+        let mut reads = vec![x, dy, &saved.mean, &saved.invstd];
+        let mut writes = vec![&dx];
+        let mut f = flops::BN_BWD * u(xd.numel());
+        if let (Some(g), Some((dg, db))) = (gamma, dgb.as_ref()) {
+            reads.push(g);
+            writes.extend([dg, db]);
+            f += u(xd.numel());
+        }
+        self.rec("batch_norm_bwd", f, Io { reads, writes })?;
+        Ok((dx, dgb))
+    }
+
+    fn concat_channels(&self, parts: &[(&CountBuf, Nchw)]) -> Result<CountBuf> {
+        let len = parts.iter().map(|(_, d)| d.numel()).sum();
+        let reads: Vec<&CountBuf> = parts.iter().map(|(b, _)| *b).collect();
+        self.unary("concat_channels", 0, &reads, len)
+    }
+    fn split_channels(&self, dy: &CountBuf, dd: Nchw, channels: &[usize]) -> Result<Vec<CountBuf>> {
+        let outs = channels
+            .iter()
+            .map(|&c| self.alloc(dd.n * c * dd.plane()))
+            .collect::<Result<Vec<_>>>()?;
+        self.rec(
+            "split_channels",
+            0,
+            Io {
+                reads: vec![dy],
+                writes: outs.iter().collect(),
+            },
+        )?;
+        Ok(outs)
+    }
+    fn shift_crop_fwd(&self, x: &CountBuf, xd: Nchw) -> Result<CountBuf> {
+        let len = xd.n * xd.c * xd.h.saturating_sub(1) * xd.w.saturating_sub(1);
+        self.unary("shift_crop_fwd", 0, &[x], len)
+    }
+    fn shift_crop_bwd(&self, dy: &CountBuf, xd: Nchw) -> Result<CountBuf> {
+        // The cropped row and column are written as zeros: the whole input size is written.
+        self.unary("shift_crop_bwd", 0, &[dy], xd.numel())
+    }
+
+    fn linear_fwd(
+        &self,
+        x: &CountBuf,
+        w: &CountBuf,
+        b: Option<&CountBuf>,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+    ) -> Result<CountBuf> {
+        len_check("linear_fwd", "input", x, n * in_f)?;
+        let mut reads = vec![x, w];
+        let mut f = 2 * u(n * in_f * out_f);
+        if let Some(b) = b {
+            reads.push(b);
+            f += u(n * out_f);
+        }
+        self.unary("linear_fwd", f, &reads, n * out_f)
+    }
+    fn linear_bwd(
+        &self,
+        x: &CountBuf,
+        w: &CountBuf,
+        dy: &CountBuf,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+        with_bias: bool,
+    ) -> Result<(CountBuf, CountBuf, Option<CountBuf>)> {
+        len_check("linear_bwd", "dy", dy, n * out_f)?;
+        let dx = self.alloc(n * in_f)?;
+        let dw = self.alloc(out_f * in_f)?;
+        let db = if with_bias {
+            Some(self.alloc(out_f)?)
+        } else {
+            None
+        };
+        let mut writes = vec![&dx, &dw];
+        let mut f = 4 * u(n * in_f * out_f);
+        if let Some(db) = db.as_ref() {
+            writes.push(db);
+            f += u(n * out_f);
+        }
+        self.rec(
+            "linear_bwd",
+            f,
+            Io {
+                reads: vec![x, w, dy],
+                writes,
+            },
+        )?;
+        Ok((dx, dw, db))
+    }
+    fn softmax_cross_entropy_fwd(
+        &self,
+        logits: &CountBuf,
+        n: usize,
+        k: usize,
+        labels: &[u32],
+    ) -> Result<(CountBuf, CountBuf)> {
+        len_check("softmax_cross_entropy_fwd", "logits", logits, n * k)?;
+        let loss = self.alloc(1)?;
+        let probs = self.alloc(n * k)?;
+        self.lock()?.h2d_bytes += u(labels.len()) * 4;
+        self.rec(
+            "softmax_cross_entropy_fwd",
+            flops::XENT_FWD * u(n * k) + 2 * u(n),
+            Io {
+                reads: vec![logits],
+                writes: vec![&loss, &probs],
+            },
+        )?;
+        Ok((loss, probs))
+    }
+    fn softmax_cross_entropy_bwd(
+        &self,
+        probs: &CountBuf,
+        dloss: &CountBuf,
+        n: usize,
+        k: usize,
+        labels: &[u32],
+    ) -> Result<CountBuf> {
+        self.lock()?.h2d_bytes += u(labels.len()) * 4;
+        self.unary(
+            "softmax_cross_entropy_bwd",
+            flops::XENT_BWD * u(n * k),
+            &[probs, dloss],
+            n * k,
+        )
+    }
+
+    fn drop_path(&self, x: &CountBuf, _n: usize, sample_scale: &CountBuf) -> Result<CountBuf> {
+        self.unary("drop_path", u(x.len), &[x, sample_scale], x.len)
+    }
+
+    fn mixed_op_fwd(&self, xs: &[&CountBuf], alpha: &CountBuf, len: usize) -> Result<CountBuf> {
+        for x in xs {
+            len_check("mixed_op_fwd", "an op output", x, len)?;
+        }
+        let mut reads = xs.to_vec();
+        reads.push(alpha);
+        self.unary("mixed_op_fwd", 2 * u(xs.len() * len), &reads, len)
+    }
+    fn mixed_op_bwd(
+        &self,
+        dy: &CountBuf,
+        xs: &[&CountBuf],
+        alpha: &CountBuf,
+        len: usize,
+        need_dx: &[bool],
+    ) -> Result<(Vec<Option<CountBuf>>, CountBuf)> {
+        len_check("mixed_op_bwd", "dy", dy, len)?;
+        let dxs = (0..xs.len())
+            .map(|i| {
+                if need_dx.get(i).copied().unwrap_or(false) {
+                    self.alloc(len).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let dalpha = self.alloc(xs.len())?;
+        let mut reads = vec![dy, alpha];
+        reads.extend_from_slice(xs);
+        let mut writes: Vec<&CountBuf> = dxs.iter().flatten().collect();
+        let n_dx = u(writes.len());
+        writes.push(&dalpha);
+        let f = 2 * u(xs.len() * len) + n_dx * u(len);
+        self.rec("mixed_op_bwd", f, Io { reads, writes })?;
+        Ok((dxs, dalpha))
+    }
+
+    fn sgd_step(
+        &self,
+        param: &mut CountBuf,
+        grad: &CountBuf,
+        momentum_buf: &mut CountBuf,
+        _hp: &SgdStep,
+    ) -> Result<()> {
+        same("sgd_step", param, grad)?;
+        self.rec(
+            "sgd_step",
+            flops::SGD * u(param.len),
+            Io {
+                reads: vec![&*param, grad, &*momentum_buf],
+                writes: vec![&*param, &*momentum_buf],
+            },
+        )
+    }
+    fn adam_step(
+        &self,
+        param: &mut CountBuf,
+        grad: &CountBuf,
+        m: &mut CountBuf,
+        v: &mut CountBuf,
+        _hp: &AdamStep,
+    ) -> Result<()> {
+        same("adam_step", param, grad)?;
+        self.rec(
+            "adam_step",
+            flops::ADAM * u(param.len),
+            Io {
+                reads: vec![&*param, grad, &*m, &*v],
+                writes: vec![&*param, &*m, &*v],
+            },
+        )
+    }
+}
