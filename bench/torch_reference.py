@@ -35,8 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-PRIMITIVES = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-              "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from darts_ops import PRIMITIVES, FactorizedReduce, MixedOp, ReLUConvBN  # noqa: E402
 
 # DARTS search hyper-parameters.
 W_LR, W_MOMENTUM, W_WD, GRAD_CLIP = 0.025, 0.9, 3e-4, 5.0
@@ -44,108 +44,7 @@ A_LR, A_BETAS, A_WD = 3e-4, (0.5, 0.999), 1e-3
 HVP_R = 1e-2
 
 
-# ---- operations -----------------------------------------------------------------------------
-
-
-class Zero(nn.Module):
-    def __init__(self, stride):
-        super().__init__()
-        self.stride = stride
-
-    def forward(self, x):
-        return x[:, :, ::self.stride, ::self.stride].mul(0.0)
-
-
-class ReLUConvBN(nn.Module):
-    def __init__(self, c_in, c_out, k, stride, padding, affine):
-        super().__init__()
-        self.op = nn.Sequential(nn.ReLU(inplace=False), nn.Conv2d(c_in, c_out, k, stride, padding, bias=False),
-                                nn.BatchNorm2d(c_out, affine=affine))
-
-    def forward(self, x):
-        return self.op(x)
-
-
-class FactorizedReduce(nn.Module):
-    def __init__(self, c_in, c_out, affine):
-        super().__init__()
-        self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, affine=affine)
-
-    def forward(self, x):
-        x = self.relu(x)
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
-
-
-class SepConv(nn.Module):
-    def __init__(self, c_in, c_out, k, stride, padding, affine):
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, k, stride, padding, groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_in, 1, bias=False),
-            nn.BatchNorm2d(c_in, affine=affine),
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, k, 1, padding, groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_out, 1, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
-        )
-
-    def forward(self, x):
-        return self.op(x)
-
-
-class DilConv(nn.Module):
-    def __init__(self, c_in, c_out, k, stride, padding, dilation, affine):
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, k, stride, padding, dilation=dilation, groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_out, 1, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
-        )
-
-    def forward(self, x):
-        return self.op(x)
-
-
-def make_op(name, c, stride, affine):
-    if name == "none":
-        return Zero(stride)
-    if name == "max_pool_3x3":
-        return nn.MaxPool2d(3, stride=stride, padding=1)
-    if name == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
-    if name == "skip_connect":
-        return nn.Identity() if stride == 1 else FactorizedReduce(c, c, affine)
-    if name == "sep_conv_3x3":
-        return SepConv(c, c, 3, stride, 1, affine)
-    if name == "sep_conv_5x5":
-        return SepConv(c, c, 5, stride, 2, affine)
-    if name == "dil_conv_3x3":
-        return DilConv(c, c, 3, stride, 2, 2, affine)
-    if name == "dil_conv_5x5":
-        return DilConv(c, c, 5, stride, 4, 2, affine)
-    raise ValueError(f"unknown primitive {name}")
-
-
 # ---- the search network -----------------------------------------------------------------------
-
-
-class MixedOp(nn.Module):
-    def __init__(self, c, stride):
-        super().__init__()
-        self._ops = nn.ModuleList()
-        for name in PRIMITIVES:
-            op = make_op(name, c, stride, affine=False)
-            if "pool" in name:
-                op = nn.Sequential(op, nn.BatchNorm2d(c, affine=False))
-            self._ops.append(op)
-
-    def forward(self, x, weights):
-        return sum(w * op(x) for w, op in zip(weights, self._ops))
 
 
 class Cell(nn.Module):

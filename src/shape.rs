@@ -138,8 +138,8 @@ impl Conv2dSpec {
     pub fn output(&self, x: Nchw) -> Result<Nchw> {
         let op = "conv2d";
         if self.groups == 0
-            || self.in_channels % self.groups != 0
-            || self.out_channels % self.groups != 0
+            || !self.in_channels.is_multiple_of(self.groups)
+            || !self.out_channels.is_multiple_of(self.groups)
         {
             return Err(Error::shape(
                 op,

@@ -12,6 +12,9 @@ import json
 import torch
 import torch.nn as nn
 
+from darts_ops import FactorizedReduce, Identity, ReLUConvBN  # same folder
+from darts_ops import make_op as _make_op
+
 DARTS_V1 = {
     "normal": [["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["skip_connect", 0], ["sep_conv_3x3", 1],
                ["skip_connect", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["skip_connect", 2]],
@@ -39,97 +42,9 @@ def load_genotype(spec):
         return json.load(f)
 
 
-class Zero(nn.Module):
-    def __init__(self, stride):
-        super().__init__()
-        self.stride = stride
-
-    def forward(self, x):
-        return x[:, :, ::self.stride, ::self.stride].mul(0.0)
-
-
-class Identity(nn.Module):
-    def forward(self, x):
-        return x
-
-
-class ReLUConvBN(nn.Module):
-    def __init__(self, c_in, c_out, k, stride, padding, affine=True):
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
-        )
-
-    def forward(self, x):
-        return self.op(x)
-
-
-class FactorizedReduce(nn.Module):
-    def __init__(self, c_in, c_out, affine=True):
-        super().__init__()
-        self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, affine=affine)
-
-    def forward(self, x):
-        x = self.relu(x)
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
-
-
-class SepConv(nn.Module):
-    def __init__(self, c_in, c_out, k, stride, padding, affine=True):
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, k, stride, padding, groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_in, 1, bias=False),
-            nn.BatchNorm2d(c_in, affine=affine),
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, k, 1, padding, groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_out, 1, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
-        )
-
-    def forward(self, x):
-        return self.op(x)
-
-
-class DilConv(nn.Module):
-    def __init__(self, c_in, c_out, k, stride, padding, dilation, affine=True):
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, k, stride, padding, dilation=dilation, groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_out, 1, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
-        )
-
-    def forward(self, x):
-        return self.op(x)
-
-
 def make_op(name, c, stride):
     """operations.OPS with affine=True (the evaluation network's setting)."""
-    if name == "none":
-        return Zero(stride)
-    if name == "max_pool_3x3":
-        return nn.MaxPool2d(3, stride=stride, padding=1)
-    if name == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
-    if name == "skip_connect":
-        return Identity() if stride == 1 else FactorizedReduce(c, c)
-    if name == "sep_conv_3x3":
-        return SepConv(c, c, 3, stride, 1)
-    if name == "sep_conv_5x5":
-        return SepConv(c, c, 5, stride, 2)
-    if name == "dil_conv_3x3":
-        return DilConv(c, c, 3, stride, 2, 2)
-    if name == "dil_conv_5x5":
-        return DilConv(c, c, 5, stride, 4, 2)
-    raise ValueError(f"unknown op {name}")
+    return _make_op(name, c, stride, affine=True)
 
 
 def drop_path(x, drop_prob):

@@ -498,7 +498,7 @@ impl<B: Backend> EvalNetwork<B> {
         let mut floats = BTreeMap::new();
         self.weights.export(backend, "", &mut floats)?;
         self.buffers.export(backend, "", &mut floats)?;
-        let ints = self.buffers.bn_counters(self.bn_batches as u64);
+        let ints = self.buffers.bn_counters(self.bn_batches);
         Ok((floats, ints))
     }
 

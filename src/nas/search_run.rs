@@ -150,7 +150,7 @@ impl<B: Backend> SearchRun<B> {
         let train_iter = BatchIterator::new(
             train_idx,
             Rng::fork(self.config.seed, "train order"),
-            augment.clone(),
+            augment,
         )?;
         let val_iter =
             BatchIterator::new(val_idx, Rng::fork(self.config.seed, "val order"), augment)?;

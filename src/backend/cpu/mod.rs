@@ -459,7 +459,7 @@ impl<T: Element> Backend for Cpu<T> {
 
     fn drop_path(&self, x: &Vec<T>, n: usize, sample_scale: &Vec<T>) -> Result<Vec<T>> {
         expect_len("drop_path", "sample scale", sample_scale, n)?;
-        if n == 0 || x.len() % n != 0 {
+        if n == 0 || !x.len().is_multiple_of(n) {
             return Err(Error::shape(
                 "drop_path",
                 format!("{} elements do not split into {n} samples", x.len()),
