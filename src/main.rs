@@ -366,16 +366,16 @@ fn in_pool<T: Send>(threads: Option<usize>, f: impl FnOnce() -> Result<T> + Send
     pool.install(f)
 }
 
-/// A progress bar per epoch: step, loss, accuracy, ETA.
-struct Bar {
+/// A progress bar per epoch (step, loss, accuracy, ETA), for searches and training runs;
+/// each epoch ends with a one-line summary.
+#[derive(Default)]
+struct EpochBar {
     bar: Option<ProgressBar>,
-    epoch: usize,
     epochs: usize,
 }
 
-impl Progress for Bar {
-    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
-        self.epoch = epoch;
+impl EpochBar {
+    fn start(&mut self, epoch: usize, epochs: usize, steps: usize) {
         self.epochs = epochs;
         let bar = ProgressBar::new(steps as u64);
         let style =
@@ -385,16 +385,28 @@ impl Progress for Bar {
         bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
         self.bar = Some(bar);
     }
-    fn step(&mut self, _step: usize, s: &StepStats, acc: f64) {
+    fn step(&self, loss: f64, acc: f64) {
         if let Some(b) = &self.bar {
-            b.set_message(format!("loss {:.3} acc {:.1}%", s.loss, 100.0 * acc));
+            b.set_message(format!("loss {loss:.3} acc {:.1}%", 100.0 * acc));
             b.inc(1);
         }
     }
-    fn epoch_end(&mut self, m: &EpochMetrics) {
+    fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
+    }
+}
+
+impl Progress for EpochBar {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.start(epoch, epochs, steps);
+    }
+    fn step(&mut self, _step: usize, s: &StepStats, acc: f64) {
+        EpochBar::step(self, s.loss, acc);
+    }
+    fn epoch_end(&mut self, m: &EpochMetrics) {
+        self.finish();
         eprintln!(
             "epoch {}/{}: lr {:.4} train loss {:.3} acc {:.1}% | valid loss {:.3} acc {:.1}% | {:.1}s",
             m.epoch + 1,
@@ -467,15 +479,7 @@ fn search_in_pool(a: SearchArgs) -> Result<()> {
             a.order
         );
         let run = SearchRun::new(be, config, &out)?;
-        run.run(
-            &train,
-            a.resume,
-            &mut Bar {
-                bar: None,
-                epoch: 0,
-                epochs: 0,
-            },
-        )?
+        run.run(&train, a.resume, &mut EpochBar::default())?
     });
     out!("{}", genotype.to_json());
     eprintln!(
@@ -665,33 +669,15 @@ fn print_bench(r: &DartsBenchResult, json: bool) -> Result<()> {
 }
 
 const MIB: f64 = (1u64 << 20) as f64;
-/// A progress bar per training epoch.
-struct TrainBar {
-    bar: Option<ProgressBar>,
-    epochs: usize,
-}
-
-impl TrainProgress for TrainBar {
+impl TrainProgress for EpochBar {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
-        self.epochs = epochs;
-        let bar = ProgressBar::new(steps as u64);
-        let style =
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
-        bar.set_style(style.progress_chars("=> "));
-        bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
-        self.bar = Some(bar);
+        self.start(epoch, epochs, steps);
     }
     fn step(&mut self, _step: usize, s: &TrainStepStats, acc: f64) {
-        if let Some(b) = &self.bar {
-            b.set_message(format!("loss {:.3} acc {:.1}%", s.loss, 100.0 * acc));
-            b.inc(1);
-        }
+        EpochBar::step(self, s.loss, acc);
     }
     fn epoch_end(&mut self, m: &TrainEpochMetrics) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
+        self.finish();
         eprintln!(
             "epoch {}/{}: lr {:.4} drop-path {:.3} train loss {:.3} acc {:.1}% | test loss {:.3} acc {:.2}% | {:.1}s",
             m.epoch + 1,
@@ -773,15 +759,7 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
         );
         drop(net);
         let run = TrainRun::new(be, config, &out)?;
-        run.run(
-            &train,
-            &test,
-            a.resume,
-            &mut TrainBar {
-                bar: None,
-                epochs: 0,
-            },
-        )?
+        run.run(&train, &test, a.resume, &mut EpochBar::default())?
     });
     if let Some(m) = history.last() {
         out!(
