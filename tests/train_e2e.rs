@@ -430,3 +430,99 @@ fn cli_search_train_eval() {
     assert_eq!(v["config"]["auxiliary"], true);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The path on the bundled MNIST subset (data/mnist-10k): search a tiny supernet,
+/// train its genotype for a few epochs, evaluate the checkpoint.
+#[test]
+fn bundled_mnist_search_train_eval() {
+    let bin = env!("CARGO_BIN_EXE_nasrs");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-10k");
+    let data = data.to_str().unwrap();
+    let dir = tmp("mnist");
+    let (s, t) = (dir.join("search"), dir.join("train"));
+    let run = |args: &[&str]| {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "nasrs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let search = [
+        "search",
+        "darts",
+        "--data",
+        data,
+        "--dataset",
+        "mnist",
+        "--epochs",
+        "1",
+        "--batch",
+        "16",
+        "--channels",
+        "2",
+        "--layers",
+        "3",
+        "--train-limit",
+        "128",
+        "--device",
+        "cpu",
+        "--out",
+    ];
+    let printed = run(&[&search[..], &[s.to_str().unwrap()]].concat());
+    assert!(
+        printed.contains("\"normal\""),
+        "the search prints its genotype: {printed}"
+    );
+    let genotype = s.join("genotype.json");
+    let train = [
+        "train",
+        "--genotype",
+        genotype.to_str().unwrap(),
+        "--data",
+        data,
+        "--dataset",
+        "mnist",
+        "--epochs",
+        "3",
+        "--batch",
+        "32",
+        "--channels",
+        "4",
+        "--layers",
+        "3",
+        "--train-limit",
+        "512",
+        "--test-limit",
+        "256",
+        "--device",
+        "cpu",
+        "--out",
+        t.to_str().unwrap(),
+    ];
+    let out = run(&train);
+    assert!(out.contains("final test accuracy"), "{out}");
+    let history = metrics(&t);
+    assert_eq!(history.len(), 3);
+    assert!(
+        history[2].train_loss < history[0].train_loss,
+        "training loss did not fall: {history:?}"
+    );
+    let model = t.join(MODEL);
+    let out = run(&[
+        "eval",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--data",
+        data,
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.contains("2004 test images") || out.contains("test accuracy"),
+        "{out}"
+    );
+    assert!(out.contains("confusion matrix"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
