@@ -184,8 +184,11 @@ pub fn bench_darts<B: Backend>(backend: B, c: DartsBenchConfig) -> Result<DartsB
     }
     let cost = model_darts(&c, rates)?;
     let mut phases = vec![weight, first, second];
-    for p in &mut phases {
-        p.floor_ratio = cost.phase(&p.name).map(|m| p.median_s / m.floors.floor_s);
+    // A ratio only against this device's own measured bandwidth, never the nominal H200's.
+    if copy_bw.is_some() {
+        for p in &mut phases {
+            p.floor_ratio = cost.phase(&p.name).map(|m| p.median_s / m.floors.floor_s);
+        }
     }
     Ok(DartsBenchResult {
         device: backend.device_name(),
