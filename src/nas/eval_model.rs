@@ -10,7 +10,7 @@
 //! `load_state_dict` exchange checkpoints with PyTorch, `num_batches_tracked` included.
 
 use super::genotype::Genotype;
-use super::modules::{BatchNorm, Builder, Conv, Ctx, EdgeOp, FactorizedReduce, Linear, ReluConvBn};
+use super::modules::{BatchNorm, Builder, CellInputs, Conv, Ctx, EdgeOp, Linear};
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::{Backend, Element};
 use crate::error::{Error, Result};
@@ -162,23 +162,8 @@ pub fn resolve_genotype(spec: &str) -> Result<Genotype> {
     Ok(g)
 }
 
-enum Preprocess {
-    ReluConvBn(ReluConvBn),
-    FactorizedReduce(FactorizedReduce),
-}
-
-impl Preprocess {
-    fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
-        match self {
-            Preprocess::ReluConvBn(m) => m.forward(cx, x),
-            Preprocess::FactorizedReduce(m) => m.forward(cx, x),
-        }
-    }
-}
-
 struct EvalCell {
-    preprocess0: Preprocess,
-    preprocess1: Preprocess,
+    inputs: CellInputs,
     /// ops[k] reads state indices[k]; node i sums ops 2i and 2i+1.
     ops: Vec<EdgeOp>,
     indices: Vec<usize>,
@@ -286,20 +271,7 @@ impl<B: Backend> EvalNetwork<B> {
             };
             let cell = b.scope("cells", |b| {
                 b.scope(i, |b| {
-                    let preprocess0 = b.scope("preprocess0", |b| {
-                        Ok(if reduction_prev {
-                            Preprocess::FactorizedReduce(FactorizedReduce::new(
-                                b, c_pp, c_cur, true,
-                            )?)
-                        } else {
-                            Preprocess::ReluConvBn(ReluConvBn::new(b, c_pp, c_cur, 1, 1, 0, true)?)
-                        })
-                    })?;
-                    let preprocess1 = b.scope("preprocess1", |b| {
-                        Ok(Preprocess::ReluConvBn(ReluConvBn::new(
-                            b, c_p, c_cur, 1, 1, 0, true,
-                        )?))
-                    })?;
+                    let inputs = CellInputs::new(b, c_pp, c_p, c_cur, reduction_prev, true)?;
                     let ops = b.scope("_ops", |b| {
                         gene.iter()
                             .enumerate()
@@ -310,8 +282,7 @@ impl<B: Backend> EvalNetwork<B> {
                             .collect::<Result<Vec<_>>>()
                     })?;
                     Ok(EvalCell {
-                        preprocess0,
-                        preprocess1,
+                        inputs,
                         ops,
                         indices: gene.iter().map(|&(_, j)| j).collect(),
                         concat: concat.clone(),
@@ -464,10 +435,8 @@ impl<B: Backend> EvalNetwork<B> {
         keep_prob: Option<f64>,
         rng: &mut Rng,
     ) -> Result<Var> {
-        let mut states = vec![
-            cell.preprocess0.forward(cx, s0)?,
-            cell.preprocess1.forward(cx, s1)?,
-        ];
+        let (h0, h1) = cell.inputs.forward(cx, s0, s1)?;
+        let mut states = vec![h0, h1];
         for node in 0..cell.ops.len() / 2 {
             let mut pair = [states[0]; 2];
             for (slot, k) in [2 * node, 2 * node + 1].into_iter().enumerate() {

@@ -307,6 +307,55 @@ impl FactorizedReduce {
     }
 }
 
+/// A cell's two input preprocessors (`preprocess0`, `preprocess1`), as in both DARTS
+/// networks: the older input goes through FactorizedReduce when the previous cell reduced
+/// (its resolution is then twice the newer one's), else through ReLU-Conv1x1-BN; the newer
+/// input always through ReLU-Conv1x1-BN.
+pub struct CellInputs {
+    preprocess0: Preprocess,
+    preprocess1: ReluConvBn,
+}
+
+enum Preprocess {
+    ReluConvBn(ReluConvBn),
+    FactorizedReduce(FactorizedReduce),
+}
+
+impl CellInputs {
+    /// `c_pp`, `c_p`: channels of the two inputs; `c`: the cell's channels.
+    pub fn new<B: Backend>(
+        b: &mut Builder<B>,
+        c_pp: usize,
+        c_p: usize,
+        c: usize,
+        reduction_prev: bool,
+        affine: bool,
+    ) -> Result<Self> {
+        let preprocess0 = b.scope("preprocess0", |b| {
+            Ok(if reduction_prev {
+                Preprocess::FactorizedReduce(FactorizedReduce::new(b, c_pp, c, affine)?)
+            } else {
+                Preprocess::ReluConvBn(ReluConvBn::new(b, c_pp, c, 1, 1, 0, affine)?)
+            })
+        })?;
+        let preprocess1 = b.scope("preprocess1", |b| {
+            ReluConvBn::new(b, c_p, c, 1, 1, 0, affine)
+        })?;
+        Ok(CellInputs {
+            preprocess0,
+            preprocess1,
+        })
+    }
+
+    pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, s0: Var, s1: Var) -> Result<(Var, Var)> {
+        let h0 = match &self.preprocess0 {
+            Preprocess::ReluConvBn(m) => m.forward(cx, s0)?,
+            Preprocess::FactorizedReduce(m) => m.forward(cx, s0)?,
+        };
+        Ok((h0, self.preprocess1.forward(cx, s1)?))
+    }
+}
+
 /// ReLU, depthwise k x k, pointwise 1x1, BN: one half of a SepConv, or a whole DilConv.
 pub struct ReluDwPwBn {
     dw: Conv,

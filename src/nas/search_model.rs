@@ -7,7 +7,7 @@
 //! the alphas are stored one row per edge (`alphas_normal.3`) and exposed as 14 x 8 tables.
 
 use super::genotype::{Genotype, Primitive};
-use super::modules::{BatchNorm, Builder, Conv, Ctx, EdgeOp, FactorizedReduce, Linear, ReluConvBn};
+use super::modules::{BatchNorm, Builder, CellInputs, Conv, Ctx, EdgeOp, Linear};
 use crate::autograd::{ParamId, ParamStore, Var};
 use crate::backend::cpu::softmax;
 use crate::backend::{Backend, Element};
@@ -81,24 +81,9 @@ impl SearchConfig {
     }
 }
 
-enum Preprocess {
-    ReluConvBn(ReluConvBn),
-    FactorizedReduce(FactorizedReduce),
-}
-
-impl Preprocess {
-    fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
-        match self {
-            Preprocess::ReluConvBn(m) => m.forward(cx, x),
-            Preprocess::FactorizedReduce(m) => m.forward(cx, x),
-        }
-    }
-}
-
 struct SearchCell {
     reduction: bool,
-    preprocess0: Preprocess,
-    preprocess1: Preprocess,
+    inputs: CellInputs,
     /// edges[e][k]: op k of edge e.
     edges: Vec<Vec<EdgeOp>>,
 }
@@ -151,20 +136,7 @@ impl<B: Backend> SearchNetwork<B> {
             }
             let cell = b.scope("cells", |b| {
                 b.scope(i, |b| {
-                    let preprocess0 = b.scope("preprocess0", |b| {
-                        Ok(if reduction_prev {
-                            Preprocess::FactorizedReduce(FactorizedReduce::new(
-                                b, c_pp, c_cur, false,
-                            )?)
-                        } else {
-                            Preprocess::ReluConvBn(ReluConvBn::new(b, c_pp, c_cur, 1, 1, 0, false)?)
-                        })
-                    })?;
-                    let preprocess1 = b.scope("preprocess1", |b| {
-                        Ok(Preprocess::ReluConvBn(ReluConvBn::new(
-                            b, c_p, c_cur, 1, 1, 0, false,
-                        )?))
-                    })?;
+                    let inputs = CellInputs::new(b, c_pp, c_p, c_cur, reduction_prev, false)?;
                     let mut edges = Vec::new();
                     b.scope("_ops", |b| {
                         for node in 0..config.steps {
@@ -192,8 +164,7 @@ impl<B: Backend> SearchNetwork<B> {
                     })?;
                     Ok(SearchCell {
                         reduction,
-                        preprocess0,
-                        preprocess1,
+                        inputs,
                         edges,
                     })
                 })
@@ -299,10 +270,8 @@ impl<B: Backend> SearchNetwork<B> {
         s0: Var,
         s1: Var,
     ) -> Result<Var> {
-        let mut states = vec![
-            cell.preprocess0.forward(cx, s0)?,
-            cell.preprocess1.forward(cx, s1)?,
-        ];
+        let (h0, h1) = cell.inputs.forward(cx, s0, s1)?;
+        let mut states = vec![h0, h1];
         let mut e = 0;
         for _ in 0..self.config.steps {
             let mut incoming = Vec::with_capacity(states.len());
