@@ -421,6 +421,21 @@ impl Progress for EpochBar {
     }
 }
 
+/// Says what `--resume` will do with the run folder `out`.
+fn resume_notice(resume: bool, out: &std::path::Path) {
+    if resume {
+        let checkpoint = out.join(nasrs::nas::search_run::CHECKPOINT);
+        if checkpoint.exists() {
+            eprintln!("resuming from {}", checkpoint.display());
+        } else {
+            eprintln!(
+                "note: --resume: no checkpoint in {}, starting a new run",
+                out.display()
+            );
+        }
+    }
+}
+
 fn search(a: SearchArgs) -> Result<()> {
     let threads = a.threads;
     in_pool(threads, || search_in_pool(a))
@@ -479,6 +494,7 @@ fn search_in_pool(a: SearchArgs) -> Result<()> {
             a.order
         );
         let run = SearchRun::new(be, config, &out)?;
+        resume_notice(a.resume, &out);
         run.run(&train, a.resume, &mut EpochBar::default())?
     });
     out!("{}", genotype.to_json());
@@ -759,6 +775,7 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
         );
         drop(net);
         let run = TrainRun::new(be, config, &out)?;
+        resume_notice(a.resume, &out);
         run.run(&train, &test, a.resume, &mut EpochBar::default())?
     });
     if let Some(m) = history.last() {
