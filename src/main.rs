@@ -15,7 +15,7 @@ use nasrs::nas::darts::{DartsHyper, DeviceBatch, StepStats};
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
 use nasrs::nas::search_run::{EpochMetrics, Progress, SearchRun, SearchRunConfig};
 use nasrs::nas::train_run::{
-    evaluate, load_network, TrainEpochMetrics, TrainHyper, TrainProgress, TrainRun, TrainRunConfig,
+    evaluate, load_network, TrainEpochMetrics, TrainHyper, TrainRun, TrainRunConfig,
     TrainStepStats, MODEL,
 };
 use nasrs::nas::{Primitive, SearchConfig, SearchNetwork};
@@ -398,7 +398,7 @@ impl EpochBar {
     }
 }
 
-impl Progress for EpochBar {
+impl Progress<StepStats, EpochMetrics> for EpochBar {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
         self.start(epoch, epochs, steps);
     }
@@ -685,7 +685,7 @@ fn print_bench(r: &DartsBenchResult, json: bool) -> Result<()> {
 }
 
 const MIB: f64 = (1u64 << 20) as f64;
-impl TrainProgress for EpochBar {
+impl Progress<TrainStepStats, TrainEpochMetrics> for EpochBar {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
         self.start(epoch, epochs, steps);
     }

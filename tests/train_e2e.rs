@@ -9,8 +9,8 @@ use nasrs::nas::darts::DartsHyper;
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
 use nasrs::nas::search_run::{SearchRun, SearchRunConfig};
 use nasrs::nas::train_run::{
-    evaluate, load_network, Silent, TrainEpochMetrics, TrainHyper, TrainProgress, TrainRun,
-    TrainRunConfig, CHECKPOINT, MODEL,
+    evaluate, load_network, Progress, Silent, TrainEpochMetrics, TrainHyper, TrainRun,
+    TrainRunConfig, TrainStepStats, CHECKPOINT, MODEL,
 };
 use nasrs::nas::{Genotype, SearchConfig};
 use nasrs::{Cpu, Error};
@@ -163,7 +163,7 @@ fn resume_is_bitwise_identical_with_auxiliary_drop_path_and_augmentation() {
     // drawing masks), then resumed with the same options.
     let killed = tmp("killed");
     struct Kill;
-    impl TrainProgress for Kill {
+    impl Progress<TrainStepStats, TrainEpochMetrics> for Kill {
         fn epoch_start(&mut self, epoch: usize, _: usize, _: usize) {
             assert!(epoch < 2, "killed");
         }

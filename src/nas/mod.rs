@@ -7,6 +7,7 @@ pub mod darts;
 pub mod eval_model;
 pub mod genotype;
 pub mod modules;
+pub mod progress;
 pub mod search_model;
 pub mod search_run;
 pub mod train_run;

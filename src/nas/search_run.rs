@@ -68,16 +68,7 @@ pub struct EpochMetrics {
     pub genotype: Genotype,
 }
 
-/// Where a run is reported as it goes (the CLI draws a progress bar; tests stay silent).
-pub trait Progress {
-    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
-    fn step(&mut self, _step: usize, _train: &StepStats, _correct_so_far: f64) {}
-    fn epoch_end(&mut self, _m: &EpochMetrics) {}
-}
-
-/// Reports nothing.
-pub struct Silent;
-impl Progress for Silent {}
+pub use super::progress::{Progress, Silent};
 
 struct SearchState<B: Backend> {
     darts: Darts<B>,
@@ -283,7 +274,7 @@ impl<B: Backend> SearchRun<B> {
         &self,
         train_set: &Dataset,
         resume: bool,
-        progress: &mut dyn Progress,
+        progress: &mut dyn Progress<StepStats, EpochMetrics>,
     ) -> Result<Genotype> {
         let m = &self.config.model;
         if train_set.c != m.in_channels || train_set.classes > m.classes {

@@ -123,16 +123,7 @@ pub struct TrainStepStats {
     pub count: usize,
 }
 
-/// Where a run is reported as it goes (the CLI draws a progress bar; tests stay silent).
-pub trait TrainProgress {
-    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
-    fn step(&mut self, _step: usize, _s: &TrainStepStats, _correct_so_far: f64) {}
-    fn epoch_end(&mut self, _m: &TrainEpochMetrics) {}
-}
-
-/// Reports nothing.
-pub struct Silent;
-impl TrainProgress for Silent {}
+pub use super::progress::{Progress, Silent};
 
 /// The network and its optimizer: one training step, evaluation.
 pub struct Trainer<B: Backend> {
@@ -497,7 +488,7 @@ impl<B: Backend> TrainRun<B> {
         train_set: &Dataset,
         test_set: &Dataset,
         resume: bool,
-        progress: &mut dyn TrainProgress,
+        progress: &mut dyn Progress<TrainStepStats, TrainEpochMetrics>,
     ) -> Result<Vec<TrainEpochMetrics>> {
         let m = &self.config.model;
         for ds in [train_set, test_set] {
