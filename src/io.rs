@@ -50,6 +50,34 @@ pub fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     atomic_write(path, text.as_bytes())
 }
 
+/// The JSON record a nasrs checkpoint keeps under metadata `key`; `kind` names the checkpoint
+/// kind ("search", "training") in the error when it is missing.
+pub fn read_json_meta<M: serde::de::DeserializeOwned>(
+    meta: &HashMap<String, String>,
+    key: &str,
+    kind: &str,
+    path: &Path,
+) -> Result<M> {
+    let json = meta.get(key).ok_or_else(|| {
+        Error::bad_file(
+            path,
+            format!("not a nasrs {kind} checkpoint (no {key} metadata)"),
+        )
+    })?;
+    serde_json::from_str(json).map_err(|e| Error::bad_file(path, format!("bad metadata: {e}")))
+}
+
+/// `--resume` continues a run only with the options it was checkpointed with (`path`).
+pub fn check_resume_options<C: PartialEq>(checkpointed: &C, asked: &C, path: &Path) -> Result<()> {
+    if checkpointed != asked {
+        return Err(Error::invalid(
+            "--resume",
+            format!("the options differ from the checkpointed run in {}; use the same options (see its config.json)", path.display()),
+        ));
+    }
+    Ok(())
+}
+
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io(path, e))
 }

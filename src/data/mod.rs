@@ -154,6 +154,14 @@ impl Dataset {
     }
 
     /// A new dataset of the given samples, in that order, keeping the normalisation.
+    /// The first `limit` samples (quick runs), or all of them when `limit` is None or larger.
+    pub fn first(&self, limit: Option<usize>) -> Result<Dataset> {
+        match limit {
+            Some(n) if n < self.n => self.subset(&(0..n).collect::<Vec<_>>()),
+            _ => Ok(self.clone()),
+        }
+    }
+
     pub fn subset(&self, indices: &[usize]) -> Result<Dataset> {
         check_indices(self, indices)?;
         let mut images = Vec::with_capacity(indices.len() * self.sample_len());

@@ -20,8 +20,8 @@ use crate::data::{
 };
 use crate::error::{Error, Result};
 use crate::io::{
-    atomic_write, atomic_write_json, load_safetensors, save_safetensors_with_i64, write_jsonl,
-    HostTensor,
+    atomic_write, atomic_write_json, check_resume_options, load_safetensors, read_json_meta,
+    save_safetensors_with_i64, write_jsonl, HostTensor,
 };
 use crate::optim::cosine_lr;
 use crate::report::{alpha_history_svg, genotype_svg};
@@ -207,19 +207,10 @@ impl<B: Backend> SearchRun<B> {
     fn load_checkpoint(&self, train_set: &Dataset) -> Result<SearchState<B>> {
         let path = self.out.join(CHECKPOINT);
         let (tensors, meta) = load_safetensors(&path)?;
-        let json = meta.get("nasrs.search").ok_or_else(|| {
-            Error::bad_file(
-                &path,
-                "not a nasrs search checkpoint (no nasrs.search metadata)",
-            )
-        })?;
-        let meta: CheckpointMeta = serde_json::from_str(json)
-            .map_err(|e| Error::bad_file(&path, format!("bad metadata: {e}")))?;
+        let meta: CheckpointMeta = read_json_meta(&meta, "nasrs.search", "search", &path)?;
         let mut expected = meta.config.clone();
         expected.epochs = self.config.epochs; // more epochs may be asked for on resume
-        if expected != self.config {
-            return Err(Error::invalid("--resume", format!("the options differ from the checkpointed run in {}; use the same options (see its config.json)", path.display())));
-        }
+        check_resume_options(&expected, &self.config, &path)?;
         let mut st = self.fresh_state(train_set)?;
         let be = &self.backend;
         let net = &mut st.darts.net;
@@ -286,10 +277,7 @@ impl<B: Backend> SearchRun<B> {
                 ),
             ));
         }
-        let train_set = match self.config.train_limit {
-            Some(n) if n < train_set.n => train_set.subset(&(0..n).collect::<Vec<_>>())?,
-            _ => train_set.clone(),
-        };
+        let train_set = train_set.first(self.config.train_limit)?;
         std::fs::create_dir_all(&self.out).map_err(|e| Error::io(&self.out, e))?;
         let mut st = if resume && self.out.join(CHECKPOINT).exists() {
             self.load_checkpoint(&train_set)?

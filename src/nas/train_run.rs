@@ -26,8 +26,8 @@ use crate::backend::Backend;
 use crate::data::{Augment, BatchIterator, BatchIteratorState, Dataset, SequentialBatches};
 use crate::error::{Error, Result};
 use crate::io::{
-    atomic_write, atomic_write_json, load_safetensors, save_safetensors_with_i64, write_jsonl,
-    HostTensor,
+    atomic_write, atomic_write_json, check_resume_options, load_safetensors, read_json_meta,
+    save_safetensors_with_i64, write_jsonl, HostTensor,
 };
 use crate::optim::{clip_grad_norm, cosine_lr, Sgd};
 use crate::rng::Rng;
@@ -432,25 +432,10 @@ impl<B: Backend> TrainRun<B> {
     fn load_checkpoint(&self, train_set: &Dataset) -> Result<TrainState<B>> {
         let path = self.out.join(CHECKPOINT);
         let (tensors, meta) = load_safetensors(&path)?;
-        let json = meta.get(TRAIN_META).ok_or_else(|| {
-            Error::bad_file(
-                &path,
-                format!("not a nasrs training checkpoint (no {TRAIN_META} metadata)"),
-            )
-        })?;
-        let meta: CheckpointMeta = serde_json::from_str(json)
-            .map_err(|e| Error::bad_file(&path, format!("bad metadata: {e}")))?;
+        let meta: CheckpointMeta = read_json_meta(&meta, TRAIN_META, "training", &path)?;
         let mut expected = meta.config.clone();
         expected.epochs = self.config.epochs; // more epochs may be asked for on resume
-        if expected != self.config {
-            return Err(Error::invalid(
-                "--resume",
-                format!(
-                    "the options differ from the checkpointed run in {}; use the same options (see its config.json)",
-                    path.display()
-                ),
-            ));
-        }
+        check_resume_options(&expected, &self.config, &path)?;
         if meta.history.len() != meta.epochs_done {
             return Err(Error::bad_file(
                 &path,
@@ -503,12 +488,8 @@ impl<B: Backend> TrainRun<B> {
             }
         }
         m.check_image_size(train_set.h, train_set.w)?;
-        let limit = |ds: &Dataset, n: Option<usize>| match n {
-            Some(n) if n < ds.n => ds.subset(&(0..n).collect::<Vec<_>>()),
-            _ => Ok(ds.clone()),
-        };
-        let train_set = limit(train_set, self.config.train_limit)?;
-        let test_set = limit(test_set, self.config.test_limit)?;
+        let train_set = train_set.first(self.config.train_limit)?;
+        let test_set = test_set.first(self.config.test_limit)?;
         std::fs::create_dir_all(&self.out).map_err(|e| Error::io(&self.out, e))?;
         let mut st = if resume && self.out.join(CHECKPOINT).exists() {
             self.load_checkpoint(&train_set)?
