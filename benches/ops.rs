@@ -82,7 +82,7 @@ fn bench_conv(
         b.iter(|| ok(cpu.conv2d_fwd(black_box(&x), xd, &w, &spec)))
     });
     g.bench_function(format!("{label}/bwd_data"), |b| {
-        b.iter(|| ok(cpu.conv2d_bwd_data(black_box(&dy), &w, xd, &spec)))
+        b.iter(|| ok(cpu.conv2d_bwd_data(&x, black_box(&dy), &w, xd, &spec)))
     });
     g.bench_function(format!("{label}/bwd_weight"), |b| {
         b.iter(|| ok(cpu.conv2d_bwd_weight(black_box(&x), &dy, xd, &spec)))
@@ -108,6 +108,7 @@ fn conv2d(c: &mut Criterion) {
             padding: d * (k - 1) / 2,
             dilation: d,
             groups: ch,
+            relu_input: false,
         };
         for (ch, side) in NORMAL {
             bench_conv(
@@ -138,6 +139,7 @@ fn conv2d(c: &mut Criterion) {
             padding: 0,
             dilation: 1,
             groups: 1,
+            relu_input: false,
         };
         bench_conv(
             &mut g,
@@ -155,6 +157,7 @@ fn conv2d(c: &mut Criterion) {
         padding: 1,
         dilation: 1,
         groups: 1,
+        relu_input: false,
     };
     bench_conv(&mut g, &cpu, "stem3x3_3to48_32x32", dims(3, 32), stem);
     g.finish();

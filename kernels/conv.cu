@@ -5,14 +5,20 @@
 //   deterministic); `dwconv2d_bwd_weight_f32` gives one block per (channel, tap).
 // - Everything else goes through cuBLAS on the Rust side; `im2col_f32` / `col2im_f32` lay
 //   the windows out as GEMM columns and fold them back.
+// `relu` (Conv2dSpec::relu_input, a ReLU fused into the conv): every kernel that reads x
+// reads max(x, 0) (`pre`), and the data-gradient kernels write dx * (x > 0), so no ReLU
+// output is ever stored.
 #include "common.cuh"
+
+// The fused ReLU as an input is read (relu_fwd_f32's rule: NaN and negatives give 0).
+__device__ __forceinline__ float pre(float v, int relu) { return (!relu || v > 0.0f) ? v : 0.0f; }
 
 // Output tile per block of the tiled depthwise forward (block is TILE x TILE threads).
 #define TILE 16
 
 // grid (ceil(wo/TILE), ceil(ho/TILE), n*c); dynamic shared memory: the input tile
 // (in_h * in_w floats, in_x = (TILE-1)*stride + (k-1)*dil + 1) then k*k weights.
-extern "C" __global__ void dwconv2d_fwd_f32(Geom g, const float* x, const float* w, float* y) {
+extern "C" __global__ void dwconv2d_fwd_f32(Geom g, int relu, const float* x, const float* w, float* y) {
     extern __shared__ float smem[];
     const int in_h = (TILE - 1) * g.stride + (g.k - 1) * g.dil + 1;
     const int in_w = in_h;
@@ -27,7 +33,7 @@ extern "C" __global__ void dwconv2d_fwd_f32(Geom g, const float* x, const float*
     for (int t = tid; t < in_h * in_w; t += TILE * TILE) {
         const int r = t / in_w, q = t % in_w;
         const int ih = ih0 + r, iw = iw0 + q;
-        tile[t] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? xp[ih * g.w + iw] : 0.0f;
+        tile[t] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? pre(xp[ih * g.w + iw], relu) : 0.0f;
     }
     for (int t = tid; t < g.k * g.k; t += TILE * TILE) wk[t] = w[ch * g.k * g.k + t];
     __syncthreads();
@@ -43,10 +49,16 @@ extern "C" __global__ void dwconv2d_fwd_f32(Geom g, const float* x, const float*
     y[(size_t)plane * g.ho * g.wo + oh * g.wo + ow] = acc;
 }
 
-// One thread per input element: dx = sum over taps whose output position exists.
-extern "C" __global__ void dwconv2d_bwd_data_f32(Geom g, const float* dy, const float* w, float* dx) {
+// One thread per input element: dx = sum over taps whose output position exists; with the
+// fused ReLU, 0 where x <= 0 (the sum is skipped there). `x` is read only when `relu`.
+extern "C" __global__ void dwconv2d_bwd_data_f32(Geom g, int relu, const float* x, const float* dy,
+                                                 const float* w, float* dx) {
     const int total = g.n * g.c * g.h * g.w;
     GRID_STRIDE(i, total) {
+        if (relu && !(x[i] > 0.0f)) {
+            dx[i] = 0.0f;
+            continue;
+        }
         const int iw = i % g.w;
         const int ih = (i / g.w) % g.h;
         const int plane = i / (g.w * g.h);
@@ -72,7 +84,7 @@ extern "C" __global__ void dwconv2d_bwd_data_f32(Geom g, const float* dy, const 
 }
 
 // grid (c, k*k): block (ch, tap) sums dy * x over every sample and output position.
-extern "C" __global__ void dwconv2d_bwd_weight_f32(Geom g, const float* x, const float* dy, float* dw) {
+extern "C" __global__ void dwconv2d_bwd_weight_f32(Geom g, int relu, const float* x, const float* dy, float* dw) {
     const int ch = blockIdx.x, tap = blockIdx.y;
     const int kh = tap / g.k, kw = tap % g.k;
     const int per = g.ho * g.wo;
@@ -84,15 +96,16 @@ extern "C" __global__ void dwconv2d_bwd_weight_f32(Geom g, const float* x, const
         const int iw = ow * g.stride - g.pad + kw * g.dil;
         if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
         const size_t plane = (size_t)s * g.c + ch;
-        acc += dy[plane * per + o] * x[plane * g.h * g.w + ih * g.w + iw];
+        acc += dy[plane * per + o] * pre(x[plane * g.h * g.w + ih * g.w + iw], relu);
     }
     const double total = block_sum((double)acc);
     if (threadIdx.x == 0) dw[ch * g.k * g.k + tap] = (float)total;
 }
 
 // col [n][c*k*k][ho*wo] from x [n][c][h][w]; `g.c` is the channel count of the whole input
-// (all groups: the GEMM picks its group's rows). One thread per column entry.
-extern "C" __global__ void im2col_f32(Geom g, const float* x, float* col) {
+// (all groups: the GEMM picks its group's rows). One thread per column entry; rectified as
+// gathered with the fused ReLU (then it also serves 1x1 stride-1 convs).
+extern "C" __global__ void im2col_f32(Geom g, int relu, const float* x, float* col) {
     const int per = g.ho * g.wo;
     const int kk = g.k * g.k;
     const int total = g.n * g.c * kk * per;
@@ -105,17 +118,22 @@ extern "C" __global__ void im2col_f32(Geom g, const float* x, float* col) {
         const int ih = oh * g.stride - g.pad + (tap / g.k) * g.dil;
         const int iw = ow * g.stride - g.pad + (tap % g.k) * g.dil;
         col[i] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w)
-                     ? x[(((size_t)s * g.c + ch) * g.h + ih) * g.w + iw]
+                     ? pre(x[(((size_t)s * g.c + ch) * g.h + ih) * g.w + iw], relu)
                      : 0.0f;
     }
 }
 
-// The adjoint of im2col, as a gather per input pixel (deterministic; taps in kh, kw order).
-extern "C" __global__ void col2im_f32(Geom g, const float* col, float* dx) {
+// The adjoint of im2col, as a gather per input pixel (deterministic; taps in kh, kw order);
+// with the fused ReLU, masked by x > 0 as dx is written. `x` is read only when `relu`.
+extern "C" __global__ void col2im_f32(Geom g, int relu, const float* x, const float* col, float* dx) {
     const int per = g.ho * g.wo;
     const int kk = g.k * g.k;
     const int total = g.n * g.c * g.h * g.w;
     GRID_STRIDE(i, total) {
+        if (relu && !(x[i] > 0.0f)) {
+            dx[i] = 0.0f;
+            continue;
+        }
         const int iw = i % g.w;
         const int ih = (i / g.w) % g.h;
         const int ch = (i / (g.w * g.h)) % g.c;

@@ -165,29 +165,19 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         self.check("drop_path", &format!("n {n} x {per}"), &y, &r, TOL)
     }
 
-    fn conv(
-        &mut self,
-        xd: Nchw,
-        out_c: usize,
-        k: usize,
-        stride: usize,
-        padding: usize,
-        dilation: usize,
-        groups: usize,
-    ) -> Result<()> {
-        let spec = Conv2dSpec {
-            in_channels: xd.c,
-            out_channels: out_c,
-            kernel: k,
-            stride,
-            padding,
-            dilation,
-            groups,
-        };
+    /// All three conv passes at `spec` (`relu_input` included: the fused ReLU is checked on
+    /// inputs about half negative, as `randn` draws them).
+    fn conv(&mut self, xd: Nchw, spec: Conv2dSpec) -> Result<()> {
         let yd = spec.output(xd)?;
         let s = format!(
-            "x {} k{k} s{stride} p{padding} d{dilation} g{groups} -> {}",
+            "x {} k{} s{} p{} d{} g{}{} -> {}",
             xd.shape(),
+            spec.kernel,
+            spec.stride,
+            spec.padding,
+            spec.dilation,
+            spec.groups,
+            if spec.relu_input { " relu" } else { "" },
             yd.shape()
         );
         let x = self.randn(xd.numel());
@@ -197,8 +187,8 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         let r = self.cpu.conv2d_fwd(&x, xd, &w, &spec)?;
         let y = self.dev.conv2d_fwd(&dx_, xd, &dw_, &spec)?;
         self.check("conv2d_fwd", &s, &y, &r, TOL)?;
-        let r = self.cpu.conv2d_bwd_data(&dy, &w, xd, &spec)?;
-        let y = self.dev.conv2d_bwd_data(&ddy, &dw_, xd, &spec)?;
+        let r = self.cpu.conv2d_bwd_data(&x, &dy, &w, xd, &spec)?;
+        let y = self.dev.conv2d_bwd_data(&dx_, &ddy, &dw_, xd, &spec)?;
         self.check("conv2d_bwd_data", &s, &y, &r, TOL)?;
         let r = self.cpu.conv2d_bwd_weight(&x, &dy, xd, &spec)?;
         let y = self.dev.conv2d_bwd_weight(&dx_, &ddy, xd, &spec)?;
@@ -510,6 +500,28 @@ fn nchw(n: usize, c: usize, h: usize, w: usize) -> Nchw {
     Nchw { n, c, h, w }
 }
 
+/// A conv of `xd.c` input channels (no fused ReLU).
+fn conv_spec(
+    xd: Nchw,
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    groups: usize,
+) -> Conv2dSpec {
+    Conv2dSpec {
+        in_channels: xd.c,
+        out_channels: out_c,
+        kernel: k,
+        stride,
+        padding,
+        dilation,
+        groups,
+        relu_input: false,
+    }
+}
+
 /// Runs every op on `dev` and on `Cpu<f32>` with the same random inputs (from `seed`) and
 /// returns one row per compared output. An op that fails outright on `dev` is an `Err`.
 pub fn run_parity<B: Backend<Elem = f32>>(dev: &B, seed: u64) -> Result<Vec<ParityRow>> {
@@ -525,20 +537,37 @@ pub fn run_parity<B: Backend<Elem = f32>>(dev: &B, seed: u64) -> Result<Vec<Pari
     h.drop_path(1, 35)?;
     h.drop_path(8, 13 * 11 * 3)?;
     // Depthwise (the DARTS sep / dil convs): k 3 and 5, stride 1 and 2, dilation 1 and 2.
-    h.conv(nchw(2, 6, 13, 11), 6, 3, 1, 1, 1, 6)?;
-    h.conv(nchw(1, 4, 13, 11), 4, 5, 2, 2, 1, 4)?;
-    h.conv(nchw(3, 5, 5, 7), 5, 3, 1, 2, 2, 5)?;
-    h.conv(nchw(2, 3, 13, 11), 3, 5, 2, 4, 2, 3)?;
-    h.conv(nchw(16, 8, 16, 16), 8, 3, 1, 1, 1, 8)?;
-    h.conv(nchw(2, 4, 40, 37), 4, 3, 2, 0, 1, 4)?;
     // General: stem 3x3, pointwise 1x1 (direct GEMM), 1x1 stride 2 (FactorizedReduce),
     // grouped, and k 5 dilated.
-    h.conv(nchw(2, 3, 13, 11), 8, 3, 1, 1, 1, 1)?;
-    h.conv(nchw(3, 6, 5, 7), 10, 1, 1, 0, 1, 1)?;
-    h.conv(nchw(16, 8, 8, 8), 8, 1, 1, 0, 1, 1)?;
-    h.conv(nchw(2, 6, 13, 11), 4, 1, 2, 0, 1, 1)?;
-    h.conv(nchw(2, 6, 9, 9), 4, 3, 2, 1, 1, 2)?;
-    h.conv(nchw(1, 4, 13, 11), 3, 5, 1, 4, 2, 1)?;
+    let convs = [
+        (nchw(2, 6, 13, 11), 6, 3, 1, 1, 1, 6),
+        (nchw(1, 4, 13, 11), 4, 5, 2, 2, 1, 4),
+        (nchw(3, 5, 5, 7), 5, 3, 1, 2, 2, 5),
+        (nchw(2, 3, 13, 11), 3, 5, 2, 4, 2, 3),
+        (nchw(16, 8, 16, 16), 8, 3, 1, 1, 1, 8),
+        (nchw(2, 4, 40, 37), 4, 3, 2, 0, 1, 4),
+        (nchw(2, 3, 13, 11), 8, 3, 1, 1, 1, 1),
+        (nchw(3, 6, 5, 7), 10, 1, 1, 0, 1, 1),
+        (nchw(16, 8, 8, 8), 8, 1, 1, 0, 1, 1),
+        (nchw(2, 6, 13, 11), 4, 1, 2, 0, 1, 1),
+        (nchw(2, 6, 9, 9), 4, 3, 2, 1, 1, 2),
+        (nchw(1, 4, 13, 11), 3, 5, 1, 4, 2, 1),
+    ];
+    for (xd, o, k, s, p, d, g) in convs {
+        h.conv(xd, conv_spec(xd, o, k, s, p, d, g))?;
+    }
+    // The same convs with a fused ReLU (`relu_input`), fresh inputs: every depthwise kernel,
+    // im2col (1x1 stride 1 takes it when fused), col2im's mask, and the aux head's 2x2.
+    for (xd, o, k, s, p, d, g) in convs
+        .into_iter()
+        .chain([(nchw(3, 7, 2, 2), 5, 2, 1, 0, 1, 1)])
+    {
+        let spec = Conv2dSpec {
+            relu_input: true,
+            ..conv_spec(xd, o, k, s, p, d, g)
+        };
+        h.conv(xd, spec)?;
+    }
     for (xd, stride) in [
         (nchw(2, 3, 13, 11), 1),
         (nchw(2, 3, 13, 11), 2),

@@ -120,6 +120,10 @@ pub struct Conv2dSpec {
     pub padding: usize,
     pub dilation: usize,
     pub groups: usize,
+    /// The op reads max(x, 0): a ReLU fused into the conv, never materialised. Forward is
+    /// `conv(relu(x), w)`; the data gradient is masked by `x > 0`, the weight gradient reads
+    /// `relu(x)` (so the DARTS ReLU-conv pairs store no ReLU output).
+    pub relu_input: bool,
 }
 
 impl Conv2dSpec {

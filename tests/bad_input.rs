@@ -22,6 +22,7 @@ fn wrong_shapes_name_the_op_and_both_shapes() {
         padding: 1,
         dilation: 1,
         groups: 1,
+        relu_input: false,
     };
     let err = tape.conv2d(x, w, spec).unwrap_err().to_string();
     assert!(
@@ -101,6 +102,7 @@ fn empty_batch_is_an_error() {
         padding: 1,
         dilation: 1,
         groups: 1,
+        relu_input: false,
     };
     let err = tape.conv2d(x, w, spec).unwrap_err().to_string();
     assert!(err.contains("empty batch"), "{err}");

@@ -32,6 +32,7 @@ fn tiny_net_counts_match_hand_computation() {
         padding: 1,
         dilation: 1,
         groups: 1,
+        relu_input: false,
     };
     let y = tape.conv2d(x, w, spec).unwrap(); // [2, 5, 4, 4] = 160
     let r = tape.relu(y).unwrap();

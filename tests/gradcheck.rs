@@ -99,6 +99,7 @@ fn conv_case(
         padding,
         dilation,
         groups,
+        relu_input: false,
     };
     let mut rng = Rng::new(1);
     let x = random(&mut rng, &[n, cin, hw.0, hw.1]);
@@ -153,6 +154,76 @@ fn conv2d_depthwise_3x3_and_5x5_all_strides_dilations() {
             3,
         );
     }
+}
+
+/// Inputs about half negative with |x| >= 0.05, so a central difference (h = 1e-6) never
+/// crosses the fused ReLU's kink at 0.
+fn signed_away_from_zero(rng: &mut Rng, shape: &[usize]) -> Tensor<B> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|_| {
+            let m = 0.05 + rng.uniform();
+            if rng.bernoulli(0.5) {
+                m
+            } else {
+                -m
+            }
+        })
+        .collect();
+    Tensor::from_host(&B::new(), &v, Shape::new(shape)).unwrap()
+}
+
+/// `conv2d(relu(x), w)` as one op (`relu_input`): gradients of x (masked) and w (from relu(x)).
+fn fused_relu_conv_case(name: &str, n: usize, hw: (usize, usize), spec: Conv2dSpec) {
+    let spec = Conv2dSpec {
+        relu_input: true,
+        ..spec
+    };
+    let mut rng = Rng::new(5);
+    let x = signed_away_from_zero(&mut rng, &[n, spec.in_channels, hw.0, hw.1]);
+    let negatives = x
+        .to_host(&B::new())
+        .unwrap()
+        .iter()
+        .filter(|&&v| v < 0.0)
+        .count();
+    assert!(negatives * 4 > x.numel(), "{name}: too few negative inputs");
+    let w = random(&mut rng, spec.weight_shape().dims());
+    gradcheck(name, vec![x, w], move |t, v| t.conv2d(v[0], v[1], spec));
+}
+
+fn spec(cin: usize, cout: usize, k: usize, s: usize, p: usize, d: usize, g: usize) -> Conv2dSpec {
+    Conv2dSpec {
+        in_channels: cin,
+        out_channels: cout,
+        kernel: k,
+        stride: s,
+        padding: p,
+        dilation: d,
+        groups: g,
+        relu_input: false,
+    }
+}
+
+#[test]
+fn conv2d_fused_relu_depthwise_and_dilated() {
+    fused_relu_conv_case("relu dw 3x3 s1", 2, (9, 7), spec(3, 3, 3, 1, 1, 1, 3));
+    fused_relu_conv_case("relu dw 3x3 s2", 2, (9, 7), spec(3, 3, 3, 2, 1, 1, 3));
+    fused_relu_conv_case("relu dw 5x5 s1", 1, (7, 8), spec(2, 2, 5, 1, 2, 1, 2));
+    fused_relu_conv_case("relu dil 5x5 d2", 2, (9, 7), spec(3, 3, 5, 1, 4, 2, 3));
+    fused_relu_conv_case("relu dil 3x3 d2 s2", 1, (11, 6), spec(4, 4, 3, 2, 2, 2, 4));
+}
+
+#[test]
+fn conv2d_fused_relu_gemm_path() {
+    // 1x1 stride 1 (ReLUConvBN preprocessing; im2col when fused), 1x1 stride 2
+    // (FactorizedReduce), dense 3x3, grouped 3x3 stride 2, the aux head's 2x2.
+    fused_relu_conv_case("relu 1x1 s1", 3, (5, 7), spec(5, 4, 1, 1, 0, 1, 1));
+    fused_relu_conv_case("relu 1x1 s2", 2, (7, 7), spec(4, 3, 1, 2, 0, 1, 1));
+    fused_relu_conv_case("relu 1x1 s2 cropped", 2, (6, 6), spec(4, 3, 1, 2, 0, 1, 1));
+    fused_relu_conv_case("relu full 3x3", 2, (7, 5), spec(3, 5, 3, 1, 1, 1, 1));
+    fused_relu_conv_case("relu grouped 3x3 s2", 2, (9, 8), spec(4, 6, 3, 2, 1, 1, 2));
+    fused_relu_conv_case("relu 2x2", 3, (2, 2), spec(5, 3, 2, 1, 0, 1, 1));
 }
 
 #[test]
@@ -285,6 +356,7 @@ fn tape_two_layer_network_with_shared_weight() {
         padding: 1,
         dilation: 1,
         groups: 1,
+        relu_input: false,
     };
     let spec2 = Conv2dSpec { stride: 2, ..spec };
     gradcheck("two-layer net", vec![x, w, g, b, fc], move |t, v| {

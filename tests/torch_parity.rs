@@ -209,6 +209,7 @@ fn run_case<T: Element>(cpu: &Cpu<T>, case: &Case<'_>, rtol: f64) -> R<f64> {
                 padding: case.usize("padding")?,
                 dilation: case.usize("dilation")?,
                 groups: case.usize("groups")?,
+                relu_input: false,
             };
             let xd = case.nchw("x")?;
             let (x, w, dy) = (
@@ -219,7 +220,7 @@ fn run_case<T: Element>(cpu: &Cpu<T>, case: &Case<'_>, rtol: f64) -> R<f64> {
             ck.check("y", &cpu.conv2d_fwd(&x, xd, &w, &spec).map_err(e)?, "y")?;
             ck.check(
                 "dx",
-                &cpu.conv2d_bwd_data(&dy, &w, xd, &spec).map_err(e)?,
+                &cpu.conv2d_bwd_data(&x, &dy, &w, xd, &spec).map_err(e)?,
                 "dx",
             )?;
             ck.check(

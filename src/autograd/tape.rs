@@ -37,8 +37,10 @@ pub struct Tape<B: Backend> {
     param_vars: HashMap<(u64, usize), Var>,
     /// Shared zero buffers by shape (the `none` op), allocated once per tape.
     zero_vars: HashMap<Shape, Var>,
-    /// relu(x) by x: a DARTS edge feeds one input to four ops that all start with ReLU, so
-    /// it is computed (and back-propagated) once instead of four times.
+    /// relu(x) by x, so asking twice for the relu of one value stores and back-propagates it
+    /// once. The DARTS ReLU-conv pairs no longer come here (their convs fuse the ReLU:
+    /// `Conv2dSpec::relu_input`); the evaluation network's auxiliary head and its main path
+    /// still both rectify the same cell output (PyTorch's in-place ReLU).
     relu_of: HashMap<usize, Var>,
 }
 
@@ -251,7 +253,9 @@ impl<B: Backend> Tape<B> {
 
     // ---- convolution and pooling -------------------------------------------------------------------
 
-    /// conv2d without bias; `w` must have the shape `spec.weight_shape()`.
+    /// conv2d without bias; `w` must have the shape `spec.weight_shape()`. With
+    /// `spec.relu_input` it is `conv2d(relu(x), w)` with no ReLU output stored: backward
+    /// recomputes the mask from `x`, which the weight gradient keeps anyway.
     pub fn conv2d(&mut self, x: Var, w: Var, spec: Conv2dSpec) -> Result<Var> {
         let xd = self.nchw(x, "conv2d")?;
         if *self.shape(w) != spec.weight_shape() {
@@ -273,7 +277,7 @@ impl<B: Backend> Tape<B> {
             &[x, w],
             Box::new(move |be, dy, need| {
                 let dx = if need[0] {
-                    Some(be.conv2d_bwd_data(dy, &wt.buf, xd, &spec)?)
+                    Some(be.conv2d_bwd_data(&xt.buf, dy, &wt.buf, xd, &spec)?)
                 } else {
                     None
                 };

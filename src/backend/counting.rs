@@ -169,6 +169,14 @@ fn conv_macs(xd: Nchw, spec: &Conv2dSpec) -> Result<u64> {
     Ok(u(yd.numel()) * per_out)
 }
 
+/// FLOPs of one conv pass: 2 per multiply-add, plus one per input element for a fused ReLU
+/// (its max in the forward and weight gradient, its mask in the data gradient: the work
+/// `relu_fwd` / `relu_bwd` did, moved into the conv; its bytes are gone).
+fn conv_flops(xd: Nchw, spec: &Conv2dSpec) -> Result<u64> {
+    let relu = if spec.relu_input { u(xd.numel()) } else { 0 };
+    Ok(2 * conv_macs(xd, spec)? + relu)
+}
+
 impl Counting {
     pub fn new() -> Self {
         Counting::default()
@@ -441,22 +449,25 @@ impl Backend for Counting {
     ) -> Result<CountBuf> {
         len_check("conv2d_fwd", "input", x, xd.numel())?;
         let yd = spec.output(xd)?;
-        self.unary("conv2d_fwd", 2 * conv_macs(xd, spec)?, &[x, w], yd.numel())
+        self.unary("conv2d_fwd", conv_flops(xd, spec)?, &[x, w], yd.numel())
     }
     fn conv2d_bwd_data(
         &self,
+        x: &CountBuf,
         dy: &CountBuf,
         w: &CountBuf,
         xd: Nchw,
         spec: &Conv2dSpec,
     ) -> Result<CountBuf> {
         len_check("conv2d_bwd_data", "dy", dy, spec.output(xd)?.numel())?;
-        self.unary(
-            "conv2d_bwd_data",
-            2 * conv_macs(xd, spec)?,
-            &[dy, w],
-            xd.numel(),
-        )
+        // The fused ReLU's mask reads the forward input; an unfused conv never touches it.
+        let reads: &[&CountBuf] = if spec.relu_input {
+            len_check("conv2d_bwd_data", "input", x, xd.numel())?;
+            &[x, dy, w]
+        } else {
+            &[dy, w]
+        };
+        self.unary("conv2d_bwd_data", conv_flops(xd, spec)?, reads, xd.numel())
     }
     fn conv2d_bwd_weight(
         &self,
@@ -468,7 +479,7 @@ impl Backend for Counting {
         len_check("conv2d_bwd_weight", "input", x, xd.numel())?;
         self.unary(
             "conv2d_bwd_weight",
-            2 * conv_macs(xd, spec)?,
+            conv_flops(xd, spec)?,
             &[x, dy],
             spec.weight_shape().numel(),
         )

@@ -145,6 +145,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn relu_bwd(&self, y: &Self::Storage, dy: &Self::Storage) -> Result<Self::Storage>;
 
     // ---- convolution (no bias; weight [out, in / groups, k, k]) -------------------------------
+    // With `spec.relu_input` every conv op reads `max(x, 0)` where it reads `x` (applied as
+    // the input is read, or in a transient buffer freed inside the op, never stored).
     fn conv2d_fwd(
         &self,
         x: &Self::Storage,
@@ -152,8 +154,11 @@ pub trait Backend: Clone + Send + Sync + 'static {
         w: &Self::Storage,
         spec: &Conv2dSpec,
     ) -> Result<Self::Storage>;
+    /// `dx = conv_transpose(dy, w)`, times `(x > 0)` when `spec.relu_input`; `x` (the
+    /// forward input) is read only then.
     fn conv2d_bwd_data(
         &self,
+        x: &Self::Storage,
         dy: &Self::Storage,
         w: &Self::Storage,
         x_dims: Nchw,

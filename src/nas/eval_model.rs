@@ -192,7 +192,6 @@ impl AuxHead {
         let h = cx.tape.avg_pool2d(h, AUX_POOL)?;
         let h = self.conv1.forward(cx, h)?;
         let h = self.bn1.forward(cx, h)?;
-        let h = cx.tape.relu(h)?;
         let h = self.conv2.forward(cx, h)?;
         let h = self.bn2.forward(cx, h)?;
         let h = cx.tape.relu(h)?;
@@ -221,6 +220,7 @@ fn conv_spec(c_in: usize, c_out: usize, kernel: usize, padding: usize) -> Conv2d
         padding,
         dilation: 1,
         groups: 1,
+        relu_input: false,
     }
 }
 
@@ -303,7 +303,13 @@ impl<B: Backend> EvalNetwork<B> {
                     Ok((
                         b.scope(2, |b| b.conv(conv_spec(c_aux, AUX_MID, 1, 0)))?,
                         b.scope(3, |b| b.batch_norm(AUX_MID, true))?,
-                        b.scope(5, |b| b.conv(conv_spec(AUX_MID, AUX_OUT, 2, 0)))?,
+                        // The ReLU between bn1 and conv2 is fused into conv2.
+                        b.scope(5, |b| {
+                            b.conv(Conv2dSpec {
+                                relu_input: true,
+                                ..conv_spec(AUX_MID, AUX_OUT, 2, 0)
+                            })
+                        })?,
                         b.scope(6, |b| b.batch_norm(AUX_OUT, true))?,
                     ))
                 })?;

@@ -242,10 +242,21 @@ fn conv_spec(
         padding,
         dilation,
         groups,
+        relu_input: false,
     }
 }
 
-/// ReLU, conv k x k, BN (`ReLUConvBN`: names `op.1.weight`, `op.2.*`).
+/// `spec` reading `max(x, 0)`: the ReLU that starts every DARTS conv block, fused into its
+/// first conv so that no ReLU output is stored (see `Conv2dSpec::relu_input`).
+fn relu_then(spec: Conv2dSpec) -> Conv2dSpec {
+    Conv2dSpec {
+        relu_input: true,
+        ..spec
+    }
+}
+
+/// ReLU, conv k x k, BN (`ReLUConvBN`: names `op.1.weight`, `op.2.*`); the ReLU is fused
+/// into the conv.
 pub struct ReluConvBn {
     conv: Conv,
     bn: BatchNorm,
@@ -263,20 +274,22 @@ impl ReluConvBn {
     ) -> Result<Self> {
         b.scope("op", |b| {
             let conv = b.scope(1, |b| {
-                b.conv(conv_spec(c_in, c_out, kernel, stride, padding, 1, 1))
+                b.conv(relu_then(conv_spec(
+                    c_in, c_out, kernel, stride, padding, 1, 1,
+                )))
             })?;
             let bn = b.scope(2, |b| b.batch_norm(c_out, affine))?;
             Ok(ReluConvBn { conv, bn })
         })
     }
     pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
-        let h = cx.tape.relu(x)?;
-        let h = self.conv.forward(cx, h)?;
+        let h = self.conv.forward(cx, x)?;
         self.bn.forward(cx, h)
     }
 }
 
-/// ReLU, then two 1x1 stride-2 convs on x and x[:, :, 1:, 1:], concatenated, then BN.
+/// ReLU, then two 1x1 stride-2 convs on x and x[:, :, 1:, 1:], concatenated, then BN. The
+/// ReLU is fused into both convs (it commutes with the crop, so the second crops x itself).
 pub struct FactorizedReduce {
     conv_1: Conv,
     conv_2: Conv,
@@ -290,7 +303,7 @@ impl FactorizedReduce {
         c_out: usize,
         affine: bool,
     ) -> Result<Self> {
-        let half = conv_spec(c_in, c_out / 2, 1, 2, 0, 1, 1);
+        let half = relu_then(conv_spec(c_in, c_out / 2, 1, 2, 0, 1, 1));
         Ok(FactorizedReduce {
             conv_1: b.scope("conv_1", |b| b.conv(half))?,
             conv_2: b.scope("conv_2", |b| b.conv(half))?,
@@ -298,9 +311,8 @@ impl FactorizedReduce {
         })
     }
     pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
-        let h = cx.tape.relu(x)?;
-        let a = self.conv_1.forward(cx, h)?;
-        let shifted = cx.tape.shift_crop(h)?;
+        let a = self.conv_1.forward(cx, x)?;
+        let shifted = cx.tape.shift_crop(x)?;
         let b = self.conv_2.forward(cx, shifted)?;
         let cat = cx.tape.concat_channels(&[a, b])?;
         self.bn.forward(cx, cat)
@@ -356,7 +368,8 @@ impl CellInputs {
     }
 }
 
-/// ReLU, depthwise k x k, pointwise 1x1, BN: one half of a SepConv, or a whole DilConv.
+/// ReLU, depthwise k x k, pointwise 1x1, BN: one half of a SepConv, or a whole DilConv. The
+/// ReLU is fused into the depthwise conv.
 pub struct ReluDwPwBn {
     dw: Conv,
     pw: Conv,
@@ -379,17 +392,16 @@ impl ReluDwPwBn {
     ) -> Result<Self> {
         Ok(ReluDwPwBn {
             dw: b.scope(first, |b| {
-                b.conv(conv_spec(
+                b.conv(relu_then(conv_spec(
                     c_in, c_in, kernel, stride, padding, dilation, c_in,
-                ))
+                )))
             })?,
             pw: b.scope(first + 1, |b| b.conv(conv_spec(c_in, c_out, 1, 1, 0, 1, 1)))?,
             bn: b.scope(first + 2, |b| b.batch_norm(c_out, affine))?,
         })
     }
     pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
-        let h = cx.tape.relu(x)?;
-        let h = self.dw.forward(cx, h)?;
+        let h = self.dw.forward(cx, x)?;
         let h = self.pw.forward(cx, h)?;
         self.bn.forward(cx, h)
     }

@@ -119,6 +119,7 @@ impl<B: Backend> SearchNetwork<B> {
             padding: 1,
             dilation: 1,
             groups: 1,
+            relu_input: false,
         };
         let (stem_conv, stem_bn) = b.scope("stem", |b| {
             Ok((

@@ -6,11 +6,41 @@
 //!
 //! Work is split over samples (or channel planes) with rayon. Weight gradients are summed
 //! over fixed chunks of samples in a fixed order, so results do not depend on the thread count.
+//!
+//! `spec.relu_input` (a ReLU fused into the conv): the depthwise loops read `max(x, 0)`
+//! (`RELU` const generic, so the unfused loops are unchanged) and mask each data-gradient
+//! plane by `x > 0` right after computing it; the GEMM path applies the ReLU while
+//! gathering (`im2col`, which then also serves 1x1 stride-1 convs) and masks after `col2im`.
 
 use super::{par_planes, SAMPLES_PER_CHUNK};
 use crate::backend::Element;
 use crate::shape::{Conv2dSpec, Nchw};
 use rayon::prelude::*;
+
+/// `max(v, 0)` when `RELU` (the fused ReLU as an input is read; `relu_fwd`'s NaN rule).
+#[inline(always)]
+fn pre<T: Element, const RELU: bool>(v: T) -> T {
+    if !RELU || v > T::ZERO {
+        v
+    } else {
+        T::ZERO
+    }
+}
+
+/// `dx *= (x > 0)`: the fused ReLU's backward, applied as the data gradient is finished.
+fn mask_by_input<T: Element>(dx: &mut [T], x: &[T]) {
+    for (d, &v) in dx.iter_mut().zip(x) {
+        if !(v > T::ZERO) {
+            *d = T::ZERO;
+        }
+    }
+}
+
+/// The im2col path is skipped (the GEMM reads the input in place) for a 1x1 stride-1
+/// unpadded conv, unless a fused ReLU must be applied while gathering.
+fn direct(spec: &Conv2dSpec) -> bool {
+    spec.kernel == 1 && spec.stride == 1 && spec.padding == 0 && !spec.relu_input
+}
 
 /// Output positions `o` in `0..out` with `0 <= o*stride + offset < input`, as a range.
 #[inline]
@@ -41,14 +71,15 @@ pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd:
     if spec.is_depthwise() {
         par_planes(&mut y, yd.plane(), |plane, yp| {
             let c = plane % xd.c;
-            depthwise_plane_fwd(
+            let (xp, wc) = (
                 &x[plane * xd.plane()..][..xd.plane()],
-                xd,
                 &w[c * spec.kernel * spec.kernel..],
-                spec,
-                yd,
-                yp,
             );
+            if spec.relu_input {
+                depthwise_plane_fwd::<T, true>(xp, xd, wc, spec, yd, yp);
+            } else {
+                depthwise_plane_fwd::<T, false>(xp, xd, wc, spec, yd, yp);
+            }
         });
         return y;
     }
@@ -57,7 +88,7 @@ pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd:
     let kk = spec.kernel * spec.kernel;
     let rows = cg * kk;
     let cols = yd.plane();
-    let direct = spec.kernel == 1 && spec.stride == 1 && spec.padding == 0;
+    let direct = direct(spec);
     y.par_chunks_mut(yd.c * cols)
         .enumerate()
         .for_each(|(n, ys)| {
@@ -102,6 +133,7 @@ pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd:
 }
 
 pub fn conv2d_bwd_data<T: Element>(
+    x: &[T],
     dy: &[T],
     w: &[T],
     xd: Nchw,
@@ -120,6 +152,9 @@ pub fn conv2d_bwd_data<T: Element>(
                 yd,
                 dxp,
             );
+            if spec.relu_input {
+                mask_by_input(dxp, &x[plane * xd.plane()..][..xd.plane()]);
+            }
         });
         return dx;
     }
@@ -128,7 +163,7 @@ pub fn conv2d_bwd_data<T: Element>(
     let kk = spec.kernel * spec.kernel;
     let rows = cg * kk;
     let cols = yd.plane();
-    let direct = spec.kernel == 1 && spec.stride == 1 && spec.padding == 0;
+    let direct = direct(spec);
     dx.par_chunks_mut(xd.c * xd.plane())
         .enumerate()
         .for_each(|(n, dxs)| {
@@ -170,6 +205,9 @@ pub fn conv2d_bwd_data<T: Element>(
                     col2im(&col, cg, xd, spec, yd, dxg);
                 }
             }
+            if spec.relu_input {
+                mask_by_input(dxs, &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()]);
+            }
         });
     dx
 }
@@ -189,14 +227,15 @@ pub fn conv2d_bwd_weight<T: Element>(
         dw.par_chunks_mut(kk).enumerate().for_each(|(c, dwc)| {
             for n in 0..xd.n {
                 let plane = n * xd.c + c;
-                depthwise_plane_bwd_weight(
+                let (xp, dyp) = (
                     &x[plane * xd.plane()..][..xd.plane()],
                     &dy[plane * yd.plane()..][..yd.plane()],
-                    xd,
-                    spec,
-                    yd,
-                    dwc,
                 );
+                if spec.relu_input {
+                    depthwise_plane_bwd_weight::<T, true>(xp, dyp, xd, spec, yd, dwc);
+                } else {
+                    depthwise_plane_bwd_weight::<T, false>(xp, dyp, xd, spec, yd, dwc);
+                }
             }
         });
         return dw;
@@ -205,7 +244,7 @@ pub fn conv2d_bwd_weight<T: Element>(
     let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
     let rows = cg * kk;
     let cols = yd.plane();
-    let direct = spec.kernel == 1 && spec.stride == 1 && spec.padding == 0;
+    let direct = direct(spec);
     let chunks: Vec<(usize, usize)> = (0..xd.n)
         .step_by(SAMPLES_PER_CHUNK)
         .map(|s| (s, (s + SAMPLES_PER_CHUNK).min(xd.n)))
@@ -266,8 +305,24 @@ pub fn conv2d_bwd_weight<T: Element>(
     dw
 }
 
-/// Lays out every k x k window of `cg` input channels as columns: col [cg*k*k, Ho*Wo].
+/// Lays out every k x k window of `cg` input channels as columns: col [cg*k*k, Ho*Wo],
+/// rectified as gathered when `spec.relu_input`.
 fn im2col<T: Element>(xg: &[T], cg: usize, xd: Nchw, spec: &Conv2dSpec, yd: Nchw, col: &mut [T]) {
+    if spec.relu_input {
+        im2col_impl::<T, true>(xg, cg, xd, spec, yd, col)
+    } else {
+        im2col_impl::<T, false>(xg, cg, xd, spec, yd, col)
+    }
+}
+
+fn im2col_impl<T: Element, const RELU: bool>(
+    xg: &[T],
+    cg: usize,
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    col: &mut [T],
+) {
     let k = spec.kernel;
     let (s, p, d) = (spec.stride, spec.padding as isize, spec.dilation);
     for c in 0..cg {
@@ -284,7 +339,7 @@ fn im2col<T: Element>(xg: &[T], cg: usize, xd: Nchw, spec: &Conv2dSpec, yd: Nchw
                     let rr = &mut row[oh * yd.w..][..yd.w];
                     for ow in ow_lo..ow_hi {
                         let iw = (ow * s) as isize + kw as isize * d as isize - p;
-                        rr[ow] = xr[iw as usize];
+                        rr[ow] = pre::<T, RELU>(xr[iw as usize]);
                     }
                 }
             }
@@ -346,7 +401,7 @@ fn for_each_tap(
     }
 }
 
-fn depthwise_plane_fwd<T: Element>(
+fn depthwise_plane_fwd<T: Element, const RELU: bool>(
     xp: &[T],
     xd: Nchw,
     wc: &[T],
@@ -361,11 +416,11 @@ fn depthwise_plane_fwd<T: Element>(
         if s == 1 {
             let base = (lo as isize + off) as usize;
             for (yv, &xv) in yr[lo..hi].iter_mut().zip(&xr[base..base + (hi - lo)]) {
-                *yv += wv * xv;
+                *yv += wv * pre::<T, RELU>(xv);
             }
         } else {
             for ow in lo..hi {
-                yr[ow] += wv * xr[((ow * s) as isize + off) as usize];
+                yr[ow] += wv * pre::<T, RELU>(xr[((ow * s) as isize + off) as usize]);
             }
         }
     });
@@ -396,7 +451,7 @@ fn depthwise_plane_bwd_data<T: Element>(
     });
 }
 
-fn depthwise_plane_bwd_weight<T: Element>(
+fn depthwise_plane_bwd_weight<T: Element, const RELU: bool>(
     xp: &[T],
     dyp: &[T],
     xd: Nchw,
@@ -409,7 +464,7 @@ fn depthwise_plane_bwd_weight<T: Element>(
         let xr = &xp[ih * xd.w..][..xd.w];
         let mut acc = T::ZERO;
         for ow in lo..hi {
-            acc += dyr[ow] * xr[((ow * s) as isize + off) as usize];
+            acc += dyr[ow] * pre::<T, RELU>(xr[((ow * s) as isize + off) as usize]);
         }
         dwc[tap] += acc;
     });

@@ -185,15 +185,19 @@ impl<T: Element> Backend for Cpu<T> {
     }
     fn conv2d_bwd_data(
         &self,
+        x: &Vec<T>,
         dy: &Vec<T>,
         w: &Vec<T>,
         xd: Nchw,
         spec: &Conv2dSpec,
     ) -> Result<Vec<T>> {
         let yd = spec.output(xd)?;
+        if spec.relu_input {
+            expect_len("conv2d_bwd_data", "input", x, xd.numel())?;
+        }
         expect_len("conv2d_bwd_data", "output gradient", dy, yd.numel())?;
         expect_len("conv2d_bwd_data", "weight", w, spec.weight_shape().numel())?;
-        Ok(conv::conv2d_bwd_data(dy, w, xd, spec, yd))
+        Ok(conv::conv2d_bwd_data(x, dy, w, xd, spec, yd))
     }
     fn conv2d_bwd_weight(
         &self,

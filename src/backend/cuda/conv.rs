@@ -5,6 +5,10 @@
 //!   batch (one call per group), and `col2im_f32` for the data gradient.
 //! Weight gradients of the GEMM path are per-sample GEMMs into a partial buffer summed over
 //! the batch in sample order by `sum_batches_f32` (deterministic; no atomics).
+//! A fused ReLU (`spec.relu_input`) is a kernel argument: the depthwise kernels and
+//! `im2col_f32` read `max(x, 0)`, `dwconv2d_bwd_data_f32` / `col2im_f32` mask dx by `x > 0`
+//! as they write it. cuBLAS cannot rectify its operand, so a fused 1x1 stride-1 conv takes
+//! the im2col path (its column buffer is the transient rectified copy, freed in the op).
 
 use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, Geom};
 use crate::error::{Error, Result};
@@ -28,7 +32,12 @@ fn geom(xd: Nchw, yd: Nchw, spec: &Conv2dSpec) -> Result<Geom> {
 }
 
 fn direct(spec: &Conv2dSpec) -> bool {
-    spec.kernel == 1 && spec.stride == 1 && spec.padding == 0
+    spec.kernel == 1 && spec.stride == 1 && spec.padding == 0 && !spec.relu_input
+}
+
+/// The fused-ReLU flag as the kernels' `int relu`.
+fn relu_flag(spec: &Conv2dSpec) -> i32 {
+    i32::from(spec.relu_input)
 }
 
 /// GEMM sizes of group convolution: (groups, in channels per group, out channels per
@@ -39,12 +48,13 @@ fn gemm_dims(spec: &Conv2dSpec, yd: Nchw) -> (usize, usize, usize, usize, usize)
     (g, cg, og, cg * spec.kernel * spec.kernel, yd.plane())
 }
 
-fn im2col(d: &Cuda, x: &CudaBuf, g: Geom, len: usize) -> Result<CudaBuf> {
+fn im2col(d: &Cuda, x: &CudaBuf, g: Geom, relu: i32, len: usize) -> Result<CudaBuf> {
     let mut col = d.alloc(len)?;
     unsafe {
         d.stream()
             .launch_builder(d.func("im2col_f32")?)
             .arg(&g)
+            .arg(&relu)
             .arg(&x.data)
             .arg(&mut col.data)
             .launch(cfg1d(len))
@@ -64,6 +74,7 @@ pub(super) fn conv2d_fwd(
     expect_len("conv2d_fwd", "input", x, xd.numel())?;
     expect_len("conv2d_fwd", "weight", w, spec.weight_shape().numel())?;
     let g = geom(xd, yd, spec)?;
+    let relu = relu_flag(spec);
     let mut y = d.alloc(yd.numel())?;
     if spec.is_depthwise() {
         let in_edge = (TILE - 1) * spec.stride + (spec.kernel - 1) * spec.dilation + 1;
@@ -99,6 +110,7 @@ pub(super) fn conv2d_fwd(
             d.stream()
                 .launch_builder(d.func("dwconv2d_fwd_f32")?)
                 .arg(&g)
+                .arg(&relu)
                 .arg(&x.data)
                 .arg(&w.data)
                 .arg(&mut y.data)
@@ -112,7 +124,13 @@ pub(super) fn conv2d_fwd(
     let (src, src_sample) = if direct(spec) {
         (x, xd.c * xd.plane())
     } else {
-        col = im2col(d, x, g, xd.n * xd.c * spec.kernel * spec.kernel * cols)?;
+        col = im2col(
+            d,
+            x,
+            g,
+            relu,
+            xd.n * xd.c * spec.kernel * spec.kernel * cols,
+        )?;
         (&col, groups * rows * cols)
     };
     for gi in 0..groups {
@@ -144,21 +162,28 @@ pub(super) fn conv2d_fwd(
 
 pub(super) fn conv2d_bwd_data(
     d: &Cuda,
+    x: &CudaBuf,
     dy: &CudaBuf,
     w: &CudaBuf,
     xd: Nchw,
     spec: &Conv2dSpec,
 ) -> Result<CudaBuf> {
     let yd = spec.output(xd)?;
+    if spec.relu_input {
+        expect_len("conv2d_bwd_data", "input", x, xd.numel())?;
+    }
     expect_len("conv2d_bwd_data", "output gradient", dy, yd.numel())?;
     expect_len("conv2d_bwd_data", "weight", w, spec.weight_shape().numel())?;
     let g = geom(xd, yd, spec)?;
+    let relu = relu_flag(spec);
     let mut dx = d.alloc(xd.numel())?;
     if spec.is_depthwise() {
         unsafe {
             d.stream()
                 .launch_builder(d.func("dwconv2d_bwd_data_f32")?)
                 .arg(&g)
+                .arg(&relu)
+                .arg(&x.data)
                 .arg(&dy.data)
                 .arg(&w.data)
                 .arg(&mut dx.data)
@@ -218,6 +243,8 @@ pub(super) fn conv2d_bwd_data(
             d.stream()
                 .launch_builder(d.func("col2im_f32")?)
                 .arg(&g)
+                .arg(&relu)
+                .arg(&x.data)
                 .arg(&col.data)
                 .arg(&mut dx.data)
                 .launch(cfg1d(xd.numel()))
@@ -238,6 +265,7 @@ pub(super) fn conv2d_bwd_weight(
     expect_len("conv2d_bwd_weight", "input", x, xd.numel())?;
     expect_len("conv2d_bwd_weight", "output gradient", dy, yd.numel())?;
     let g = geom(xd, yd, spec)?;
+    let relu = relu_flag(spec);
     let wlen = spec.weight_shape().numel();
     let mut dw = d.alloc(wlen)?;
     if spec.is_depthwise() {
@@ -251,6 +279,7 @@ pub(super) fn conv2d_bwd_weight(
             d.stream()
                 .launch_builder(d.func("dwconv2d_bwd_weight_f32")?)
                 .arg(&g)
+                .arg(&relu)
                 .arg(&x.data)
                 .arg(&dy.data)
                 .arg(&mut dw.data)
@@ -264,7 +293,13 @@ pub(super) fn conv2d_bwd_weight(
     let (src, src_sample) = if direct(spec) {
         (x, xd.c * xd.plane())
     } else {
-        col = im2col(d, x, g, xd.n * xd.c * spec.kernel * spec.kernel * cols)?;
+        col = im2col(
+            d,
+            x,
+            g,
+            relu,
+            xd.n * xd.c * spec.kernel * spec.kernel * cols,
+        )?;
         (&col, groups * rows * cols)
     };
     // Per-sample weight gradients [n][wlen], then summed over samples in order.

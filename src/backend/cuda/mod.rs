@@ -594,12 +594,13 @@ impl Backend for Cuda {
     }
     fn conv2d_bwd_data(
         &self,
+        x: &CudaBuf,
         dy: &CudaBuf,
         w: &CudaBuf,
         xd: Nchw,
         spec: &Conv2dSpec,
     ) -> Result<CudaBuf> {
-        conv::conv2d_bwd_data(self, dy, w, xd, spec)
+        conv::conv2d_bwd_data(self, x, dy, w, xd, spec)
     }
     fn conv2d_bwd_weight(
         &self,
