@@ -10,7 +10,6 @@ use nasrs::backend::counting::{Counting, ELEM_BYTES};
 use nasrs::nas::{Mode, SearchConfig, SearchNetwork};
 use nasrs::{Backend, Conv2dSpec, Cpu, Element, Nchw, Rng, Tensor};
 
-#[allow(clippy::too_many_arguments)]
 fn spec(cin: usize, cout: usize, k: usize, s: usize, p: usize, d: usize, g: usize) -> Conv2dSpec {
     Conv2dSpec {
         in_channels: cin,

@@ -30,9 +30,7 @@ fn pre<T: Element, const RELU: bool>(v: T) -> T {
 /// `dx *= (x > 0)`: the fused ReLU's backward, applied as the data gradient is finished.
 fn mask_by_input<T: Element>(dx: &mut [T], x: &[T]) {
     for (d, &v) in dx.iter_mut().zip(x) {
-        if !(v > T::ZERO) {
-            *d = T::ZERO;
-        }
+        *d = if v > T::ZERO { *d } else { T::ZERO };
     }
 }
 
