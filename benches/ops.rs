@@ -379,6 +379,7 @@ fn dense(c: &mut Criterion) {
     });
     let mut lr = Rng::new(64);
     let labels: Vec<u32> = (0..n).map(|_| lr.below(out_f) as u32).collect();
+    let labels = ok(cpu.upload_labels(&labels, out_f));
     let (_, probs) = ok(cpu.softmax_cross_entropy_fwd(&dy, n, out_f, &labels));
     let dloss = vec![1.0f32];
     g.throughput(Throughput::Elements((n * out_f) as u64));
@@ -406,7 +407,7 @@ fn optim(c: &mut Criterion) {
         weight_decay: 3e-4,
     };
     g.bench_function("sgd_step_1.9M", |b| {
-        b.iter(|| ok(cpu.sgd_step(black_box(&mut param), &grad, &mut m, &sgd)))
+        b.iter(|| ok(cpu.sgd_step(black_box(&mut param), &grad, &mut m, &sgd, None)))
     });
     // DARTS' architecture optimizer's settings, here over the weights' size for scale.
     let adam = AdamStep {

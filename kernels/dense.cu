@@ -38,6 +38,21 @@ extern "C" __global__ void softmax_cross_entropy_finish_f32(int n, const double*
     loss[0] = (float)(total / n);
 }
 
+// out[0] = rows whose first maximum is at the label (the host rule: a later equal value
+// does not win). One block; integer counts, so the sum is exact and deterministic.
+extern "C" __global__ void count_correct_f32(int n, int k, const float* logits, const unsigned* labels, float* out) {
+    int hits = 0;
+    for (int r = threadIdx.x; r < n; r += blockDim.x) {
+        const float* row = logits + (size_t)r * k;
+        int best = 0;
+        for (int j = 1; j < k; ++j)
+            if (row[j] > row[best]) best = j;
+        hits += (unsigned)best == labels[r];
+    }
+    hits = block_sum(hits);
+    if (threadIdx.x == 0) out[0] = (float)hits;
+}
+
 // dlogits = dloss * (probs - onehot) / n, with dloss read from the device.
 extern "C" __global__ void softmax_cross_entropy_bwd_f32(int n, int k, const float* probs, const float* dloss,
                                                          const unsigned* labels, float* dlogits) {

@@ -15,6 +15,17 @@ extern "C" __global__ void axpy_f32(int n, float a, const float* x, float* y) {
     GRID_STRIDE(i, n) y[i] += a * x[i];
 }
 
+// y += a * s[0] * x, with s a scalar the device computed (a norm, a step size): no host
+// round trip, so a captured step can use it.
+extern "C" __global__ void axpy_scaled_f32(int n, float a, const float* s, const float* x, float* y) {
+    const float c = a * s[0];
+    GRID_STRIDE(i, n) y[i] += c * x[i];
+}
+
+extern "C" __global__ void fill_f32(int n, float value, float* y) {
+    GRID_STRIDE(i, n) y[i] = value;
+}
+
 extern "C" __global__ void scale_assign_f32(int n, float s, float* x) {
     GRID_STRIDE(i, n) x[i] *= s;
 }
@@ -49,6 +60,22 @@ extern "C" __global__ void reduce_finish_f64(int count, const double* partials, 
     for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
     acc = block_sum(acc);
     if (threadIdx.x == 0) out[0] = acc;
+}
+
+// Sums the squared-norm partials like reduce_finish_f64, then writes the norm scalars
+// (`norm_scalars` in src/backend/mod.rs): norm, 1 / norm (0 for a zero norm) and the clip
+// coefficient min(1, max_norm / (norm + 1e-6)), as `norm_scalar_values` computes them.
+extern "C" __global__ void norm_scalars_finish_f32(int count, const double* partials, double max_norm, float* out) {
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) {
+        const double norm = sqrt(acc);
+        out[0] = (float)norm;
+        out[1] = norm > 0.0 ? (float)(1.0 / norm) : 0.0f;
+        // fmin returns the number when one side is NaN, as f64::min does on the host.
+        out[2] = (float)fmin(max_norm / (norm + 1e-6), 1.0);
+    }
 }
 
 // out[j] = sum over b of parts[b * m + j]: sums per-sample partials (conv weight gradients)

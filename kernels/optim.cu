@@ -2,10 +2,13 @@
 // src/backend/cpu/mod.rs (same float arithmetic; bias corrections come from the host).
 #include "common.cuh"
 
-// SGD with momentum (dampening 0, no Nesterov) and L2 weight decay.
-extern "C" __global__ void sgd_step_f32(int n, float lr, float momentum, float wd, float* param, const float* grad, float* buf) {
+// SGD with momentum (dampening 0, no Nesterov) and L2 weight decay. `grad_scale`, when not
+// null, multiplies the gradient first: the clip coefficient, read on the device.
+extern "C" __global__ void sgd_step_f32(int n, float lr, float momentum, float wd, const float* grad_scale,
+                                        float* param, const float* grad, float* buf) {
+    const float gs = grad_scale ? grad_scale[0] : 1.0f;
     GRID_STRIDE(i, n) {
-        const float d = grad[i] + wd * param[i];
+        const float d = gs * grad[i] + wd * param[i];
         const float b = momentum * buf[i] + d;
         buf[i] = b;
         param[i] -= lr * b;

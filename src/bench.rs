@@ -7,13 +7,13 @@
 //! cost model of the same steps (`bench_model`) and each phase's ratio to its floor at the
 //! measured copy bandwidth.
 
-use crate::backend::{Backend, Element, PeakMemory};
+use crate::backend::{Backend, PeakMemory};
 use crate::bench_model::{model_darts, DartsModel, DeviceRates};
+use crate::data::Batch;
 use crate::error::Result;
 use crate::nas::darts::{Darts, DartsHyper, DeviceBatch};
 use crate::nas::{SearchConfig, SearchNetwork};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -29,6 +29,8 @@ pub struct DartsBenchConfig {
     pub seed: u64,
     /// Size of the buffer the copy bandwidth is measured with (0 = not measured).
     pub copy_mib: usize,
+    /// Capture the steps in graphs and time their replays, where the device has graphs.
+    pub graphs: bool,
 }
 
 /// One timed phase: median, spread and samples in seconds, and the device's peak memory
@@ -48,6 +50,9 @@ pub struct PhaseResult {
 #[derive(Clone, Debug, Serialize)]
 pub struct DartsBenchResult {
     pub device: String,
+    /// Whether the timed steps were graph replays (false on devices without graphs, or
+    /// with `graphs: false`).
+    pub graphs_used: bool,
     /// How steps were timed (`wall_clock`, `cuda_events`).
     pub timer: &'static str,
     pub config: DartsBenchConfig,
@@ -85,18 +90,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-pub(crate) fn random_batch<B: Backend>(
-    be: &B,
-    rng: &mut Rng,
-    c: &DartsBenchConfig,
-) -> Result<DeviceBatch<B>> {
+/// A batch of standard-normal images and uniform labels, on the host.
+pub(crate) fn random_batch(rng: &mut Rng, c: &DartsBenchConfig) -> Batch {
     let n = c.batch * c.in_channels * c.size * c.size;
-    let x: Vec<B::Elem> = (0..n).map(|_| B::Elem::from_f64(rng.normal())).collect();
-    let labels = (0..c.batch).map(|_| rng.below(c.classes) as u32).collect();
-    Ok(DeviceBatch {
-        images: Tensor::from_host(be, &x, [c.batch, c.in_channels, c.size, c.size])?,
-        labels,
-    })
+    Batch {
+        images: (0..n).map(|_| rng.normal() as f32).collect(),
+        labels: (0..c.batch).map(|_| rng.below(c.classes) as u32).collect(),
+        n: c.batch,
+        c: c.in_channels,
+        h: c.size,
+        w: c.size,
+    }
 }
 
 /// Runs `f` `warmup` times, then times it `steps` times with the backend's timer, with the
@@ -150,26 +154,32 @@ pub fn copy_bandwidth<B: Backend>(backend: &B, mib: usize) -> Result<f64> {
 pub fn bench_darts<B: Backend>(backend: B, c: DartsBenchConfig) -> Result<DartsBenchResult> {
     let model = SearchConfig::darts(c.channels, c.layers, c.classes, c.in_channels);
     let mut rng = Rng::new(c.seed);
-    let train = random_batch(&backend, &mut rng, &c)?;
-    let val = random_batch(&backend, &mut rng, &c)?;
+    let train = random_batch(&mut rng, &c);
+    let val = random_batch(&mut rng, &c);
     let lr = 0.025;
     let net = SearchNetwork::new(&backend, model.clone(), c.seed)?;
     let weights = net.num_weights();
     let mut darts = Darts::new(backend.clone(), net, DartsHyper::default())?;
+    darts.use_graphs = c.graphs;
+    // Staged once: the timed steps are what a search step does once its batch is on the
+    // device (the PyTorch reference times the same).
+    darts.stage(&train, &val)?;
     let weight = time_phase(&backend, "weight_step", c.warmup, c.steps, || {
-        darts.weight_step(&train, lr).map(|_| ())
+        darts.weight_step_staged(lr).map(|_| ())
     })?;
     let first = time_phase(&backend, "first_order_iteration", c.warmup, c.steps, || {
-        darts.iteration(&train, &val, lr).map(|_| ())
+        darts.iteration_staged(lr).map(|_| ())
     })?;
     darts.hyper.order = 2;
+    // At least one warm-up: the first call captures the graphs.
     let second = time_phase(
         &backend,
         "second_order_iteration",
-        c.warmup.min(1),
+        c.warmup.clamp(1, 2),
         c.steps,
-        || darts.iteration(&train, &val, lr).map(|_| ()),
+        || darts.iteration_staged(lr).map(|_| ()),
     )?;
+    let graphs_used = darts.graphs_in_use();
     // Read before the bandwidth buffers exist: the resident-set mark never goes down.
     let peak_rss = peak_rss_bytes();
     drop(darts);
@@ -192,6 +202,7 @@ pub fn bench_darts<B: Backend>(backend: B, c: DartsBenchConfig) -> Result<DartsB
     }
     Ok(DartsBenchResult {
         device: backend.device_name(),
+        graphs_used,
         timer: backend.timer_kind(),
         weights,
         weight_step_s: phases[0].median_s,
@@ -259,7 +270,6 @@ pub fn bench_train<B: Backend>(
     model.check_image_size(c.size, c.size)?;
     let mut rng = Rng::new(c.seed);
     let batch = random_batch(
-        &backend,
         &mut rng,
         &DartsBenchConfig {
             channels: c.channels,
@@ -272,8 +282,10 @@ pub fn bench_train<B: Backend>(
             steps: c.steps,
             seed: c.seed,
             copy_mib: 0,
+            graphs: false,
         },
-    )?;
+    );
+    let batch = DeviceBatch::from_batch(&backend, &batch, c.classes)?;
     let net = EvalNetwork::new(&backend, model, c.seed)?;
     let weights = net.num_weights();
     let hyper = TrainHyper {

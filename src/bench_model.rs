@@ -112,11 +112,13 @@ pub fn model_darts(c: &DartsBenchConfig, rates: DeviceRates) -> Result<DartsMode
     let be = Counting::new();
     let model = SearchConfig::darts(c.channels, c.layers, c.classes, c.in_channels);
     let mut rng = Rng::new(c.seed);
-    let train = random_batch(&be, &mut rng, c)?;
-    let val = random_batch(&be, &mut rng, c)?;
+    let train = random_batch(&mut rng, c);
+    let val = random_batch(&mut rng, c);
     let net = SearchNetwork::new(&be, model, c.seed)?;
     let (weights, arch_parameters) = (net.num_weights(), net.arch.numel());
     let mut darts = Darts::new(be.clone(), net, DartsHyper::default())?;
+    darts.use_graphs = c.graphs;
+    darts.stage(&train, &val)?;
     let resident_bytes = be.live_bytes()?;
     let lr = 0.025;
     let mut phases = Vec::new();
@@ -130,9 +132,9 @@ pub fn model_darts(c: &DartsBenchConfig, rates: DeviceRates) -> Result<DartsMode
         }
         be.reset()?;
         if order == 0 {
-            darts.weight_step(&train, lr)?;
+            darts.weight_step_staged(lr)?;
         } else {
-            darts.iteration(&train, &val, lr)?;
+            darts.iteration_staged(lr)?;
         }
         let counts = be.snapshot()?;
         phases.push(PhaseModel {

@@ -254,6 +254,10 @@ enum BenchCommand {
         /// MiB copied to measure the device's copy bandwidth (0 = skip).
         #[arg(long, default_value_t = 256)]
         copy_mib: usize,
+        /// Time the steps launched op by op instead of as CUDA-graph replays (GPU only;
+        /// the CPU has no graphs and always runs op by op).
+        #[arg(long)]
+        no_graphs: bool,
         #[arg(long)]
         json: bool,
     },
@@ -567,6 +571,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             steps,
             threads,
             copy_mib,
+            no_graphs,
             json,
         } => {
             if steps == 0 || batch == 0 {
@@ -584,6 +589,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
                 steps,
                 seed: 0,
                 copy_mib,
+                graphs: !no_graphs,
             };
             let r = with_backend!(dev, |be| in_pool(threads, || bench_darts(be, cfg))?);
             print_bench(&r, json)
@@ -615,6 +621,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
                 steps: 1,
                 seed: 0,
                 copy_mib: 0,
+                graphs: true,
             };
             let rates = DeviceRates {
                 bandwidth_bytes_per_s: bandwidth_tbs * 1e12,
@@ -644,7 +651,7 @@ fn print_bench(r: &DartsBenchResult, json: bool) -> Result<()> {
     }
     let c = &r.config;
     out!(
-        "device: {}  C={} L={} batch {} {}x{}  weights {}  (timer: {})",
+        "device: {}  C={} L={} batch {} {}x{}  weights {}  (timer: {}, {})",
         r.device,
         c.channels,
         c.layers,
@@ -652,7 +659,12 @@ fn print_bench(r: &DartsBenchResult, json: bool) -> Result<()> {
         c.size,
         c.size,
         r.weights,
-        r.timer
+        r.timer,
+        if r.graphs_used {
+            "steps replayed as graphs"
+        } else {
+            "steps launched op by op"
+        }
     );
     for p in &r.phases {
         let peak = p
@@ -837,7 +849,7 @@ fn eval_in_pool(a: EvalArgs) -> Result<()> {
             let batch = nasrs::data::SequentialBatches::over(&test, idx, n)?
                 .next()
                 .ok_or_else(|| Error::invalid("--logits-count", "no test images"))?;
-            let db = DeviceBatch::from_batch(&be, &batch)?;
+            let db = DeviceBatch::from_batch(&be, &batch, net.config.classes)?;
             let logits = nasrs::nas::train_run::eval_logits(&be, &mut net, &db.images)?;
             let k = net.config.classes;
             let tensors = std::collections::BTreeMap::from([

@@ -3,7 +3,7 @@
 //! in `ParamStore`s with the same names as the parameters, so checkpoints can hold it.
 
 use crate::autograd::ParamStore;
-use crate::backend::{AdamStep, Backend, SgdStep};
+use crate::backend::{norm_scalars, AdamStep, Backend, Element, ScalarRef, SgdStep};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -16,20 +16,36 @@ pub fn cosine_lr(lr_max: f64, lr_min: f64, epoch: usize, total_epochs: usize) ->
     lr_min + (lr_max - lr_min) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0
 }
 
-/// Scales `grads` in place so their global L2 norm is at most `max_norm`
-/// (`torch.nn.utils.clip_grad_norm_`, factor `max_norm / (norm + 1e-6)`). Returns the norm
-/// before clipping; a non-finite norm is an error naming it.
+/// The global L2 norm of `grads`, its inverse and the clip coefficient for `max_norm`
+/// (`torch.nn.utils.clip_grad_norm_`: `min(1, max_norm / (norm + 1e-6))`), left on the
+/// device in the [`norm_scalars`] layout. Pass `ScalarRef { buf, index: CLIP_COEF }` to
+/// [`Sgd::step`] to clip inside the update, with no host round trip.
+pub fn grad_norm_scalars<B: Backend>(
+    backend: &B,
+    grads: &[Tensor<B>],
+    max_norm: f64,
+) -> Result<B::Storage> {
+    let bufs: Vec<&B::Storage> = grads.iter().map(|g| &*g.buf).collect();
+    backend.grad_norm_scalars(&bufs, max_norm)
+}
+
+/// Scales `grads` in place so their global L2 norm is at most `max_norm`, like
+/// `torch.nn.utils.clip_grad_norm_`, and returns the norm before clipping; a non-finite norm
+/// is an error naming it. A host round trip: the training loops clip inside the update
+/// instead (`grad_norm_scalars`); this is for callers that want the norm on the host.
 pub fn clip_grad_norm<B: Backend>(
     backend: &B,
     grads: &mut [Tensor<B>],
     max_norm: f64,
 ) -> Result<f64> {
-    let bufs: Vec<&B::Storage> = grads.iter().map(|g| &*g.buf).collect();
-    let norm = backend.sum_squares_many(&bufs)?.sqrt();
+    let scalars = backend.download(&grad_norm_scalars(backend, grads, max_norm)?)?;
+    let (norm, coef) = (
+        scalars[norm_scalars::NORM].to_f64(),
+        scalars[norm_scalars::CLIP_COEF].to_f64(),
+    );
     if !norm.is_finite() {
         return Err(Error::NonFinite(format!("gradient norm is {norm}")));
     }
-    let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         for g in grads.iter_mut() {
             backend.scale_assign(g.buf_mut("gradient")?, coef)?;
@@ -83,12 +99,15 @@ impl<B: Backend> Sgd<B> {
         })
     }
 
+    /// One update; `grad_scale` (a device scalar, e.g. the clip coefficient) multiplies
+    /// every gradient first.
     pub fn step(
         &mut self,
         backend: &B,
         params: &mut ParamStore<B>,
         grads: &[Tensor<B>],
         lr: f64,
+        grad_scale: Option<ScalarRef<'_, B::Storage>>,
     ) -> Result<()> {
         check_grads("sgd", params, grads)?;
         let hp = SgdStep {
@@ -101,7 +120,11 @@ impl<B: Backend> Sgd<B> {
             let name = params.name(id).to_string();
             let p = params.get_mut(id).buf_mut(&name)?;
             let m = self.state.get_mut(id).buf_mut(&name)?;
-            backend.sgd_step(p, &g.buf, m, &hp)?;
+            let scale = grad_scale.as_ref().map(|s| ScalarRef {
+                buf: s.buf,
+                index: s.index,
+            });
+            backend.sgd_step(p, &g.buf, m, &hp, scale)?;
         }
         Ok(())
     }

@@ -405,17 +405,65 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         let logits: Vec<f32> = self.randn(n * k).iter().map(|v| v * 3.0).collect();
         let labels: Vec<u32> = (0..n).map(|_| self.rng.below(k) as u32).collect();
         let dl = self.up(&logits)?;
-        let (rl, rp) = self.cpu.softmax_cross_entropy_fwd(&logits, n, k, &labels)?;
-        let (yl, yp) = self.dev.softmax_cross_entropy_fwd(&dl, n, k, &labels)?;
+        let (clab, dlab) = (
+            self.cpu.upload_labels(&labels, k)?,
+            self.dev.upload_labels(&labels, k)?,
+        );
+        let (rl, rp) = self.cpu.softmax_cross_entropy_fwd(&logits, n, k, &clab)?;
+        let (yl, yp) = self.dev.softmax_cross_entropy_fwd(&dl, n, k, &dlab)?;
         self.check("softmax_cross_entropy_fwd.loss", &s, &yl, &rl, TOL)?;
         self.check("softmax_cross_entropy_fwd.probs", &s, &yp, &rp, TOL)?;
         let r = self
             .cpu
-            .softmax_cross_entropy_bwd(&rp, &vec![0.8], n, k, &labels)?;
+            .softmax_cross_entropy_bwd(&rp, &vec![0.8], n, k, &clab)?;
         let y = self
             .dev
-            .softmax_cross_entropy_bwd(&yp, &self.up(&[0.8])?, n, k, &labels)?;
-        self.check("softmax_cross_entropy_bwd", &s, &y, &r, TOL)
+            .softmax_cross_entropy_bwd(&yp, &self.up(&[0.8])?, n, k, &dlab)?;
+        self.check("softmax_cross_entropy_bwd", &s, &y, &r, TOL)?;
+        // Ties on purpose (rounded logits): the first maximum wins on both devices.
+        let tied: Vec<f32> = logits.iter().map(|v| v.round()).collect();
+        let r = self.cpu.count_correct(&tied, n, k, &clab)?;
+        let y = self.dev.count_correct(&self.up(&tied)?, n, k, &dlab)?;
+        self.check("count_correct", &s, &y, &r, 0.0)?;
+        // Staged labels: overwritten in place, then used again.
+        let relabel: Vec<u32> = (0..n).map(|_| self.rng.below(k) as u32).collect();
+        let (mut clab, mut dlab) = (clab, dlab);
+        self.cpu.upload_labels_into(&mut clab, &relabel, k)?;
+        self.dev.upload_labels_into(&mut dlab, &relabel, k)?;
+        let r = self.cpu.count_correct(&tied, n, k, &clab)?;
+        let y = self.dev.count_correct(&self.up(&tied)?, n, k, &dlab)?;
+        self.check("upload_labels_into", &s, &y, &r, 0.0)
+    }
+
+    /// The ops a captured step uses instead of host round trips.
+    fn step_scalars(&mut self, lens: &[usize], max_norm: f64) -> Result<()> {
+        let s = format!("lens {lens:?} max_norm {max_norm}");
+        let xs: Vec<Vec<f32>> = lens.iter().map(|&l| self.randn(l)).collect();
+        let dxs: Vec<B::Storage> = xs.iter().map(|x| self.up(x)).collect::<Result<_>>()?;
+        let r = self
+            .cpu
+            .grad_norm_scalars(&xs.iter().collect::<Vec<_>>(), max_norm)?;
+        let y = self
+            .dev
+            .grad_norm_scalars(&dxs.iter().collect::<Vec<_>>(), max_norm)?;
+        self.check("grad_norm_scalars", &s, &y, &r, TOL)?;
+        let len = lens.iter().copied().max().unwrap_or(0);
+        let (a, x) = (self.randn(len), self.randn(len));
+        let (mut ra, mut ya) = (a.clone(), self.up(&a)?);
+        let dx = self.up(&x)?;
+        for index in 0..crate::backend::norm_scalars::LEN {
+            let rs = crate::backend::ScalarRef { buf: &r, index };
+            let ys = crate::backend::ScalarRef { buf: &y, index };
+            self.cpu.axpy_scaled(&mut ra, -0.7, rs, &x)?;
+            self.dev.axpy_scaled(&mut ya, -0.7, ys, &dx)?;
+        }
+        self.check("axpy_scaled", &format!("len {len}"), &ya, &ra, TOL)?;
+        let rf = self.cpu.fill(len, 0.375)?;
+        let yf = self.dev.fill(len, 0.375)?;
+        self.check("fill", &format!("len {len}"), &yf, &rf, 0.0)?;
+        let mut yu = self.dev.zeros(len)?;
+        self.dev.upload_into(&mut yu, &x)?;
+        self.check("upload_into", &format!("len {len}"), &yu, &x, 0.0)
     }
 
     fn mixed_op(&mut self, k: usize, len: usize) -> Result<()> {
@@ -471,11 +519,28 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         let (mut yp, mut yb) = (self.up(&p)?, self.up(&buf)?);
         let dg = self.up(&g)?;
         for _ in 0..3 {
-            self.cpu.sgd_step(&mut rp, &g, &mut rb, &hp)?;
-            self.dev.sgd_step(&mut yp, &dg, &mut yb, &hp)?;
+            self.cpu.sgd_step(&mut rp, &g, &mut rb, &hp, None)?;
+            self.dev.sgd_step(&mut yp, &dg, &mut yb, &hp, None)?;
         }
         self.check("sgd_step.param", &s, &yp, &rp, TOL)?;
         self.check("sgd_step.momentum", &s, &yb, &rb, TOL)?;
+        // With the gradient scaled by a device scalar (clipping fused into the update).
+        let scale = vec![0.0f32, 0.3, 0.0];
+        let dscale = self.up(&scale)?;
+        for _ in 0..3 {
+            let rs = crate::backend::ScalarRef {
+                buf: &scale,
+                index: 1,
+            };
+            let ys = crate::backend::ScalarRef {
+                buf: &dscale,
+                index: 1,
+            };
+            self.cpu.sgd_step(&mut rp, &g, &mut rb, &hp, Some(rs))?;
+            self.dev.sgd_step(&mut yp, &dg, &mut yb, &hp, Some(ys))?;
+        }
+        self.check("sgd_step.param (scaled)", &s, &yp, &rp, TOL)?;
+        self.check("sgd_step.momentum (scaled)", &s, &yb, &rb, TOL)?;
         let (mut rp, mut rm, mut rv) = (p.clone(), vec![0.0; len], vec![0.0; len]);
         let (mut yp, mut ym, mut yv) = (self.up(&p)?, self.dev.zeros(len)?, self.dev.zeros(len)?);
         for step in 1..=3 {
@@ -594,6 +659,10 @@ pub fn run_parity<B: Backend<Elem = f32>>(dev: &B, seed: u64) -> Result<Vec<Pari
     h.linear(5, 13, 11, false)?;
     h.softmax_ce(1, 10)?;
     h.softmax_ce(16, 10)?;
+    h.softmax_ce(64, 10)?;
+    h.step_scalars(&[1], 5.0)?;
+    h.step_scalars(&[7, 70_001, 300], 5.0)?;
+    h.step_scalars(&[33, 5], 1e9)?;
     h.mixed_op(8, 5 * 7 * 13)?;
     h.mixed_op(8, 16 * 16 * 32 * 32 + 3)?;
     h.mixed_op(1, 100)?;

@@ -3,6 +3,7 @@
 use nasrs::autograd::Tape;
 use nasrs::optim::clip_grad_norm;
 use nasrs::{Backend, Conv2dSpec, Cpu, Error, Pool2dSpec, Tensor};
+use std::sync::Arc;
 
 fn t(be: &Cpu, shape: &[usize]) -> Tensor<Cpu> {
     Tensor::zeros(be, nasrs::Shape::new(shape)).unwrap()
@@ -108,7 +109,7 @@ fn empty_batch_is_an_error() {
     assert!(err.contains("empty batch"), "{err}");
     let logits = tape.constant(t(&be, &[0, 10]));
     let err = tape
-        .softmax_cross_entropy(logits, &[])
+        .softmax_cross_entropy(logits, &Arc::new(be.upload_labels(&[], 10).unwrap()))
         .unwrap_err()
         .to_string();
     assert!(err.contains("empty batch"), "{err}");
@@ -131,16 +132,14 @@ fn bad_labels_are_errors() {
     let be = Cpu::new();
     let mut tape = Tape::new(be.clone());
     let logits = tape.constant(t(&be, &[2, 10]));
-    let err = tape
-        .softmax_cross_entropy(logits, &[1, 10])
-        .unwrap_err()
-        .to_string();
+    let err = be.upload_labels(&[1, 10], 10).unwrap_err().to_string();
     assert!(
         err.contains("label 10") && err.contains("10 classes"),
         "{err}"
     );
+    let one = Arc::new(be.upload_labels(&[1], 10).unwrap());
     let err = tape
-        .softmax_cross_entropy(logits, &[1])
+        .softmax_cross_entropy(logits, &one)
         .unwrap_err()
         .to_string();
     assert!(err.contains("1 labels for a batch of 2"), "{err}");
@@ -154,7 +153,8 @@ fn nan_loss_and_nan_gradients_are_errors() {
         Tensor::from_host(&be, &[f32::NAN, 0.0], [1, 2]).unwrap(),
         true,
     );
-    let loss = tape.softmax_cross_entropy(logits, &[0]).unwrap();
+    let labels = Arc::new(be.upload_labels(&[0], 2).unwrap());
+    let loss = tape.softmax_cross_entropy(logits, &labels).unwrap();
     let err = tape.scalar(loss, "training loss").unwrap_err();
     assert!(
         matches!(err, Error::NonFinite(_)) && err.to_string().contains("training loss is NaN"),

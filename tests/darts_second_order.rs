@@ -12,9 +12,11 @@ type B = Cpu<f64>;
 
 fn batch(be: &B, rng: &mut Rng, n: usize) -> DeviceBatch<B> {
     let x: Vec<f64> = (0..n * 2 * 8 * 8).map(|_| rng.normal()).collect();
+    let labels: Vec<u32> = (0..n).map(|i| (i % 3) as u32).collect();
     DeviceBatch {
         images: Tensor::from_host(be, &x, [n, 2, 8, 8]).unwrap(),
-        labels: (0..n).map(|i| (i % 3) as u32).collect(),
+        labels: std::sync::Arc::new(be.upload_labels(&labels, 3).unwrap()),
+        classes: 3,
     }
 }
 

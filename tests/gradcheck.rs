@@ -6,7 +6,7 @@
 
 use nasrs::autograd::{ParamStore, Tape, Var};
 use nasrs::backend::cpu::Cpu;
-use nasrs::{Conv2dSpec, Pool2dSpec, Result, Rng, Shape, Tensor};
+use nasrs::{Backend, Conv2dSpec, Pool2dSpec, Result, Rng, Shape, Tensor};
 
 type B = Cpu<f64>;
 
@@ -314,7 +314,8 @@ fn linear_and_cross_entropy() {
     });
     let logits = random(&mut rng, &[5, 4]);
     gradcheck("softmax_cross_entropy", vec![logits], |t, v| {
-        t.softmax_cross_entropy(v[0], &[0, 3, 1, 1, 2])
+        let labels = t.backend().upload_labels(&[0, 3, 1, 1, 2], 4)?;
+        t.softmax_cross_entropy(v[0], &std::sync::Arc::new(labels))
     });
 }
 
@@ -374,7 +375,8 @@ fn tape_two_layer_network_with_shared_weight() {
         )?;
         let h = t.global_avg_pool(h)?;
         let logits = t.linear(h, v[4], None)?;
-        t.softmax_cross_entropy(logits, &[1, 0, 3])
+        let labels = t.backend().upload_labels(&[1, 0, 3], 4)?;
+        t.softmax_cross_entropy(logits, &std::sync::Arc::new(labels))
     });
 }
 
@@ -408,7 +410,8 @@ fn no_grad_mode_records_nothing_for_backward() {
     let y = tape.relu(x).unwrap();
     assert!(!tape.requires_grad(y));
     let logits = tape.leaf(Tensor::from_host(&be, &[0.0, 1.0], [1, 2]).unwrap(), true);
-    let loss = tape.softmax_cross_entropy(logits, &[1]).unwrap();
+    let labels = std::sync::Arc::new(tape.backend().upload_labels(&[1], 2).unwrap());
+    let loss = tape.softmax_cross_entropy(logits, &labels).unwrap();
     let grads = tape.backward(loss).unwrap();
     assert!(grads.get(logits).is_none());
 }

@@ -2,8 +2,9 @@
 //! (The PyTorch fixtures in tests/torch_parity.rs check the same updates against torch itself.)
 
 use nasrs::autograd::ParamStore;
-use nasrs::optim::{clip_grad_norm, cosine_lr, Adam, Sgd};
-use nasrs::{Cpu, Tensor};
+use nasrs::backend::{norm_scalars, ScalarRef};
+use nasrs::optim::{clip_grad_norm, cosine_lr, grad_norm_scalars, Adam, Sgd};
+use nasrs::{Backend, Cpu, Tensor};
 
 type B = Cpu<f64>;
 
@@ -20,11 +21,11 @@ fn sgd_momentum_weight_decay_matches_pytorch_formula() {
     let mut opt = Sgd::new(&be, &p, 0.9, 0.1).unwrap();
     let g = vec![Tensor::from_host(&be, &[0.5, 0.25], [2]).unwrap()];
     // Step 1: d = g + wd p = [0.6, 0.05]; buf = d; p -= lr buf (lr 0.1)
-    opt.step(&be, &mut p, &g, 0.1).unwrap();
+    opt.step(&be, &mut p, &g, 0.1, None).unwrap();
     let p1 = p.get(nasrs::autograd::ParamId(0)).to_host(&be).unwrap();
     let want1 = [1.0 - 0.06, -2.0 - 0.005];
     // Step 2: d = g + wd p1; buf = 0.9 buf + d; p -= lr buf
-    opt.step(&be, &mut p, &g, 0.1).unwrap();
+    opt.step(&be, &mut p, &g, 0.1, None).unwrap();
     let p2 = p.get(nasrs::autograd::ParamId(0)).to_host(&be).unwrap();
     for i in 0..2 {
         assert!((p1[i] - want1[i]).abs() < 1e-12);
@@ -80,6 +81,68 @@ fn clip_grad_norm_scales_only_when_needed() {
     let mut small = vec![Tensor::from_host(&be, &[0.1], [1]).unwrap()];
     clip_grad_norm(&be, &mut small, 1.0).unwrap();
     assert_eq!(small[0].to_host(&be).unwrap(), vec![0.1]);
+}
+
+/// Clipping fused into the update (the coefficient read from the device-side norm scalars)
+/// equals clipping the gradients first and then stepping, and the scalars hold the norm,
+/// its inverse and `min(1, max_norm / (norm + 1e-6))`.
+#[test]
+fn clip_inside_sgd_equals_clip_then_sgd() {
+    let be = B::new();
+    let grads = || {
+        vec![
+            Tensor::from_host(&be, &[3.0, 0.0], [2]).unwrap(),
+            Tensor::from_host(&be, &[4.0], [1]).unwrap(),
+        ]
+    };
+    let params = || {
+        let mut s = ParamStore::new();
+        s.add("a", Tensor::from_host(&be, &[1.0, -2.0], [2]).unwrap());
+        s.add("b", Tensor::from_host(&be, &[0.5], [1]).unwrap());
+        s
+    };
+    for max_norm in [1.0, 100.0] {
+        let (mut fused, mut plain) = (params(), params());
+        let mut opt_fused = Sgd::new(&be, &fused, 0.9, 3e-4).unwrap();
+        let mut opt_plain = Sgd::new(&be, &plain, 0.9, 3e-4).unwrap();
+        for _ in 0..2 {
+            let g = grads();
+            let norms = grad_norm_scalars(&be, &g, max_norm).unwrap();
+            let host = be.download(&norms).unwrap();
+            assert!((host[norm_scalars::NORM] - 5.0).abs() < 1e-12);
+            assert!((host[norm_scalars::INV_NORM] - 0.2).abs() < 1e-12);
+            let coef = (max_norm / (5.0 + 1e-6)).min(1.0);
+            assert!((host[norm_scalars::CLIP_COEF] - coef).abs() < 1e-15);
+            let clip = ScalarRef {
+                buf: &norms,
+                index: norm_scalars::CLIP_COEF,
+            };
+            opt_fused
+                .step(&be, &mut fused, &g, 0.1, Some(clip))
+                .unwrap();
+            let mut g = grads();
+            clip_grad_norm(&be, &mut g, max_norm).unwrap();
+            opt_plain.step(&be, &mut plain, &g, 0.1, None).unwrap();
+        }
+        for id in fused.ids() {
+            let (a, b) = (
+                fused.get(id).to_host(&be).unwrap(),
+                plain.get(id).to_host(&be).unwrap(),
+            );
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-14, "max_norm {max_norm}: {a:?} vs {b:?}");
+            }
+        }
+    }
+    let zero = vec![Tensor::from_host(&be, &[0.0, 0.0], [2]).unwrap()];
+    let host = be
+        .download(&grad_norm_scalars(&be, &zero, 5.0).unwrap())
+        .unwrap();
+    assert_eq!(
+        host[norm_scalars::INV_NORM],
+        0.0,
+        "a zero norm has a zero inverse"
+    );
 }
 
 #[test]

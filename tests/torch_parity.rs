@@ -360,6 +360,7 @@ fn run_case<T: Element>(cpu: &Cpu<T>, case: &Case<'_>, rtol: f64) -> R<f64> {
                 .into_iter()
                 .map(|v| v as u32)
                 .collect();
+            let labels = cpu.upload_labels(&labels, k).map_err(e)?;
             let (loss, probs) = cpu
                 .softmax_cross_entropy_fwd(&logits, n, k, &labels)
                 .map_err(e)?;
@@ -485,7 +486,8 @@ fn run_case<T: Element>(cpu: &Cpu<T>, case: &Case<'_>, rtol: f64) -> R<f64> {
                 case.buf::<T>("grad")?,
                 case.buf::<T>("momentum_buffer")?,
             );
-            cpu.sgd_step(&mut p, &grad, &mut buf, &hp).map_err(e)?;
+            cpu.sgd_step(&mut p, &grad, &mut buf, &hp, None)
+                .map_err(e)?;
             ck.check("param", &p, "param_out")?;
             ck.check("momentum_buffer", &buf, "momentum_buffer_out")?;
             ck.check_update("param update", &p, &before, &case.values("param_out")?)?;

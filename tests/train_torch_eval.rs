@@ -70,11 +70,14 @@ fn eval_case<B: Backend>(be: B) {
 
     // Saved by nasrs and loaded back (now with metadata, no genotype needed): same logits,
     // and the file holds exactly PyTorch's state_dict names.
-    let dir = std::env::temp_dir().join(format!("nasrs-torch-eval-{}", std::process::id()));
-    let saved = dir.join(format!(
-        "{}.safetensors",
-        be.device_name().replace(' ', "_")
+    // One folder per device and element type: the f32 and f64 cases run in parallel and
+    // each removes its folder at the end.
+    let dir = std::env::temp_dir().join(format!(
+        "nasrs-torch-eval-{}-{}",
+        std::process::id(),
+        be.device_name().replace([' ', '(', ')', ','], "_")
     ));
+    let saved = dir.join("net.safetensors");
     save_network(
         &be,
         &net,

@@ -81,6 +81,10 @@ impl<B: Backend> ParamStore<B> {
     pub fn tensors(&self) -> &[Tensor<B>] {
         &self.values
     }
+    /// The tensors, in id order, without their names.
+    pub fn into_tensors(self) -> Vec<Tensor<B>> {
+        self.values
+    }
     pub fn tensors_mut(&mut self) -> &mut [Tensor<B>] {
         &mut self.values
     }

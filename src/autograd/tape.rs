@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec, Shape};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A value recorded on a tape (an index into it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -558,16 +559,25 @@ impl<B: Backend> Tape<B> {
         ))
     }
 
-    /// Mean softmax cross-entropy of logits [n, k] against `labels`; a [1] loss.
-    pub fn softmax_cross_entropy(&mut self, logits: Var, labels: &[u32]) -> Result<Var> {
+    /// Mean softmax cross-entropy of logits [n, k] against device `labels`; a [1] loss.
+    pub fn softmax_cross_entropy(&mut self, logits: Var, labels: &Arc<B::Labels>) -> Result<Var> {
         let (n, k) = self.shape(logits).matrix("softmax_cross_entropy")?;
         if n == 0 {
             return Err(Error::shape("softmax_cross_entropy", "empty batch"));
         }
+        if self.backend.labels_len(labels) != n {
+            return Err(Error::shape(
+                "softmax_cross_entropy",
+                format!(
+                    "{} labels for a batch of {n}",
+                    self.backend.labels_len(labels)
+                ),
+            ));
+        }
         let (loss, probs) =
             self.backend
                 .softmax_cross_entropy_fwd(&self.value(logits).buf, n, k, labels)?;
-        let labels = labels.to_vec();
+        let labels = labels.clone();
         Ok(self.push(
             Tensor::new(loss, [1]),
             &[logits],
@@ -577,6 +587,15 @@ impl<B: Backend> Tape<B> {
                 )])
             }),
         ))
+    }
+
+    /// How many rows of `logits` [n, k] predict their label, as a one-element device value.
+    pub fn count_correct(&self, logits: Var, labels: &B::Labels) -> Result<Tensor<B>> {
+        let (n, k) = self.shape(logits).matrix("count_correct")?;
+        let count = self
+            .backend
+            .count_correct(&self.value(logits).buf, n, k, labels)?;
+        Ok(Tensor::new(count, [1]))
     }
 
     // ---- regularisation ------------------------------------------------------------------------------
@@ -671,7 +690,8 @@ impl<B: Backend> Tape<B> {
                 format!("loss must have one element, got {}", self.shape(loss)),
             ));
         }
-        let seed = self.backend.upload(&[B::Elem::ONE])?;
+        // Filled on the device: an upload here would stop a graph capture of the step.
+        let seed = self.backend.fill(1, 1.0)?;
         self.backward_with(loss, seed)
     }
 

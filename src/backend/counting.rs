@@ -15,11 +15,18 @@
 //!   `sum_squares`, `dot`), host-to-device bytes, allocations and the peak of live bytes
 //!   (every buffer alive at once, weights and optimizer state included).
 //!
+//! Graphs are modelled as CUDA makes them: `capture` runs the step's body once with counting
+//! paused and checks the rules a CUDA graph imposes (no host round trip, no upload, every
+//! buffer allocated inside freed inside), and `replay` adds the captured counts again. A step
+//! that breaks a rule fails here, on the CPU, with the op named.
+//!
 //! Values downloaded are zeros; `sum_squares` and `dot` answer the element count (as if
 //! every element were 1), so a gradient norm is positive and finite: the clip scaling and
 //! the second-order finite-difference branch are taken, as PyTorch always takes them.
 
-use crate::backend::{AdamStep, Backend, BatchNormSaved, PeakMemory, RunningStats, SgdStep};
+use crate::backend::{
+    norm_scalars, AdamStep, Backend, BatchNormSaved, PeakMemory, RunningStats, ScalarRef, SgdStep,
+};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec};
 use serde::Serialize;
@@ -114,6 +121,20 @@ struct State {
     allocated_bytes: u64,
     live_bytes: u64,
     peak_live_bytes: u64,
+    /// Inside `capture`: host round trips and uploads are errors.
+    capturing: bool,
+}
+
+/// Labels on the counting device: only their number.
+pub struct CountLabels {
+    len: usize,
+}
+
+/// A captured step: the counts its body recorded, added again on each replay.
+pub struct CountGraph {
+    ops: BTreeMap<&'static str, OpCount>,
+    /// Most bytes the body had alive at once above what was alive before it.
+    peak_above_base: u64,
 }
 
 /// A buffer: a length and an identity; dropping it releases its bytes from the live count.
@@ -149,6 +170,16 @@ fn len_check(op: &'static str, what: &str, b: &CountBuf, len: usize) -> Result<(
         return Err(Error::shape(
             op,
             format!("{what} has {} elements, expected {len}", b.len),
+        ));
+    }
+    Ok(())
+}
+
+fn labels_check(op: &'static str, labels: &CountLabels, n: usize) -> Result<()> {
+    if labels.len != n {
+        return Err(Error::shape(
+            op,
+            format!("{} labels for a batch of {n}", labels.len),
         ));
     }
     Ok(())
@@ -287,8 +318,27 @@ impl Counting {
 
     fn host_sync(&self, d2h: u64) -> Result<()> {
         let mut s = self.lock()?;
+        if s.capturing {
+            return Err(Error::invalid(
+                "graph capture",
+                "the captured step reads a value back to the host",
+            ));
+        }
         s.host_syncs += 1;
         s.d2h_bytes += d2h;
+        Ok(())
+    }
+
+    /// A host-to-device copy (an error inside a capture: a graph would freeze the host data).
+    fn h2d(&self, op: &str, bytes: u64) -> Result<()> {
+        let mut s = self.lock()?;
+        if s.capturing {
+            return Err(Error::invalid(
+                "graph capture",
+                format!("the captured step uploads from the host ({op})"),
+            ));
+        }
+        s.h2d_bytes += bytes;
         Ok(())
     }
 
@@ -316,6 +366,8 @@ impl Counting {
 impl Backend for Counting {
     type Elem = f32;
     type Storage = CountBuf;
+    type Labels = CountLabels;
+    type Graph = CountGraph;
 
     fn device_name(&self) -> String {
         "counting (no arithmetic; FLOPs and bytes only)".into()
@@ -326,9 +378,86 @@ impl Backend for Counting {
         self.unary("zeros", 0, &[], len)
     }
     fn upload(&self, host: &[f32]) -> Result<CountBuf> {
-        let b = self.alloc(host.len())?;
-        self.lock()?.h2d_bytes += u(host.len()) * ELEM_BYTES;
-        Ok(b)
+        self.h2d("upload", u(host.len()) * ELEM_BYTES)?;
+        self.alloc(host.len())
+    }
+    fn upload_into(&self, dst: &mut CountBuf, host: &[f32]) -> Result<()> {
+        if host.len() != dst.len {
+            return Err(Error::shape(
+                "upload_into",
+                format!("{} elements into a buffer of {}", host.len(), dst.len),
+            ));
+        }
+        self.h2d("upload_into", u(host.len()) * ELEM_BYTES)
+    }
+    fn fill(&self, len: usize, _value: f64) -> Result<CountBuf> {
+        self.unary("fill", 0, &[], len)
+    }
+    fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<CountLabels> {
+        crate::backend::cpu::check_labels(labels, labels.len(), classes)?;
+        self.h2d("upload_labels", u(labels.len()) * 4)?;
+        Ok(CountLabels { len: labels.len() })
+    }
+    fn upload_labels_into(
+        &self,
+        dst: &mut CountLabels,
+        labels: &[u32],
+        classes: usize,
+    ) -> Result<()> {
+        crate::backend::cpu::check_labels(labels, dst.len, classes)?;
+        self.h2d("upload_labels_into", u(labels.len()) * 4)
+    }
+    fn labels_len(&self, labels: &CountLabels) -> usize {
+        labels.len
+    }
+    fn capture(&self, body: &mut dyn FnMut() -> Result<()>) -> Result<Option<CountGraph>> {
+        let (saved_ops, live_before, saved_peak) = {
+            let mut s = self.lock()?;
+            if s.capturing {
+                return Err(Error::invalid(
+                    "graph capture",
+                    "a capture is already running",
+                ));
+            }
+            s.capturing = true;
+            let live = s.live_bytes;
+            let peak = std::mem::replace(&mut s.peak_live_bytes, live);
+            (std::mem::take(&mut s.ops), live, peak)
+        };
+        let result = body();
+        let mut s = self.lock()?;
+        s.capturing = false;
+        let ops = std::mem::replace(&mut s.ops, saved_ops);
+        // Capturing runs nothing: the peak is the replay's, restored and added there.
+        let peak_above_base = s.peak_live_bytes.saturating_sub(live_before);
+        s.peak_live_bytes = saved_peak;
+        result?;
+        if s.live_bytes != live_before {
+            return Err(Error::invalid(
+                "graph capture",
+                format!(
+                    "the captured step leaves {} bytes allocated (every buffer it allocates \
+                     must be freed inside it)",
+                    s.live_bytes as i128 - live_before as i128
+                ),
+            ));
+        }
+        Ok(Some(CountGraph {
+            ops,
+            peak_above_base,
+        }))
+    }
+    fn replay(&self, graph: &CountGraph) -> Result<()> {
+        let mut s = self.lock()?;
+        s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes + graph.peak_above_base);
+        for (op, c) in &graph.ops {
+            let e = s.ops.entry(op).or_default();
+            e.calls += c.calls;
+            e.flops += c.flops;
+            e.bytes_read += c.bytes_read;
+            e.bytes_written += c.bytes_written;
+        }
+        Ok(())
     }
     fn download(&self, buf: &CountBuf) -> Result<Vec<f32>> {
         self.host_sync(u(buf.len) * ELEM_BYTES)?;
@@ -383,6 +512,28 @@ impl Backend for Counting {
                 writes: vec![&*y],
             },
         )
+    }
+    fn axpy_scaled(
+        &self,
+        y: &mut CountBuf,
+        _a: f64,
+        s: ScalarRef<'_, CountBuf>,
+        x: &CountBuf,
+    ) -> Result<()> {
+        same("axpy_scaled", y, x)?;
+        self.rec(
+            "axpy_scaled",
+            2 * u(x.len),
+            Io {
+                reads: vec![x, &*y, s.buf],
+                writes: vec![&*y],
+            },
+        )
+    }
+    fn grad_norm_scalars(&self, xs: &[&CountBuf], _max_norm: f64) -> Result<CountBuf> {
+        // One reduction over every buffer and a finish writing the scalars; nothing to the host.
+        let n: usize = xs.iter().map(|x| x.len).sum();
+        self.unary("grad_norm_scalars", 2 * u(n), xs, norm_scalars::LEN)
     }
     fn scale_assign(&self, x: &mut CountBuf, _s: f64) -> Result<()> {
         self.rec(
@@ -678,12 +829,12 @@ impl Backend for Counting {
         logits: &CountBuf,
         n: usize,
         k: usize,
-        labels: &[u32],
+        labels: &CountLabels,
     ) -> Result<(CountBuf, CountBuf)> {
         len_check("softmax_cross_entropy_fwd", "logits", logits, n * k)?;
+        labels_check("softmax_cross_entropy_fwd", labels, n)?;
         let loss = self.alloc(1)?;
         let probs = self.alloc(n * k)?;
-        self.lock()?.h2d_bytes += u(labels.len()) * 4;
         self.rec(
             "softmax_cross_entropy_fwd",
             flops::XENT_FWD * u(n * k) + 2 * u(n),
@@ -700,15 +851,26 @@ impl Backend for Counting {
         dloss: &CountBuf,
         n: usize,
         k: usize,
-        labels: &[u32],
+        labels: &CountLabels,
     ) -> Result<CountBuf> {
-        self.lock()?.h2d_bytes += u(labels.len()) * 4;
+        labels_check("softmax_cross_entropy_bwd", labels, n)?;
         self.unary(
             "softmax_cross_entropy_bwd",
             flops::XENT_BWD * u(n * k),
             &[probs, dloss],
             n * k,
         )
+    }
+    fn count_correct(
+        &self,
+        logits: &CountBuf,
+        n: usize,
+        k: usize,
+        labels: &CountLabels,
+    ) -> Result<CountBuf> {
+        len_check("count_correct", "logits", logits, n * k)?;
+        labels_check("count_correct", labels, n)?;
+        self.unary("count_correct", u(n * k), &[logits], 1)
     }
 
     fn drop_path(&self, x: &CountBuf, _n: usize, sample_scale: &CountBuf) -> Result<CountBuf> {
@@ -758,13 +920,18 @@ impl Backend for Counting {
         grad: &CountBuf,
         momentum_buf: &mut CountBuf,
         _hp: &SgdStep,
+        grad_scale: Option<ScalarRef<'_, CountBuf>>,
     ) -> Result<()> {
         same("sgd_step", param, grad)?;
+        let mut reads = vec![&*param, grad, &*momentum_buf];
+        if let Some(s) = &grad_scale {
+            reads.push(s.buf);
+        }
         self.rec(
             "sgd_step",
             flops::SGD * u(param.len),
             Io {
-                reads: vec![&*param, grad, &*momentum_buf],
+                reads,
                 writes: vec![&*param, &*momentum_buf],
             },
         )

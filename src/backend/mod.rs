@@ -9,6 +9,11 @@
 //! - Forward ops return fresh buffers. Backward ops return the input gradients they were
 //!   asked for (activation gradients are `=`, never `+=`); the tape does any accumulation.
 //! - Optimizer updates and running statistics are the only in-place writes.
+//! - A training step can run with no host round trip in the middle (so a GPU can capture it
+//!   in a graph and replay it): labels live on the device (`Labels`), the loss, the number
+//!   of correct predictions and the gradient norm stay in device buffers, and scalars that
+//!   depend on them (the clip coefficient, the second-order step size) reach the ops that
+//!   use them as a [`ScalarRef`] into a device buffer, never through the host.
 //! - Shapes are validated by the caller (`autograd::Tape`) before it reaches a backend, but a
 //!   backend still returns `Error::Shape` rather than panic if lengths disagree.
 
@@ -60,6 +65,24 @@ pub struct SgdStep {
     pub weight_decay: f64,
 }
 
+/// One element of a device buffer used as a scalar operand (`buf[index]`), so that a value the
+/// device computed (a gradient norm, a clip coefficient) scales another op without a host
+/// round trip.
+pub struct ScalarRef<'a, S> {
+    pub buf: &'a S,
+    pub index: usize,
+}
+
+/// What [`Backend::grad_norm_scalars`] writes, by index: the global L2 norm, its inverse
+/// (0 when the norm is 0, so a step scaled by it is a no-op), and the clip coefficient
+/// `min(1, max_norm / (norm + 1e-6))` of `torch.nn.utils.clip_grad_norm_`.
+pub mod norm_scalars {
+    pub const NORM: usize = 0;
+    pub const INV_NORM: usize = 1;
+    pub const CLIP_COEF: usize = 2;
+    pub const LEN: usize = 3;
+}
+
 /// Peak memory as a device measures it: bytes, and what was measured
 /// (`max_rss_cumulative`: the process's resident-set high-water mark, never reset;
 /// `cuda_mempool_used_high`: the stream-ordered pool's in-use high-water mark since the last
@@ -76,6 +99,11 @@ pub trait Backend: Clone + Send + Sync + 'static {
     type Elem: Element;
     /// A flat buffer of `Elem` on the device.
     type Storage: Send + Sync + 'static;
+    /// Class labels of a batch on the device (checked against the class count on upload).
+    type Labels: Send + Sync + 'static;
+    /// A recorded step the device replays without the host (a CUDA graph); devices without
+    /// graphs use `()` and never return one from [`Backend::capture`].
+    type Graph: Send + Sync + 'static;
 
     /// A human-readable device name ("cpu (2 threads)", "cuda:0 NVIDIA H200").
     fn device_name(&self) -> String;
@@ -90,6 +118,45 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn copy_into(&self, dst: &mut Self::Storage, src: &Self::Storage) -> Result<()>;
     /// Waits for all queued work (a no-op on the CPU).
     fn synchronize(&self) -> Result<()>;
+    /// Overwrites `dst` with host data of the same length (a staged input batch: the buffer,
+    /// and so every pointer a captured graph holds to it, stays the same).
+    fn upload_into(&self, dst: &mut Self::Storage, host: &[Self::Elem]) -> Result<()> {
+        let src = self.upload(host)?;
+        self.copy_into(dst, &src)
+    }
+    /// A buffer of `len` elements all equal to `value`, filled on the device (no upload).
+    fn fill(&self, len: usize, value: f64) -> Result<Self::Storage>;
+
+    // ---- labels ----------------------------------------------------------------------------
+    /// Uploads a batch's labels; a label `>= classes` is an error naming it.
+    fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<Self::Labels>;
+    /// Overwrites staged labels of the same length (see `upload_into`).
+    fn upload_labels_into(
+        &self,
+        dst: &mut Self::Labels,
+        labels: &[u32],
+        classes: usize,
+    ) -> Result<()>;
+    fn labels_len(&self, labels: &Self::Labels) -> usize;
+
+    // ---- graphs ----------------------------------------------------------------------------
+    /// Records the device work `body` queues into a graph, without running it, or returns
+    /// `Ok(None)` without calling `body` where the device has no graphs (then the caller
+    /// runs `body` itself). `body` must not read anything back to the host, and every buffer
+    /// it allocates must be freed before it returns, except through buffers allocated before
+    /// the capture (the graph replays with the same pointers).
+    fn capture(&self, body: &mut dyn FnMut() -> Result<()>) -> Result<Option<Self::Graph>> {
+        let _ = body;
+        Ok(None)
+    }
+    /// Runs a captured graph once (queued; results are read as usual).
+    fn replay(&self, graph: &Self::Graph) -> Result<()> {
+        let _ = graph;
+        Err(crate::error::Error::invalid(
+            "graph replay",
+            format!("{} has no graphs", self.device_name()),
+        ))
+    }
 
     // ---- measurement (defaults: host wall clock, the process's resident set) --------------
     /// Seconds the device spends on the work `f` queues. The default brackets `f` with
@@ -138,6 +205,25 @@ pub trait Backend: Clone + Send + Sync + 'static {
         }
         Ok(sq)
     }
+    /// The global norm of several buffers, its inverse and the clip coefficient for
+    /// `max_norm`, in a device buffer laid out as [`norm_scalars`] (no host round trip on a
+    /// GPU). The default computes them on the host from `sum_squares_many`.
+    fn grad_norm_scalars(&self, xs: &[&Self::Storage], max_norm: f64) -> Result<Self::Storage> {
+        let norm = self.sum_squares_many(xs)?.sqrt();
+        let host: Vec<Self::Elem> = norm_scalar_values(norm, max_norm)
+            .iter()
+            .map(|&v| Self::Elem::from_f64(v))
+            .collect();
+        self.upload(&host)
+    }
+    /// `y += a * s * x` in place, with `s` a scalar on the device.
+    fn axpy_scaled(
+        &self,
+        y: &mut Self::Storage,
+        a: f64,
+        s: ScalarRef<'_, Self::Storage>,
+        x: &Self::Storage,
+    ) -> Result<()>;
     /// Dot product, returned to the host.
     fn dot(&self, a: &Self::Storage, b: &Self::Storage) -> Result<f64>;
     fn relu_fwd(&self, x: &Self::Storage) -> Result<Self::Storage>;
@@ -275,13 +361,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
         with_bias: bool,
     ) -> Result<(Self::Storage, Self::Storage, Option<Self::Storage>)>;
     /// Mean softmax cross-entropy over the batch: returns (loss [1], probabilities [n, k]).
-    /// Labels come from the host (they arrive with each batch).
     fn softmax_cross_entropy_fwd(
         &self,
         logits: &Self::Storage,
         n: usize,
         k: usize,
-        labels: &[u32],
+        labels: &Self::Labels,
     ) -> Result<(Self::Storage, Self::Storage)>;
     /// `dlogits = dloss * (probs - onehot) / n`, with `dloss` a one-element buffer.
     fn softmax_cross_entropy_bwd(
@@ -290,7 +375,16 @@ pub trait Backend: Clone + Send + Sync + 'static {
         dloss: &Self::Storage,
         n: usize,
         k: usize,
-        labels: &[u32],
+        labels: &Self::Labels,
+    ) -> Result<Self::Storage>;
+    /// The number of rows of `logits` [n, k] whose first maximum is at the label, as a
+    /// one-element buffer (accuracy without a host round trip).
+    fn count_correct(
+        &self,
+        logits: &Self::Storage,
+        n: usize,
+        k: usize,
+        labels: &Self::Labels,
     ) -> Result<Self::Storage>;
 
     // ---- regularisation ------------------------------------------------------------------------
@@ -323,12 +417,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> Result<(Vec<Option<Self::Storage>>, Self::Storage)>;
 
     // ---- optimizers (in place) ---------------------------------------------------------------
+    /// `grad_scale`, when given, multiplies the gradient first (global-norm clipping fused
+    /// into the update, the coefficient read on the device).
     fn sgd_step(
         &self,
         param: &mut Self::Storage,
         grad: &Self::Storage,
         momentum_buf: &mut Self::Storage,
         hp: &SgdStep,
+        grad_scale: Option<ScalarRef<'_, Self::Storage>>,
     ) -> Result<()>;
     fn adam_step(
         &self,
@@ -338,4 +435,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
         v: &mut Self::Storage,
         hp: &AdamStep,
     ) -> Result<()>;
+}
+
+/// The values of [`norm_scalars`] for a global norm (shared by every device's
+/// `grad_norm_scalars`, so the clip rule is written once).
+pub fn norm_scalar_values(norm: f64, max_norm: f64) -> [f64; norm_scalars::LEN] {
+    let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+    let coef = (max_norm / (norm + 1e-6)).min(1.0);
+    [norm, inv, coef]
 }

@@ -16,11 +16,13 @@
 use super::modules::Mode;
 use super::search_model::SearchNetwork;
 use crate::autograd::{ParamStore, Tape};
-use crate::backend::{Backend, Element};
+use crate::backend::{norm_scalars, Backend, Element, ScalarRef};
+use crate::data::Batch;
 use crate::error::{Error, Result};
-use crate::optim::{clip_grad_norm, Adam, Sgd};
+use crate::optim::{grad_norm_scalars, Adam, Sgd};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The DARTS paper's search hyper-parameters (defaults from its CIFAR-10 search).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,25 +58,58 @@ impl Default for DartsHyper {
     }
 }
 
-/// One batch on the device: images [n, c, h, w] and host labels.
+/// One batch on the device: images [n, c, h, w] and their labels.
 pub struct DeviceBatch<B: Backend> {
     pub images: Tensor<B>,
-    pub labels: Vec<u32>,
+    pub labels: Arc<B::Labels>,
+    pub classes: usize,
 }
 
 impl<B: Backend> DeviceBatch<B> {
-    /// Uploads a host batch (normalised f32 images) to the device.
-    pub fn from_batch(backend: &B, batch: &crate::data::Batch) -> Result<Self> {
-        let host: Vec<B::Elem> = batch
-            .images
-            .iter()
-            .map(|&v| B::Elem::from_f64(v as f64))
-            .collect();
+    /// Uploads a host batch (normalised f32 images, labels below `classes`) to the device.
+    pub fn from_batch(backend: &B, batch: &Batch, classes: usize) -> Result<Self> {
         Ok(DeviceBatch {
-            images: Tensor::from_host(backend, &host, batch.dims().shape())?,
-            labels: batch.labels.clone(),
+            images: Tensor::from_host(backend, &host_images::<B>(batch), batch.dims().shape())?,
+            labels: Arc::new(backend.upload_labels(&batch.labels, classes)?),
+            classes,
         })
     }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.images.shape.dims().first().copied().unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies `batch` into this batch's buffers, which keep their device addresses (what a
+    /// captured step reads). `Ok(false)`, with nothing copied, when the shapes differ.
+    pub fn stage(&mut self, backend: &B, batch: &Batch) -> Result<bool> {
+        if self.images.shape != batch.dims().shape() {
+            return Ok(false);
+        }
+        backend.upload_into(
+            self.images.buf_mut("staged images")?,
+            &host_images::<B>(batch),
+        )?;
+        let labels = Arc::get_mut(&mut self.labels).ok_or_else(|| {
+            Error::invalid(
+                "staged labels",
+                "still shared (a tape holding them was not cleared)",
+            )
+        })?;
+        backend.upload_labels_into(labels, &batch.labels, self.classes)?;
+        Ok(true)
+    }
+}
+
+fn host_images<B: Backend>(batch: &Batch) -> Vec<B::Elem> {
+    batch
+        .images
+        .iter()
+        .map(|&v| B::Elem::from_f64(v as f64))
+        .collect()
 }
 
 /// Loss and number of correct predictions of one forward pass.
@@ -85,32 +120,156 @@ pub struct StepStats {
     pub count: usize,
 }
 
-/// Number of rows of `logits` [n, k] whose arg-max equals the label.
-pub fn count_correct<B: Backend>(backend: &B, logits: &Tensor<B>, labels: &[u32]) -> Result<usize> {
-    let (n, k) = logits.shape.matrix("accuracy")?;
-    let host = logits.to_f64(backend)?;
-    Ok((0..n)
-        .filter(|&i| {
-            let row = &host[i * k..(i + 1) * k];
-            let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
-            labels.get(i) == Some(&(best as u32))
-        })
-        .count())
+/// Where a step leaves its statistics on the device: the loss, the number of correct
+/// predictions and, for steps that compute one, the [`norm_scalars`] of a gradient. Allocated
+/// once, so a captured step writes them at fixed addresses; read after the step with one
+/// round trip per value.
+pub struct StepOutputs<B: Backend> {
+    loss: B::Storage,
+    correct: B::Storage,
+    norm: Option<B::Storage>,
+    /// What the norm is of, for the error when it is not finite.
+    norm_of: &'static str,
+    /// Whether the last step wrote the norm (a first-order architecture step has none).
+    norm_recorded: bool,
+    count: usize,
 }
 
-/// A copy of `weights` moved by `a * direction` (the finite-difference points `w +- eps v`).
+impl<B: Backend> StepOutputs<B> {
+    fn new(be: &B, norm_of: Option<&'static str>) -> Result<Self> {
+        Ok(StepOutputs {
+            loss: be.zeros(1)?,
+            correct: be.zeros(1)?,
+            norm: match norm_of {
+                Some(_) => Some(be.zeros(norm_scalars::LEN)?),
+                None => None,
+            },
+            norm_of: norm_of.unwrap_or(""),
+            norm_recorded: false,
+            count: 0,
+        })
+    }
+
+    /// Queues the copies of a forward pass's loss and correct count.
+    fn record(
+        &mut self,
+        be: &B,
+        loss: &Tensor<B>,
+        correct: &Tensor<B>,
+        count: usize,
+    ) -> Result<()> {
+        be.copy_into(&mut self.loss, &loss.buf)?;
+        be.copy_into(&mut self.correct, &correct.buf)?;
+        self.count = count;
+        self.norm_recorded = false;
+        Ok(())
+    }
+
+    /// Queues the copy of a gradient's norm scalars.
+    fn record_norm(&mut self, be: &B, norms: &B::Storage) -> Result<()> {
+        self.norm_recorded = true;
+        match &mut self.norm {
+            Some(n) => be.copy_into(n, norms),
+            None => Err(Error::invalid(
+                "step outputs",
+                "this step keeps no gradient norm",
+            )),
+        }
+    }
+
+    /// The statistics on the host; a NaN or infinite loss or gradient norm is an error.
+    fn read(&self, be: &B, what: &str) -> Result<StepStats> {
+        let loss = be.download(&self.loss)?[0].to_f64();
+        if !loss.is_finite() {
+            return Err(Error::NonFinite(format!("{what} loss is {loss}")));
+        }
+        if let Some(n) = self.norm.as_ref().filter(|_| self.norm_recorded) {
+            let norm = be.download(n)?[norm_scalars::NORM].to_f64();
+            if !norm.is_finite() {
+                return Err(Error::NonFinite(format!("{} is {norm}", self.norm_of)));
+            }
+        }
+        let correct = be.download(&self.correct)?[0].to_f64();
+        Ok(StepStats {
+            loss,
+            correct: correct.round() as usize,
+            count: self.count,
+        })
+    }
+}
+
+/// A copy of `weights` moved by `a * s * direction` with `s` a device scalar (the
+/// finite-difference points `w +- eps v`, `eps` computed on the device).
 fn shifted<B: Backend>(
     be: &B,
     weights: &ParamStore<B>,
     direction: &[Tensor<B>],
     a: f64,
+    s: &B::Storage,
+    index: usize,
 ) -> Result<ParamStore<B>> {
     let mut w = weights.deep_copy(be)?;
     for (id, g) in weights.ids().zip(direction) {
         let name = weights.name(id).to_string();
-        be.axpy(w.get_mut(id).buf_mut(&name)?, a, &g.buf)?;
+        be.axpy_scaled(
+            w.get_mut(id).buf_mut(&name)?,
+            a,
+            ScalarRef { buf: s, index },
+            &g.buf,
+        )?;
     }
     Ok(w)
+}
+
+/// The buffers a captured step reads and writes besides the network's own: the staged
+/// batches, the statistics, the architecture gradient, and the graphs themselves.
+struct StepBuffers<B: Backend> {
+    train: Option<DeviceBatch<B>>,
+    val: Option<DeviceBatch<B>>,
+    weight_out: StepOutputs<B>,
+    arch_out: StepOutputs<B>,
+    arch_grads: Vec<Tensor<B>>,
+    weight_graph: Option<(GraphKey, B::Graph)>,
+    arch_graph: Option<(GraphKey, B::Graph)>,
+}
+
+/// What a captured graph froze: the learning rate (an argument of its kernels), the order,
+/// and the addresses of every persistent buffer it touches. Any change means a new capture.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct GraphKey {
+    lr_bits: u64,
+    order: u8,
+    buffers: u64,
+}
+
+/// Runs `body` as a graph where the device has graphs (captured on first use, or again when
+/// `key` changes; then replayed), and directly where it has none.
+fn run_step<B: Backend>(
+    be: &B,
+    slot: &mut Option<(GraphKey, B::Graph)>,
+    key: GraphKey,
+    use_graphs: bool,
+    body: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    if !use_graphs {
+        *slot = None;
+        return body();
+    }
+    if let Some((k, g)) = slot.as_ref() {
+        if *k == key {
+            return be.replay(g);
+        }
+    }
+    // Free the old graph's memory before capturing the new one.
+    *slot = None;
+    match be.capture(body)? {
+        Some(g) => {
+            be.replay(&g)?;
+            *slot = Some((key, g));
+            Ok(())
+        }
+        None => body(),
+    }
 }
 
 pub struct Darts<B: Backend> {
@@ -119,6 +278,12 @@ pub struct Darts<B: Backend> {
     pub hyper: DartsHyper,
     pub weight_opt: Sgd<B>,
     pub arch_opt: Adam<B>,
+    /// Capture the staged steps (`iteration`, `weight_step_staged`) in graphs and replay
+    /// them, where the device has graphs (a GPU). On by default; results are the same
+    /// either way.
+    pub use_graphs: bool,
+    /// `None` only while a staged step has it out.
+    steps: Option<StepBuffers<B>>,
 }
 
 impl<B: Backend> Darts<B> {
@@ -137,30 +302,49 @@ impl<B: Backend> Darts<B> {
             1e-8,
             hyper.arch_weight_decay,
         )?;
+        let steps = StepBuffers {
+            train: None,
+            val: None,
+            weight_out: StepOutputs::new(&backend, Some("gradient norm"))?,
+            arch_out: StepOutputs::new(&backend, Some("unrolled validation gradient norm"))?,
+            arch_grads: net
+                .arch
+                .ids()
+                .map(|id| Tensor::zeros(&backend, net.arch.get(id).shape.clone()))
+                .collect::<Result<_>>()?,
+            weight_graph: None,
+            arch_graph: None,
+        };
         Ok(Darts {
             backend,
             net,
             hyper,
             weight_opt,
             arch_opt,
+            use_graphs: true,
+            steps: Some(steps),
         })
     }
 
     /// Forward + backward of the loss on `batch`; gradients of the weights and/or alphas
-    /// as `mode` asks, with the network's weights replaced by `weights` if given.
+    /// as `mode` asks, with the network's weights replaced by `weights` if given. The loss
+    /// and correct count go to `out` if given. Queues device work only (no host reads).
     #[allow(clippy::type_complexity)]
     fn loss_grads(
         &mut self,
         batch: &DeviceBatch<B>,
         mode: Mode,
         weights: Option<&ParamStore<B>>,
-    ) -> Result<(StepStats, Option<Vec<Tensor<B>>>, Option<Vec<Tensor<B>>>)> {
+        out: Option<&mut StepOutputs<B>>,
+    ) -> Result<(Option<Vec<Tensor<B>>>, Option<Vec<Tensor<B>>>)> {
         let mut tape = Tape::new(self.backend.clone());
         let x = tape.constant(batch.images.clone());
         let logits = self.net.run(&mut tape, x, mode, weights)?;
         let loss = tape.softmax_cross_entropy(logits, &batch.labels)?;
-        let loss_value = tape.scalar(loss, "loss")?;
-        let correct = count_correct(&self.backend, tape.value(logits), &batch.labels)?;
+        if let Some(out) = out {
+            let correct = tape.count_correct(logits, &batch.labels)?;
+            out.record(&self.backend, tape.value(loss), &correct, batch.len())?;
+        }
         let grads = tape.backward(loss)?;
         let gw = if mode.grad_weights {
             Some(grads.params(&self.backend, weights.unwrap_or(&self.net.weights))?)
@@ -174,50 +358,58 @@ impl<B: Backend> Darts<B> {
         };
         drop(grads);
         tape.clear();
-        Ok((
-            StepStats {
-                loss: loss_value,
-                correct,
-                count: batch.labels.len(),
-            },
-            gw,
-            ga,
-        ))
+        Ok((gw, ga))
     }
 
-    /// One SGD step of the weights on a training batch (clipped to `grad_clip`).
-    pub fn weight_step(&mut self, batch: &DeviceBatch<B>, lr: f64) -> Result<StepStats> {
-        let (stats, gw, _) = self.loss_grads(batch, Mode::WEIGHT_STEP, None)?;
-        let mut gw = gw.ok_or_else(|| Error::invalid("weight step", "no weight gradients"))?;
-        clip_grad_norm(&self.backend, &mut gw, self.hyper.grad_clip)?;
+    /// Queues one SGD step of the weights on `batch`, clipped to `grad_clip` with the
+    /// coefficient computed and applied on the device (fused into the update).
+    fn queue_weight_step(
+        &mut self,
+        batch: &DeviceBatch<B>,
+        lr: f64,
+        out: &mut StepOutputs<B>,
+    ) -> Result<()> {
+        let (gw, _) = self.loss_grads(batch, Mode::WEIGHT_STEP, None, Some(out))?;
+        let gw = gw.ok_or_else(|| Error::invalid("weight step", "no weight gradients"))?;
+        let norms = grad_norm_scalars(&self.backend, &gw, self.hyper.grad_clip)?;
+        out.record_norm(&self.backend, &norms)?;
+        let clip = ScalarRef {
+            buf: &norms,
+            index: norm_scalars::CLIP_COEF,
+        };
         self.weight_opt
-            .step(&self.backend, &mut self.net.weights, &gw, lr)?;
-        Ok(stats)
+            .step(&self.backend, &mut self.net.weights, &gw, lr, Some(clip))
     }
 
-    /// The architecture gradient for this order (without stepping). `lr` is the current
-    /// weight learning rate (the unrolled step's `xi`).
-    pub fn arch_gradient(
+    /// Queues the architecture gradient for this order into `dalpha_out`. `lr` is the
+    /// current weight learning rate (the unrolled step's `xi`).
+    fn queue_arch_gradient(
         &mut self,
         train: &DeviceBatch<B>,
         val: &DeviceBatch<B>,
         lr: f64,
-    ) -> Result<(StepStats, Vec<Tensor<B>>)> {
-        if self.hyper.order == 1 {
-            let (stats, _, ga) = self.loss_grads(val, Mode::ARCH_STEP, None)?;
-            return Ok((
-                stats,
-                ga.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
-            ));
-        }
+        out: &mut StepOutputs<B>,
+        dalpha_out: &mut [Tensor<B>],
+    ) -> Result<()> {
         let be = self.backend.clone();
+        let store = |dalpha: Vec<Tensor<B>>, dst: &mut [Tensor<B>]| -> Result<()> {
+            for (d, g) in dst.iter_mut().zip(&dalpha) {
+                be.copy_into(d.buf_mut("alpha gradient")?, &g.buf)?;
+            }
+            Ok(())
+        };
+        if self.hyper.order == 1 {
+            let (_, ga) = self.loss_grads(val, Mode::ARCH_STEP, None, Some(out))?;
+            let ga = ga.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?;
+            return store(ga, dalpha_out);
+        }
         // w' = w - xi (momentum * v + g + wd * w)
         let grad_only = Mode {
             grad_weights: true,
             grad_arch: false,
             ..Mode::ARCH_STEP
         };
-        let (_, g_train, _) = self.loss_grads(train, grad_only, None)?;
+        let (g_train, _) = self.loss_grads(train, grad_only, None, None)?;
         let g_train = g_train.ok_or_else(|| Error::invalid("arch step", "no weight gradients"))?;
         let mut unrolled = self.net.weights.deep_copy(&be)?;
         for ((id, g), v) in self
@@ -241,44 +433,80 @@ impl<B: Backend> Darts<B> {
             grad_arch: true,
             ..Mode::ARCH_STEP
         };
-        let (stats, dw, da) = self.loss_grads(val, both, Some(&unrolled))?;
+        let (dw, da) = self.loss_grads(val, both, Some(&unrolled), Some(out))?;
         drop(unrolled);
         let (dw, mut dalpha) = (
             dw.ok_or_else(|| Error::invalid("arch step", "no weight gradients"))?,
             da.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
         );
-        let bufs: Vec<&B::Storage> = dw.iter().map(|g| &*g.buf).collect();
-        let norm = be.sum_squares_many(&bufs)?.sqrt();
-        if !norm.is_finite() {
-            return Err(Error::NonFinite(format!(
-                "unrolled validation gradient norm is {norm}"
-            )));
+        // eps = radius / ||dw|| stays on the device: the shifts scale dw by radius * (1 /
+        // ||dw||), and the correction xi / (2 eps) = xi ||dw|| / (2 radius). A zero norm gives
+        // zero shifts and a zero correction (the host rule "skip when ||dw|| = 0").
+        let norms = grad_norm_scalars(&be, &dw, f64::INFINITY)?;
+        out.record_norm(&be, &norms)?;
+        let radius = self.hyper.hvp_radius;
+        let w_plus = shifted(
+            &be,
+            &self.net.weights,
+            &dw,
+            radius,
+            &norms,
+            norm_scalars::INV_NORM,
+        )?;
+        let (_, g_plus) = self.loss_grads(train, Mode::ARCH_STEP, Some(&w_plus), None)?;
+        drop(w_plus);
+        let w_minus = shifted(
+            &be,
+            &self.net.weights,
+            &dw,
+            -radius,
+            &norms,
+            norm_scalars::INV_NORM,
+        )?;
+        let (_, g_minus) = self.loss_grads(train, Mode::ARCH_STEP, Some(&w_minus), None)?;
+        drop(w_minus);
+        drop(dw);
+        let (g_plus, g_minus) = (
+            g_plus.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
+            g_minus.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
+        );
+        // dalpha -= xi * (g+ - g-) / (2 eps)
+        let c = lr / (2.0 * radius);
+        let norm = |buf| ScalarRef {
+            buf,
+            index: norm_scalars::NORM,
+        };
+        for ((d, gp), gm) in dalpha.iter_mut().zip(&g_plus).zip(&g_minus) {
+            let buf = d.buf_mut("alpha gradient")?;
+            be.axpy_scaled(buf, -c, norm(&norms), &gp.buf)?;
+            be.axpy_scaled(buf, c, norm(&norms), &gm.buf)?;
         }
-        if norm > 0.0 {
-            let eps = self.hyper.hvp_radius / norm;
-            let alpha_only = Mode::ARCH_STEP;
-            let w_plus = shifted(&be, &self.net.weights, &dw, eps)?;
-            let (_, _, g_plus) = self.loss_grads(train, alpha_only, Some(&w_plus))?;
-            drop(w_plus);
-            let w_minus = shifted(&be, &self.net.weights, &dw, -eps)?;
-            let (_, _, g_minus) = self.loss_grads(train, alpha_only, Some(&w_minus))?;
-            drop(w_minus);
-            let (g_plus, g_minus) = (
-                g_plus.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
-                g_minus.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
-            );
-            // dalpha -= xi * (g+ - g-) / (2 eps)
-            let c = lr / (2.0 * eps);
-            for ((d, gp), gm) in dalpha.iter_mut().zip(&g_plus).zip(&g_minus) {
-                let buf = d.buf_mut("alpha gradient")?;
-                be.axpy(buf, -c, &gp.buf)?;
-                be.axpy(buf, c, &gm.buf)?;
-            }
-        }
-        Ok((stats, dalpha))
+        store(dalpha, dalpha_out)
     }
 
-    /// One Adam step of the alphas. Returns the validation-batch statistics.
+    /// One SGD step of the weights on a training batch (clipped to `grad_clip`), run
+    /// directly (see `weight_step_staged` for the captured path).
+    pub fn weight_step(&mut self, batch: &DeviceBatch<B>, lr: f64) -> Result<StepStats> {
+        let mut out = StepOutputs::new(&self.backend, Some("gradient norm"))?;
+        self.queue_weight_step(batch, lr, &mut out)?;
+        out.read(&self.backend, "training")
+    }
+
+    /// The architecture gradient for this order (without stepping), run directly. `lr` is
+    /// the current weight learning rate (the unrolled step's `xi`).
+    pub fn arch_gradient(
+        &mut self,
+        train: &DeviceBatch<B>,
+        val: &DeviceBatch<B>,
+        lr: f64,
+    ) -> Result<(StepStats, Vec<Tensor<B>>)> {
+        let mut out = StepOutputs::new(&self.backend, Some("unrolled validation gradient norm"))?;
+        let mut dalpha = self.net.arch.zeros_like(&self.backend)?.into_tensors();
+        self.queue_arch_gradient(train, val, lr, &mut out, &mut dalpha)?;
+        Ok((out.read(&self.backend, "validation")?, dalpha))
+    }
+
+    /// One Adam step of the alphas, run directly. Returns the validation-batch statistics.
     pub fn arch_step(
         &mut self,
         train: &DeviceBatch<B>,
@@ -295,16 +523,150 @@ impl<B: Backend> Darts<B> {
         Ok(stats)
     }
 
-    /// A full DARTS iteration: architecture step on `val`, then weight step on `train`.
+    /// Copies host batches into the device buffers the staged steps read (allocated on
+    /// first use, and again if the batch shape changes, e.g. a smaller last batch).
+    pub fn stage(&mut self, train: &Batch, val: &Batch) -> Result<()> {
+        let be = self.backend.clone();
+        let classes = self.net.config.classes;
+        let steps = self.steps_mut()?;
+        for (slot, batch) in [(&mut steps.train, train), (&mut steps.val, val)] {
+            let staged = match slot {
+                Some(b) => b.stage(&be, batch)?,
+                None => false,
+            };
+            if !staged {
+                *slot = Some(DeviceBatch::from_batch(&be, batch, classes)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// A full DARTS iteration on host batches: stages them, then the architecture step on
+    /// `val` and the weight step on `train`. Returns (weight-step, architecture-step) stats.
     pub fn iteration(
         &mut self,
-        train: &DeviceBatch<B>,
-        val: &DeviceBatch<B>,
+        train: &Batch,
+        val: &Batch,
         lr: f64,
     ) -> Result<(StepStats, StepStats)> {
-        let arch = self.arch_step(train, val, lr)?;
-        let weights = self.weight_step(train, lr)?;
+        self.stage(train, val)?;
+        self.iteration_staged(lr)
+    }
+
+    /// A full DARTS iteration on the staged batches: architecture gradient (a graph where
+    /// the device has them), Adam on the alphas, weight step (a graph). Two reads of the
+    /// statistics are the only host round trips.
+    pub fn iteration_staged(&mut self, lr: f64) -> Result<(StepStats, StepStats)> {
+        let arch = self.arch_step_staged(lr)?;
+        let weights = self.weight_step_staged(lr)?;
         Ok((weights, arch))
+    }
+
+    /// The architecture step on the staged batches (see `iteration_staged`).
+    pub fn arch_step_staged(&mut self, lr: f64) -> Result<StepStats> {
+        let mut steps = self.take_steps()?;
+        let result = self.arch_step_with(&mut steps, lr);
+        self.steps = Some(steps);
+        result
+    }
+
+    /// The weight step on the staged training batch (a graph where the device has them).
+    pub fn weight_step_staged(&mut self, lr: f64) -> Result<StepStats> {
+        let mut steps = self.take_steps()?;
+        let result = self.weight_step_with(&mut steps, lr);
+        self.steps = Some(steps);
+        result
+    }
+
+    fn arch_step_with(&mut self, steps: &mut StepBuffers<B>, lr: f64) -> Result<StepStats> {
+        let be = self.backend.clone();
+        let key = self.graph_key(steps, if self.hyper.order == 1 { 0.0 } else { lr });
+        let StepBuffers {
+            train,
+            val,
+            arch_out,
+            arch_grads,
+            arch_graph,
+            ..
+        } = steps;
+        let (train, val) = staged(train.as_ref(), val.as_ref())?;
+        run_step(&be, arch_graph, key, self.use_graphs, &mut || {
+            self.queue_arch_gradient(train, val, lr, arch_out, arch_grads)
+        })?;
+        let stats = arch_out.read(&be, "validation")?;
+        self.arch_opt
+            .step(&be, &mut self.net.arch, arch_grads, self.hyper.arch_lr)?;
+        Ok(stats)
+    }
+
+    fn weight_step_with(&mut self, steps: &mut StepBuffers<B>, lr: f64) -> Result<StepStats> {
+        let be = self.backend.clone();
+        let key = self.graph_key(steps, lr);
+        let StepBuffers {
+            train,
+            weight_out,
+            weight_graph,
+            ..
+        } = steps;
+        let train = train
+            .as_ref()
+            .ok_or_else(|| Error::invalid("weight step", "no staged batch (call stage first)"))?;
+        run_step(&be, weight_graph, key, self.use_graphs, &mut || {
+            self.queue_weight_step(train, lr, weight_out)
+        })?;
+        weight_out.read(&be, "training")
+    }
+
+    /// The key a graph of the staged steps is valid for: the learning rate and order it
+    /// froze, and a fingerprint of the addresses of every persistent buffer it touches
+    /// (weights, BN statistics, alphas, optimizer state, staged batches, outputs): loading a
+    /// checkpoint or replacing any of them forces a new capture.
+    fn graph_key(&self, steps: &StepBuffers<B>, lr: f64) -> GraphKey {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let stores = [
+            &self.net.weights,
+            &self.net.arch,
+            &self.net.buffers,
+            &self.weight_opt.state,
+        ];
+        for store in stores {
+            for t in store.tensors() {
+                (Arc::as_ptr(&t.buf) as usize).hash(&mut h);
+            }
+        }
+        for b in [&steps.train, &steps.val].into_iter().flatten() {
+            (Arc::as_ptr(&b.images.buf) as usize).hash(&mut h);
+            (Arc::as_ptr(&b.labels) as usize).hash(&mut h);
+        }
+        for t in &steps.arch_grads {
+            (Arc::as_ptr(&t.buf) as usize).hash(&mut h);
+        }
+        GraphKey {
+            lr_bits: lr.to_bits(),
+            order: self.hyper.order,
+            buffers: h.finish(),
+        }
+    }
+
+    /// Whether the staged steps run as graph replays (a device with graphs, `use_graphs`,
+    /// and at least one staged step done).
+    pub fn graphs_in_use(&self) -> bool {
+        self.steps
+            .as_ref()
+            .is_some_and(|s| s.weight_graph.is_some() || s.arch_graph.is_some())
+    }
+
+    fn take_steps(&mut self) -> Result<StepBuffers<B>> {
+        self.steps
+            .take()
+            .ok_or_else(|| Error::invalid("DARTS step", "a previous staged step failed midway"))
+    }
+
+    fn steps_mut(&mut self) -> Result<&mut StepBuffers<B>> {
+        self.steps
+            .as_mut()
+            .ok_or_else(|| Error::invalid("DARTS step", "a previous staged step failed midway"))
     }
 
     /// Loss and accuracy over batches in eval mode (running statistics, no gradients).
@@ -314,12 +676,23 @@ impl<B: Backend> Darts<B> {
         let x = tape.constant(batch.images.clone());
         let logits = self.net.run(&mut tape, x, Mode::EVAL, None)?;
         let loss = tape.softmax_cross_entropy(logits, &batch.labels)?;
-        let loss_value = tape.scalar(loss, "evaluation loss")?;
-        let correct = count_correct(&self.backend, tape.value(logits), &batch.labels)?;
-        Ok(StepStats {
-            loss: loss_value,
-            correct,
-            count: batch.labels.len(),
-        })
+        let mut out = StepOutputs::new(&self.backend, None)?;
+        let correct = tape.count_correct(logits, &batch.labels)?;
+        out.record(&self.backend, tape.value(loss), &correct, batch.len())?;
+        out.read(&self.backend, "evaluation")
+    }
+}
+
+/// Both staged batches, or an error saying `stage` was not called.
+fn staged<'a, B: Backend>(
+    train: Option<&'a DeviceBatch<B>>,
+    val: Option<&'a DeviceBatch<B>>,
+) -> Result<(&'a DeviceBatch<B>, &'a DeviceBatch<B>)> {
+    match (train, val) {
+        (Some(t), Some(v)) => Ok((t, v)),
+        _ => Err(Error::invalid(
+            "arch step",
+            "no staged batches (call stage first)",
+        )),
     }
 }

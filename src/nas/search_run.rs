@@ -293,14 +293,8 @@ impl<B: Backend> SearchRun<B> {
             progress.epoch_start(epoch, self.config.epochs, steps);
             let (mut train_sum, mut arch_sum) = (StepStats::default(), StepStats::default());
             for step in 0..steps {
-                let train = DeviceBatch::from_batch(
-                    &self.backend,
-                    &st.train_iter.next_batch(&train_set, self.config.batch)?,
-                )?;
-                let val = DeviceBatch::from_batch(
-                    &self.backend,
-                    &st.val_iter.next_batch(&train_set, self.config.batch)?,
-                )?;
+                let train = st.train_iter.next_batch(&train_set, self.config.batch)?;
+                let val = st.val_iter.next_batch(&train_set, self.config.batch)?;
                 let (w, a) = st.darts.iteration(&train, &val, lr).map_err(|e| match e {
                     Error::NonFinite(what) => Error::NonFinite(format!("{what} at epoch {epoch} step {step}; the last good checkpoint (epoch {}) is kept in {}", st.history.len(), self.out.display())),
                     e => e,
@@ -343,9 +337,11 @@ impl<B: Backend> SearchRun<B> {
         idx.sort_unstable();
         let mut total = StepStats::default();
         for batch in SequentialBatches::over(train_set, idx, self.config.batch)? {
-            let s = st
-                .darts
-                .evaluate(&DeviceBatch::from_batch(&self.backend, &batch)?)?;
+            let s = st.darts.evaluate(&DeviceBatch::from_batch(
+                &self.backend,
+                &batch,
+                train_set.classes,
+            )?)?;
             total.loss += s.loss * s.count as f64;
             total.correct += s.correct;
             total.count += s.count;

@@ -17,19 +17,19 @@
 //! `drop_path * epoch / epochs`. A NaN or infinite loss stops the run with an error and keeps
 //! the last good checkpoint.
 
-use super::darts::{count_correct, DeviceBatch};
+use super::darts::DeviceBatch;
 use super::eval_model::{infer_config, EvalConfig, EvalNetwork};
 use super::genotype::Genotype;
 use super::modules::Mode;
 use crate::autograd::Tape;
-use crate::backend::Backend;
+use crate::backend::{norm_scalars, Backend, Element, ScalarRef};
 use crate::data::{Augment, BatchIterator, BatchIteratorState, Dataset, SequentialBatches};
 use crate::error::{Error, Result};
 use crate::io::{
     atomic_write, atomic_write_json, check_resume_options, load_safetensors, read_json_meta,
     save_safetensors_with_i64, write_jsonl, HostTensor,
 };
-use crate::optim::{clip_grad_norm, cosine_lr, Sgd};
+use crate::optim::{cosine_lr, grad_norm_scalars, Sgd};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -174,19 +174,29 @@ impl<B: Backend> Trainer<B> {
             }
             None => (loss, None),
         };
-        let correct = count_correct(&self.backend, tape.value(logits), &batch.labels)?;
+        let correct = tape.count_correct(logits, &batch.labels)?;
+        let correct = correct.to_f64(&self.backend)?[0].round() as usize;
         let grads = tape.backward(total)?;
-        let mut gw = grads.params(&self.backend, &self.net.weights)?;
+        let gw = grads.params(&self.backend, &self.net.weights)?;
         drop(grads);
         tape.clear();
-        clip_grad_norm(&self.backend, &mut gw, self.hyper.grad_clip)?;
+        // Clipping fused into the update; the norm is read only to stop on a NaN.
+        let norms = grad_norm_scalars(&self.backend, &gw, self.hyper.grad_clip)?;
+        let norm = self.backend.download(&norms)?[norm_scalars::NORM].to_f64();
+        if !norm.is_finite() {
+            return Err(Error::NonFinite(format!("gradient norm is {norm}")));
+        }
+        let clip = ScalarRef {
+            buf: &norms,
+            index: norm_scalars::CLIP_COEF,
+        };
         self.opt
-            .step(&self.backend, &mut self.net.weights, &gw, lr)?;
+            .step(&self.backend, &mut self.net.weights, &gw, lr, Some(clip))?;
         Ok(TrainStepStats {
             loss: loss_value,
             aux_loss: aux_value,
             correct,
-            count: batch.labels.len(),
+            count: batch.len(),
         })
     }
 }
@@ -248,7 +258,7 @@ pub fn evaluate<B: Backend>(
     let mut confusion = vec![vec![0usize; k]; k];
     let (mut loss_sum, mut count) = (0.0, 0usize);
     for b in SequentialBatches::new(ds, batch)? {
-        let db = DeviceBatch::from_batch(backend, &b)?;
+        let db = DeviceBatch::from_batch(backend, &b, k)?;
         let logits = eval_logits(backend, net, &db.images)?;
         for (i, &label) in b.labels.iter().enumerate() {
             let row = &logits[i * k..(i + 1) * k];
@@ -509,6 +519,7 @@ impl<B: Backend> TrainRun<B> {
                 let batch = DeviceBatch::from_batch(
                     &self.backend,
                     &st.train_iter.next_batch(&train_set, self.config.batch)?,
+                    train_set.classes,
                 )?;
                 let s = st
                     .trainer

@@ -135,6 +135,21 @@ pub fn softmax_cross_entropy_fwd<T: Element>(
     (T::from_f64(total / n as f64), probs)
 }
 
+/// Rows of `logits` whose first maximum is at the label (PyTorch's `argmax` tie rule).
+pub fn count_correct<T: Element>(logits: &[T], k: usize, labels: &[u32]) -> usize {
+    if k == 0 {
+        return 0;
+    }
+    logits
+        .chunks(k)
+        .zip(labels)
+        .filter(|(row, &label)| {
+            let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            best as u32 == label
+        })
+        .count()
+}
+
 pub fn softmax_cross_entropy_bwd<T: Element>(
     probs: &[T],
     dloss: T,

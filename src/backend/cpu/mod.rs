@@ -9,9 +9,12 @@ mod mixed_op;
 mod norm;
 mod pool;
 
+pub use dense::check_labels;
 pub use mixed_op::softmax;
 
-use crate::backend::{AdamStep, Backend, BatchNormSaved, Element, RunningStats, SgdStep};
+use crate::backend::{
+    AdamStep, Backend, BatchNormSaved, Element, RunningStats, ScalarRef, SgdStep,
+};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec, PoolKind};
 use rayon::prelude::*;
@@ -100,9 +103,22 @@ fn expect_len<T>(op: &'static str, what: &str, buf: &[T], len: usize) -> Result<
     Ok(())
 }
 
+/// `s.buf[s.index]`, or a shape error naming `op`.
+fn scalar_at<T: Element>(op: &'static str, s: &ScalarRef<'_, Vec<T>>) -> Result<T> {
+    s.buf.get(s.index).copied().ok_or_else(|| {
+        Error::shape(
+            op,
+            format!("scalar index {} in a buffer of {}", s.index, s.buf.len()),
+        )
+    })
+}
+
 impl<T: Element> Backend for Cpu<T> {
     type Elem = T;
     type Storage = Vec<T>;
+    type Labels = Vec<u32>;
+    /// The CPU has no graphs: `capture` answers `None` and steps run eagerly.
+    type Graph = ();
 
     fn device_name(&self) -> String {
         format!(
@@ -135,6 +151,27 @@ impl<T: Element> Backend for Cpu<T> {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
+    fn upload_into(&self, dst: &mut Vec<T>, host: &[T]) -> Result<()> {
+        expect_len("upload_into", "destination", dst, host.len())?;
+        dst.copy_from_slice(host);
+        Ok(())
+    }
+    fn fill(&self, len: usize, value: f64) -> Result<Vec<T>> {
+        Ok(vec![T::from_f64(value); len])
+    }
+
+    fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<Vec<u32>> {
+        dense::check_labels(labels, labels.len(), classes)?;
+        Ok(labels.to_vec())
+    }
+    fn upload_labels_into(&self, dst: &mut Vec<u32>, labels: &[u32], classes: usize) -> Result<()> {
+        dense::check_labels(labels, dst.len(), classes)?;
+        dst.copy_from_slice(labels);
+        Ok(())
+    }
+    fn labels_len(&self, labels: &Vec<u32>) -> usize {
+        labels.len()
+    }
 
     fn add(&self, a: &Vec<T>, b: &Vec<T>) -> Result<Vec<T>> {
         same_len("add", a, b)?;
@@ -155,6 +192,16 @@ impl<T: Element> Backend for Cpu<T> {
                 }
             });
         Ok(())
+    }
+    fn axpy_scaled(
+        &self,
+        y: &mut Vec<T>,
+        a: f64,
+        s: ScalarRef<'_, Vec<T>>,
+        x: &Vec<T>,
+    ) -> Result<()> {
+        let scalar = scalar_at("axpy_scaled", &s)?;
+        self.axpy(y, a * scalar.to_f64(), x)
     }
     fn scale_assign(&self, x: &mut Vec<T>, s: f64) -> Result<()> {
         let s = T::from_f64(s);
@@ -438,7 +485,7 @@ impl<T: Element> Backend for Cpu<T> {
         logits: &Vec<T>,
         n: usize,
         k: usize,
-        labels: &[u32],
+        labels: &Vec<u32>,
     ) -> Result<(Vec<T>, Vec<T>)> {
         expect_len("softmax_cross_entropy", "logits", logits, n * k)?;
         dense::check_labels(labels, n, k)?;
@@ -451,7 +498,7 @@ impl<T: Element> Backend for Cpu<T> {
         dloss: &Vec<T>,
         n: usize,
         k: usize,
-        labels: &[u32],
+        labels: &Vec<u32>,
     ) -> Result<Vec<T>> {
         expect_len("softmax_cross_entropy_bwd", "probabilities", probs, n * k)?;
         expect_len("softmax_cross_entropy_bwd", "loss gradient", dloss, 1)?;
@@ -459,6 +506,19 @@ impl<T: Element> Backend for Cpu<T> {
         Ok(dense::softmax_cross_entropy_bwd(
             probs, dloss[0], n, k, labels,
         ))
+    }
+    fn count_correct(
+        &self,
+        logits: &Vec<T>,
+        n: usize,
+        k: usize,
+        labels: &Vec<u32>,
+    ) -> Result<Vec<T>> {
+        expect_len("count_correct", "logits", logits, n * k)?;
+        dense::check_labels(labels, n, k)?;
+        Ok(vec![T::from_f64(
+            dense::count_correct(logits, k, labels) as f64
+        )])
     }
 
     fn drop_path(&self, x: &Vec<T>, n: usize, sample_scale: &Vec<T>) -> Result<Vec<T>> {
@@ -514,6 +574,7 @@ impl<T: Element> Backend for Cpu<T> {
         grad: &Vec<T>,
         buf: &mut Vec<T>,
         hp: &SgdStep,
+        grad_scale: Option<ScalarRef<'_, Vec<T>>>,
     ) -> Result<()> {
         same_len("sgd_step", param, grad)?;
         same_len("sgd_step", param, buf)?;
@@ -522,13 +583,17 @@ impl<T: Element> Backend for Cpu<T> {
             T::from_f64(hp.momentum),
             T::from_f64(hp.weight_decay),
         );
+        let gs = match grad_scale {
+            Some(s) => scalar_at("sgd_step", &s)?,
+            None => T::ONE,
+        };
         param
             .par_chunks_mut(ELEMS_PER_TASK)
             .zip(grad.par_chunks(ELEMS_PER_TASK))
             .zip(buf.par_chunks_mut(ELEMS_PER_TASK))
             .for_each(|((p, g), b)| {
                 for ((p, &g), b) in p.iter_mut().zip(g).zip(b) {
-                    let d = g + wd * *p;
+                    let d = gs * g + wd * *p;
                     *b = mom * *b + d;
                     *p -= lr * *b;
                 }

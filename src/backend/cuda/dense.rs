@@ -1,7 +1,8 @@
 //! The linear layer on cuBLAS (plus the bias kernels of kernels/dense.cu) and the mean
-//! softmax cross-entropy. Labels are uploaded from the host slice on each call.
+//! softmax cross-entropy and the correct-prediction count, reading device labels (uploaded
+//! once per batch, so a captured step reads them in place).
 
-use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf};
+use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, CudaLabels, BLOCK};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -123,24 +124,27 @@ pub(super) fn linear_bwd(
     Ok((dx, dw, db))
 }
 
-/// Checks labels (as the CPU twin) and uploads them.
-fn upload_labels(d: &Cuda, labels: &[u32], n: usize, k: usize) -> Result<CudaSlice<u32>> {
-    if labels.len() != n {
+/// The labels' device buffer, after checking they fit the batch: `n` of them, each below
+/// the `k` classes of the logits (checked on upload against the count given then).
+fn labels_for<'a>(
+    op: &'static str,
+    labels: &'a CudaLabels,
+    n: usize,
+    k: usize,
+) -> Result<&'a CudaSlice<u32>> {
+    if labels.len != n {
         return Err(Error::shape(
-            "softmax_cross_entropy",
-            format!("{} labels for a batch of {n}", labels.len()),
+            op,
+            format!("{} labels for a batch of {n}", labels.len),
         ));
     }
-    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
+    if labels.classes > k {
         return Err(Error::invalid(
-            "label",
-            format!("label {bad} is out of range for {k} classes"),
+            "labels",
+            format!("uploaded for {} classes, used with {k}", labels.classes),
         ));
     }
-    if labels.is_empty() {
-        return d.scratch::<u32>(1);
-    }
-    d.stream().clone_htod(labels).cu("label upload")
+    Ok(&labels.data)
 }
 
 pub(super) fn softmax_cross_entropy_fwd(
@@ -148,10 +152,10 @@ pub(super) fn softmax_cross_entropy_fwd(
     logits: &CudaBuf,
     n: usize,
     k: usize,
-    labels: &[u32],
+    labels: &CudaLabels,
 ) -> Result<(CudaBuf, CudaBuf)> {
     expect_len("softmax_cross_entropy", "logits", logits, n * k)?;
-    let lab = upload_labels(d, labels, n, k)?;
+    let lab = labels_for("softmax_cross_entropy", labels, n, k)?;
     if n == 0 || k == 0 {
         return Err(Error::shape(
             "softmax_cross_entropy",
@@ -168,7 +172,7 @@ pub(super) fn softmax_cross_entropy_fwd(
             .arg(&rows)
             .arg(&classes)
             .arg(&logits.data)
-            .arg(&lab)
+            .arg(lab)
             .arg(&mut probs.data)
             .arg(&mut row_loss)
             .launch(cfg1d(n))
@@ -197,11 +201,11 @@ pub(super) fn softmax_cross_entropy_bwd(
     dloss: &CudaBuf,
     n: usize,
     k: usize,
-    labels: &[u32],
+    labels: &CudaLabels,
 ) -> Result<CudaBuf> {
     expect_len("softmax_cross_entropy_bwd", "probabilities", probs, n * k)?;
     expect_len("softmax_cross_entropy_bwd", "loss gradient", dloss, 1)?;
-    let lab = upload_labels(d, labels, n, k)?;
+    let lab = labels_for("softmax_cross_entropy_bwd", labels, n, k)?;
     let mut dl = d.alloc(n * k)?;
     if n * k > 0 {
         let (rows, classes) = (int(n)?, int(k)?);
@@ -212,11 +216,42 @@ pub(super) fn softmax_cross_entropy_bwd(
                 .arg(&classes)
                 .arg(&probs.data)
                 .arg(&dloss.data)
-                .arg(&lab)
+                .arg(lab)
                 .arg(&mut dl.data)
                 .launch(cfg1d(n * k))
         }
         .cu("softmax_cross_entropy_bwd_f32")?;
     }
     Ok(dl)
+}
+
+/// `out[0]` = rows whose first maximum is at the label, counted by one block.
+pub(super) fn count_correct(
+    d: &Cuda,
+    logits: &CudaBuf,
+    n: usize,
+    k: usize,
+    labels: &CudaLabels,
+) -> Result<CudaBuf> {
+    expect_len("count_correct", "logits", logits, n * k)?;
+    let lab = labels_for("count_correct", labels, n, k)?;
+    let mut out = d.alloc(1)?;
+    let (rows, classes) = (int(n)?, int(k)?);
+    let one = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    unsafe {
+        d.stream()
+            .launch_builder(d.func("count_correct_f32")?)
+            .arg(&rows)
+            .arg(&classes)
+            .arg(&logits.data)
+            .arg(lab)
+            .arg(&mut out.data)
+            .launch(one)
+    }
+    .cu("count_correct_f32")?;
+    Ok(out)
 }

@@ -1,9 +1,11 @@
-//! Launchers for kernels/elementwise.cu: add, scale, axpy, scale_assign, relu, drop_path,
-//! and the double-precision reductions behind `dot` / `sum_squares`.
+//! Launchers for kernels/elementwise.cu: add, scale, axpy (also by a device scalar), fill,
+//! scale_assign, relu, drop_path, and the double-precision reductions behind `dot`,
+//! `sum_squares` and the on-device gradient norm scalars.
 
-use super::{cfg1d, expect_len, int, same_len, CuResult, Cuda, CudaBuf, BLOCK};
+use super::{cfg1d, expect_len, int, same_len, scalar_ptr, CuResult, Cuda, CudaBuf, BLOCK};
+use crate::backend::{norm_scalars, ScalarRef};
 use crate::error::{Error, Result};
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 /// Blocks of partial sums for the reductions: enough to fill the GPU, few enough for one
 /// finishing block. Fixed per length, so the summation order (and result) is reproducible.
@@ -142,20 +144,15 @@ pub(super) fn drop_path(d: &Cuda, x: &CudaBuf, n: usize, scale: &CudaBuf) -> Res
     Ok(y)
 }
 
-/// `sum over xs of sum(x * x)` in double with one download: each buffer's blocks write their
-/// partials into one shared array (`dot_f32` per buffer, at its offset), one
-/// `reduce_finish_f64` adds them all, one synchronisation.
-pub(super) fn sum_squares_many(d: &Cuda, xs: &[&CudaBuf]) -> Result<f64> {
+/// Per-block partial sums of squares of every buffer, written into one array (a `dot_f32`
+/// launch per buffer). Returns the partials and their count (0 when every buffer is empty).
+fn square_partials(d: &Cuda, xs: &[&CudaBuf]) -> Result<(CudaSlice<f64>, usize)> {
     let blocks: Vec<usize> = xs
         .iter()
         .map(|x| x.len.div_ceil(BLOCK as usize).min(REDUCE_BLOCKS))
         .collect();
     let total: usize = blocks.iter().sum();
-    if total == 0 {
-        return Ok(0.0);
-    }
     let mut partials = d.scratch::<f64>(total)?;
-    let mut out = d.scratch::<f64>(1)?;
     let mut off = 0;
     for (x, &nb) in xs.iter().zip(&blocks) {
         if nb == 0 {
@@ -180,19 +177,32 @@ pub(super) fn sum_squares_many(d: &Cuda, xs: &[&CudaBuf]) -> Result<f64> {
         .cu("dot_f32")?;
         off += nb;
     }
+    Ok((partials, total))
+}
+
+/// One block that finishes a reduction over the partials.
+const FINISH: LaunchConfig = LaunchConfig {
+    grid_dim: (1, 1, 1),
+    block_dim: (BLOCK, 1, 1),
+    shared_mem_bytes: 0,
+};
+
+/// Sum of squares over every buffer: per-block partials for each, then one
+/// `reduce_finish_f64` adds them all, one synchronisation.
+pub(super) fn sum_squares_many(d: &Cuda, xs: &[&CudaBuf]) -> Result<f64> {
+    let (partials, total) = square_partials(d, xs)?;
+    if total == 0 {
+        return Ok(0.0);
+    }
+    let mut out = d.scratch::<f64>(1)?;
     let count = int(total)?;
-    let one = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
     unsafe {
         d.stream()
             .launch_builder(d.func("reduce_finish_f64")?)
             .arg(&count)
             .arg(&partials)
             .arg(&mut out)
-            .launch(one)
+            .launch(FINISH)
     }
     .cu("reduce_finish_f64")?;
     let host = d
@@ -203,6 +213,70 @@ pub(super) fn sum_squares_many(d: &Cuda, xs: &[&CudaBuf]) -> Result<f64> {
         .synchronize()
         .cu("sum_squares_many synchronize")?;
     Ok(host.first().copied().unwrap_or(0.0))
+}
+
+/// The global norm scalars (`norm_scalars` layout) of every buffer, left on the device: the
+/// partials of `sum_squares_many`, finished by `norm_scalars_finish_f32`.
+pub(super) fn grad_norm_scalars(d: &Cuda, xs: &[&CudaBuf], max_norm: f64) -> Result<CudaBuf> {
+    let (partials, total) = square_partials(d, xs)?;
+    let mut out = d.alloc(norm_scalars::LEN)?;
+    let count = int(total)?;
+    unsafe {
+        d.stream()
+            .launch_builder(d.func("norm_scalars_finish_f32")?)
+            .arg(&count)
+            .arg(&partials)
+            .arg(&max_norm)
+            .arg(&mut out.data)
+            .launch(FINISH)
+    }
+    .cu("norm_scalars_finish_f32")?;
+    Ok(out)
+}
+
+/// `y += a * s * x` with `s` read on the device.
+pub(super) fn axpy_scaled(
+    d: &Cuda,
+    y: &mut CudaBuf,
+    a: f64,
+    s: ScalarRef<'_, CudaBuf>,
+    x: &CudaBuf,
+) -> Result<()> {
+    same_len("axpy_scaled", y, x)?;
+    let sp = scalar_ptr(d, "axpy_scaled", &s)?;
+    if x.len > 0 {
+        let (n, a) = (int(x.len)?, a as f32);
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("axpy_scaled_f32")?)
+                .arg(&n)
+                .arg(&a)
+                .arg(&sp)
+                .arg(&x.data)
+                .arg(&mut y.data)
+                .launch(cfg1d(x.len))
+        }
+        .cu("axpy_scaled_f32")?;
+    }
+    Ok(())
+}
+
+/// A new buffer of `len` copies of `value`, written by a kernel (no upload).
+pub(super) fn fill(d: &Cuda, len: usize, value: f64) -> Result<CudaBuf> {
+    let mut y = d.alloc(len)?;
+    if len > 0 {
+        let (n, v) = (int(len)?, value as f32);
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("fill_f32")?)
+                .arg(&n)
+                .arg(&v)
+                .arg(&mut y.data)
+                .launch(cfg1d(len))
+        }
+        .cu("fill_f32")?;
+    }
+    Ok(y)
 }
 
 /// `sum(a * b)` in double, returned to the host (a synchronisation point).

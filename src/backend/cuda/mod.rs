@@ -18,7 +18,9 @@ mod norm;
 mod optim;
 mod pool;
 
-use crate::backend::{AdamStep, Backend, BatchNormSaved, PeakMemory, RunningStats, SgdStep};
+use crate::backend::{
+    AdamStep, Backend, BatchNormSaved, PeakMemory, RunningStats, ScalarRef, SgdStep,
+};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
@@ -58,6 +60,7 @@ const KERNELS: &[(&str, &[&str])] = &[
             "softmax_cross_entropy_fwd_f32",
             "softmax_cross_entropy_finish_f32",
             "softmax_cross_entropy_bwd_f32",
+            "count_correct_f32",
         ],
     ),
     (
@@ -66,12 +69,15 @@ const KERNELS: &[(&str, &[&str])] = &[
             "add_f32",
             "scale_f32",
             "axpy_f32",
+            "axpy_scaled_f32",
+            "fill_f32",
             "scale_assign_f32",
             "relu_fwd_f32",
             "relu_bwd_f32",
             "drop_path_f32",
             "dot_f32",
             "reduce_finish_f64",
+            "norm_scalars_finish_f32",
             "sum_batches_f32",
         ],
     ),
@@ -131,6 +137,25 @@ impl<T> CuResult<T> for std::result::Result<T, cudarc::cublas::result::CublasErr
         self.map_err(|e| Error::Cuda(format!("{what}: cuBLAS {e}")))
     }
 }
+
+/// Class labels on the device (u32), checked against the class count on upload.
+pub struct CudaLabels {
+    pub(crate) data: CudaSlice<u32>,
+    pub(crate) len: usize,
+    /// The class count they were checked against; ops refuse logits with fewer.
+    pub(crate) classes: usize,
+}
+
+/// A captured step: an instantiated CUDA graph on the backend's stream.
+pub struct CudaStepGraph(cudarc::driver::CudaGraph);
+// SAFETY: a CUgraphExec handle may be launched from any thread (the driver API is thread
+// safe); nasrs launches it from the thread that owns the backend, on the backend's stream.
+unsafe impl Send for CudaStepGraph {}
+unsafe impl Sync for CudaStepGraph {}
+
+/// cuBLAS's workspace, set once so that GEMMs captured in a graph never allocate (32 MiB,
+/// NVIDIA's recommendation for Hopper).
+const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 /// An f32 buffer on the device. Holds at least one element (a zero-byte allocation is an
 /// error in CUDA); `len` is the logical length.
@@ -211,6 +236,17 @@ pub(crate) fn expect_len(op: &'static str, what: &str, buf: &CudaBuf, len: usize
     Ok(())
 }
 
+/// The device address of `s.buf[s.index]`, for a kernel's scalar-pointer argument.
+pub(crate) fn scalar_ptr(d: &Cuda, op: &'static str, s: &ScalarRef<'_, CudaBuf>) -> Result<u64> {
+    if s.index >= s.buf.len {
+        return Err(Error::shape(
+            op,
+            format!("scalar index {} in a buffer of {}", s.index, s.buf.len),
+        ));
+    }
+    Ok(d.ptr(Some(s.buf)) + (s.index * std::mem::size_of::<f32>()) as u64)
+}
+
 pub(crate) fn same_len(op: &'static str, a: &CudaBuf, b: &CudaBuf) -> Result<()> {
     if a.len != b.len {
         return Err(Error::shape(
@@ -225,6 +261,8 @@ struct Inner {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
+    /// Kept alive for as long as `blas` uses it.
+    _blas_workspace: CudaSlice<u8>,
     funcs: HashMap<&'static str, CudaFunction>,
     _modules: Vec<Arc<CudaModule>>,
     name: String,
@@ -291,6 +329,23 @@ impl Cuda {
                 "cuBLAS initialisation failed on cuda:{ordinal}: {e}"
             ))
         })?;
+        let blas_workspace = unsafe { stream.alloc::<u8>(CUBLAS_WORKSPACE_BYTES) }
+            .map_err(|e| dev("cuBLAS workspace allocation", e))?;
+        {
+            let (ptr, _guard) = blas_workspace.device_ptr(&stream);
+            let status = unsafe {
+                cudarc::cublas::sys::cublasSetWorkspace_v2(
+                    *blas.handle(),
+                    ptr as *mut std::ffi::c_void,
+                    CUBLAS_WORKSPACE_BYTES,
+                )
+            };
+            if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                return Err(Error::Device(format!(
+                    "cuBLAS workspace setup failed on cuda:{ordinal}: {status:?}"
+                )));
+            }
+        }
         let mut funcs = HashMap::new();
         let mut modules = Vec::new();
         for (module_name, names) in KERNELS {
@@ -325,6 +380,7 @@ impl Cuda {
                 ctx,
                 stream,
                 blas,
+                _blas_workspace: blas_workspace,
                 funcs,
                 _modules: modules,
                 name,
@@ -447,6 +503,8 @@ impl Cuda {
 impl Backend for Cuda {
     type Elem = f32;
     type Storage = CudaBuf;
+    type Labels = CudaLabels;
+    type Graph = CudaStepGraph;
 
     fn device_name(&self) -> String {
         self.inner.name.clone()
@@ -503,6 +561,79 @@ impl Backend for Cuda {
     }
     fn synchronize(&self) -> Result<()> {
         self.stream().synchronize().cu("synchronize")
+    }
+    fn upload_into(&self, dst: &mut CudaBuf, host: &[f32]) -> Result<()> {
+        if host.len() != dst.len {
+            return Err(Error::shape(
+                "upload_into",
+                format!("{} elements into a buffer of {}", host.len(), dst.len),
+            ));
+        }
+        if !host.is_empty() {
+            self.stream()
+                .memcpy_htod(host, &mut dst.data.slice_mut(0..host.len()))
+                .cu("upload_into")?;
+        }
+        Ok(())
+    }
+    fn fill(&self, len: usize, value: f64) -> Result<CudaBuf> {
+        elementwise::fill(self, len, value)
+    }
+
+    fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<CudaLabels> {
+        crate::backend::cpu::check_labels(labels, labels.len(), classes)?;
+        let data = if labels.is_empty() {
+            self.scratch::<u32>(1)?
+        } else {
+            self.stream().clone_htod(labels).cu("label upload")?
+        };
+        Ok(CudaLabels {
+            data,
+            len: labels.len(),
+            classes,
+        })
+    }
+    fn upload_labels_into(
+        &self,
+        dst: &mut CudaLabels,
+        labels: &[u32],
+        classes: usize,
+    ) -> Result<()> {
+        crate::backend::cpu::check_labels(labels, dst.len, classes)?;
+        dst.classes = classes;
+        if !labels.is_empty() {
+            self.stream()
+                .memcpy_htod(labels, &mut dst.data.slice_mut(0..labels.len()))
+                .cu("label upload")?;
+        }
+        Ok(())
+    }
+    fn labels_len(&self, labels: &CudaLabels) -> usize {
+        labels.len
+    }
+
+    /// Stream capture into a CUDA graph. Allocations inside become graph memory nodes
+    /// (the stream-ordered pool plans their addresses once, at instantiation), so a step
+    /// that frees what it allocates replays with no allocation at all. The capture is ended
+    /// even when `body` fails, so the stream is usable afterwards.
+    fn capture(&self, body: &mut dyn FnMut() -> Result<()>) -> Result<Option<CudaStepGraph>> {
+        self.synchronize()?;
+        self.stream()
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .cu("begin graph capture")?;
+        let result = body();
+        let graph = self.stream().end_capture(
+            sys::CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH,
+        );
+        result?;
+        let graph = graph
+            .cu("end graph capture")?
+            .ok_or_else(|| Error::Cuda("graph capture recorded nothing".into()))?;
+        graph.upload().cu("graph upload")?;
+        Ok(Some(CudaStepGraph(graph)))
+    }
+    fn replay(&self, graph: &CudaStepGraph) -> Result<()> {
+        graph.0.launch().cu("graph launch")
     }
 
     /// CUDA events recorded on the stream around `f`: device time from the first queued
@@ -571,6 +702,18 @@ impl Backend for Cuda {
     }
     fn scale_assign(&self, x: &mut CudaBuf, s: f64) -> Result<()> {
         elementwise::scale_assign(self, x, s)
+    }
+    fn axpy_scaled(
+        &self,
+        y: &mut CudaBuf,
+        a: f64,
+        s: ScalarRef<'_, CudaBuf>,
+        x: &CudaBuf,
+    ) -> Result<()> {
+        elementwise::axpy_scaled(self, y, a, s, x)
+    }
+    fn grad_norm_scalars(&self, xs: &[&CudaBuf], max_norm: f64) -> Result<CudaBuf> {
+        elementwise::grad_norm_scalars(self, xs, max_norm)
     }
     fn sum_squares(&self, x: &CudaBuf) -> Result<f64> {
         elementwise::dot(self, x, x)
@@ -710,7 +853,7 @@ impl Backend for Cuda {
         logits: &CudaBuf,
         n: usize,
         k: usize,
-        labels: &[u32],
+        labels: &CudaLabels,
     ) -> Result<(CudaBuf, CudaBuf)> {
         dense::softmax_cross_entropy_fwd(self, logits, n, k, labels)
     }
@@ -720,9 +863,18 @@ impl Backend for Cuda {
         dloss: &CudaBuf,
         n: usize,
         k: usize,
-        labels: &[u32],
+        labels: &CudaLabels,
     ) -> Result<CudaBuf> {
         dense::softmax_cross_entropy_bwd(self, probs, dloss, n, k, labels)
+    }
+    fn count_correct(
+        &self,
+        logits: &CudaBuf,
+        n: usize,
+        k: usize,
+        labels: &CudaLabels,
+    ) -> Result<CudaBuf> {
+        dense::count_correct(self, logits, n, k, labels)
     }
 
     fn drop_path(&self, x: &CudaBuf, n: usize, sample_scale: &CudaBuf) -> Result<CudaBuf> {
@@ -749,8 +901,9 @@ impl Backend for Cuda {
         grad: &CudaBuf,
         momentum_buf: &mut CudaBuf,
         hp: &SgdStep,
+        grad_scale: Option<ScalarRef<'_, CudaBuf>>,
     ) -> Result<()> {
-        optim::sgd_step(self, param, grad, momentum_buf, hp)
+        optim::sgd_step(self, param, grad, momentum_buf, hp, grad_scale)
     }
     fn adam_step(
         &self,

@@ -1,8 +1,8 @@
 //! Launchers for kernels/optim.cu: the fused SGD and Adam updates (PyTorch semantics, the
 //! scalar bias corrections computed on the host in f64 exactly as the CPU twin does).
 
-use super::{cfg1d, int, same_len, CuResult, Cuda, CudaBuf};
-use crate::backend::{AdamStep, SgdStep};
+use super::{cfg1d, int, same_len, scalar_ptr, CuResult, Cuda, CudaBuf};
+use crate::backend::{AdamStep, ScalarRef, SgdStep};
 use crate::error::Result;
 use cudarc::driver::PushKernelArg;
 
@@ -12,12 +12,18 @@ pub(super) fn sgd_step(
     grad: &CudaBuf,
     buf: &mut CudaBuf,
     hp: &SgdStep,
+    grad_scale: Option<ScalarRef<'_, CudaBuf>>,
 ) -> Result<()> {
     same_len("sgd_step", param, grad)?;
     same_len("sgd_step", param, buf)?;
     if param.len == 0 {
         return Ok(());
     }
+    // A null pointer tells the kernel "no scale".
+    let scale = match grad_scale {
+        Some(s) => scalar_ptr(d, "sgd_step", &s)?,
+        None => 0u64,
+    };
     let (n, lr, mom, wd) = (
         int(param.len)?,
         hp.lr as f32,
@@ -31,6 +37,7 @@ pub(super) fn sgd_step(
             .arg(&lr)
             .arg(&mom)
             .arg(&wd)
+            .arg(&scale)
             .arg(&mut param.data)
             .arg(&grad.data)
             .arg(&mut buf.data)

@@ -1,0 +1,164 @@
+//! The staged DARTS step (the path a GPU captures in a graph and replays) against the same
+//! steps run directly: identical weights, alphas and statistics, first and second order, on
+//! the CPU in f64. And the staged step on the counting device, which captures with CUDA's
+//! rules (no host round trip, no upload, nothing allocated inside left alive) and replays.
+
+use nasrs::backend::counting::Counting;
+use nasrs::data::Batch;
+use nasrs::nas::darts::{Darts, DartsHyper, DeviceBatch, StepStats};
+use nasrs::nas::{SearchConfig, SearchNetwork};
+use nasrs::{Backend, Cpu, Rng};
+
+type B = Cpu<f64>;
+
+fn host_batch(rng: &mut Rng, n: usize, classes: usize) -> Batch {
+    Batch {
+        images: (0..n * 2 * 8 * 8).map(|_| rng.normal() as f32).collect(),
+        labels: (0..n).map(|_| rng.below(classes) as u32).collect(),
+        n,
+        c: 2,
+        h: 8,
+        w: 8,
+    }
+}
+
+fn darts<D: Backend>(be: &D, order: u8) -> Darts<D> {
+    let net = SearchNetwork::new(be, SearchConfig::darts(2, 3, 3, 2), 7).unwrap();
+    let hyper = DartsHyper {
+        order,
+        // Small enough to leave the clip inactive on some steps and active on others.
+        grad_clip: 0.5,
+        ..DartsHyper::default()
+    };
+    Darts::new(be.clone(), net, hyper).unwrap()
+}
+
+fn host_values(be: &B, d: &Darts<B>) -> Vec<Vec<f64>> {
+    [&d.net.weights, &d.net.arch, &d.net.buffers]
+        .iter()
+        .flat_map(|s| s.tensors().iter().map(|t| t.to_host(be).unwrap()))
+        .collect()
+}
+
+#[test]
+fn staged_iterations_equal_direct_steps() {
+    let be = B::new();
+    for order in [1u8, 2] {
+        let (mut staged, mut direct) = (darts(&be, order), darts(&be, order));
+        let mut rng = Rng::new(3);
+        for (step, lr) in [0.05, 0.05, 0.02].into_iter().enumerate() {
+            let (train, val) = (host_batch(&mut rng, 4, 3), host_batch(&mut rng, 4, 3));
+            let (ws, as_) = staged.iteration(&train, &val, lr).unwrap();
+            let (dt, dv) = (
+                DeviceBatch::from_batch(&be, &train, 3).unwrap(),
+                DeviceBatch::from_batch(&be, &val, 3).unwrap(),
+            );
+            let ad = direct.arch_step(&dt, &dv, lr).unwrap();
+            let wd = direct.weight_step(&dt, lr).unwrap();
+            let same = |a: StepStats, b: StepStats| {
+                a.loss == b.loss && a.correct == b.correct && a.count == b.count
+            };
+            assert!(same(ws, wd), "order {order} step {step}: {ws:?} vs {wd:?}");
+            assert!(
+                same(as_, ad),
+                "order {order} step {step}: {as_:?} vs {ad:?}"
+            );
+            assert_eq!(ws.count, 4);
+            assert_eq!(
+                host_values(&be, &staged),
+                host_values(&be, &direct),
+                "order {order} step {step}"
+            );
+        }
+        // The CPU has no graphs: the staged steps ran directly.
+        assert!(!staged.graphs_in_use());
+    }
+}
+
+/// A smaller last batch is staged into new buffers and the step still runs.
+#[test]
+fn a_batch_of_another_shape_is_staged_afresh() {
+    let be = B::new();
+    let mut d = darts(&be, 1);
+    let mut rng = Rng::new(4);
+    let (t, v) = (host_batch(&mut rng, 4, 3), host_batch(&mut rng, 4, 3));
+    d.iteration(&t, &v, 0.025).unwrap();
+    let (t, v) = (host_batch(&mut rng, 3, 3), host_batch(&mut rng, 3, 3));
+    let (w, a) = d.iteration(&t, &v, 0.025).unwrap();
+    assert_eq!((w.count, a.count), (3, 3));
+}
+
+/// On a device with graphs (the counting device models CUDA's capture rules), staged steps
+/// are captured once and replayed; a new learning rate or new buffers mean a new capture.
+#[test]
+fn staged_steps_capture_and_replay_on_a_device_with_graphs() {
+    let be = Counting::new();
+    for order in [1u8, 2] {
+        let mut d = darts(&be, order);
+        let mut rng = Rng::new(5);
+        let (t, v) = (host_batch(&mut rng, 4, 3), host_batch(&mut rng, 4, 3));
+        d.iteration(&t, &v, 0.025).unwrap();
+        assert!(d.graphs_in_use(), "order {order}");
+        be.reset().unwrap();
+        d.iteration(&t, &v, 0.025).unwrap();
+        let replayed = be.snapshot().unwrap();
+        // A replay re-adds the captured work and nothing else: the same op counts as a
+        // step run directly.
+        let mut direct = darts(&be, order);
+        direct.use_graphs = false;
+        direct.iteration(&t, &v, 0.025).unwrap();
+        be.reset().unwrap();
+        direct.iteration(&t, &v, 0.025).unwrap();
+        let plain = be.snapshot().unwrap();
+        assert!(!direct.graphs_in_use());
+        assert_eq!(replayed.ops, plain.ops, "order {order}");
+        assert_eq!(replayed.host_syncs, plain.host_syncs, "order {order}");
+        // New learning rate: captured again, still valid.
+        d.iteration(&t, &v, 0.01).unwrap();
+        assert!(d.graphs_in_use());
+    }
+}
+
+/// The counting device refuses in a capture what CUDA would: a read back to the host, an
+/// upload, an allocation left alive; so the test above proves the staged step does none.
+#[test]
+fn counting_capture_refuses_host_round_trips_uploads_and_leaks() {
+    let be = Counting::new();
+    let x = be.zeros(8).unwrap();
+    let err = be
+        .capture(&mut || be.download(&x).map(|_| ()))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("reads a value back"), "{err}");
+    let err = be
+        .capture(&mut || be.upload(&[1.0]).map(|_| ()))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("uploads from the host"), "{err}");
+    let mut kept = Vec::new();
+    let err = be
+        .capture(&mut || {
+            kept.push(be.zeros(4)?);
+            Ok(())
+        })
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("leaves 16 bytes allocated"),
+        "{err}"
+    );
+    drop(kept);
+    // A clean body captures, and its replay counts its ops.
+    let g = be
+        .capture(&mut || {
+            let y = be.scale(&x, 2.0)?;
+            be.add(&y, &x).map(|_| ())
+        })
+        .unwrap()
+        .unwrap();
+    be.reset().unwrap();
+    be.replay(&g).unwrap();
+    be.replay(&g).unwrap();
+    let c = be.snapshot().unwrap();
+    assert_eq!((c.ops["scale"].calls, c.ops["add"].calls), (2, 2));
+}
