@@ -127,7 +127,8 @@ fn search_network_runs_no_relu_op() {
     );
     be.reset().unwrap();
     let logits = net.run(&mut tape, x, Mode::WEIGHT_STEP, None).unwrap();
-    let loss = tape.softmax_cross_entropy(logits, &[0, 1]).unwrap();
+    let labels = std::sync::Arc::new(be.upload_labels(&[0, 1], 3).unwrap());
+    let loss = tape.softmax_cross_entropy(logits, &labels).unwrap();
     tape.backward(loss).unwrap();
     let c = be.snapshot().unwrap();
     assert_eq!(c.ops.get("relu_fwd").map_or(0, |o| o.calls), 0);
