@@ -346,7 +346,7 @@ fn mixed_op(c: &mut Criterion) {
     for (ch, side) in NORMAL {
         let len = dims(ch, side).numel();
         let xs: Vec<Vec<f32>> = (0..K).map(|k| random(len, 41 + k as u64)).collect();
-        let refs: Vec<&Vec<f32>> = xs.iter().collect();
+        let refs: Vec<Option<&Vec<f32>>> = xs.iter().map(Some).collect();
         let dy = random(len, 50);
         let label = format!("k8_c{ch}_{side}x{side}");
         g.throughput(Throughput::Elements((K * len) as u64));

@@ -1,5 +1,7 @@
 // THE fused DARTS MixedOp. CPU twin: src/backend/cpu/mixed_op.rs.
-// Forward: y = sum_k softmax(alpha)_k x_k in one pass over the K inputs.
+// Forward: y = sum_k softmax(alpha)_k x_k in one pass over the K inputs. A null x_k is an
+// all-zero input (the DARTS `none` op): it keeps its softmax weight but is never read, and
+// its <dy, x_k> is 0, so its dalpha_k = -w_k sum_j w_j <dy, x_j>.
 // Backward: one pass writes every requested dx_k = w_k dy and per-block partial dot products
 // <dy, x_k> (double); a one-block finishing kernel adds the partials in block order
 // (deterministic) and forms dalpha_k = w_k (<dy, x_k> - sum_j w_j <dy, x_j>).
@@ -7,8 +9,8 @@
 
 // The K input pointers travel by value (Rust twin: MixedOpPtrs in src/backend/cuda/mixed_op.rs).
 struct MixedOpPtrs {
-    const float* x[MAX_K];
-    float* dx[MAX_K];  // null where the gradient is not wanted
+    const float* x[MAX_K];  // null for an all-zero (absent) input
+    float* dx[MAX_K];       // null where the gradient is not wanted (always for absent inputs)
 };
 
 // softmax(alpha) in double, computed by every block into shared memory.
@@ -34,7 +36,8 @@ extern "C" __global__ void mixed_op_fwd_f32(int len, int k, MixedOpPtrs p, const
     __syncthreads();
     GRID_STRIDE(i, len) {
         float acc = 0.0f;
-        for (int j = 0; j < k; ++j) acc += w[j] * p.x[j][i];
+        for (int j = 0; j < k; ++j)
+            if (p.x[j]) acc += w[j] * p.x[j][i];
         y[i] = acc;
     }
 }
@@ -52,7 +55,7 @@ extern "C" __global__ void mixed_op_bwd_f32(int len, int k, MixedOpPtrs p, const
 #pragma unroll
         for (int j = 0; j < MAX_K; ++j) {
             if (j < k) {
-                acc[j] += (double)g * (double)p.x[j][i];
+                if (p.x[j]) acc[j] += (double)g * (double)p.x[j][i];
                 if (p.dx[j]) p.dx[j][i] = (float)w64[j] * g;
             }
         }

@@ -466,8 +466,13 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         self.check("upload_into", &format!("len {len}"), &yu, &x, 0.0)
     }
 
-    fn mixed_op(&mut self, k: usize, len: usize) -> Result<()> {
-        let s = format!("K {k} len {len}");
+    /// `zero`: the inputs passed as absent (all-zero, the `none` op).
+    fn mixed_op(&mut self, k: usize, len: usize, zero: &[usize]) -> Result<()> {
+        let s = if zero.is_empty() {
+            format!("K {k} len {len}")
+        } else {
+            format!("K {k} len {len} none {zero:?}")
+        };
         let xs: Vec<Vec<f32>> = (0..k).map(|_| self.randn(len)).collect();
         let dxs_dev: Vec<B::Storage> = xs.iter().map(|x| self.up(x)).collect::<Result<_>>()?;
         let alpha = self
@@ -477,12 +482,22 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
             .collect::<Vec<_>>();
         let dalpha_in = self.up(&alpha)?;
         let dy = self.randn(len);
-        let cx: Vec<&Vec<f32>> = xs.iter().collect();
-        let dx: Vec<&B::Storage> = dxs_dev.iter().collect();
+        let present = |i: usize| !zero.contains(&i);
+        let cx: Vec<Option<&Vec<f32>>> = xs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| present(i).then_some(x))
+            .collect();
+        let dx: Vec<Option<&B::Storage>> = dxs_dev
+            .iter()
+            .enumerate()
+            .map(|(i, x)| present(i).then_some(x))
+            .collect();
         let r = self.cpu.mixed_op_fwd(&cx, &alpha, len)?;
         let y = self.dev.mixed_op_fwd(&dx, &dalpha_in, len)?;
         self.check("mixed_op_fwd", &s, &y, &r, TOL)?;
-        // Every other gradient requested, so both the written and the skipped paths run.
+        // Every other gradient requested, so both the written and the skipped paths run (an
+        // absent input asked for one must still get none).
         let need: Vec<bool> = (0..k).map(|i| i % 2 == 0).collect();
         let (rdx, rda) = self.cpu.mixed_op_bwd(&dy, &cx, &alpha, len, &need)?;
         let (ydx, yda) = self
@@ -663,10 +678,15 @@ pub fn run_parity<B: Backend<Elem = f32>>(dev: &B, seed: u64) -> Result<Vec<Pari
     h.step_scalars(&[1], 5.0)?;
     h.step_scalars(&[7, 70_001, 300], 5.0)?;
     h.step_scalars(&[33, 5], 1e9)?;
-    h.mixed_op(8, 5 * 7 * 13)?;
-    h.mixed_op(8, 16 * 16 * 32 * 32 + 3)?;
-    h.mixed_op(1, 100)?;
-    h.mixed_op(16, 1000)?;
+    h.mixed_op(8, 5 * 7 * 13, &[])?;
+    h.mixed_op(8, 16 * 16 * 32 * 32 + 3, &[])?;
+    h.mixed_op(1, 100, &[])?;
+    h.mixed_op(16, 1000, &[])?;
+    // Absent (`none`) inputs at odd lengths: the DARTS slot 0, several, the last of MAX_K.
+    h.mixed_op(8, 5 * 7 * 13, &[0])?;
+    h.mixed_op(8, 16 * 16 * 32 * 32 + 3, &[0])?;
+    h.mixed_op(5, 1001, &[0, 3, 4])?;
+    h.mixed_op(16, 999, &[15])?;
     h.optim(1)?;
     h.optim(70_001)?;
     Ok(h.rows)

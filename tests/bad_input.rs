@@ -60,8 +60,15 @@ fn wrong_shapes_name_the_op_and_both_shapes() {
     assert!(err.contains("NCHW") && err.contains("[4, 6]"), "{err}");
 
     let alpha = tape.constant(t(&be, &[7]));
-    let err = tape.mixed_op(&[x, x], alpha).unwrap_err().to_string();
+    let err = tape
+        .mixed_op(&[Some(x), Some(x)], alpha)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("mixed_op") && err.contains("[7]"), "{err}");
+    // Only `none` inputs: no shape to take, an error rather than a panic.
+    let alpha = tape.constant(t(&be, &[2]));
+    let err = tape.mixed_op(&[None, None], alpha).unwrap_err().to_string();
+    assert!(err.contains("mixed_op") && err.contains("none"), "{err}");
 }
 
 #[test]

@@ -78,6 +78,7 @@ fn check_rows(rows: &[ParityRow]) {
         ("dilation 2", " d2 "),
         ("kernel 5", " k5 "),
         ("K = 8", "K 8 "),
+        ("an absent (none) MixedOp input", " none ["),
         ("batch 1", "x [1, "),
     ] {
         assert!(

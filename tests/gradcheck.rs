@@ -324,19 +324,34 @@ fn mixed_op_all_inputs_and_alpha() {
     let mut rng = Rng::new(7);
     let mut inputs: Vec<Tensor<B>> = (0..8).map(|_| random(&mut rng, &[2, 3, 5, 3])).collect();
     inputs.push(random(&mut rng, &[8]));
-    gradcheck("mixed_op K=8", inputs, |t, v| t.mixed_op(&v[..8], v[8]));
+    gradcheck("mixed_op K=8", inputs, |t, v| {
+        let xs: Vec<Option<Var>> = v[..8].iter().copied().map(Some).collect();
+        t.mixed_op(&xs, v[8])
+    });
 }
 
 #[test]
 fn mixed_op_with_none_input() {
-    // The DARTS `none` op is a shared zero constant: only the other inputs and alpha get gradients.
+    // The DARTS `none` op is an absent (all-zero) input: only the other inputs get gradients,
+    // and every alpha, the zero slot's included (all 3 alpha entries are probed).
     let mut rng = Rng::new(8);
     let x = random(&mut rng, &[2, 2, 3, 3]);
     let alpha = random(&mut rng, &[3]);
     gradcheck("mixed_op with none", vec![x, alpha], |t, v| {
-        let z = t.zeros(Shape::new(&[2, 2, 3, 3]))?;
         let p = t.relu(v[0])?;
-        t.mixed_op(&[z, v[0], p], v[1])
+        t.mixed_op(&[None, Some(v[0]), Some(p)], v[1])
+    });
+    // Zero slots first, middle and last, with an input used twice, at an odd size.
+    let (a, b) = (
+        random(&mut rng, &[1, 3, 5, 7]),
+        random(&mut rng, &[1, 3, 5, 7]),
+    );
+    let alpha = random(&mut rng, &[6]);
+    gradcheck("mixed_op with three none", vec![a, b, alpha], |t, v| {
+        t.mixed_op(
+            &[None, Some(v[0]), None, Some(v[1]), Some(v[0]), None],
+            v[2],
+        )
     });
 }
 

@@ -439,7 +439,7 @@ fn run_case<T: Element>(cpu: &Cpu<T>, case: &Case<'_>, rtol: f64) -> R<f64> {
             );
             let len = dy.len();
             let xs: Vec<Vec<T>> = xs_all.chunks(len).map(<[T]>::to_vec).collect();
-            let refs: Vec<&Vec<T>> = xs.iter().collect();
+            let refs: Vec<Option<&Vec<T>>> = xs.iter().map(Some).collect();
             if xs.len() != k {
                 return Err(format!(
                     "case {}: xs splits into {} inputs, metadata says k = {k}",

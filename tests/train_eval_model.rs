@@ -135,3 +135,42 @@ fn genotype_by_name_or_from_a_search_file() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// A `none` op in a genotype (never derived, but a file may hold one) adds zero: the network
+/// builds and trains; a node of two `none` ops (an all-zero state) is refused.
+#[test]
+fn genotype_with_none_ops() {
+    use nasrs::nas::Primitive;
+    let be: Cpu = Cpu::new();
+    let mut cfg = config("DARTS_V2", 4, 3, 10, false);
+    cfg.genotype.normal[5].0 = Primitive::None;
+    cfg.genotype.reduce[0].0 = Primitive::None;
+    let mut net = EvalNetwork::new(&be, cfg.clone(), 1).unwrap();
+    let mut rng = Rng::new(4);
+    let v: Vec<f32> = (0..2 * 3 * 8 * 8).map(|_| rng.normal() as f32).collect();
+    let x = Tensor::from_host(&be, &v, [2, 3, 8, 8]).unwrap();
+    let train = Mode {
+        update_running: false,
+        ..Mode::WEIGHT_STEP
+    };
+    let y = forward(&mut net, &x, train, 0.3, 0);
+    assert_eq!(y.len(), 2 * 10);
+    assert!(y.iter().all(|v| v.is_finite()));
+
+    cfg.genotype.normal[4].0 = Primitive::None;
+    let err = EvalNetwork::new(&be, cfg.clone(), 1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("normal node 2 has two none ops"), "{err}");
+    let path = std::env::temp_dir().join(format!("nasrs-none-{}.json", std::process::id()));
+    std::fs::write(&path, cfg.genotype.to_json()).unwrap();
+    let err = resolve_genotype(path.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        err.contains("nasrs-none") && err.contains("two none"),
+        "{err}"
+    );
+}

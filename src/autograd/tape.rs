@@ -36,8 +36,6 @@ pub struct Tape<B: Backend> {
     grad_enabled: bool,
     /// (store, param) -> var, so a parameter used twice in a step is one leaf.
     param_vars: HashMap<(u64, usize), Var>,
-    /// Shared zero buffers by shape (the `none` op), allocated once per tape.
-    zero_vars: HashMap<Shape, Var>,
     /// relu(x) by x, so asking twice for the relu of one value stores and back-propagates it
     /// once. The DARTS ReLU-conv pairs no longer come here (their convs fuse the ReLU:
     /// `Conv2dSpec::relu_input`); the evaluation network's auxiliary head and its main path
@@ -80,7 +78,6 @@ impl<B: Backend> Tape<B> {
             nodes: Vec::new(),
             grad_enabled: true,
             param_vars: HashMap::new(),
-            zero_vars: HashMap::new(),
             relu_of: HashMap::new(),
         }
     }
@@ -101,7 +98,6 @@ impl<B: Backend> Tape<B> {
     pub fn clear(&mut self) {
         self.nodes.clear();
         self.param_vars.clear();
-        self.zero_vars.clear();
         self.relu_of.clear();
     }
 
@@ -149,17 +145,6 @@ impl<B: Backend> Tape<B> {
         let v = self.leaf(store.get(id).clone(), requires_grad);
         self.param_vars.insert(key, v);
         v
-    }
-
-    /// A shared zero tensor of the given shape (the DARTS `none` op).
-    pub fn zeros(&mut self, shape: Shape) -> Result<Var> {
-        if let Some(&v) = self.zero_vars.get(&shape) {
-            return Ok(v);
-        }
-        let t = Tensor::zeros(&self.backend, shape.clone())?;
-        let v = self.constant(t);
-        self.zero_vars.insert(shape, v);
-        Ok(v)
     }
 
     fn push(&mut self, value: Tensor<B>, parents: &[Var], backward: BackwardFn<B>) -> Var {
@@ -631,8 +616,11 @@ impl<B: Backend> Tape<B> {
 
     // ---- the DARTS MixedOp -----------------------------------------------------------------------
 
-    /// `sum_k softmax(alpha)_k * xs[k]`, one fused op. `alpha` has one value per input.
-    pub fn mixed_op(&mut self, xs: &[Var], alpha: Var) -> Result<Var> {
+    /// `sum_k softmax(alpha)_k * xs[k]`, one fused op. `alpha` has one value per input;
+    /// `xs[k] = None` is an all-zero input (the DARTS `none` op) that is never materialised:
+    /// it keeps its softmax weight and gets an alpha gradient, but nothing is read for it. At
+    /// least one input must be present (it gives the shape).
+    pub fn mixed_op(&mut self, xs: &[Option<Var>], alpha: Var) -> Result<Var> {
         let k = xs.len();
         if k == 0 || self.shape(alpha).numel() != k {
             return Err(Error::shape(
@@ -640,27 +628,47 @@ impl<B: Backend> Tape<B> {
                 format!("{k} op outputs but alpha {}", self.shape(alpha)),
             ));
         }
-        for &x in &xs[1..] {
-            self.same_shape("mixed_op", xs[0], x)?;
+        let present: Vec<Var> = xs.iter().flatten().copied().collect();
+        let Some(&first) = present.first() else {
+            return Err(Error::shape(
+                "mixed_op",
+                format!("all {k} op outputs are none (zero): no shape to take"),
+            ));
+        };
+        for &x in &present[1..] {
+            self.same_shape("mixed_op", first, x)?;
         }
-        let shape = self.shape(xs[0]).clone();
+        let shape = self.shape(first).clone();
         let len = shape.numel();
-        let saved: Vec<Tensor<B>> = xs.iter().map(|&x| self.value(x).clone()).collect();
+        let saved: Vec<Option<Tensor<B>>> = xs
+            .iter()
+            .map(|x| x.map(|x| self.value(x).clone()))
+            .collect();
         let at = self.value(alpha).clone();
         let y = {
-            let bufs: Vec<&B::Storage> = saved.iter().map(|t| &*t.buf).collect();
+            let bufs: Vec<Option<&B::Storage>> =
+                saved.iter().map(|t| t.as_ref().map(|t| &*t.buf)).collect();
             self.backend.mixed_op_fwd(&bufs, &at.buf, len)?
         };
-        let mut parents = xs.to_vec();
+        // Parents: the present inputs in order, then alpha; `slot[p]` is parent p's input.
+        let slot: Vec<usize> = (0..k).filter(|&i| xs[i].is_some()).collect();
+        let mut parents = present;
         parents.push(alpha);
         Ok(self.push(
             Tensor::new(y, shape),
             &parents,
             Box::new(move |be, dy, need| {
-                let bufs: Vec<&B::Storage> = saved.iter().map(|t| &*t.buf).collect();
-                let (dxs, dalpha) = be.mixed_op_bwd(dy, &bufs, &at.buf, len, &need[..k])?;
-                let mut out = dxs;
-                out.push(if need[k] { Some(dalpha) } else { None });
+                let np = slot.len();
+                let mut need_dx = vec![false; k];
+                for (p, &i) in slot.iter().enumerate() {
+                    need_dx[i] = need[p];
+                }
+                let bufs: Vec<Option<&B::Storage>> =
+                    saved.iter().map(|t| t.as_ref().map(|t| &*t.buf)).collect();
+                let (mut dxs, dalpha) = be.mixed_op_bwd(dy, &bufs, &at.buf, len, &need_dx)?;
+                let mut out: Vec<Option<B::Storage>> =
+                    slot.iter().map(|&i| dxs[i].take()).collect();
+                out.push(if need[np] { Some(dalpha) } else { None });
                 Ok(out)
             }),
         ))

@@ -363,6 +363,28 @@ impl Counting {
     }
 }
 
+/// The present MixedOp inputs, checked as the CPU checks them (one alpha per input, at
+/// least one present, each of `len` elements).
+fn mixed_op_present<'a>(
+    op: &'static str,
+    xs: &[Option<&'a CountBuf>],
+    alpha: &CountBuf,
+    len: usize,
+) -> Result<Vec<&'a CountBuf>> {
+    len_check(op, "alpha", alpha, xs.len())?;
+    let present: Vec<&CountBuf> = xs.iter().flatten().copied().collect();
+    if present.is_empty() {
+        return Err(Error::shape(
+            op,
+            format!("all {} inputs are absent (zero)", xs.len()),
+        ));
+    }
+    for x in &present {
+        len_check(op, "an op output", x, len)?;
+    }
+    Ok(present)
+}
+
 impl Backend for Counting {
     type Elem = f32;
     type Storage = CountBuf;
@@ -877,26 +899,33 @@ impl Backend for Counting {
         self.unary("drop_path", u(x.len), &[x, sample_scale], x.len)
     }
 
-    fn mixed_op_fwd(&self, xs: &[&CountBuf], alpha: &CountBuf, len: usize) -> Result<CountBuf> {
-        for x in xs {
-            len_check("mixed_op_fwd", "an op output", x, len)?;
-        }
-        let mut reads = xs.to_vec();
+    fn mixed_op_fwd(
+        &self,
+        xs: &[Option<&CountBuf>],
+        alpha: &CountBuf,
+        len: usize,
+    ) -> Result<CountBuf> {
+        let present = mixed_op_present("mixed_op_fwd", xs, alpha, len)?;
+        // An absent (zero) input is neither read nor multiplied.
+        let mut reads = present.clone();
         reads.push(alpha);
-        self.unary("mixed_op_fwd", 2 * u(xs.len() * len), &reads, len)
+        self.unary("mixed_op_fwd", 2 * u(present.len() * len), &reads, len)
     }
     fn mixed_op_bwd(
         &self,
         dy: &CountBuf,
-        xs: &[&CountBuf],
+        xs: &[Option<&CountBuf>],
         alpha: &CountBuf,
         len: usize,
         need_dx: &[bool],
     ) -> Result<(Vec<Option<CountBuf>>, CountBuf)> {
         len_check("mixed_op_bwd", "dy", dy, len)?;
-        let dxs = (0..xs.len())
-            .map(|i| {
-                if need_dx.get(i).copied().unwrap_or(false) {
+        let present = mixed_op_present("mixed_op_bwd", xs, alpha, len)?;
+        let dxs = xs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                if x.is_some() && need_dx.get(i).copied().unwrap_or(false) {
                     self.alloc(len).map(Some)
                 } else {
                     Ok(None)
@@ -905,11 +934,12 @@ impl Backend for Counting {
             .collect::<Result<Vec<_>>>()?;
         let dalpha = self.alloc(xs.len())?;
         let mut reads = vec![dy, alpha];
-        reads.extend_from_slice(xs);
+        reads.extend_from_slice(&present);
         let mut writes: Vec<&CountBuf> = dxs.iter().flatten().collect();
         let n_dx = u(writes.len());
         writes.push(&dalpha);
-        let f = 2 * u(xs.len() * len) + n_dx * u(len);
+        // A dot product per present input, a scaling per gradient written.
+        let f = 2 * u(present.len() * len) + n_dx * u(len);
         self.rec("mixed_op_bwd", f, Io { reads, writes })?;
         Ok((dxs, dalpha))
     }

@@ -398,19 +398,23 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> Result<Self::Storage>;
 
     // ---- the DARTS MixedOp ---------------------------------------------------------------------
-    /// `y = sum_k softmax(alpha)_k * x_k`, softmax computed inside. All `xs` have `len` elements.
+    /// `y = sum_k softmax(alpha)_k * x_k`, softmax computed inside over all `xs.len()` alphas.
+    /// `xs[k] = None` declares input `k` all zero (the DARTS `none` op) without a buffer: it
+    /// keeps its softmax weight but is never read. Present inputs have `len` elements; at
+    /// least one must be present.
     fn mixed_op_fwd(
         &self,
-        xs: &[&Self::Storage],
+        xs: &[Option<&Self::Storage>],
         alpha: &Self::Storage,
         len: usize,
     ) -> Result<Self::Storage>;
-    /// One pass for every gradient: `dx_k = w_k dy` for each `k` with `need_dx[k]`, and
-    /// `dalpha_k = w_k (<dy, x_k> - sum_j w_j <dy, x_j>)`.
+    /// One pass for every gradient: `dx_k = w_k dy` for each present `k` with `need_dx[k]`
+    /// (None for absent inputs), and `dalpha_k = w_k (<dy, x_k> - sum_j w_j <dy, x_j>)` for
+    /// every `k`, with `<dy, x_k> = 0` for an absent (zero) input: its alpha still moves.
     fn mixed_op_bwd(
         &self,
         dy: &Self::Storage,
-        xs: &[&Self::Storage],
+        xs: &[Option<&Self::Storage>],
         alpha: &Self::Storage,
         len: usize,
         need_dx: &[bool],

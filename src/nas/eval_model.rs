@@ -9,7 +9,7 @@
 //! (`cells.3._ops.2.op.1.weight`, `auxiliary_head.features.2.weight`), so `state_dict` /
 //! `load_state_dict` exchange checkpoints with PyTorch, `num_batches_tracked` included.
 
-use super::genotype::Genotype;
+use super::genotype::{Genotype, Primitive};
 use super::modules::{BatchNorm, Builder, CellInputs, Conv, Ctx, EdgeOp, Linear};
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::{Backend, Element};
@@ -112,6 +112,13 @@ pub fn validate_genotype(g: &Genotype) -> Result<()> {
         }
         for (k, &(_, input)) in ops.iter().enumerate() {
             let node = k / 2;
+            if k % 2 == 1 && ops[k - 1].0 == Primitive::None && ops[k].0 == Primitive::None {
+                // Its state would be all zero, a tensor the network never materialises.
+                return Err(Error::invalid(
+                    "genotype",
+                    format!("{cell} node {node} has two none ops"),
+                ));
+            }
             if input >= node + 2 {
                 return Err(Error::invalid(
                     "genotype",
@@ -444,18 +451,31 @@ impl<B: Backend> EvalNetwork<B> {
         let (h0, h1) = cell.inputs.forward(cx, s0, s1)?;
         let mut states = vec![h0, h1];
         for node in 0..cell.ops.len() / 2 {
-            let mut pair = [states[0]; 2];
-            for (slot, k) in [2 * node, 2 * node + 1].into_iter().enumerate() {
+            // A `none` op adds zero (drop-path of zero is zero): the node is the other op.
+            let mut pair = Vec::with_capacity(2);
+            for k in [2 * node, 2 * node + 1] {
                 let op = &cell.ops[k];
-                let mut h = op.forward(cx, states[cell.indices[k]])?;
+                let Some(mut h) = op.forward(cx, states[cell.indices[k]])? else {
+                    continue;
+                };
                 if let Some(keep) = keep_prob {
                     if !matches!(op, EdgeOp::Identity) {
                         h = cx.tape.drop_path(h, keep, rng)?;
                     }
                 }
-                pair[slot] = h;
+                pair.push(h);
             }
-            states.push(cx.tape.add(pair[0], pair[1])?);
+            states.push(match pair[..] {
+                [a, b] => cx.tape.add(a, b)?,
+                [a] => a,
+                // validate_genotype rejects a node of two `none` ops.
+                _ => {
+                    return Err(Error::invalid(
+                        "genotype",
+                        format!("node {node} of a cell has two none ops"),
+                    ))
+                }
+            });
         }
         let outs: Vec<Var> = cell.concat.iter().map(|&j| states[j]).collect();
         cx.tape.concat_channels(&outs)

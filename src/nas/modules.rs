@@ -409,10 +409,9 @@ impl ReluDwPwBn {
 
 /// One candidate operation on an edge.
 pub enum EdgeOp {
-    /// Zero; at stride 2 its shape is that of `x[:, :, ::2, ::2]`.
-    Zero {
-        stride: usize,
-    },
+    /// The `none` op: all zero (at stride 2 of the shape of `x[:, :, ::2, ::2]`). Never
+    /// materialised: `forward` answers None and the fused MixedOp skips the input.
+    Zero,
     Pool {
         max: bool,
         spec: Pool2dSpec,
@@ -436,7 +435,7 @@ impl EdgeOp {
         pool_bn: bool,
     ) -> Result<Self> {
         Ok(match primitive {
-            Primitive::None => EdgeOp::Zero { stride },
+            Primitive::None => EdgeOp::Zero,
             Primitive::MaxPool3x3 | Primitive::AvgPool3x3 => {
                 let bn = if pool_bn {
                     Some(b.scope(1, |b| b.batch_norm(c, false))?)
@@ -492,13 +491,10 @@ impl EdgeOp {
         })
     }
 
-    pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
-        match self {
-            EdgeOp::Zero { stride } => {
-                let d = cx.tape.shape(x).nchw("none")?;
-                let shape = Shape::new(&[d.n, d.c, d.h.div_ceil(*stride), d.w.div_ceil(*stride)]);
-                cx.tape.zeros(shape)
-            }
+    /// The op's output, or None for the `none` op (a known zero, see [`Tape::mixed_op`]).
+    pub fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Option<Var>> {
+        let y = match self {
+            EdgeOp::Zero => return Ok(None),
             EdgeOp::Pool { max, spec, bn } => {
                 let h = if *max {
                     cx.tape.max_pool2d(x, *spec)?
@@ -517,6 +513,7 @@ impl EdgeOp {
                 halves[1].forward(cx, h)
             }
             EdgeOp::DilConv(d) => d.forward(cx, x),
-        }
+        };
+        y.map(Some)
     }
 }

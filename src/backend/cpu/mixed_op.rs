@@ -1,6 +1,8 @@
 //! CPU twin of the fused DARTS MixedOp: `y = sum_k softmax(alpha)_k x_k` and its one-pass
-//! backward (every `dx_k` and `dalpha`). Dot products are accumulated in f64 over fixed
-//! chunks summed in order, so the result does not depend on the thread count.
+//! backward (every `dx_k` and `dalpha`). An absent input (`None`, the `none` op) is all zero:
+//! it keeps its softmax weight but is skipped in every sum and its `<dy, x_k>` is 0. Dot
+//! products are accumulated in f64 over fixed chunks summed in order, so the result does not
+//! depend on the thread count.
 
 use crate::backend::Element;
 use rayon::prelude::*;
@@ -15,7 +17,7 @@ pub fn softmax(alpha: &[f64]) -> Vec<f64> {
     e.into_iter().map(|v| v / s).collect()
 }
 
-pub fn mixed_op_fwd<T: Element>(xs: &[&[T]], alpha: &[T], len: usize) -> Vec<T> {
+pub fn mixed_op_fwd<T: Element>(xs: &[Option<&[T]>], alpha: &[T], len: usize) -> Vec<T> {
     let w: Vec<T> = softmax(&alpha.iter().map(|a| a.to_f64()).collect::<Vec<_>>())
         .into_iter()
         .map(T::from_f64)
@@ -25,6 +27,7 @@ pub fn mixed_op_fwd<T: Element>(xs: &[&[T]], alpha: &[T], len: usize) -> Vec<T> 
         let base = ci * CHUNK;
         let n = yc.len();
         for (x, &wk) in xs.iter().zip(&w) {
+            let Some(x) = x else { continue };
             for (yv, &xv) in yc.iter_mut().zip(&x[base..base + n]) {
                 *yv += wk * xv;
             }
@@ -54,7 +57,7 @@ fn dot_lanes<T: Element>(a: &[T], b: &[T]) -> f64 {
 #[allow(clippy::type_complexity)]
 pub fn mixed_op_bwd<T: Element>(
     dy: &[T],
-    xs: &[&[T]],
+    xs: &[Option<&[T]>],
     alpha: &[T],
     len: usize,
     need_dx: &[bool],
@@ -68,7 +71,7 @@ pub fn mixed_op_bwd<T: Element>(
         .map(|ci| {
             let r = ci * CHUNK..((ci + 1) * CHUNK).min(len);
             xs.iter()
-                .map(|x| dot_lanes(&dy[r.clone()], &x[r.clone()]))
+                .map(|x| x.map_or(0.0, |x| dot_lanes(&dy[r.clone()], &x[r.clone()])))
                 .collect()
         })
         .collect();
@@ -86,7 +89,8 @@ pub fn mixed_op_bwd<T: Element>(
         .collect();
     let dxs = (0..k)
         .map(|i| {
-            need_dx.get(i).copied().unwrap_or(false).then(|| {
+            let wanted = xs[i].is_some() && need_dx.get(i).copied().unwrap_or(false);
+            wanted.then(|| {
                 let wk = T::from_f64(w[i]);
                 dy.par_iter().with_min_len(CHUNK).map(|&g| wk * g).collect()
             })

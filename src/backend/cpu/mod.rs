@@ -113,6 +113,28 @@ fn scalar_at<T: Element>(op: &'static str, s: &ScalarRef<'_, Vec<T>>) -> Result<
     })
 }
 
+/// The MixedOp's inputs as slices, checked: one alpha per input, at least one present input
+/// (an all-`none` MixedOp has no shape to take), every present one of `len` elements.
+#[allow(clippy::ptr_arg)]
+fn mixed_op_inputs<'a, T>(
+    op: &'static str,
+    xs: &[Option<&'a Vec<T>>],
+    alpha: &Vec<T>,
+    len: usize,
+) -> Result<Vec<Option<&'a [T]>>> {
+    expect_len(op, "alpha", alpha, xs.len())?;
+    if xs.iter().all(Option::is_none) {
+        return Err(Error::shape(
+            op,
+            format!("all {} inputs are absent (zero)", xs.len()),
+        ));
+    }
+    for x in xs.iter().flatten() {
+        expect_len(op, "op output", x, len)?;
+    }
+    Ok(xs.iter().map(|x| x.map(Vec::as_slice)).collect())
+}
+
 impl<T: Element> Backend for Cpu<T> {
     type Elem = T;
     type Storage = Vec<T>;
@@ -542,29 +564,21 @@ impl<T: Element> Backend for Cpu<T> {
         Ok(y)
     }
 
-    fn mixed_op_fwd(&self, xs: &[&Vec<T>], alpha: &Vec<T>, len: usize) -> Result<Vec<T>> {
-        expect_len("mixed_op", "alpha", alpha, xs.len())?;
-        for x in xs {
-            expect_len("mixed_op", "op output", x, len)?;
-        }
-        let xs: Vec<&[T]> = xs.iter().map(|x| x.as_slice()).collect();
+    fn mixed_op_fwd(&self, xs: &[Option<&Vec<T>>], alpha: &Vec<T>, len: usize) -> Result<Vec<T>> {
+        let xs = mixed_op_inputs("mixed_op", xs, alpha, len)?;
         Ok(mixed_op::mixed_op_fwd(&xs, alpha, len))
     }
     #[allow(clippy::type_complexity)]
     fn mixed_op_bwd(
         &self,
         dy: &Vec<T>,
-        xs: &[&Vec<T>],
+        xs: &[Option<&Vec<T>>],
         alpha: &Vec<T>,
         len: usize,
         need_dx: &[bool],
     ) -> Result<(Vec<Option<Vec<T>>>, Vec<T>)> {
-        expect_len("mixed_op_bwd", "alpha", alpha, xs.len())?;
         expect_len("mixed_op_bwd", "output gradient", dy, len)?;
-        for x in xs {
-            expect_len("mixed_op_bwd", "op output", x, len)?;
-        }
-        let xs: Vec<&[T]> = xs.iter().map(|x| x.as_slice()).collect();
+        let xs = mixed_op_inputs("mixed_op_bwd", xs, alpha, len)?;
         Ok(mixed_op::mixed_op_bwd(dy, &xs, alpha, len, need_dx))
     }
 

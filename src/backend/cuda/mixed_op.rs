@@ -1,6 +1,7 @@
 //! Launchers for the fused DARTS MixedOp (kernels/mixed_op.cu): the K op outputs travel as
 //! one by-value pointer struct, softmax(alpha) is computed on the device, and the backward
-//! produces every requested dx_k and dalpha in one pass plus a one-block finish.
+//! produces every requested dx_k and dalpha in one pass plus a one-block finish. An absent
+//! input (the `none` op) travels as a null pointer: the kernels skip it, never reading zeros.
 
 use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, BLOCK};
 use crate::error::{Error, Result};
@@ -11,7 +12,8 @@ pub const MAX_K: usize = 16;
 /// Blocks of the backward pass (partials per block are summed in block order at the end).
 const BWD_BLOCKS: usize = 512;
 
-/// The C `struct MixedOpPtrs`: input addresses and (optional, 0 = none) gradient addresses.
+/// The C `struct MixedOpPtrs`: input addresses (0 = an absent, all-zero input) and gradient
+/// addresses (0 = not wanted).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct MixedOpPtrs {
@@ -20,7 +22,7 @@ struct MixedOpPtrs {
 }
 unsafe impl DeviceRepr for MixedOpPtrs {}
 
-fn check(op: &'static str, xs: &[&CudaBuf], alpha: &CudaBuf, len: usize) -> Result<()> {
+fn check(op: &'static str, xs: &[Option<&CudaBuf>], alpha: &CudaBuf, len: usize) -> Result<()> {
     if xs.is_empty() || xs.len() > MAX_K {
         return Err(Error::shape(
             op,
@@ -31,26 +33,32 @@ fn check(op: &'static str, xs: &[&CudaBuf], alpha: &CudaBuf, len: usize) -> Resu
         ));
     }
     expect_len(op, "alpha", alpha, xs.len())?;
-    for x in xs {
+    if xs.iter().all(Option::is_none) {
+        return Err(Error::shape(
+            op,
+            format!("all {} inputs are absent (zero)", xs.len()),
+        ));
+    }
+    for x in xs.iter().flatten() {
         expect_len(op, "op output", x, len)?;
     }
     Ok(())
 }
 
-fn pointers(d: &Cuda, xs: &[&CudaBuf]) -> MixedOpPtrs {
+fn pointers(d: &Cuda, xs: &[Option<&CudaBuf>]) -> MixedOpPtrs {
     let mut p = MixedOpPtrs {
         x: [0; MAX_K],
         dx: [0; MAX_K],
     };
     for (slot, x) in p.x.iter_mut().zip(xs) {
-        *slot = d.ptr(Some(x));
+        *slot = d.ptr(*x);
     }
     p
 }
 
 pub(super) fn mixed_op_fwd(
     d: &Cuda,
-    xs: &[&CudaBuf],
+    xs: &[Option<&CudaBuf>],
     alpha: &CudaBuf,
     len: usize,
 ) -> Result<CudaBuf> {
@@ -79,7 +87,7 @@ pub(super) fn mixed_op_fwd(
 pub(super) fn mixed_op_bwd(
     d: &Cuda,
     dy: &CudaBuf,
-    xs: &[&CudaBuf],
+    xs: &[Option<&CudaBuf>],
     alpha: &CudaBuf,
     len: usize,
     need_dx: &[bool],
@@ -89,7 +97,7 @@ pub(super) fn mixed_op_bwd(
     let k = xs.len();
     let mut dxs: Vec<Option<CudaBuf>> = (0..k)
         .map(|i| {
-            if need_dx.get(i).copied().unwrap_or(false) {
+            if xs[i].is_some() && need_dx.get(i).copied().unwrap_or(false) {
                 d.alloc(len).map(Some)
             } else {
                 Ok(None)

@@ -881,13 +881,18 @@ impl Backend for Cuda {
         elementwise::drop_path(self, x, n, sample_scale)
     }
 
-    fn mixed_op_fwd(&self, xs: &[&CudaBuf], alpha: &CudaBuf, len: usize) -> Result<CudaBuf> {
+    fn mixed_op_fwd(
+        &self,
+        xs: &[Option<&CudaBuf>],
+        alpha: &CudaBuf,
+        len: usize,
+    ) -> Result<CudaBuf> {
         mixed_op::mixed_op_fwd(self, xs, alpha, len)
     }
     fn mixed_op_bwd(
         &self,
         dy: &CudaBuf,
-        xs: &[&CudaBuf],
+        xs: &[Option<&CudaBuf>],
         alpha: &CudaBuf,
         len: usize,
         need_dx: &[bool],
