@@ -209,6 +209,12 @@ fn captured_steps_count_the_same_as_direct_ones() {
     let direct = model_darts(&cfg, DeviceRates::H200).unwrap();
     for (g, d) in graphs.phases.iter().zip(&direct.phases) {
         assert_eq!(g.counts.ops, d.counts.ops, "{}", g.name);
+        assert_eq!(
+            g.counts.tensor_bytes(),
+            d.counts.tensor_bytes(),
+            "{}",
+            g.name
+        );
         assert_eq!(g.counts.host_syncs, d.counts.host_syncs, "{}", g.name);
         assert_eq!(
             g.counts.peak_live_bytes, d.counts.peak_live_bytes,

@@ -100,19 +100,28 @@ fn staged_steps_capture_and_replay_on_a_device_with_graphs() {
         d.iteration(&t, &v, 0.025).unwrap();
         assert!(d.graphs_in_use(), "order {order}");
         be.reset().unwrap();
+        let base = be.live_bytes().unwrap();
         d.iteration(&t, &v, 0.025).unwrap();
         let replayed = be.snapshot().unwrap();
+        let replayed_peak = replayed.peak_live_bytes - base;
         // A replay re-adds the captured work and nothing else: the same op counts as a
         // step run directly.
         let mut direct = darts(&be, order);
         direct.use_graphs = false;
         direct.iteration(&t, &v, 0.025).unwrap();
         be.reset().unwrap();
+        let base = be.live_bytes().unwrap();
         direct.iteration(&t, &v, 0.025).unwrap();
         let plain = be.snapshot().unwrap();
         assert!(!direct.graphs_in_use());
         assert_eq!(replayed.ops, plain.ops, "order {order}");
         assert_eq!(replayed.host_syncs, plain.host_syncs, "order {order}");
+        assert_eq!(replayed.tensor_bytes_read, plain.tensor_bytes_read);
+        assert_eq!(replayed.tensor_bytes_written, plain.tensor_bytes_written);
+        assert_eq!(replayed_peak, plain.peak_live_bytes - base);
+        // What a graph saves: the step's allocations (the plan is made once, at capture).
+        assert_eq!(replayed.allocations, 0);
+        assert!(plain.allocations > 0);
         // New learning rate: captured again, still valid.
         d.iteration(&t, &v, 0.01).unwrap();
         assert!(d.graphs_in_use());

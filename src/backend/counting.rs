@@ -15,9 +15,11 @@
 //!   `sum_squares`, `dot`), host-to-device bytes, allocations and the peak of live bytes
 //!   (every buffer alive at once, weights and optimizer state included).
 //!
-//! Graphs are modelled as CUDA makes them: `capture` runs the step's body once with counting
-//! paused and checks the rules a CUDA graph imposes (no host round trip, no upload, every
-//! buffer allocated inside freed inside), and `replay` adds the captured counts again. A step
+//! Graphs are modelled as CUDA makes them: `capture` runs the step's body once into the
+//! graph, not the window, and checks the rules a CUDA graph imposes (no host round trip, no
+//! upload, every buffer allocated inside freed inside); `replay` adds the captured ops,
+//! tensor traffic and peak (but no allocations: a replay allocates nothing), so a replayed
+//! step counts what the same step run directly counts. A step
 //! that breaks a rule fails here, on the CPU, with the op named.
 //!
 //! Values downloaded are zeros; `sum_squares` and `dot` answer the element count (as if
@@ -102,7 +104,7 @@ impl CountSnapshot {
     }
 }
 
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct Touched {
     len: usize,
     read: bool,
@@ -133,6 +135,8 @@ pub struct CountLabels {
 /// A captured step: the counts its body recorded, added again on each replay.
 pub struct CountGraph {
     ops: BTreeMap<&'static str, OpCount>,
+    /// Buffers the body touched, and whether each was allocated inside it.
+    touched: Vec<(u64, Touched, bool)>,
     /// Most bytes the body had alive at once above what was alive before it.
     peak_above_base: u64,
 }
@@ -433,7 +437,9 @@ impl Backend for Counting {
         labels.len
     }
     fn capture(&self, body: &mut dyn FnMut() -> Result<()>) -> Result<Option<CountGraph>> {
-        let (saved_ops, live_before, saved_peak) = {
+        // Capturing runs nothing: the body's counts go into the graph, not the window, and
+        // the window's own counts are put back afterwards.
+        let (outside, live_before, first_internal_id) = {
             let mut s = self.lock()?;
             if s.capturing {
                 return Err(Error::invalid(
@@ -442,33 +448,47 @@ impl Backend for Counting {
                 ));
             }
             s.capturing = true;
-            let live = s.live_bytes;
-            let peak = std::mem::replace(&mut s.peak_live_bytes, live);
-            (std::mem::take(&mut s.ops), live, peak)
+            let window = State {
+                next_id: s.next_id,
+                live_bytes: s.live_bytes,
+                peak_live_bytes: s.live_bytes,
+                capturing: true,
+                ..State::default()
+            };
+            let outside = std::mem::replace(&mut *s, window);
+            (outside, s.live_bytes, s.next_id + 1)
         };
         let result = body();
         let mut s = self.lock()?;
+        let next_id = s.next_id;
+        let inside = std::mem::replace(&mut *s, outside);
+        s.next_id = next_id;
         s.capturing = false;
-        let ops = std::mem::replace(&mut s.ops, saved_ops);
-        // Capturing runs nothing: the peak is the replay's, restored and added there.
-        let peak_above_base = s.peak_live_bytes.saturating_sub(live_before);
-        s.peak_live_bytes = saved_peak;
         result?;
-        if s.live_bytes != live_before {
+        if inside.live_bytes != live_before {
             return Err(Error::invalid(
                 "graph capture",
                 format!(
                     "the captured step leaves {} bytes allocated (every buffer it allocates \
                      must be freed inside it)",
-                    s.live_bytes as i128 - live_before as i128
+                    inside.live_bytes as i128 - live_before as i128
                 ),
             ));
         }
         Ok(Some(CountGraph {
-            ops,
-            peak_above_base,
+            ops: inside.ops,
+            touched: inside
+                .touched
+                .into_iter()
+                .map(|(id, t)| (id, t, id >= first_internal_id))
+                .collect(),
+            peak_above_base: inside.peak_live_bytes.saturating_sub(live_before),
         }))
     }
+    /// Adds the captured ops, the buffers they touch (the graph's own buffers as new ones,
+    /// as a step run directly would allocate them afresh; buffers from before the capture
+    /// under their ids, so a window counts them once) and the step's peak above the bytes
+    /// alive now. No allocation is counted: a replay allocates nothing.
     fn replay(&self, graph: &CountGraph) -> Result<()> {
         let mut s = self.lock()?;
         s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes + graph.peak_above_base);
@@ -478,6 +498,18 @@ impl Backend for Counting {
             e.flops += c.flops;
             e.bytes_read += c.bytes_read;
             e.bytes_written += c.bytes_written;
+        }
+        for (id, t, internal) in &graph.touched {
+            let id = if *internal {
+                s.next_id += 1;
+                s.next_id
+            } else {
+                *id
+            };
+            let e = s.touched.entry(id).or_default();
+            e.len = t.len;
+            e.read |= t.read;
+            e.written |= t.written;
         }
         Ok(())
     }
