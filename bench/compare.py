@@ -4,7 +4,8 @@ memory against PyTorch eager / torch.compile / CUDA graphs on the same configura
 counted floor of each step at the measured copy bandwidth, and the issue's targets.
 
 Usage: python3 bench/compare.py OUT_DIR
-Reads OUT_DIR/nasrs-bench.json (`nasrs bench darts --json`) and OUT_DIR/torch-{eager,compile,
+Reads OUT_DIR/nasrs-bench.json (`nasrs bench darts --json`), OUT_DIR/nasrs-bench-nographs.json
+(the same with `--no-graphs`) and OUT_DIR/torch-{eager,compile,
 cudagraph}.json (`bench/torch_reference.py --json`); any that is missing or unreadable shows
 as "-". Standard library only.
 """
@@ -46,7 +47,10 @@ def main():
         return 2
     out = sys.argv[1]
     ours = load(os.path.join(out, "nasrs-bench.json"))
+    # The same steps launched op by op (--no-graphs): what the CUDA graphs buy.
+    direct = load(os.path.join(out, "nasrs-bench-nographs.json"))
     torch = {m: load(os.path.join(out, f"torch-{m}.json")) for m in MODES}
+    direct_ph = {p["name"]: p for p in (direct or {}).get("phases", [])}
 
     ours_ph = {p["name"]: p for p in (ours or {}).get("phases", [])}
     floors = {p["name"]: p["floors"]["floor_s"] for p in (ours or {}).get("model", {}).get("phases", [])}
@@ -65,7 +69,9 @@ def main():
         c = ours["config"]
         print(f"DARTS search step: C={c['channels']} L={c['layers']} batch {c['batch']} "
               f"{c['in_channels']}x{c['size']}x{c['size']}, {c['classes']} classes")
-        print(f"nasrs: {ours['device']} (timer {ours['timer']}, median of {c['steps']} after {c['warmup']} warm-up)")
+        print(f"nasrs: {ours['device']} (timer {ours['timer']}, median of {c['steps']} after {c['warmup']} warm-up, "
+              f"{'CUDA-graph replays' if ours.get('graphs_used') else 'launched op by op'}; "
+              f"'op by op' column: --no-graphs)")
     for m in MODES:
         t = torch[m]
         if t:
@@ -86,7 +92,7 @@ def main():
         print(f"peak memory: nasrs {', '.join(sorted(kinds)) or '-'}; torch eager {', '.join(sorted(k for k in tkinds if k)) or '-'}")
     print()
 
-    head = (f"{'phase':<7} {'nasrs ms':>9} {'eager ms':>9} {'compile':>9} {'cudagraph':>9} "
+    head = (f"{'phase':<7} {'nasrs ms':>9} {'op by op':>9} {'eager ms':>9} {'compile':>9} {'cudagraph':>9} "
             f"{'x eager':>8} {'x comp':>7} {'x graph':>8} {'nasrs MiB':>10} {'eager MiB':>10} "
             f"{'mem/eag':>8} {'floor ms':>9} {'x floor':>8}")
     print(head)
@@ -95,13 +101,15 @@ def main():
     for short, long in PHASES:
         p = ours_ph.get(long)
         ms = p["median_s"] * 1e3 if p else None
+        dp = direct_ph.get(long)
+        direct_ms = dp["median_s"] * 1e3 if dp else None
         peak = p["peak_memory"]["bytes"] if p and p.get("peak_memory") else None
         eager, comp, graph = (torch_ms(m, short) for m in MODES)
         epeak = torch_peak("eager", short)
         floor_ms = floors[long] * 1e3 if long in floors else None
         sp_e, sp_c, sp_g = ratio(eager, ms), ratio(comp, ms), ratio(graph, ms)
         mem, xfloor = ratio(peak, epeak), ratio(ms, floor_ms)
-        print(f"{short:<7} {fmt(ms, '9.2f')} {fmt(eager, '9.2f')} {fmt(comp, '9.2f')} {fmt(graph, '9.2f')} "
+        print(f"{short:<7} {fmt(ms, '9.2f')} {fmt(direct_ms, '9.2f')} {fmt(eager, '9.2f')} {fmt(comp, '9.2f')} {fmt(graph, '9.2f')} "
               f"{fmt(sp_e, '8.2f')} {fmt(sp_c, '7.2f')} {fmt(sp_g, '8.2f')} "
               f"{fmt(peak and peak / MIB, '10.1f')} {fmt(epeak and epeak / MIB, '10.1f')} "
               f"{fmt(mem, '8.2f')} {fmt(floor_ms, '9.2f')} {fmt(xfloor, '8.2f')}")

@@ -119,6 +119,9 @@ else
         done
     fi
     step nasrs-bench.json "$BIN" bench darts --device "$DEVICE" --json --steps "$STEPS" --warmup "$WARMUP" "${SIZE_ARGS[@]}"
+    # The same steps launched op by op: the effect of the CUDA graphs, measured.
+    step nasrs-bench-nographs.json "$BIN" bench darts --device "$DEVICE" --json --no-graphs --copy-mib 0 \
+        --steps "$STEPS" --warmup "$WARMUP" "${SIZE_ARGS[@]}"
     step nasrs-model "$BIN" bench darts-model "${SIZE_ARGS[@]}"
 fi
 

@@ -53,6 +53,8 @@ pub struct DartsBenchResult {
     /// Whether the timed steps were graph replays (false on devices without graphs, or
     /// with `graphs: false`).
     pub graphs_used: bool,
+    /// Why capturing the steps in graphs failed, if it did (they then ran op by op).
+    pub graph_error: Option<String>,
     /// How steps were timed (`wall_clock`, `cuda_events`).
     pub timer: &'static str,
     pub config: DartsBenchConfig,
@@ -180,6 +182,7 @@ pub fn bench_darts<B: Backend>(backend: B, c: DartsBenchConfig) -> Result<DartsB
         || darts.iteration_staged(lr).map(|_| ()),
     )?;
     let graphs_used = darts.graphs_in_use();
+    let graph_error = darts.graph_error().map(str::to_string);
     // Read before the bandwidth buffers exist: the resident-set mark never goes down.
     let peak_rss = peak_rss_bytes();
     drop(darts);
@@ -203,6 +206,7 @@ pub fn bench_darts<B: Backend>(backend: B, c: DartsBenchConfig) -> Result<DartsB
     Ok(DartsBenchResult {
         device: backend.device_name(),
         graphs_used,
+        graph_error,
         timer: backend.timer_kind(),
         weights,
         weight_step_s: phases[0].median_s,

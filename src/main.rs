@@ -666,6 +666,9 @@ fn print_bench(r: &DartsBenchResult, json: bool) -> Result<()> {
             "steps launched op by op"
         }
     );
+    if let Some(e) = &r.graph_error {
+        out!("graph capture failed, steps ran op by op: {e}");
+    }
     for p in &r.phases {
         let peak = p
             .peak_memory

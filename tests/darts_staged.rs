@@ -98,6 +98,7 @@ fn staged_steps_capture_and_replay_on_a_device_with_graphs() {
         let mut rng = Rng::new(5);
         let (t, v) = (host_batch(&mut rng, 4, 3), host_batch(&mut rng, 4, 3));
         d.iteration(&t, &v, 0.025).unwrap();
+        assert_eq!(d.graph_error(), None, "order {order}");
         assert!(d.graphs_in_use(), "order {order}");
         be.reset().unwrap();
         let base = be.live_bytes().unwrap();

@@ -243,15 +243,18 @@ struct GraphKey {
 }
 
 /// Runs `body` as a graph where the device has graphs (captured on first use, or again when
-/// `key` changes; then replayed), and directly where it has none.
+/// `key` changes; then replayed), and directly where it has none. A capture that fails is
+/// recorded in `graph_error` and the step, and every later one, runs directly: a graph is a
+/// speed-up, never a reason to stop a search (the error is reported by `nasrs bench`).
 fn run_step<B: Backend>(
     be: &B,
     slot: &mut Option<(GraphKey, B::Graph)>,
     key: GraphKey,
     use_graphs: bool,
+    graph_error: &mut Option<String>,
     body: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
-    if !use_graphs {
+    if !use_graphs || graph_error.is_some() {
         *slot = None;
         return body();
     }
@@ -262,13 +265,18 @@ fn run_step<B: Backend>(
     }
     // Free the old graph's memory before capturing the new one.
     *slot = None;
-    match be.capture(body)? {
-        Some(g) => {
+    match be.capture(body) {
+        Ok(Some(g)) => {
             be.replay(&g)?;
             *slot = Some((key, g));
             Ok(())
         }
-        None => body(),
+        Ok(None) => body(),
+        Err(e) => {
+            // Nothing ran while capturing, so running the body now is the whole step.
+            *graph_error = Some(e.to_string());
+            body()
+        }
     }
 }
 
@@ -284,6 +292,8 @@ pub struct Darts<B: Backend> {
     pub use_graphs: bool,
     /// `None` only while a staged step has it out.
     steps: Option<StepBuffers<B>>,
+    /// Why a graph capture failed, if one did (steps then run directly).
+    graph_error: Option<String>,
 }
 
 impl<B: Backend> Darts<B> {
@@ -323,6 +333,7 @@ impl<B: Backend> Darts<B> {
             arch_opt,
             use_graphs: true,
             steps: Some(steps),
+            graph_error: None,
         })
     }
 
@@ -590,9 +601,17 @@ impl<B: Backend> Darts<B> {
             ..
         } = steps;
         let (train, val) = staged(train.as_ref(), val.as_ref())?;
-        run_step(&be, arch_graph, key, self.use_graphs, &mut || {
-            self.queue_arch_gradient(train, val, lr, arch_out, arch_grads)
-        })?;
+        let (use_graphs, mut graph_error) = (self.use_graphs, self.graph_error.take());
+        let ran = run_step(
+            &be,
+            arch_graph,
+            key,
+            use_graphs,
+            &mut graph_error,
+            &mut || self.queue_arch_gradient(train, val, lr, arch_out, arch_grads),
+        );
+        self.graph_error = graph_error;
+        ran?;
         let stats = arch_out.read(&be, "validation")?;
         self.arch_opt
             .step(&be, &mut self.net.arch, arch_grads, self.hyper.arch_lr)?;
@@ -611,9 +630,17 @@ impl<B: Backend> Darts<B> {
         let train = train
             .as_ref()
             .ok_or_else(|| Error::invalid("weight step", "no staged batch (call stage first)"))?;
-        run_step(&be, weight_graph, key, self.use_graphs, &mut || {
-            self.queue_weight_step(train, lr, weight_out)
-        })?;
+        let (use_graphs, mut graph_error) = (self.use_graphs, self.graph_error.take());
+        let ran = run_step(
+            &be,
+            weight_graph,
+            key,
+            use_graphs,
+            &mut graph_error,
+            &mut || self.queue_weight_step(train, lr, weight_out),
+        );
+        self.graph_error = graph_error;
+        ran?;
         weight_out.read(&be, "training")
     }
 
@@ -647,6 +674,12 @@ impl<B: Backend> Darts<B> {
             order: self.hyper.order,
             buffers: h.finish(),
         }
+    }
+
+    /// Why capturing a staged step in a graph failed, if it did (the steps then run
+    /// directly; results are the same).
+    pub fn graph_error(&self) -> Option<&str> {
+        self.graph_error.as_deref()
     }
 
     /// Whether the staged steps run as graph replays (a device with graphs, `use_graphs`,
