@@ -27,7 +27,8 @@
 //! the second-order finite-difference branch are taken, as PyTorch always takes them.
 
 use crate::backend::{
-    norm_scalars, AdamStep, Backend, BatchNormSaved, PeakMemory, RunningStats, ScalarRef, SgdStep,
+    check_mixed_op, norm_scalars, AdamStep, Backend, BatchNormSaved, PeakMemory, RunningStats,
+    ScalarRef, SgdStep,
 };
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec};
@@ -367,26 +368,15 @@ impl Counting {
     }
 }
 
-/// The present MixedOp inputs, checked as the CPU checks them (one alpha per input, at
-/// least one present, each of `len` elements).
+/// The present MixedOp inputs, checked as every device checks them.
 fn mixed_op_present<'a>(
     op: &'static str,
     xs: &[Option<&'a CountBuf>],
     alpha: &CountBuf,
     len: usize,
 ) -> Result<Vec<&'a CountBuf>> {
-    len_check(op, "alpha", alpha, xs.len())?;
-    let present: Vec<&CountBuf> = xs.iter().flatten().copied().collect();
-    if present.is_empty() {
-        return Err(Error::shape(
-            op,
-            format!("all {} inputs are absent (zero)", xs.len()),
-        ));
-    }
-    for x in &present {
-        len_check(op, "an op output", x, len)?;
-    }
-    Ok(present)
+    check_mixed_op(op, xs.iter().map(|x| x.map(|b| b.len)), alpha.len, len)?;
+    Ok(xs.iter().flatten().copied().collect())
 }
 
 impl Backend for Counting {

@@ -448,3 +448,30 @@ pub fn norm_scalar_values(norm: f64, max_norm: f64) -> [f64; norm_scalars::LEN] 
     let coef = (max_norm / (norm + 1e-6)).min(1.0);
     [norm, inv, coef]
 }
+
+/// Checks a MixedOp call by its lengths, the same on every device: one alpha per input, at
+/// least one present input (`None` is an absent, all-zero one), each of `len` elements.
+pub fn check_mixed_op(
+    op: &'static str,
+    input_lens: impl IntoIterator<Item = Option<usize>>,
+    alpha_len: usize,
+    len: usize,
+) -> Result<()> {
+    let lens: Vec<Option<usize>> = input_lens.into_iter().collect();
+    let wrong = |what: &str, got: usize, want: usize| {
+        crate::error::Error::shape(op, format!("{what} has {got} elements, expected {want}"))
+    };
+    if alpha_len != lens.len() {
+        return Err(wrong("alpha", alpha_len, lens.len()));
+    }
+    if lens.iter().all(Option::is_none) {
+        return Err(crate::error::Error::shape(
+            op,
+            format!("all {} inputs are absent (zero)", lens.len()),
+        ));
+    }
+    match lens.iter().flatten().find(|&&l| l != len) {
+        Some(&bad) => Err(wrong("op output", bad, len)),
+        None => Ok(()),
+    }
+}

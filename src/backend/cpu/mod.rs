@@ -113,25 +113,14 @@ fn scalar_at<T: Element>(op: &'static str, s: &ScalarRef<'_, Vec<T>>) -> Result<
     })
 }
 
-/// The MixedOp's inputs as slices, checked: one alpha per input, at least one present input
-/// (an all-`none` MixedOp has no shape to take), every present one of `len` elements.
-#[allow(clippy::ptr_arg)]
+/// The MixedOp's inputs as slices, checked (`crate::backend::check_mixed_op`).
 fn mixed_op_inputs<'a, T>(
     op: &'static str,
     xs: &[Option<&'a Vec<T>>],
-    alpha: &Vec<T>,
+    alpha: &[T],
     len: usize,
 ) -> Result<Vec<Option<&'a [T]>>> {
-    expect_len(op, "alpha", alpha, xs.len())?;
-    if xs.iter().all(Option::is_none) {
-        return Err(Error::shape(
-            op,
-            format!("all {} inputs are absent (zero)", xs.len()),
-        ));
-    }
-    for x in xs.iter().flatten() {
-        expect_len(op, "op output", x, len)?;
-    }
+    crate::backend::check_mixed_op(op, xs.iter().map(|x| x.map(|v| v.len())), alpha.len(), len)?;
     Ok(xs.iter().map(|x| x.map(Vec::as_slice)).collect())
 }
 

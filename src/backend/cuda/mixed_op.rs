@@ -32,17 +32,7 @@ fn check(op: &'static str, xs: &[Option<&CudaBuf>], alpha: &CudaBuf, len: usize)
             ),
         ));
     }
-    expect_len(op, "alpha", alpha, xs.len())?;
-    if xs.iter().all(Option::is_none) {
-        return Err(Error::shape(
-            op,
-            format!("all {} inputs are absent (zero)", xs.len()),
-        ));
-    }
-    for x in xs.iter().flatten() {
-        expect_len(op, "op output", x, len)?;
-    }
-    Ok(())
+    crate::backend::check_mixed_op(op, xs.iter().map(|x| x.map(|b| b.len)), alpha.len, len)
 }
 
 fn pointers(d: &Cuda, xs: &[Option<&CudaBuf>]) -> MixedOpPtrs {
