@@ -5,7 +5,7 @@
 //! only for the input gradients somebody needs; gradients of a value used several times are
 //! summed. In no-grad mode nothing is recorded for backward.
 //!
-//! Saved activations go through one shared handle per node ([`Saved`]), so that with
+//! Saved activations go through one shared handle per node (`Saved`), so that with
 //! `Precision::Bf16` the network can release them: [`Tape::release_activations`] rounds every
 //! saved value recorded so far (except those the forward still reads) to bf16 and drops the
 //! f32 buffers, and backward widens them back into transient f32 buffers. Values nobody saved
