@@ -2,6 +2,7 @@
 // src/backend/cpu/mod.rs. Reductions accumulate in double, like the CPU's f64 sums: each
 // block writes one partial, `reduce_finish_f64` adds the partials in a fixed order.
 #include "common.cuh"
+#include <cuda_bf16.h>
 
 extern "C" __global__ void add_f32(int n, const float* a, const float* b, float* y) {
     GRID_STRIDE(i, n) y[i] = a[i] + b[i];
@@ -39,6 +40,16 @@ extern "C" __global__ void relu_fwd_f32(int n, const float* x, float* y) {
 
 extern "C" __global__ void relu_bwd_f32(int n, const float* y, const float* dy, float* dx) {
     GRID_STRIDE(i, n) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+// bf16 storage of saved activations: round to nearest even on the way in, exact widening on
+// the way out (the CPU twin uses the `half` crate's conversions, which round the same way).
+extern "C" __global__ void to_bf16_f32(int n, const float* x, __nv_bfloat16* y) {
+    GRID_STRIDE(i, n) y[i] = __float2bfloat16_rn(x[i]);
+}
+
+extern "C" __global__ void from_bf16_f32(int n, const __nv_bfloat16* x, float* y) {
+    GRID_STRIDE(i, n) y[i] = __bfloat162float(x[i]);
 }
 
 // y[s, ...] = x[s, ...] * scale[s] with `per` elements per sample.

@@ -7,6 +7,7 @@
 //! cost model of the same steps (`bench_model`) and each phase's ratio to its floor at the
 //! measured copy bandwidth.
 
+use crate::autograd::Precision;
 use crate::backend::{Backend, PeakMemory};
 use crate::bench_model::{model_darts, DartsModel, DeviceRates};
 use crate::data::Batch;
@@ -31,6 +32,8 @@ pub struct DartsBenchConfig {
     pub copy_mib: usize,
     /// Capture the steps in graphs and time their replays, where the device has graphs.
     pub graphs: bool,
+    /// How saved activations are stored (`--activations`).
+    pub activations: Precision,
 }
 
 /// One timed phase: median, spread and samples in seconds, and the device's peak memory
@@ -161,7 +164,11 @@ pub fn bench_darts<B: Backend>(backend: B, c: DartsBenchConfig) -> Result<DartsB
     let lr = 0.025;
     let net = SearchNetwork::new(&backend, model.clone(), c.seed)?;
     let weights = net.num_weights();
-    let mut darts = Darts::new(backend.clone(), net, DartsHyper::default())?;
+    let hyper = DartsHyper {
+        activations: c.activations,
+        ..DartsHyper::default()
+    };
+    let mut darts = Darts::new(backend.clone(), net, hyper)?;
     darts.use_graphs = c.graphs;
     // Staged once: the timed steps are what a search step does once its batch is on the
     // device (the PyTorch reference times the same).
@@ -287,6 +294,7 @@ pub fn bench_train<B: Backend>(
             seed: c.seed,
             copy_mib: 0,
             graphs: false,
+            activations: Precision::F32,
         },
     );
     let batch = DeviceBatch::from_batch(&backend, &batch, c.classes)?;

@@ -116,7 +116,11 @@ pub fn model_darts(c: &DartsBenchConfig, rates: DeviceRates) -> Result<DartsMode
     let val = random_batch(&mut rng, c);
     let net = SearchNetwork::new(&be, model, c.seed)?;
     let (weights, arch_parameters) = (net.num_weights(), net.arch.numel());
-    let mut darts = Darts::new(be.clone(), net, DartsHyper::default())?;
+    let hyper = DartsHyper {
+        activations: c.activations,
+        ..DartsHyper::default()
+    };
+    let mut darts = Darts::new(be.clone(), net, hyper)?;
     darts.use_graphs = c.graphs;
     darts.stage(&train, &val)?;
     let resident_bytes = be.live_bytes()?;
@@ -170,8 +174,8 @@ pub fn format_model(m: &DartsModel, top: usize) -> String {
         out.push('\n');
     };
     line(format!(
-        "DARTS step model (counted on the real step, f32): C={} L={} batch {} {}x{}x{}, {} classes, {} weights, {} alphas",
-        c.channels, c.layers, c.batch, c.in_channels, c.size, c.size, c.classes, m.weights, m.arch_parameters
+        "DARTS step model (counted on the real step, f32 arithmetic, {} saved activations): C={} L={} batch {} {}x{}x{}, {} classes, {} weights, {} alphas",
+        c.activations, c.channels, c.layers, c.batch, c.in_channels, c.size, c.size, c.classes, m.weights, m.arch_parameters
     ));
     line(format!(
         "rates: {:.2} TB/s, {:.1} TFLOP/s, {:.2} us per launch; resident before a step {:.1} MiB",

@@ -5,6 +5,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use nasrs::autograd::Precision;
 use nasrs::bench::{
     bench_darts, bench_train, DartsBenchConfig, DartsBenchResult, TrainBenchConfig,
 };
@@ -115,6 +116,10 @@ struct SearchArgs {
     /// Architecture (alpha) learning rate.
     #[arg(long, default_value_t = 3e-4)]
     arch_lr: f64,
+    /// Storage of the activations kept for backward: f32, or bf16 (half the memory; f32
+    /// arithmetic, weights and gradients).
+    #[arg(long, default_value = "f32")]
+    activations: String,
     /// Worker threads on the CPU (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -258,6 +263,9 @@ enum BenchCommand {
         /// the CPU has no graphs and always runs op by op).
         #[arg(long)]
         no_graphs: bool,
+        /// Storage of the activations kept for backward: f32 | bf16.
+        #[arg(long, default_value = "f32")]
+        activations: String,
         #[arg(long)]
         json: bool,
     },
@@ -288,6 +296,9 @@ enum BenchCommand {
         /// Ops listed in the per-op table.
         #[arg(long, default_value_t = 12)]
         top: usize,
+        /// Storage of the activations kept for backward: f32 | bf16.
+        #[arg(long, default_value = "f32")]
+        activations: String,
         #[arg(long)]
         json: bool,
     },
@@ -462,6 +473,7 @@ fn search_in_pool(a: SearchArgs) -> Result<()> {
         order: a.order,
         lr_max: a.lr,
         arch_lr: a.arch_lr,
+        activations: a.activations.parse()?,
         ..DartsHyper::default()
     };
     let config = SearchRunConfig {
@@ -490,12 +502,13 @@ fn search_in_pool(a: SearchArgs) -> Result<()> {
     let genotype = with_backend!(device, |be| {
         let net_weights = SearchNetwork::new(&be, config.model.clone(), config.seed)?.num_weights();
         eprintln!(
-            "supernet: C={} L={} {} ops, {} weights, order {}",
+            "supernet: C={} L={} {} ops, {} weights, order {}, {} activations",
             a.channels,
             a.layers,
             config.model.ops.len(),
             net_weights,
-            a.order
+            a.order,
+            config.hyper.activations
         );
         let run = SearchRun::new(be, config, &out)?;
         resume_notice(a.resume, &out);
@@ -572,11 +585,13 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             threads,
             copy_mib,
             no_graphs,
+            activations,
             json,
         } => {
             if steps == 0 || batch == 0 {
                 return Err(Error::invalid("--steps/--batch", "must be at least 1"));
             }
+            let activations: Precision = activations.parse()?;
             let dev = open_device(&device)?;
             let cfg = DartsBenchConfig {
                 channels,
@@ -590,6 +605,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
                 seed: 0,
                 copy_mib,
                 graphs: !no_graphs,
+                activations,
             };
             let r = with_backend!(dev, |be| in_pool(threads, || bench_darts(be, cfg))?);
             print_bench(&r, json)
@@ -605,8 +621,10 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             tflops,
             launch_us,
             top,
+            activations,
             json,
         } => {
+            let activations: Precision = activations.parse()?;
             if batch == 0 {
                 return Err(Error::invalid("--batch", "must be at least 1"));
             }
@@ -622,6 +640,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
                 seed: 0,
                 copy_mib: 0,
                 graphs: true,
+                activations,
             };
             let rates = DeviceRates {
                 bandwidth_bytes_per_s: bandwidth_tbs * 1e12,
@@ -651,7 +670,7 @@ fn print_bench(r: &DartsBenchResult, json: bool) -> Result<()> {
     }
     let c = &r.config;
     out!(
-        "device: {}  C={} L={} batch {} {}x{}  weights {}  (timer: {}, {})",
+        "device: {}  C={} L={} batch {} {}x{}  weights {}  {} activations  (timer: {}, {})",
         r.device,
         c.channels,
         c.layers,
@@ -659,6 +678,7 @@ fn print_bench(r: &DartsBenchResult, json: bool) -> Result<()> {
         c.size,
         c.size,
         r.weights,
+        c.activations,
         r.timer,
         if r.graphs_used {
             "steps replayed as graphs"

@@ -155,6 +155,44 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         Ok(())
     }
 
+    /// The bf16 conversions at `len`: random values spread over many binades, with exact
+    /// rounding ties (even and odd below), infinities and values past bf16's range mixed in.
+    /// `to_bf16` is checked through `from_bf16` (the only way to read a bf16 buffer); the
+    /// `from_bf16` row widens values that are already bf16, which must come back unchanged.
+    /// Both must match the CPU bit for bit (tolerance 0).
+    fn bf16(&mut self, len: usize) -> Result<()> {
+        let s = format!("len {len}");
+        let specials = [
+            1.0 + 2f32.powi(-8),                     // tie, rounds down to even
+            1.0 + 3.0 * 2f32.powi(-8),               // tie, rounds up to even
+            -(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), // just above a tie
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            -0.0,
+            1e-40, // an f32 subnormal
+        ];
+        let x: Vec<f32> = (0..len)
+            .map(|i| match specials.get(i % 64) {
+                Some(&v) => v,
+                _ => (self.rng.normal() * 8f64.powf(4.0 * self.rng.uniform() - 2.0)) as f32,
+            })
+            .collect();
+        let cpu_h = self.cpu.to_bf16(&x)?;
+        let r = self.cpu.from_bf16(&cpu_h)?;
+        let h = self.dev.to_bf16(&self.up(&x)?)?;
+        if self.dev.half_len(&h) != len {
+            return Err(Error::shape(
+                "to_bf16",
+                format!("{} elements from {len}", self.dev.half_len(&h)),
+            ));
+        }
+        let y = self.dev.from_bf16(&h)?;
+        self.check("to_bf16", &s, &y, &r, 0.0)?;
+        let y = self.dev.from_bf16(&self.dev.to_bf16(&self.up(&r)?)?)?;
+        self.check("from_bf16", &s, &y, &r, 0.0)
+    }
+
     fn drop_path(&mut self, n: usize, per: usize) -> Result<()> {
         let x = self.randn(n * per);
         let scale: Vec<f32> = (0..n)
@@ -613,6 +651,7 @@ pub fn run_parity<B: Backend<Elem = f32>>(dev: &B, seed: u64) -> Result<Vec<Pari
     };
     for len in [1, 5 * 7 * 13, 70_001] {
         h.elementwise(len)?;
+        h.bf16(len)?;
     }
     h.drop_path(1, 35)?;
     h.drop_path(8, 13 * 11 * 3)?;

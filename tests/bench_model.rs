@@ -1,7 +1,7 @@
 //! The counting backend and the DARTS step model: a tiny net counted by hand, and invariants
 //! of the real supernet's steps that follow from how DARTS is built.
 
-use nasrs::autograd::Tape;
+use nasrs::autograd::{Precision, Tape};
 use nasrs::backend::counting::{Counting, ELEM_BYTES};
 use nasrs::bench::DartsBenchConfig;
 use nasrs::bench_model::{format_model, model_darts, DeviceRates};
@@ -103,6 +103,7 @@ fn tiny_config() -> DartsBenchConfig {
         seed: 0,
         copy_mib: 0,
         graphs: true,
+        activations: Precision::F32,
     }
 }
 

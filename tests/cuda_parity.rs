@@ -46,6 +46,8 @@ const OPS: &[&str] = &[
     "softmax_cross_entropy_fwd",
     "softmax_cross_entropy_bwd",
     "drop_path",
+    "to_bf16",
+    "from_bf16",
     "mixed_op_fwd",
     "mixed_op_bwd",
     "sgd_step",

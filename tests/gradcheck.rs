@@ -34,6 +34,7 @@ fn gradcheck(name: &str, inputs: Vec<Tensor<B>>, f: impl Fn(&mut Tape<B>, &[Var]
         let vs: Vec<Var> = xs.iter().map(|x| t.leaf(x.clone(), false)).collect();
         let y = f(&mut t, &vs).unwrap();
         t.value(y)
+            .unwrap()
             .to_host(&be)
             .unwrap()
             .iter()

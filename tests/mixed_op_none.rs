@@ -95,7 +95,7 @@ fn tape_none_equals_zeros_constant() {
         let y = tape
             .mixed_op(&[z, Some(xv), Some(r), Some(xv)], av)
             .unwrap();
-        let yh = tape.value(y).to_host(&be).unwrap();
+        let yh = tape.value(y).unwrap().to_host(&be).unwrap();
         let g = tape.backward_with(y, dy.clone()).unwrap();
         (
             yh,

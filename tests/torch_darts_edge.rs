@@ -89,7 +89,11 @@ fn check_case(case: &str, stride: usize, t: &BTreeMap<String, HostTensor>) {
             // Only `none` is left unmaterialised, and PyTorch's output for it is all zero.
             assert_eq!(o.is_none(), Primitive::ALL[k] == Primitive::None, "{what}");
             match o {
-                Some(o) => close(&what, &cx.tape.value(o).to_host(&be).unwrap(), want),
+                Some(o) => close(
+                    &what,
+                    &cx.tape.value(o).unwrap().to_host(&be).unwrap(),
+                    want,
+                ),
                 None => close(&what, &vec![0.0; len], want),
             }
         }
@@ -97,7 +101,7 @@ fn check_case(case: &str, stride: usize, t: &BTreeMap<String, HostTensor>) {
     };
     close(
         &format!("{case} y"),
-        &tape.value(y).to_host(&be).unwrap(),
+        &tape.value(y).unwrap().to_host(&be).unwrap(),
         &get("y").data,
     );
     let grads = tape.backward_with(y, get("dy").data.clone()).unwrap();

@@ -83,7 +83,7 @@ fn forward(net: &mut EvalNetwork<Cpu>, x: &Tensor<Cpu>, mode: Mode, p: f64, seed
     let (y, _) = net
         .run(&mut tape, xv, mode, p, &mut Rng::new(seed))
         .unwrap();
-    tape.value(y).to_f32(&be).unwrap()
+    tape.value(y).unwrap().to_f32(&be).unwrap()
 }
 
 #[test]

@@ -168,12 +168,12 @@ fn auxiliary_head_training_forward_matches_pytorch() {
     let aux = aux.expect("training mode with an auxiliary head returns auxiliary logits");
     close(
         "logits",
-        &tape.value(logits).to_f64(&be).unwrap(),
+        &tape.value(logits).unwrap().to_f64(&be).unwrap(),
         &t["aux_train.logits"].data,
     );
     close(
         "auxiliary logits",
-        &tape.value(aux).to_f64(&be).unwrap(),
+        &tape.value(aux).unwrap().to_f64(&be).unwrap(),
         &t["aux_train.logits_aux"].data,
     );
     assert_eq!(net.bn_batches, 1);

@@ -6,4 +6,4 @@ mod params;
 mod tape;
 
 pub use params::{ParamId, ParamStore};
-pub use tape::{Gradients, Tape, Var};
+pub use tape::{Gradients, Precision, ReleaseStats, Tape, Var};

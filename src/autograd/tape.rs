@@ -4,14 +4,136 @@
 //! Rules: an op's output requires a gradient if any input does; backward closures are asked
 //! only for the input gradients somebody needs; gradients of a value used several times are
 //! summed. In no-grad mode nothing is recorded for backward.
+//!
+//! Saved activations go through one shared handle per node (`Saved`), so that with
+//! `Precision::Bf16` the network can release them: [`Tape::release_activations`] rounds every
+//! saved value recorded so far (except those the forward still reads) to bf16 and drops the
+//! f32 buffers, and backward widens them back into transient f32 buffers. Values nobody saved
+//! are dropped outright. Leaves (parameters, the input batch) are never released; gradients,
+//! weights and all arithmetic stay f32. With `Precision::F32` (the default) nothing changes.
 
 use super::params::{ParamId, ParamStore};
 use crate::backend::{Backend, Element, RunningStats};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec, Shape};
 use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
+
+/// How a tape keeps the activations it saves for backward once the network releases them
+/// (`--activations f32|bf16`): f32 (never released, the default) or bf16 storage with f32
+/// arithmetic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(Error::invalid(
+                "--activations",
+                format!("'{s}' (expected f32 or bf16)"),
+            )),
+        }
+    }
+}
+
+enum SavedState<B: Backend> {
+    F32(Arc<B::Storage>),
+    Bf16(B::Half),
+}
+
+/// A node's value as backward closures keep it: one handle per node, shared by every closure
+/// that saved it, so releasing it to bf16 converts it once and frees the f32 buffer.
+struct Saved<B: Backend>(Rc<RefCell<SavedState<B>>>);
+
+impl<B: Backend> Clone for Saved<B> {
+    fn clone(&self) -> Self {
+        Saved(self.0.clone())
+    }
+}
+
+impl<B: Backend> Saved<B> {
+    fn new(t: &Tensor<B>) -> Self {
+        Saved(Rc::new(RefCell::new(SavedState::F32(t.buf.clone()))))
+    }
+
+    /// The value in f32: the kept buffer, or a transient widening of the bf16 copy.
+    fn read(&self, be: &B) -> Result<Arc<B::Storage>> {
+        let state = self
+            .0
+            .try_borrow()
+            .map_err(|_| Error::invalid("saved activation", "read while being released"))?;
+        match &*state {
+            SavedState::F32(buf) => Ok(buf.clone()),
+            SavedState::Bf16(half) => Ok(Arc::new(be.from_bf16(half)?)),
+        }
+    }
+
+    /// Whether a backward closure holds this handle (the node's own reference aside).
+    fn in_use(&self) -> bool {
+        Rc::strong_count(&self.0) > 1
+    }
+
+    /// Replaces the f32 buffer by its bf16 rounding. `Ok(Some(elements))` when converted and
+    /// the f32 buffer freed; `Ok(None)` when something else still holds that buffer (then
+    /// converting would free nothing, so it stays f32).
+    fn compress(&self, be: &B) -> Result<Option<usize>> {
+        let mut state = self
+            .0
+            .try_borrow_mut()
+            .map_err(|_| Error::invalid("saved activation", "released while being read"))?;
+        let SavedState::F32(buf) = &*state else {
+            return Ok(None);
+        };
+        if Arc::strong_count(buf) != 1 {
+            return Ok(None);
+        }
+        let half = be.to_bf16(buf)?;
+        let len = be.half_len(&half);
+        *state = SavedState::Bf16(half);
+        Ok(Some(len))
+    }
+}
+
+/// What [`Tape::release_activations`] did so far on this tape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseStats {
+    /// Saved values rounded to bf16 (their f32 buffers freed), and their elements.
+    pub compressed: usize,
+    pub compressed_elements: usize,
+    /// Values no backward needs, dropped.
+    pub dropped: usize,
+    /// Saved values left in f32 because something besides the tape held their buffer.
+    pub shared: usize,
+    /// Saved values left in f32 because a backward needs them exactly (max-pool inputs).
+    pub exact: usize,
+}
 
 /// A value recorded on a tape (an index into it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,10 +146,16 @@ type BackwardFn<B> = Box<
 >;
 
 struct Node<B: Backend> {
-    value: Tensor<B>,
+    /// None once released (`release_activations`).
+    value: Option<Tensor<B>>,
+    shape: Shape,
     requires_grad: bool,
     parents: Vec<usize>,
     backward: Option<BackwardFn<B>>,
+    /// The handle backward closures read this value through, once one saved it.
+    saved: Option<Saved<B>>,
+    /// Some backward needs this value exactly: released, it stays f32 (see `save_exact`).
+    exact: bool,
 }
 
 pub struct Tape<B: Backend> {
@@ -41,6 +169,10 @@ pub struct Tape<B: Backend> {
     /// `Conv2dSpec::relu_input`); the evaluation network's auxiliary head and its main path
     /// still both rectify the same cell output (PyTorch's in-place ReLU).
     relu_of: HashMap<usize, Var>,
+    activations: Precision,
+    /// Op outputs not yet released (`release_activations`), in recording order.
+    pending: Vec<usize>,
+    released: ReleaseStats,
 }
 
 /// The gradients one `backward` produced, for the leaves that required them.
@@ -79,7 +211,81 @@ impl<B: Backend> Tape<B> {
             grad_enabled: true,
             param_vars: HashMap::new(),
             relu_of: HashMap::new(),
+            activations: Precision::F32,
+            pending: Vec::new(),
+            released: ReleaseStats::default(),
         }
+    }
+
+    /// How [`Tape::release_activations`] keeps saved activations (F32: it does nothing).
+    pub fn set_activations(&mut self, p: Precision) {
+        self.activations = p;
+    }
+    pub fn activations(&self) -> Precision {
+        self.activations
+    }
+    pub fn release_stats(&self) -> ReleaseStats {
+        self.released
+    }
+
+    /// With bf16 activations: every op output recorded since the last call, except `keep`
+    /// (values the forward pass still reads), is released: a value some backward saved is
+    /// rounded to bf16 and its f32 buffer freed (unless that backward needs it exactly:
+    /// `save_exact`, then it stays f32), any other value is dropped. Reading a
+    /// released value (`value`, or an op taking it as input) is then an error. Leaves are
+    /// never released. Kept values are considered again at the next call. With f32
+    /// activations this does nothing.
+    pub fn release_activations(&mut self, keep: &[Var]) -> Result<()> {
+        if self.activations == Precision::F32 {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for i in pending {
+            if keep.iter().any(|k| k.0 == i) {
+                self.pending.push(i);
+                continue;
+            }
+            let node = &mut self.nodes[i];
+            let Some(value) = node.value.take() else {
+                continue;
+            };
+            // The node's own reference goes first, so the handle can own the only one.
+            drop(value);
+            match node.saved.take() {
+                Some(h) if h.in_use() && node.exact => {
+                    self.released.exact += 1;
+                    drop(h);
+                }
+                Some(h) if h.in_use() => match h.compress(&self.backend)? {
+                    Some(len) => {
+                        self.released.compressed += 1;
+                        self.released.compressed_elements += len;
+                    }
+                    None => self.released.shared += 1,
+                },
+                _ => self.released.dropped += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// `save`, for a backward that must read the value exactly: it is never rounded to bf16.
+    /// Max pooling re-finds each window's first maximum from its input, and bf16 rounding
+    /// makes ties that move gradients (measured on a small supernet: 7e-2 relative gradient
+    /// error with max-pool inputs in bf16, 2e-3 without max pools).
+    fn save_exact(&mut self, v: Var) -> Result<Saved<B>> {
+        self.nodes[v.0].exact = true;
+        self.save(v)
+    }
+
+    /// The shared handle backward closures keep `v`'s value through (made on first use).
+    fn save(&mut self, v: Var) -> Result<Saved<B>> {
+        if let Some(h) = &self.nodes[v.0].saved {
+            return Ok(h.clone());
+        }
+        let h = Saved::new(self.value(v)?);
+        self.nodes[v.0].saved = Some(h.clone());
+        Ok(h)
     }
 
     pub fn backend(&self) -> &B {
@@ -99,6 +305,8 @@ impl<B: Backend> Tape<B> {
         self.nodes.clear();
         self.param_vars.clear();
         self.relu_of.clear();
+        self.pending.clear();
+        self.released = ReleaseStats::default();
     }
 
     pub fn len(&self) -> usize {
@@ -108,11 +316,20 @@ impl<B: Backend> Tape<B> {
         self.nodes.is_empty()
     }
 
-    pub fn value(&self, v: Var) -> &Tensor<B> {
-        &self.nodes[v.0].value
+    /// The value of `v`; an error once it was released to bf16 (`release_activations`).
+    pub fn value(&self, v: Var) -> Result<&Tensor<B>> {
+        self.nodes[v.0].value.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "tape value",
+                format!(
+                    "value {} ({}) was released by bf16 activations; only backward reads it now",
+                    v.0, self.nodes[v.0].shape
+                ),
+            )
+        })
     }
     pub fn shape(&self, v: Var) -> &Shape {
-        &self.nodes[v.0].value.shape
+        &self.nodes[v.0].shape
     }
     pub fn requires_grad(&self, v: Var) -> bool {
         self.nodes[v.0].requires_grad
@@ -123,10 +340,13 @@ impl<B: Backend> Tape<B> {
     /// A leaf: an input or a parameter. `requires_grad` leaves get gradients from `backward`.
     pub fn leaf(&mut self, value: Tensor<B>, requires_grad: bool) -> Var {
         self.nodes.push(Node {
-            value,
+            shape: value.shape.clone(),
+            value: Some(value),
             requires_grad: requires_grad && self.grad_enabled,
             parents: vec![],
             backward: None,
+            saved: None,
+            exact: false,
         });
         Var(self.nodes.len() - 1)
     }
@@ -155,11 +375,15 @@ impl<B: Backend> Tape<B> {
         } else {
             (vec![], None)
         };
+        self.pending.push(self.nodes.len());
         self.nodes.push(Node {
-            value,
+            shape: value.shape.clone(),
+            value: Some(value),
             requires_grad,
             parents,
             backward,
+            saved: None,
+            exact: false,
         });
         Var(self.nodes.len() - 1)
     }
@@ -182,7 +406,7 @@ impl<B: Backend> Tape<B> {
 
     pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
         self.same_shape("add", a, b)?;
-        let y = self.backend.add(&self.value(a).buf, &self.value(b).buf)?;
+        let y = self.backend.add(&self.value(a)?.buf, &self.value(b)?.buf)?;
         let shape = self.shape(a).clone();
         Ok(self.push(
             Tensor::new(y, shape),
@@ -209,7 +433,7 @@ impl<B: Backend> Tape<B> {
     }
 
     pub fn scale(&mut self, x: Var, s: f64) -> Result<Var> {
-        let y = self.backend.scale(&self.value(x).buf, s)?;
+        let y = self.backend.scale(&self.value(x)?.buf, s)?;
         let shape = self.shape(x).clone();
         Ok(self.push(
             Tensor::new(y, shape),
@@ -224,15 +448,18 @@ impl<B: Backend> Tape<B> {
             return Ok(y);
         }
         let y = Tensor::new(
-            self.backend.relu_fwd(&self.value(x).buf)?,
+            self.backend.relu_fwd(&self.value(x)?.buf)?,
             self.shape(x).clone(),
         );
-        let saved = y.clone();
+        // Backward keeps the output: its handle is made here and attached once it is a node.
+        let saved = Saved::new(&y);
+        let keep = saved.clone();
         let y = self.push(
             y,
             &[x],
-            Box::new(move |be, dy, _| Ok(vec![Some(be.relu_bwd(&saved.buf, dy)?)])),
+            Box::new(move |be, dy, _| Ok(vec![Some(be.relu_bwd(&*keep.read(be)?, dy)?)])),
         );
+        self.nodes[y.0].saved = Some(saved);
         self.relu_of.insert(x.0, y);
         Ok(y)
     }
@@ -256,19 +483,22 @@ impl<B: Backend> Tape<B> {
             ));
         }
         let yd = spec.output(xd)?;
-        let (xt, wt) = (self.value(x).clone(), self.value(w).clone());
-        let y = self.backend.conv2d_fwd(&xt.buf, xd, &wt.buf, &spec)?;
+        let y = self
+            .backend
+            .conv2d_fwd(&self.value(x)?.buf, xd, &self.value(w)?.buf, &spec)?;
+        let (xs, ws) = (self.save(x)?, self.save(w)?);
         Ok(self.push(
             Tensor::new(y, yd.shape()),
             &[x, w],
             Box::new(move |be, dy, need| {
+                let (xb, wb) = (xs.read(be)?, ws.read(be)?);
                 let dx = if need[0] {
-                    Some(be.conv2d_bwd_data(&xt.buf, dy, &wt.buf, xd, &spec)?)
+                    Some(be.conv2d_bwd_data(&xb, dy, &wb, xd, &spec)?)
                 } else {
                     None
                 };
                 let dw = if need[1] {
-                    Some(be.conv2d_bwd_weight(&xt.buf, dy, xd, &spec)?)
+                    Some(be.conv2d_bwd_weight(&xb, dy, xd, &spec)?)
                 } else {
                     None
                 };
@@ -280,19 +510,30 @@ impl<B: Backend> Tape<B> {
     pub fn max_pool2d(&mut self, x: Var, spec: Pool2dSpec) -> Result<Var> {
         let xd = self.nchw(x, "max_pool2d")?;
         let yd = spec.output(xd, "max_pool2d")?;
-        let xt = self.value(x).clone();
-        let y = self.backend.max_pool2d_fwd(&xt.buf, xd, &spec)?;
+        let y = self
+            .backend
+            .max_pool2d_fwd(&self.value(x)?.buf, xd, &spec)?;
+        let xs = self.save_exact(x)?;
         Ok(self.push(
             Tensor::new(y, yd.shape()),
             &[x],
-            Box::new(move |be, dy, _| Ok(vec![Some(be.max_pool2d_bwd(&xt.buf, dy, xd, &spec)?)])),
+            Box::new(move |be, dy, _| {
+                Ok(vec![Some(be.max_pool2d_bwd(
+                    &*xs.read(be)?,
+                    dy,
+                    xd,
+                    &spec,
+                )?)])
+            }),
         ))
     }
 
     pub fn avg_pool2d(&mut self, x: Var, spec: Pool2dSpec) -> Result<Var> {
         let xd = self.nchw(x, "avg_pool2d")?;
         let yd = spec.output(xd, "avg_pool2d")?;
-        let y = self.backend.avg_pool2d_fwd(&self.value(x).buf, xd, &spec)?;
+        let y = self
+            .backend
+            .avg_pool2d_fwd(&self.value(x)?.buf, xd, &spec)?;
         Ok(self.push(
             Tensor::new(y, yd.shape()),
             &[x],
@@ -303,7 +544,7 @@ impl<B: Backend> Tape<B> {
     /// [N, C, H, W] -> [N, C].
     pub fn global_avg_pool(&mut self, x: Var) -> Result<Var> {
         let xd = self.nchw(x, "global_avg_pool")?;
-        let y = self.backend.global_avg_pool_fwd(&self.value(x).buf, xd)?;
+        let y = self.backend.global_avg_pool_fwd(&self.value(x)?.buf, xd)?;
         Ok(self.push(
             Tensor::new(y, [xd.n, xd.c]),
             &[x],
@@ -346,9 +587,12 @@ impl<B: Backend> Tape<B> {
                 ),
             ));
         }
-        let xt = self.value(x).clone();
-        let gamma = affine.map(|(g, _)| self.value(g).clone());
-        let beta = affine.map(|(_, b)| self.value(b).clone());
+        let xt = self.value(x)?.clone();
+        let (gamma, beta) = match affine {
+            Some((g, b)) => (Some(self.save(g)?), Some(self.value(b)?.clone())),
+            None => (None, None),
+        };
+        let gamma_f32 = gamma.as_ref().map(|g| g.read(&self.backend)).transpose()?;
         let running = match running {
             Some((m, v, momentum)) => Some(RunningStats {
                 mean: m.buf_mut("running_mean")?,
@@ -357,13 +601,15 @@ impl<B: Backend> Tape<B> {
             }),
             None => None,
         };
-        let aff = gamma
+        let aff = gamma_f32
             .as_ref()
             .zip(beta.as_ref())
-            .map(|(g, b)| (&*g.buf, &*b.buf));
+            .map(|(g, b)| (&**g, &*b.buf));
         let (y, saved) = self
             .backend
             .batch_norm_train_fwd(&xt.buf, xd, aff, running, eps)?;
+        drop((xt, gamma_f32, beta));
+        let xs = self.save(x)?;
         let mut parents = vec![x];
         if let Some((g, b)) = affine {
             parents.extend([g, b]);
@@ -372,8 +618,8 @@ impl<B: Backend> Tape<B> {
             Tensor::new(y, xd.shape()),
             &parents,
             Box::new(move |be, dy, _| {
-                let (dx, dgb) =
-                    be.batch_norm_bwd(&xt.buf, dy, xd, gamma.as_ref().map(|g| &*g.buf), &saved)?;
+                let g = gamma.as_ref().map(|g| g.read(be)).transpose()?;
+                let (dx, dgb) = be.batch_norm_bwd(&*xs.read(be)?, dy, xd, g.as_deref(), &saved)?;
                 let mut out = vec![Some(dx)];
                 if let Some((dg, db)) = dgb {
                     out.extend([Some(dg), Some(db)]);
@@ -393,14 +639,16 @@ impl<B: Backend> Tape<B> {
         eps: f64,
     ) -> Result<Var> {
         let xd = self.nchw(x, "batch_norm")?;
-        let gamma = affine.map(|(g, _)| self.value(g).clone());
-        let beta = affine.map(|(_, b)| self.value(b).clone());
+        let (gamma, beta) = match affine {
+            Some((g, b)) => (Some(self.value(g)?.clone()), Some(self.value(b)?.clone())),
+            None => (None, None),
+        };
         let aff = gamma
             .as_ref()
             .zip(beta.as_ref())
             .map(|(g, b)| (&*g.buf, &*b.buf));
         let y = self.backend.batch_norm_eval_fwd(
-            &self.value(x).buf,
+            &self.value(x)?.buf,
             xd,
             aff,
             &running_mean.buf,
@@ -458,8 +706,8 @@ impl<B: Backend> Tape<B> {
         let parts: Vec<(&B::Storage, Nchw)> = xs
             .iter()
             .zip(&dims)
-            .map(|(&x, &d)| (&*self.value(x).buf, d))
-            .collect();
+            .map(|(&x, &d)| Ok((&*self.value(x)?.buf, d)))
+            .collect::<Result<_>>()?;
         let y = self.backend.concat_channels(&parts)?;
         let first = dims[0];
         let yd = Nchw {
@@ -483,7 +731,7 @@ impl<B: Backend> Tape<B> {
     /// `x[:, :, 1:, 1:]`.
     pub fn shift_crop(&mut self, x: Var) -> Result<Var> {
         let xd = self.nchw(x, "shift_crop")?;
-        let y = self.backend.shift_crop_fwd(&self.value(x).buf, xd)?;
+        let y = self.backend.shift_crop_fwd(&self.value(x)?.buf, xd)?;
         let yd = Nchw {
             h: xd.h - 1,
             w: xd.w - 1,
@@ -516,16 +764,17 @@ impl<B: Backend> Tape<B> {
                 ));
             }
         }
-        let (xt, wt) = (self.value(x).clone(), self.value(w).clone());
-        let bt = b.map(|b| self.value(b).clone());
+        let bt = b.map(|b| self.value(b).cloned()).transpose()?;
         let y = self.backend.linear_fwd(
-            &xt.buf,
-            &wt.buf,
+            &self.value(x)?.buf,
+            &self.value(w)?.buf,
             bt.as_ref().map(|b| &*b.buf),
             n,
             in_f,
             out_f,
         )?;
+        drop(bt);
+        let (xs, ws) = (self.save(x)?, self.save(w)?);
         let mut parents = vec![x, w];
         parents.extend(b);
         let with_bias = b.is_some();
@@ -533,8 +782,8 @@ impl<B: Backend> Tape<B> {
             Tensor::new(y, [n, out_f]),
             &parents,
             Box::new(move |be, dy, _| {
-                let (dx, dw, db) =
-                    be.linear_bwd(&xt.buf, &wt.buf, dy, n, in_f, out_f, with_bias)?;
+                let (xb, wb) = (xs.read(be)?, ws.read(be)?);
+                let (dx, dw, db) = be.linear_bwd(&xb, &wb, dy, n, in_f, out_f, with_bias)?;
                 let mut out = vec![Some(dx), Some(dw)];
                 if with_bias {
                     out.push(db);
@@ -561,7 +810,7 @@ impl<B: Backend> Tape<B> {
         }
         let (loss, probs) =
             self.backend
-                .softmax_cross_entropy_fwd(&self.value(logits).buf, n, k, labels)?;
+                .softmax_cross_entropy_fwd(&self.value(logits)?.buf, n, k, labels)?;
         let labels = labels.clone();
         Ok(self.push(
             Tensor::new(loss, [1]),
@@ -579,7 +828,7 @@ impl<B: Backend> Tape<B> {
         let (n, k) = self.shape(logits).matrix("count_correct")?;
         let count = self
             .backend
-            .count_correct(&self.value(logits).buf, n, k, labels)?;
+            .count_correct(&self.value(logits)?.buf, n, k, labels)?;
         Ok(Tensor::new(count, [1]))
     }
 
@@ -605,7 +854,7 @@ impl<B: Backend> Tape<B> {
             })
             .collect();
         let s = self.backend.upload(&scale)?;
-        let y = self.backend.drop_path(&self.value(x).buf, n, &s)?;
+        let y = self.backend.drop_path(&self.value(x)?.buf, n, &s)?;
         let shape = self.shape(x).clone();
         Ok(self.push(
             Tensor::new(y, shape),
@@ -640,16 +889,19 @@ impl<B: Backend> Tape<B> {
         }
         let shape = self.shape(first).clone();
         let len = shape.numel();
-        let saved: Vec<Option<Tensor<B>>> = xs
-            .iter()
-            .map(|x| x.map(|x| self.value(x).clone()))
-            .collect();
-        let at = self.value(alpha).clone();
         let y = {
-            let bufs: Vec<Option<&B::Storage>> =
-                saved.iter().map(|t| t.as_ref().map(|t| &*t.buf)).collect();
-            self.backend.mixed_op_fwd(&bufs, &at.buf, len)?
+            let bufs: Vec<Option<&B::Storage>> = xs
+                .iter()
+                .map(|x| x.map(|x| self.value(x).map(|t| &*t.buf)).transpose())
+                .collect::<Result<_>>()?;
+            self.backend
+                .mixed_op_fwd(&bufs, &self.value(alpha)?.buf, len)?
         };
+        let saved: Vec<Option<Saved<B>>> = xs
+            .iter()
+            .map(|x| x.map(|x| self.save(x)).transpose())
+            .collect::<Result<_>>()?;
+        let at = self.save(alpha)?;
         // Parents: the present inputs in order, then alpha; `slot[p]` is parent p's input.
         let slot: Vec<usize> = (0..k).filter(|&i| xs[i].is_some()).collect();
         let mut parents = present;
@@ -663,9 +915,13 @@ impl<B: Backend> Tape<B> {
                 for (p, &i) in slot.iter().enumerate() {
                     need_dx[i] = need[p];
                 }
-                let bufs: Vec<Option<&B::Storage>> =
-                    saved.iter().map(|t| t.as_ref().map(|t| &*t.buf)).collect();
-                let (mut dxs, dalpha) = be.mixed_op_bwd(dy, &bufs, &at.buf, len, &need_dx)?;
+                let held: Vec<Option<Arc<B::Storage>>> = saved
+                    .iter()
+                    .map(|t| t.as_ref().map(|t| t.read(be)).transpose())
+                    .collect::<Result<_>>()?;
+                let bufs: Vec<Option<&B::Storage>> = held.iter().map(|t| t.as_deref()).collect();
+                let (mut dxs, dalpha) =
+                    be.mixed_op_bwd(dy, &bufs, &*at.read(be)?, len, &need_dx)?;
                 let mut out: Vec<Option<B::Storage>> =
                     slot.iter().map(|&i| dxs[i].take()).collect();
                 out.push(if need[np] { Some(dalpha) } else { None });
@@ -677,7 +933,7 @@ impl<B: Backend> Tape<B> {
     /// The value of a one-element var on the host; a NaN or infinity is an error naming `what`
     /// (the training loops stop on it rather than train on garbage).
     pub fn scalar(&self, v: Var, what: &str) -> Result<f64> {
-        let host = self.value(v).to_f64(&self.backend)?;
+        let host = self.value(v)?.to_f64(&self.backend)?;
         match host[..] {
             [x] if x.is_finite() => Ok(x),
             [x] => Err(Error::NonFinite(format!("{what} is {x}"))),
@@ -730,7 +986,7 @@ impl<B: Backend> Tape<B> {
             };
             let node = &self.nodes[i];
             let Some(backward) = &node.backward else {
-                leaves.insert(i, Tensor::new(g, node.value.shape.clone()));
+                leaves.insert(i, Tensor::new(g, node.shape.clone()));
                 continue;
             };
             let need: Vec<bool> = node

@@ -1,5 +1,6 @@
 //! `Counting`: a [`Backend`] that computes nothing and counts everything. Every op records
-//! its FLOPs and the bytes it reads and writes (each operand once, 4-byte f32 elements), per
+//! its FLOPs and the bytes it reads and writes (each operand once, 4-byte f32 elements, 2-byte
+//! bf16 ones for `Half` buffers), per
 //! op name; buffers carry only a length and an id, so a whole DARTS step at full size runs in
 //! milliseconds on the host. Driving the real search code (`nas::darts`) with it gives the
 //! step's cost model (`crate::bench_model`) from the network itself, not from a formula.
@@ -38,6 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Bytes per element (the model counts f32 storage).
 pub const ELEM_BYTES: u64 = 4;
+/// Bytes per element of a bf16 buffer (`Backend::Half`: saved activations in bf16 mode).
+pub const HALF_BYTES: u64 = 2;
 
 /// FLOP conventions, per element of the tensor named.
 pub mod flops {
@@ -107,7 +110,7 @@ impl CountSnapshot {
 
 #[derive(Clone, Copy, Default)]
 struct Touched {
-    len: usize,
+    bytes: u64,
     read: bool,
     written: bool,
 }
@@ -142,18 +145,26 @@ pub struct CountGraph {
     peak_above_base: u64,
 }
 
-/// A buffer: a length and an identity; dropping it releases its bytes from the live count.
+/// A buffer: a length, an element size (f32, or bf16 for `Half`) and an identity; dropping
+/// it releases its bytes from the live count.
 pub struct CountBuf {
     id: u64,
     len: usize,
+    elem_bytes: u64,
     state: Arc<Mutex<State>>,
+}
+
+impl CountBuf {
+    fn bytes(&self) -> u64 {
+        self.len as u64 * self.elem_bytes
+    }
 }
 
 impl Drop for CountBuf {
     fn drop(&mut self) {
         // A poisoned lock only means another thread panicked mid-count; the count is moot.
         if let Ok(mut s) = self.state.lock() {
-            s.live_bytes = s.live_bytes.saturating_sub(self.len as u64 * ELEM_BYTES);
+            s.live_bytes = s.live_bytes.saturating_sub(self.bytes());
         }
     }
 }
@@ -175,6 +186,20 @@ fn len_check(op: &'static str, what: &str, b: &CountBuf, len: usize) -> Result<(
         return Err(Error::shape(
             op,
             format!("{what} has {} elements, expected {len}", b.len),
+        ));
+    }
+    Ok(())
+}
+
+/// `Half` and `Storage` are one type here: the conversions check which one they were given.
+fn elem_check(op: &'static str, b: &CountBuf, elem_bytes: u64) -> Result<()> {
+    if b.elem_bytes != elem_bytes {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "a buffer of {}-byte elements where {elem_bytes}-byte ones were expected",
+                b.elem_bytes
+            ),
         ));
     }
     Ok(())
@@ -225,15 +250,20 @@ impl Counting {
     }
 
     fn alloc(&self, len: usize) -> Result<CountBuf> {
+        self.alloc_sized(len, ELEM_BYTES)
+    }
+
+    fn alloc_sized(&self, len: usize, elem_bytes: u64) -> Result<CountBuf> {
         let mut s = self.lock()?;
         s.next_id += 1;
         s.allocations += 1;
-        s.allocated_bytes += u(len) * ELEM_BYTES;
-        s.live_bytes += u(len) * ELEM_BYTES;
+        s.allocated_bytes += u(len) * elem_bytes;
+        s.live_bytes += u(len) * elem_bytes;
         s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
         Ok(CountBuf {
             id: s.next_id,
             len,
+            elem_bytes,
             state: self.state.clone(),
         })
     }
@@ -247,15 +277,15 @@ impl Counting {
             ..OpCount::default()
         };
         for b in &io.reads {
-            c.bytes_read += u(b.len) * ELEM_BYTES;
+            c.bytes_read += b.bytes();
             let t = s.touched.entry(b.id).or_default();
-            t.len = b.len;
+            t.bytes = b.bytes();
             t.read = true;
         }
         for b in &io.writes {
-            c.bytes_written += u(b.len) * ELEM_BYTES;
+            c.bytes_written += b.bytes();
             let t = s.touched.entry(b.id).or_default();
-            t.len = b.len;
+            t.bytes = b.bytes();
             t.written = true;
         }
         let e = s.ops.entry(op).or_default();
@@ -293,7 +323,7 @@ impl Counting {
         }
         let (mut tr, mut tw) = (0, 0);
         for t in s.touched.values() {
-            let b = u(t.len) * ELEM_BYTES;
+            let b = t.bytes;
             if t.read {
                 tr += b;
             }
@@ -384,6 +414,8 @@ impl Backend for Counting {
     type Storage = CountBuf;
     type Labels = CountLabels;
     type Graph = CountGraph;
+    /// A buffer of 2-byte elements (counted as such: reads, writes, live bytes).
+    type Half = CountBuf;
 
     fn device_name(&self) -> String {
         "counting (no arithmetic; FLOPs and bytes only)".into()
@@ -633,6 +665,27 @@ impl Backend for Counting {
     fn relu_bwd(&self, y: &CountBuf, dy: &CountBuf) -> Result<CountBuf> {
         same("relu_bwd", y, dy)?;
         self.unary("relu_bwd", u(y.len), &[y, dy], y.len)
+    }
+
+    fn to_bf16(&self, x: &CountBuf) -> Result<CountBuf> {
+        elem_check("to_bf16", x, ELEM_BYTES)?;
+        let y = self.alloc_sized(x.len, HALF_BYTES)?;
+        self.rec(
+            "to_bf16",
+            u(x.len),
+            Io {
+                reads: vec![x],
+                writes: vec![&y],
+            },
+        )?;
+        Ok(y)
+    }
+    fn from_bf16(&self, x: &CountBuf) -> Result<CountBuf> {
+        elem_check("from_bf16", x, HALF_BYTES)?;
+        self.unary("from_bf16", u(x.len), &[x], x.len)
+    }
+    fn half_len(&self, x: &CountBuf) -> usize {
+        x.len
     }
 
     fn conv2d_fwd(

@@ -104,6 +104,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// A recorded step the device replays without the host (a CUDA graph); devices without
     /// graphs use `()` and never return one from [`Backend::capture`].
     type Graph: Send + Sync + 'static;
+    /// A flat buffer of bf16 values on the device: the storage of activations saved for
+    /// backward in the bf16 activation mode (`autograd::Precision::Bf16`). Arithmetic never
+    /// reads it directly; it is widened back with [`Backend::from_bf16`] first.
+    type Half: Send + Sync + 'static;
 
     /// A human-readable device name ("cpu (2 threads)", "cuda:0 NVIDIA H200").
     fn device_name(&self) -> String;
@@ -229,6 +233,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn relu_fwd(&self, x: &Self::Storage) -> Result<Self::Storage>;
     /// `dx = dy * (y > 0)`; takes the forward output so the input need not be kept.
     fn relu_bwd(&self, y: &Self::Storage, dy: &Self::Storage) -> Result<Self::Storage>;
+
+    // ---- bf16 storage ----------------------------------------------------------------------
+    /// Rounds every element to bf16, to nearest with ties to even (NaN stays a NaN, values
+    /// beyond bf16's range become infinities), into a fresh bf16 buffer.
+    fn to_bf16(&self, x: &Self::Storage) -> Result<Self::Half>;
+    /// Widens a bf16 buffer back to `Elem`, exactly (every bf16 value is an f32).
+    fn from_bf16(&self, x: &Self::Half) -> Result<Self::Storage>;
+    fn half_len(&self, x: &Self::Half) -> usize;
 
     // ---- convolution (no bias; weight [out, in / groups, k, k]) -------------------------------
     // With `spec.relu_input` every conv op reads `max(x, 0)` where it reads `x` (applied as

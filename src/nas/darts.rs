@@ -12,10 +12,14 @@
 //!
 //! Architecture-step forwards use batch statistics but leave the BN running statistics
 //! alone; only weight steps update them.
+//!
+//! `DartsHyper::activations` picks how every step's tape keeps saved activations (f32, or
+//! bf16 storage with f32 arithmetic; see `autograd::Tape::release_activations`), the staged
+//! and captured steps included.
 
 use super::modules::Mode;
 use super::search_model::SearchNetwork;
-use crate::autograd::{ParamStore, Tape};
+use crate::autograd::{ParamStore, Precision, Tape};
 use crate::backend::{norm_scalars, Backend, Element, ScalarRef};
 use crate::data::Batch;
 use crate::error::{Error, Result};
@@ -39,6 +43,10 @@ pub struct DartsHyper {
     pub order: u8,
     /// The finite-difference Hessian-vector product steps `eps = hvp_radius / ||v||` (0.01).
     pub hvp_radius: f64,
+    /// How the activations saved for backward are stored once the forward is past them
+    /// (`--activations`; f32 when absent from an older config).
+    #[serde(default)]
+    pub activations: Precision,
 }
 
 impl Default for DartsHyper {
@@ -54,6 +62,7 @@ impl Default for DartsHyper {
             arch_weight_decay: 1e-3,
             order: 1,
             hvp_radius: 0.01,
+            activations: Precision::F32,
         }
     }
 }
@@ -234,11 +243,12 @@ struct StepBuffers<B: Backend> {
 }
 
 /// What a captured graph froze: the learning rate (an argument of its kernels), the order,
-/// and the addresses of every persistent buffer it touches. Any change means a new capture.
+/// the activation precision, and the addresses of every persistent buffer it touches. Any change means a new capture.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct GraphKey {
     lr_bits: u64,
     order: u8,
+    activations: Precision,
     buffers: u64,
 }
 
@@ -349,12 +359,13 @@ impl<B: Backend> Darts<B> {
         out: Option<&mut StepOutputs<B>>,
     ) -> Result<(Option<Vec<Tensor<B>>>, Option<Vec<Tensor<B>>>)> {
         let mut tape = Tape::new(self.backend.clone());
+        tape.set_activations(self.hyper.activations);
         let x = tape.constant(batch.images.clone());
         let logits = self.net.run(&mut tape, x, mode, weights)?;
         let loss = tape.softmax_cross_entropy(logits, &batch.labels)?;
         if let Some(out) = out {
             let correct = tape.count_correct(logits, &batch.labels)?;
-            out.record(&self.backend, tape.value(loss), &correct, batch.len())?;
+            out.record(&self.backend, tape.value(loss)?, &correct, batch.len())?;
         }
         let grads = tape.backward(loss)?;
         let gw = if mode.grad_weights {
@@ -672,6 +683,7 @@ impl<B: Backend> Darts<B> {
         GraphKey {
             lr_bits: lr.to_bits(),
             order: self.hyper.order,
+            activations: self.hyper.activations,
             buffers: h.finish(),
         }
     }
@@ -711,7 +723,7 @@ impl<B: Backend> Darts<B> {
         let loss = tape.softmax_cross_entropy(logits, &batch.labels)?;
         let mut out = StepOutputs::new(&self.backend, None)?;
         let correct = tape.count_correct(logits, &batch.labels)?;
-        out.record(&self.backend, tape.value(loss), &correct, batch.len())?;
+        out.record(&self.backend, tape.value(loss)?, &correct, batch.len())?;
         out.read(&self.backend, "evaluation")
     }
 }

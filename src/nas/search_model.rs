@@ -3,6 +3,10 @@
 //! (channels double), global average pooling and a linear classifier. Every cell edge is a
 //! MixedOp over the op set, weighted by `softmax(alpha)` through the fused `mixed_op`.
 //!
+//! With bf16 activations the forward releases what it no longer reads as it goes (after each
+//! intermediate node and each cell: `Tape::release_activations`), so at most one cell's
+//! working set is f32 at any time and everything older is kept in bf16 for backward.
+//!
 //! Parameter names follow PyTorch DARTS' `state_dict` (`cells.0._ops.3._ops.4.op.1.weight`);
 //! the alphas are stored one row per edge (`alphas_normal.3`) and exposed as 14 x 8 tables.
 
@@ -256,6 +260,8 @@ impl<B: Backend> SearchNetwork<B> {
                 &self.alphas_normal
             };
             let out = self.cell_forward(cx, cell, alphas, s0, s1)?;
+            // The next cell reads (s1, out); all older values only backward.
+            cx.tape.release_activations(&[s1, out])?;
             s0 = s1;
             s1 = out;
         }
@@ -286,6 +292,11 @@ impl<B: Backend> SearchNetwork<B> {
                 e += 1;
             }
             states.push(cx.tape.sum(&incoming)?);
+            // The edges' op outputs are read again only by backward; the states by the next
+            // nodes, and s1 by the next cell (as its s0).
+            let mut keep = states.clone();
+            keep.push(s1);
+            cx.tape.release_activations(&keep)?;
         }
         cx.tape
             .concat_channels(&states[states.len() - self.config.multiplier..])

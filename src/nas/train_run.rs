@@ -235,7 +235,7 @@ pub fn eval_logits<B: Backend>(
     tape.set_grad_enabled(false);
     let x = tape.constant(images.clone());
     let (logits, _) = net.run(&mut tape, x, Mode::EVAL, 0.0, &mut Rng::new(0))?;
-    tape.value(logits).to_f64(backend)
+    tape.value(logits)?.to_f64(backend)
 }
 
 /// Evaluates `net` on every sample of `ds` in eval mode.

@@ -130,6 +130,7 @@ impl<T: Element> Backend for Cpu<T> {
     type Labels = Vec<u32>;
     /// The CPU has no graphs: `capture` answers `None` and steps run eagerly.
     type Graph = ();
+    type Half = Vec<half::bf16>;
 
     fn device_name(&self) -> String {
         format!(
@@ -233,6 +234,24 @@ impl<T: Element> Backend for Cpu<T> {
     fn relu_bwd(&self, y: &Vec<T>, dy: &Vec<T>) -> Result<Vec<T>> {
         same_len("relu_bwd", y, dy)?;
         Ok(zip_map(y, dy, |v, g| if v > T::ZERO { g } else { T::ZERO }))
+    }
+
+    /// `half`'s conversion, which rounds to nearest even. An f64 element is rounded to f32
+    /// first (exact for the f32 product; the f64 gradient checks never use bf16).
+    fn to_bf16(&self, x: &Vec<T>) -> Result<Vec<half::bf16>> {
+        Ok(x.par_iter()
+            .with_min_len(ELEMS_PER_TASK)
+            .map(|&v| half::bf16::from_f32(v.to_f64() as f32))
+            .collect())
+    }
+    fn from_bf16(&self, x: &Vec<half::bf16>) -> Result<Vec<T>> {
+        Ok(x.par_iter()
+            .with_min_len(ELEMS_PER_TASK)
+            .map(|&h| T::from_f64(h.to_f64()))
+            .collect())
+    }
+    fn half_len(&self, x: &Vec<half::bf16>) -> usize {
+        x.len()
     }
 
     fn conv2d_fwd(&self, x: &Vec<T>, xd: Nchw, w: &Vec<T>, spec: &Conv2dSpec) -> Result<Vec<T>> {

@@ -1,8 +1,10 @@
 //! Launchers for kernels/elementwise.cu: add, scale, axpy (also by a device scalar), fill,
-//! scale_assign, relu, drop_path, and the double-precision reductions behind `dot`,
+//! scale_assign, relu, the bf16 conversions (`to_bf16`, `from_bf16`), drop_path, and the double-precision reductions behind `dot`,
 //! `sum_squares` and the on-device gradient norm scalars.
 
-use super::{cfg1d, expect_len, int, same_len, scalar_ptr, CuResult, Cuda, CudaBuf, BLOCK};
+use super::{
+    cfg1d, expect_len, int, same_len, scalar_ptr, CuResult, Cuda, CudaBuf, CudaHalf, BLOCK,
+};
 use crate::backend::{norm_scalars, ScalarRef};
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -95,6 +97,45 @@ pub(super) fn relu_fwd(d: &Cuda, x: &CudaBuf) -> Result<CudaBuf> {
                 .launch(cfg1d(x.len))
         }
         .cu("relu_fwd_f32")?;
+    }
+    Ok(y)
+}
+
+/// Rounds to bf16 (nearest even) into a fresh u16 buffer.
+pub(super) fn to_bf16(d: &Cuda, x: &CudaBuf) -> Result<CudaHalf> {
+    let mut y = CudaHalf {
+        data: d.scratch::<u16>(x.len)?,
+        len: x.len,
+    };
+    if x.len > 0 {
+        let n = int(x.len)?;
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("to_bf16_f32")?)
+                .arg(&n)
+                .arg(&x.data)
+                .arg(&mut y.data)
+                .launch(cfg1d(x.len))
+        }
+        .cu("to_bf16_f32")?;
+    }
+    Ok(y)
+}
+
+/// Widens a bf16 buffer to f32 (exact).
+pub(super) fn from_bf16(d: &Cuda, x: &CudaHalf) -> Result<CudaBuf> {
+    let mut y = d.alloc(x.len)?;
+    if x.len > 0 {
+        let n = int(x.len)?;
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("from_bf16_f32")?)
+                .arg(&n)
+                .arg(&x.data)
+                .arg(&mut y.data)
+                .launch(cfg1d(x.len))
+        }
+        .cu("from_bf16_f32")?;
     }
     Ok(y)
 }

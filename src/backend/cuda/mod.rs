@@ -74,6 +74,8 @@ const KERNELS: &[(&str, &[&str])] = &[
             "scale_assign_f32",
             "relu_fwd_f32",
             "relu_bwd_f32",
+            "to_bf16_f32",
+            "from_bf16_f32",
             "drop_path_f32",
             "dot_f32",
             "reduce_finish_f64",
@@ -161,6 +163,13 @@ const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 /// error in CUDA); `len` is the logical length.
 pub struct CudaBuf {
     pub(crate) data: CudaSlice<f32>,
+    pub(crate) len: usize,
+}
+
+/// A bf16 buffer on the device (raw u16 bits; the kernels read them as `__nv_bfloat16`).
+/// Holds at least one element, like [`CudaBuf`]; `len` is the logical length.
+pub struct CudaHalf {
+    pub(crate) data: CudaSlice<u16>,
     pub(crate) len: usize,
 }
 
@@ -505,6 +514,7 @@ impl Backend for Cuda {
     type Storage = CudaBuf;
     type Labels = CudaLabels;
     type Graph = CudaStepGraph;
+    type Half = CudaHalf;
 
     fn device_name(&self) -> String {
         self.inner.name.clone()
@@ -730,6 +740,15 @@ impl Backend for Cuda {
     }
     fn relu_bwd(&self, y: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
         elementwise::relu_bwd(self, y, dy)
+    }
+    fn to_bf16(&self, x: &CudaBuf) -> Result<CudaHalf> {
+        elementwise::to_bf16(self, x)
+    }
+    fn from_bf16(&self, x: &CudaHalf) -> Result<CudaBuf> {
+        elementwise::from_bf16(self, x)
+    }
+    fn half_len(&self, x: &CudaHalf) -> usize {
+        x.len
     }
 
     fn conv2d_fwd(&self, x: &CudaBuf, xd: Nchw, w: &CudaBuf, spec: &Conv2dSpec) -> Result<CudaBuf> {
