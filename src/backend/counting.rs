@@ -529,7 +529,7 @@ impl Backend for Counting {
                 *id
             };
             let e = s.touched.entry(id).or_default();
-            e.len = t.len;
+            e.bytes = t.bytes;
             e.read |= t.read;
             e.written |= t.written;
         }
