@@ -40,3 +40,16 @@ __device__ __forceinline__ T block_sum(T v) {
 // Grid-stride loop over [0, n).
 #define GRID_STRIDE(i, n) \
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
+
+// The tensor of block `b` in a multi-tensor launch: the last t in [0, count) with
+// block_start[t] <= b (block_start ascending, empty tensors left out by the host). The search
+// is uniform across the block, so every thread reads the same argument words.
+__device__ __forceinline__ int table_tensor(const int* block_start, int count, int b) {
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (block_start[mid] <= b) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}

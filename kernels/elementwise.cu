@@ -65,6 +65,36 @@ extern "C" __global__ void dot_f32(int n, const float* a, const float* b, double
     if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 
+// The squared-norm partials of many buffers in one launch (sum_squares_many,
+// grad_norm_scalars): buffer t gets the blocks dot_f32 would get on it alone
+// (block_start[t + 1] - block_start[t] = min(ceil(len / BLOCK), 1024), set by the host) and
+// each of its blocks sums the very elements, in the very order, dot_f32's block does, into
+// partials[base + blockIdx.x]: the per-buffer layout, so the finish adds the same numbers.
+// The table is a kernel argument (no upload; capturable), at most NORM_MANY_TENSORS buffers
+// per launch (4 KB argument limit). Rust twin: NormTable in src/backend/cuda/elementwise.rs.
+#define NORM_MANY_TENSORS 240
+
+struct NormTable {
+    const float* x[NORM_MANY_TENSORS];
+    int len[NORM_MANY_TENSORS];
+    int block_start[NORM_MANY_TENSORS + 1];
+    int count;
+    int base;
+};
+
+extern "C" __global__ void square_partials_f32(const __grid_constant__ NormTable table, double* partials) {
+    const int t = table_tensor(table.block_start, table.count, blockIdx.x);
+    const int first = table.block_start[t];
+    const int blocks = table.block_start[t + 1] - first;
+    const int n = table.len[t];
+    const float* x = table.x[t];
+    double acc = 0.0;
+    for (int i = (blockIdx.x - first) * blockDim.x + threadIdx.x; i < n; i += blockDim.x * blocks)
+        acc += (double)x[i] * (double)x[i];
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) partials[table.base + blockIdx.x] = acc;
+}
+
 // Sums `count` doubles with one block (fixed assignment and tree: deterministic).
 extern "C" __global__ void reduce_finish_f64(int count, const double* partials, double* out) {
     double acc = 0.0;

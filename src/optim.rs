@@ -6,6 +6,7 @@ use crate::autograd::ParamStore;
 use crate::backend::{norm_scalars, AdamStep, Backend, Element, ScalarRef, SgdStep};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 /// `torch.optim.lr_scheduler.CosineAnnealingLR`: `lr_min + (lr_max - lr_min) (1 + cos(pi t / T)) / 2`.
 pub fn cosine_lr(lr_max: f64, lr_min: f64, epoch: usize, total_epochs: usize) -> f64 {
@@ -77,6 +78,26 @@ fn check_grads<B: Backend>(what: &str, params: &ParamStore<B>, grads: &[Tensor<B
     Ok(())
 }
 
+/// Every buffer of `store`, mutably, for a multi-tensor update; a buffer still shared (a
+/// tape holding it was not cleared) is an error naming its tensor.
+fn storages_mut<B: Backend>(store: &mut ParamStore<B>) -> Result<Vec<&mut B::Storage>> {
+    let shared = store
+        .tensors()
+        .iter()
+        .position(|t| Arc::strong_count(&t.buf) != 1 || Arc::weak_count(&t.buf) != 0);
+    if let Some(i) = shared {
+        return Err(Error::invalid(
+            store.names()[i].clone(),
+            "buffer is still shared (a tape holding it was not cleared)",
+        ));
+    }
+    store
+        .tensors_mut()
+        .iter_mut()
+        .map(|t| t.buf_mut("optimizer state"))
+        .collect()
+}
+
 /// SGD with momentum (dampening 0) and L2 weight decay.
 pub struct Sgd<B: Backend> {
     pub momentum: f64,
@@ -115,18 +136,11 @@ impl<B: Backend> Sgd<B> {
             momentum: self.momentum,
             weight_decay: self.weight_decay,
         };
-        for (i, g) in grads.iter().enumerate() {
-            let id = crate::autograd::ParamId(i);
-            let name = params.name(id).to_string();
-            let p = params.get_mut(id).buf_mut(&name)?;
-            let m = self.state.get_mut(id).buf_mut(&name)?;
-            let scale = grad_scale.as_ref().map(|s| ScalarRef {
-                buf: s.buf,
-                index: s.index,
-            });
-            backend.sgd_step(p, &g.buf, m, &hp, scale)?;
-        }
-        Ok(())
+        // One multi-tensor op for every tensor (a handful of launches on a GPU, not one each).
+        let mut p = storages_mut(params)?;
+        let mut m = storages_mut(&mut self.state)?;
+        let g: Vec<&B::Storage> = grads.iter().map(|g| &*g.buf).collect();
+        backend.sgd_step_many(&mut p, &g, &mut m, &hp, grad_scale)
     }
 }
 
@@ -177,14 +191,10 @@ impl<B: Backend> Adam<B> {
             weight_decay: self.weight_decay,
             step: self.step,
         };
-        for (i, g) in grads.iter().enumerate() {
-            let id = crate::autograd::ParamId(i);
-            let name = params.name(id).to_string();
-            let p = params.get_mut(id).buf_mut(&name)?;
-            let m = self.exp_avg.get_mut(id).buf_mut(&name)?;
-            let v = self.exp_avg_sq.get_mut(id).buf_mut(&name)?;
-            backend.adam_step(p, &g.buf, m, v, &hp)?;
-        }
-        Ok(())
+        let mut p = storages_mut(params)?;
+        let mut m = storages_mut(&mut self.exp_avg)?;
+        let mut v = storages_mut(&mut self.exp_avg_sq)?;
+        let g: Vec<&B::Storage> = grads.iter().map(|g| &*g.buf).collect();
+        backend.adam_step_many(&mut p, &g, &mut m, &mut v, &hp)
     }
 }

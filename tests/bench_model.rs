@@ -148,19 +148,34 @@ fn darts_step_counts_follow_the_algorithm() {
     assert_eq!(op(f1, "conv2d_bwd_weight").flops, bw);
     assert_eq!(op(f2, "conv2d_bwd_weight").flops, 3 * bw);
 
-    // One SGD update per weight tensor, reading weight, gradient, momentum and the clip
-    // coefficient (the 3 norm scalars) and writing weight and momentum; one Adam update per
-    // alpha row per architecture step.
-    let sgd = op(w, "sgd_step");
-    assert_eq!(sgd.calls, n_weight_tensors);
-    assert_eq!(
-        sgd.bytes_read,
-        (3 * n_weights + 3 * n_weight_tensors) * ELEM_BYTES
-    );
+    // The optimizers are multi-tensor ops: one SGD update for all weight tensors per weight
+    // step (one op, not one per tensor), reading every weight, gradient and momentum once and
+    // the clip coefficient's buffer (the 3 norm scalars) once, writing weight and momentum;
+    // one Adam update for all alpha rows per architecture step. No per-tensor update is left.
+    assert!(n_weight_tensors > 1 && n_alpha_tensors > 1);
+    let sgd = op(w, "sgd_step_many");
+    assert_eq!(sgd.calls, 1);
+    assert_eq!(sgd.bytes_read, (3 * n_weights + 3) * ELEM_BYTES);
     assert_eq!(sgd.bytes_written, 2 * n_weights * ELEM_BYTES);
-    assert_eq!(op(w, "adam_step").calls, 0);
-    assert_eq!(op(f1, "adam_step").calls, n_alpha_tensors);
-    assert_eq!(op(f2, "adam_step").calls, n_alpha_tensors);
+    assert_eq!(sgd.flops, 6 * n_weights);
+    let n_alphas = net.arch.numel() as u64;
+    for ph in [f1, f2] {
+        let adam = op(ph, "adam_step_many");
+        assert_eq!(adam.calls, 1, "{ph}");
+        assert_eq!(adam.bytes_read, 4 * n_alphas * ELEM_BYTES, "{ph}");
+        assert_eq!(adam.bytes_written, 3 * n_alphas * ELEM_BYTES, "{ph}");
+    }
+    for ph in [w, f1, f2] {
+        assert_eq!(op(ph, "sgd_step").calls, 0, "{ph}");
+        assert_eq!(op(ph, "adam_step").calls, 0, "{ph}");
+    }
+    assert_eq!(op(w, "adam_step_many").calls, 0);
+    // So the update and the gradient norm of a weight step are 2 op calls whatever the
+    // number of weight tensors (per-tensor updates made them 1 + n_weight_tensors).
+    assert_eq!(
+        op(w, "sgd_step_many").calls + op(w, "grad_norm_scalars").calls,
+        2
+    );
 
     // Host round trips of a weight step: only the reads of its statistics after it (loss,
     // correct count, gradient norm); the norm is one reduction over every weight tensor,

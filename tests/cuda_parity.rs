@@ -52,6 +52,10 @@ const OPS: &[&str] = &[
     "mixed_op_bwd",
     "sgd_step",
     "adam_step",
+    "sgd_step_many",
+    "adam_step_many",
+    "sum_squares_many",
+    "grad_norm_scalars",
 ];
 
 fn check_rows(rows: &[ParityRow]) {
@@ -82,6 +86,8 @@ fn check_rows(rows: &[ParityRow]) {
         ("K = 8", "K 8 "),
         ("an absent (none) MixedOp input", " none ["),
         ("batch 1", "x [1, "),
+        // More tensors than one CUDA multi-tensor table holds (SGD 120, Adam 96, norm 240).
+        ("several multi-tensor launches", "301 tensors"),
     ] {
         assert!(
             rows.iter().any(|r| r.shape.contains(needle)),

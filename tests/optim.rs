@@ -2,7 +2,7 @@
 //! (The PyTorch fixtures in tests/torch_parity.rs check the same updates against torch itself.)
 
 use nasrs::autograd::ParamStore;
-use nasrs::backend::{norm_scalars, ScalarRef};
+use nasrs::backend::{norm_scalars, AdamStep, Element, ScalarRef, SgdStep};
 use nasrs::optim::{clip_grad_norm, cosine_lr, grad_norm_scalars, Adam, Sgd};
 use nasrs::{Backend, Cpu, Tensor};
 
@@ -150,4 +150,158 @@ fn cosine_schedule_endpoints_and_midpoint() {
     assert!((cosine_lr(0.025, 0.001, 0, 50) - 0.025).abs() < 1e-15);
     assert!((cosine_lr(0.025, 0.001, 50, 50) - 0.001).abs() < 1e-15);
     assert!((cosine_lr(0.025, 0.001, 25, 50) - 0.013).abs() < 1e-12);
+}
+
+/// Tensor lengths for the multi-tensor checks: an empty tensor, tiny odd ones (grouped into
+/// one rayon task), one exactly a task long, and long ones split across tasks.
+const LENS: [usize; 9] = [7, 0, 1, 32_768, 3, 70_001, 1000, 32_769, 5];
+
+fn randn<T: Element>(rng: &mut nasrs::rng::Rng, len: usize) -> Vec<T> {
+    (0..len).map(|_| T::from_f64(rng.normal())).collect()
+}
+
+fn bits<T: Element>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|x| x.to_f64().to_bits()).collect()
+}
+
+/// `sgd_step_many` and `adam_step_many` on the CPU are bitwise the per-tensor ops, with and
+/// without a device gradient scale, over several steps (momentum and moments carried).
+fn multi_tensor_updates_are_bitwise_per_tensor<T: Element>() {
+    let be = Cpu::<T>::new();
+    let mut rng = nasrs::rng::Rng::new(7);
+    let mk = |rng: &mut nasrs::rng::Rng| -> Vec<Vec<T>> {
+        LENS.iter().map(|&l| randn(rng, l)).collect()
+    };
+    let (p0, g, b0) = (mk(&mut rng), mk(&mut rng), mk(&mut rng));
+    let gref: Vec<&Vec<T>> = g.iter().collect();
+    let hp = SgdStep {
+        lr: 0.025,
+        momentum: 0.9,
+        weight_decay: 3e-4,
+    };
+    let scale = vec![T::ZERO, T::from_f64(0.37), T::ZERO];
+    for scaled in [false, true] {
+        let gs = || {
+            scaled.then_some(ScalarRef {
+                buf: &scale,
+                index: 1,
+            })
+        };
+        let (mut p1, mut b1) = (p0.clone(), b0.clone());
+        let (mut p2, mut b2) = (p0.clone(), b0.clone());
+        for _ in 0..3 {
+            for ((p, g), b) in p1.iter_mut().zip(&g).zip(b1.iter_mut()) {
+                be.sgd_step(p, g, b, &hp, gs()).unwrap();
+            }
+            let mut pm: Vec<&mut Vec<T>> = p2.iter_mut().collect();
+            let mut bm: Vec<&mut Vec<T>> = b2.iter_mut().collect();
+            be.sgd_step_many(&mut pm, &gref, &mut bm, &hp, gs())
+                .unwrap();
+        }
+        for i in 0..LENS.len() {
+            assert_eq!(bits(&p1[i]), bits(&p2[i]), "{} sgd param {i}", T::NAME);
+            assert_eq!(bits(&b1[i]), bits(&b2[i]), "{} sgd momentum {i}", T::NAME);
+        }
+        assert_ne!(bits(&p1[0]), bits(&p0[0]), "the update moved the weights");
+    }
+
+    let zeros = || -> Vec<Vec<T>> { LENS.iter().map(|&l| vec![T::ZERO; l]).collect() };
+    let (mut p1, mut m1, mut v1) = (p0.clone(), zeros(), zeros());
+    let (mut p2, mut m2, mut v2) = (p0.clone(), zeros(), zeros());
+    for step in 1..=3 {
+        let hp = AdamStep {
+            lr: 3e-4,
+            beta1: 0.5,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-3,
+            step,
+        };
+        for (((p, g), m), v) in p1.iter_mut().zip(&g).zip(m1.iter_mut()).zip(v1.iter_mut()) {
+            be.adam_step(p, g, m, v, &hp).unwrap();
+        }
+        let mut pm: Vec<&mut Vec<T>> = p2.iter_mut().collect();
+        let mut mm: Vec<&mut Vec<T>> = m2.iter_mut().collect();
+        let mut vm: Vec<&mut Vec<T>> = v2.iter_mut().collect();
+        be.adam_step_many(&mut pm, &gref, &mut mm, &mut vm, &hp)
+            .unwrap();
+    }
+    for i in 0..LENS.len() {
+        assert_eq!(bits(&p1[i]), bits(&p2[i]), "{} adam param {i}", T::NAME);
+        assert_eq!(bits(&m1[i]), bits(&m2[i]), "{} adam m {i}", T::NAME);
+        assert_eq!(bits(&v1[i]), bits(&v2[i]), "{} adam v {i}", T::NAME);
+    }
+
+    // The norm: one pass over every buffer, bitwise the per-buffer sums added in order.
+    let mut sq = 0.0;
+    for x in &g {
+        sq += be.sum_squares(x).unwrap();
+    }
+    let many = be.sum_squares_many(&gref).unwrap();
+    assert_eq!(many.to_bits(), sq.to_bits(), "{}", T::NAME);
+    let norms = be.grad_norm_scalars(&gref, 5.0).unwrap();
+    assert_eq!(
+        norms[norm_scalars::NORM].to_f64(),
+        T::from_f64(sq.sqrt()).to_f64()
+    );
+    assert_eq!(be.sum_squares_many(&[]).unwrap(), 0.0);
+}
+
+#[test]
+fn multi_tensor_updates_are_bitwise_per_tensor_f32() {
+    multi_tensor_updates_are_bitwise_per_tensor::<f32>();
+}
+
+#[test]
+fn multi_tensor_updates_are_bitwise_per_tensor_f64() {
+    multi_tensor_updates_are_bitwise_per_tensor::<f64>();
+}
+
+/// Lists of different lengths, or a tensor whose operands disagree, are shape errors
+/// naming the op, on the CPU and on the counting device alike.
+#[test]
+fn multi_tensor_updates_reject_mismatched_lists() {
+    let be = Cpu::<f32>::new();
+    let hp = SgdStep {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 0.0,
+    };
+    let (mut p, g, mut b) = (vec![0.0f32; 3], vec![0.0f32; 3], vec![0.0f32; 3]);
+    let short = vec![0.0f32; 2];
+    let e = be
+        .sgd_step_many(&mut [&mut p], &[&g, &g], &mut [&mut b], &hp, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sgd_step_many") && e.contains("1 and 2"), "{e}");
+    let e = be
+        .sgd_step_many(&mut [&mut p], &[&short], &mut [&mut b], &hp, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sgd_step_many"), "{e}");
+    let c = nasrs::backend::counting::Counting::new();
+    let (mut cp, cg) = (c.zeros(3).unwrap(), c.zeros(2).unwrap());
+    let mut cb = c.zeros(3).unwrap();
+    let e = c
+        .sgd_step_many(&mut [&mut cp], &[&cg], &mut [&mut cb], &hp, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sgd_step_many"), "{e}");
+}
+
+/// `Sgd::step` (now one multi-tensor op) still refuses a weight a tape still shares, naming it.
+#[test]
+fn sgd_step_names_a_shared_weight() {
+    let be = B::new();
+    let mut p = store(&be, &[1.0, 2.0]);
+    let mut opt = Sgd::new(&be, &p, 0.9, 0.0).unwrap();
+    let held = p.get(nasrs::autograd::ParamId(0)).clone();
+    let g = vec![Tensor::from_host(&be, &[0.5, 0.25], [2]).unwrap()];
+    let e = opt
+        .step(&be, &mut p, &g, 0.1, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains('w') && e.contains("shared"), "{e}");
+    drop(held);
+    opt.step(&be, &mut p, &g, 0.1, None).unwrap();
 }

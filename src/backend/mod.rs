@@ -72,6 +72,14 @@ pub struct ScalarRef<'a, S> {
     pub buf: &'a S,
     pub index: usize,
 }
+// A reference and an index: copyable whatever `S` is (a derive would ask `S: Copy`), so one
+// scale can be handed to every tensor of a multi-tensor update.
+impl<S> Clone for ScalarRef<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S> Copy for ScalarRef<'_, S> {}
 
 /// What [`Backend::grad_norm_scalars`] writes, by index: the global L2 norm, its inverse
 /// (0 when the norm is 0, so a step scaled by it is a no-op), and the clip coefficient
@@ -451,6 +459,64 @@ pub trait Backend: Clone + Send + Sync + 'static {
         v: &mut Self::Storage,
         hp: &AdamStep,
     ) -> Result<()>;
+    /// `sgd_step` of every `(params[i], grads[i], momentum_bufs[i])` as one op (a
+    /// multi-tensor "foreach" update, as PyTorch's `foreach=True` SGD: a handful of launches
+    /// on a GPU instead of one per tensor). Results are those of `sgd_step` on each tensor;
+    /// the default loops over it.
+    fn sgd_step_many(
+        &self,
+        params: &mut [&mut Self::Storage],
+        grads: &[&Self::Storage],
+        momentum_bufs: &mut [&mut Self::Storage],
+        hp: &SgdStep,
+        grad_scale: Option<ScalarRef<'_, Self::Storage>>,
+    ) -> Result<()> {
+        same_count(
+            "sgd_step_many",
+            params.len(),
+            &[grads.len(), momentum_bufs.len()],
+        )?;
+        for ((p, g), m) in params.iter_mut().zip(grads).zip(momentum_bufs.iter_mut()) {
+            self.sgd_step(p, g, m, hp, grad_scale)?;
+        }
+        Ok(())
+    }
+    /// `adam_step` of every `(params[i], grads[i], ms[i], vs[i])` as one op (see
+    /// `sgd_step_many`); the default loops over `adam_step`.
+    fn adam_step_many(
+        &self,
+        params: &mut [&mut Self::Storage],
+        grads: &[&Self::Storage],
+        ms: &mut [&mut Self::Storage],
+        vs: &mut [&mut Self::Storage],
+        hp: &AdamStep,
+    ) -> Result<()> {
+        same_count(
+            "adam_step_many",
+            params.len(),
+            &[grads.len(), ms.len(), vs.len()],
+        )?;
+        for (((p, g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(ms.iter_mut())
+            .zip(vs.iter_mut())
+        {
+            self.adam_step(p, g, m, v, hp)?;
+        }
+        Ok(())
+    }
+}
+
+/// The tensor lists of a multi-tensor op must be equally long (a shape error naming `op`).
+pub fn same_count(op: &'static str, n: usize, others: &[usize]) -> Result<()> {
+    if let Some(m) = others.iter().find(|&&m| m != n) {
+        return Err(crate::error::Error::shape(
+            op,
+            format!("tensor lists of {n} and {m} entries"),
+        ));
+    }
+    Ok(())
 }
 
 /// The values of [`norm_scalars`] for a global norm (shared by every device's

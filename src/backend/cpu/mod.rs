@@ -13,7 +13,7 @@ pub use dense::check_labels;
 pub use mixed_op::softmax;
 
 use crate::backend::{
-    AdamStep, Backend, BatchNormSaved, Element, RunningStats, ScalarRef, SgdStep,
+    same_count, AdamStep, Backend, BatchNormSaved, Element, RunningStats, ScalarRef, SgdStep,
 };
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec, PoolKind};
@@ -223,6 +223,28 @@ impl<T: Element> Backend for Cpu<T> {
     }
     fn sum_squares(&self, x: &Vec<T>) -> Result<f64> {
         Ok(chunked_sum(x, x, |a, _| a.to_f64() * a.to_f64()))
+    }
+    /// One rayon pass over every buffer's fixed chunks (tiny buffers grouped into tasks),
+    /// then each buffer's partials and the buffers added in order: the very sums of
+    /// `sum_squares` per buffer, added as the default does, so the result is bitwise equal.
+    fn sum_squares_many(&self, xs: &[&Vec<T>]) -> Result<f64> {
+        let square = |c: &[T]| -> f64 { c.iter().map(|&a| a.to_f64() * a.to_f64()).sum() };
+        let pieces = xs
+            .iter()
+            .flat_map(|x| x.chunks(ELEMS_PER_TASK).map(|c| (c.len(), c)));
+        let partials: Vec<f64> = group_tasks(pieces)
+            .into_par_iter()
+            .map(|task| task.into_iter().map(square).collect::<Vec<f64>>())
+            .collect::<Vec<_>>()
+            .concat();
+        let mut sq = 0.0;
+        let mut off = 0;
+        for x in xs {
+            let n = x.len().div_ceil(ELEMS_PER_TASK);
+            sq += partials[off..off + n].iter().sum::<f64>();
+            off += n;
+        }
+        Ok(sq)
     }
     fn dot(&self, a: &Vec<T>, b: &Vec<T>) -> Result<f64> {
         same_len("dot", a, b)?;
@@ -600,26 +622,12 @@ impl<T: Element> Backend for Cpu<T> {
     ) -> Result<()> {
         same_len("sgd_step", param, grad)?;
         same_len("sgd_step", param, buf)?;
-        let (lr, mom, wd) = (
-            T::from_f64(hp.lr),
-            T::from_f64(hp.momentum),
-            T::from_f64(hp.weight_decay),
-        );
-        let gs = match grad_scale {
-            Some(s) => scalar_at("sgd_step", &s)?,
-            None => T::ONE,
-        };
+        let k = SgdConsts::new("sgd_step", hp, grad_scale)?;
         param
             .par_chunks_mut(ELEMS_PER_TASK)
             .zip(grad.par_chunks(ELEMS_PER_TASK))
             .zip(buf.par_chunks_mut(ELEMS_PER_TASK))
-            .for_each(|((p, g), b)| {
-                for ((p, &g), b) in p.iter_mut().zip(g).zip(b) {
-                    let d = gs * g + wd * *p;
-                    *b = mom * *b + d;
-                    *p -= lr * *b;
-                }
-            });
+            .for_each(|((p, g), b)| k.update(p, g, b));
         Ok(())
     }
     fn adam_step(
@@ -633,23 +641,173 @@ impl<T: Element> Backend for Cpu<T> {
         same_len("adam_step", param, grad)?;
         same_len("adam_step", param, m)?;
         same_len("adam_step", param, v)?;
-        let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
-        let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
-        let (b1, b2, wd, eps) = (
-            T::from_f64(hp.beta1),
-            T::from_f64(hp.beta2),
-            T::from_f64(hp.weight_decay),
-            T::from_f64(hp.eps),
-        );
-        let step_size = T::from_f64(hp.lr / bc1);
-        let bc2_sqrt = T::from_f64(bc2.sqrt());
-        for i in 0..param.len() {
-            let g = grad[i] + wd * param[i];
-            m[i] = b1 * m[i] + (T::ONE - b1) * g;
-            v[i] = b2 * v[i] + (T::ONE - b2) * g * g;
-            let denom = v[i].sqrt() / bc2_sqrt + eps;
-            param[i] -= step_size * m[i] / denom;
-        }
+        AdamConsts::new(hp).update(param, grad, m, v);
         Ok(())
     }
+
+    /// Every tensor's update in one rayon pass: tensors cut into pieces and tiny ones grouped
+    /// into tasks (`group_tasks`), each element updated by the arithmetic of `sgd_step`.
+    fn sgd_step_many(
+        &self,
+        params: &mut [&mut Vec<T>],
+        grads: &[&Vec<T>],
+        bufs: &mut [&mut Vec<T>],
+        hp: &SgdStep,
+        grad_scale: Option<ScalarRef<'_, Vec<T>>>,
+    ) -> Result<()> {
+        same_count("sgd_step_many", params.len(), &[grads.len(), bufs.len()])?;
+        for ((p, g), b) in params.iter().zip(grads).zip(bufs.iter()) {
+            same_len("sgd_step_many", p, g)?;
+            same_len("sgd_step_many", p, b)?;
+        }
+        let k = SgdConsts::new("sgd_step_many", hp, grad_scale)?;
+        let pieces = params
+            .iter_mut()
+            .zip(grads)
+            .zip(bufs.iter_mut())
+            .flat_map(|((p, g), b)| {
+                p.chunks_mut(ELEMS_PER_TASK)
+                    .zip(g.chunks(ELEMS_PER_TASK))
+                    .zip(b.chunks_mut(ELEMS_PER_TASK))
+                    .map(|((p, g), b)| (p.len(), (p, g, b)))
+            });
+        group_tasks(pieces).into_par_iter().for_each(|task| {
+            for (p, g, b) in task {
+                k.update(p, g, b);
+            }
+        });
+        Ok(())
+    }
+    fn adam_step_many(
+        &self,
+        params: &mut [&mut Vec<T>],
+        grads: &[&Vec<T>],
+        ms: &mut [&mut Vec<T>],
+        vs: &mut [&mut Vec<T>],
+        hp: &AdamStep,
+    ) -> Result<()> {
+        same_count(
+            "adam_step_many",
+            params.len(),
+            &[grads.len(), ms.len(), vs.len()],
+        )?;
+        for (((p, g), m), v) in params.iter().zip(grads).zip(ms.iter()).zip(vs.iter()) {
+            same_len("adam_step_many", p, g)?;
+            same_len("adam_step_many", p, m)?;
+            same_len("adam_step_many", p, v)?;
+        }
+        let k = AdamConsts::new(hp);
+        let pieces = params
+            .iter_mut()
+            .zip(grads)
+            .zip(ms.iter_mut())
+            .zip(vs.iter_mut())
+            .flat_map(|(((p, g), m), v)| {
+                p.chunks_mut(ELEMS_PER_TASK)
+                    .zip(g.chunks(ELEMS_PER_TASK))
+                    .zip(m.chunks_mut(ELEMS_PER_TASK))
+                    .zip(v.chunks_mut(ELEMS_PER_TASK))
+                    .map(|(((p, g), m), v)| (p.len(), (p, g, m, v)))
+            });
+        group_tasks(pieces).into_par_iter().for_each(|task| {
+            for (p, g, m, v) in task {
+                k.update(p, g, m, v);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The scalars of an SGD update in the element type; `update` is the one place its
+/// per-element arithmetic is written (`sgd_step` and `sgd_step_many` both call it).
+#[derive(Clone, Copy)]
+struct SgdConsts<T> {
+    lr: T,
+    mom: T,
+    wd: T,
+    gs: T,
+}
+
+impl<T: Element> SgdConsts<T> {
+    fn new(
+        op: &'static str,
+        hp: &SgdStep,
+        grad_scale: Option<ScalarRef<'_, Vec<T>>>,
+    ) -> Result<Self> {
+        Ok(SgdConsts {
+            lr: T::from_f64(hp.lr),
+            mom: T::from_f64(hp.momentum),
+            wd: T::from_f64(hp.weight_decay),
+            gs: match grad_scale {
+                Some(s) => scalar_at(op, &s)?,
+                None => T::ONE,
+            },
+        })
+    }
+    #[inline]
+    fn update(&self, p: &mut [T], g: &[T], b: &mut [T]) {
+        for ((p, &g), b) in p.iter_mut().zip(g).zip(b) {
+            let d = self.gs * g + self.wd * *p;
+            *b = self.mom * *b + d;
+            *p -= self.lr * *b;
+        }
+    }
+}
+
+/// The scalars of an Adam update (bias corrections from the host's f64, as the GPU gets
+/// them); `update` is its per-element arithmetic, shared by `adam_step` and `adam_step_many`.
+#[derive(Clone, Copy)]
+struct AdamConsts<T> {
+    b1: T,
+    b2: T,
+    wd: T,
+    eps: T,
+    step_size: T,
+    bc2_sqrt: T,
+}
+
+impl<T: Element> AdamConsts<T> {
+    fn new(hp: &AdamStep) -> Self {
+        let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
+        let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
+        AdamConsts {
+            b1: T::from_f64(hp.beta1),
+            b2: T::from_f64(hp.beta2),
+            wd: T::from_f64(hp.weight_decay),
+            eps: T::from_f64(hp.eps),
+            step_size: T::from_f64(hp.lr / bc1),
+            bc2_sqrt: T::from_f64(bc2.sqrt()),
+        }
+    }
+    #[inline]
+    fn update(&self, param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T]) {
+        for i in 0..param.len() {
+            let g = grad[i] + self.wd * param[i];
+            m[i] = self.b1 * m[i] + (T::ONE - self.b1) * g;
+            v[i] = self.b2 * v[i] + (T::ONE - self.b2) * g * g;
+            let denom = v[i].sqrt() / self.bc2_sqrt + self.eps;
+            param[i] -= self.step_size * m[i] / denom;
+        }
+    }
+}
+
+/// Groups consecutive `(elements, piece)` pairs into rayon tasks of about `ELEMS_PER_TASK`
+/// elements (a piece is never split; pieces come at most that long), so a multi-tensor op
+/// over hundreds of tiny tensors is a few tasks, not one per tensor. The grouping depends
+/// only on the lengths, and each task keeps its pieces in order.
+fn group_tasks<P>(pieces: impl IntoIterator<Item = (usize, P)>) -> Vec<Vec<P>> {
+    let mut tasks = Vec::new();
+    let (mut cur, mut n) = (Vec::new(), 0);
+    for (len, piece) in pieces {
+        if n > 0 && n + len > ELEMS_PER_TASK {
+            tasks.push(std::mem::take(&mut cur));
+            n = 0;
+        }
+        cur.push(piece);
+        n += len;
+    }
+    if !cur.is_empty() {
+        tasks.push(cur);
+    }
+    tasks
 }

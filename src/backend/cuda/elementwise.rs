@@ -7,7 +7,7 @@ use super::{
 };
 use crate::backend::{norm_scalars, ScalarRef};
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
 /// Blocks of partial sums for the reductions: enough to fill the GPU, few enough for one
 /// finishing block. Fixed per length, so the summation order (and result) is reproducible.
@@ -185,8 +185,28 @@ pub(super) fn drop_path(d: &Cuda, x: &CudaBuf, n: usize, scale: &CudaBuf) -> Res
     Ok(y)
 }
 
-/// Per-block partial sums of squares of every buffer, written into one array (a `dot_f32`
-/// launch per buffer). Returns the partials and their count (0 when every buffer is empty).
+/// Buffers per `square_partials_f32` launch (`NORM_MANY_TENSORS` in kernels/elementwise.cu).
+const NORM_MANY_TENSORS: usize = 240;
+
+/// `struct NormTable` in kernels/elementwise.cu, field for field.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct NormTable {
+    x: [u64; NORM_MANY_TENSORS],
+    len: [i32; NORM_MANY_TENSORS],
+    block_start: [i32; NORM_MANY_TENSORS + 1],
+    count: i32,
+    base: i32,
+}
+unsafe impl DeviceRepr for NormTable {}
+// The argument size nvcc gives `struct NormTable` (`.param .b8 square_partials_f32_param_0[3856]`).
+const _: () = assert!(std::mem::size_of::<NormTable>() == 3856);
+
+/// Per-block partial sums of squares of every buffer, written into one array: buffer by
+/// buffer, the blocks a `dot_f32` launch on that buffer alone would have
+/// (`min(ceil(len / BLOCK), REDUCE_BLOCKS)`, each summing the same elements in the same
+/// order), but computed by one `square_partials_f32` launch per `NORM_MANY_TENSORS` buffers.
+/// Returns the partials and their count (0 when every buffer is empty).
 fn square_partials(d: &Cuda, xs: &[&CudaBuf]) -> Result<(CudaSlice<f64>, usize)> {
     let blocks: Vec<usize> = xs
         .iter()
@@ -194,13 +214,25 @@ fn square_partials(d: &Cuda, xs: &[&CudaBuf]) -> Result<(CudaSlice<f64>, usize)>
         .collect();
     let total: usize = blocks.iter().sum();
     let mut partials = d.scratch::<f64>(total)?;
-    let mut off = 0;
-    for (x, &nb) in xs.iter().zip(&blocks) {
-        if nb == 0 {
-            continue;
+    // Empty buffers have no partials: they are left out of the tables.
+    let live: Vec<usize> = (0..xs.len()).filter(|&i| blocks[i] > 0).collect();
+    let mut base = 0usize;
+    for group in live.chunks(NORM_MANY_TENSORS) {
+        let mut table = NormTable {
+            x: [0; NORM_MANY_TENSORS],
+            len: [0; NORM_MANY_TENSORS],
+            block_start: [0; NORM_MANY_TENSORS + 1],
+            count: int(group.len())?,
+            base: int(base)?,
+        };
+        let mut nb = 0usize;
+        for (k, &i) in group.iter().enumerate() {
+            table.x[k] = d.ptr(Some(xs[i]));
+            table.len[k] = int(xs[i].len)?;
+            table.block_start[k] = int(nb)?;
+            nb += blocks[i];
         }
-        let n = int(x.len)?;
-        let mut part = partials.slice_mut(off..off + nb);
+        table.block_start[group.len()] = int(nb)?;
         let cfg = LaunchConfig {
             grid_dim: (nb as u32, 1, 1),
             block_dim: (BLOCK, 1, 1),
@@ -208,15 +240,13 @@ fn square_partials(d: &Cuda, xs: &[&CudaBuf]) -> Result<(CudaSlice<f64>, usize)>
         };
         unsafe {
             d.stream()
-                .launch_builder(d.func("dot_f32")?)
-                .arg(&n)
-                .arg(&x.data)
-                .arg(&x.data)
-                .arg(&mut part)
+                .launch_builder(d.func("square_partials_f32")?)
+                .arg(&table)
+                .arg(&mut partials)
                 .launch(cfg)
         }
-        .cu("dot_f32")?;
-        off += nb;
+        .cu("square_partials_f32")?;
+        base += nb;
     }
     Ok((partials, total))
 }

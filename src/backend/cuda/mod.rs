@@ -78,6 +78,7 @@ const KERNELS: &[(&str, &[&str])] = &[
             "from_bf16_f32",
             "drop_path_f32",
             "dot_f32",
+            "square_partials_f32",
             "reduce_finish_f64",
             "norm_scalars_finish_f32",
             "sum_batches_f32",
@@ -110,7 +111,15 @@ const KERNELS: &[(&str, &[&str])] = &[
             "batch_norm_bwd_data_f32",
         ],
     ),
-    ("optim", &["sgd_step_f32", "adam_step_f32"]),
+    (
+        "optim",
+        &[
+            "sgd_step_f32",
+            "adam_step_f32",
+            "sgd_step_many_f32",
+            "adam_step_many_f32",
+        ],
+    ),
     (
         "pool",
         &[
@@ -938,5 +947,25 @@ impl Backend for Cuda {
         hp: &AdamStep,
     ) -> Result<()> {
         optim::adam_step(self, param, grad, m, v, hp)
+    }
+    fn sgd_step_many(
+        &self,
+        params: &mut [&mut CudaBuf],
+        grads: &[&CudaBuf],
+        momentum_bufs: &mut [&mut CudaBuf],
+        hp: &SgdStep,
+        grad_scale: Option<ScalarRef<'_, CudaBuf>>,
+    ) -> Result<()> {
+        optim::sgd_step_many(self, params, grads, momentum_bufs, hp, grad_scale)
+    }
+    fn adam_step_many(
+        &self,
+        params: &mut [&mut CudaBuf],
+        grads: &[&CudaBuf],
+        ms: &mut [&mut CudaBuf],
+        vs: &mut [&mut CudaBuf],
+        hp: &AdamStep,
+    ) -> Result<()> {
+        optim::adam_step_many(self, params, grads, ms, vs, hp)
     }
 }

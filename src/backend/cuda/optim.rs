@@ -1,10 +1,78 @@
 //! Launchers for kernels/optim.cu: the fused SGD and Adam updates (PyTorch semantics, the
-//! scalar bias corrections computed on the host in f64 exactly as the CPU twin does).
+//! scalar bias corrections computed on the host in f64 exactly as the CPU twin does), per
+//! tensor and multi-tensor (`*_many`: one launch per table of up to `SGD_MANY_TENSORS` /
+//! `ADAM_MANY_TENSORS` tensors, the table passed by value as a kernel argument).
 
-use super::{cfg1d, int, same_len, scalar_ptr, CuResult, Cuda, CudaBuf};
-use crate::backend::{AdamStep, ScalarRef, SgdStep};
+use super::{cfg1d, int, same_len, scalar_ptr, CuResult, Cuda, CudaBuf, BLOCK};
+use crate::backend::{same_count, AdamStep, ScalarRef, SgdStep};
 use crate::error::Result;
-use cudarc::driver::PushKernelArg;
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+
+/// Elements per block of the multi-tensor updates (`MANY_CHUNK` in kernels/optim.cu).
+const MANY_CHUNK: usize = 2048;
+/// Tensors per launch (`SGD_MANY_TENSORS`, `ADAM_MANY_TENSORS`): the tables stay under the
+/// 4 KB kernel-argument limit.
+const SGD_MANY_TENSORS: usize = 120;
+const ADAM_MANY_TENSORS: usize = 96;
+
+/// `struct SgdTable` in kernels/optim.cu, field for field.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SgdTable {
+    param: [u64; SGD_MANY_TENSORS],
+    grad: [u64; SGD_MANY_TENSORS],
+    buf: [u64; SGD_MANY_TENSORS],
+    len: [i32; SGD_MANY_TENSORS],
+    block_start: [i32; SGD_MANY_TENSORS + 1],
+    count: i32,
+}
+unsafe impl DeviceRepr for SgdTable {}
+// The argument sizes nvcc gives the C structs (`.param .b8 ..._param_0[3848]` in the PTX).
+const _: () = assert!(std::mem::size_of::<SgdTable>() == 3848);
+
+/// `struct AdamTable` in kernels/optim.cu, field for field.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AdamTable {
+    param: [u64; ADAM_MANY_TENSORS],
+    grad: [u64; ADAM_MANY_TENSORS],
+    m: [u64; ADAM_MANY_TENSORS],
+    v: [u64; ADAM_MANY_TENSORS],
+    len: [i32; ADAM_MANY_TENSORS],
+    block_start: [i32; ADAM_MANY_TENSORS + 1],
+    count: i32,
+}
+unsafe impl DeviceRepr for AdamTable {}
+const _: () = assert!(std::mem::size_of::<AdamTable>() == 3848);
+
+/// The launches of a multi-tensor update: the non-empty tensors (indices into the lists) in
+/// consecutive groups of at most `per_launch`, each with its tensors' first blocks (chunks of
+/// `MANY_CHUNK`) and its total block count.
+fn many_launches(lens: &[usize], per_launch: usize) -> Result<Vec<(Vec<usize>, Vec<i32>)>> {
+    let live: Vec<usize> = (0..lens.len()).filter(|&i| lens[i] > 0).collect();
+    live.chunks(per_launch)
+        .map(|group| {
+            let mut starts = Vec::with_capacity(group.len() + 1);
+            let mut total = 0usize;
+            for &i in group {
+                int(lens[i])?;
+                starts.push(int(total)?);
+                total += lens[i].div_ceil(MANY_CHUNK);
+            }
+            starts.push(int(total)?);
+            Ok((group.to_vec(), starts))
+        })
+        .collect()
+}
+
+/// One block of `BLOCK` threads per table block.
+fn many_cfg(blocks: i32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
 
 pub(super) fn sgd_step(
     d: &Cuda,
@@ -88,5 +156,120 @@ pub(super) fn adam_step(
             .launch(cfg1d(param.len))
     }
     .cu("adam_step_f32")?;
+    Ok(())
+}
+
+pub(super) fn sgd_step_many(
+    d: &Cuda,
+    params: &mut [&mut CudaBuf],
+    grads: &[&CudaBuf],
+    bufs: &mut [&mut CudaBuf],
+    hp: &SgdStep,
+    grad_scale: Option<ScalarRef<'_, CudaBuf>>,
+) -> Result<()> {
+    same_count("sgd_step_many", params.len(), &[grads.len(), bufs.len()])?;
+    for ((p, g), b) in params.iter().zip(grads).zip(bufs.iter()) {
+        same_len("sgd_step_many", p, g)?;
+        same_len("sgd_step_many", p, b)?;
+    }
+    let scale = match grad_scale {
+        Some(s) => scalar_ptr(d, "sgd_step_many", &s)?,
+        None => 0u64,
+    };
+    let (lr, mom, wd) = (hp.lr as f32, hp.momentum as f32, hp.weight_decay as f32);
+    let lens: Vec<usize> = params.iter().map(|p| p.len).collect();
+    for (group, starts) in many_launches(&lens, SGD_MANY_TENSORS)? {
+        let mut table = SgdTable {
+            param: [0; SGD_MANY_TENSORS],
+            grad: [0; SGD_MANY_TENSORS],
+            buf: [0; SGD_MANY_TENSORS],
+            len: [0; SGD_MANY_TENSORS],
+            block_start: [0; SGD_MANY_TENSORS + 1],
+            count: group.len() as i32,
+        };
+        for (k, &i) in group.iter().enumerate() {
+            table.param[k] = d.ptr_mut(Some(&mut *params[i]));
+            table.grad[k] = d.ptr(Some(grads[i]));
+            table.buf[k] = d.ptr_mut(Some(&mut *bufs[i]));
+            table.len[k] = int(lens[i])?;
+        }
+        table.block_start[..starts.len()].copy_from_slice(&starts);
+        let blocks = starts[group.len()];
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("sgd_step_many_f32")?)
+                .arg(&table)
+                .arg(&lr)
+                .arg(&mom)
+                .arg(&wd)
+                .arg(&scale)
+                .launch(many_cfg(blocks))
+        }
+        .cu("sgd_step_many_f32")?;
+    }
+    Ok(())
+}
+
+pub(super) fn adam_step_many(
+    d: &Cuda,
+    params: &mut [&mut CudaBuf],
+    grads: &[&CudaBuf],
+    ms: &mut [&mut CudaBuf],
+    vs: &mut [&mut CudaBuf],
+    hp: &AdamStep,
+) -> Result<()> {
+    same_count(
+        "adam_step_many",
+        params.len(),
+        &[grads.len(), ms.len(), vs.len()],
+    )?;
+    for (((p, g), m), v) in params.iter().zip(grads).zip(ms.iter()).zip(vs.iter()) {
+        same_len("adam_step_many", p, g)?;
+        same_len("adam_step_many", p, m)?;
+        same_len("adam_step_many", p, v)?;
+    }
+    let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
+    let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
+    let (b1, b2, wd, eps) = (
+        hp.beta1 as f32,
+        hp.beta2 as f32,
+        hp.weight_decay as f32,
+        hp.eps as f32,
+    );
+    let (step_size, bc2_sqrt) = ((hp.lr / bc1) as f32, bc2.sqrt() as f32);
+    let lens: Vec<usize> = params.iter().map(|p| p.len).collect();
+    for (group, starts) in many_launches(&lens, ADAM_MANY_TENSORS)? {
+        let mut table = AdamTable {
+            param: [0; ADAM_MANY_TENSORS],
+            grad: [0; ADAM_MANY_TENSORS],
+            m: [0; ADAM_MANY_TENSORS],
+            v: [0; ADAM_MANY_TENSORS],
+            len: [0; ADAM_MANY_TENSORS],
+            block_start: [0; ADAM_MANY_TENSORS + 1],
+            count: group.len() as i32,
+        };
+        for (k, &i) in group.iter().enumerate() {
+            table.param[k] = d.ptr_mut(Some(&mut *params[i]));
+            table.grad[k] = d.ptr(Some(grads[i]));
+            table.m[k] = d.ptr_mut(Some(&mut *ms[i]));
+            table.v[k] = d.ptr_mut(Some(&mut *vs[i]));
+            table.len[k] = int(lens[i])?;
+        }
+        table.block_start[..starts.len()].copy_from_slice(&starts);
+        let blocks = starts[group.len()];
+        unsafe {
+            d.stream()
+                .launch_builder(d.func("adam_step_many_f32")?)
+                .arg(&table)
+                .arg(&b1)
+                .arg(&b2)
+                .arg(&wd)
+                .arg(&eps)
+                .arg(&step_size)
+                .arg(&bc2_sqrt)
+                .launch(many_cfg(blocks))
+        }
+        .cu("adam_step_many_f32")?;
+    }
     Ok(())
 }
