@@ -2,7 +2,7 @@
 //! softmax cross-entropy and the correct-prediction count, reading device labels (uploaded
 //! once per batch, so a captured step reads them in place).
 
-use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, CudaLabels, BLOCK};
+use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, CudaLabels, ONE_BLOCK};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -237,11 +237,6 @@ pub(super) fn count_correct(
     let lab = labels_for("count_correct", labels, n, k)?;
     let mut out = d.alloc(1)?;
     let (rows, classes) = (int(n)?, int(k)?);
-    let one = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
     unsafe {
         d.stream()
             .launch_builder(d.func("count_correct_f32")?)
@@ -250,7 +245,7 @@ pub(super) fn count_correct(
             .arg(&logits.data)
             .arg(lab)
             .arg(&mut out.data)
-            .launch(one)
+            .launch(ONE_BLOCK)
     }
     .cu("count_correct_f32")?;
     Ok(out)

@@ -4,6 +4,7 @@
 
 use super::{
     cfg1d, expect_len, int, same_len, scalar_ptr, CuResult, Cuda, CudaBuf, CudaHalf, BLOCK,
+    ONE_BLOCK,
 };
 use crate::backend::{norm_scalars, ScalarRef};
 use crate::error::{Error, Result};
@@ -251,13 +252,6 @@ fn square_partials(d: &Cuda, xs: &[&CudaBuf]) -> Result<(CudaSlice<f64>, usize)>
     Ok((partials, total))
 }
 
-/// One block that finishes a reduction over the partials.
-const FINISH: LaunchConfig = LaunchConfig {
-    grid_dim: (1, 1, 1),
-    block_dim: (BLOCK, 1, 1),
-    shared_mem_bytes: 0,
-};
-
 /// Sum of squares over every buffer: per-block partials for each, then one
 /// `reduce_finish_f64` adds them all, one synchronisation.
 pub(super) fn sum_squares_many(d: &Cuda, xs: &[&CudaBuf]) -> Result<f64> {
@@ -273,7 +267,7 @@ pub(super) fn sum_squares_many(d: &Cuda, xs: &[&CudaBuf]) -> Result<f64> {
             .arg(&count)
             .arg(&partials)
             .arg(&mut out)
-            .launch(FINISH)
+            .launch(ONE_BLOCK)
     }
     .cu("reduce_finish_f64")?;
     let host = d
@@ -299,7 +293,7 @@ pub(super) fn grad_norm_scalars(d: &Cuda, xs: &[&CudaBuf], max_norm: f64) -> Res
             .arg(&partials)
             .arg(&max_norm)
             .arg(&mut out.data)
-            .launch(FINISH)
+            .launch(ONE_BLOCK)
     }
     .cu("norm_scalars_finish_f32")?;
     Ok(out)
@@ -374,18 +368,13 @@ pub(super) fn dot(d: &Cuda, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
             .launch(cfg)
     }
     .cu("dot_f32")?;
-    let one = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
     unsafe {
         d.stream()
             .launch_builder(d.func("reduce_finish_f64")?)
             .arg(&count)
             .arg(&partials)
             .arg(&mut out)
-            .launch(one)
+            .launch(ONE_BLOCK)
     }
     .cu("reduce_finish_f64")?;
     let host = d.stream().clone_dtoh(&out).cu("dot download")?;

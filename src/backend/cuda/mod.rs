@@ -235,6 +235,13 @@ pub(crate) fn int(v: usize) -> Result<i32> {
 }
 
 /// A grid-stride launch over `n` elements.
+/// One block of `BLOCK` threads: the launch of every kernel that finishes a reduction.
+pub(crate) const ONE_BLOCK: LaunchConfig = LaunchConfig {
+    grid_dim: (1, 1, 1),
+    block_dim: (BLOCK, 1, 1),
+    shared_mem_bytes: 0,
+};
+
 pub(crate) fn cfg1d(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(BLOCK as usize).clamp(1, MAX_GRID) as u32;
     LaunchConfig {
