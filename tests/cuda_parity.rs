@@ -56,6 +56,11 @@ const OPS: &[&str] = &[
     "adam_step_many",
     "sum_squares_many",
     "grad_norm_scalars",
+    "axpy_scaled",
+    "fill",
+    "upload_into",
+    "upload_labels_into",
+    "count_correct",
 ];
 
 fn check_rows(rows: &[ParityRow]) {
@@ -73,6 +78,8 @@ fn check_rows(rows: &[ParityRow]) {
         "mixed_op_bwd.dalpha",
         "mixed_op_bwd.dx[6]",
         "linear_bwd.db",
+        // The clip coefficient read on the device by the SGD update.
+        "sgd_step.param (scaled)",
     ] {
         assert!(
             rows.iter().any(|r| r.op == needed),
