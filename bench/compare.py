@@ -5,9 +5,9 @@ counted floor of each step at the measured copy bandwidth, and the issue's targe
 
 Usage: python3 bench/compare.py OUT_DIR
 Reads OUT_DIR/nasrs-bench.json (`nasrs bench darts --json`), OUT_DIR/nasrs-bench-nographs.json
-(the same with `--no-graphs`) and OUT_DIR/torch-{eager,compile,
-cudagraph}.json (`bench/torch_reference.py --json`); any that is missing or unreadable shows
-as "-". Standard library only.
+(the same with `--no-graphs`), OUT_DIR/nasrs-bench-bf16.json (`--activations bf16`) and
+OUT_DIR/torch-{eager,compile,cudagraph}.json (`bench/torch_reference.py --json`); any that is
+missing or unreadable shows as "-". Standard library only.
 """
 
 import json
@@ -118,6 +118,19 @@ def main():
                          (f"{short}: >= 2x torch.compile", sp_c, lambda v: v >= 2),
                          (f"{short}: <= 0.5x eager peak memory", mem, lambda v: v <= 0.5),
                          (f"{short}: <= 2x the floor", xfloor, lambda v: v <= 2)]
+    bf16 = load(os.path.join(out, "nasrs-bench-bf16.json"))
+    if bf16:
+        print()
+        print("nasrs with bf16 saved activations (--activations bf16):")
+        for short, long in PHASES:
+            p = {q["name"]: q for q in bf16.get("phases", [])}.get(long)
+            if not p:
+                continue
+            ms = p["median_s"] * 1e3
+            peak = p["peak_memory"]["bytes"] if p.get("peak_memory") else None
+            epeak = torch_peak("eager", short)
+            print(f"  {short:<7} {ms:9.2f} ms  x eager {fmt(ratio(torch_ms('eager', short), ms), '.2f')}  "
+                  f"peak {fmt(peak and peak / MIB, '.1f')} MiB  mem/eager {fmt(ratio(peak, epeak), '.2f')}")
     print()
     print("targets (issue #5):")
     for name, v, ok in verdicts:

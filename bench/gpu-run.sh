@@ -122,6 +122,9 @@ else
     # The same steps launched op by op: the effect of the CUDA graphs, measured.
     step nasrs-bench-nographs.json "$BIN" bench darts --device "$DEVICE" --json --no-graphs --copy-mib 0 \
         --steps "$STEPS" --warmup "$WARMUP" "${SIZE_ARGS[@]}"
+    # bf16 saved activations: the memory mode (f32 arithmetic, weights and gradients).
+    step nasrs-bench-bf16.json "$BIN" bench darts --device "$DEVICE" --json --activations bf16 --copy-mib 0 \
+        --steps "$STEPS" --warmup "$WARMUP" "${SIZE_ARGS[@]}"
     step nasrs-model "$BIN" bench darts-model "${SIZE_ARGS[@]}"
 fi
 
