@@ -171,14 +171,18 @@ pub fn conv2d_bwd_data_into<T: Element>(
                 &w[c * spec.kernel * spec.kernel..],
             );
             let xp = &x[plane * xd.plane()..][..xd.plane()];
+            // One call site, so the tap loop stays inlined into this closure.
+            let mut tmp = Vec::new();
+            let out: &mut [T] = if masked_add {
+                tmp.resize(xd.plane(), T::ZERO);
+                &mut tmp
+            } else {
+                &mut *dxp
+            };
+            depthwise_plane_bwd_data(dyp, xd, wc, spec, yd, out);
             if masked_add {
-                let mut tmp = vec![T::ZERO; xd.plane()];
-                depthwise_plane_bwd_data(dyp, xd, wc, spec, yd, &mut tmp);
                 add_masked(dxp, &tmp, xp);
-                return;
-            }
-            depthwise_plane_bwd_data(dyp, xd, wc, spec, yd, dxp);
-            if spec.relu_input {
+            } else if spec.relu_input {
                 mask_by_input(dxp, xp);
             }
         });
