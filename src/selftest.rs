@@ -581,7 +581,7 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         }
         // Accumulating: every third input adds into a pending gradient (`acc`), the other
         // wanted ones come back fresh; an accumulator of an unwanted input stays as it was.
-        let into = |i: usize| i % 3 == 0;
+        let into = |i: usize| i.is_multiple_of(3);
         let accs: Vec<Vec<f32>> = (0..k).map(|_| self.randn(len)).collect();
         let mut rbufs = accs.clone();
         let mut ybufs: Vec<B::Storage> = accs.iter().map(|a| self.up(a)).collect::<Result<_>>()?;

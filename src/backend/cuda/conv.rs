@@ -3,6 +3,7 @@
 //! - 1x1, stride 1, no padding: one strided batched GEMM per group straight on the tensors;
 //! - everything else: `im2col_f32` into a column buffer, then strided batched GEMMs over the
 //!   batch (one call per group), and `col2im_f32` for the data gradient.
+//!
 //! Weight gradients of the GEMM path are per-sample GEMMs into a partial buffer summed over
 //! the batch in sample order by `sum_batches_f32` (deterministic; no atomics).
 //! A fused ReLU (`spec.relu_input`) is a kernel argument: the depthwise kernels and
