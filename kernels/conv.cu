@@ -51,12 +51,13 @@ extern "C" __global__ void dwconv2d_fwd_f32(Geom g, int relu, const float* x, co
 
 // One thread per input element: dx = sum over taps whose output position exists; with the
 // fused ReLU, 0 where x <= 0 (the sum is skipped there). `x` is read only when `relu`.
-extern "C" __global__ void dwconv2d_bwd_data_f32(Geom g, int relu, const float* x, const float* dy,
-                                                 const float* w, float* dx) {
+// `accumulate` (conv2d_bwd_data_into): dx += that sum instead, the mask on the sum only.
+extern "C" __global__ void dwconv2d_bwd_data_f32(Geom g, int relu, int accumulate, const float* x,
+                                                 const float* dy, const float* w, float* dx) {
     const int total = g.n * g.c * g.h * g.w;
     GRID_STRIDE(i, total) {
         if (relu && !(x[i] > 0.0f)) {
-            dx[i] = 0.0f;
+            if (!accumulate) dx[i] = 0.0f;
             continue;
         }
         const int iw = i % g.w;
@@ -79,7 +80,7 @@ extern "C" __global__ void dwconv2d_bwd_data_f32(Geom g, int relu, const float* 
                 acc += wc[kh * g.k + kw] * dyp[oh * g.wo + ow];
             }
         }
-        dx[i] = acc;
+        dx[i] = accumulate ? dx[i] + acc : acc;
     }
 }
 
@@ -125,13 +126,15 @@ extern "C" __global__ void im2col_f32(Geom g, int relu, const float* x, float* c
 
 // The adjoint of im2col, as a gather per input pixel (deterministic; taps in kh, kw order);
 // with the fused ReLU, masked by x > 0 as dx is written. `x` is read only when `relu`.
-extern "C" __global__ void col2im_f32(Geom g, int relu, const float* x, const float* col, float* dx) {
+// `accumulate`: dx += the (masked) gather.
+extern "C" __global__ void col2im_f32(Geom g, int relu, int accumulate, const float* x, const float* col,
+                                      float* dx) {
     const int per = g.ho * g.wo;
     const int kk = g.k * g.k;
     const int total = g.n * g.c * g.h * g.w;
     GRID_STRIDE(i, total) {
         if (relu && !(x[i] > 0.0f)) {
-            dx[i] = 0.0f;
+            if (!accumulate) dx[i] = 0.0f;
             continue;
         }
         const int iw = i % g.w;
@@ -153,6 +156,6 @@ extern "C" __global__ void col2im_f32(Geom g, int relu, const float* x, const fl
                 acc += cs[(size_t)(kh * g.k + kw) * per + oh * g.wo + ow];
             }
         }
-        dx[i] = acc;
+        dx[i] = accumulate ? dx[i] + acc : acc;
     }
 }

@@ -42,9 +42,10 @@ extern "C" __global__ void mixed_op_fwd_f32(int len, int k, MixedOpPtrs p, const
     }
 }
 
-// partials [gridDim.x][MAX_K]: this block's <dy, x_j>.
-extern "C" __global__ void mixed_op_bwd_f32(int len, int k, MixedOpPtrs p, const float* alpha, const float* dy,
-                                            double* partials) {
+// partials [gridDim.x][MAX_K]: this block's <dy, x_j>. Bit j of `acc_mask`
+// (mixed_op_bwd_into): dx_j += w_j dy, adding into a pending gradient, instead of dx_j = w_j dy.
+extern "C" __global__ void mixed_op_bwd_f32(int len, int k, MixedOpPtrs p, unsigned acc_mask, const float* alpha,
+                                            const float* dy, double* partials) {
     __shared__ double w64[MAX_K];
     softmax_weights(k, alpha, w64);
     double acc[MAX_K];
@@ -56,7 +57,10 @@ extern "C" __global__ void mixed_op_bwd_f32(int len, int k, MixedOpPtrs p, const
         for (int j = 0; j < MAX_K; ++j) {
             if (j < k) {
                 if (p.x[j]) acc[j] += (double)g * (double)p.x[j][i];
-                if (p.dx[j]) p.dx[j][i] = (float)w64[j] * g;
+                if (p.dx[j]) {
+                    const float d = (float)w64[j] * g;
+                    p.dx[j][i] = ((acc_mask >> j) & 1u) ? p.dx[j][i] + d : d;
+                }
             }
         }
     }

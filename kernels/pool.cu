@@ -37,8 +37,10 @@ extern "C" __global__ void max_pool2d_fwd_f32(Geom g, const float* x, float* y) 
     }
 }
 
-// dx[p] = sum of dy over the windows whose first maximum (window order) is p.
-extern "C" __global__ void max_pool2d_bwd_f32(Geom g, const float* x, const float* dy, float* dx) {
+// dx[p] = sum of dy over the windows whose first maximum (window order) is p
+// (`accumulate`, max_pool2d_bwd_into: dx[p] += that sum).
+extern "C" __global__ void max_pool2d_bwd_f32(Geom g, int accumulate, const float* x, const float* dy,
+                                              float* dx) {
     const int total = g.n * g.c * g.h * g.w;
     GRID_STRIDE(i, total) {
         const int iw = i % g.w, ih = (i / g.w) % g.h, plane = i / (g.w * g.h);
@@ -59,7 +61,7 @@ extern "C" __global__ void max_pool2d_bwd_f32(Geom g, const float* x, const floa
                         if (xp[r * g.w + q] > xp[best]) best = r * g.w + q;
                 if (best == me) acc += dyp[oh * g.wo + ow];
             }
-        dx[i] = acc;
+        dx[i] = accumulate ? dx[i] + acc : acc;
     }
 }
 
@@ -78,7 +80,8 @@ extern "C" __global__ void avg_pool2d_fwd_f32(Geom g, const float* x, float* y) 
     }
 }
 
-extern "C" __global__ void avg_pool2d_bwd_f32(Geom g, const float* dy, float* dx) {
+// `accumulate` (avg_pool2d_bwd_into): dx += the gradient instead of dx = it.
+extern "C" __global__ void avg_pool2d_bwd_f32(Geom g, int accumulate, const float* dy, float* dx) {
     const int total = g.n * g.c * g.h * g.w;
     GRID_STRIDE(i, total) {
         const int iw = i % g.w, ih = (i / g.w) % g.h, plane = i / (g.w * g.h);
@@ -93,7 +96,7 @@ extern "C" __global__ void avg_pool2d_bwd_f32(Geom g, const float* dy, float* dx
                 window(g, oh, ow, &h0, &h1, &w0, &w1);
                 acc += dyp[oh * g.wo + ow] / (float)((h1 - h0) * (w1 - w0));
             }
-        dx[i] = acc;
+        dx[i] = accumulate ? dx[i] + acc : acc;
     }
 }
 

@@ -228,6 +228,15 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         let r = self.cpu.conv2d_bwd_data(&x, &dy, &w, xd, &spec)?;
         let y = self.dev.conv2d_bwd_data(&dx_, &ddy, &dw_, xd, &spec)?;
         self.check("conv2d_bwd_data", &s, &y, &r, TOL)?;
+        // Accumulating into a pending gradient (the fused ReLU masks the contribution only).
+        let acc = self.randn(xd.numel());
+        let mut r = acc.clone();
+        self.cpu
+            .conv2d_bwd_data_into(&x, &dy, &w, xd, &spec, &mut r)?;
+        let mut y = self.up(&acc)?;
+        self.dev
+            .conv2d_bwd_data_into(&dx_, &ddy, &dw_, xd, &spec, &mut y)?;
+        self.check("conv2d_bwd_data_into", &s, &y, &r, TOL)?;
         let r = self.cpu.conv2d_bwd_weight(&x, &dy, xd, &spec)?;
         let y = self.dev.conv2d_bwd_weight(&dx_, &ddy, xd, &spec)?;
         self.check("conv2d_bwd_weight", &s, &y, &r, TOL)
@@ -250,12 +259,25 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         let r = self.cpu.max_pool2d_bwd(&x, &dy, xd, &spec)?;
         let y = self.dev.max_pool2d_bwd(&dx_, &ddy, xd, &spec)?;
         self.check("max_pool2d_bwd", &s, &y, &r, TOL)?;
+        let acc = self.randn(xd.numel());
+        let mut r = acc.clone();
+        self.cpu.max_pool2d_bwd_into(&x, &dy, xd, &spec, &mut r)?;
+        let mut y = self.up(&acc)?;
+        self.dev
+            .max_pool2d_bwd_into(&dx_, &ddy, xd, &spec, &mut y)?;
+        self.check("max_pool2d_bwd_into", &s, &y, &r, TOL)?;
         let r = self.cpu.avg_pool2d_fwd(&x, xd, &spec)?;
         let y = self.dev.avg_pool2d_fwd(&dx_, xd, &spec)?;
         self.check("avg_pool2d_fwd", &s, &y, &r, TOL)?;
         let r = self.cpu.avg_pool2d_bwd(&dy, xd, &spec)?;
         let y = self.dev.avg_pool2d_bwd(&ddy, xd, &spec)?;
-        self.check("avg_pool2d_bwd", &s, &y, &r, TOL)
+        self.check("avg_pool2d_bwd", &s, &y, &r, TOL)?;
+        let acc = self.randn(xd.numel());
+        let mut r = acc.clone();
+        self.cpu.avg_pool2d_bwd_into(&dy, xd, &spec, &mut r)?;
+        let mut y = self.up(&acc)?;
+        self.dev.avg_pool2d_bwd_into(&ddy, xd, &spec, &mut y)?;
+        self.check("avg_pool2d_bwd_into", &s, &y, &r, TOL)
     }
 
     fn global_pool(&mut self, xd: Nchw) -> Result<()> {
@@ -550,6 +572,46 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
                 (None, None) => {}
                 _ => self.rows.push(ParityRow {
                     op: format!("mixed_op_bwd.dx[{i}]"),
+                    shape: s.clone(),
+                    max_err: f64::INFINITY,
+                    tol: TOL,
+                    passed: false,
+                }),
+            }
+        }
+        // Accumulating: every third input adds into a pending gradient (`acc`), the other
+        // wanted ones come back fresh; an accumulator of an unwanted input stays as it was.
+        let into = |i: usize| i.is_multiple_of(3);
+        let accs: Vec<Vec<f32>> = (0..k).map(|_| self.randn(len)).collect();
+        let mut rbufs = accs.clone();
+        let mut ybufs: Vec<B::Storage> = accs.iter().map(|a| self.up(a)).collect::<Result<_>>()?;
+        let (rdx, rda) = {
+            let mut acc: Vec<Option<&mut Vec<f32>>> = rbufs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, a)| into(i).then_some(a))
+                .collect();
+            self.cpu
+                .mixed_op_bwd_into(&dy, &cx, &alpha, len, &need, &mut acc)?
+        };
+        let (ydx, yda) = {
+            let mut acc: Vec<Option<&mut B::Storage>> = ybufs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, a)| into(i).then_some(a))
+                .collect();
+            self.dev
+                .mixed_op_bwd_into(&self.up(&dy)?, &dx, &dalpha_in, len, &need, &mut acc)?
+        };
+        self.check("mixed_op_bwd_into.dalpha", &s, &yda, &rda, TOL)?;
+        for i in 0..k {
+            let op = format!("mixed_op_bwd_into.dx[{i}]");
+            match (&rdx[i], &ydx[i]) {
+                (Some(r), Some(y)) => self.check(&op, &s, y, r, TOL)?,
+                (None, None) if into(i) => self.check(&op, &s, &ybufs[i], &rbufs[i], TOL)?,
+                (None, None) => {}
+                _ => self.rows.push(ParityRow {
+                    op,
                     shape: s.clone(),
                     max_err: f64::INFINITY,
                     tol: TOL,

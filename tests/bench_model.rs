@@ -90,6 +90,51 @@ fn tiny_net_counts_match_hand_computation() {
     assert_eq!(be.live_bytes().unwrap(), 0, "every buffer released");
 }
 
+/// x [1, 2, 4, 4] (32 elements) feeds a max pool and an average pool (k3 s1 p1), summed:
+/// x's second gradient is added by the max pool's backward where it is produced
+/// (`max_pool2d_bwd_into`), not written fresh and `axpy`'d. Counted from the backward on.
+#[test]
+fn a_value_with_two_consumers_accumulates_in_place() {
+    let be = Counting::new();
+    let mut tape = Tape::new(be.clone());
+    let x = tape.leaf(up(&be, &[1, 2, 4, 4]), true);
+    let pool = nasrs::Pool2dSpec {
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    };
+    let m = tape.max_pool2d(x, pool).unwrap();
+    let a = tape.avg_pool2d(x, pool).unwrap();
+    let s = tape.add(m, a).unwrap();
+    be.reset().unwrap();
+    let dy = be.fill(32, 1.0).unwrap();
+    let grads = tape.backward_with(s, dy).unwrap();
+    assert!(grads.get(x).is_some());
+    let c = be.snapshot().unwrap();
+    let k = |op: &str| c.ops.get(op).copied().unwrap_or_default();
+    // Backward order: the add copies dy for each pool (2 copies); the average pool (recorded
+    // last) gives x's first gradient, fresh; the max pool adds into it, reading x, its dy
+    // and the accumulator and writing the accumulator. No axpy, no fresh max-pool gradient.
+    assert_eq!(k("copy").calls, 2);
+    assert_eq!(k("avg_pool2d_bwd").calls, 1);
+    assert_eq!(k("max_pool2d_bwd_into").calls, 1);
+    assert_eq!(k("max_pool2d_bwd").calls, 0);
+    assert_eq!(k("axpy").calls, 0);
+    assert_eq!(k("max_pool2d_bwd_into").bytes_read, 3 * 32 * ELEM_BYTES);
+    assert_eq!(k("max_pool2d_bwd_into").bytes_written, 32 * ELEM_BYTES);
+    // Op-level: reads copies 32 + 32, avg 32, max 96 = 192 elements (a fresh max-pool
+    // gradient plus its axpy read 64 + 64: 224); writes fill 32, copies 64, avg 32, max 32 =
+    // 160 (fresh + axpy: 192).
+    assert_eq!(c.total.bytes_read, 192 * ELEM_BYTES);
+    assert_eq!(c.total.bytes_written, 160 * ELEM_BYTES);
+    // Tensor-level: read dy, the two copies, x and the accumulator (5 x 32); written dy, the
+    // copies and the accumulator (4 x 32). Four buffers allocated (a fifth, the fresh
+    // max-pool gradient, before).
+    assert_eq!(c.tensor_bytes_read, 160 * ELEM_BYTES);
+    assert_eq!(c.tensor_bytes_written, 128 * ELEM_BYTES);
+    assert_eq!(c.allocations, 4);
+}
+
 fn tiny_config() -> DartsBenchConfig {
     DartsBenchConfig {
         channels: 2,
@@ -192,6 +237,30 @@ fn darts_step_counts_follow_the_algorithm() {
     // on the device.
     assert_eq!(phase(f1).host_syncs, 3 + 2);
     assert_eq!(phase(f2).host_syncs, 3 + 3);
+
+    // Gradients of a value with several consumers are added where they are produced: every
+    // cell state feeds an edge's pools, identity and convs, so the `_into` ops run in every
+    // phase and only a few `axpy`s are left (alpha rows shared by cells of a type, the
+    // FactorizedReduce's cropped path). (Second order also axpys every weight tensor for its
+    // finite-difference perturbations, which are not gradient accumulation.)
+    for ph in [w, f1] {
+        let into: u64 = [
+            "conv2d_bwd_data_into",
+            "max_pool2d_bwd_into",
+            "avg_pool2d_bwd_into",
+            "mixed_op_bwd_into",
+        ]
+        .iter()
+        .map(|o| op(ph, o).calls)
+        .sum();
+        assert!(op(ph, "max_pool2d_bwd_into").calls > 0, "{ph}");
+        assert!(op(ph, "mixed_op_bwd_into").calls > 0, "{ph}");
+        assert!(
+            4 * op(ph, "axpy").calls < into,
+            "{ph}: {} axpy calls for {into} accumulating ones",
+            op(ph, "axpy").calls
+        );
+    }
 
     for p in &m.phases {
         let c = &p.counts;

@@ -431,3 +431,93 @@ fn no_grad_mode_records_nothing_for_backward() {
     let grads = tape.backward(loss).unwrap();
     assert!(grads.get(logits).is_none());
 }
+
+/// A value with several consumers whose backward ops add into its pending gradient in place
+/// (`conv2d_bwd_data_into`, `max_pool2d_bwd_into`, `avg_pool2d_bwd_into`,
+/// `mixed_op_bwd_into`, `add`'s axpy): x -> {fused-ReLU depthwise conv, max pool, avg pool,
+/// fused 1x1 conv (im2col path), plain 1x1 conv (direct GEMM, beta 1), identity} -> MixedOp
+/// -> + x. Every consumer but the first one processed accumulates.
+#[test]
+fn value_with_several_accumulating_consumers() {
+    let mut rng = Rng::new(21);
+    let x = signed_away_from_zero(&mut rng, &[2, 3, 7, 9]);
+    let w_dw = random(&mut rng, &[3, 1, 3, 3]);
+    let w_relu = random(&mut rng, &[3, 3, 1, 1]);
+    let w_pw = random(&mut rng, &[3, 3, 1, 1]);
+    let alpha = random(&mut rng, &[7]);
+    let pool = Pool2dSpec {
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    };
+    let dw = Conv2dSpec {
+        relu_input: true,
+        ..spec(3, 3, 3, 1, 1, 1, 3)
+    };
+    let relu_pw = Conv2dSpec {
+        relu_input: true,
+        ..spec(3, 3, 1, 1, 0, 1, 1)
+    };
+    let pw = spec(3, 3, 1, 1, 0, 1, 1);
+    gradcheck(
+        "x feeds six accumulating consumers",
+        vec![x, w_dw, w_relu, w_pw, alpha],
+        move |t, v| {
+            let a = t.conv2d(v[0], v[1], dw)?;
+            let b = t.max_pool2d(v[0], pool)?;
+            let c = t.avg_pool2d(v[0], pool)?;
+            let d = t.conv2d(v[0], v[2], relu_pw)?;
+            let e = t.conv2d(v[0], v[3], pw)?;
+            let m = t.mixed_op(
+                &[
+                    None,
+                    Some(a),
+                    Some(b),
+                    Some(v[0]),
+                    Some(c),
+                    Some(d),
+                    Some(e),
+                ],
+                v[4],
+            )?;
+            t.add(m, v[0])
+        },
+    );
+}
+
+/// The same at stride 2 and dilation 2 (the reduction cell's edges), with the consumers in
+/// another order, a grouped 3x3 stride-2 conv (col2im) and a value used twice in one add.
+#[test]
+fn value_with_accumulating_consumers_stride2_dilation2() {
+    let mut rng = Rng::new(22);
+    let x = signed_away_from_zero(&mut rng, &[2, 4, 7, 9]);
+    let w_dil = random(&mut rng, &[4, 1, 3, 3]);
+    let w_grp = random(&mut rng, &[4, 2, 3, 3]);
+    let alpha = random(&mut rng, &[4]);
+    let pool = Pool2dSpec {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    };
+    let dil = Conv2dSpec {
+        relu_input: true,
+        ..spec(4, 4, 3, 2, 2, 2, 4)
+    };
+    let grp = Conv2dSpec {
+        relu_input: true,
+        ..spec(4, 4, 3, 2, 1, 1, 2)
+    };
+    gradcheck(
+        "x feeds stride-2 / dilation-2 consumers",
+        vec![x, w_dil, w_grp, alpha],
+        move |t, v| {
+            let c = t.avg_pool2d(v[0], pool)?;
+            let b = t.max_pool2d(v[0], pool)?;
+            let g = t.conv2d(v[0], v[2], grp)?;
+            let a = t.conv2d(v[0], v[1], dil)?;
+            let m = t.mixed_op(&[Some(a), Some(b), Some(c), Some(g)], v[3])?;
+            let mm = t.add(m, m)?;
+            t.add(mm, c)
+        },
+    );
+}

@@ -3,7 +3,9 @@
 //!
 //! Rules: an op's output requires a gradient if any input does; backward closures are asked
 //! only for the input gradients somebody needs; gradients of a value used several times are
-//! summed. In no-grad mode nothing is recorded for backward.
+//! summed, where the backend can by the consumer's backward op itself (it is handed the
+//! pending gradient and adds into it: see `BackwardFn`), else by `axpy`. In no-grad mode
+//! nothing is recorded for backward.
 //!
 //! Saved activations go through one shared handle per node (`Saved`), so that with
 //! `Precision::Bf16` the network can release them: [`Tape::release_activations`] rounds every
@@ -139,10 +141,19 @@ pub struct ReleaseStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Var(usize);
 
-/// Given `dy` and which inputs need a gradient, returns the input gradients (None where not
-/// needed or not defined).
+/// Given `dy`, which inputs need a gradient and the gradient already pending for each input
+/// (`acc[p] = Some(..)` when another consumer of parent `p` already contributed one), returns
+/// the input gradients (None where not needed or not defined). A closure may add its
+/// contribution for parent `p` into `acc[p]` in place (the `_into` backend ops) and return
+/// None for it; a fresh gradient it returns is inserted or `axpy`'d by the tape as before, so
+/// closures that never accumulate need not look at `acc`.
 type BackwardFn<B> = Box<
-    dyn Fn(&B, &<B as Backend>::Storage, &[bool]) -> Result<Vec<Option<<B as Backend>::Storage>>>,
+    dyn Fn(
+        &B,
+        &<B as Backend>::Storage,
+        &[bool],
+        &mut [Option<<B as Backend>::Storage>],
+    ) -> Result<Vec<Option<<B as Backend>::Storage>>>,
 >;
 
 struct Node<B: Backend> {
@@ -411,12 +422,13 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, shape),
             &[a, b],
-            Box::new(|be, dy, need| {
-                let g = |i: usize| -> Result<Option<B::Storage>> {
-                    if need[i] {
-                        be.copy(dy).map(Some)
-                    } else {
-                        Ok(None)
+            Box::new(|be, dy, need, acc| {
+                // dy is added straight into a pending gradient; only a first one is copied.
+                let mut g = |i: usize| -> Result<Option<B::Storage>> {
+                    match (need[i], acc[i].as_mut()) {
+                        (false, _) => Ok(None),
+                        (true, Some(a)) => be.axpy(a, 1.0, dy).map(|_| None),
+                        (true, None) => be.copy(dy).map(Some),
                     }
                 };
                 Ok(vec![g(0)?, g(1)?])
@@ -438,7 +450,7 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, shape),
             &[x],
-            Box::new(move |be, dy, _| Ok(vec![Some(be.scale(dy, s)?)])),
+            Box::new(move |be, dy, _, _| Ok(vec![Some(be.scale(dy, s)?)])),
         ))
     }
 
@@ -457,7 +469,7 @@ impl<B: Backend> Tape<B> {
         let y = self.push(
             y,
             &[x],
-            Box::new(move |be, dy, _| Ok(vec![Some(be.relu_bwd(&*keep.read(be)?, dy)?)])),
+            Box::new(move |be, dy, _, _| Ok(vec![Some(be.relu_bwd(&*keep.read(be)?, dy)?)])),
         );
         self.nodes[y.0].saved = Some(saved);
         self.relu_of.insert(x.0, y);
@@ -490,12 +502,15 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, yd.shape()),
             &[x, w],
-            Box::new(move |be, dy, need| {
+            Box::new(move |be, dy, need, acc| {
                 let (xb, wb) = (xs.read(be)?, ws.read(be)?);
-                let dx = if need[0] {
-                    Some(be.conv2d_bwd_data(&xb, dy, &wb, xd, &spec)?)
-                } else {
-                    None
+                let dx = match (need[0], acc[0].as_mut()) {
+                    (false, _) => None,
+                    (true, Some(a)) => {
+                        be.conv2d_bwd_data_into(&xb, dy, &wb, xd, &spec, a)?;
+                        None
+                    }
+                    (true, None) => Some(be.conv2d_bwd_data(&xb, dy, &wb, xd, &spec)?),
                 };
                 let dw = if need[1] {
                     Some(be.conv2d_bwd_weight(&xb, dy, xd, &spec)?)
@@ -517,13 +532,15 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, yd.shape()),
             &[x],
-            Box::new(move |be, dy, _| {
-                Ok(vec![Some(be.max_pool2d_bwd(
-                    &*xs.read(be)?,
-                    dy,
-                    xd,
-                    &spec,
-                )?)])
+            Box::new(move |be, dy, _, acc| {
+                let xb = xs.read(be)?;
+                Ok(vec![match acc[0].as_mut() {
+                    Some(a) => {
+                        be.max_pool2d_bwd_into(&xb, dy, xd, &spec, a)?;
+                        None
+                    }
+                    None => Some(be.max_pool2d_bwd(&xb, dy, xd, &spec)?),
+                }])
             }),
         ))
     }
@@ -537,7 +554,15 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, yd.shape()),
             &[x],
-            Box::new(move |be, dy, _| Ok(vec![Some(be.avg_pool2d_bwd(dy, xd, &spec)?)])),
+            Box::new(move |be, dy, _, acc| {
+                Ok(vec![match acc[0].as_mut() {
+                    Some(a) => {
+                        be.avg_pool2d_bwd_into(dy, xd, &spec, a)?;
+                        None
+                    }
+                    None => Some(be.avg_pool2d_bwd(dy, xd, &spec)?),
+                }])
+            }),
         ))
     }
 
@@ -548,7 +573,7 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, [xd.n, xd.c]),
             &[x],
-            Box::new(move |be, dy, _| Ok(vec![Some(be.global_avg_pool_bwd(dy, xd)?)])),
+            Box::new(move |be, dy, _, _| Ok(vec![Some(be.global_avg_pool_bwd(dy, xd)?)])),
         ))
     }
 
@@ -617,7 +642,7 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, xd.shape()),
             &parents,
-            Box::new(move |be, dy, _| {
+            Box::new(move |be, dy, _, _| {
                 let g = gamma.as_ref().map(|g| g.read(be)).transpose()?;
                 let (dx, dgb) = be.batch_norm_bwd(&*xs.read(be)?, dy, xd, g.as_deref(), &saved)?;
                 let mut out = vec![Some(dx)];
@@ -666,7 +691,7 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, xd.shape()),
             &parents,
-            Box::new(move |be, dy, need| {
+            Box::new(move |be, dy, need, _| {
                 if need.iter().skip(1).any(|&n| n) {
                     return Err(Error::invalid(
                         "batch_norm",
@@ -718,7 +743,7 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, yd.shape()),
             xs,
-            Box::new(move |be, dy, _| {
+            Box::new(move |be, dy, _, _| {
                 Ok(be
                     .split_channels(dy, yd, &channels)?
                     .into_iter()
@@ -740,7 +765,7 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, yd.shape()),
             &[x],
-            Box::new(move |be, dy, _| Ok(vec![Some(be.shift_crop_bwd(dy, xd)?)])),
+            Box::new(move |be, dy, _, _| Ok(vec![Some(be.shift_crop_bwd(dy, xd)?)])),
         ))
     }
 
@@ -781,7 +806,7 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, [n, out_f]),
             &parents,
-            Box::new(move |be, dy, _| {
+            Box::new(move |be, dy, _, _| {
                 let (xb, wb) = (xs.read(be)?, ws.read(be)?);
                 let (dx, dw, db) = be.linear_bwd(&xb, &wb, dy, n, in_f, out_f, with_bias)?;
                 let mut out = vec![Some(dx), Some(dw)];
@@ -815,7 +840,7 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(loss, [1]),
             &[logits],
-            Box::new(move |be, dy, _| {
+            Box::new(move |be, dy, _, _| {
                 Ok(vec![Some(
                     be.softmax_cross_entropy_bwd(&probs, dy, n, k, &labels)?,
                 )])
@@ -859,7 +884,7 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, shape),
             &[x],
-            Box::new(move |be, dy, _| Ok(vec![Some(be.drop_path(dy, n, &s)?)])),
+            Box::new(move |be, dy, _, _| Ok(vec![Some(be.drop_path(dy, n, &s)?)])),
         ))
     }
 
@@ -909,7 +934,7 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(
             Tensor::new(y, shape),
             &parents,
-            Box::new(move |be, dy, need| {
+            Box::new(move |be, dy, need, acc| {
                 let np = slot.len();
                 let mut need_dx = vec![false; k];
                 for (p, &i) in slot.iter().enumerate() {
@@ -920,8 +945,17 @@ impl<B: Backend> Tape<B> {
                     .map(|t| t.as_ref().map(|t| t.read(be)).transpose())
                     .collect::<Result<_>>()?;
                 let bufs: Vec<Option<&B::Storage>> = held.iter().map(|t| t.as_deref()).collect();
-                let (mut dxs, dalpha) =
-                    be.mixed_op_bwd(dy, &bufs, &*at.read(be)?, len, &need_dx)?;
+                // Input i's pending gradient (parent p = its position among present inputs).
+                let mut into: Vec<Option<&mut B::Storage>> = (0..k).map(|_| None).collect();
+                for (a, &i) in acc.iter_mut().zip(&slot) {
+                    into[i] = a.as_mut();
+                }
+                let ab = at.read(be)?;
+                let (mut dxs, dalpha) = if into.iter().any(Option::is_some) {
+                    be.mixed_op_bwd_into(dy, &bufs, &ab, len, &need_dx, &mut into)?
+                } else {
+                    be.mixed_op_bwd(dy, &bufs, &ab, len, &need_dx)?
+                };
                 let mut out: Vec<Option<B::Storage>> =
                     slot.iter().map(|&i| dxs[i].take()).collect();
                 out.push(if need[np] { Some(dalpha) } else { None });
@@ -994,7 +1028,21 @@ impl<B: Backend> Tape<B> {
                 .iter()
                 .map(|&p| self.nodes[p].requires_grad)
                 .collect();
-            let grads = backward(&self.backend, &g, &need)?;
+            // Each needed parent's pending gradient goes to the closure, which may add its
+            // contribution in place; a parent listed twice lends it at its first slot only.
+            let mut acc: Vec<Option<B::Storage>> = node
+                .parents
+                .iter()
+                .zip(&need)
+                .map(|(&p, &needed)| if needed { pending.remove(&p) } else { None })
+                .collect();
+            let result = backward(&self.backend, &g, &need, &mut acc);
+            for (&p, a) in node.parents.iter().zip(acc) {
+                if let Some(a) = a {
+                    pending.insert(p, a);
+                }
+            }
+            let grads = result?;
             for ((&p, gp), &needed) in node.parents.iter().zip(grads).zip(&need) {
                 let Some(gp) = gp else { continue };
                 if !needed {

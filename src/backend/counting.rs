@@ -717,6 +717,35 @@ impl Backend for Counting {
         };
         self.unary("conv2d_bwd_data", conv_flops(xd, spec)?, reads, xd.numel())
     }
+    /// Reads the accumulator and writes it back, besides what the fresh op reads: the honest
+    /// bytes of an in-place accumulation (no fresh buffer, no `axpy`).
+    fn conv2d_bwd_data_into(
+        &self,
+        x: &CountBuf,
+        dy: &CountBuf,
+        w: &CountBuf,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+        dx: &mut CountBuf,
+    ) -> Result<()> {
+        len_check("conv2d_bwd_data_into", "dy", dy, spec.output(xd)?.numel())?;
+        len_check("conv2d_bwd_data_into", "accumulator", dx, xd.numel())?;
+        let mut reads = vec![dy, w, &*dx];
+        if spec.relu_input {
+            len_check("conv2d_bwd_data_into", "input", x, xd.numel())?;
+            reads.push(x);
+        }
+        // The fresh op's FLOPs plus one add per input element.
+        let f = conv_flops(xd, spec)? + u(xd.numel());
+        self.rec(
+            "conv2d_bwd_data_into",
+            f,
+            Io {
+                reads,
+                writes: vec![&*dx],
+            },
+        )
+    }
     fn conv2d_bwd_weight(
         &self,
         x: &CountBuf,
@@ -750,6 +779,27 @@ impl Backend for Counting {
         let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
         self.unary("max_pool2d_bwd", f, &[x, dy], xd.numel())
     }
+    fn max_pool2d_bwd_into(
+        &self,
+        x: &CountBuf,
+        dy: &CountBuf,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut CountBuf,
+    ) -> Result<()> {
+        let yd = spec.output(xd, "max_pool2d_bwd_into")?;
+        len_check("max_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
+        // As `max_pool2d_bwd`; the gradient is added where it was stored, so no extra FLOP.
+        let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
+        self.rec(
+            "max_pool2d_bwd_into",
+            f,
+            Io {
+                reads: vec![x, dy, &*dx],
+                writes: vec![&*dx],
+            },
+        )
+    }
     fn avg_pool2d_fwd(&self, x: &CountBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CountBuf> {
         let yd = spec.output(xd, "avg_pool2d_fwd")?;
         // Whole windows (padding included) as an upper bound, plus the divide.
@@ -760,6 +810,25 @@ impl Backend for Counting {
         let yd = spec.output(xd, "avg_pool2d_bwd")?;
         let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
         self.unary("avg_pool2d_bwd", f, &[dy], xd.numel())
+    }
+    fn avg_pool2d_bwd_into(
+        &self,
+        dy: &CountBuf,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut CountBuf,
+    ) -> Result<()> {
+        let yd = spec.output(xd, "avg_pool2d_bwd_into")?;
+        len_check("avg_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
+        let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
+        self.rec(
+            "avg_pool2d_bwd_into",
+            f,
+            Io {
+                reads: vec![dy, &*dx],
+                writes: vec![&*dx],
+            },
+        )
     }
     fn global_avg_pool_fwd(&self, x: &CountBuf, xd: Nchw) -> Result<CountBuf> {
         len_check("global_avg_pool_fwd", "input", x, xd.numel())?;
@@ -1016,6 +1085,49 @@ impl Backend for Counting {
         // A dot product per present input, a scaling per gradient written.
         let f = 2 * u(present.len() * len) + n_dx * u(len);
         self.rec("mixed_op_bwd", f, Io { reads, writes })?;
+        Ok((dxs, dalpha))
+    }
+    fn mixed_op_bwd_into(
+        &self,
+        dy: &CountBuf,
+        xs: &[Option<&CountBuf>],
+        alpha: &CountBuf,
+        len: usize,
+        need_dx: &[bool],
+        acc: &mut [Option<&mut CountBuf>],
+    ) -> Result<(Vec<Option<CountBuf>>, CountBuf)> {
+        len_check("mixed_op_bwd_into", "dy", dy, len)?;
+        let present = mixed_op_present("mixed_op_bwd_into", xs, alpha, len)?;
+        crate::backend::same_count("mixed_op_bwd_into", xs.len(), &[acc.len()])?;
+        let wanted = |i: usize| xs[i].is_some() && need_dx.get(i).copied().unwrap_or(false);
+        let mut dxs = Vec::with_capacity(xs.len());
+        for (i, a) in acc.iter().enumerate() {
+            match a {
+                Some(a) if wanted(i) => {
+                    len_check("mixed_op_bwd_into", "accumulator", a, len)?;
+                    dxs.push(None);
+                }
+                _ if wanted(i) => dxs.push(Some(self.alloc(len)?)),
+                _ => dxs.push(None),
+            }
+        }
+        let dalpha = self.alloc(xs.len())?;
+        let mut reads = vec![dy, alpha];
+        reads.extend_from_slice(&present);
+        let mut writes: Vec<&CountBuf> = dxs.iter().flatten().collect();
+        let n_fresh = u(writes.len());
+        // An accumulated dx_k is read and written back (a multiply-add per element).
+        let mut n_acc = 0;
+        for (i, a) in acc.iter().enumerate() {
+            if let (Some(a), true) = (a, wanted(i)) {
+                reads.push(&**a);
+                writes.push(&**a);
+                n_acc += 1;
+            }
+        }
+        writes.push(&dalpha);
+        let f = 2 * u(present.len() * len) + n_fresh * u(len) + 2 * n_acc * u(len);
+        self.rec("mixed_op_bwd_into", f, Io { reads, writes })?;
         Ok((dxs, dalpha))
     }
 

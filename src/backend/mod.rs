@@ -8,7 +8,14 @@
 //!   scalar (documented where they do).
 //! - Forward ops return fresh buffers. Backward ops return the input gradients they were
 //!   asked for (activation gradients are `=`, never `+=`); the tape does any accumulation.
-//! - Optimizer updates and running statistics are the only in-place writes.
+//! - The `..._into` backward variants (`conv2d_bwd_data_into`, `max_pool2d_bwd_into`,
+//!   `avg_pool2d_bwd_into`, `mixed_op_bwd_into`) mean `dx += gradient`: the tape hands them
+//!   the gradient already pending for a value with several consumers, so the contribution
+//!   is added where it is produced instead of written to a fresh buffer and `axpy`'d. Their
+//!   defaults (fresh + `axpy`) keep every backend correct; CPU and CUDA accumulate in the
+//!   kernel.
+//! - Optimizer updates, running statistics and the `_into` accumulations are the only
+//!   in-place writes.
 //! - A training step can run with no host round trip in the middle (so a GPU can capture it
 //!   in a graph and replay it): labels live on the device (`Labels`), the loss, the number
 //!   of correct predictions and the gradient norm stay in device buffers, and scalars that
@@ -270,6 +277,20 @@ pub trait Backend: Clone + Send + Sync + 'static {
         x_dims: Nchw,
         spec: &Conv2dSpec,
     ) -> Result<Self::Storage>;
+    /// `dx += conv2d_bwd_data(..)` in place (the fused-ReLU mask applies to the contribution
+    /// only, never to what `dx` already holds).
+    fn conv2d_bwd_data_into(
+        &self,
+        x: &Self::Storage,
+        dy: &Self::Storage,
+        w: &Self::Storage,
+        x_dims: Nchw,
+        spec: &Conv2dSpec,
+        dx: &mut Self::Storage,
+    ) -> Result<()> {
+        let g = self.conv2d_bwd_data(x, dy, w, x_dims, spec)?;
+        self.axpy(dx, 1.0, &g)
+    }
     fn conv2d_bwd_weight(
         &self,
         x: &Self::Storage,
@@ -294,6 +315,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
         x_dims: Nchw,
         spec: &Pool2dSpec,
     ) -> Result<Self::Storage>;
+    /// `dx += max_pool2d_bwd(..)` in place.
+    fn max_pool2d_bwd_into(
+        &self,
+        x: &Self::Storage,
+        dy: &Self::Storage,
+        x_dims: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut Self::Storage,
+    ) -> Result<()> {
+        let g = self.max_pool2d_bwd(x, dy, x_dims, spec)?;
+        self.axpy(dx, 1.0, &g)
+    }
     /// Padding is not counted in the divisor (`count_include_pad=False`).
     fn avg_pool2d_fwd(
         &self,
@@ -307,6 +340,17 @@ pub trait Backend: Clone + Send + Sync + 'static {
         x_dims: Nchw,
         spec: &Pool2dSpec,
     ) -> Result<Self::Storage>;
+    /// `dx += avg_pool2d_bwd(..)` in place.
+    fn avg_pool2d_bwd_into(
+        &self,
+        dy: &Self::Storage,
+        x_dims: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut Self::Storage,
+    ) -> Result<()> {
+        let g = self.avg_pool2d_bwd(dy, x_dims, spec)?;
+        self.axpy(dx, 1.0, &g)
+    }
     /// Mean over H and W: [N, C, H, W] -> [N, C].
     fn global_avg_pool_fwd(&self, x: &Self::Storage, x_dims: Nchw) -> Result<Self::Storage>;
     fn global_avg_pool_bwd(&self, dy: &Self::Storage, x_dims: Nchw) -> Result<Self::Storage>;
@@ -439,6 +483,29 @@ pub trait Backend: Clone + Send + Sync + 'static {
         len: usize,
         need_dx: &[bool],
     ) -> Result<(Vec<Option<Self::Storage>>, Self::Storage)>;
+    /// `mixed_op_bwd`, except that a wanted `dx_k` with `acc[k] = Some(buf)` is added into
+    /// `buf` (`buf += w_k dy`) and returned as None; the others are returned fresh as there.
+    /// `acc` has one entry per input (entries of unwanted or absent inputs are ignored).
+    #[allow(clippy::type_complexity)]
+    fn mixed_op_bwd_into(
+        &self,
+        dy: &Self::Storage,
+        xs: &[Option<&Self::Storage>],
+        alpha: &Self::Storage,
+        len: usize,
+        need_dx: &[bool],
+        acc: &mut [Option<&mut Self::Storage>],
+    ) -> Result<(Vec<Option<Self::Storage>>, Self::Storage)> {
+        same_count("mixed_op_bwd_into", xs.len(), &[acc.len()])?;
+        let (mut dxs, dalpha) = self.mixed_op_bwd(dy, xs, alpha, len, need_dx)?;
+        for (dx, a) in dxs.iter_mut().zip(acc.iter_mut()) {
+            if let (Some(g), Some(a)) = (dx.as_ref(), a.as_deref_mut()) {
+                self.axpy(a, 1.0, g)?;
+                *dx = None;
+            }
+        }
+        Ok((dxs, dalpha))
+    }
 
     // ---- optimizers (in place) ---------------------------------------------------------------
     /// `grad_scale`, when given, multiplies the gradient first (global-norm clipping fused

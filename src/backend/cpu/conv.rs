@@ -11,6 +11,9 @@
 //! (`RELU` const generic, so the unfused loops are unchanged) and mask each data-gradient
 //! plane by `x > 0` right after computing it; the GEMM path applies the ReLU while
 //! gathering (`im2col`, which then also serves 1x1 stride-1 convs) and masks after `col2im`.
+//!
+//! `conv2d_bwd_data_into` adds the data gradient into a pending one (the tape's
+//! accumulation): the depthwise loops and `col2im` already add, the direct GEMM takes beta 1.
 
 use super::{par_planes, SAMPLES_PER_CHUNK};
 use crate::backend::Element;
@@ -139,22 +142,51 @@ pub fn conv2d_bwd_data<T: Element>(
     yd: Nchw,
 ) -> Vec<T> {
     let mut dx = vec![T::ZERO; xd.numel()];
+    conv2d_bwd_data_into(x, dy, w, xd, spec, yd, &mut dx, false);
+    dx
+}
+
+/// The data gradient added into `dx`: with `accumulate`, to the gradient it holds (the
+/// fused ReLU's mask applied to the contribution only); without, `dx` must be all zero (a
+/// fresh gradient, masked whole). Without a fused ReLU the loops add into
+/// `dx` directly; with one, each plane (depthwise) or sample (GEMM) is computed in a scratch
+/// buffer, masked and added, so the mask never touches the accumulated gradient.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_bwd_data_into<T: Element>(
+    x: &[T],
+    dy: &[T],
+    w: &[T],
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    dx: &mut [T],
+    accumulate: bool,
+) {
+    let masked_add = accumulate && spec.relu_input;
     if spec.is_depthwise() {
-        par_planes(&mut dx, xd.plane(), |plane, dxp| {
+        par_planes(dx, xd.plane(), |plane, dxp| {
             let c = plane % xd.c;
-            depthwise_plane_bwd_data(
+            let (dyp, wc) = (
                 &dy[plane * yd.plane()..][..yd.plane()],
-                xd,
                 &w[c * spec.kernel * spec.kernel..],
-                spec,
-                yd,
-                dxp,
             );
-            if spec.relu_input {
-                mask_by_input(dxp, &x[plane * xd.plane()..][..xd.plane()]);
+            let xp = &x[plane * xd.plane()..][..xd.plane()];
+            // One call site, so the tap loop stays inlined into this closure.
+            let mut tmp = Vec::new();
+            let out: &mut [T] = if masked_add {
+                tmp.resize(xd.plane(), T::ZERO);
+                &mut tmp
+            } else {
+                &mut *dxp
+            };
+            depthwise_plane_bwd_data(dyp, xd, wc, spec, yd, out);
+            if masked_add {
+                add_masked(dxp, &tmp, xp);
+            } else if spec.relu_input {
+                mask_by_input(dxp, xp);
             }
         });
-        return dx;
+        return;
     }
     let g = spec.groups;
     let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
@@ -164,22 +196,38 @@ pub fn conv2d_bwd_data<T: Element>(
     let direct = direct(spec);
     dx.par_chunks_mut(xd.c * xd.plane())
         .enumerate()
-        .for_each(|(n, dxs)| {
+        .for_each(|(n, dxs_acc)| {
             let dys = &dy[n * yd.c * cols..][..yd.c * cols];
             let mut col = if direct {
                 Vec::new()
             } else {
                 vec![T::ZERO; rows * cols]
             };
+            // With a masked accumulation, this sample's contribution goes to a scratch buffer.
+            let mut scratch = if masked_add {
+                vec![T::ZERO; xd.c * xd.plane()]
+            } else {
+                Vec::new()
+            };
+            let dxs: &mut [T] = if masked_add {
+                &mut scratch
+            } else {
+                &mut *dxs_acc
+            };
+            // col2im and the direct GEMM add into dx only when accumulating in place.
+            let add_in_place = accumulate && !masked_add;
             for gi in 0..g {
                 let wg = &w[gi * og * rows..][..og * rows];
                 let dyg = &dys[gi * og * cols..][..og * cols];
                 let dxg = &mut dxs[gi * cg * xd.plane()..][..cg * xd.plane()];
                 // dcol [rows, cols] = w_g^T [rows, og] * dy_g [og, cols]
-                let out: *mut T = if direct {
-                    dxg.as_mut_ptr()
+                let (out, beta): (*mut T, T) = if direct {
+                    (
+                        dxg.as_mut_ptr(),
+                        if add_in_place { T::ONE } else { T::ZERO },
+                    )
                 } else {
-                    col.as_mut_ptr()
+                    (col.as_mut_ptr(), T::ZERO)
                 };
                 unsafe {
                     T::gemm(
@@ -193,7 +241,7 @@ pub fn conv2d_bwd_data<T: Element>(
                         dyg.as_ptr(),
                         cols as isize,
                         1,
-                        T::ZERO,
+                        beta,
                         out,
                         cols as isize,
                         1,
@@ -203,11 +251,21 @@ pub fn conv2d_bwd_data<T: Element>(
                     col2im(&col, cg, xd, spec, yd, dxg);
                 }
             }
-            if spec.relu_input {
-                mask_by_input(dxs, &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()]);
+            let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
+            if masked_add {
+                add_masked(dxs_acc, &scratch, xs);
+            } else if spec.relu_input {
+                mask_by_input(dxs_acc, xs);
             }
         });
-    dx
+}
+
+/// `acc += g * (x > 0)`: a fused ReLU's masked contribution added to a pending gradient. A
+/// select, not a branch, so it vectorises and does not mispredict on half-negative inputs.
+fn add_masked<T: Element>(acc: &mut [T], g: &[T], x: &[T]) {
+    for ((a, &gv), &v) in acc.iter_mut().zip(g).zip(x) {
+        *a += if v > T::ZERO { gv } else { T::ZERO };
+    }
 }
 
 pub fn conv2d_bwd_weight<T: Element>(
@@ -345,11 +403,11 @@ fn im2col_impl<T: Element, const RELU: bool>(
     }
 }
 
-/// The adjoint of `im2col`: adds every column entry back into its input position.
+/// The adjoint of `im2col`: adds every column entry back into its input position (into what
+/// `dxg` holds: the caller zeroes it for a fresh gradient).
 fn col2im<T: Element>(col: &[T], cg: usize, xd: Nchw, spec: &Conv2dSpec, yd: Nchw, dxg: &mut [T]) {
     let k = spec.kernel;
     let (s, p, d) = (spec.stride, spec.padding as isize, spec.dilation);
-    dxg.fill(T::ZERO);
     for c in 0..cg {
         let dxp = &mut dxg[c * xd.plane()..][..xd.plane()];
         for kh in 0..k {

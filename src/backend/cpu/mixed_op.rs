@@ -54,6 +54,8 @@ fn dot_lanes<T: Element>(a: &[T], b: &[T]) -> f64 {
     acc.iter().map(|v| v.to_f64()).sum::<f64>() + tail
 }
 
+/// `mixed_op_bwd`, with a wanted `dx_k` added into `acc[k]` (`acc[k] += w_k dy`, returned as
+/// None) where one is given.
 #[allow(clippy::type_complexity)]
 pub fn mixed_op_bwd<T: Element>(
     dy: &[T],
@@ -61,6 +63,7 @@ pub fn mixed_op_bwd<T: Element>(
     alpha: &[T],
     len: usize,
     need_dx: &[bool],
+    acc: &mut [Option<&mut [T]>],
 ) -> (Vec<Option<Vec<T>>>, Vec<T>) {
     let w = softmax(&alpha.iter().map(|a| a.to_f64()).collect::<Vec<_>>());
     let k = xs.len();
@@ -90,10 +93,16 @@ pub fn mixed_op_bwd<T: Element>(
     let dxs = (0..k)
         .map(|i| {
             let wanted = xs[i].is_some() && need_dx.get(i).copied().unwrap_or(false);
-            wanted.then(|| {
-                let wk = T::from_f64(w[i]);
-                dy.par_iter().with_min_len(CHUNK).map(|&g| wk * g).collect()
-            })
+            let wk = T::from_f64(w[i]);
+            match acc.get_mut(i).and_then(|a| a.as_deref_mut()) {
+                Some(a) if wanted => {
+                    a.par_chunks_mut(CHUNK)
+                        .zip(dy.par_chunks(CHUNK))
+                        .for_each(|(a, g)| a.iter_mut().zip(g).for_each(|(a, &g)| *a += wk * g));
+                    None
+                }
+                _ => wanted.then(|| dy.par_iter().with_min_len(CHUNK).map(|&g| wk * g).collect()),
+            }
         })
         .collect();
     (dxs, dalpha)

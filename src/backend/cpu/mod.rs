@@ -298,6 +298,30 @@ impl<T: Element> Backend for Cpu<T> {
         expect_len("conv2d_bwd_data", "weight", w, spec.weight_shape().numel())?;
         Ok(conv::conv2d_bwd_data(x, dy, w, xd, spec, yd))
     }
+    fn conv2d_bwd_data_into(
+        &self,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        w: &Vec<T>,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
+        let yd = spec.output(xd)?;
+        if spec.relu_input {
+            expect_len("conv2d_bwd_data_into", "input", x, xd.numel())?;
+        }
+        expect_len("conv2d_bwd_data_into", "output gradient", dy, yd.numel())?;
+        expect_len(
+            "conv2d_bwd_data_into",
+            "weight",
+            w,
+            spec.weight_shape().numel(),
+        )?;
+        expect_len("conv2d_bwd_data_into", "accumulator", dx, xd.numel())?;
+        conv::conv2d_bwd_data_into(x, dy, w, xd, spec, yd, dx, true);
+        Ok(())
+    }
     fn conv2d_bwd_weight(
         &self,
         x: &Vec<T>,
@@ -328,6 +352,21 @@ impl<T: Element> Backend for Cpu<T> {
         expect_len("max_pool2d_bwd", "output gradient", dy, yd.numel())?;
         Ok(pool::pool2d_bwd(PoolKind::Max, x, dy, xd, spec, yd))
     }
+    fn max_pool2d_bwd_into(
+        &self,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
+        let yd = spec.output(xd, "max_pool2d")?;
+        expect_len("max_pool2d_bwd_into", "input", x, xd.numel())?;
+        expect_len("max_pool2d_bwd_into", "output gradient", dy, yd.numel())?;
+        expect_len("max_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
+        pool::pool2d_bwd_into(PoolKind::Max, x, dy, xd, spec, yd, dx);
+        Ok(())
+    }
     fn avg_pool2d_fwd(&self, x: &Vec<T>, xd: Nchw, spec: &Pool2dSpec) -> Result<Vec<T>> {
         let yd = spec.output(xd, "avg_pool2d")?;
         expect_len("avg_pool2d_fwd", "input", x, xd.numel())?;
@@ -337,6 +376,19 @@ impl<T: Element> Backend for Cpu<T> {
         let yd = spec.output(xd, "avg_pool2d")?;
         expect_len("avg_pool2d_bwd", "output gradient", dy, yd.numel())?;
         Ok(pool::pool2d_bwd(PoolKind::Avg, &[], dy, xd, spec, yd))
+    }
+    fn avg_pool2d_bwd_into(
+        &self,
+        dy: &Vec<T>,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
+        let yd = spec.output(xd, "avg_pool2d")?;
+        expect_len("avg_pool2d_bwd_into", "output gradient", dy, yd.numel())?;
+        expect_len("avg_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
+        pool::pool2d_bwd_into(PoolKind::Avg, &[], dy, xd, spec, yd, dx);
+        Ok(())
     }
     fn global_avg_pool_fwd(&self, x: &Vec<T>, xd: Nchw) -> Result<Vec<T>> {
         expect_len("global_avg_pool_fwd", "input", x, xd.numel())?;
@@ -609,7 +661,41 @@ impl<T: Element> Backend for Cpu<T> {
     ) -> Result<(Vec<Option<Vec<T>>>, Vec<T>)> {
         expect_len("mixed_op_bwd", "output gradient", dy, len)?;
         let xs = mixed_op_inputs("mixed_op_bwd", xs, alpha, len)?;
-        Ok(mixed_op::mixed_op_bwd(dy, &xs, alpha, len, need_dx))
+        Ok(mixed_op::mixed_op_bwd(
+            dy,
+            &xs,
+            alpha,
+            len,
+            need_dx,
+            &mut [],
+        ))
+    }
+    #[allow(clippy::type_complexity)]
+    fn mixed_op_bwd_into(
+        &self,
+        dy: &Vec<T>,
+        xs: &[Option<&Vec<T>>],
+        alpha: &Vec<T>,
+        len: usize,
+        need_dx: &[bool],
+        acc: &mut [Option<&mut Vec<T>>],
+    ) -> Result<(Vec<Option<Vec<T>>>, Vec<T>)> {
+        expect_len("mixed_op_bwd_into", "output gradient", dy, len)?;
+        let xs = mixed_op_inputs("mixed_op_bwd_into", xs, alpha, len)?;
+        same_count("mixed_op_bwd_into", xs.len(), &[acc.len()])?;
+        let mut into: Vec<Option<&mut [T]>> = Vec::with_capacity(acc.len());
+        for a in acc.iter_mut() {
+            match a.as_deref_mut() {
+                Some(a) => {
+                    expect_len("mixed_op_bwd_into", "accumulator", a, len)?;
+                    into.push(Some(a.as_mut_slice()));
+                }
+                None => into.push(None),
+            }
+        }
+        Ok(mixed_op::mixed_op_bwd(
+            dy, &xs, alpha, len, need_dx, &mut into,
+        ))
     }
 
     fn sgd_step(

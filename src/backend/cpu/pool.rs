@@ -84,12 +84,27 @@ pub fn pool2d_bwd<T: Element>(
     spec: &Pool2dSpec,
     yd: Nchw,
 ) -> Vec<T> {
+    let mut dx = vec![T::ZERO; xd.numel()];
+    pool2d_bwd_into(kind, x, dy, xd, spec, yd, &mut dx);
+    dx
+}
+
+/// `dx += ` the pooling gradient: the backward scatters into `dx` anyway, so a pending
+/// gradient is accumulated into at no extra cost (a fresh one starts from zeros).
+pub fn pool2d_bwd_into<T: Element>(
+    kind: PoolKind,
+    x: &[T],
+    dy: &[T],
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    yd: Nchw,
+    dx: &mut [T],
+) {
     let (rh, rw) = (
         window_ranges(yd.h, xd.h, spec),
         window_ranges(yd.w, xd.w, spec),
     );
-    let mut dx = vec![T::ZERO; xd.numel()];
-    par_planes(&mut dx, xd.plane(), |plane, dxp| {
+    par_planes(dx, xd.plane(), |plane, dxp| {
         let dyp = &dy[plane * yd.plane()..][..yd.plane()];
         for (oh, &hr) in rh.iter().enumerate() {
             let dyr = &dyp[oh * yd.w..][..yd.w];
@@ -111,7 +126,6 @@ pub fn pool2d_bwd<T: Element>(
             }
         }
     });
-    dx
 }
 
 pub fn global_avg_pool_fwd<T: Element>(x: &[T], xd: Nchw) -> Vec<T> {

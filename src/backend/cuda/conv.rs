@@ -3,12 +3,15 @@
 //! - 1x1, stride 1, no padding: one strided batched GEMM per group straight on the tensors;
 //! - everything else: `im2col_f32` into a column buffer, then strided batched GEMMs over the
 //!   batch (one call per group), and `col2im_f32` for the data gradient.
+//!
 //! Weight gradients of the GEMM path are per-sample GEMMs into a partial buffer summed over
 //! the batch in sample order by `sum_batches_f32` (deterministic; no atomics).
 //! A fused ReLU (`spec.relu_input`) is a kernel argument: the depthwise kernels and
 //! `im2col_f32` read `max(x, 0)`, `dwconv2d_bwd_data_f32` / `col2im_f32` mask dx by `x > 0`
 //! as they write it. cuBLAS cannot rectify its operand, so a fused 1x1 stride-1 conv takes
 //! the im2col path (its column buffer is the transient rectified copy, freed in the op).
+//! `conv2d_bwd_data_into` (dx += ..) is the same launches with the kernels' `accumulate`
+//! flag set (masked contribution added) and beta 1 on the direct GEMM.
 
 use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, Geom};
 use crate::error::{Error, Result};
@@ -168,21 +171,55 @@ pub(super) fn conv2d_bwd_data(
     xd: Nchw,
     spec: &Conv2dSpec,
 ) -> Result<CudaBuf> {
+    let mut dx = d.alloc(xd.numel())?;
+    bwd_data(d, "conv2d_bwd_data", x, dy, w, xd, spec, &mut dx, false)?;
+    Ok(dx)
+}
+
+/// `dx += ` the data gradient (the fused-ReLU mask on the contribution only).
+pub(super) fn conv2d_bwd_data_into(
+    d: &Cuda,
+    x: &CudaBuf,
+    dy: &CudaBuf,
+    w: &CudaBuf,
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    dx: &mut CudaBuf,
+) -> Result<()> {
+    expect_len("conv2d_bwd_data_into", "accumulator", dx, xd.numel())?;
+    bwd_data(d, "conv2d_bwd_data_into", x, dy, w, xd, spec, dx, true)
+}
+
+/// The data gradient written into `dx`, or added to it with `accumulate` (the kernels'
+/// `accumulate` flag; the direct GEMM's beta 1).
+#[allow(clippy::too_many_arguments)]
+fn bwd_data(
+    d: &Cuda,
+    op: &'static str,
+    x: &CudaBuf,
+    dy: &CudaBuf,
+    w: &CudaBuf,
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    dx: &mut CudaBuf,
+    accumulate: bool,
+) -> Result<()> {
     let yd = spec.output(xd)?;
     if spec.relu_input {
-        expect_len("conv2d_bwd_data", "input", x, xd.numel())?;
+        expect_len(op, "input", x, xd.numel())?;
     }
-    expect_len("conv2d_bwd_data", "output gradient", dy, yd.numel())?;
-    expect_len("conv2d_bwd_data", "weight", w, spec.weight_shape().numel())?;
+    expect_len(op, "output gradient", dy, yd.numel())?;
+    expect_len(op, "weight", w, spec.weight_shape().numel())?;
     let g = geom(xd, yd, spec)?;
     let relu = relu_flag(spec);
-    let mut dx = d.alloc(xd.numel())?;
+    let acc = i32::from(accumulate);
     if spec.is_depthwise() {
         unsafe {
             d.stream()
                 .launch_builder(d.func("dwconv2d_bwd_data_f32")?)
                 .arg(&g)
                 .arg(&relu)
+                .arg(&acc)
                 .arg(&x.data)
                 .arg(&dy.data)
                 .arg(&w.data)
@@ -190,7 +227,7 @@ pub(super) fn conv2d_bwd_data(
                 .launch(cfg1d(xd.numel()))
         }
         .cu("dwconv2d_bwd_data_f32")?;
-        return Ok(dx);
+        return Ok(());
     }
     let (groups, cg, og, rows, cols) = gemm_dims(spec, yd);
     let mut col = if direct(spec) {
@@ -214,7 +251,7 @@ pub(super) fn conv2d_bwd_data(
                     cols,
                     &wv,
                     rows,
-                    0.0,
+                    if accumulate { 1.0 } else { 0.0 },
                     &mut out,
                     cols,
                     Some((xd.n, yd.c * cols, 0, xd.c * xd.plane())),
@@ -244,6 +281,7 @@ pub(super) fn conv2d_bwd_data(
                 .launch_builder(d.func("col2im_f32")?)
                 .arg(&g)
                 .arg(&relu)
+                .arg(&acc)
                 .arg(&x.data)
                 .arg(&col.data)
                 .arg(&mut dx.data)
@@ -251,7 +289,7 @@ pub(super) fn conv2d_bwd_data(
         }
         .cu("col2im_f32")?;
     }
-    Ok(dx)
+    Ok(())
 }
 
 pub(super) fn conv2d_bwd_weight(

@@ -2,6 +2,8 @@
 //! one by-value pointer struct, softmax(alpha) is computed on the device, and the backward
 //! produces every requested dx_k and dalpha in one pass plus a one-block finish. An absent
 //! input (the `none` op) travels as a null pointer: the kernels skip it, never reading zeros.
+//! `mixed_op_bwd_into` points dx_k at a pending gradient and sets bit k of `acc_mask`, so the
+//! kernel adds `w_k dy` into it.
 
 use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, BLOCK};
 use crate::error::{Error, Result};
@@ -82,12 +84,44 @@ pub(super) fn mixed_op_bwd(
     len: usize,
     need_dx: &[bool],
 ) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
-    check("mixed_op_bwd", xs, alpha, len)?;
-    expect_len("mixed_op_bwd", "output gradient", dy, len)?;
+    bwd(d, "mixed_op_bwd", dy, xs, alpha, len, need_dx, &mut [])
+}
+
+/// `mixed_op_bwd` with a wanted dx_k added into `acc[k]` where given (bit k of the kernel's
+/// `acc_mask`; the pointer is the accumulator's).
+#[allow(clippy::type_complexity)]
+pub(super) fn mixed_op_bwd_into(
+    d: &Cuda,
+    dy: &CudaBuf,
+    xs: &[Option<&CudaBuf>],
+    alpha: &CudaBuf,
+    len: usize,
+    need_dx: &[bool],
+    acc: &mut [Option<&mut CudaBuf>],
+) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
+    crate::backend::same_count("mixed_op_bwd_into", xs.len(), &[acc.len()])?;
+    bwd(d, "mixed_op_bwd_into", dy, xs, alpha, len, need_dx, acc)
+}
+
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+fn bwd(
+    d: &Cuda,
+    op: &'static str,
+    dy: &CudaBuf,
+    xs: &[Option<&CudaBuf>],
+    alpha: &CudaBuf,
+    len: usize,
+    need_dx: &[bool],
+    acc: &mut [Option<&mut CudaBuf>],
+) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
+    check(op, xs, alpha, len)?;
+    expect_len(op, "output gradient", dy, len)?;
     let k = xs.len();
+    let wanted = |i: usize| xs[i].is_some() && need_dx.get(i).copied().unwrap_or(false);
+    let into = |i: usize| wanted(i) && acc.get(i).is_some_and(Option::is_some);
     let mut dxs: Vec<Option<CudaBuf>> = (0..k)
         .map(|i| {
-            if xs[i].is_some() && need_dx.get(i).copied().unwrap_or(false) {
+            if wanted(i) && !into(i) {
                 d.alloc(len).map(Some)
             } else {
                 Ok(None)
@@ -95,8 +129,16 @@ pub(super) fn mixed_op_bwd(
         })
         .collect::<Result<_>>()?;
     let mut p = pointers(d, xs);
+    let mut acc_mask = 0u32;
     for (slot, dx) in p.dx.iter_mut().zip(dxs.iter_mut()) {
         *slot = d.ptr_mut(dx.as_mut());
+    }
+    for (i, a) in acc.iter_mut().enumerate().take(k) {
+        if let (Some(a), true) = (a.as_deref_mut(), wanted(i)) {
+            expect_len(op, "accumulator", a, len)?;
+            p.dx[i] = d.ptr_mut(Some(a));
+            acc_mask |= 1 << i;
+        }
     }
     let blocks = len.div_ceil(BLOCK as usize).clamp(1, BWD_BLOCKS);
     let mut partials = d.scratch::<f64>(blocks * MAX_K)?;
@@ -113,6 +155,7 @@ pub(super) fn mixed_op_bwd(
             .arg(&n)
             .arg(&kk)
             .arg(&p)
+            .arg(&acc_mask)
             .arg(&alpha.data)
             .arg(&dy.data)
             .arg(&mut partials)

@@ -780,6 +780,17 @@ impl Backend for Cuda {
     ) -> Result<CudaBuf> {
         conv::conv2d_bwd_data(self, x, dy, w, xd, spec)
     }
+    fn conv2d_bwd_data_into(
+        &self,
+        x: &CudaBuf,
+        dy: &CudaBuf,
+        w: &CudaBuf,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+        dx: &mut CudaBuf,
+    ) -> Result<()> {
+        conv::conv2d_bwd_data_into(self, x, dy, w, xd, spec, dx)
+    }
     fn conv2d_bwd_weight(
         &self,
         x: &CudaBuf,
@@ -802,11 +813,30 @@ impl Backend for Cuda {
     ) -> Result<CudaBuf> {
         pool::max_pool2d_bwd(self, x, dy, xd, spec)
     }
+    fn max_pool2d_bwd_into(
+        &self,
+        x: &CudaBuf,
+        dy: &CudaBuf,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut CudaBuf,
+    ) -> Result<()> {
+        pool::max_pool2d_bwd_into(self, x, dy, xd, spec, dx)
+    }
     fn avg_pool2d_fwd(&self, x: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
         pool::avg_pool2d_fwd(self, x, xd, spec)
     }
     fn avg_pool2d_bwd(&self, dy: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
         pool::avg_pool2d_bwd(self, dy, xd, spec)
+    }
+    fn avg_pool2d_bwd_into(
+        &self,
+        dy: &CudaBuf,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut CudaBuf,
+    ) -> Result<()> {
+        pool::avg_pool2d_bwd_into(self, dy, xd, spec, dx)
     }
     fn global_avg_pool_fwd(&self, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
         pool::global_avg_pool_fwd(self, x, xd)
@@ -933,6 +963,17 @@ impl Backend for Cuda {
         need_dx: &[bool],
     ) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
         mixed_op::mixed_op_bwd(self, dy, xs, alpha, len, need_dx)
+    }
+    fn mixed_op_bwd_into(
+        &self,
+        dy: &CudaBuf,
+        xs: &[Option<&CudaBuf>],
+        alpha: &CudaBuf,
+        len: usize,
+        need_dx: &[bool],
+        acc: &mut [Option<&mut CudaBuf>],
+    ) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
+        mixed_op::mixed_op_bwd_into(self, dy, xs, alpha, len, need_dx, acc)
     }
 
     fn sgd_step(

@@ -1,4 +1,5 @@
-//! Launchers for kernels/pool.cu: max / average pooling and global average pooling.
+//! Launchers for kernels/pool.cu: max / average pooling and global average pooling. The
+//! `_into` backwards (dx += ..) launch the same kernels with their `accumulate` flag set.
 
 use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, Geom};
 use crate::error::Result;
@@ -52,22 +53,52 @@ pub(super) fn max_pool2d_bwd(
     xd: Nchw,
     spec: &Pool2dSpec,
 ) -> Result<CudaBuf> {
-    let yd = spec.output(xd, "max_pool2d")?;
-    expect_len("max_pool2d_bwd", "input", x, xd.numel())?;
-    expect_len("max_pool2d_bwd", "output gradient", dy, yd.numel())?;
-    let g = geom(xd, yd, spec)?;
     let mut dx = d.alloc(xd.numel())?;
+    max_bwd(d, "max_pool2d_bwd", x, dy, xd, spec, &mut dx, false)?;
+    Ok(dx)
+}
+
+/// `dx += ` the max-pool gradient.
+pub(super) fn max_pool2d_bwd_into(
+    d: &Cuda,
+    x: &CudaBuf,
+    dy: &CudaBuf,
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    dx: &mut CudaBuf,
+) -> Result<()> {
+    expect_len("max_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
+    max_bwd(d, "max_pool2d_bwd_into", x, dy, xd, spec, dx, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn max_bwd(
+    d: &Cuda,
+    op: &'static str,
+    x: &CudaBuf,
+    dy: &CudaBuf,
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    dx: &mut CudaBuf,
+    accumulate: bool,
+) -> Result<()> {
+    let yd = spec.output(xd, "max_pool2d")?;
+    expect_len(op, "input", x, xd.numel())?;
+    expect_len(op, "output gradient", dy, yd.numel())?;
+    let g = geom(xd, yd, spec)?;
+    let acc = i32::from(accumulate);
     unsafe {
         d.stream()
             .launch_builder(d.func("max_pool2d_bwd_f32")?)
             .arg(&g)
+            .arg(&acc)
             .arg(&x.data)
             .arg(&dy.data)
             .arg(&mut dx.data)
             .launch(cfg1d(xd.numel()))
     }
     .cu("max_pool2d_bwd_f32")?;
-    Ok(dx)
+    Ok(())
 }
 
 pub(super) fn avg_pool2d_bwd(
@@ -76,20 +107,47 @@ pub(super) fn avg_pool2d_bwd(
     xd: Nchw,
     spec: &Pool2dSpec,
 ) -> Result<CudaBuf> {
-    let yd = spec.output(xd, "avg_pool2d")?;
-    expect_len("avg_pool2d_bwd", "output gradient", dy, yd.numel())?;
-    let g = geom(xd, yd, spec)?;
     let mut dx = d.alloc(xd.numel())?;
+    avg_bwd(d, "avg_pool2d_bwd", dy, xd, spec, &mut dx, false)?;
+    Ok(dx)
+}
+
+/// `dx += ` the average-pool gradient.
+pub(super) fn avg_pool2d_bwd_into(
+    d: &Cuda,
+    dy: &CudaBuf,
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    dx: &mut CudaBuf,
+) -> Result<()> {
+    expect_len("avg_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
+    avg_bwd(d, "avg_pool2d_bwd_into", dy, xd, spec, dx, true)
+}
+
+fn avg_bwd(
+    d: &Cuda,
+    op: &'static str,
+    dy: &CudaBuf,
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    dx: &mut CudaBuf,
+    accumulate: bool,
+) -> Result<()> {
+    let yd = spec.output(xd, "avg_pool2d")?;
+    expect_len(op, "output gradient", dy, yd.numel())?;
+    let g = geom(xd, yd, spec)?;
+    let acc = i32::from(accumulate);
     unsafe {
         d.stream()
             .launch_builder(d.func("avg_pool2d_bwd_f32")?)
             .arg(&g)
+            .arg(&acc)
             .arg(&dy.data)
             .arg(&mut dx.data)
             .launch(cfg1d(xd.numel()))
     }
     .cu("avg_pool2d_bwd_f32")?;
-    Ok(dx)
+    Ok(())
 }
 
 pub(super) fn global_avg_pool_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {

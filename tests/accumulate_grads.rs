@@ -1,0 +1,264 @@
+//! The accumulating backward ops (`conv2d_bwd_data_into`, `max_pool2d_bwd_into`,
+//! `avg_pool2d_bwd_into`, `mixed_op_bwd_into`: `dx += gradient`) against the fresh op plus an
+//! `axpy`, on the CPU in f64 (1e-12 relative) and f32 (1e-6), at odd shapes, stride 2,
+//! dilation 2 and with the fused ReLU (whose mask must touch the contribution only); and
+//! that the tape routes a value's later consumers to them, so a DARTS-like graph needs no
+//! `axpy` at all on the counting device.
+
+use nasrs::autograd::Tape;
+use nasrs::backend::counting::Counting;
+use nasrs::backend::cpu::Cpu;
+use nasrs::backend::Element;
+use nasrs::{Backend, Conv2dSpec, Nchw, Pool2dSpec, Rng, Tensor};
+
+fn randn<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
+    (0..n).map(|_| T::from_f64(rng.normal())).collect()
+}
+
+/// Largest `|got - want| / (|dx0| + |fresh| + 1e-3)`: the error relative to the size of what
+/// was summed (adding taps into the accumulator one by one rounds differently from adding
+/// their sum, which matters only where the two cancel).
+fn rel_err<T: Element>(got: &[T], want: &[T], dx0: &[T], fresh: &[T]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    (0..got.len())
+        .map(|i| {
+            let scale = dx0[i].to_f64().abs() + fresh[i].to_f64().abs() + 1e-3;
+            (got[i].to_f64() - want[i].to_f64()).abs() / scale
+        })
+        .fold(0.0, f64::max)
+}
+
+fn conv(cin: usize, cout: usize, k: usize, s: usize, p: usize, d: usize, g: usize) -> Conv2dSpec {
+    Conv2dSpec {
+        in_channels: cin,
+        out_channels: cout,
+        kernel: k,
+        stride: s,
+        padding: p,
+        dilation: d,
+        groups: g,
+        relu_input: false,
+    }
+}
+
+/// Depthwise (stride 2, dilation 2, k5), dense 3x3, 1x1 direct, 1x1 stride 2, grouped; each
+/// plain and with the fused ReLU.
+fn conv_cases() -> Vec<(Nchw, Conv2dSpec)> {
+    let n = |n, c, h, w| Nchw { n, c, h, w };
+    let plain = [
+        (n(2, 3, 9, 7), conv(3, 3, 3, 1, 1, 1, 3)),
+        (n(2, 3, 9, 7), conv(3, 3, 3, 2, 1, 1, 3)),
+        (n(1, 4, 11, 6), conv(4, 4, 3, 2, 2, 2, 4)),
+        (n(2, 3, 9, 7), conv(3, 3, 5, 1, 4, 2, 3)),
+        (n(2, 3, 7, 5), conv(3, 5, 3, 1, 1, 1, 1)),
+        (n(3, 5, 5, 7), conv(5, 4, 1, 1, 0, 1, 1)),
+        (n(2, 4, 7, 7), conv(4, 3, 1, 2, 0, 1, 1)),
+        (n(2, 4, 9, 8), conv(4, 6, 3, 2, 1, 1, 2)),
+    ];
+    plain
+        .iter()
+        .copied()
+        .chain(plain.iter().map(|&(xd, s)| {
+            (
+                xd,
+                Conv2dSpec {
+                    relu_input: true,
+                    ..s
+                },
+            )
+        }))
+        .collect()
+}
+
+fn pool_cases() -> Vec<(Nchw, Pool2dSpec)> {
+    [
+        (2, 3, 7, 6, 1),
+        (2, 3, 7, 6, 2),
+        (1, 4, 5, 7, 2),
+        (3, 2, 9, 9, 1),
+    ]
+    .iter()
+    .map(|&(n, c, h, w, stride)| {
+        (
+            Nchw { n, c, h, w },
+            Pool2dSpec {
+                kernel: 3,
+                stride,
+                padding: 1,
+            },
+        )
+    })
+    .collect()
+}
+
+/// `dx0 + fresh` (what the tape did before: a fresh gradient `axpy`'d into the pending one).
+fn fresh_plus<T: Element>(be: &Cpu<T>, dx0: &[T], fresh: &Vec<T>) -> Vec<T> {
+    let mut want = dx0.to_vec();
+    be.axpy(&mut want, 1.0, fresh).unwrap();
+    want
+}
+
+fn into_matches_fresh_plus_axpy<T: Element>(tol: f64) {
+    let be = Cpu::<T>::new();
+    let mut rng = Rng::new(11);
+    for (xd, spec) in conv_cases() {
+        let yd = spec.output(xd).unwrap();
+        let x: Vec<T> = randn(&mut rng, xd.numel());
+        let w: Vec<T> = randn(&mut rng, spec.weight_shape().numel());
+        let dy: Vec<T> = randn(&mut rng, yd.numel());
+        let dx0: Vec<T> = randn(&mut rng, xd.numel());
+        let fresh = be.conv2d_bwd_data(&x, &dy, &w, xd, &spec).unwrap();
+        let want = fresh_plus(&be, &dx0, &fresh);
+        let mut got = dx0.clone();
+        be.conv2d_bwd_data_into(&x, &dy, &w, xd, &spec, &mut got)
+            .unwrap();
+        let e = rel_err(&got, &want, &dx0, &fresh);
+        assert!(e <= tol, "conv2d_bwd_data_into {xd:?} {spec:?}: {e:e}");
+        if spec.relu_input {
+            // Where x <= 0 the pending gradient passes through untouched (not masked).
+            for i in 0..x.len() {
+                if x[i] <= T::ZERO {
+                    assert_eq!(got[i], dx0[i], "fused ReLU mask touched the accumulator");
+                }
+            }
+        }
+    }
+    for (xd, spec) in pool_cases() {
+        let yd = spec.output(xd, "pool").unwrap();
+        let x: Vec<T> = randn(&mut rng, xd.numel());
+        let dy: Vec<T> = randn(&mut rng, yd.numel());
+        let dx0: Vec<T> = randn(&mut rng, xd.numel());
+        let fresh = be.max_pool2d_bwd(&x, &dy, xd, &spec).unwrap();
+        let want = fresh_plus(&be, &dx0, &fresh);
+        let mut got = dx0.clone();
+        be.max_pool2d_bwd_into(&x, &dy, xd, &spec, &mut got)
+            .unwrap();
+        let e = rel_err(&got, &want, &dx0, &fresh);
+        assert!(e <= tol, "max_pool2d_bwd_into {xd:?} {spec:?}: {e:e}");
+        let fresh = be.avg_pool2d_bwd(&dy, xd, &spec).unwrap();
+        let want = fresh_plus(&be, &dx0, &fresh);
+        let mut got = dx0.clone();
+        be.avg_pool2d_bwd_into(&dy, xd, &spec, &mut got).unwrap();
+        let e = rel_err(&got, &want, &dx0, &fresh);
+        assert!(e <= tol, "avg_pool2d_bwd_into {xd:?} {spec:?}: {e:e}");
+    }
+    // MixedOp: K 6, input 0 absent, inputs 1 and 4 accumulated, 2 fresh, 3 and 5 unwanted
+    // (5 has an accumulator it must leave alone).
+    let len = 5 * 7 * 13;
+    let xs: Vec<Vec<T>> = (0..6).map(|_| randn(&mut rng, len)).collect();
+    let alpha: Vec<T> = randn(&mut rng, 6);
+    let dy: Vec<T> = randn(&mut rng, len);
+    let refs: Vec<Option<&Vec<T>>> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (i != 0).then_some(x))
+        .collect();
+    let need = [true, true, true, false, true, false];
+    let (fresh, fresh_da) = be.mixed_op_bwd(&dy, &refs, &alpha, len, &need).unwrap();
+    let mut accs: Vec<Vec<T>> = (0..6).map(|_| randn(&mut rng, len)).collect();
+    let before = accs.clone();
+    let (got, got_da) = {
+        let mut acc: Vec<Option<&mut Vec<T>>> = accs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, a)| [0, 1, 4, 5].contains(&i).then_some(a))
+            .collect();
+        be.mixed_op_bwd_into(&dy, &refs, &alpha, len, &need, &mut acc)
+            .unwrap()
+    };
+    assert_eq!(got_da, fresh_da, "dalpha does not depend on accumulation");
+    for i in 0..6 {
+        match i {
+            1 | 4 => {
+                assert!(got[i].is_none(), "dx[{i}] accumulated, not returned");
+                let f = fresh[i].as_ref().unwrap();
+                let want = fresh_plus(&be, &before[i], f);
+                let e = rel_err(&accs[i], &want, &before[i], f);
+                assert!(e <= tol, "mixed_op_bwd_into dx[{i}]: {e:e}");
+            }
+            2 => assert_eq!(got[2], fresh[2], "dx[2] has no accumulator: fresh"),
+            _ => {
+                assert!(got[i].is_none(), "dx[{i}] not wanted or absent");
+                assert_eq!(accs[i], before[i], "accumulator {i} left alone");
+            }
+        }
+    }
+}
+
+#[test]
+fn into_ops_match_fresh_plus_axpy_f64() {
+    into_matches_fresh_plus_axpy::<f64>(1e-12);
+}
+
+#[test]
+fn into_ops_match_fresh_plus_axpy_f32() {
+    into_matches_fresh_plus_axpy::<f32>(1e-6);
+}
+
+/// A cell state feeding a DARTS edge's consumers (two pools, identity via the MixedOp, two
+/// fused depthwise convs) and a 1x1 preprocessing conv, summed with the state itself: every
+/// consumer after the first adds into the pending gradient, so no `axpy` is left and each
+/// `_into` op runs.
+#[test]
+fn tape_routes_later_consumers_to_the_into_ops() {
+    let be = Counting::new();
+    let mut tape = Tape::new(be.clone());
+    let up = |shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        Tensor::from_host(&be, &vec![0.5f32; n], shape).unwrap()
+    };
+    let x = tape.leaf(up(&[2, 4, 8, 8]), true);
+    let w1 = tape.leaf(up(&[4, 1, 3, 3]), true);
+    let w2 = tape.leaf(up(&[4, 1, 5, 5]), true);
+    let wp = tape.leaf(up(&[4, 4, 1, 1]), true);
+    let alpha = tape.leaf(up(&[6]), true);
+    let pool = Pool2dSpec {
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    };
+    let relu = |s: Conv2dSpec| Conv2dSpec {
+        relu_input: true,
+        ..s
+    };
+    let ops = [
+        tape.max_pool2d(x, pool).unwrap(),
+        tape.avg_pool2d(x, pool).unwrap(),
+        tape.conv2d(x, w1, relu(conv(4, 4, 3, 1, 1, 1, 4))).unwrap(),
+        tape.conv2d(x, w2, relu(conv(4, 4, 5, 1, 4, 2, 4))).unwrap(),
+    ];
+    let pre = tape.conv2d(x, wp, relu(conv(4, 4, 1, 1, 0, 1, 1))).unwrap();
+    let m = tape
+        .mixed_op(
+            &[
+                None,
+                Some(ops[0]),
+                Some(ops[1]),
+                Some(x),
+                Some(ops[2]),
+                Some(ops[3]),
+            ],
+            alpha,
+        )
+        .unwrap();
+    let s = tape.add(m, pre).unwrap();
+    let y = tape.add(s, x).unwrap();
+    be.reset().unwrap();
+    let dy = be.fill(tape.shape(y).numel(), 1.0).unwrap();
+    let grads = tape.backward_with(y, dy).unwrap();
+    assert!(grads.get(x).is_some());
+    let c = be.snapshot().unwrap();
+    let calls = |op: &str| c.ops.get(op).map_or(0, |o| o.calls);
+    // Backward order: the last add hands x's first gradient (a copy of dy), then each
+    // consumer of x adds into it: the preprocessing conv, the MixedOp's identity, the two
+    // depthwise convs, the two pools.
+    assert_eq!(calls("axpy"), 0, "{:?}", c.ops);
+    assert_eq!(calls("conv2d_bwd_data_into"), 3);
+    assert_eq!(calls("conv2d_bwd_data"), 0);
+    assert_eq!(calls("max_pool2d_bwd_into"), 1);
+    assert_eq!(calls("avg_pool2d_bwd_into"), 1);
+    assert_eq!(calls("mixed_op_bwd_into"), 1);
+    assert_eq!(calls("mixed_op_bwd"), 0);
+    // The adds: dy copied once per parent that had no gradient pending (m, pre, s, x).
+    assert_eq!(calls("copy"), 4);
+}
