@@ -64,6 +64,17 @@ pub struct AdamStep {
     pub step: u64,
 }
 
+impl AdamStep {
+    /// PyTorch's bias corrections folded into two scalars, computed once on the host in
+    /// f64 for every device: `step_size = lr / (1 - beta1^t)` and `sqrt(1 - beta2^t)`; the
+    /// update is `p -= step_size * m / (sqrt(v) / bc2_sqrt + eps)`.
+    pub fn bias_corrected(&self) -> (f64, f64) {
+        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        (self.lr / bc1, bc2.sqrt())
+    }
+}
+
 /// Hyper-parameters of one SGD update (PyTorch `torch.optim.SGD`, dampening 0, no Nesterov).
 #[derive(Clone, Copy, Debug)]
 pub struct SgdStep {

@@ -854,15 +854,14 @@ struct AdamConsts<T> {
 
 impl<T: Element> AdamConsts<T> {
     fn new(hp: &AdamStep) -> Self {
-        let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
-        let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
+        let (step_size, bc2_sqrt) = hp.bias_corrected();
         AdamConsts {
             b1: T::from_f64(hp.beta1),
             b2: T::from_f64(hp.beta2),
             wd: T::from_f64(hp.weight_decay),
             eps: T::from_f64(hp.eps),
-            step_size: T::from_f64(hp.lr / bc1),
-            bc2_sqrt: T::from_f64(bc2.sqrt()),
+            step_size: T::from_f64(step_size),
+            bc2_sqrt: T::from_f64(bc2_sqrt),
         }
     }
     #[inline]

@@ -129,8 +129,6 @@ pub(super) fn adam_step(
     if param.len == 0 {
         return Ok(());
     }
-    let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
-    let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
     let n = int(param.len)?;
     let (b1, b2, wd, eps) = (
         hp.beta1 as f32,
@@ -138,7 +136,8 @@ pub(super) fn adam_step(
         hp.weight_decay as f32,
         hp.eps as f32,
     );
-    let (step_size, bc2_sqrt) = ((hp.lr / bc1) as f32, bc2.sqrt() as f32);
+    let (step_size, bc2_sqrt) = hp.bias_corrected();
+    let (step_size, bc2_sqrt) = (step_size as f32, bc2_sqrt as f32);
     unsafe {
         d.stream()
             .launch_builder(d.func("adam_step_f32")?)
@@ -228,15 +227,14 @@ pub(super) fn adam_step_many(
         same_len("adam_step_many", p, m)?;
         same_len("adam_step_many", p, v)?;
     }
-    let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
-    let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
     let (b1, b2, wd, eps) = (
         hp.beta1 as f32,
         hp.beta2 as f32,
         hp.weight_decay as f32,
         hp.eps as f32,
     );
-    let (step_size, bc2_sqrt) = ((hp.lr / bc1) as f32, bc2.sqrt() as f32);
+    let (step_size, bc2_sqrt) = hp.bias_corrected();
+    let (step_size, bc2_sqrt) = (step_size as f32, bc2_sqrt as f32);
     let lens: Vec<usize> = params.iter().map(|p| p.len).collect();
     for (group, starts) in many_launches(&lens, ADAM_MANY_TENSORS)? {
         let mut table = AdamTable {
