@@ -86,14 +86,18 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
     ) -> Result<()> {
         let got = self.dev.download(dev)?;
         let err = max_error(&got, cpu);
-        self.rows.push(ParityRow {
-            op: op.to_string(),
-            shape: shape.to_string(),
-            max_err: err,
-            tol,
-            passed: err <= tol,
-        });
+        self.row(op, shape, err, tol);
         Ok(())
+    }
+    /// Records one compared output (an error of infinity marks a missing or mis-sized one).
+    fn row(&mut self, op: impl Into<String>, shape: impl Into<String>, max_err: f64, tol: f64) {
+        self.rows.push(ParityRow {
+            op: op.into(),
+            shape: shape.into(),
+            max_err,
+            tol,
+            passed: max_err <= tol,
+        });
     }
     /// Host scalars (sum_squares, dot): both sides sum in f64, so plain `|a-b| / (|b| + 1e-3)`.
     fn check_scalar(&mut self, op: &str, shape: &str, dev: f64, cpu: f64, tol: f64) {
@@ -102,13 +106,7 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         } else {
             f64::INFINITY
         };
-        self.rows.push(ParityRow {
-            op: op.to_string(),
-            shape: shape.to_string(),
-            max_err: err,
-            tol,
-            passed: err <= tol,
-        });
+        self.row(op, shape, err, tol);
     }
 
     fn elementwise(&mut self, len: usize) -> Result<()> {
@@ -373,13 +371,7 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
                 self.check("batch_norm_bwd.dbeta", &s, &gb, &rgb, TOL)?;
             }
             (None, None) => {}
-            _ => self.rows.push(ParityRow {
-                op: "batch_norm_bwd.param_grads".into(),
-                shape: s.clone(),
-                max_err: f64::INFINITY,
-                tol: TOL,
-                passed: false,
-            }),
+            _ => self.row("batch_norm_bwd.param_grads", s.clone(), f64::INFINITY, TOL),
         }
         Ok(())
     }
@@ -449,13 +441,7 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
         match (rb, gb) {
             (Some(rb), Some(gb)) => self.check("linear_bwd.db", &s, &gb, &rb, TOL)?,
             (None, None) => {}
-            _ => self.rows.push(ParityRow {
-                op: "linear_bwd.db".into(),
-                shape: s.clone(),
-                max_err: f64::INFINITY,
-                tol: TOL,
-                passed: false,
-            }),
+            _ => self.row("linear_bwd.db", s.clone(), f64::INFINITY, TOL),
         }
         Ok(())
     }
@@ -570,13 +556,12 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
                     self.check(&format!("mixed_op_bwd.dx[{i}]"), &s, y, r, TOL)?
                 }
                 (None, None) => {}
-                _ => self.rows.push(ParityRow {
-                    op: format!("mixed_op_bwd.dx[{i}]"),
-                    shape: s.clone(),
-                    max_err: f64::INFINITY,
-                    tol: TOL,
-                    passed: false,
-                }),
+                _ => self.row(
+                    format!("mixed_op_bwd.dx[{i}]"),
+                    s.clone(),
+                    f64::INFINITY,
+                    TOL,
+                ),
             }
         }
         // Accumulating: every third input adds into a pending gradient (`acc`), the other
@@ -610,13 +595,7 @@ impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
                 (Some(r), Some(y)) => self.check(&op, &s, y, r, TOL)?,
                 (None, None) if into(i) => self.check(&op, &s, &ybufs[i], &rbufs[i], TOL)?,
                 (None, None) => {}
-                _ => self.rows.push(ParityRow {
-                    op,
-                    shape: s.clone(),
-                    max_err: f64::INFINITY,
-                    tol: TOL,
-                    passed: false,
-                }),
+                _ => self.row(op, s.clone(), f64::INFINITY, TOL),
             }
         }
         Ok(())
@@ -697,13 +676,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         } else {
             f64::INFINITY
         };
-        self.rows.push(ParityRow {
-            op: op.to_string(),
-            shape: shape.to_string(),
-            max_err: err,
-            tol,
-            passed: err <= tol,
-        });
+        self.row(op, shape, err, tol);
         Ok(())
     }
 
