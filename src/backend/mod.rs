@@ -265,6 +265,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// beyond bf16's range become infinities), into a fresh bf16 buffer.
     fn to_bf16(&self, x: &Self::Storage) -> Result<Self::Half>;
     /// Widens a bf16 buffer back to `Elem`, exactly (every bf16 value is an f32).
+    #[allow(clippy::wrong_self_convention)] // a device op named for its conversion, as to_bf16
     fn from_bf16(&self, x: &Self::Half) -> Result<Self::Storage>;
     fn half_len(&self, x: &Self::Half) -> usize;
 
