@@ -16,6 +16,13 @@
 //! `DartsHyper::activations` picks how every step's tape keeps saved activations (f32, or
 //! bf16 storage with f32 arithmetic; see `autograd::Tape::release_activations`), the staged
 //! and captured steps included.
+//!
+//! Each step's device work is one body (`queue_weight_step`, `queue_arch_gradient`) that
+//! reads nothing back to the host: it writes its loss, correct count and gradient norm into
+//! `StepOutputs`, read after the step. The direct API (`weight_step`, `arch_step`) runs the
+//! bodies as they are; the staged API (`stage`, then `iteration_staged`) copies the batches
+//! into fixed buffers and, on a device with graphs, captures each body once and replays it
+//! (`run_step`), re-capturing when what the graph froze changes (`GraphKey`).
 
 use super::modules::Mode;
 use super::search_model::SearchNetwork;
