@@ -51,6 +51,25 @@ fn gemm_dims(spec: &Conv2dSpec, yd: Nchw) -> (usize, usize, usize, usize, usize)
     (g, cg, og, cg * spec.kernel * spec.kernel, yd.plane())
 }
 
+/// The GEMM operand of a conv over `x` and its elements per sample: `x` itself for a direct
+/// conv, else its im2col columns (the fused ReLU applied as they are gathered), kept in `col`.
+fn gemm_operand<'a>(
+    d: &Cuda,
+    x: &'a CudaBuf,
+    xd: Nchw,
+    g: Geom,
+    spec: &Conv2dSpec,
+    cols: usize,
+    col: &'a mut Option<CudaBuf>,
+) -> Result<(&'a CudaBuf, usize)> {
+    if direct(spec) {
+        return Ok((x, xd.c * xd.plane()));
+    }
+    let per_sample = xd.c * spec.kernel * spec.kernel * cols;
+    let columns = col.insert(im2col(d, x, g, relu_flag(spec), xd.n * per_sample)?);
+    Ok((columns, per_sample))
+}
+
 fn im2col(d: &Cuda, x: &CudaBuf, g: Geom, relu: i32, len: usize) -> Result<CudaBuf> {
     let mut col = d.alloc(len)?;
     unsafe {
@@ -123,19 +142,8 @@ pub(super) fn conv2d_fwd(
         return Ok(y);
     }
     let (groups, cg, og, rows, cols) = gemm_dims(spec, yd);
-    let col;
-    let (src, src_sample) = if direct(spec) {
-        (x, xd.c * xd.plane())
-    } else {
-        col = im2col(
-            d,
-            x,
-            g,
-            relu,
-            xd.n * xd.c * spec.kernel * spec.kernel * cols,
-        )?;
-        (&col, groups * rows * cols)
-    };
+    let mut col = None;
+    let (src, src_sample) = gemm_operand(d, x, xd, g, spec, cols, &mut col)?;
     for gi in 0..groups {
         // y_g [og, cols] = w_g [og, rows] col_g [rows, cols]; column-major: y' = col' w'.
         let b_off = if direct(spec) {
@@ -327,19 +335,8 @@ pub(super) fn conv2d_bwd_weight(
         return Ok(dw);
     }
     let (groups, cg, og, rows, cols) = gemm_dims(spec, yd);
-    let col;
-    let (src, src_sample) = if direct(spec) {
-        (x, xd.c * xd.plane())
-    } else {
-        col = im2col(
-            d,
-            x,
-            g,
-            relu,
-            xd.n * xd.c * spec.kernel * spec.kernel * cols,
-        )?;
-        (&col, groups * rows * cols)
-    };
+    let mut col = None;
+    let (src, src_sample) = gemm_operand(d, x, xd, g, spec, cols, &mut col)?;
     // Per-sample weight gradients [n][wlen], then summed over samples in order.
     let mut parts = d.alloc(xd.n * wlen)?;
     for gi in 0..groups {
