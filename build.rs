@@ -1,10 +1,20 @@
-//! Compiles every `kernels/*.cu` to a fatbin (sm_80 and sm_90 machine code plus compute_80
-//! PTX) when the `cuda` feature is on, and writes `$OUT_DIR/kernels.rs`, the table of
-//! embedded fatbins the CUDA backend loads. Without the feature it does nothing.
+//! Builds the kernels for whichever CUDA driver is enabled and generates their Rust side:
+//! - always (with `cuda` or `cuda-sim`): reads the interface of `kernels/*.cu` (integer
+//!   defines, by-value structs, `extern "C" __global__` signatures; build/kernel_abi.rs) and
+//!   writes `$OUT_DIR/kernels.rs`: the kernel table, one typed launcher per kernel and the
+//!   `#[repr(C)]` twin of each struct with C's layout asserted on both sides. A kernel whose
+//!   signature changes without its Rust caller changing no longer compiles.
+//! - `cuda`: nvcc compiles each `.cu` to a fatbin (sm_80 and sm_90 machine code plus
+//!   compute_80 PTX), embedded as `FATBINS`. nvcc comes from `NVCC`, else
+//!   `$CUDA_HOME/bin/nvcc`, else `nvcc` on PATH; a missing nvcc is a hard error (a silent
+//!   fallback once shipped a binary without kernels). ptxas's `-v` report goes to
+//!   `$OUT_DIR/ptxas-report.txt`; any register spill fails the build.
+//! - `cuda-sim`: the host C++ compiler builds the same `.cu` files against
+//!   kernels/sim/cuda_sim.h, with one generated trampoline per kernel, into the simulation
+//!   library (no nvcc needed). With `cuda` alone the host compiler still checks them
+//!   (syntax only), so the struct layout asserts run in every CUDA build.
 //!
-//! nvcc comes from `NVCC`, else `$CUDA_HOME/bin/nvcc`, else `nvcc` on PATH; a missing nvcc is
-//! a hard error (a silent fallback once shipped a binary without kernels). ptxas's `-v`
-//! report goes to `$OUT_DIR/ptxas-report.txt`; any register spill fails the build.
+//! Without either feature it does nothing.
 
 use std::env;
 use std::fmt::Write as _;
@@ -17,16 +27,19 @@ python3 -m venv .cuda-venv && .cuda-venv/bin/pip install nvidia-cuda-nvcc==13.0.
 \"nvidia-cuda-crt==13.0.*\" \"nvidia-cuda-cccl==13.0.*\" \"nvidia-nvvm==13.0.*\"\n  \
 export NVCC=$(.cuda-venv/bin/python -c 'import nvidia.cu13 as m; print(m.__path__[0])')/bin/nvcc";
 
+#[path = "build/kernel_abi.rs"]
+mod kernel_abi;
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    if env::var_os("CARGO_FEATURE_CUDA").is_none() {
+    println!("cargo:rerun-if-changed=build/kernel_abi.rs");
+    let gpu = env::var_os("CARGO_FEATURE_CUDA").is_some();
+    let sim = env::var_os("CARGO_FEATURE_CUDA_SIM").is_some();
+    if !gpu && !sim {
         return;
     }
     println!("cargo:rerun-if-changed=kernels");
-    println!("cargo:rerun-if-env-changed=NVCC");
-    println!("cargo:rerun-if-env-changed=CUDA_HOME");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let nvcc = find_nvcc();
 
     let mut sources: Vec<PathBuf> = fs::read_dir("kernels")
         .unwrap_or_else(|e| panic!("cannot read kernels/: {e}"))
@@ -35,17 +48,136 @@ fn main() {
         .collect();
     sources.sort();
     if sources.is_empty() {
-        panic!("the cuda feature is on but kernels/ holds no .cu files");
+        panic!("a CUDA feature is on but kernels/ holds no .cu files");
+    }
+    let stems: Vec<String> = sources.iter().map(|p| stem(p)).collect();
+
+    // The interface: headers first (their structs and defines are used by every module).
+    let mut abi = kernel_abi::Abi::default();
+    let mut headers: Vec<PathBuf> = fs::read_dir("kernels")
+        .unwrap_or_else(|e| panic!("cannot read kernels/: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cuh"))
+        .collect();
+    headers.sort();
+    for h in &headers {
+        println!("cargo:rerun-if-changed={}", h.display());
+        abi.read(&h.display().to_string(), None, &read(h));
+    }
+    for (cu, stem) in sources.iter().zip(&stems) {
+        println!("cargo:rerun-if-changed={}", cu.display());
+        abi.read(&cu.display().to_string(), Some(stem), &read(cu));
+    }
+    // The simulation also builds the deliberately wrong kernels that prove it catches bugs
+    // (module "faults"; never compiled for the GPU).
+    let mut sim_sources = sources.clone();
+    let mut sim_stems = stems.clone();
+    if sim {
+        let faults = PathBuf::from("kernels/sim/faults.cu");
+        println!("cargo:rerun-if-changed={}", faults.display());
+        abi.read(&faults.display().to_string(), Some("faults"), &read(&faults));
+        sim_sources.push(faults);
+        sim_stems.push("faults".into());
     }
 
+    if gpu {
+        compile_fatbins(&sources, &out_dir);
+    }
+    // The host build of the kernels: the simulation itself with `cuda-sim`; with `cuda`
+    // alone, a syntax-only pass that still checks the struct layouts with the host compiler.
+    if env::var_os("NASRS_TMP_SKIP_CC").is_none() {
+        compile_sim(&abi, &sim_sources, &sim_stems, &out_dir, sim);
+    }
+    let code = kernel_abi::rust_code(&abi, gpu.then_some(stems.as_slice()), sim);
+    fs::write(out_dir.join("kernels.rs"), code).expect("write kernels.rs");
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem()
+        .and_then(|s| s.to_str())
+        .expect("kernel file names are UTF-8")
+        .to_string()
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+}
+
+/// One C++ unit per module (`$OUT_DIR/sim/<stem>.cpp`, see `kernel_abi::sim_unit`) plus
+/// kernels/sim/runtime.cpp, compiled with the host compiler into the `nasrs_sim` library.
+/// No contraction (`-ffp-contract=off`, as nvcc's `-fmad=false`) and wrapping signed
+/// arithmetic (`-fwrapv`, what the GPU's integer units do), so results match the GPU
+/// build's arithmetic.
+fn compile_sim(
+    abi: &kernel_abi::Abi,
+    sources: &[PathBuf],
+    stems: &[String],
+    out_dir: &Path,
+    link: bool,
+) {
+    let sim_dir = Path::new("kernels/sim");
+    for f in ["cuda_sim.h", "runtime.h", "runtime.cpp", "cuda_bf16.h"] {
+        println!("cargo:rerun-if-changed=kernels/sim/{f}");
+    }
+    let gen_dir = out_dir.join("sim");
+    fs::create_dir_all(&gen_dir).expect("create $OUT_DIR/sim");
+    let mut units = Vec::new();
+    for (cu, stem) in sources.iter().zip(stems) {
+        let abs = fs::canonicalize(cu).unwrap_or_else(|e| panic!("{}: {e}", cu.display()));
+        let unit = gen_dir.join(format!("{stem}.cpp"));
+        fs::write(
+            &unit,
+            kernel_abi::sim_unit(abi, &abs.display().to_string(), stem),
+        )
+        .expect("write a simulation unit");
+        units.push(unit);
+    }
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        .debug(false)
+        .warnings(false)
+        .define("NASRS_CUDA_SIM", None)
+        .include(sim_dir)
+        .include("kernels")
+        .flag("-ffp-contract=off")
+        .flag("-fwrapv")
+        .flag("-fno-strict-aliasing")
+        .flag("-include")
+        .flag(sim_dir.join("cuda_sim.h").display().to_string());
+    if link {
+        build.files(&units).file(sim_dir.join("runtime.cpp"));
+        build.compile("nasrs_sim");
+    } else {
+        let compiler = build.get_compiler();
+        for unit in &units {
+            let out = compiler
+                .to_command()
+                .arg("-fsyntax-only")
+                .arg(unit)
+                .output()
+                .unwrap_or_else(|e| panic!("failed to run the host C++ compiler: {e}"));
+            if !out.status.success() {
+                panic!(
+                    "the host compile of {} failed (struct layouts or the simulation header):\n{}",
+                    unit.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// nvcc: one fatbin per .cu, the ptxas report, and the spill gate.
+fn compile_fatbins(sources: &[PathBuf], out_dir: &Path) {
+    println!("cargo:rerun-if-env-changed=NVCC");
+    println!("cargo:rerun-if-env-changed=CUDA_HOME");
+    let nvcc = find_nvcc();
     let mut report = String::new();
-    let mut table = String::from("/// (module name, fatbin) for every kernels/*.cu, generated by build.rs.\npub static FATBINS: &[(&str, &[u8])] = &[\n");
-    for cu in &sources {
-        let stem = cu
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("kernel file names are UTF-8");
-        println!("cargo:rerun-if-changed={}", cu.display());
+    for cu in sources {
+        let stem = stem(cu);
         let fatbin = out_dir.join(format!("{stem}.fatbin"));
         let out = Command::new(&nvcc)
             // -fmad=false: no contraction of a*b+c into FMA, so elementwise float math rounds
@@ -73,13 +205,7 @@ fn main() {
             panic!("nvcc failed on {}:\n{stderr}", cu.display());
         }
         let _ = writeln!(report, "==== {} ====\n{stderr}", cu.display());
-        let _ = writeln!(
-            table,
-            "    (\"{stem}\", include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.fatbin\"))),"
-        );
     }
-    table.push_str("];\n");
-    fs::write(out_dir.join("kernels.rs"), table).expect("write kernels.rs");
 
     let kernels = parse_ptxas(&report);
     let mut summary = String::from(

@@ -1,5 +1,7 @@
 // Shared by every kernels/*.cu: the geometry struct passed by value (its Rust twin is
-// `Geom` in src/backend/cuda/mod.rs, same field order), block reductions, and launch sizes.
+// generated from it by build.rs, layout asserted on both sides), shared-memory declarations
+// that also work in the host simulation, block reductions, the grid-stride loop, and
+// launch sizes.
 #pragma once
 #include <stdint.h>
 
@@ -16,11 +18,23 @@ struct Geom {
     int k, stride, pad, dil;
 };
 
+// The block's dynamic shared memory (the launch's shared_mem_bytes) as `T name[]`. The
+// host simulation has no `extern __shared__`; it hands out a guarded per-block buffer.
+// STATIC_SHARED(T, name, count) is `__shared__ T name[count]`; the simulation gives each
+// block a fresh NaN-filled, guarded copy (a plain `__shared__` there would keep the previous
+// block's values, hiding a read before the barrier that makes it valid).
+#ifdef NASRS_CUDA_SIM
+#define DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(nasrs_sim_dynamic_shared())
+#else
+#define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#define STATIC_SHARED(T, name, count) __shared__ T name[count]
+#endif
+
 // Sums `v` over the block (any blockDim.x that is a multiple of 32, at most 1024).
 // Fixed tree order, so the result is deterministic. Every thread receives the sum.
 template <typename T>
 __device__ __forceinline__ T block_sum(T v) {
-    __shared__ T warp_sums[32];
+    STATIC_SHARED(T, warp_sums, 32);
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     __syncthreads();  // warp_sums may still be read by a previous call
@@ -37,9 +51,14 @@ __device__ __forceinline__ T block_sum(T v) {
     return warp_sums[0];
 }
 
-// Grid-stride loop over [0, n).
-#define GRID_STRIDE(i, n) \
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
+// Grid-stride loop over [0, n), n an int. The counter is 64-bit: an int one wraps when
+// n + gridDim.x * blockDim.x passes 2^31 (n > 2^31 - 2^24 at our largest grids) and the loop
+// then never ends or skips work. The body still sees an int `i` (i < n fits), so its index
+// arithmetic stays 32-bit.
+#define GRID_STRIDE(i, n)                                                                   \
+    for (long long i##_64 = (long long)blockIdx.x * blockDim.x + threadIdx.x; i##_64 < (n); \
+         i##_64 += (long long)blockDim.x * gridDim.x)                                       \
+        if (const int i = (int)i##_64; true)
 
 // The tensor of block `b` in a multi-tensor launch: the last t in [0, count) with
 // block_start[t] <= b (block_start ascending, empty tensors left out by the host). The search

@@ -19,7 +19,7 @@ __device__ __forceinline__ float pre(float v, int relu) { return (!relu || v > 0
 // grid (ceil(wo/TILE), ceil(ho/TILE), n*c); dynamic shared memory: the input tile
 // (in_h * in_w floats, in_x = (TILE-1)*stride + (k-1)*dil + 1) then k*k weights.
 extern "C" __global__ void dwconv2d_fwd_f32(Geom g, int relu, const float* x, const float* w, float* y) {
-    extern __shared__ float smem[];
+    DYNAMIC_SHARED(float, smem);
     const int in_h = (TILE - 1) * g.stride + (g.k - 1) * g.dil + 1;
     const int in_w = in_h;
     float* tile = smem;

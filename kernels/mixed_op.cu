@@ -29,8 +29,8 @@ __device__ void softmax_weights(int k, const float* alpha, double* w) {
 }
 
 extern "C" __global__ void mixed_op_fwd_f32(int len, int k, MixedOpPtrs p, const float* alpha, float* y) {
-    __shared__ double w64[MAX_K];
-    __shared__ float w[MAX_K];
+    STATIC_SHARED(double, w64, MAX_K);
+    STATIC_SHARED(float, w, MAX_K);
     softmax_weights(k, alpha, w64);
     if (threadIdx.x < k) w[threadIdx.x] = (float)w64[threadIdx.x];  // the CPU rounds w to T too
     __syncthreads();
@@ -46,7 +46,7 @@ extern "C" __global__ void mixed_op_fwd_f32(int len, int k, MixedOpPtrs p, const
 // (mixed_op_bwd_into): dx_j += w_j dy, adding into a pending gradient, instead of dx_j = w_j dy.
 extern "C" __global__ void mixed_op_bwd_f32(int len, int k, MixedOpPtrs p, unsigned acc_mask, const float* alpha,
                                             const float* dy, double* partials) {
-    __shared__ double w64[MAX_K];
+    STATIC_SHARED(double, w64, MAX_K);
     softmax_weights(k, alpha, w64);
     double acc[MAX_K];
 #pragma unroll
@@ -74,8 +74,8 @@ extern "C" __global__ void mixed_op_bwd_f32(int len, int k, MixedOpPtrs p, unsig
 // One block of MAX_K threads: dalpha [k] from the partials of `blocks` blocks.
 extern "C" __global__ void mixed_op_bwd_finish_f32(int blocks, int k, const float* alpha, const double* partials,
                                                    float* dalpha) {
-    __shared__ double w64[MAX_K];
-    __shared__ double dots[MAX_K];
+    STATIC_SHARED(double, w64, MAX_K);
+    STATIC_SHARED(double, dots, MAX_K);
     softmax_weights(k, alpha, w64);
     const int j = threadIdx.x;
     if (j < k) {

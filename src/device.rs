@@ -1,7 +1,7 @@
-//! Choosing the device: the `--device` flag value (`auto | cpu | cuda | cuda:N`) and its
-//! resolution to a usable backend. Compiled with or without the `cuda` feature; every
-//! failure (no CUDA support in this build, no driver, no GPU) is a one-line `Error::Device`,
-//! never a panic.
+//! Choosing the device: the `--device` flag value (`auto | cpu | cuda | cuda:N | cuda-sim`)
+//! and its resolution to a usable backend. Compiled with or without the `cuda` and
+//! `cuda-sim` features; every failure (no CUDA support in this build, no driver, no GPU) is
+//! a one-line `Error::Device`, never a panic.
 
 use crate::backend::cpu::Cpu;
 use crate::error::{Error, Result};
@@ -17,6 +17,9 @@ pub enum DeviceChoice {
     Cpu,
     /// A CUDA GPU by ordinal (`cuda` is `cuda:0`).
     Cuda(usize),
+    /// The CUDA backend on the host simulation of a GPU (feature `cuda-sim`; slow, for
+    /// checking the CUDA code without a GPU).
+    CudaSim,
 }
 
 impl FromStr for DeviceChoice {
@@ -24,12 +27,13 @@ impl FromStr for DeviceChoice {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || Error::Invalid {
             what: format!("--device '{s}'"),
-            detail: "expected auto, cpu, cuda or cuda:N".into(),
+            detail: "expected auto, cpu, cuda, cuda:N or cuda-sim".into(),
         };
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(DeviceChoice::Auto),
             "cpu" => Ok(DeviceChoice::Cpu),
             "cuda" => Ok(DeviceChoice::Cuda(0)),
+            "cuda-sim" => Ok(DeviceChoice::CudaSim),
             other => match other.strip_prefix("cuda:") {
                 Some(n) => n.parse().map(DeviceChoice::Cuda).map_err(|_| bad()),
                 None => Err(bad()),
@@ -44,6 +48,7 @@ impl fmt::Display for DeviceChoice {
             DeviceChoice::Auto => write!(f, "auto"),
             DeviceChoice::Cpu => write!(f, "cpu"),
             DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceChoice::CudaSim => write!(f, "cuda-sim"),
         }
     }
 }
@@ -51,7 +56,8 @@ impl fmt::Display for DeviceChoice {
 /// A device ready to run. Match on it and call the generic code with the backend inside.
 pub enum Resolved {
     Cpu(Cpu<f32>),
-    #[cfg(feature = "cuda")]
+    /// The CUDA backend, on a GPU or on the host simulation.
+    #[cfg(any(feature = "cuda", feature = "cuda-sim"))]
     Cuda(crate::backend::cuda::Cuda),
 }
 
@@ -61,7 +67,7 @@ impl Resolved {
         use crate::backend::Backend;
         match self {
             Resolved::Cpu(c) => c.device_name(),
-            #[cfg(feature = "cuda")]
+            #[cfg(any(feature = "cuda", feature = "cuda-sim"))]
             Resolved::Cuda(c) => c.device_name(),
         }
     }
@@ -70,9 +76,28 @@ impl Resolved {
     }
 }
 
-/// Whether this binary was built with the `cuda` feature.
+/// Whether this binary was built with the `cuda` feature (GPU support).
 pub const fn cuda_compiled() -> bool {
     cfg!(feature = "cuda")
+}
+
+/// Whether this binary was built with the `cuda-sim` feature (the host simulation).
+pub const fn cuda_sim_compiled() -> bool {
+    cfg!(feature = "cuda-sim")
+}
+
+/// Opens the CUDA backend on the host simulation, or says why it cannot.
+#[cfg(feature = "cuda-sim")]
+pub fn open_cuda_sim() -> Result<Resolved> {
+    crate::backend::cuda::Cuda::open_sim().map(Resolved::Cuda)
+}
+
+/// Opens the CUDA backend on the host simulation, or says why it cannot.
+#[cfg(not(feature = "cuda-sim"))]
+pub fn open_cuda_sim() -> Result<Resolved> {
+    Err(Error::Device(
+        "nasrs was built without the CUDA simulation; rebuild with --features cuda-sim".into(),
+    ))
 }
 
 /// Opens CUDA device `ordinal`, or says in one line why it cannot.
@@ -95,6 +120,7 @@ pub fn resolve(choice: DeviceChoice) -> Result<(Resolved, Option<String>)> {
     match choice {
         DeviceChoice::Cpu => Ok((Resolved::Cpu(Cpu::new()), None)),
         DeviceChoice::Cuda(n) => open_cuda(n).map(|d| (d, None)),
+        DeviceChoice::CudaSim => open_cuda_sim().map(|d| (d, None)),
         DeviceChoice::Auto => match open_cuda(0) {
             Ok(d) => Ok((d, None)),
             Err(e) => Ok((

@@ -96,7 +96,7 @@ struct SearchArgs {
     /// 1 = first-order DARTS, 2 = second-order (unrolled).
     #[arg(long, default_value_t = 1)]
     order: u8,
-    /// auto | cpu | cuda | cuda:N
+    /// auto | cpu | cuda | cuda:N | cuda-sim
     #[arg(long, default_value = "auto")]
     device: String,
     #[arg(long, default_value_t = 2)]
@@ -161,7 +161,7 @@ struct TrainArgs {
     /// Initial learning rate (cosine-annealed to 0).
     #[arg(long, default_value_t = 0.025)]
     lr: f64,
-    /// auto | cpu | cuda | cuda:N
+    /// auto | cpu | cuda | cuda:N | cuda-sim
     #[arg(long, default_value = "auto")]
     device: String,
     #[arg(long, default_value_t = 0)]
@@ -199,7 +199,7 @@ struct EvalArgs {
     genotype: Option<String>,
     #[arg(long, default_value_t = 96)]
     batch: usize,
-    /// auto | cpu | cuda | cuda:N
+    /// auto | cpu | cuda | cuda:N | cuda-sim
     #[arg(long, default_value = "auto")]
     device: String,
     /// Also write the first --logits-count test images and their logits to this safetensors
@@ -349,7 +349,7 @@ macro_rules! with_backend {
     ($resolved:expr, |$be:ident| $body:expr) => {
         match $resolved {
             Resolved::Cpu($be) => $body,
-            #[cfg(feature = "cuda")]
+            #[cfg(any(feature = "cuda", feature = "cuda-sim"))]
             Resolved::Cuda($be) => $body,
         }
     };

@@ -171,7 +171,7 @@ fn device_flag_parsing() {
     let e = "gpu".parse::<DeviceChoice>().unwrap_err().to_string();
     assert_eq!(
         e,
-        "invalid --device 'gpu': expected auto, cpu, cuda or cuda:N"
+        "invalid --device 'gpu': expected auto, cpu, cuda, cuda:N or cuda-sim"
     );
     for bad in ["", "cuda:", "cuda:x", "cuda:-1", "cpu0"] {
         let e = bad.parse::<DeviceChoice>().unwrap_err().to_string();

@@ -542,6 +542,15 @@ impl Backend for Counting {
     fn len(&self, buf: &CountBuf) -> usize {
         buf.len
     }
+    /// Counted buffers have no memory: their id stands for the address.
+    fn storage_addr(&self, buf: &CountBuf) -> usize {
+        buf.id as usize
+    }
+    /// Counted labels have no memory or id; graphs here bake nothing in, so the handle's
+    /// address serves.
+    fn labels_addr(&self, labels: &CountLabels) -> usize {
+        labels as *const CountLabels as usize
+    }
     fn copy(&self, buf: &CountBuf) -> Result<CountBuf> {
         self.unary("copy", 0, &[buf], buf.len)
     }

@@ -28,7 +28,7 @@ pub mod counting;
 pub mod cpu;
 pub mod element;
 
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "cuda-sim"))]
 pub mod cuda;
 
 pub use element::Element;
@@ -143,6 +143,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn upload(&self, host: &[Self::Elem]) -> Result<Self::Storage>;
     fn download(&self, buf: &Self::Storage) -> Result<Vec<Self::Elem>>;
     fn len(&self, buf: &Self::Storage) -> usize;
+    /// The address the device's kernels see for `buf` (a device pointer on CUDA, the data's
+    /// host address on the CPU): what a captured graph bakes in, so what a graph cache must
+    /// key on. Not the address of the host-side handle, which can be reused while the
+    /// device buffer differs, and the reverse.
+    fn storage_addr(&self, buf: &Self::Storage) -> usize;
+    /// As [`Backend::storage_addr`], for labels.
+    fn labels_addr(&self, labels: &Self::Labels) -> usize;
     fn copy(&self, buf: &Self::Storage) -> Result<Self::Storage>;
     /// Overwrites `dst` with `src` (same length).
     fn copy_into(&self, dst: &mut Self::Storage, src: &Self::Storage) -> Result<()>;

@@ -250,13 +250,15 @@ struct StepBuffers<B: Backend> {
 }
 
 /// What a captured graph froze: the learning rate (an argument of its kernels), the order,
-/// the activation precision, and the addresses of every persistent buffer it touches. Any change means a new capture.
+/// the activation precision, the device addresses of every persistent buffer it touches,
+/// and the other hyper-parameters its kernels take. Any change means a new capture.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct GraphKey {
     lr_bits: u64,
     order: u8,
     activations: Precision,
     buffers: u64,
+    hyper: u64,
 }
 
 /// Runs `body` as a graph where the device has graphs (captured on first use, or again when
@@ -663,11 +665,16 @@ impl<B: Backend> Darts<B> {
     }
 
     /// The key a graph of the staged steps is valid for: the learning rate and order it
-    /// froze, and a fingerprint of the addresses of every persistent buffer it touches
-    /// (weights, BN statistics, alphas, optimizer state, staged batches, outputs): loading a
-    /// checkpoint or replacing any of them forces a new capture.
+    /// froze, every other hyper-parameter a captured kernel takes as an argument (weight
+    /// decay, momentum, gradient clip, the Hessian-vector radius, the optimizers' own), and
+    /// the device address and length of every persistent buffer it touches (weights, BN
+    /// statistics, alphas, optimizer state, staged batches, outputs): loading a checkpoint,
+    /// re-staging, or changing a public hyper-parameter forces a new capture. Device
+    /// addresses, not the host handles' (`Arc::as_ptr`): a handle can be reused for a new
+    /// device buffer, and the graph bakes in the device pointer.
     fn graph_key(&self, steps: &StepBuffers<B>, lr: f64) -> GraphKey {
         use std::hash::{Hash, Hasher};
+        let be = &self.backend;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         let stores = [
             &self.net.weights,
@@ -675,23 +682,50 @@ impl<B: Backend> Darts<B> {
             &self.net.buffers,
             &self.weight_opt.state,
         ];
+        let buffer = |t: &Tensor<B>, h: &mut std::collections::hash_map::DefaultHasher| {
+            be.storage_addr(&t.buf).hash(h);
+            be.len(&t.buf).hash(h);
+        };
         for store in stores {
             for t in store.tensors() {
-                (Arc::as_ptr(&t.buf) as usize).hash(&mut h);
+                buffer(t, &mut h);
             }
         }
         for b in [&steps.train, &steps.val].into_iter().flatten() {
-            (Arc::as_ptr(&b.images.buf) as usize).hash(&mut h);
-            (Arc::as_ptr(&b.labels) as usize).hash(&mut h);
+            buffer(&b.images, &mut h);
+            b.images.shape.dims().hash(&mut h);
+            be.labels_addr(&b.labels).hash(&mut h);
+            be.labels_len(&b.labels).hash(&mut h);
         }
         for t in &steps.arch_grads {
-            (Arc::as_ptr(&t.buf) as usize).hash(&mut h);
+            buffer(t, &mut h);
+        }
+        let hy = &self.hyper;
+        let (sgd, adam) = (&self.weight_opt, &self.arch_opt);
+        let mut hyper = std::collections::hash_map::DefaultHasher::new();
+        for v in [
+            hy.momentum,
+            hy.weight_decay,
+            hy.grad_clip,
+            hy.hvp_radius,
+            hy.arch_betas.0,
+            hy.arch_betas.1,
+            hy.arch_weight_decay,
+            sgd.momentum,
+            sgd.weight_decay,
+            adam.beta1,
+            adam.beta2,
+            adam.eps,
+            adam.weight_decay,
+        ] {
+            v.to_bits().hash(&mut hyper);
         }
         GraphKey {
             lr_bits: lr.to_bits(),
             order: self.hyper.order,
             activations: self.hyper.activations,
             buffers: h.finish(),
+            hyper: hyper.finish(),
         }
     }
 

@@ -152,6 +152,12 @@ impl<T: Element> Backend for Cpu<T> {
     fn len(&self, buf: &Vec<T>) -> usize {
         buf.len()
     }
+    fn storage_addr(&self, buf: &Vec<T>) -> usize {
+        buf.as_ptr() as usize
+    }
+    fn labels_addr(&self, labels: &Vec<u32>) -> usize {
+        labels.as_ptr() as usize
+    }
     fn copy(&self, buf: &Vec<T>) -> Result<Vec<T>> {
         Ok(buf.clone())
     }

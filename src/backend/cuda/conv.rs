@@ -13,10 +13,11 @@
 //! `conv2d_bwd_data_into` (dx += ..) is the same launches with the kernels' `accumulate`
 //! flag set (masked contribution added) and beta 1 on the direct GEMM.
 
-use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, Geom};
+use super::driver::LaunchConfig;
+use super::kernels;
+use super::{cfg1d, expect_len, int, Cuda, CudaBuf, Geom};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw};
-use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 /// Output tile edge of `dwconv2d_fwd_f32` (TILE in kernels/conv.cu).
 const TILE: usize = 16;
@@ -71,17 +72,22 @@ fn gemm_operand<'a>(
 }
 
 fn im2col(d: &Cuda, x: &CudaBuf, g: Geom, relu: i32, len: usize) -> Result<CudaBuf> {
+    // The kernel indexes the columns with an int product (n*c*k*k*ho*wo): 3.7e9 at n=128
+    // c=256 3x3 112x112, which would wrap and leave the buffer unwritten.
+    int(len)?;
     let mut col = d.alloc(len)?;
+    // SAFETY: x holds g's n*c*h*w elements (checked by the callers), col `len` (alloc), the
+    // kernel's n*c*k*k*ho*wo; int(len) above keeps its index products in range.
     unsafe {
-        d.stream()
-            .launch_builder(d.func("im2col_f32")?)
-            .arg(&g)
-            .arg(&relu)
-            .arg(&x.data)
-            .arg(&mut col.data)
-            .launch(cfg1d(len))
-    }
-    .cu("im2col_f32")?;
+        kernels::im2col_f32(
+            d.drv(),
+            cfg1d(len),
+            g,
+            relu,
+            x.data.dev(),
+            col.data.dev_mut(),
+        )
+    }?;
     Ok(col)
 }
 
@@ -128,17 +134,19 @@ pub(super) fn conv2d_fwd(
             block_dim: (TILE as u32, TILE as u32, 1),
             shared_mem_bytes: smem as u32,
         };
+        // SAFETY: x holds xd.numel() and w the weight shape's elements (expect_len), y
+        // yd.numel() (alloc); smem is the tile the kernel stages (checked against the limit).
         unsafe {
-            d.stream()
-                .launch_builder(d.func("dwconv2d_fwd_f32")?)
-                .arg(&g)
-                .arg(&relu)
-                .arg(&x.data)
-                .arg(&w.data)
-                .arg(&mut y.data)
-                .launch(cfg)
-        }
-        .cu("dwconv2d_fwd_f32")?;
+            kernels::dwconv2d_fwd_f32(
+                d.drv(),
+                cfg,
+                g,
+                relu,
+                x.data.dev(),
+                w.data.dev(),
+                y.data.dev_mut(),
+            )
+        }?;
         return Ok(y);
     }
     let (groups, cg, og, rows, cols) = gemm_dims(spec, yd);
@@ -151,19 +159,16 @@ pub(super) fn conv2d_fwd(
         } else {
             gi * rows * cols
         };
-        let a = src.data.slice(b_off..);
-        let wv = w.data.slice(gi * og * rows..);
-        let mut yv = y.data.slice_mut(gi * og * cols..);
         d.gemm(
             false,
             false,
             (cols, og, rows),
-            &a,
+            (&src.data, b_off),
             cols,
-            &wv,
+            (&w.data, gi * og * rows),
             rows,
             0.0,
-            &mut yv,
+            (&mut y.data, gi * og * cols),
             cols,
             Some((xd.n, src_sample, 0, yd.c * cols)),
         )?;
@@ -222,19 +227,22 @@ fn bwd_data(
     let relu = relu_flag(spec);
     let acc = i32::from(accumulate);
     if spec.is_depthwise() {
+        // SAFETY: dy and w hold yd.numel() and the weight's elements (expect_len), dx
+        // xd.numel() (alloc or expect_len in the _into caller); x is read only with
+        // relu, when its length was checked.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("dwconv2d_bwd_data_f32")?)
-                .arg(&g)
-                .arg(&relu)
-                .arg(&acc)
-                .arg(&x.data)
-                .arg(&dy.data)
-                .arg(&w.data)
-                .arg(&mut dx.data)
-                .launch(cfg1d(xd.numel()))
-        }
-        .cu("dwconv2d_bwd_data_f32")?;
+            kernels::dwconv2d_bwd_data_f32(
+                d.drv(),
+                cfg1d(xd.numel()),
+                g,
+                relu,
+                acc,
+                x.data.dev(),
+                dy.data.dev(),
+                w.data.dev(),
+                dx.data.dev_mut(),
+            )
+        }?;
         return Ok(());
     }
     let (groups, cg, og, rows, cols) = gemm_dims(spec, yd);
@@ -246,37 +254,35 @@ fn bwd_data(
     for gi in 0..groups {
         // dcol_g [rows, cols] = w_g^T [rows, og] dy_g [og, cols]; column-major:
         // dcol' [cols, rows] = dy' [cols, og] * (w' [rows, og])^T.
-        let dyv = dy.data.slice(gi * og * cols..);
-        let wv = w.data.slice(gi * og * rows..);
+        let dyv = (&dy.data, gi * og * cols);
+        let wv = (&w.data, gi * og * rows);
         match col.as_mut() {
             None => {
-                let mut out = dx.data.slice_mut(gi * cg * xd.plane()..);
                 d.gemm(
                     false,
                     true,
                     (cols, rows, og),
-                    &dyv,
+                    dyv,
                     cols,
-                    &wv,
+                    wv,
                     rows,
                     if accumulate { 1.0 } else { 0.0 },
-                    &mut out,
+                    (&mut dx.data, gi * cg * xd.plane()),
                     cols,
                     Some((xd.n, yd.c * cols, 0, xd.c * xd.plane())),
                 )?;
             }
             Some(col) => {
-                let mut out = col.data.slice_mut(gi * rows * cols..);
                 d.gemm(
                     false,
                     true,
                     (cols, rows, og),
-                    &dyv,
+                    dyv,
                     cols,
-                    &wv,
+                    wv,
                     rows,
                     0.0,
-                    &mut out,
+                    (&mut col.data, gi * rows * cols),
                     cols,
                     Some((xd.n, yd.c * cols, 0, groups * rows * cols)),
                 )?;
@@ -284,18 +290,19 @@ fn bwd_data(
         }
     }
     if let Some(col) = col {
+        // SAFETY: col holds n*c*k*k*cols (alloc), dx xd.numel(); x as for the depthwise case.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("col2im_f32")?)
-                .arg(&g)
-                .arg(&relu)
-                .arg(&acc)
-                .arg(&x.data)
-                .arg(&col.data)
-                .arg(&mut dx.data)
-                .launch(cfg1d(xd.numel()))
-        }
-        .cu("col2im_f32")?;
+            kernels::col2im_f32(
+                d.drv(),
+                cfg1d(xd.numel()),
+                g,
+                relu,
+                acc,
+                x.data.dev(),
+                col.data.dev(),
+                dx.data.dev_mut(),
+            )
+        }?;
     }
     Ok(())
 }
@@ -321,17 +328,19 @@ pub(super) fn conv2d_bwd_weight(
             block_dim: (super::BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
+        // SAFETY: x and dy hold xd/yd.numel() (expect_len), dw c*k*k (alloc); the grid is
+        // (c, k*k) blocks, one per weight.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("dwconv2d_bwd_weight_f32")?)
-                .arg(&g)
-                .arg(&relu)
-                .arg(&x.data)
-                .arg(&dy.data)
-                .arg(&mut dw.data)
-                .launch(cfg)
-        }
-        .cu("dwconv2d_bwd_weight_f32")?;
+            kernels::dwconv2d_bwd_weight_f32(
+                d.drv(),
+                cfg,
+                g,
+                relu,
+                x.data.dev(),
+                dy.data.dev(),
+                dw.data.dev_mut(),
+            )
+        }?;
         return Ok(dw);
     }
     let (groups, cg, og, rows, cols) = gemm_dims(spec, yd);
@@ -347,33 +356,31 @@ pub(super) fn conv2d_bwd_weight(
         } else {
             gi * rows * cols
         };
-        let a = src.data.slice(b_off..);
-        let dyv = dy.data.slice(gi * og * cols..);
-        let mut out = parts.data.slice_mut(gi * og * rows..);
         d.gemm(
             true,
             false,
             (rows, og, cols),
-            &a,
+            (&src.data, b_off),
             cols,
-            &dyv,
+            (&dy.data, gi * og * cols),
             cols,
             0.0,
-            &mut out,
+            (&mut parts.data, gi * og * rows),
             rows,
             Some((xd.n, src_sample, yd.c * cols, wlen)),
         )?;
     }
     let (batches, m) = (int(xd.n)?, int(wlen)?);
+    // SAFETY: parts holds n * wlen (alloc), dw wlen.
     unsafe {
-        d.stream()
-            .launch_builder(d.func("sum_batches_f32")?)
-            .arg(&batches)
-            .arg(&m)
-            .arg(&parts.data)
-            .arg(&mut dw.data)
-            .launch(cfg1d(wlen))
-    }
-    .cu("sum_batches_f32")?;
+        kernels::sum_batches_f32(
+            d.drv(),
+            cfg1d(wlen),
+            batches,
+            m,
+            parts.data.dev(),
+            dw.data.dev_mut(),
+        )
+    }?;
     Ok(dw)
 }

@@ -2,10 +2,12 @@
 //! softmax cross-entropy and the correct-prediction count, reading device labels (uploaded
 //! once per batch, so a captured step reads them in place).
 
-use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, CudaLabels, ONE_BLOCK};
+use super::driver::DeviceSlice;
+use super::driver::LaunchConfig;
+use super::kernels;
+use super::{cfg1d, expect_len, int, Cuda, CudaBuf, CudaLabels, ONE_BLOCK};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 pub(super) fn linear_fwd(
     d: &Cuda,
@@ -27,16 +29,17 @@ pub(super) fn linear_fwd(
     }
     if let Some(b) = b {
         let (rows, cols) = (int(n)?, int(out_f)?);
+        // SAFETY: b holds out_f elements (expect_len), y n * out_f (alloc).
         unsafe {
-            d.stream()
-                .launch_builder(d.func("linear_bias_fwd_f32")?)
-                .arg(&rows)
-                .arg(&cols)
-                .arg(&b.data)
-                .arg(&mut y.data)
-                .launch(cfg1d(n * out_f))
-        }
-        .cu("linear_bias_fwd_f32")?;
+            kernels::linear_bias_fwd_f32(
+                d.drv(),
+                cfg1d(n * out_f),
+                rows,
+                cols,
+                b.data.dev(),
+                y.data.dev_mut(),
+            )
+        }?;
     }
     let beta = if b.is_some() { 1.0 } else { 0.0 };
     // y' [out, n] = (w' [in, out])^T x' [in, n]
@@ -44,12 +47,12 @@ pub(super) fn linear_fwd(
         true,
         false,
         (out_f, n, in_f),
-        &w.data,
+        (&w.data, 0),
         in_f,
-        &x.data,
+        (&x.data, 0),
         in_f,
         beta,
-        &mut y.data,
+        (&mut y.data, 0),
         out_f,
         None,
     )?;
@@ -78,12 +81,12 @@ pub(super) fn linear_bwd(
             false,
             false,
             (in_f, n, out_f),
-            &w.data,
+            (&w.data, 0),
             in_f,
-            &dy.data,
+            (&dy.data, 0),
             out_f,
             0.0,
-            &mut dx.data,
+            (&mut dx.data, 0),
             in_f,
             None,
         )?;
@@ -92,12 +95,12 @@ pub(super) fn linear_bwd(
             false,
             true,
             (in_f, out_f, n),
-            &x.data,
+            (&x.data, 0),
             in_f,
-            &dy.data,
+            (&dy.data, 0),
             out_f,
             0.0,
-            &mut dw.data,
+            (&mut dw.data, 0),
             in_f,
             None,
         )?;
@@ -106,16 +109,17 @@ pub(super) fn linear_bwd(
         let mut db = d.zeros(out_f)?;
         if out_f > 0 {
             let (rows, cols) = (int(n)?, int(out_f)?);
+            // SAFETY: dy holds n * out_f (expect_len), db out_f (zeros).
             unsafe {
-                d.stream()
-                    .launch_builder(d.func("linear_bias_bwd_f32")?)
-                    .arg(&rows)
-                    .arg(&cols)
-                    .arg(&dy.data)
-                    .arg(&mut db.data)
-                    .launch(cfg1d(out_f))
-            }
-            .cu("linear_bias_bwd_f32")?;
+                kernels::linear_bias_bwd_f32(
+                    d.drv(),
+                    cfg1d(out_f),
+                    rows,
+                    cols,
+                    dy.data.dev(),
+                    db.data.dev_mut(),
+                )
+            }?;
         }
         Some(db)
     } else {
@@ -131,7 +135,7 @@ fn labels_for<'a>(
     labels: &'a CudaLabels,
     n: usize,
     k: usize,
-) -> Result<&'a CudaSlice<u32>> {
+) -> Result<&'a DeviceSlice<u32>> {
     if labels.len != n {
         return Err(Error::shape(
             op,
@@ -155,7 +159,7 @@ pub(super) fn softmax_cross_entropy_fwd(
     labels: &CudaLabels,
 ) -> Result<(CudaBuf, CudaBuf)> {
     expect_len("softmax_cross_entropy", "logits", logits, n * k)?;
-    let lab = labels_for("softmax_cross_entropy", labels, n, k)?;
+    let lab = labels_for("softmax_cross_entropy", labels, n, k)?.dev();
     if n == 0 || k == 0 {
         return Err(Error::shape(
             "softmax_cross_entropy",
@@ -166,32 +170,35 @@ pub(super) fn softmax_cross_entropy_fwd(
     let mut row_loss = d.scratch::<f64>(n)?;
     let mut loss = d.alloc(1)?;
     let (rows, classes) = (int(n)?, int(k)?);
+    // SAFETY: logits hold n * k (expect_len), labels n (labels_for), probs n * k and
+    // row_loss n (alloc).
     unsafe {
-        d.stream()
-            .launch_builder(d.func("softmax_cross_entropy_fwd_f32")?)
-            .arg(&rows)
-            .arg(&classes)
-            .arg(&logits.data)
-            .arg(lab)
-            .arg(&mut probs.data)
-            .arg(&mut row_loss)
-            .launch(cfg1d(n))
-    }
-    .cu("softmax_cross_entropy_fwd_f32")?;
+        kernels::softmax_cross_entropy_fwd_f32(
+            d.drv(),
+            cfg1d(n),
+            rows,
+            classes,
+            logits.data.dev(),
+            lab,
+            probs.data.dev_mut(),
+            row_loss.dev_mut(),
+        )
+    }?;
     let one = LaunchConfig {
         grid_dim: (1, 1, 1),
         block_dim: (32, 1, 1),
         shared_mem_bytes: 0,
     };
+    // SAFETY: row_loss holds n doubles, loss one float.
     unsafe {
-        d.stream()
-            .launch_builder(d.func("softmax_cross_entropy_finish_f32")?)
-            .arg(&rows)
-            .arg(&row_loss)
-            .arg(&mut loss.data)
-            .launch(one)
-    }
-    .cu("softmax_cross_entropy_finish_f32")?;
+        kernels::softmax_cross_entropy_finish_f32(
+            d.drv(),
+            one,
+            rows,
+            row_loss.dev(),
+            loss.data.dev_mut(),
+        )
+    }?;
     Ok((loss, probs))
 }
 
@@ -205,22 +212,24 @@ pub(super) fn softmax_cross_entropy_bwd(
 ) -> Result<CudaBuf> {
     expect_len("softmax_cross_entropy_bwd", "probabilities", probs, n * k)?;
     expect_len("softmax_cross_entropy_bwd", "loss gradient", dloss, 1)?;
-    let lab = labels_for("softmax_cross_entropy_bwd", labels, n, k)?;
+    let lab = labels_for("softmax_cross_entropy_bwd", labels, n, k)?.dev();
     let mut dl = d.alloc(n * k)?;
     if n * k > 0 {
         let (rows, classes) = (int(n)?, int(k)?);
+        // SAFETY: probs hold n * k, dloss one (expect_len), labels n (labels_for), dl n * k
+        // (alloc).
         unsafe {
-            d.stream()
-                .launch_builder(d.func("softmax_cross_entropy_bwd_f32")?)
-                .arg(&rows)
-                .arg(&classes)
-                .arg(&probs.data)
-                .arg(&dloss.data)
-                .arg(lab)
-                .arg(&mut dl.data)
-                .launch(cfg1d(n * k))
-        }
-        .cu("softmax_cross_entropy_bwd_f32")?;
+            kernels::softmax_cross_entropy_bwd_f32(
+                d.drv(),
+                cfg1d(n * k),
+                rows,
+                classes,
+                probs.data.dev(),
+                dloss.data.dev(),
+                lab,
+                dl.data.dev_mut(),
+            )
+        }?;
     }
     Ok(dl)
 }
@@ -234,19 +243,20 @@ pub(super) fn count_correct(
     labels: &CudaLabels,
 ) -> Result<CudaBuf> {
     expect_len("count_correct", "logits", logits, n * k)?;
-    let lab = labels_for("count_correct", labels, n, k)?;
+    let lab = labels_for("count_correct", labels, n, k)?.dev();
     let mut out = d.alloc(1)?;
     let (rows, classes) = (int(n)?, int(k)?);
+    // SAFETY: logits hold n * k (expect_len), labels n (labels_for), out one (alloc).
     unsafe {
-        d.stream()
-            .launch_builder(d.func("count_correct_f32")?)
-            .arg(&rows)
-            .arg(&classes)
-            .arg(&logits.data)
-            .arg(lab)
-            .arg(&mut out.data)
-            .launch(ONE_BLOCK)
-    }
-    .cu("count_correct_f32")?;
+        kernels::count_correct_f32(
+            d.drv(),
+            ONE_BLOCK,
+            rows,
+            classes,
+            logits.data.dev(),
+            lab,
+            out.data.dev_mut(),
+        )
+    }?;
     Ok(out)
 }

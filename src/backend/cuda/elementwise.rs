@@ -2,13 +2,14 @@
 //! scale_assign, relu, the bf16 conversions (`to_bf16`, `from_bf16`), drop_path, and the double-precision reductions behind `dot`,
 //! `sum_squares` and the on-device gradient norm scalars.
 
+use super::driver::DeviceSlice;
+use super::driver::LaunchConfig;
+use super::kernels;
 use super::{
-    cfg1d, expect_len, int, same_len, scalar_ptr, CuResult, Cuda, CudaBuf, CudaHalf, BLOCK,
-    ONE_BLOCK,
+    cfg1d, expect_len, int, same_len, scalar_ptr, Cuda, CudaBuf, CudaHalf, BLOCK, ONE_BLOCK,
 };
 use crate::backend::{norm_scalars, ScalarRef};
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
 /// Blocks of partial sums for the reductions: enough to fill the GPU, few enough for one
 /// finishing block. Fixed per length, so the summation order (and result) is reproducible.
@@ -19,16 +20,17 @@ pub(super) fn add(d: &Cuda, a: &CudaBuf, b: &CudaBuf) -> Result<CudaBuf> {
     let mut y = d.alloc(a.len)?;
     if a.len > 0 {
         let n = int(a.len)?;
+        // SAFETY: a, b (same_len) and y (alloc) hold n elements.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("add_f32")?)
-                .arg(&n)
-                .arg(&a.data)
-                .arg(&b.data)
-                .arg(&mut y.data)
-                .launch(cfg1d(a.len))
-        }
-        .cu("add_f32")?;
+            kernels::add_f32(
+                d.drv(),
+                cfg1d(a.len),
+                n,
+                a.data.dev(),
+                b.data.dev(),
+                y.data.dev_mut(),
+            )
+        }?;
     }
     Ok(y)
 }
@@ -37,16 +39,8 @@ pub(super) fn scale(d: &Cuda, x: &CudaBuf, s: f64) -> Result<CudaBuf> {
     let mut y = d.alloc(x.len)?;
     if x.len > 0 {
         let (n, s) = (int(x.len)?, s as f32);
-        unsafe {
-            d.stream()
-                .launch_builder(d.func("scale_f32")?)
-                .arg(&n)
-                .arg(&s)
-                .arg(&x.data)
-                .arg(&mut y.data)
-                .launch(cfg1d(x.len))
-        }
-        .cu("scale_f32")?;
+        // SAFETY: x and y (alloc) hold n elements.
+        unsafe { kernels::scale_f32(d.drv(), cfg1d(x.len), n, s, x.data.dev(), y.data.dev_mut()) }?;
     }
     Ok(y)
 }
@@ -55,16 +49,8 @@ pub(super) fn axpy(d: &Cuda, y: &mut CudaBuf, a: f64, x: &CudaBuf) -> Result<()>
     same_len("axpy", y, x)?;
     if x.len > 0 {
         let (n, a) = (int(x.len)?, a as f32);
-        unsafe {
-            d.stream()
-                .launch_builder(d.func("axpy_f32")?)
-                .arg(&n)
-                .arg(&a)
-                .arg(&x.data)
-                .arg(&mut y.data)
-                .launch(cfg1d(x.len))
-        }
-        .cu("axpy_f32")?;
+        // SAFETY: x and y hold n elements (same_len).
+        unsafe { kernels::axpy_f32(d.drv(), cfg1d(x.len), n, a, x.data.dev(), y.data.dev_mut()) }?;
     }
     Ok(())
 }
@@ -72,15 +58,8 @@ pub(super) fn axpy(d: &Cuda, y: &mut CudaBuf, a: f64, x: &CudaBuf) -> Result<()>
 pub(super) fn scale_assign(d: &Cuda, x: &mut CudaBuf, s: f64) -> Result<()> {
     if x.len > 0 {
         let (n, s) = (int(x.len)?, s as f32);
-        unsafe {
-            d.stream()
-                .launch_builder(d.func("scale_assign_f32")?)
-                .arg(&n)
-                .arg(&s)
-                .arg(&mut x.data)
-                .launch(cfg1d(x.len))
-        }
-        .cu("scale_assign_f32")?;
+        // SAFETY: x holds n elements.
+        unsafe { kernels::scale_assign_f32(d.drv(), cfg1d(x.len), n, s, x.data.dev_mut()) }?;
     }
     Ok(())
 }
@@ -89,15 +68,8 @@ pub(super) fn relu_fwd(d: &Cuda, x: &CudaBuf) -> Result<CudaBuf> {
     let mut y = d.alloc(x.len)?;
     if x.len > 0 {
         let n = int(x.len)?;
-        unsafe {
-            d.stream()
-                .launch_builder(d.func("relu_fwd_f32")?)
-                .arg(&n)
-                .arg(&x.data)
-                .arg(&mut y.data)
-                .launch(cfg1d(x.len))
-        }
-        .cu("relu_fwd_f32")?;
+        // SAFETY: x and y (alloc) hold n elements.
+        unsafe { kernels::relu_fwd_f32(d.drv(), cfg1d(x.len), n, x.data.dev(), y.data.dev_mut()) }?;
     }
     Ok(y)
 }
@@ -105,20 +77,13 @@ pub(super) fn relu_fwd(d: &Cuda, x: &CudaBuf) -> Result<CudaBuf> {
 /// Rounds to bf16 (nearest even) into a fresh u16 buffer.
 pub(super) fn to_bf16(d: &Cuda, x: &CudaBuf) -> Result<CudaHalf> {
     let mut y = CudaHalf {
-        data: d.scratch::<u16>(x.len)?,
+        data: d.scratch::<half::bf16>(x.len)?,
         len: x.len,
     };
     if x.len > 0 {
         let n = int(x.len)?;
-        unsafe {
-            d.stream()
-                .launch_builder(d.func("to_bf16_f32")?)
-                .arg(&n)
-                .arg(&x.data)
-                .arg(&mut y.data)
-                .launch(cfg1d(x.len))
-        }
-        .cu("to_bf16_f32")?;
+        // SAFETY: x and y (scratch) hold n elements.
+        unsafe { kernels::to_bf16_f32(d.drv(), cfg1d(x.len), n, x.data.dev(), y.data.dev_mut()) }?;
     }
     Ok(y)
 }
@@ -128,15 +93,10 @@ pub(super) fn from_bf16(d: &Cuda, x: &CudaHalf) -> Result<CudaBuf> {
     let mut y = d.alloc(x.len)?;
     if x.len > 0 {
         let n = int(x.len)?;
+        // SAFETY: x and y (alloc) hold n elements.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("from_bf16_f32")?)
-                .arg(&n)
-                .arg(&x.data)
-                .arg(&mut y.data)
-                .launch(cfg1d(x.len))
-        }
-        .cu("from_bf16_f32")?;
+            kernels::from_bf16_f32(d.drv(), cfg1d(x.len), n, x.data.dev(), y.data.dev_mut())
+        }?;
     }
     Ok(y)
 }
@@ -146,16 +106,17 @@ pub(super) fn relu_bwd(d: &Cuda, y: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
     let mut dx = d.alloc(y.len)?;
     if y.len > 0 {
         let n = int(y.len)?;
+        // SAFETY: y, dy (same_len) and dx (alloc) hold n elements.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("relu_bwd_f32")?)
-                .arg(&n)
-                .arg(&y.data)
-                .arg(&dy.data)
-                .arg(&mut dx.data)
-                .launch(cfg1d(y.len))
-        }
-        .cu("relu_bwd_f32")?;
+            kernels::relu_bwd_f32(
+                d.drv(),
+                cfg1d(y.len),
+                n,
+                y.data.dev(),
+                dy.data.dev(),
+                dx.data.dev_mut(),
+            )
+        }?;
     }
     Ok(dx)
 }
@@ -171,44 +132,32 @@ pub(super) fn drop_path(d: &Cuda, x: &CudaBuf, n: usize, scale: &CudaBuf) -> Res
     let mut y = d.alloc(x.len)?;
     if x.len > 0 {
         let (total, per) = (int(x.len)?, int(x.len / n)?);
+        // SAFETY: x and y (alloc) hold `total` elements; scale holds one per sample
+        // (expect_len) and total splits into n samples of `per`.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("drop_path_f32")?)
-                .arg(&total)
-                .arg(&per)
-                .arg(&x.data)
-                .arg(&scale.data)
-                .arg(&mut y.data)
-                .launch(cfg1d(x.len))
-        }
-        .cu("drop_path_f32")?;
+            kernels::drop_path_f32(
+                d.drv(),
+                cfg1d(x.len),
+                total,
+                per,
+                x.data.dev(),
+                scale.data.dev(),
+                y.data.dev_mut(),
+            )
+        }?;
     }
     Ok(y)
 }
 
-/// Buffers per `square_partials_f32` launch (`NORM_MANY_TENSORS` in kernels/elementwise.cu).
-const NORM_MANY_TENSORS: usize = 240;
-
-/// `struct NormTable` in kernels/elementwise.cu, field for field.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct NormTable {
-    x: [u64; NORM_MANY_TENSORS],
-    len: [i32; NORM_MANY_TENSORS],
-    block_start: [i32; NORM_MANY_TENSORS + 1],
-    count: i32,
-    base: i32,
-}
-unsafe impl DeviceRepr for NormTable {}
-// The argument size nvcc gives `struct NormTable` (`.param .b8 square_partials_f32_param_0[3856]`).
-const _: () = assert!(std::mem::size_of::<NormTable>() == 3856);
+use kernels::consts::NORM_MANY_TENSORS;
+use kernels::NormTable;
 
 /// Per-block partial sums of squares of every buffer, written into one array: buffer by
 /// buffer, the blocks a `dot_f32` launch on that buffer alone would have
 /// (`min(ceil(len / BLOCK), REDUCE_BLOCKS)`, each summing the same elements in the same
 /// order), but computed by one `square_partials_f32` launch per `NORM_MANY_TENSORS` buffers.
 /// Returns the partials and their count (0 when every buffer is empty).
-fn square_partials(d: &Cuda, xs: &[&CudaBuf]) -> Result<(CudaSlice<f64>, usize)> {
+fn square_partials(d: &Cuda, xs: &[&CudaBuf]) -> Result<(DeviceSlice<f64>, usize)> {
     let blocks: Vec<usize> = xs
         .iter()
         .map(|x| x.len.div_ceil(BLOCK as usize).min(REDUCE_BLOCKS))
@@ -228,7 +177,7 @@ fn square_partials(d: &Cuda, xs: &[&CudaBuf]) -> Result<(CudaSlice<f64>, usize)>
         };
         let mut nb = 0usize;
         for (k, &i) in group.iter().enumerate() {
-            table.x[k] = d.ptr(Some(xs[i]));
+            table.x[k] = xs[i].data.addr();
             table.len[k] = int(xs[i].len)?;
             table.block_start[k] = int(nb)?;
             nb += blocks[i];
@@ -239,14 +188,9 @@ fn square_partials(d: &Cuda, xs: &[&CudaBuf]) -> Result<(CudaSlice<f64>, usize)>
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        unsafe {
-            d.stream()
-                .launch_builder(d.func("square_partials_f32")?)
-                .arg(&table)
-                .arg(&mut partials)
-                .launch(cfg)
-        }
-        .cu("square_partials_f32")?;
+        // SAFETY: each table entry's len is its buffer's length; partials holds `total` blocks
+        // and base + nb <= total (blocks summed above).
+        unsafe { kernels::square_partials_f32(d.drv(), cfg, table, partials.dev_mut()) }?;
         base += nb;
     }
     Ok((partials, total))
@@ -261,23 +205,13 @@ pub(super) fn sum_squares_many(d: &Cuda, xs: &[&CudaBuf]) -> Result<f64> {
     }
     let mut out = d.scratch::<f64>(1)?;
     let count = int(total)?;
+    // SAFETY: partials holds `count` doubles, out one.
     unsafe {
-        d.stream()
-            .launch_builder(d.func("reduce_finish_f64")?)
-            .arg(&count)
-            .arg(&partials)
-            .arg(&mut out)
-            .launch(ONE_BLOCK)
-    }
-    .cu("reduce_finish_f64")?;
-    let host = d
-        .stream()
-        .clone_dtoh(&out)
-        .cu("sum_squares_many download")?;
-    d.stream()
-        .synchronize()
-        .cu("sum_squares_many synchronize")?;
-    Ok(host.first().copied().unwrap_or(0.0))
+        kernels::reduce_finish_f64(d.drv(), ONE_BLOCK, count, partials.dev(), out.dev_mut())
+    }?;
+    let mut host = [0.0f64];
+    out.download_into(&mut host)?;
+    Ok(host[0])
 }
 
 /// The global norm scalars (`norm_scalars` layout) of every buffer, left on the device: the
@@ -286,16 +220,17 @@ pub(super) fn grad_norm_scalars(d: &Cuda, xs: &[&CudaBuf], max_norm: f64) -> Res
     let (partials, total) = square_partials(d, xs)?;
     let mut out = d.alloc(norm_scalars::LEN)?;
     let count = int(total)?;
+    // SAFETY: partials holds `count` doubles, out norm_scalars::LEN floats.
     unsafe {
-        d.stream()
-            .launch_builder(d.func("norm_scalars_finish_f32")?)
-            .arg(&count)
-            .arg(&partials)
-            .arg(&max_norm)
-            .arg(&mut out.data)
-            .launch(ONE_BLOCK)
-    }
-    .cu("norm_scalars_finish_f32")?;
+        kernels::norm_scalars_finish_f32(
+            d.drv(),
+            ONE_BLOCK,
+            count,
+            partials.dev(),
+            max_norm,
+            out.data.dev_mut(),
+        )
+    }?;
     Ok(out)
 }
 
@@ -308,20 +243,22 @@ pub(super) fn axpy_scaled(
     x: &CudaBuf,
 ) -> Result<()> {
     same_len("axpy_scaled", y, x)?;
-    let sp = scalar_ptr(d, "axpy_scaled", &s)?;
+    let sp = scalar_ptr("axpy_scaled", &s)?;
     if x.len > 0 {
         let (n, a) = (int(x.len)?, a as f32);
+        // SAFETY: x and y hold n elements (same_len); sp is an element of its buffer
+        // (scalar_ptr checked the index).
         unsafe {
-            d.stream()
-                .launch_builder(d.func("axpy_scaled_f32")?)
-                .arg(&n)
-                .arg(&a)
-                .arg(&sp)
-                .arg(&x.data)
-                .arg(&mut y.data)
-                .launch(cfg1d(x.len))
-        }
-        .cu("axpy_scaled_f32")?;
+            kernels::axpy_scaled_f32(
+                d.drv(),
+                cfg1d(x.len),
+                n,
+                a,
+                sp,
+                x.data.dev(),
+                y.data.dev_mut(),
+            )
+        }?;
     }
     Ok(())
 }
@@ -331,15 +268,8 @@ pub(super) fn fill(d: &Cuda, len: usize, value: f64) -> Result<CudaBuf> {
     let mut y = d.alloc(len)?;
     if len > 0 {
         let (n, v) = (int(len)?, value as f32);
-        unsafe {
-            d.stream()
-                .launch_builder(d.func("fill_f32")?)
-                .arg(&n)
-                .arg(&v)
-                .arg(&mut y.data)
-                .launch(cfg1d(len))
-        }
-        .cu("fill_f32")?;
+        // SAFETY: y (alloc) holds n elements.
+        unsafe { kernels::fill_f32(d.drv(), cfg1d(len), n, v, y.data.dev_mut()) }?;
     }
     Ok(y)
 }
@@ -358,26 +288,23 @@ pub(super) fn dot(d: &Cuda, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
+    // SAFETY: a and b hold n elements (same_len in the caller); partials one double per
+    // block of the grid.
     unsafe {
-        d.stream()
-            .launch_builder(d.func("dot_f32")?)
-            .arg(&n)
-            .arg(&a.data)
-            .arg(&b.data)
-            .arg(&mut partials)
-            .launch(cfg)
-    }
-    .cu("dot_f32")?;
+        kernels::dot_f32(
+            d.drv(),
+            cfg,
+            n,
+            a.data.dev(),
+            b.data.dev(),
+            partials.dev_mut(),
+        )
+    }?;
+    // SAFETY: partials holds `count` doubles, out one.
     unsafe {
-        d.stream()
-            .launch_builder(d.func("reduce_finish_f64")?)
-            .arg(&count)
-            .arg(&partials)
-            .arg(&mut out)
-            .launch(ONE_BLOCK)
-    }
-    .cu("reduce_finish_f64")?;
-    let host = d.stream().clone_dtoh(&out).cu("dot download")?;
-    d.stream().synchronize().cu("dot synchronize")?;
-    Ok(host.first().copied().unwrap_or(0.0))
+        kernels::reduce_finish_f64(d.drv(), ONE_BLOCK, count, partials.dev(), out.dev_mut())
+    }?;
+    let mut host = [0.0f64];
+    out.download_into(&mut host)?;
+    Ok(host[0])
 }

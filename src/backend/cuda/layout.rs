@@ -1,10 +1,10 @@
 //! Launchers for kernels/layout.cu: channel concat / split and the shift-crop of
 //! FactorizedReduce.
 
-use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf};
+use super::kernels;
+use super::{cfg1d, expect_len, int, Cuda, CudaBuf};
 use crate::error::{Error, Result};
 use crate::shape::Nchw;
-use cudarc::driver::PushKernelArg;
 
 pub(super) fn concat_channels(d: &Cuda, parts: &[(&CudaBuf, Nchw)]) -> Result<CudaBuf> {
     let first = parts
@@ -31,19 +31,21 @@ pub(super) fn concat_channels(d: &Cuda, parts: &[(&CudaBuf, Nchw)]) -> Result<Cu
     for (buf, pd) in parts {
         if pd.numel() > 0 {
             let (cp, coff) = (int(pd.c)?, int(off)?);
+            // SAFETY: part holds n*cp*plane (expect_len), y n*ct*plane (alloc) and
+            // coff + cp <= ct (the offsets add up the parts' channels).
             unsafe {
-                d.stream()
-                    .launch_builder(d.func("concat_channels_f32")?)
-                    .arg(&n)
-                    .arg(&cp)
-                    .arg(&ct)
-                    .arg(&coff)
-                    .arg(&plane)
-                    .arg(&buf.data)
-                    .arg(&mut y.data)
-                    .launch(cfg1d(pd.numel()))
-            }
-            .cu("concat_channels_f32")?;
+                kernels::concat_channels_f32(
+                    d.drv(),
+                    cfg1d(pd.numel()),
+                    n,
+                    cp,
+                    ct,
+                    coff,
+                    plane,
+                    buf.data.dev(),
+                    y.data.dev_mut(),
+                )
+            }?;
         }
         off += pd.c;
     }
@@ -71,19 +73,21 @@ pub(super) fn split_channels(
         let mut part = d.alloc(len)?;
         if len > 0 {
             let (cp, coff) = (int(c)?, int(off)?);
+            // SAFETY: dy holds n*ct*plane, part n*cp*plane (alloc); coff + cp <= ct (the
+            // channels add up to ct, checked).
             unsafe {
-                d.stream()
-                    .launch_builder(d.func("split_channels_f32")?)
-                    .arg(&n)
-                    .arg(&cp)
-                    .arg(&ct)
-                    .arg(&coff)
-                    .arg(&plane)
-                    .arg(&dy.data)
-                    .arg(&mut part.data)
-                    .launch(cfg1d(len))
-            }
-            .cu("split_channels_f32")?;
+                kernels::split_channels_f32(
+                    d.drv(),
+                    cfg1d(len),
+                    n,
+                    cp,
+                    ct,
+                    coff,
+                    plane,
+                    dy.data.dev(),
+                    part.data.dev_mut(),
+                )
+            }?;
         }
         off += c;
         out.push(part);
@@ -102,17 +106,18 @@ pub(super) fn shift_crop_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf>
     let len = xd.n * xd.c * (xd.h - 1) * (xd.w - 1);
     let mut y = d.alloc(len)?;
     let (planes, h, w) = (int(xd.n * xd.c)?, int(xd.h)?, int(xd.w)?);
+    // SAFETY: x holds planes*h*w (expect_len), y planes*(h-1)*(w-1) (alloc).
     unsafe {
-        d.stream()
-            .launch_builder(d.func("shift_crop_fwd_f32")?)
-            .arg(&planes)
-            .arg(&h)
-            .arg(&w)
-            .arg(&x.data)
-            .arg(&mut y.data)
-            .launch(cfg1d(len))
-    }
-    .cu("shift_crop_fwd_f32")?;
+        kernels::shift_crop_fwd_f32(
+            d.drv(),
+            cfg1d(len),
+            planes,
+            h,
+            w,
+            x.data.dev(),
+            y.data.dev_mut(),
+        )
+    }?;
     Ok(y)
 }
 
@@ -127,17 +132,18 @@ pub(super) fn shift_crop_bwd(d: &Cuda, dy: &CudaBuf, xd: Nchw) -> Result<CudaBuf
     let mut dx = d.alloc(xd.numel())?;
     if xd.numel() > 0 {
         let (planes, h, w) = (int(xd.n * xd.c)?, int(xd.h)?, int(xd.w)?);
+        // SAFETY: dy holds planes*(h-1)*(w-1) (expect_len), dx planes*h*w (alloc).
         unsafe {
-            d.stream()
-                .launch_builder(d.func("shift_crop_bwd_f32")?)
-                .arg(&planes)
-                .arg(&h)
-                .arg(&w)
-                .arg(&dy.data)
-                .arg(&mut dx.data)
-                .launch(cfg1d(xd.numel()))
-        }
-        .cu("shift_crop_bwd_f32")?;
+            kernels::shift_crop_bwd_f32(
+                d.drv(),
+                cfg1d(xd.numel()),
+                planes,
+                h,
+                w,
+                dy.data.dev(),
+                dx.data.dev_mut(),
+            )
+        }?;
     }
     Ok(dx)
 }

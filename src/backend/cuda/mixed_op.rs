@@ -5,24 +5,17 @@
 //! `mixed_op_bwd_into` points dx_k at a pending gradient and sets bit k of `acc_mask`, so the
 //! kernel adds `w_k dy` into it.
 
-use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, BLOCK};
+use super::driver::LaunchConfig;
+use super::kernels;
+use super::{cfg1d, expect_len, int, Cuda, CudaBuf, BLOCK};
 use crate::error::{Error, Result};
-use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
 /// Most op outputs one MixedOp takes (MAX_K in kernels/common.cuh).
-pub const MAX_K: usize = 16;
+pub const MAX_K: usize = kernels::consts::MAX_K;
 /// Blocks of the backward pass (partials per block are summed in block order at the end).
 const BWD_BLOCKS: usize = 512;
 
-/// The C `struct MixedOpPtrs`: input addresses (0 = an absent, all-zero input) and gradient
-/// addresses (0 = not wanted).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct MixedOpPtrs {
-    x: [u64; MAX_K],
-    dx: [u64; MAX_K],
-}
-unsafe impl DeviceRepr for MixedOpPtrs {}
+use kernels::MixedOpPtrs;
 
 fn check(op: &'static str, xs: &[Option<&CudaBuf>], alpha: &CudaBuf, len: usize) -> Result<()> {
     if xs.is_empty() || xs.len() > MAX_K {
@@ -37,13 +30,13 @@ fn check(op: &'static str, xs: &[Option<&CudaBuf>], alpha: &CudaBuf, len: usize)
     crate::backend::check_mixed_op(op, xs.iter().map(|x| x.map(|b| b.len)), alpha.len, len)
 }
 
-fn pointers(d: &Cuda, xs: &[Option<&CudaBuf>]) -> MixedOpPtrs {
+fn pointers(xs: &[Option<&CudaBuf>]) -> MixedOpPtrs {
     let mut p = MixedOpPtrs {
         x: [0; MAX_K],
         dx: [0; MAX_K],
     };
     for (slot, x) in p.x.iter_mut().zip(xs) {
-        *slot = d.ptr(*x);
+        *slot = x.map_or(0, |b| b.data.addr());
     }
     p
 }
@@ -59,19 +52,21 @@ pub(super) fn mixed_op_fwd(
     if len == 0 {
         return Ok(y);
     }
-    let p = pointers(d, xs);
+    let p = pointers(xs);
     let (n, k) = (int(len)?, int(xs.len())?);
+    // SAFETY: every non-null input in p holds len elements and alpha k (check), y len
+    // (alloc); k <= MAX_K.
     unsafe {
-        d.stream()
-            .launch_builder(d.func("mixed_op_fwd_f32")?)
-            .arg(&n)
-            .arg(&k)
-            .arg(&p)
-            .arg(&alpha.data)
-            .arg(&mut y.data)
-            .launch(cfg1d(len))
-    }
-    .cu("mixed_op_fwd_f32")?;
+        kernels::mixed_op_fwd_f32(
+            d.drv(),
+            cfg1d(len),
+            n,
+            k,
+            p,
+            alpha.data.dev(),
+            y.data.dev_mut(),
+        )
+    }?;
     Ok(y)
 }
 
@@ -128,15 +123,15 @@ fn bwd(
             }
         })
         .collect::<Result<_>>()?;
-    let mut p = pointers(d, xs);
+    let mut p = pointers(xs);
     let mut acc_mask = 0u32;
     for (slot, dx) in p.dx.iter_mut().zip(dxs.iter_mut()) {
-        *slot = d.ptr_mut(dx.as_mut());
+        *slot = dx.as_ref().map_or(0, |b| b.data.addr());
     }
     for (i, a) in acc.iter_mut().enumerate().take(k) {
         if let (Some(a), true) = (a.as_deref_mut(), wanted(i)) {
             expect_len(op, "accumulator", a, len)?;
-            p.dx[i] = d.ptr_mut(Some(a));
+            p.dx[i] = a.data.addr();
             acc_mask |= 1 << i;
         }
     }
@@ -149,34 +144,37 @@ fn bwd(
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
+    // SAFETY: inputs, dy and every dx target hold len elements (check, expect_len), alpha
+    // k; partials MAX_K doubles per block of the grid.
     unsafe {
-        d.stream()
-            .launch_builder(d.func("mixed_op_bwd_f32")?)
-            .arg(&n)
-            .arg(&kk)
-            .arg(&p)
-            .arg(&acc_mask)
-            .arg(&alpha.data)
-            .arg(&dy.data)
-            .arg(&mut partials)
-            .launch(cfg)
-    }
-    .cu("mixed_op_bwd_f32")?;
+        kernels::mixed_op_bwd_f32(
+            d.drv(),
+            cfg,
+            n,
+            kk,
+            p,
+            acc_mask,
+            alpha.data.dev(),
+            dy.data.dev(),
+            partials.dev_mut(),
+        )
+    }?;
     let one = LaunchConfig {
         grid_dim: (1, 1, 1),
         block_dim: (MAX_K as u32 * 2, 1, 1),
         shared_mem_bytes: 0,
     };
+    // SAFETY: partials holds nb * MAX_K doubles, dalpha k (alloc).
     unsafe {
-        d.stream()
-            .launch_builder(d.func("mixed_op_bwd_finish_f32")?)
-            .arg(&nb)
-            .arg(&kk)
-            .arg(&alpha.data)
-            .arg(&partials)
-            .arg(&mut dalpha.data)
-            .launch(one)
-    }
-    .cu("mixed_op_bwd_finish_f32")?;
+        kernels::mixed_op_bwd_finish_f32(
+            d.drv(),
+            one,
+            nb,
+            kk,
+            alpha.data.dev(),
+            partials.dev(),
+            dalpha.data.dev_mut(),
+        )
+    }?;
     Ok((dxs, dalpha))
 }

@@ -11,194 +11,59 @@
 
 mod conv;
 mod dense;
+pub(crate) mod driver;
 mod elementwise;
+pub(crate) mod kernels;
 mod layout;
 mod mixed_op;
 mod norm;
 mod optim;
 mod pool;
+#[cfg(all(test, feature = "cuda-sim"))]
+mod sim_faults;
 
 use crate::backend::{
     AdamStep, Backend, BatchNormSaved, PeakMemory, RunningStats, ScalarRef, SgdStep,
 };
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec};
-use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
-    DeviceRepr, LaunchConfig, ValidAsZeroBits,
-};
-use cudarc::nvrtc::Ptx;
-use std::collections::HashMap;
+use driver::{Dev, DeviceCopy, DeviceSlice, Driver, GemmBatch, GraphExec, LaunchConfig, Sgemm};
+pub use kernels::Kernel;
+#[cfg(feature = "cuda-sim")]
+pub use driver::sim::{launch_counts as sim_launch_counts, SimOptions};
 use std::sync::Arc;
 
-include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
-
 /// Threads per block of the 1-D kernels (`BLOCK` in kernels/common.cuh).
-pub(crate) const BLOCK: u32 = 256;
+pub(crate) const BLOCK: u32 = kernels::consts::BLOCK as u32;
 /// Most blocks a grid-stride kernel is launched with; more work loops inside the kernel.
 const MAX_GRID: usize = 1 << 16;
 
-/// Every kernel, by module (the `.cu` file stem). All are loaded at open, so a missing one
-/// is an error there, not in the middle of a run.
-const KERNELS: &[(&str, &[&str])] = &[
-    (
-        "conv",
-        &[
-            "dwconv2d_fwd_f32",
-            "dwconv2d_bwd_data_f32",
-            "dwconv2d_bwd_weight_f32",
-            "im2col_f32",
-            "col2im_f32",
-        ],
-    ),
-    (
-        "dense",
-        &[
-            "linear_bias_fwd_f32",
-            "linear_bias_bwd_f32",
-            "softmax_cross_entropy_fwd_f32",
-            "softmax_cross_entropy_finish_f32",
-            "softmax_cross_entropy_bwd_f32",
-            "count_correct_f32",
-        ],
-    ),
-    (
-        "elementwise",
-        &[
-            "add_f32",
-            "scale_f32",
-            "axpy_f32",
-            "axpy_scaled_f32",
-            "fill_f32",
-            "scale_assign_f32",
-            "relu_fwd_f32",
-            "relu_bwd_f32",
-            "to_bf16_f32",
-            "from_bf16_f32",
-            "drop_path_f32",
-            "dot_f32",
-            "square_partials_f32",
-            "reduce_finish_f64",
-            "norm_scalars_finish_f32",
-            "sum_batches_f32",
-        ],
-    ),
-    (
-        "layout",
-        &[
-            "concat_channels_f32",
-            "split_channels_f32",
-            "shift_crop_fwd_f32",
-            "shift_crop_bwd_f32",
-        ],
-    ),
-    (
-        "mixed_op",
-        &[
-            "mixed_op_fwd_f32",
-            "mixed_op_bwd_f32",
-            "mixed_op_bwd_finish_f32",
-        ],
-    ),
-    (
-        "norm",
-        &[
-            "batch_norm_train_fwd_f32",
-            "batch_norm_eval_fwd_f32",
-            "batch_norm_apply_f32",
-            "batch_norm_bwd_f32",
-            "batch_norm_bwd_data_f32",
-        ],
-    ),
-    (
-        "optim",
-        &[
-            "sgd_step_f32",
-            "adam_step_f32",
-            "sgd_step_many_f32",
-            "adam_step_many_f32",
-        ],
-    ),
-    (
-        "pool",
-        &[
-            "max_pool2d_fwd_f32",
-            "max_pool2d_bwd_f32",
-            "avg_pool2d_fwd_f32",
-            "avg_pool2d_bwd_f32",
-            "global_avg_pool_fwd_f32",
-            "global_avg_pool_bwd_f32",
-        ],
-    ),
-];
-
-/// Maps cudarc's driver and cuBLAS errors into [`Error::Cuda`]. Only used once the libraries
-/// are known to be loaded (formatting a `DriverError` calls into libcuda).
-pub(crate) trait CuResult<T> {
-    fn cu(self, what: &str) -> Result<T>;
-}
-impl<T> CuResult<T> for std::result::Result<T, cudarc::driver::DriverError> {
-    fn cu(self, what: &str) -> Result<T> {
-        self.map_err(|e| Error::Cuda(format!("{what}: {e}")))
-    }
-}
-impl<T> CuResult<T> for std::result::Result<T, cudarc::cublas::result::CublasError> {
-    fn cu(self, what: &str) -> Result<T> {
-        self.map_err(|e| Error::Cuda(format!("{what}: cuBLAS {e}")))
-    }
-}
-
 /// Class labels on the device (u32), checked against the class count on upload.
 pub struct CudaLabels {
-    pub(crate) data: CudaSlice<u32>,
+    pub(crate) data: DeviceSlice<u32>,
     pub(crate) len: usize,
     /// The class count they were checked against; ops refuse logits with fewer.
     pub(crate) classes: usize,
 }
 
-/// A captured step: an instantiated CUDA graph on the backend's stream.
-pub struct CudaStepGraph(cudarc::driver::CudaGraph);
-// SAFETY: a CUgraphExec handle may be launched from any thread (the driver API is thread
-// safe); nasrs launches it from the thread that owns the backend, on the backend's stream.
-unsafe impl Send for CudaStepGraph {}
-unsafe impl Sync for CudaStepGraph {}
-
-/// cuBLAS's workspace, set once so that GEMMs captured in a graph never allocate (32 MiB,
-/// NVIDIA's recommendation for Hopper).
-const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
+/// A captured step: an instantiated graph on the backend's stream.
+pub struct CudaStepGraph(Box<dyn GraphExec>);
 
 /// An f32 buffer on the device. Holds at least one element (a zero-byte allocation is an
 /// error in CUDA); `len` is the logical length.
 pub struct CudaBuf {
-    pub(crate) data: CudaSlice<f32>,
+    pub(crate) data: DeviceSlice<f32>,
     pub(crate) len: usize,
 }
 
-/// A bf16 buffer on the device (raw u16 bits; the kernels read them as `__nv_bfloat16`).
+/// A bf16 buffer on the device (the kernels read it as `__nv_bfloat16`).
 /// Holds at least one element, like [`CudaBuf`]; `len` is the logical length.
 pub struct CudaHalf {
-    pub(crate) data: CudaSlice<u16>,
+    pub(crate) data: DeviceSlice<half::bf16>,
     pub(crate) len: usize,
 }
 
-/// The geometry of a windowed op; the same fields, in order, as `struct Geom` in
-/// kernels/common.cuh.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Geom {
-    pub n: i32,
-    pub c: i32,
-    pub h: i32,
-    pub w: i32,
-    pub ho: i32,
-    pub wo: i32,
-    pub k: i32,
-    pub stride: i32,
-    pub pad: i32,
-    pub dil: i32,
-}
-unsafe impl DeviceRepr for Geom {}
+pub(crate) use kernels::Geom;
 
 impl Geom {
     pub(crate) fn new(
@@ -209,6 +74,9 @@ impl Geom {
         pad: usize,
         dil: usize,
     ) -> Result<Self> {
+        // The kernels index with int products of these: every one must fit.
+        int(x.numel())?;
+        int(y.numel())?;
         Ok(Geom {
             n: int(x.n)?,
             c: int(x.c)?,
@@ -261,15 +129,20 @@ pub(crate) fn expect_len(op: &'static str, what: &str, buf: &CudaBuf, len: usize
     Ok(())
 }
 
-/// The device address of `s.buf[s.index]`, for a kernel's scalar-pointer argument.
-pub(crate) fn scalar_ptr(d: &Cuda, op: &'static str, s: &ScalarRef<'_, CudaBuf>) -> Result<u64> {
+/// `s.buf[s.index]` as a kernel's scalar pointer.
+pub(crate) fn scalar_ptr<'a>(op: &'static str, s: &ScalarRef<'a, CudaBuf>) -> Result<Dev<'a, f32>> {
     if s.index >= s.buf.len {
         return Err(Error::shape(
             op,
             format!("scalar index {} in a buffer of {}", s.index, s.buf.len),
         ));
     }
-    Ok(d.ptr(Some(s.buf)) + (s.index * std::mem::size_of::<f32>()) as u64)
+    s.buf.data.dev_at(s.index)
+}
+
+/// An optional buffer as a kernel's `const float*` (null for None).
+pub(crate) fn opt(b: Option<&CudaBuf>) -> Dev<'_, f32> {
+    driver::dev_opt(b.map(|b| &b.data))
 }
 
 pub(crate) fn same_len(op: &'static str, a: &CudaBuf, b: &CudaBuf) -> Result<()> {
@@ -283,17 +156,12 @@ pub(crate) fn same_len(op: &'static str, a: &CudaBuf, b: &CudaBuf) -> Result<()>
 }
 
 struct Inner {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    blas: CudaBlas,
-    /// Kept alive for as long as `blas` uses it.
-    _blas_workspace: CudaSlice<u8>,
-    funcs: HashMap<&'static str, CudaFunction>,
-    _modules: Vec<Arc<CudaModule>>,
+    driver: Arc<dyn Driver>,
     name: String,
 }
 
-/// The CUDA device. Cloning shares the context, stream and cuBLAS handle.
+/// The CUDA device, on a GPU or on the host simulation. Cloning shares the driver (its
+/// context, stream and cuBLAS handle).
 #[derive(Clone)]
 pub struct Cuda {
     inner: Arc<Inner>,
@@ -302,226 +170,146 @@ pub struct Cuda {
 impl Cuda {
     /// Opens GPU `ordinal`. Every failure is an `Error::Device` with one line saying why
     /// (no driver library, no device, no cuBLAS, a kernel that would not load); never panics.
+    #[cfg(feature = "cuda")]
     pub fn open(ordinal: usize) -> Result<Cuda> {
-        // cudarc panics on the first call if the library is missing: check before any call.
-        if !unsafe { sys::is_culib_present() } {
-            return Err(Error::Device(
-                "CUDA unavailable: no NVIDIA driver library (libcuda.so) found".into(),
-            ));
+        Ok(Cuda::on(driver::gpu::open(ordinal)?))
+    }
+
+    /// Opens the host simulation of the GPU (`--device cuda-sim`): the same kernels and
+    /// launch code, run thread by thread on the CPU with guarded, NaN-filled memory.
+    #[cfg(feature = "cuda-sim")]
+    pub fn open_sim() -> Result<Cuda> {
+        Ok(Cuda::on(driver::sim::open(
+            driver::sim::SimOptions::default(),
+        )))
+    }
+
+    /// The simulation with options (a device memory capacity, for out-of-memory tests).
+    #[cfg(feature = "cuda-sim")]
+    pub fn open_sim_with(options: SimOptions) -> Result<Cuda> {
+        Ok(Cuda::on(driver::sim::open(options)))
+    }
+
+    fn on(driver: Arc<dyn Driver>) -> Cuda {
+        let name = driver.name();
+        Cuda {
+            inner: Arc::new(Inner { driver, name }),
         }
-        let count = CudaContext::device_count()
-            .map_err(|e| Error::Device(format!("CUDA unavailable: {e}")))?;
-        if count <= 0 {
-            return Err(Error::Device(
-                "CUDA unavailable: the driver reports no GPU".into(),
-            ));
-        }
-        if ordinal >= count as usize {
-            return Err(Error::Device(format!(
-                "CUDA device cuda:{ordinal} does not exist ({count} GPU(s) found: cuda:0..cuda:{})",
-                count - 1
-            )));
-        }
-        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-            return Err(Error::Device(
-                "CUDA unavailable: libcublas.so not found on the loader path (add its folder, e.g. site-packages/nvidia/cu13/lib, to LD_LIBRARY_PATH)".into(),
-            ));
-        }
-        let dev = |what: &str, e: cudarc::driver::DriverError| {
-            Error::Device(format!("CUDA {what} failed on cuda:{ordinal}: {e}"))
-        };
-        let ctx = CudaContext::new(ordinal).map_err(|e| dev("context creation", e))?;
-        // One stream, so per-buffer events would only cost: off before the first allocation.
-        unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.new_stream().map_err(|e| dev("stream creation", e))?;
-        if ctx.has_async_alloc() {
-            // Keep freed memory in the pool across synchronisations (the default threshold
-            // of 0 hands it back to the driver at every sync).
-            unsafe {
-                let pool = cudarc::driver::result::device::get_default_mem_pool(ctx.cu_device())
-                    .map_err(|e| dev("memory pool query", e))?;
-                let mut threshold: u64 = u64::MAX;
-                cudarc::driver::result::mem_pool::set_attribute(
-                    pool,
-                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                    &mut threshold as *mut u64 as *mut std::ffi::c_void,
-                )
-                .map_err(|e| dev("memory pool setup", e))?;
-            }
-        }
-        let blas = CudaBlas::new(stream.clone()).map_err(|e| {
-            Error::Device(format!(
-                "cuBLAS initialisation failed on cuda:{ordinal}: {e}"
-            ))
-        })?;
-        let blas_workspace = unsafe { stream.alloc::<u8>(CUBLAS_WORKSPACE_BYTES) }
-            .map_err(|e| dev("cuBLAS workspace allocation", e))?;
+    }
+
+    /// Total bytes of embedded GPU kernel code (a kernel-less GPU build would show 0).
+    pub fn embedded_kernel_bytes() -> usize {
+        #[cfg(feature = "cuda")]
         {
-            let (ptr, _guard) = blas_workspace.device_ptr(&stream);
-            let status = unsafe {
-                cudarc::cublas::sys::cublasSetWorkspace_v2(
-                    *blas.handle(),
-                    ptr as *mut std::ffi::c_void,
-                    CUBLAS_WORKSPACE_BYTES,
-                )
-            };
-            if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-                return Err(Error::Device(format!(
-                    "cuBLAS workspace setup failed on cuda:{ordinal}: {status:?}"
-                )));
-            }
+            kernels::FATBINS.iter().map(|(_, b)| b.len()).sum()
         }
-        let mut funcs = HashMap::new();
-        let mut modules = Vec::new();
-        for (module_name, names) in KERNELS {
-            let bin = FATBINS
-                .iter()
-                .find(|(m, _)| m == module_name)
-                .map(|(_, b)| *b)
-                .ok_or_else(|| {
-                    Error::Device(format!(
-                        "kernel module {module_name} was not embedded at build time"
-                    ))
-                })?;
-            let module = ctx
-                .load_module(Ptx::from_binary(bin.to_vec()))
-                .map_err(|e| dev(&format!("loading kernels/{module_name}.cu"), e))?;
-            for name in *names {
-                let f = module
-                    .load_function(name)
-                    .map_err(|e| dev(&format!("loading kernel {name}"), e))?;
-                funcs.insert(*name, f);
-            }
-            modules.push(module);
+        #[cfg(not(feature = "cuda"))]
+        {
+            0
         }
-        let gpu = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let cc = ctx
-            .compute_capability()
-            .map(|(a, b)| format!("sm_{a}{b}"))
-            .unwrap_or_default();
-        let name = format!("cuda:{ordinal} {gpu} ({cc})");
-        Ok(Cuda {
-            inner: Arc::new(Inner {
-                ctx,
-                stream,
-                blas,
-                _blas_workspace: blas_workspace,
-                funcs,
-                _modules: modules,
-                name,
-            }),
+    }
+
+    /// Hands memory the pool and graph memory cache but nobody uses back to the device
+    /// (the drivers also do this before each capture and when an allocation fails).
+    pub fn trim_memory(&self) -> Result<()> {
+        self.drv().trim_memory()
+    }
+
+    /// The driver every launcher and copy goes through.
+    pub(crate) fn drv(&self) -> &dyn Driver {
+        &*self.inner.driver
+    }
+
+    /// An uninitialised buffer (every kernel writing into one writes all of it; NaN in the
+    /// simulation, so one that does not shows up).
+    pub(crate) fn alloc(&self, len: usize) -> Result<CudaBuf> {
+        Ok(CudaBuf {
+            data: DeviceSlice::alloc(&self.inner.driver, len)?,
+            len,
         })
     }
 
-    /// Total bytes of embedded kernel code (a kernel-less build would show 0).
-    pub fn embedded_kernel_bytes() -> usize {
-        FATBINS.iter().map(|(_, b)| b.len()).sum()
-    }
-
-    /// The context's default stream-ordered memory pool (every `alloc` comes from it), or
-    /// None where the device has no memory pools.
-    fn mem_pool(&self) -> Result<Option<sys::CUmemoryPool>> {
-        if !self.inner.ctx.has_async_alloc() {
-            return Ok(None);
-        }
-        self.inner.ctx.bind_to_thread().cu("bind context")?;
-        unsafe { cudarc::driver::result::device::get_default_mem_pool(self.inner.ctx.cu_device()) }
-            .cu("memory pool query")
-            .map(Some)
-    }
-
-    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
-        &self.inner.stream
-    }
-
-    pub(crate) fn func(&self, name: &'static str) -> Result<&CudaFunction> {
-        self.inner
-            .funcs
-            .get(name)
-            .ok_or_else(|| Error::Cuda(format!("kernel {name} is not loaded")))
-    }
-
-    /// An uninitialised buffer (every kernel writing into one writes all of it).
-    pub(crate) fn alloc(&self, len: usize) -> Result<CudaBuf> {
-        let data = unsafe { self.stream().alloc::<f32>(len.max(1)) }.cu("alloc")?;
-        Ok(CudaBuf { data, len })
-    }
-
     /// Scratch memory of any device type (double partial sums, labels).
-    pub(crate) fn scratch<T: DeviceRepr + ValidAsZeroBits>(
-        &self,
-        len: usize,
-    ) -> Result<CudaSlice<T>> {
-        unsafe { self.stream().alloc::<T>(len.max(1)) }.cu("alloc")
-    }
-
-    /// The raw device address of an optional buffer (0 = null for the kernel). Event
-    /// tracking is off, so the returned guard has nothing to record.
-    pub(crate) fn ptr(&self, b: Option<&CudaBuf>) -> u64 {
-        match b {
-            Some(b) => b.data.device_ptr(self.stream()).0,
-            None => 0,
-        }
-    }
-    pub(crate) fn ptr_mut(&self, b: Option<&mut CudaBuf>) -> u64 {
-        match b {
-            Some(b) => b.data.device_ptr_mut(self.stream()).0,
-            None => 0,
-        }
+    pub(crate) fn scratch<T: DeviceCopy>(&self, len: usize) -> Result<DeviceSlice<T>> {
+        DeviceSlice::alloc(&self.inner.driver, len)
     }
 
     /// Row-major GEMM through column-major cuBLAS: `C[m, n] = op(A) op(B)` is computed as
     /// `C^T = op(B)^T op(A)^T`. Arguments here are in column-major terms already:
-    /// `C'[m, n] = op_a(A') op_b(B')` with leading dimensions as stored. `batch` is
-    /// (count, stride_a, stride_b, stride_c) for a strided batched call.
+    /// `C'[m, n] = op_a(A') op_b(B')` with leading dimensions as stored. Each operand is a
+    /// buffer and an element offset into it; `batch` is (count, stride_a, stride_b,
+    /// stride_c) for a strided batched call. Every element the call addresses is checked
+    /// to lie inside its buffer before the call.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn gemm<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
+    pub(crate) fn gemm(
         &self,
         trans_a: bool,
         trans_b: bool,
         (m, n, k): (usize, usize, usize),
-        a: &A,
+        (a, a_off): (&DeviceSlice<f32>, usize),
         lda: usize,
-        b: &B,
+        (b, b_off): (&DeviceSlice<f32>, usize),
         ldb: usize,
         beta: f32,
-        c: &mut C,
+        (c, c_off): (&mut DeviceSlice<f32>, usize),
         ldc: usize,
         batch: Option<(usize, usize, usize, usize)>,
     ) -> Result<()> {
-        let op = |t: bool| {
-            if t {
-                cublasOperation_t::CUBLAS_OP_T
-            } else {
-                cublasOperation_t::CUBLAS_OP_N
-            }
+        let (count, sa, sb, sc) = batch.unwrap_or((1, 0, 0, 0));
+        if m == 0 || n == 0 || count == 0 {
+            return Ok(());
+        }
+        // The last element a column-major (rows x cols, ld) operand touches, plus one.
+        let extent = |rows: usize, cols: usize, ld: usize, stride: usize| {
+            (count - 1) * stride + (cols.max(1) - 1) * ld + rows
         };
-        let cfg = GemmConfig {
-            transa: op(trans_a),
-            transb: op(trans_b),
+        let (ar, ac) = if trans_a { (k, m) } else { (m, k) };
+        let (br, bc) = if trans_b { (n, k) } else { (k, n) };
+        let fits = |what: &str, off: usize, need: usize, have: usize| {
+            if off + need > have {
+                return Err(Error::invalid(
+                    "gemm",
+                    format!(
+                        "operand {what} needs {} elements, its buffer has {have}",
+                        off + need
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        // With k == 0 cuBLAS reads neither A nor B (C = beta C).
+        if k > 0 {
+            fits("A", a_off, extent(ar, ac, lda, sa), a.len())?;
+            fits("B", b_off, extent(br, bc, ldb, sb), b.len())?;
+        }
+        fits("C", c_off, extent(m, n, ldc, sc), c.len())?;
+        let at = |s: &DeviceSlice<f32>, off: usize| s.addr() + (off * 4) as u64;
+        let g = Sgemm {
+            trans_a,
+            trans_b,
             m: int(m)?,
             n: int(n)?,
             k: int(k)?,
-            alpha: 1.0f32,
+            alpha: 1.0,
+            a: at(a, a_off),
             lda: int(lda.max(1))?,
+            b: at(b, b_off),
             ldb: int(ldb.max(1))?,
             beta,
+            c: at(c, c_off),
             ldc: int(ldc.max(1))?,
-        };
-        match batch {
-            None => unsafe { self.inner.blas.gemm(cfg, a, b, c) }.cu("sgemm"),
-            Some((count, sa, sb, sc)) => {
-                let cfg = StridedBatchedConfig {
-                    gemm: cfg,
-                    batch_size: int(count)?,
+            batch: match batch {
+                None => None,
+                Some(_) => Some(GemmBatch {
+                    count: int(count)?,
                     stride_a: sa as i64,
                     stride_b: sb as i64,
                     stride_c: sc as i64,
-                };
-                unsafe { self.inner.blas.gemm_strided_batched(cfg, a, b, c) }
-                    .cu("sgemm_strided_batched")
-            }
-        }
+                }),
+            },
+        };
+        // SAFETY: every element the GEMM addresses was checked against its buffer above.
+        unsafe { self.drv().sgemm(&g) }
     }
 }
 
@@ -537,36 +325,28 @@ impl Backend for Cuda {
     }
 
     fn zeros(&self, len: usize) -> Result<CudaBuf> {
-        let data = self
-            .stream()
-            .alloc_zeros::<f32>(len.max(1))
-            .cu("alloc_zeros")?;
-        Ok(CudaBuf { data, len })
+        let mut y = self.alloc(len)?;
+        y.data.zero()?;
+        Ok(y)
     }
     fn upload(&self, host: &[f32]) -> Result<CudaBuf> {
-        if host.is_empty() {
-            return self.zeros(0);
-        }
-        let data = self.stream().clone_htod(host).cu("upload")?;
-        Ok(CudaBuf {
-            data,
-            len: host.len(),
-        })
+        let mut y = self.alloc(host.len())?;
+        y.data.upload_from(host)?;
+        Ok(y)
     }
     fn download(&self, buf: &CudaBuf) -> Result<Vec<f32>> {
-        if buf.len == 0 {
-            return Ok(Vec::new());
-        }
-        let host = self
-            .stream()
-            .clone_dtoh(&buf.data.slice(0..buf.len))
-            .cu("download")?;
-        // A DtoH copy into pageable memory already returns when done; the sync makes that explicit.
-        self.synchronize()?;
+        let mut host = vec![0.0f32; buf.len];
+        buf.data.download_into(&mut host)?;
         Ok(host)
     }
     fn len(&self, buf: &CudaBuf) -> usize {
         buf.len
+    }
+    fn storage_addr(&self, buf: &CudaBuf) -> usize {
+        buf.data.addr() as usize
+    }
+    fn labels_addr(&self, labels: &CudaLabels) -> usize {
+        labels.data.addr() as usize
     }
     fn copy(&self, buf: &CudaBuf) -> Result<CudaBuf> {
         let mut y = self.alloc(buf.len)?;
@@ -575,18 +355,10 @@ impl Backend for Cuda {
     }
     fn copy_into(&self, dst: &mut CudaBuf, src: &CudaBuf) -> Result<()> {
         same_len("copy_into", dst, src)?;
-        if src.len > 0 {
-            self.stream()
-                .memcpy_dtod(
-                    &src.data.slice(0..src.len),
-                    &mut dst.data.slice_mut(0..src.len),
-                )
-                .cu("copy")?;
-        }
-        Ok(())
+        dst.data.copy_from(&src.data, src.len)
     }
     fn synchronize(&self) -> Result<()> {
-        self.stream().synchronize().cu("synchronize")
+        self.drv().synchronize()
     }
     fn upload_into(&self, dst: &mut CudaBuf, host: &[f32]) -> Result<()> {
         if host.len() != dst.len {
@@ -595,12 +367,7 @@ impl Backend for Cuda {
                 format!("{} elements into a buffer of {}", host.len(), dst.len),
             ));
         }
-        if !host.is_empty() {
-            self.stream()
-                .memcpy_htod(host, &mut dst.data.slice_mut(0..host.len()))
-                .cu("upload_into")?;
-        }
-        Ok(())
+        dst.data.upload_from(host)
     }
     fn fill(&self, len: usize, value: f64) -> Result<CudaBuf> {
         elementwise::fill(self, len, value)
@@ -608,11 +375,8 @@ impl Backend for Cuda {
 
     fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<CudaLabels> {
         crate::backend::cpu::check_labels(labels, labels.len(), classes)?;
-        let data = if labels.is_empty() {
-            self.scratch::<u32>(1)?
-        } else {
-            self.stream().clone_htod(labels).cu("label upload")?
-        };
+        let mut data = self.scratch::<u32>(labels.len())?;
+        data.upload_from(labels)?;
         Ok(CudaLabels {
             data,
             len: labels.len(),
@@ -627,94 +391,42 @@ impl Backend for Cuda {
     ) -> Result<()> {
         crate::backend::cpu::check_labels(labels, dst.len, classes)?;
         dst.classes = classes;
-        if !labels.is_empty() {
-            self.stream()
-                .memcpy_htod(labels, &mut dst.data.slice_mut(0..labels.len()))
-                .cu("label upload")?;
-        }
-        Ok(())
+        dst.data.upload_from(labels)
     }
     fn labels_len(&self, labels: &CudaLabels) -> usize {
         labels.len
     }
 
-    /// Stream capture into a CUDA graph. Allocations inside become graph memory nodes
-    /// (the stream-ordered pool plans their addresses once, at instantiation), so a step
-    /// that frees what it allocates replays with no allocation at all. The capture is ended
-    /// even when `body` fails, so the stream is usable afterwards.
+    /// Stream capture into a graph. Allocations inside become graph memory (the pool
+    /// plans their addresses once, at instantiation), so a step that frees what it
+    /// allocates replays with no allocation at all. The capture is ended even when `body`
+    /// fails, so the stream is usable afterwards.
     fn capture(&self, body: &mut dyn FnMut() -> Result<()>) -> Result<Option<CudaStepGraph>> {
-        self.synchronize()?;
-        self.stream()
-            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .cu("begin graph capture")?;
+        self.drv().begin_capture()?;
         let result = body();
-        let graph = self.stream().end_capture(
-            sys::CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH,
-        );
+        let graph = self.drv().end_capture();
         result?;
-        let graph = graph
-            .cu("end graph capture")?
-            .ok_or_else(|| Error::Cuda("graph capture recorded nothing".into()))?;
-        graph.upload().cu("graph upload")?;
-        Ok(Some(CudaStepGraph(graph)))
+        Ok(Some(CudaStepGraph(graph?)))
     }
     fn replay(&self, graph: &CudaStepGraph) -> Result<()> {
-        graph.0.launch().cu("graph launch")
+        graph.0.launch()
     }
 
-    /// CUDA events recorded on the stream around `f`: device time from the first queued
-    /// op to the last, host gaps inside (mid-step downloads) included, as PyTorch's
-    /// `torch.cuda.Event` timing counts them.
+    /// Device time from the first op `f` queues to the last, host gaps inside (mid-step
+    /// downloads) included, as PyTorch's `torch.cuda.Event` timing counts them.
     fn time_region(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
-        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let start = self.inner.ctx.new_event(flags).cu("event creation")?;
-        let end = self.inner.ctx.new_event(flags).cu("event creation")?;
-        start.record(self.stream()).cu("event record")?;
-        f()?;
-        end.record(self.stream()).cu("event record")?;
-        let ms = start.elapsed_ms(&end).cu("event elapsed time")?;
-        Ok(f64::from(ms) / 1e3)
+        self.drv().time_region(f)
     }
     fn timer_kind(&self) -> &'static str {
-        "cuda_events"
+        self.drv().timer_kind()
     }
-    /// Resets the pool's in-use high-water mark (the driver only allows resetting it to 0,
-    /// which restarts it at the bytes in use now). Queued frees are flushed first.
     fn reset_peak_memory(&self) -> Result<()> {
-        self.synchronize()?;
-        if let Some(pool) = self.mem_pool()? {
-            let mut zero: u64 = 0;
-            unsafe {
-                cudarc::driver::result::mem_pool::set_attribute(
-                    pool,
-                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                    &mut zero as *mut u64 as *mut std::ffi::c_void,
-                )
-            }
-            .cu("memory pool high-water reset")?;
-        }
-        Ok(())
+        self.drv().reset_peak_memory()
     }
-    /// The pool's in-use high-water mark: the analogue of `torch.cuda.max_memory_allocated`.
-    /// cuBLAS's own workspace (allocated outside the pool) is not in it.
+    /// The analogue of `torch.cuda.max_memory_allocated`: the pool's high-water mark plus
+    /// graph memory's. cuBLAS's own workspace (allocated outside the pool) is not in it.
     fn peak_memory(&self) -> Result<Option<PeakMemory>> {
-        self.synchronize()?;
-        let Some(pool) = self.mem_pool()? else {
-            return Ok(None);
-        };
-        let mut high: u64 = 0;
-        unsafe {
-            cudarc::driver::result::mem_pool::get_attribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                &mut high as *mut u64 as *mut std::ffi::c_void,
-            )
-        }
-        .cu("memory pool high-water query")?;
-        Ok(Some(PeakMemory {
-            bytes: high,
-            kind: "cuda_mempool_used_high",
-        }))
+        self.drv().peak_memory()
     }
 
     fn add(&self, a: &CudaBuf, b: &CudaBuf) -> Result<CudaBuf> {

@@ -2,11 +2,13 @@
 //! running-stat update), eval forward, and backward. Optional buffers (gamma/beta, running
 //! stats, dgamma/dbeta) travel as raw device addresses, 0 meaning absent.
 
-use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf};
+use super::driver::DevMut;
+use super::driver::LaunchConfig;
+use super::{cfg1d, expect_len, int, Cuda, CudaBuf};
+use super::{kernels, opt};
 use crate::backend::{BatchNormSaved, RunningStats};
 use crate::error::Result;
 use crate::shape::Nchw;
-use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 /// One block per channel for the per-channel reductions.
 fn per_channel(xd: Nchw) -> LaunchConfig {
@@ -30,18 +32,19 @@ fn apply(d: &Cuda, x: &CudaBuf, xd: Nchw, ab: &CudaBuf) -> Result<CudaBuf> {
     let mut y = d.alloc(xd.numel())?;
     if xd.numel() > 0 {
         let (total, c, plane) = (int(xd.numel())?, int(xd.c)?, int(xd.plane())?);
+        // SAFETY: x holds `total` (expect_len), ab 2c (alloc by the callers), y total.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("batch_norm_apply_f32")?)
-                .arg(&total)
-                .arg(&c)
-                .arg(&plane)
-                .arg(&x.data)
-                .arg(&ab.data)
-                .arg(&mut y.data)
-                .launch(cfg1d(xd.numel()))
-        }
-        .cu("batch_norm_apply_f32")?;
+            kernels::batch_norm_apply_f32(
+                d.drv(),
+                cfg1d(xd.numel()),
+                total,
+                c,
+                plane,
+                x.data.dev(),
+                ab.data.dev(),
+                y.data.dev_mut(),
+            )
+        }?;
     }
     Ok(y)
 }
@@ -63,33 +66,36 @@ pub(super) fn batch_norm_train_fwd(
     let mut mean = d.alloc(xd.c)?;
     let mut invstd = d.alloc(xd.c)?;
     let mut ab = d.alloc(2 * xd.c)?;
-    let (gp, bp) = (d.ptr(affine.map(|a| a.0)), d.ptr(affine.map(|a| a.1)));
+    let (gp, bp) = (opt(affine.map(|a| a.0)), opt(affine.map(|a| a.1)));
     let momentum = running.as_ref().map_or(0.0, |r| r.momentum);
     let (rm, rv) = match running {
-        Some(r) => (d.ptr_mut(Some(r.mean)), d.ptr_mut(Some(r.var))),
-        None => (0u64, 0u64),
+        Some(r) => (r.mean.data.dev_mut(), r.var.data.dev_mut()),
+        None => (DevMut::null(), DevMut::null()),
     };
     let (n, c, plane) = (int(xd.n)?, int(xd.c)?, int(xd.plane())?);
     if xd.c > 0 {
+        // SAFETY: x holds n*c*plane (expect_len); gamma, beta, the running stats (when not
+        // null), mean and invstd hold c, ab 2c (check_affine, expect_len, alloc); one block
+        // per channel.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("batch_norm_train_fwd_f32")?)
-                .arg(&n)
-                .arg(&c)
-                .arg(&plane)
-                .arg(&eps)
-                .arg(&momentum)
-                .arg(&x.data)
-                .arg(&gp)
-                .arg(&bp)
-                .arg(&rm)
-                .arg(&rv)
-                .arg(&mut mean.data)
-                .arg(&mut invstd.data)
-                .arg(&mut ab.data)
-                .launch(per_channel(xd))
-        }
-        .cu("batch_norm_train_fwd_f32")?;
+            kernels::batch_norm_train_fwd_f32(
+                d.drv(),
+                per_channel(xd),
+                n,
+                c,
+                plane,
+                eps,
+                momentum,
+                x.data.dev(),
+                gp,
+                bp,
+                rm,
+                rv,
+                mean.data.dev_mut(),
+                invstd.data.dev_mut(),
+                ab.data.dev_mut(),
+            )
+        }?;
     }
     let y = apply(d, x, xd, &ab)?;
     Ok((y, BatchNormSaved { mean, invstd }))
@@ -109,22 +115,24 @@ pub(super) fn batch_norm_eval_fwd(
     expect_len("batch_norm", "running var", rv, xd.c)?;
     check_affine(xd, affine)?;
     let mut ab = d.alloc(2 * xd.c)?;
-    let (gp, bp) = (d.ptr(affine.map(|a| a.0)), d.ptr(affine.map(|a| a.1)));
+    let (gp, bp) = (opt(affine.map(|a| a.0)), opt(affine.map(|a| a.1)));
     if xd.c > 0 {
         let c = int(xd.c)?;
+        // SAFETY: running stats and gamma/beta (when not null) hold c (expect_len,
+        // check_affine), ab 2c (alloc).
         unsafe {
-            d.stream()
-                .launch_builder(d.func("batch_norm_eval_fwd_f32")?)
-                .arg(&c)
-                .arg(&eps)
-                .arg(&rm.data)
-                .arg(&rv.data)
-                .arg(&gp)
-                .arg(&bp)
-                .arg(&mut ab.data)
-                .launch(cfg1d(xd.c))
-        }
-        .cu("batch_norm_eval_fwd_f32")?;
+            kernels::batch_norm_eval_fwd_f32(
+                d.drv(),
+                cfg1d(xd.c),
+                c,
+                eps,
+                rm.data.dev(),
+                rv.data.dev(),
+                gp,
+                bp,
+                ab.data.dev_mut(),
+            )
+        }?;
     }
     apply(d, x, xd, &ab)
 }
@@ -151,50 +159,53 @@ pub(super) fn batch_norm_bwd(
         None => None,
     };
     let (dgp, dbp) = match grads.as_mut() {
-        Some((dg, db)) => (d.ptr_mut(Some(dg)), d.ptr_mut(Some(db))),
-        None => (0u64, 0u64),
+        Some((dg, db)) => (dg.data.dev_mut(), db.data.dev_mut()),
+        None => (DevMut::null(), DevMut::null()),
     };
     let (n, c, plane) = (int(xd.n)?, int(xd.c)?, int(xd.plane())?);
     let mut dx = d.alloc(xd.numel())?;
     if xd.c > 0 {
+        // SAFETY: x and dy hold n*c*plane, saved stats and gamma c (expect_len); sums 2c
+        // doubles, dgamma/dbeta c when not null (alloc); one block per channel.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("batch_norm_bwd_f32")?)
-                .arg(&n)
-                .arg(&c)
-                .arg(&plane)
-                .arg(&x.data)
-                .arg(&dy.data)
-                .arg(&saved.mean.data)
-                .arg(&saved.invstd.data)
-                .arg(&mut sums)
-                .arg(&dgp)
-                .arg(&dbp)
-                .launch(per_channel(xd))
-        }
-        .cu("batch_norm_bwd_f32")?;
+            kernels::batch_norm_bwd_f32(
+                d.drv(),
+                per_channel(xd),
+                n,
+                c,
+                plane,
+                x.data.dev(),
+                dy.data.dev(),
+                saved.mean.data.dev(),
+                saved.invstd.data.dev(),
+                sums.dev_mut(),
+                dgp,
+                dbp,
+            )
+        }?;
     }
     if xd.numel() > 0 {
         let total = int(xd.numel())?;
         let count = (xd.n * xd.plane()) as f64;
-        let gp = d.ptr(gamma);
+        let gp = opt(gamma);
+        // SAFETY: as the launch above; dx holds `total` (alloc) and sums was written by it.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("batch_norm_bwd_data_f32")?)
-                .arg(&total)
-                .arg(&c)
-                .arg(&plane)
-                .arg(&count)
-                .arg(&x.data)
-                .arg(&dy.data)
-                .arg(&gp)
-                .arg(&saved.mean.data)
-                .arg(&saved.invstd.data)
-                .arg(&sums)
-                .arg(&mut dx.data)
-                .launch(cfg1d(xd.numel()))
-        }
-        .cu("batch_norm_bwd_data_f32")?;
+            kernels::batch_norm_bwd_data_f32(
+                d.drv(),
+                cfg1d(xd.numel()),
+                total,
+                c,
+                plane,
+                count,
+                x.data.dev(),
+                dy.data.dev(),
+                gp,
+                saved.mean.data.dev(),
+                saved.invstd.data.dev(),
+                sums.dev(),
+                dx.data.dev_mut(),
+            )
+        }?;
     }
     Ok((dx, grads))
 }

@@ -3,47 +3,15 @@
 //! tensor and multi-tensor (`*_many`: one launch per table of up to `SGD_MANY_TENSORS` /
 //! `ADAM_MANY_TENSORS` tensors, the table passed by value as a kernel argument).
 
-use super::{cfg1d, int, same_len, scalar_ptr, CuResult, Cuda, CudaBuf, BLOCK};
+use super::driver::Dev;
+use super::driver::LaunchConfig;
+use super::kernels;
+use super::{cfg1d, int, same_len, scalar_ptr, Cuda, CudaBuf, BLOCK};
 use crate::backend::{same_count, AdamStep, ScalarRef, SgdStep};
 use crate::error::Result;
-use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
-/// Elements per block of the multi-tensor updates (`MANY_CHUNK` in kernels/optim.cu).
-const MANY_CHUNK: usize = 2048;
-/// Tensors per launch (`SGD_MANY_TENSORS`, `ADAM_MANY_TENSORS`): the tables stay under the
-/// 4 KB kernel-argument limit.
-const SGD_MANY_TENSORS: usize = 120;
-const ADAM_MANY_TENSORS: usize = 96;
-
-/// `struct SgdTable` in kernels/optim.cu, field for field.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SgdTable {
-    param: [u64; SGD_MANY_TENSORS],
-    grad: [u64; SGD_MANY_TENSORS],
-    buf: [u64; SGD_MANY_TENSORS],
-    len: [i32; SGD_MANY_TENSORS],
-    block_start: [i32; SGD_MANY_TENSORS + 1],
-    count: i32,
-}
-unsafe impl DeviceRepr for SgdTable {}
-// The argument sizes nvcc gives the C structs (`.param .b8 ..._param_0[3848]` in the PTX).
-const _: () = assert!(std::mem::size_of::<SgdTable>() == 3848);
-
-/// `struct AdamTable` in kernels/optim.cu, field for field.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct AdamTable {
-    param: [u64; ADAM_MANY_TENSORS],
-    grad: [u64; ADAM_MANY_TENSORS],
-    m: [u64; ADAM_MANY_TENSORS],
-    v: [u64; ADAM_MANY_TENSORS],
-    len: [i32; ADAM_MANY_TENSORS],
-    block_start: [i32; ADAM_MANY_TENSORS + 1],
-    count: i32,
-}
-unsafe impl DeviceRepr for AdamTable {}
-const _: () = assert!(std::mem::size_of::<AdamTable>() == 3848);
+use kernels::consts::{ADAM_MANY_TENSORS, MANY_CHUNK, SGD_MANY_TENSORS};
+use kernels::{AdamTable, SgdTable};
 
 /// The launches of a multi-tensor update: the non-empty tensors (indices into the lists) in
 /// consecutive groups of at most `per_launch`, each with its tensors' first blocks (chunks of
@@ -89,8 +57,8 @@ pub(super) fn sgd_step(
     }
     // A null pointer tells the kernel "no scale".
     let scale = match grad_scale {
-        Some(s) => scalar_ptr(d, "sgd_step", &s)?,
-        None => 0u64,
+        Some(s) => scalar_ptr("sgd_step", &s)?,
+        None => Dev::null(),
     };
     let (n, lr, mom, wd) = (
         int(param.len)?,
@@ -98,20 +66,22 @@ pub(super) fn sgd_step(
         hp.momentum as f32,
         hp.weight_decay as f32,
     );
+    // SAFETY: param, grad and buf hold n elements (same_len); scale is null or an element
+    // of its buffer (scalar_ptr).
     unsafe {
-        d.stream()
-            .launch_builder(d.func("sgd_step_f32")?)
-            .arg(&n)
-            .arg(&lr)
-            .arg(&mom)
-            .arg(&wd)
-            .arg(&scale)
-            .arg(&mut param.data)
-            .arg(&grad.data)
-            .arg(&mut buf.data)
-            .launch(cfg1d(param.len))
-    }
-    .cu("sgd_step_f32")?;
+        kernels::sgd_step_f32(
+            d.drv(),
+            cfg1d(param.len),
+            n,
+            lr,
+            mom,
+            wd,
+            scale,
+            param.data.dev_mut(),
+            grad.data.dev(),
+            buf.data.dev_mut(),
+        )
+    }?;
     Ok(())
 }
 
@@ -138,23 +108,24 @@ pub(super) fn adam_step(
     );
     let (step_size, bc2_sqrt) = hp.bias_corrected();
     let (step_size, bc2_sqrt) = (step_size as f32, bc2_sqrt as f32);
+    // SAFETY: param, grad, m and v hold n elements (same_len).
     unsafe {
-        d.stream()
-            .launch_builder(d.func("adam_step_f32")?)
-            .arg(&n)
-            .arg(&b1)
-            .arg(&b2)
-            .arg(&wd)
-            .arg(&eps)
-            .arg(&step_size)
-            .arg(&bc2_sqrt)
-            .arg(&mut param.data)
-            .arg(&grad.data)
-            .arg(&mut m.data)
-            .arg(&mut v.data)
-            .launch(cfg1d(param.len))
-    }
-    .cu("adam_step_f32")?;
+        kernels::adam_step_f32(
+            d.drv(),
+            cfg1d(param.len),
+            n,
+            b1,
+            b2,
+            wd,
+            eps,
+            step_size,
+            bc2_sqrt,
+            param.data.dev_mut(),
+            grad.data.dev(),
+            m.data.dev_mut(),
+            v.data.dev_mut(),
+        )
+    }?;
     Ok(())
 }
 
@@ -172,8 +143,8 @@ pub(super) fn sgd_step_many(
         same_len("sgd_step_many", p, b)?;
     }
     let scale = match grad_scale {
-        Some(s) => scalar_ptr(d, "sgd_step_many", &s)?,
-        None => 0u64,
+        Some(s) => scalar_ptr("sgd_step_many", &s)?,
+        None => Dev::null(),
     };
     let (lr, mom, wd) = (hp.lr as f32, hp.momentum as f32, hp.weight_decay as f32);
     let lens: Vec<usize> = params.iter().map(|p| p.len).collect();
@@ -187,24 +158,18 @@ pub(super) fn sgd_step_many(
             count: group.len() as i32,
         };
         for (k, &i) in group.iter().enumerate() {
-            table.param[k] = d.ptr_mut(Some(&mut *params[i]));
-            table.grad[k] = d.ptr(Some(grads[i]));
-            table.buf[k] = d.ptr_mut(Some(&mut *bufs[i]));
+            table.param[k] = params[i].data.addr();
+            table.grad[k] = grads[i].data.addr();
+            table.buf[k] = bufs[i].data.addr();
             table.len[k] = int(lens[i])?;
         }
         table.block_start[..starts.len()].copy_from_slice(&starts);
         let blocks = starts[group.len()];
+        // SAFETY: each table entry's buffers hold its len (same_len per tensor); the grid is
+        // the table's block count; scale as in sgd_step.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("sgd_step_many_f32")?)
-                .arg(&table)
-                .arg(&lr)
-                .arg(&mom)
-                .arg(&wd)
-                .arg(&scale)
-                .launch(many_cfg(blocks))
-        }
-        .cu("sgd_step_many_f32")?;
+            kernels::sgd_step_many_f32(d.drv(), many_cfg(blocks), table, lr, mom, wd, scale)
+        }?;
     }
     Ok(())
 }
@@ -247,27 +212,29 @@ pub(super) fn adam_step_many(
             count: group.len() as i32,
         };
         for (k, &i) in group.iter().enumerate() {
-            table.param[k] = d.ptr_mut(Some(&mut *params[i]));
-            table.grad[k] = d.ptr(Some(grads[i]));
-            table.m[k] = d.ptr_mut(Some(&mut *ms[i]));
-            table.v[k] = d.ptr_mut(Some(&mut *vs[i]));
+            table.param[k] = params[i].data.addr();
+            table.grad[k] = grads[i].data.addr();
+            table.m[k] = ms[i].data.addr();
+            table.v[k] = vs[i].data.addr();
             table.len[k] = int(lens[i])?;
         }
         table.block_start[..starts.len()].copy_from_slice(&starts);
         let blocks = starts[group.len()];
+        // SAFETY: each table entry's buffers hold its len (same_len per tensor); the grid is
+        // the table's block count.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("adam_step_many_f32")?)
-                .arg(&table)
-                .arg(&b1)
-                .arg(&b2)
-                .arg(&wd)
-                .arg(&eps)
-                .arg(&step_size)
-                .arg(&bc2_sqrt)
-                .launch(many_cfg(blocks))
-        }
-        .cu("adam_step_many_f32")?;
+            kernels::adam_step_many_f32(
+                d.drv(),
+                many_cfg(blocks),
+                table,
+                b1,
+                b2,
+                wd,
+                eps,
+                step_size,
+                bc2_sqrt,
+            )
+        }?;
     }
     Ok(())
 }

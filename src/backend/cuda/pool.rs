@@ -1,30 +1,44 @@
 //! Launchers for kernels/pool.cu: max / average pooling and global average pooling. The
 //! `_into` backwards (dx += ..) launch the same kernels with their `accumulate` flag set.
 
-use super::{cfg1d, expect_len, int, CuResult, Cuda, CudaBuf, Geom};
+use super::driver::{Dev, DevMut, Driver, LaunchConfig};
+use super::kernels;
+use super::{cfg1d, expect_len, int, Cuda, CudaBuf, Geom};
 use crate::error::Result;
 use crate::shape::{Nchw, Pool2dSpec};
-use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 fn geom(xd: Nchw, yd: Nchw, spec: &Pool2dSpec) -> Result<Geom> {
     Geom::new(xd, yd, spec.kernel, spec.stride, spec.padding, 1)
 }
 
+/// A pooling forward kernel's launcher (`max_pool2d_fwd_f32`, `avg_pool2d_fwd_f32`).
+type FwdKernel =
+    unsafe fn(&dyn Driver, LaunchConfig, Geom, Dev<'_, f32>, DevMut<'_, f32>) -> Result<()>;
+
 /// Forward kernels: one thread per output element.
-fn fwd(d: &Cuda, name: &'static str, x: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
+fn fwd(
+    d: &Cuda,
+    name: &'static str,
+    kernel: FwdKernel,
+    x: &CudaBuf,
+    xd: Nchw,
+    spec: &Pool2dSpec,
+) -> Result<CudaBuf> {
     let yd = spec.output(xd, name)?;
     expect_len(name, "input", x, xd.numel())?;
     let g = geom(xd, yd, spec)?;
     let mut y = d.alloc(yd.numel())?;
+    // SAFETY: x holds xd.numel() elements (checked), y yd.numel() (allocated); Geom::new
+    // checked both products fit the kernel's int indices.
     unsafe {
-        d.stream()
-            .launch_builder(d.func(name)?)
-            .arg(&g)
-            .arg(&x.data)
-            .arg(&mut y.data)
-            .launch(cfg1d(yd.numel()))
-    }
-    .cu(name)?;
+        kernel(
+            d.drv(),
+            cfg1d(yd.numel()),
+            g,
+            x.data.dev(),
+            y.data.dev_mut(),
+        )
+    }?;
     Ok(y)
 }
 
@@ -34,7 +48,14 @@ pub(super) fn max_pool2d_fwd(
     xd: Nchw,
     spec: &Pool2dSpec,
 ) -> Result<CudaBuf> {
-    fwd(d, "max_pool2d_fwd_f32", x, xd, spec)
+    fwd(
+        d,
+        "max_pool2d_fwd",
+        kernels::max_pool2d_fwd_f32,
+        x,
+        xd,
+        spec,
+    )
 }
 
 pub(super) fn avg_pool2d_fwd(
@@ -43,7 +64,14 @@ pub(super) fn avg_pool2d_fwd(
     xd: Nchw,
     spec: &Pool2dSpec,
 ) -> Result<CudaBuf> {
-    fwd(d, "avg_pool2d_fwd_f32", x, xd, spec)
+    fwd(
+        d,
+        "avg_pool2d_fwd",
+        kernels::avg_pool2d_fwd_f32,
+        x,
+        xd,
+        spec,
+    )
 }
 
 pub(super) fn max_pool2d_bwd(
@@ -87,17 +115,18 @@ fn max_bwd(
     expect_len(op, "output gradient", dy, yd.numel())?;
     let g = geom(xd, yd, spec)?;
     let acc = i32::from(accumulate);
+    // SAFETY: x and dx hold xd.numel(), dy yd.numel() (expect_len, alloc).
     unsafe {
-        d.stream()
-            .launch_builder(d.func("max_pool2d_bwd_f32")?)
-            .arg(&g)
-            .arg(&acc)
-            .arg(&x.data)
-            .arg(&dy.data)
-            .arg(&mut dx.data)
-            .launch(cfg1d(xd.numel()))
-    }
-    .cu("max_pool2d_bwd_f32")?;
+        kernels::max_pool2d_bwd_f32(
+            d.drv(),
+            cfg1d(xd.numel()),
+            g,
+            acc,
+            x.data.dev(),
+            dy.data.dev(),
+            dx.data.dev_mut(),
+        )
+    }?;
     Ok(())
 }
 
@@ -137,16 +166,17 @@ fn avg_bwd(
     expect_len(op, "output gradient", dy, yd.numel())?;
     let g = geom(xd, yd, spec)?;
     let acc = i32::from(accumulate);
+    // SAFETY: dy holds yd.numel() (expect_len), dx xd.numel() (alloc or expect_len).
     unsafe {
-        d.stream()
-            .launch_builder(d.func("avg_pool2d_bwd_f32")?)
-            .arg(&g)
-            .arg(&acc)
-            .arg(&dy.data)
-            .arg(&mut dx.data)
-            .launch(cfg1d(xd.numel()))
-    }
-    .cu("avg_pool2d_bwd_f32")?;
+        kernels::avg_pool2d_bwd_f32(
+            d.drv(),
+            cfg1d(xd.numel()),
+            g,
+            acc,
+            dy.data.dev(),
+            dx.data.dev_mut(),
+        )
+    }?;
     Ok(())
 }
 
@@ -164,15 +194,10 @@ pub(super) fn global_avg_pool_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw) -> Result<Cud
             block_dim: (super::BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
+        // SAFETY: x holds planes * plane (expect_len), y planes (alloc); one block per plane.
         unsafe {
-            d.stream()
-                .launch_builder(d.func("global_avg_pool_fwd_f32")?)
-                .arg(&plane)
-                .arg(&x.data)
-                .arg(&mut y.data)
-                .launch(cfg)
-        }
-        .cu("global_avg_pool_fwd_f32")?;
+            kernels::global_avg_pool_fwd_f32(d.drv(), cfg, plane, x.data.dev(), y.data.dev_mut())
+        }?;
     }
     Ok(y)
 }
@@ -182,16 +207,17 @@ pub(super) fn global_avg_pool_bwd(d: &Cuda, dy: &CudaBuf, xd: Nchw) -> Result<Cu
     let mut dx = d.alloc(xd.numel())?;
     if xd.numel() > 0 {
         let (total, plane) = (int(xd.numel())?, int(xd.plane())?);
+        // SAFETY: dy holds n*c (expect_len), dx `total` (alloc).
         unsafe {
-            d.stream()
-                .launch_builder(d.func("global_avg_pool_bwd_f32")?)
-                .arg(&total)
-                .arg(&plane)
-                .arg(&dy.data)
-                .arg(&mut dx.data)
-                .launch(cfg1d(xd.numel()))
-        }
-        .cu("global_avg_pool_bwd_f32")?;
+            kernels::global_avg_pool_bwd_f32(
+                d.drv(),
+                cfg1d(xd.numel()),
+                total,
+                plane,
+                dy.data.dev(),
+                dx.data.dev_mut(),
+            )
+        }?;
     }
     Ok(dx)
 }
