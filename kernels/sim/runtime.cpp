@@ -69,41 +69,48 @@ __thread nasrs_sim_dim3 nasrs_sim_block_dim NASRS_SIM_TLS_MODEL;
 __thread nasrs_sim_dim3 nasrs_sim_grid_dim NASRS_SIM_TLS_MODEL;
 
 #if NASRS_SIM_ASM_SWITCH
-// Saves the callee-saved registers (rbx, rbp, r12-r15) on the current stack, stores rsp in
-// *save_sp, loads load_sp and pops the same layout from it. Caller-saved registers need no
-// saving: to the compiler this is an ordinary call. The MXCSR and x87 control words, also
-// callee-saved in the SysV ABI, are deliberately not switched: saving and restoring them was 90%
-// of a switch's cost (ldmxcsr/fldcw stall), and no fiber changes them (CUDA code has no way to),
-// so nasrs_sim_run sets the device's mode once per launch instead (enter_device_fp).
-extern "C" void nasrs_sim_switch_ctx(void** save_sp, void* load_sp);
-__asm__(
-    ".text\n"
-    ".p2align 4\n"
-    ".globl nasrs_sim_switch_ctx\n"
-    ".hidden nasrs_sim_switch_ctx\n"
-    ".type nasrs_sim_switch_ctx,@function\n"
-    "nasrs_sim_switch_ctx:\n"
-    "    pushq %rbp\n"
-    "    pushq %rbx\n"
-    "    pushq %r12\n"
-    "    pushq %r13\n"
-    "    pushq %r14\n"
-    "    pushq %r15\n"
-    "    movq %rsp, (%rdi)\n"
-    "    movq %rsi, %rsp\n"
-    "    popq %r15\n"
-    "    popq %r14\n"
-    "    popq %r13\n"
-    "    popq %r12\n"
-    "    popq %rbx\n"
-    "    popq %rbp\n"
-    "    ret\n"
-    ".size nasrs_sim_switch_ctx,.-nasrs_sim_switch_ctx\n");
+// A switched-out context: where it resumes, its stack and frame pointers.
+struct Ctx {
+    void* sp;
+    void* pc;
+    void* bp;
+};
+// Saves the running context in *from and resumes *to, in place: the code that follows the asm is
+// where a context switched out here resumes. Every register but rsp and rbp is declared
+// clobbered, so the compiler keeps nothing in registers across it (the function saves the
+// callee-saved ones it clobbers in its prologue, as for any call); rsp and rbp are switched. No
+// call, ret, push or pop: the resumed fiber's return addresses stay paired with the return stack
+// predictor's, and nothing is written below rsp (the red zone is left alone). The MXCSR and x87
+// control words, callee-saved in the SysV ABI, are deliberately not switched: no fiber changes
+// them (CUDA code has no way to), so nasrs_sim_run sets the device's mode once per launch
+// instead (enter_device_fp).
+#if defined(__AVX512F__)
+#define NASRS_SIM_HIGH_VREGS , "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", \
+    "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "k1", "k2", "k3", "k4", "k5", "k6", "k7"
+#else
+#define NASRS_SIM_HIGH_VREGS
+#endif
+__attribute__((always_inline)) inline void switch_ctx(Ctx* from, const Ctx* to) {
+    __asm__ __volatile__(
+        "leaq 1f(%%rip), %%rax\n\t"
+        "movq %%rax, 8(%0)\n\t"
+        "movq %%rsp, 0(%0)\n\t"
+        "movq %%rbp, 16(%0)\n\t"
+        "movq 0(%1), %%rsp\n\t"
+        "movq 16(%1), %%rbp\n\t"
+        "jmp *8(%1)\n"
+        "1:"
+        : "+D"(from), "+S"(to)
+        :
+        : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "memory", "cc", "xmm0",
+          "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13",
+          "xmm14", "xmm15", "st", "st(1)", "st(2)", "st(3)", "st(4)", "st(5)", "st(6)", "st(7)" NASRS_SIM_HIGH_VREGS);
+}
 #endif
 
-// Where a fresh fiber starts (reached by the first switch into it): runs thread bodies until its
-// thread blocks for good or the block is done (defined with the other fiber-side entry points).
-extern "C" [[noreturn]] void nasrs_sim_fiber_main() noexcept;
+// Where a fresh fiber starts: runs thread bodies until its thread blocks for good or the block is
+// done (defined with the other fiber-side entry points). Hidden: the asm above calls it directly.
+extern "C" [[noreturn]] __attribute__((visibility("hidden"))) void nasrs_sim_fiber_main() noexcept;
 
 // Error paths live out of line: their message buffers would otherwise sit in the hot functions'
 // frames, i.e. on every blocked fiber's stack, and cost cache misses at every switch.
@@ -129,8 +136,6 @@ constexpr uintptr_t kNullPageLimit = 64 * 1024;
 constexpr unsigned kMaxStaticShared = 32;  // STATIC_SHARED arrays per launch
 constexpr unsigned kFreedHistory = 4096;
 
-enum : uint8_t { kFresh, kRunnable, kAtBarrier, kAtWarp, kAtActive, kDone };
-
 struct Stack {
     char* map;  // guard (kFiberGuard), then the stack up to `hi`
     char* lo;   // lowest usable byte
@@ -149,21 +154,37 @@ struct SharedSlot {
     char* ptr;
 };
 
+// A simulated thread's fiber. What it waits on and its pending warp operation live in the
+// per-warp bitmaps and LaneSlots of ThreadState, so this stays small (the scheduler reads only
+// `ctx` and `idx` on a switch).
 struct Fiber {
-    void* sp;  // saved stack pointer while switched out (asm switch)
+#if NASRS_SIM_ASM_SWITCH
+    Ctx ctx;  // while switched out
+#endif
     Stack* stack;
     nasrs_sim_dim3 idx;
-    uint8_t state;
-    // The pending warp operation (valid while kAtWarp, and `result` until the lane reads it);
-    // `value` holds the call site while kAtActive.
-    uint16_t opsz;
-    uint32_t mask;
-    int32_t param, width;
-    uint64_t value, result;
 #if !NASRS_SIM_ASM_SWITCH
     ucontext_t uc;
 #endif
 };
+
+// The threads' pending warp operations, laid out by field so that the lane completing an
+// operation reads and writes a few cache lines, not 32 fibers. Thread t's entries are valid while
+// it waits in a warp operation (its bit of warp_waiting), and `result` until it has read it;
+// `value` holds the call site while it waits in __activemask.
+struct LaneSlots {
+    uint64_t value[kMaxBlockThreads];
+    uint64_t result[kMaxBlockThreads];
+    uint64_t key[kMaxBlockThreads];  // mask | (uint16_t)opsz << 32: the lanes meeting in an operation agree on it
+    uint64_t arg[kMaxBlockThreads];  // (uint32_t)param | (uint64_t)(uint32_t)width << 32 (shuffles)
+};
+// One warp's part of LaneSlots, indexed by lane.
+struct WarpSlots {
+    uint64_t *value, *result, *key, *arg;
+};
+inline uint64_t warp_key(unsigned opsz, unsigned mask) { return (uint64_t)(uint16_t)opsz << 32 | mask; }
+inline unsigned key_mask(uint64_t key) { return (unsigned)key; }
+inline unsigned key_opsz(uint64_t key) { return (unsigned)(key >> 32); }
 
 struct ThreadState {
     // The launch in progress.
@@ -175,7 +196,6 @@ struct ThreadState {
     unsigned nthreads, nwarps;
     volatile bool in_run;  // read by the signal handler
     int cur;               // running fiber, -1 while the scheduler runs
-    int pending;           // a finished fiber whose stack is freed once execution has left it, or -1
     int failed;            // set by a fiber that fails the launch
     bool fp_switched;      // the host's FP mode differed from the device's: restore host_fenv
     fenv_t host_fenv;
@@ -185,11 +205,28 @@ struct ThreadState {
     // bar_count, which (with bar_participants) stays put until the next release: that needs every
     // live thread to arrive again, i.e. to have read it first.
     unsigned alive, at_barrier, bar_pending, bar_count, bar_participants;
+    // What each thread is doing, one bit per lane of each warp (thread t = lane t % 32 of warp
+    // t / 32), so that every sync operation updates O(1) words: a thread is fresh (not started:
+    // t >= nstarted, see below), runnable (running or ready to run: its bit in `run`), waiting in
+    // a warp operation (warp_waiting), at a block barrier (warp_at_bar), in __activemask
+    // (warp_active, see nasrs_sim_activemask) or exited (warp_exited). Fresh threads also have
+    // their `run` bit set: they are runnable.
     uint32_t warp_exists[kMaxWarps], warp_waiting[kMaxWarps], warp_exited[kMaxWarps];
-    // Lanes waiting in __activemask (see nasrs_sim_activemask).
-    uint32_t warp_active[kMaxWarps];
+    uint32_t warp_active[kMaxWarps], warp_at_bar[kMaxWarps];
+    // Lanes a warp operation's mask must not name: absent or exited (~warp_exists | warp_exited).
+    uint32_t warp_bad[kMaxWarps];
+    // The run queue in the fixed cyclic thread order: `run` per warp, and run_any bit w set iff
+    // run[w] != 0, so the next runnable thread after any thread is two find-first-set steps away.
+    uint32_t run[kMaxWarps];
+    uint32_t run_any;
+    // Threads start in thread order (the scheduler runs the next runnable thread in cyclic order
+    // and a fresh one is always runnable), so the started ones are exactly [0, nstarted).
+    unsigned nstarted;
+    LaneSlots lanes;
 
-    void* sched_sp;
+#if NASRS_SIM_ASM_SWITCH
+    Ctx sched_ctx;
+#endif
 #if !NASRS_SIM_ASM_SWITCH
     ucontext_t sched_uc;
 #endif
@@ -227,7 +264,22 @@ struct ThreadState {
     Fiber fibers[kMaxBlockThreads];
 };
 
+inline WarpSlots warp_slots(ThreadState* ts, unsigned warp) {
+    LaneSlots& l = ts->lanes;
+    const unsigned o = warp * 32;
+    return WarpSlots{l.value + o, l.result + o, l.key + o, l.arg + o};
+}
+
 __thread ThreadState* g_ts NASRS_SIM_TLS_MODEL;
+// g_ts while its launch runs (in_run), else null: the intrinsics' one-load check that they are
+// called from a kernel.
+__thread ThreadState* g_active NASRS_SIM_TLS_MODEL;
+
+// in_run and g_active change together.
+inline void set_in_run(ThreadState* ts, bool on) {
+    ts->in_run = on;
+    g_active = on ? ts : nullptr;
+}
 
 size_t page_size() {
     static const size_t p = (size_t)sysconf(_SC_PAGESIZE);
@@ -339,7 +391,7 @@ std::once_flag g_handler_once;
 void on_fault(int sig, siginfo_t* si, void* ucv) {
     ThreadState* ts = g_ts;
     if (ts && ts->in_run) {
-        ts->in_run = false;
+        set_in_run(ts, false);
         ts->fault_sig = sig;
         ts->fault_code = si->si_code;
         ts->fault_addr = si->si_addr;
@@ -439,10 +491,40 @@ const char* op_name(unsigned opsz) {
     }
 }
 
+// ---- the run queue ------------------------------------------------------------------------------
+
+inline void make_runnable(ThreadState* ts, unsigned warp, uint32_t lanes) {
+    const uint32_t r = ts->run[warp] | lanes;
+    ts->run[warp] = r;
+    ts->run_any |= (uint32_t)(r != 0) << warp;
+}
+
+inline void make_blocked(ThreadState* ts, unsigned t) {
+    const unsigned warp = t >> 5;
+    const uint32_t r = ts->run[warp] & ~(1u << (t & 31));
+    ts->run[warp] = r;
+    if (!r) ts->run_any &= ~(1u << warp);
+}
+
+// The next runnable (or fresh) thread after `from` in cyclic thread order (`from` itself last), or
+// -1: the first set bit after `from`'s in its warp's word, else in the first nonempty word after
+// it, else (wrapping) in the first nonempty word.
+inline int next_runnable(const ThreadState* ts, unsigned from) {
+    const unsigned w = from >> 5, l = from & 31;
+    const uint32_t above = (uint32_t)(0xfffffffeull << l);  // lanes l+1..31 (none when l == 31)
+    const uint32_t here = ts->run[w] & above;
+    if (here) return (int)(w * 32 + (unsigned)__builtin_ctz(here));
+    const uint32_t later = ts->run_any & (uint32_t)(0xfffffffeull << w);  // warps w+1.. (none when w == 31)
+    const uint32_t any = later ? later : ts->run_any;                    // else wrap (w's low lanes included)
+    if (!any) return -1;
+    const unsigned w2 = (unsigned)__builtin_ctz(any);
+    return (int)(w2 * 32 + (unsigned)__builtin_ctz(ts->run[w2]));
+}
+
 // ---- fibers -------------------------------------------------------------------------------
 
-Stack* take_stack(ThreadState* ts) {
-    if (ts->nfree) return ts->free_list[--ts->nfree];
+// Maps a new stack for the pool (the pool is empty).
+NASRS_SIM_COLD Stack* new_stack(ThreadState* ts) {
     if (ts->nstacks == kMaxBlockThreads) return nullptr;  // cannot happen: one per thread at most
     void* m = mmap(nullptr, kFiberMap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE,
                    -1, 0);
@@ -459,61 +541,99 @@ Stack* take_stack(ThreadState* ts) {
     return s;
 }
 
-void give_stack(ThreadState* ts, Fiber* f) {
+inline Stack* take_stack(ThreadState* ts) {
+    if (__builtin_expect(ts->nfree != 0, 1)) return ts->free_list[--ts->nfree];
+    return new_stack(ts);
+}
+
+inline void give_stack(ThreadState* ts, Fiber* f) {
     if (f->stack) {
         ts->free_list[ts->nfree++] = f->stack;
         f->stack = nullptr;
     }
 }
 
-// A finished fiber's stack can be reused only once execution has left it: whoever runs next
-// (a resumed fiber, a fresh one, the scheduler) frees it first thing.
-inline void release_pending(ThreadState* ts) {
-    if (ts->pending >= 0) {
-        give_stack(ts, &ts->fibers[ts->pending]);
-        ts->pending = -1;
-    }
-}
-
-// Leaves `from` (null: the scheduler) for `to` (null: the scheduler). Returns when something
-// switches back to `from`.
-inline void jump(ThreadState* ts, Fiber* from, Fiber* to) {
-#if NASRS_SIM_ASM_SWITCH
-    nasrs_sim_switch_ctx(from ? &from->sp : &ts->sched_sp, to ? to->sp : ts->sched_sp);
-#else
-    swapcontext(from ? &from->uc : &ts->sched_uc, to ? &to->uc : &ts->sched_uc);
-#endif
-    release_pending(ts);
-}
-
 #if !NASRS_SIM_ASM_SWITCH
 void uc_entry() { nasrs_sim_fiber_main(); }
 #endif
 
-// Lays out a fresh fiber's stack so that the first switch into it "returns" into nasrs_sim_fiber_main
-// with the SysV alignment of a function entry (rsp + 8 a multiple of 16).
-void prepare_fiber(Fiber* f) {
+// Leaves fiber `from` for the scheduler. Returns if something switches back to `from`.
+inline void jump_to_scheduler(ThreadState* ts, Fiber* from) {
 #if NASRS_SIM_ASM_SWITCH
-    uint64_t* sp = (uint64_t*)((uintptr_t)f->stack->hi & ~(uintptr_t)15);
-    *--sp = 0;                                    // nasrs_sim_fiber_main's return address: it never returns
-    *--sp = (uint64_t)(uintptr_t)&nasrs_sim_fiber_main;  // popped by the switch's ret
-    for (int i = 0; i < 6; ++i) *--sp = 0;        // rbp rbx r12 r13 r14 r15
-    f->sp = sp;
+    switch_ctx(&from->ctx, &ts->sched_ctx);
 #else
-    getcontext(&f->uc);
-    f->uc.uc_stack.ss_sp = f->stack->lo;
-    f->uc.uc_stack.ss_size = (size_t)(f->stack->hi - f->stack->lo);
-    f->uc.uc_link = nullptr;
-    makecontext(&f->uc, uc_entry, 0);
+    swapcontext(&from->uc, &ts->sched_uc);
 #endif
 }
 
-ThreadState* fiber_state(const char* what) {
-    ThreadState* ts = g_ts;
-    if (!ts || ts->cur < 0 || !ts->in_run) {
-        fprintf(stderr, "nasrs cuda sim: %s called outside a kernel launch\n", what);
-        abort();
+// Makes thread t the running one and switches to it from fiber `from` (null: the scheduler):
+// resumes it, or starts it on a stack from the pool when it is fresh. Returns when something
+// switches back to `from`, or at once with false (no switch; ts->cur unchanged) when a fresh
+// thread can have no stack.
+// The hot frames of a switched-out fiber, upwards from its saved stack pointer: the switch's
+// saved registers and the frames of the intrinsic and the kernel it blocked in.
+constexpr unsigned kPrefetchLines = 4;
+
+// Fetches the hot frames of fiber t (when it has any) into the cache ahead of a switch into it.
+// The blocked fibers' frames do not all fit in L1 (256 threads x 5-6 lines), so without this a
+// switch waits on each line in turn as it unwinds into the kernel.
+inline void prefetch_fiber(const ThreadState* ts, unsigned t) {
+#if NASRS_SIM_ASM_SWITCH
+    if (t >= ts->nstarted) return;
+    const char* sp = (const char*)ts->fibers[t].ctx.sp;
+    // (As asm: g++ 12 drops these __builtin_prefetch calls here as dead.)
+    for (unsigned i = 0; i < kPrefetchLines; ++i) __asm__ __volatile__("prefetcht0 %0" ::"m"(sp[64 * i]));
+#else
+    (void)ts;
+    (void)t;
+#endif
+}
+
+inline bool switch_to(ThreadState* ts, Fiber* from, unsigned t) {
+    Fiber* g = &ts->fibers[t];
+    const bool fresh = t >= ts->nstarted;
+    if (fresh) {
+        g->stack = take_stack(ts);
+        if (__builtin_expect(!g->stack, 0)) return false;
+        ts->nstarted = t + 1;
     }
+    ts->cur = (int)t;
+    nasrs_sim_thread_idx = g->idx;
+    prefetch_fiber(ts, t + 1 < ts->nthreads ? t + 1 : 0);  // most likely the one after
+#if NASRS_SIM_ASM_SWITCH
+    if (fresh) {
+        // Enters nasrs_sim_fiber_main as a call would: rsp + 8 16-byte aligned, a null return
+        // address (it never returns) and frame pointer (the end of the chain, for debuggers).
+        void** top = (void**)((uintptr_t)g->stack->hi & ~(uintptr_t)15);
+        top[-1] = nullptr;
+        g->ctx.sp = top - 1;
+        g->ctx.pc = (void*)&nasrs_sim_fiber_main;
+        g->ctx.bp = nullptr;
+    }
+    switch_ctx(from ? &from->ctx : &ts->sched_ctx, &g->ctx);
+#else
+    if (fresh) {
+        getcontext(&g->uc);
+        g->uc.uc_stack.ss_sp = g->stack->lo;
+        g->uc.uc_stack.ss_size = (size_t)(g->stack->hi - g->stack->lo);
+        g->uc.uc_link = nullptr;
+        makecontext(&g->uc, uc_entry, 0);
+    }
+    swapcontext(from ? &from->uc : &ts->sched_uc, &g->uc);
+#endif
+    return true;
+}
+
+[[noreturn]] NASRS_SIM_COLD void outside_launch(const char* what) {
+    fprintf(stderr, "nasrs cuda sim: %s called outside a kernel launch\n", what);
+    abort();
+}
+
+// The running launch, for an intrinsic. (Inside a launch only fibers run kernel code, so
+// ts->cur names the caller.)
+inline ThreadState* fiber_state(const char* what) {
+    ThreadState* ts = g_active;
+    if (__builtin_expect(!ts, 0)) outside_launch(what);
     return ts;
 }
 
@@ -526,7 +646,7 @@ ThreadState* fiber_state(const char* what) {
     vsnprintf(ts->err, sizeof ts->err, fmt, ap);
     va_end(ap);
     ts->failed = code;
-    jump(ts, &ts->fibers[ts->cur], nullptr);
+    jump_to_scheduler(ts, &ts->fibers[ts->cur]);
     abort();  // an abandoned fiber is never resumed
 }
 
@@ -534,13 +654,16 @@ void release_barrier(ThreadState* ts) {
     ts->bar_participants = ts->at_barrier;
     ts->bar_count = ts->bar_pending;
     ts->bar_pending = 0;
-    for (unsigned t = 0; t < ts->nthreads; ++t)
-        if (ts->fibers[t].state == kAtBarrier) ts->fibers[t].state = kRunnable;
+    for (unsigned w = 0; w < ts->nwarps; ++w)
+        if (const uint32_t lanes = ts->warp_at_bar[w]) {
+            make_runnable(ts, w, lanes);
+            ts->warp_at_bar[w] = 0;
+        }
     ts->at_barrier = 0;
 }
 
 // PTX shfl.sync's source lane, with CUDA's c operand ((32 - width) << 8, | 0x1f except for up).
-unsigned shfl_source(unsigned op, unsigned lane, int param, int width) {
+inline unsigned shfl_source(unsigned op, unsigned lane, int param, int width) {
     const int seg = 32 - width;
     const int cval = op == NASRS_SIM_WARP_SHFL_UP ? 0 : 31;
     const int b = param & 31;
@@ -558,61 +681,117 @@ unsigned shfl_source(unsigned op, unsigned lane, int param, int width) {
 }
 
 [[noreturn]] NASRS_SIM_COLD void warp_mismatch_error(ThreadState* ts, unsigned warp, unsigned l, unsigned mask) {
-    const Fiber* lanes = &ts->fibers[warp * 32];
+    const WarpSlots s = warp_slots(ts, warp);
     const unsigned self = (unsigned)ts->cur & 31;
-    const Fiber &g = lanes[l], &me = lanes[self];
-    if (g.mask != mask)
+    const nasrs_sim_dim3 g = ts->fibers[warp * 32 + l].idx;
+    const unsigned gmask = key_mask(s.key[l]), gopsz = key_opsz(s.key[l]), mopsz = key_opsz(s.key[self]);
+    if (gmask != mask)
         fiber_fail(ts, NASRS_SIM_ERR_SYNC,
                    "invalid warp sync in %s: lanes of warp %u sync with different masks: lane %u (thread (%u,%u,%u)) "
                    "in %s with mask 0x%08x, lane %u in %s with mask 0x%08x",
-                   where(ts, ts->cur).s, warp, l, g.idx.x, g.idx.y, g.idx.z, op_name(g.opsz), g.mask, self,
-                   op_name(me.opsz), mask);
+                   where(ts, ts->cur).s, warp, l, g.x, g.y, g.z, op_name(gopsz), gmask, self, op_name(mopsz), mask);
     fiber_fail(ts, NASRS_SIM_ERR_SYNC,
                "invalid warp sync in %s: lanes of warp %u meet at different warp operations: lane %u (thread "
                "(%u,%u,%u)) in %s on %u-byte values, lane %u in %s on %u-byte values (mask 0x%08x)",
-               where(ts, ts->cur).s, warp, l, g.idx.x, g.idx.y, g.idx.z, op_name(g.opsz), g.opsz >> 8u, self,
-               op_name(me.opsz), me.opsz >> 8u, mask);
+               where(ts, ts->cur).s, warp, l, g.x, g.y, g.z, op_name(gopsz), gopsz >> 8u, self, op_name(mopsz),
+               mopsz >> 8u, mask);
+}
+
+// The first lane of `mask` (in lane order) that disagrees with `key`.
+[[noreturn]] NASRS_SIM_COLD void warp_key_error(ThreadState* ts, unsigned warp, unsigned mask, uint64_t key) {
+    const WarpSlots s = warp_slots(ts, warp);
+    uint32_t m = mask;
+    while (m && s.key[__builtin_ctz(m)] == key) m &= m - 1;
+    warp_mismatch_error(ts, warp, (unsigned)__builtin_ctz(m), mask);
 }
 
 [[noreturn]] NASRS_SIM_COLD void warp_source_error(ThreadState* ts, unsigned warp, unsigned l, unsigned src,
                                                    unsigned mask) {
-    const Fiber& g = ts->fibers[warp * 32 + l];
+    const nasrs_sim_dim3 g = ts->fibers[warp * 32 + l].idx;
     fiber_fail(ts, NASRS_SIM_ERR_SYNC,
                "invalid warp sync in %s: lane %u (thread (%u,%u,%u)) of warp %u reads lane %u in %s, which is not in "
                "the mask 0x%08x",
-               where(ts, ts->cur).s, l, g.idx.x, g.idx.y, g.idx.z, warp, src, op_name(g.opsz), mask);
+               where(ts, ts->cur).s, l, g.x, g.y, g.z, warp, src, op_name(key_opsz(ts->lanes.key[warp * 32 + l])), mask);
 }
 
-// Every lane of `mask` has arrived: check they agree, then give each its result.
-void complete_warp_op(ThreadState* ts, unsigned warp, unsigned mask) {
-    Fiber* lanes = &ts->fibers[warp * 32];
-    const unsigned self = (unsigned)ts->cur & 31;
-    const Fiber& me = lanes[self];
-    uint32_t ballot = 0;
-    for (uint32_t m = mask; m; m &= m - 1) {
-        const unsigned l = (unsigned)__builtin_ctz(m);
-        const Fiber& g = lanes[l];
-        if (__builtin_expect(g.mask != mask || g.opsz != me.opsz, 0)) warp_mismatch_error(ts, warp, l, mask);
-        if (g.value) ballot |= 1u << l;
+// A full-warp shuffle whose lanes all pass the same srcLane/delta/laneMask and width (the usual
+// case): the source lane is a function of the lane alone, and always in the mask. Width 32 (the
+// most usual) is a copy or two.
+template <unsigned Op>
+inline void shuffle_uniform(const WarpSlots& s, int param, int width) {
+    if (width == 32) {
+        const unsigned b = (unsigned)param & 31;
+        switch (Op) {
+            case NASRS_SIM_WARP_SHFL_DOWN:  // lane l reads l + b, the top b lanes themselves
+                memcpy(s.result, s.value + b, (32 - b) * sizeof(uint64_t));
+                memcpy(s.result + (32 - b), s.value + (32 - b), b * sizeof(uint64_t));
+                return;
+            case NASRS_SIM_WARP_SHFL_UP:  // lane l reads l - b, the bottom b lanes themselves
+                memcpy(s.result + b, s.value, (32 - b) * sizeof(uint64_t));
+                memcpy(s.result, s.value, b * sizeof(uint64_t));
+                return;
+            case NASRS_SIM_WARP_SHFL_IDX:
+                for (unsigned l = 0; l < 32; ++l) s.result[l] = s.value[b];
+                return;
+            default:
+                break;
+        }
     }
-    const unsigned op = me.opsz & 0xff;
-    for (uint32_t m = mask; m; m &= m - 1) {
-        const unsigned l = (unsigned)__builtin_ctz(m);
-        Fiber& g = lanes[l];
-        switch (op) {
-            case NASRS_SIM_WARP_SYNC: g.result = 0; break;
-            case NASRS_SIM_WARP_BALLOT: g.result = ballot; break;
-            case NASRS_SIM_WARP_ANY: g.result = ballot != 0; break;
-            case NASRS_SIM_WARP_ALL: g.result = ballot == mask; break;
-            default: {
-                const unsigned src = shfl_source(op, l, g.param, g.width);
+    for (unsigned l = 0; l < 32; ++l) s.result[l] = s.value[shfl_source(Op, l, param, width)];
+}
+
+// Every lane of `mask` has arrived (the caller completed it): check they agree, then give each its
+// result and make the others runnable. O(lanes in the mask), i.e. O(1) per arrival.
+__attribute__((noinline)) void complete_warp_op(ThreadState* ts, unsigned warp, unsigned mask) {
+    const WarpSlots s = warp_slots(ts, warp);
+    const unsigned self = (unsigned)ts->cur & 31;
+    const uint64_t key = s.key[self], arg = s.arg[self];
+    const unsigned op = key_opsz(key) & 0xff;
+    bool uniform;  // every lane passed the same param and width
+    if (mask == 0xffffffffu) {
+        uint64_t kd = 0, ad = 0;
+        for (unsigned l = 0; l < 32; ++l) {
+            kd |= s.key[l] ^ key;
+            ad |= s.arg[l] ^ arg;
+        }
+        if (__builtin_expect(kd != 0, 0)) warp_key_error(ts, warp, mask, key);
+        uniform = ad == 0;
+    } else {
+        uniform = false;
+        for (uint32_t m = mask; m; m &= m - 1)
+            if (__builtin_expect(s.key[__builtin_ctz(m)] != key, 0)) warp_key_error(ts, warp, mask, key);
+    }
+    if (op >= NASRS_SIM_WARP_SHFL_IDX && op <= NASRS_SIM_WARP_SHFL_XOR) {
+        if (uniform) {
+            const int param = (int32_t)(uint32_t)arg, width = (int32_t)(uint32_t)(arg >> 32);
+            switch (op) {
+                case NASRS_SIM_WARP_SHFL_IDX: shuffle_uniform<NASRS_SIM_WARP_SHFL_IDX>(s, param, width); break;
+                case NASRS_SIM_WARP_SHFL_UP: shuffle_uniform<NASRS_SIM_WARP_SHFL_UP>(s, param, width); break;
+                case NASRS_SIM_WARP_SHFL_DOWN: shuffle_uniform<NASRS_SIM_WARP_SHFL_DOWN>(s, param, width); break;
+                default: shuffle_uniform<NASRS_SIM_WARP_SHFL_XOR>(s, param, width); break;
+            }
+        } else {
+            for (uint32_t m = mask; m; m &= m - 1) {
+                const unsigned l = (unsigned)__builtin_ctz(m);
+                const unsigned src = shfl_source(op, l, (int32_t)(uint32_t)s.arg[l], (int32_t)(uint32_t)(s.arg[l] >> 32));
                 if (__builtin_expect(!((mask >> src) & 1u), 0)) warp_source_error(ts, warp, l, src, mask);
-                g.result = lanes[src].value;
+                s.result[l] = s.value[src];
             }
         }
-        if (l != self) g.state = kRunnable;
+    } else {
+        uint32_t ballot = 0;
+        for (uint32_t m = mask; m; m &= m - 1) {
+            const unsigned l = (unsigned)__builtin_ctz(m);
+            if (s.value[l]) ballot |= 1u << l;
+        }
+        uint64_t r = 0;  // NASRS_SIM_WARP_SYNC
+        if (op == NASRS_SIM_WARP_BALLOT) r = ballot;
+        else if (op == NASRS_SIM_WARP_ANY) r = ballot != 0;
+        else if (op == NASRS_SIM_WARP_ALL) r = ballot == mask;
+        for (uint32_t m = mask; m; m &= m - 1) s.result[__builtin_ctz(m)] = r;
     }
     ts->warp_waiting[warp] &= ~mask;
+    make_runnable(ts, warp, mask);  // the caller's bit is set already: it is running
 }
 
 // __activemask's convergence: it completes once every lane of the warp that has not exited is
@@ -623,87 +802,78 @@ void complete_warp_op(ThreadState* ts, unsigned warp, unsigned mask) {
 bool try_release_active(ThreadState* ts, unsigned warp) {
     const uint32_t waiting = ts->warp_active[warp];
     if (!waiting) return false;
-    Fiber* lanes = &ts->fibers[warp * 32];
-    uint32_t blocked = ts->warp_exited[warp];
-    for (uint32_t m = ts->warp_exists[warp] & ~blocked; m; m &= m - 1) {
-        const unsigned l = (unsigned)__builtin_ctz(m);
-        const uint8_t st = lanes[l].state;
-        if (st != kAtBarrier && st != kAtWarp && st != kAtActive) return false;
-    }
+    const uint32_t blocked = ts->warp_exited[warp] | ts->warp_waiting[warp] | ts->warp_at_bar[warp] | waiting;
+    if (ts->warp_exists[warp] & ~blocked) return false;
+    const WarpSlots s = warp_slots(ts, warp);
     for (uint32_t m = waiting; m; m &= m - 1) {
         const unsigned l = (unsigned)__builtin_ctz(m);
         uint32_t group = 0;
         for (uint32_t o = waiting; o; o &= o - 1) {
             const unsigned k = (unsigned)__builtin_ctz(o);
-            if (lanes[k].value == lanes[l].value) group |= 1u << k;
+            if (s.value[k] == s.value[l]) group |= 1u << k;
         }
-        lanes[l].result = group;
+        s.result[l] = group;
     }
-    for (uint32_t m = waiting; m; m &= m - 1) lanes[__builtin_ctz(m)].state = kRunnable;
+    make_runnable(ts, warp, waiting);
     ts->warp_active[warp] = 0;
     return true;
 }
 
 NASRS_SIM_COLD int exit_wait_error(ThreadState* ts, unsigned t, unsigned waiter) {
-    const Fiber& g = ts->fibers[waiter];
+    const uint64_t key = ts->lanes.key[waiter];
     const nasrs_sim_dim3 e = ts->fibers[t].idx;
     return set_error(ts, NASRS_SIM_ERR_SYNC,
                      "invalid warp sync in %s: %s with mask 0x%08x waits for lane %u (thread (%u,%u,%u)), which has "
                      "exited",
-                     where(ts, (int)waiter).s, op_name(g.opsz), g.mask, t & 31, e.x, e.y, e.z);
+                     where(ts, (int)waiter).s, op_name(key_opsz(key)), key_mask(key), t & 31, e.x, e.y, e.z);
 }
 
-// Thread t has exited: lanes waiting for it can never complete, and a barrier may now be full.
+// Thread t has exited (its `run` bit is clear): lanes waiting for it can never complete, and a
+// barrier may now be full.
 int on_thread_exit(ThreadState* ts, unsigned t) {
     const unsigned warp = t >> 5, bit = 1u << (t & 31);
     --ts->alive;
     ts->warp_exited[warp] |= bit;
-    for (uint32_t m = ts->warp_waiting[warp]; m; m &= m - 1) {
+    ts->warp_bad[warp] |= bit;
+    for (uint32_t m = ts->warp_waiting[warp]; m; m &= m - 1) {  // usually none
         const unsigned l = (unsigned)__builtin_ctz(m);
-        const Fiber& g = ts->fibers[warp * 32 + l];
-        if (__builtin_expect(g.mask & bit, 0)) return exit_wait_error(ts, t, warp * 32 + l);
+        if (__builtin_expect(key_mask(ts->lanes.key[warp * 32 + l]) & bit, 0)) return exit_wait_error(ts, t, warp * 32 + l);
     }
     if (ts->at_barrier && ts->at_barrier == ts->alive) release_barrier(ts);
-    try_release_active(ts, warp);
+    if (ts->warp_active[warp]) try_release_active(ts, warp);
     return 0;
 }
 
 NASRS_SIM_COLD int deadlock_error(ThreadState* ts) {
     unsigned at_bar = 0, at_warp = 0;
     int first_warp = -1, first_bar = -1;
-    for (unsigned t = 0; t < ts->nthreads; ++t) {
-        if (ts->fibers[t].state == kAtBarrier) {
-            if (first_bar < 0) first_bar = (int)t;
-            ++at_bar;
-        } else if (ts->fibers[t].state == kAtWarp || ts->fibers[t].state == kAtActive) {
-            if (first_warp < 0) first_warp = (int)t;
-            ++at_warp;
-        }
+    for (unsigned w = 0; w < ts->nwarps; ++w) {
+        const uint32_t bar = ts->warp_at_bar[w], wait = ts->warp_waiting[w] | ts->warp_active[w];
+        if (bar && first_bar < 0) first_bar = (int)(w * 32 + (unsigned)__builtin_ctz(bar));
+        if (wait && first_warp < 0) first_warp = (int)(w * 32 + (unsigned)__builtin_ctz(wait));
+        at_bar += (unsigned)__builtin_popcount(bar);
+        at_warp += (unsigned)__builtin_popcount(wait);
     }
-    if (first_warp >= 0 && ts->fibers[first_warp].state == kAtActive)
+    if (first_warp >= 0 && (ts->warp_active[(unsigned)first_warp >> 5] >> (first_warp & 31) & 1u))
         return set_error(ts, NASRS_SIM_ERR_DEADLOCK,
                          "deadlock in %s: no thread can proceed: it waits in __activemask; %u thread(s) wait in warp "
                          "syncs, %u at __syncthreads",
                          where(ts, first_warp).s, at_warp, at_bar);
     if (first_warp >= 0) {
-        const Fiber& g = ts->fibers[first_warp];
-        const unsigned missing = g.mask & ~ts->warp_waiting[(unsigned)first_warp >> 5];
+        const uint64_t key = ts->lanes.key[first_warp];
+        const unsigned missing = key_mask(key) & ~ts->warp_waiting[(unsigned)first_warp >> 5];
         return set_error(ts, NASRS_SIM_ERR_DEADLOCK,
                          "deadlock in %s: no thread can proceed: it waits in %s (mask 0x%08x) for lanes 0x%08x of "
                          "warp %u, which never arrive; %u thread(s) wait in warp syncs, %u at __syncthreads",
-                         where(ts, first_warp).s, op_name(g.opsz), g.mask, missing, (unsigned)first_warp >> 5, at_warp,
-                         at_bar);
+                         where(ts, first_warp).s, op_name(key_opsz(key)), key_mask(key), missing,
+                         (unsigned)first_warp >> 5, at_warp, at_bar);
     }
     return set_error(ts, NASRS_SIM_ERR_DEADLOCK, "deadlock in %s: no thread can proceed; %u thread(s) wait at __syncthreads",
                      where(ts, first_bar).s, at_bar);
 }
 
 void abandon_block(ThreadState* ts) {
-    ts->pending = -1;  // its stack is still attached to its fiber: given back below
-    for (unsigned t = 0; t < ts->nthreads; ++t) {
-        give_stack(ts, &ts->fibers[t]);
-        ts->fibers[t].state = kDone;
-    }
+    for (unsigned t = 0; t < ts->nthreads; ++t) give_stack(ts, &ts->fibers[t]);
     ts->cur = -1;
     ts->failed = 0;
 }
@@ -712,41 +882,36 @@ NASRS_SIM_COLD int stack_error(ThreadState* ts, unsigned t) {
     return set_error(ts, NASRS_SIM_ERR_LAUNCH, "cannot map a fiber stack for %s", where(ts, (int)t).s);
 }
 
-// The next runnable fiber after `from` in cyclic thread order, or -1.
-inline int next_runnable(const ThreadState* ts, unsigned from) {
-    const unsigned n = ts->nthreads;
-    unsigned t = from;
-    for (unsigned k = 0; k < n; ++k) {
-        if (++t == n) t = 0;
-        if (ts->fibers[t].state <= kRunnable) return (int)t;
-    }
-    return -1;
+// The running fiber `f` has blocked or finished (bookkeeping done, its `run` bit clear): run the
+// next runnable fiber directly, one switch, without a round trip through the scheduler. Only when
+// none is runnable (the block is done, or deadlocked) or a stack cannot be had does control go
+// back to the scheduler, which sorts it out (ts->cur still names `f`: it goes on from there).
+// Returns when `f` is resumed.
+__attribute__((always_inline)) inline void leave_fiber(ThreadState* ts, Fiber* f) {
+    const int next = next_runnable(ts, (unsigned)ts->cur);
+    if (__builtin_expect(next < 0, 0) || !switch_to(ts, f, (unsigned)next)) jump_to_scheduler(ts, f);
 }
 
-// Makes fiber t the running one (giving a fresh fiber its stack); false when no stack can be had.
-inline bool activate(ThreadState* ts, unsigned t) {
-    Fiber* g = &ts->fibers[t];
-    if (g->state == kFresh) {
-        g->stack = take_stack(ts);
-        if (__builtin_expect(!g->stack, 0)) return false;
-        prepare_fiber(g);
-        g->state = kRunnable;
+// The running thread t blocks (at a barrier, in a warp operation).
+__attribute__((always_inline)) inline void block_fiber(ThreadState* ts, unsigned t) {
+    const unsigned w = t >> 5, l = t & 31;
+    Fiber* f = &ts->fibers[t];
+    if (__builtin_expect(ts->warp_active[w] != 0, 0)) {
+        make_blocked(ts, t);
+        try_release_active(ts, w);
+        leave_fiber(ts, f);
+        return;
     }
-    ts->cur = (int)t;
-    nasrs_sim_thread_idx = g->idx;
-    return true;
-}
-
-// The running fiber `f` has blocked or finished (its state says which): run the next runnable
-// fiber directly, one switch, without a round trip through the scheduler. Only when none is
-// runnable (the block is done, or deadlocked) or a stack cannot be had does control go back to
-// the scheduler, which sorts it out. Returns when `f` is resumed.
-void leave_fiber(ThreadState* ts, Fiber* f) {
-    const unsigned t = (unsigned)ts->cur;
-    if (f->state != kDone && ts->warp_active[t >> 5]) try_release_active(ts, t >> 5);  // it blocked
-    const int next = next_runnable(ts, t);
-    if (next >= 0 && activate(ts, (unsigned)next)) jump(ts, f, &ts->fibers[next]);
-    else jump(ts, f, nullptr);  // ts->cur still names `f`: the scheduler goes on from there
+    // make_blocked and next_runnable, for the usual case: a later lane of the same warp runs next.
+    const uint32_t r = ts->run[w] & ~(1u << l);
+    ts->run[w] = r;
+    const uint32_t later = r & (uint32_t)(0xfffffffeull << l);
+    if (__builtin_expect(later != 0, 1)) {
+        if (!switch_to(ts, f, w * 32 + (unsigned)__builtin_ctz(later))) jump_to_scheduler(ts, f);
+        return;
+    }
+    if (!r) ts->run_any &= ~(1u << w);
+    leave_fiber(ts, f);
 }
 
 // Runs every thread of the current block to completion (or to the first error). Fibers pass
@@ -754,19 +919,21 @@ void leave_fiber(ThreadState* ts, Fiber* f) {
 // when none is runnable.
 int run_block(ThreadState* ts) {
     const unsigned n = ts->nthreads;
-    Fiber* fibers = ts->fibers;
-    for (unsigned t = 0; t < n; ++t) fibers[t].state = kFresh;
-    for (unsigned w = 0; w < ts->nwarps; ++w) ts->warp_waiting[w] = ts->warp_exited[w] = ts->warp_active[w] = 0;
+    for (unsigned w = 0; w < ts->nwarps; ++w) {
+        ts->warp_waiting[w] = ts->warp_exited[w] = ts->warp_active[w] = ts->warp_at_bar[w] = 0;
+        ts->warp_bad[w] = ~ts->warp_exists[w];
+        ts->run[w] = ts->warp_exists[w];  // every thread fresh
+    }
+    ts->run_any = ts->nwarps == 32 ? 0xffffffffu : (1u << ts->nwarps) - 1u;
+    ts->nstarted = 0;
     ts->alive = n;
     ts->at_barrier = 0;
     ts->bar_pending = 0;
-    ts->pending = -1;
     unsigned from = n - 1;  // so thread 0 runs first
     while (ts->alive) {
         const int t = next_runnable(ts, from);
         if (t < 0) return deadlock_error(ts);
-        if (!activate(ts, (unsigned)t)) return stack_error(ts, (unsigned)t);
-        jump(ts, nullptr, &fibers[t]);
+        if (!switch_to(ts, nullptr, (unsigned)t)) return stack_error(ts, (unsigned)t);
         if (ts->failed) return ts->failed;
         from = (unsigned)ts->cur;
         ts->cur = -1;
@@ -951,7 +1118,7 @@ __attribute__((noinline)) int run_grid(ThreadState* ts) {
         abandon_block(fts);
         return rc;
     }
-    ts->in_run = true;
+    set_in_run(ts, true);
     const nasrs_sim_dim3 grid = ts->grid;
     for (unsigned z = 0; z < grid.z; ++z)
         for (unsigned y = 0; y < grid.y; ++y)
@@ -960,13 +1127,13 @@ __attribute__((noinline)) int run_grid(ThreadState* ts) {
                 if (ts->shared_bytes) poison(ts->dyn_ptr, ts->shared_bytes);
                 ++ts->block_epoch;  // STATIC_SHARED arrays are NaN-filled again on first use
                 if (int rc = run_block(ts)) {
-                    ts->in_run = false;
+                    set_in_run(ts, false);
                     leave_device_fp(ts);
                     abandon_block(ts);
                     return rc;
                 }
             }
-    ts->in_run = false;
+    set_in_run(ts, false);
     leave_device_fp(ts);
     ts->err[0] = 0;  // a nested launch attempt inside may have written one
     return 0;
@@ -980,43 +1147,45 @@ __attribute__((noinline)) int run_grid(ThreadState* ts) {
 // fiber simply becomes that thread: same stack (hot in cache), no switch at all. So a block of
 // threads that never block runs as one plain loop; a fiber is only left when the next runnable
 // thread already has a stack of its own (it blocked earlier) or none is runnable.
-extern "C" [[noreturn]] void nasrs_sim_fiber_main() noexcept {
+extern "C" [[noreturn]] __attribute__((visibility("hidden"))) void nasrs_sim_fiber_main() noexcept {
     ThreadState* ts = g_ts;
-    release_pending(ts);
     for (;;) {
         ts->body(ts->ctx);
         const unsigned t = (unsigned)ts->cur;
         Fiber* f = &ts->fibers[t];
-        f->state = kDone;
+        make_blocked(ts, t);  // for good
         if (int rc = on_thread_exit(ts, t)) {
             ts->failed = rc;
-            jump(ts, f, nullptr);
+            jump_to_scheduler(ts, f);
         }
         const int next = next_runnable(ts, t);
-        if (next >= 0 && ts->fibers[next].state == kFresh) {
+        if (next >= 0 && (unsigned)next >= ts->nstarted) {
             Fiber* g = &ts->fibers[next];
             g->stack = f->stack;
             f->stack = nullptr;
-            g->state = kRunnable;
+            ts->nstarted = (unsigned)next + 1;
             ts->cur = next;
             nasrs_sim_thread_idx = g->idx;
             continue;
         }
-        ts->pending = (int)t;
-        leave_fiber(ts, f);
-        abort();  // a finished fiber is never resumed
+        // The stack goes back to the pool while still in use, until the switch below leaves it:
+        // nothing takes a stack before then (only a fresh thread's start does, and a fresh next
+        // thread took the branch above), and this fiber is never resumed.
+        give_stack(ts, f);
+        if (next < 0 || !switch_to(ts, f, (unsigned)next)) jump_to_scheduler(ts, f);
+        abort();
     }
 }
 
 extern "C" int nasrs_sim_syncthreads_op(int op, int pred) {
     ThreadState* ts = fiber_state("__syncthreads");
-    Fiber* f = &ts->fibers[ts->cur];
+    const unsigned t = (unsigned)ts->cur;
     if (pred) ++ts->bar_pending;
     if (++ts->at_barrier == ts->alive) {
         release_barrier(ts);
     } else {
-        f->state = kAtBarrier;
-        leave_fiber(ts, f);
+        ts->warp_at_bar[t >> 5] |= 1u << (t & 31);
+        block_fiber(ts, t);
     }
     switch (op) {
         case NASRS_SIM_BAR_COUNT: return (int)ts->bar_count;
@@ -1052,38 +1221,31 @@ namespace {
 
 extern "C" uint64_t nasrs_sim_warp(unsigned opsz, unsigned mask, uint64_t value, int param, int width) {
     ThreadState* ts = fiber_state("a warp intrinsic");
-    const unsigned t = (unsigned)ts->cur;
-    Fiber* f = &ts->fibers[t];
-    const unsigned warp = t >> 5, bit = 1u << (t & 31), op = opsz & 0xff;
-    const bool bad_width = op >= NASRS_SIM_WARP_SHFL_IDX && op <= NASRS_SIM_WARP_SHFL_XOR &&
-                           (width < 1 || width > 32 || (width & (width - 1)));
-    if (__builtin_expect(!(mask & bit) || (mask & ~ts->warp_exists[warp]) || (mask & ts->warp_exited[warp]) || bad_width, 0))
+    const unsigned t = (unsigned)ts->cur, warp = t >> 5, lane = t & 31, bit = 1u << lane;
+    const unsigned op = opsz & 0xff;
+    const bool bad_width = op - 1u < 4u && ((unsigned)(width - 1) > 31u || (width & (width - 1)));  // shuffles
+    if (__builtin_expect(((mask & ts->warp_bad[warp]) | (~mask & bit)) != 0 || bad_width, 0))
         warp_arrival_error(ts, opsz, mask, width);
-    f->opsz = (uint16_t)opsz;
-    f->mask = mask;
-    f->value = value;
-    f->param = param;
-    f->width = width;
-    ts->warp_waiting[warp] |= bit;
-    if ((ts->warp_waiting[warp] & mask) == mask) {
-        complete_warp_op(ts, warp, mask);
-    } else {
-        f->state = kAtWarp;
-        leave_fiber(ts, f);
-    }
-    return f->result;
+    LaneSlots& ls = ts->lanes;
+    ls.value[t] = value;
+    ls.key[t] = warp_key(opsz, mask);
+    ls.arg[t] = (uint32_t)param | (uint64_t)(uint32_t)width << 32;
+    const uint32_t waiting = ts->warp_waiting[warp] | bit;
+    ts->warp_waiting[warp] = waiting;
+    if ((waiting & mask) == mask) complete_warp_op(ts, warp, mask);
+    else block_fiber(ts, t);
+    return ls.result[t];
 }
 
 extern "C" unsigned nasrs_sim_activemask(const void* site) {
     ThreadState* ts = fiber_state("__activemask");
-    const int t = ts->cur;
-    const unsigned warp = (unsigned)t >> 5;
-    Fiber* f = &ts->fibers[t];
-    f->value = (uint64_t)(uintptr_t)site;
+    const unsigned t = (unsigned)ts->cur, warp = t >> 5;
+    ts->lanes.value[t] = (uint64_t)(uintptr_t)site;
     ts->warp_active[warp] |= 1u << (t & 31);
-    f->state = kAtActive;
-    if (!try_release_active(ts, warp)) leave_fiber(ts, f);  // else the caller's group is complete: go on
-    return (unsigned)f->result;
+    make_blocked(ts, t);
+    // Released at once when the caller's group is complete (which makes it runnable again).
+    if (!try_release_active(ts, warp)) leave_fiber(ts, &ts->fibers[t]);
+    return (unsigned)ts->lanes.result[t];
 }
 
 extern "C" NASRS_SIM_COLD void nasrs_sim_trap(void) {
