@@ -20,7 +20,13 @@
 // Cost: launches are many and grids large, so the hot path is a few dozen instructions. A thread
 // that never blocks costs no switch at all (its fiber, finished, becomes the next fresh thread on
 // the same stack); a blocking one costs one switch, straight to the next runnable fiber (the
-// scheduler is only re-entered when none is runnable); the switch saves six registers.
+// scheduler is only re-entered when none is runnable). The bookkeeping is O(1) per sync
+// operation: bitmaps per warp (waiting, at the barrier, exited, runnable) and counters, the next
+// runnable thread in the fixed order found with two find-first-set steps, no scan of a warp's
+// lanes or the block's threads except where a warp operation completes (its lanes' results) or a
+// barrier releases. The switch itself (see NASRS_SIM_STUB) is the kernel's call of the
+// intrinsic: a blocked fiber is resumed by popping six registers and jumping back into its
+// kernel, and the next fiber's frames are prefetched while the current one runs.
 //
 // Per-OS-thread state (ThreadState) holds the fibers, a pool of up to 1024 fiber stacks (64 KiB
 // usable each, a 64 KiB guard below, made lazily and reused across launches), the guarded
@@ -69,52 +75,121 @@ __thread nasrs_sim_dim3 nasrs_sim_block_dim NASRS_SIM_TLS_MODEL;
 __thread nasrs_sim_dim3 nasrs_sim_grid_dim NASRS_SIM_TLS_MODEL;
 
 #if NASRS_SIM_ASM_SWITCH
-// A switched-out context: where it resumes, its stack and frame pointers.
-struct Ctx {
-    void* sp;
-    void* pc;
-    void* bp;
-};
-// Saves the running context in *from and resumes *to, in place: the code that follows the asm is
-// where a context switched out here resumes. Every register but rsp and rbp is declared
-// clobbered, so the compiler keeps nothing in registers across it (the function saves the
-// callee-saved ones it clobbers in its prologue, as for any call); rsp and rbp are switched. No
-// call, ret, push or pop: the resumed fiber's return addresses stay paired with the return stack
-// predictor's, and nothing is written below rsp (the red zone is left alone). The MXCSR and x87
-// control words, callee-saved in the SysV ABI, are deliberately not switched: no fiber changes
-// them (CUDA code has no way to), so nasrs_sim_run sets the device's mode once per launch
-// instead (enter_device_fp).
-#if defined(__AVX512F__)
-#define NASRS_SIM_HIGH_VREGS , "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", \
-    "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "k1", "k2", "k3", "k4", "k5", "k6", "k7"
-#else
-#define NASRS_SIM_HIGH_VREGS
-#endif
-__attribute__((always_inline)) inline void switch_ctx(Ctx* from, const Ctx* to) {
+// The asm context switch. A switched-out context is its saved stack pointer `sp`: at sp the six
+// callee-saved registers (r15 r14 r13 r12 rbx rbp, upwards), then the address it resumes at. The
+// blocking intrinsics (nasrs_sim_warp, nasrs_sim_syncthreads_op, nasrs_sim_activemask) are asm
+// entry stubs that push those registers on the caller's stack, so the kernel's own call is the
+// switch: a blocked fiber's `sp` is its stub's frame, its resume address its kernel's return
+// address, and resuming it (resume_ctx) pops the registers and jumps there with the intrinsic's
+// result in rax, straight back into the kernel. Nothing runs on the way out, and no `ret` is made
+// whose prediction would come from another fiber's calls: in phases such as "every thread leaves
+// barrier 1 while the one before it blocked at barrier 2", nearly every such ret mispredicted,
+// where a `jmp` is predicted from its history, which repeats there. The MXCSR and x87 control
+// words, callee-saved in the SysV ABI, are deliberately not switched: no fiber changes them (CUDA
+// code has no way to), so nasrs_sim_run sets the device's mode once per launch instead
+// (enter_device_fp).
+//
+// nasrs_sim_switch_ctx(save_sp, load_sp, value) saves its caller the same way (its return address
+// as the resume address), then resumes load_sp with `value`; it returns the value it is resumed
+// with. The scheduler uses it to start or resume a fiber and be resumed when none is runnable. A
+// fresh fiber the scheduler starts has its stack laid out to resume into nasrs_sim_fiber_main; one
+// a fiber starts is jumped into (start_and_leave).
+#define NASRS_SIM_CFI_PUSH(reg) "pushq %" reg "\n.cfi_adjust_cfa_offset 8\n.cfi_rel_offset %" reg ", 0\n"
+#define NASRS_SIM_CFI_POP(reg) "popq %" reg "\n.cfi_adjust_cfa_offset -8\n.cfi_restore %" reg "\n"
+#define NASRS_SIM_SAVE_REGS                                                                                   \
+    NASRS_SIM_CFI_PUSH("rbp") NASRS_SIM_CFI_PUSH("rbx") NASRS_SIM_CFI_PUSH("r12") NASRS_SIM_CFI_PUSH("r13") \
+    NASRS_SIM_CFI_PUSH("r14") NASRS_SIM_CFI_PUSH("r15")
+#define NASRS_SIM_RESTORE_REGS                                                                               \
+    NASRS_SIM_CFI_POP("r15") NASRS_SIM_CFI_POP("r14") NASRS_SIM_CFI_POP("r13") NASRS_SIM_CFI_POP("r12") \
+    NASRS_SIM_CFI_POP("rbx") NASRS_SIM_CFI_POP("rbp")
+// An intrinsic's entry stub: saves the registers, calls `impl` with the saved stack pointer as one
+// more argument (in `reg`), and returns what it returns. `impl` returns only when the caller did
+// not block; one that blocks is resumed straight into its kernel (resume_ctx).
+#define NASRS_SIM_STUB(name, impl, reg)         \
+    ".p2align 4\n"                              \
+    ".globl " name "\n"                         \
+    ".type " name ",@function\n" name ":\n"     \
+    ".cfi_startproc\n" NASRS_SIM_SAVE_REGS      \
+    "movq %rsp, %" reg "\n"                     \
+    "subq $8, %rsp\n"                           \
+    ".cfi_adjust_cfa_offset 8\n"                \
+    "call " impl "\n"                           \
+    "addq $8, %rsp\n"                           \
+    ".cfi_adjust_cfa_offset -8\n" NASRS_SIM_RESTORE_REGS \
+    "ret\n"                                     \
+    ".cfi_endproc\n"                            \
+    ".size " name ",.-" name "\n"
+__asm__(
+    ".text\n"
+    NASRS_SIM_STUB("nasrs_sim_warp", "nasrs_sim_warp_impl", "r9")
+    NASRS_SIM_STUB("nasrs_sim_syncthreads_op", "nasrs_sim_syncthreads_impl", "rdx")
+    NASRS_SIM_STUB("nasrs_sim_activemask", "nasrs_sim_activemask_impl", "rsi")
+    ".p2align 4\n"
+    ".globl nasrs_sim_switch_ctx\n"
+    ".hidden nasrs_sim_switch_ctx\n"
+    ".type nasrs_sim_switch_ctx,@function\n"
+    "nasrs_sim_switch_ctx:\n"
+    ".cfi_startproc\n"
+    NASRS_SIM_SAVE_REGS
+    "movq %rsp, (%rdi)\n"
+    "movq %rsi, %rsp\n"
+    "movq %rdx, %rax\n"
+    "popq %r15\n"
+    "popq %r14\n"
+    "popq %r13\n"
+    "popq %r12\n"
+    "popq %rbx\n"
+    "popq %rbp\n"
+    "popq %rcx\n"
+    "jmpq *%rcx\n"
+    ".cfi_endproc\n"
+    ".size nasrs_sim_switch_ctx,.-nasrs_sim_switch_ctx\n");
+extern "C" uint64_t nasrs_sim_switch_ctx(void** save_sp, void* load_sp, uint64_t value);
+
+// Resumes the context saved at `sp` with `value`, for good: the running one is finished or was
+// saved (a blocked fiber, by its intrinsic's stub). Inline, so that each place that resumes has
+// its own indirect jump, predicted from its own history.
+[[noreturn]] __attribute__((always_inline)) inline void resume_ctx(void* sp, uint64_t value) {
     __asm__ __volatile__(
-        "leaq 1f(%%rip), %%rax\n\t"
-        "movq %%rax, 8(%0)\n\t"
-        "movq %%rsp, 0(%0)\n\t"
-        "movq %%rbp, 16(%0)\n\t"
-        "movq 0(%1), %%rsp\n\t"
-        "movq 16(%1), %%rbp\n\t"
-        "jmp *8(%1)\n"
-        "1:"
-        : "+D"(from), "+S"(to)
+        "movq %0, %%rsp\n\t"
+        "popq %%r15\n\t"
+        "popq %%r14\n\t"
+        "popq %%r13\n\t"
+        "popq %%r12\n\t"
+        "popq %%rbx\n\t"
+        "popq %%rbp\n\t"
+        "popq %%rcx\n\t"
+        "jmpq *%%rcx"
         :
-        : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "memory", "cc", "xmm0",
-          "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13",
-          "xmm14", "xmm15", "st", "st(1)", "st(2)", "st(3)", "st(4)", "st(5)", "st(6)", "st(7)" NASRS_SIM_HIGH_VREGS);
+        : "D"(sp), "a"(value)
+        : "memory");
+    __builtin_unreachable();
 }
 #endif
 
 // Where a fresh fiber starts: runs thread bodies until its thread blocks for good or the block is
-// done (defined with the other fiber-side entry points). Hidden: the asm above calls it directly.
+// done (defined with the other fiber-side entry points).
 extern "C" [[noreturn]] __attribute__((visibility("hidden"))) void nasrs_sim_fiber_main() noexcept;
+
+// The blocking intrinsics' bodies (runtime.h's entry points, plus the stack pointer their stub
+// saved the caller's registers at; null without the asm switch).
+extern "C" __attribute__((visibility("hidden"))) uint64_t nasrs_sim_warp_impl(unsigned opsz, unsigned mask,
+                                                                              uint64_t value, int param, int width,
+                                                                              void* saved);
+extern "C" __attribute__((visibility("hidden"))) int nasrs_sim_syncthreads_impl(int op, int pred, void* saved);
+extern "C" __attribute__((visibility("hidden"))) unsigned nasrs_sim_activemask_impl(const void* site, void* saved);
 
 // Error paths live out of line: their message buffers would otherwise sit in the hot functions'
 // frames, i.e. on every blocked fiber's stack, and cost cache misses at every switch.
 #define NASRS_SIM_COLD __attribute__((cold, noinline))
+
+// Marks what leaves the running fiber: for good with the asm switch (a blocked fiber is resumed
+// straight into its kernel, never back here), until it is resumed with ucontext.
+#if NASRS_SIM_ASM_SWITCH
+#define NASRS_SIM_LEAVES [[noreturn]]
+#else
+#define NASRS_SIM_LEAVES
+#endif
 
 namespace {
 
@@ -155,11 +230,11 @@ struct SharedSlot {
 };
 
 // A simulated thread's fiber. What it waits on and its pending warp operation live in the
-// per-warp bitmaps and LaneSlots of ThreadState, so this stays small (the scheduler reads only
-// `ctx` and `idx` on a switch).
+// per-warp bitmaps and LaneSlots of ThreadState, so this stays small (a switch reads only `sp`
+// and `idx`).
 struct Fiber {
 #if NASRS_SIM_ASM_SWITCH
-    Ctx ctx;  // while switched out
+    void* sp;  // while switched out (see nasrs_sim_switch_ctx)
 #endif
     Stack* stack;
     nasrs_sim_dim3 idx;
@@ -170,8 +245,9 @@ struct Fiber {
 
 // The threads' pending warp operations, laid out by field so that the lane completing an
 // operation reads and writes a few cache lines, not 32 fibers. Thread t's entries are valid while
-// it waits in a warp operation (its bit of warp_waiting), and `result` until it has read it;
-// `value` holds the call site while it waits in __activemask.
+// it waits in a warp operation (its bit of warp_waiting); `value` holds the call site while it
+// waits in __activemask, `arg` its op while it waits at a barrier; `result` is what its
+// intrinsic returns once released, valid until it has resumed with it.
 struct LaneSlots {
     uint64_t value[kMaxBlockThreads];
     uint64_t result[kMaxBlockThreads];
@@ -205,6 +281,9 @@ struct ThreadState {
     // bar_count, which (with bar_participants) stays put until the next release: that needs every
     // live thread to arrive again, i.e. to have read it first.
     unsigned alive, at_barrier, bar_pending, bar_count, bar_participants;
+    // A thread waits at the barrier being filled with __syncthreads_count/and/or (not plain): its
+    // result is worked out at the release (plain waiters' is 0, set as they arrive).
+    bool bar_ops;
     // What each thread is doing, one bit per lane of each warp (thread t = lane t % 32 of warp
     // t / 32), so that every sync operation updates O(1) words: a thread is fresh (not started:
     // t >= nstarted, see below), runnable (running or ready to run: its bit in `run`), waiting in
@@ -225,7 +304,7 @@ struct ThreadState {
     LaneSlots lanes;
 
 #if NASRS_SIM_ASM_SWITCH
-    Ctx sched_ctx;
+    void* sched_sp;
 #endif
 #if !NASRS_SIM_ASM_SWITCH
     ucontext_t sched_uc;
@@ -264,6 +343,7 @@ struct ThreadState {
     Fiber fibers[kMaxBlockThreads];
 };
 
+// Warp `warp`'s part of ts->lanes.
 inline WarpSlots warp_slots(ThreadState* ts, unsigned warp) {
     LaneSlots& l = ts->lanes;
     const unsigned o = warp * 32;
@@ -493,12 +573,14 @@ const char* op_name(unsigned opsz) {
 
 // ---- the run queue ------------------------------------------------------------------------------
 
+// Lanes `lanes` of warp `warp` can run (again).
 inline void make_runnable(ThreadState* ts, unsigned warp, uint32_t lanes) {
     const uint32_t r = ts->run[warp] | lanes;
     ts->run[warp] = r;
     ts->run_any |= (uint32_t)(r != 0) << warp;
 }
 
+// Thread t waits (or has exited).
 inline void make_blocked(ThreadState* ts, unsigned t) {
     const unsigned warp = t >> 5;
     const uint32_t r = ts->run[warp] & ~(1u << (t & 31));
@@ -509,7 +591,7 @@ inline void make_blocked(ThreadState* ts, unsigned t) {
 // The next runnable (or fresh) thread after `from` in cyclic thread order (`from` itself last), or
 // -1: the first set bit after `from`'s in its warp's word, else in the first nonempty word after
 // it, else (wrapping) in the first nonempty word.
-inline int next_runnable(const ThreadState* ts, unsigned from) {
+__attribute__((always_inline)) inline int next_runnable(const ThreadState* ts, unsigned from) {
     const unsigned w = from >> 5, l = from & 31;
     const uint32_t above = (uint32_t)(0xfffffffeull << l);  // lanes l+1..31 (none when l == 31)
     const uint32_t here = ts->run[w] & above;
@@ -557,31 +639,19 @@ inline void give_stack(ThreadState* ts, Fiber* f) {
 void uc_entry() { nasrs_sim_fiber_main(); }
 #endif
 
-// Leaves fiber `from` for the scheduler. Returns if something switches back to `from`.
-inline void jump_to_scheduler(ThreadState* ts, Fiber* from) {
-#if NASRS_SIM_ASM_SWITCH
-    switch_ctx(&from->ctx, &ts->sched_ctx);
-#else
-    swapcontext(&from->uc, &ts->sched_uc);
-#endif
-}
-
-// Makes thread t the running one and switches to it from fiber `from` (null: the scheduler):
-// resumes it, or starts it on a stack from the pool when it is fresh. Returns when something
-// switches back to `from`, or at once with false (no switch; ts->cur unchanged) when a fresh
-// thread can have no stack.
-// The hot frames of a switched-out fiber, upwards from its saved stack pointer: the switch's
-// saved registers and the frames of the intrinsic and the kernel it blocked in.
+// The hot frames of a switched-out fiber, upwards from its saved stack pointer: its saved
+// registers and resume address, then its kernel's frames.
 constexpr unsigned kPrefetchLines = 4;
 
-// Fetches the hot frames of fiber t (when it has any) into the cache ahead of a switch into it.
-// The blocked fibers' frames do not all fit in L1 (256 threads x 5-6 lines), so without this a
-// switch waits on each line in turn as it unwinds into the kernel.
+// Fetches the hot frames of fiber t (when it has any) into the cache ahead of a switch into it:
+// the one after the fiber being switched to, most likely the next to run. The blocked fibers'
+// frames do not all fit in L1 (256 threads x 4-5 lines), so without this a switch waits on each
+// line in turn as it returns into the kernel. (t < nstarted also means t < nthreads.)
 inline void prefetch_fiber(const ThreadState* ts, unsigned t) {
 #if NASRS_SIM_ASM_SWITCH
     if (t >= ts->nstarted) return;
-    const char* sp = (const char*)ts->fibers[t].ctx.sp;
-    // (As asm: g++ 12 drops these __builtin_prefetch calls here as dead.)
+    const char* sp = (const char*)ts->fibers[t].sp;
+    // (As asm: g++ 12 drops these as dead when written as __builtin_prefetch.)
     for (unsigned i = 0; i < kPrefetchLines; ++i) __asm__ __volatile__("prefetcht0 %0" ::"m"(sp[64 * i]));
 #else
     (void)ts;
@@ -589,39 +659,109 @@ inline void prefetch_fiber(const ThreadState* ts, unsigned t) {
 #endif
 }
 
-inline bool switch_to(ThreadState* ts, Fiber* from, unsigned t) {
+// Gives fresh thread t a stack from the pool, set up so that switching to it enters
+// nasrs_sim_fiber_main; false when no stack can be had.
+inline bool start_fiber(ThreadState* ts, unsigned t) {
     Fiber* g = &ts->fibers[t];
-    const bool fresh = t >= ts->nstarted;
-    if (fresh) {
-        g->stack = take_stack(ts);
-        if (__builtin_expect(!g->stack, 0)) return false;
-        ts->nstarted = t + 1;
-    }
-    ts->cur = (int)t;
-    nasrs_sim_thread_idx = g->idx;
-    prefetch_fiber(ts, t + 1 < ts->nthreads ? t + 1 : 0);  // most likely the one after
+    g->stack = take_stack(ts);
+    if (__builtin_expect(!g->stack, 0)) return false;
+    ts->nstarted = t + 1;
 #if NASRS_SIM_ASM_SWITCH
-    if (fresh) {
-        // Enters nasrs_sim_fiber_main as a call would: rsp + 8 16-byte aligned, a null return
-        // address (it never returns) and frame pointer (the end of the chain, for debuggers).
-        void** top = (void**)((uintptr_t)g->stack->hi & ~(uintptr_t)15);
-        top[-1] = nullptr;
-        g->ctx.sp = top - 1;
-        g->ctx.pc = (void*)&nasrs_sim_fiber_main;
-        g->ctx.bp = nullptr;
-    }
-    switch_ctx(from ? &from->ctx : &ts->sched_ctx, &g->ctx);
+    // Entered as a call would enter it: rsp + 8 16-byte aligned.
+    uint64_t* sp = (uint64_t*)((uintptr_t)g->stack->hi & ~(uintptr_t)15);
+    *--sp = 0;                                           // its return address: it never returns
+    *--sp = (uint64_t)(uintptr_t)&nasrs_sim_fiber_main;  // the resume address
+    for (int i = 0; i < 6; ++i) *--sp = 0;               // r15 r14 r13 r12 rbx rbp (0: the end of the frame chain)
+    g->sp = sp;
 #else
-    if (fresh) {
-        getcontext(&g->uc);
-        g->uc.uc_stack.ss_sp = g->stack->lo;
-        g->uc.uc_stack.ss_size = (size_t)(g->stack->hi - g->stack->lo);
-        g->uc.uc_link = nullptr;
-        makecontext(&g->uc, uc_entry, 0);
-    }
-    swapcontext(from ? &from->uc : &ts->sched_uc, &g->uc);
+    getcontext(&g->uc);
+    g->uc.uc_stack.ss_sp = g->stack->lo;
+    g->uc.uc_stack.ss_size = (size_t)(g->stack->hi - g->stack->lo);
+    g->uc.uc_link = nullptr;
+    makecontext(&g->uc, uc_entry, 0);
 #endif
     return true;
+}
+
+// Makes thread t the running one, starting it when fresh; false (nothing changed) when a fresh
+// thread can have no stack. The caller then switches to it.
+__attribute__((always_inline)) inline bool activate(ThreadState* ts, unsigned t) {
+    if (t >= ts->nstarted && !start_fiber(ts, t)) return false;
+    ts->cur = (int)t;
+    nasrs_sim_thread_idx = ts->fibers[t].idx;
+    prefetch_fiber(ts, t + 1);
+    return true;
+}
+
+// Leaves the running fiber `from` for activated thread t (-1: the scheduler). With the asm switch
+// this never returns: `from` is finished or was saved by its intrinsic's stub, and t resumes with
+// the result of what it waited in (lanes.result) as its intrinsic's return value. With ucontext it
+// returns when `from` is resumed.
+NASRS_SIM_LEAVES __attribute__((always_inline)) inline void leave_for(ThreadState* ts, Fiber* from, int t) {
+#if NASRS_SIM_ASM_SWITCH
+    (void)from;
+    if (t < 0) resume_ctx(ts->sched_sp, 0);
+    resume_ctx(ts->fibers[t].sp, ts->lanes.result[t]);
+#else
+    swapcontext(&from->uc, t < 0 ? &ts->sched_uc : &ts->fibers[t].uc);
+#endif
+}
+
+// switch_from's way to a fresh thread (once per thread), out of line. With the asm switch, a jump
+// into nasrs_sim_fiber_main on the new stack as a call would enter it (rsp + 8 16-byte aligned, a
+// null return address and frame pointer: the ends of the chains, for debuggers).
+NASRS_SIM_LEAVES __attribute__((noinline)) void start_and_leave(ThreadState* ts, Fiber* from, unsigned t) {
+#if NASRS_SIM_ASM_SWITCH
+    (void)from;
+    Fiber* g = &ts->fibers[t];
+    g->stack = take_stack(ts);
+    if (__builtin_expect(!g->stack, 0)) resume_ctx(ts->sched_sp, 0);
+    ts->nstarted = t + 1;
+    ts->cur = (int)t;
+    nasrs_sim_thread_idx = g->idx;
+    prefetch_fiber(ts, t + 1);
+    void** top = (void**)((uintptr_t)g->stack->hi & ~(uintptr_t)15);
+    top[-1] = nullptr;
+    __asm__ __volatile__(
+        "movq %0, %%rsp\n\t"
+        "xorl %%ebp, %%ebp\n\t"
+        "jmp nasrs_sim_fiber_main"
+        :
+        : "r"(top - 1)
+        : "memory");
+    __builtin_unreachable();
+#else
+    leave_for(ts, from, activate(ts, t) ? (int)t : -1);
+#endif
+}
+
+// Records where the running thread t's intrinsic stub saved its registers: where it resumes if
+// it blocks (asm switch; a no-op with ucontext, where swapcontext saves them).
+inline void set_saved(ThreadState* ts, unsigned t, void* saved) {
+#if NASRS_SIM_ASM_SWITCH
+    ts->fibers[t].sp = saved;
+#else
+    (void)ts;
+    (void)t;
+    (void)saved;
+#endif
+}
+
+// Leaves the running fiber `from` (blocked, its registers saved: set_saved) for thread `next`, or
+// the scheduler when next < 0 or a fresh next can have no stack (ts->cur still names `from`: the
+// scheduler goes on from there, and reports that). The hot path keeps nothing live across a
+// call.
+NASRS_SIM_LEAVES __attribute__((always_inline)) inline void switch_from(ThreadState* ts, Fiber* from, int next) {
+    if (__builtin_expect(next >= 0 && (unsigned)next < ts->nstarted, 1)) {
+        ts->cur = next;
+        nasrs_sim_thread_idx = ts->fibers[next].idx;
+        prefetch_fiber(ts, (unsigned)next + 1);
+        leave_for(ts, from, next);
+    } else if (next >= 0) {
+        start_and_leave(ts, from, (unsigned)next);
+    } else {
+        leave_for(ts, from, -1);
+    }
 }
 
 [[noreturn]] NASRS_SIM_COLD void outside_launch(const char* what) {
@@ -646,20 +786,43 @@ inline ThreadState* fiber_state(const char* what) {
     vsnprintf(ts->err, sizeof ts->err, fmt, ap);
     va_end(ap);
     ts->failed = code;
-    jump_to_scheduler(ts, &ts->fibers[ts->cur]);
+    leave_for(ts, &ts->fibers[ts->cur], -1);
     abort();  // an abandoned fiber is never resumed
 }
 
-void release_barrier(ThreadState* ts) {
+// What __syncthreads op `op` returns (bar_count and bar_participants stay put from a release
+// until the next, which needs every live thread to arrive again).
+inline unsigned bar_result(const ThreadState* ts, unsigned op) {
+    switch (op) {
+        case NASRS_SIM_BAR_COUNT: return ts->bar_count;
+        case NASRS_SIM_BAR_AND: return ts->bar_count == ts->bar_participants;
+        case NASRS_SIM_BAR_OR: return ts->bar_count != 0;
+        default: return 0;
+    }
+}
+
+// Every live thread is at the barrier: the waiting ones become runnable, each with its result in
+// lanes.result (worked out here for those waiting with an op, which is in lanes.arg). Returns the
+// result for op `op` (the releasing thread's).
+unsigned release_barrier(ThreadState* ts, unsigned op = 0) {
     ts->bar_participants = ts->at_barrier;
     ts->bar_count = ts->bar_pending;
     ts->bar_pending = 0;
+    const bool ops = ts->bar_ops;
+    ts->bar_ops = false;
+    LaneSlots& ls = ts->lanes;
     for (unsigned w = 0; w < ts->nwarps; ++w)
         if (const uint32_t lanes = ts->warp_at_bar[w]) {
+            if (ops)
+                for (uint32_t m = lanes; m; m &= m - 1) {
+                    const unsigned t = w * 32 + (unsigned)__builtin_ctz(m);
+                    if (ls.arg[t]) ls.result[t] = bar_result(ts, (unsigned)ls.arg[t]);
+                }
             make_runnable(ts, w, lanes);
             ts->warp_at_bar[w] = 0;
         }
     ts->at_barrier = 0;
+    return bar_result(ts, op);
 }
 
 // PTX shfl.sync's source lane, with CUDA's c operand ((32 - width) << 8, | 0x1f except for up).
@@ -742,20 +905,25 @@ inline void shuffle_uniform(const WarpSlots& s, int param, int width) {
 
 // Every lane of `mask` has arrived (the caller completed it): check they agree, then give each its
 // result and make the others runnable. O(lanes in the mask), i.e. O(1) per arrival.
-__attribute__((noinline)) void complete_warp_op(ThreadState* ts, unsigned warp, unsigned mask) {
+__attribute__((noinline)) uint64_t complete_warp_op(ThreadState* ts, unsigned warp, unsigned mask) {
     const WarpSlots s = warp_slots(ts, warp);
     const unsigned self = (unsigned)ts->cur & 31;
     const uint64_t key = s.key[self], arg = s.arg[self];
     const unsigned op = key_opsz(key) & 0xff;
     bool uniform;  // every lane passed the same param and width
-    if (mask == 0xffffffffu) {
-        uint64_t kd = 0, ad = 0;
-        for (unsigned l = 0; l < 32; ++l) {
-            kd |= s.key[l] ^ key;
-            ad |= s.arg[l] ^ arg;
+    if (mask == 0xffffffffu) {  // two lanes at a time
+        typedef uint64_t u64x2 __attribute__((vector_size(16)));
+        const u64x2 k0 = {key, key}, a0 = {arg, arg};
+        u64x2 kd = {0, 0}, ad = {0, 0};
+        for (unsigned l = 0; l < 32; l += 2) {
+            u64x2 k, a;
+            memcpy(&k, s.key + l, sizeof k);
+            memcpy(&a, s.arg + l, sizeof a);
+            kd |= k ^ k0;
+            ad |= a ^ a0;
         }
-        if (__builtin_expect(kd != 0, 0)) warp_key_error(ts, warp, mask, key);
-        uniform = ad == 0;
+        if (__builtin_expect((kd[0] | kd[1]) != 0, 0)) warp_key_error(ts, warp, mask, key);
+        uniform = (ad[0] | ad[1]) == 0;
     } else {
         uniform = false;
         for (uint32_t m = mask; m; m &= m - 1)
@@ -792,6 +960,7 @@ __attribute__((noinline)) void complete_warp_op(ThreadState* ts, unsigned warp, 
     }
     ts->warp_waiting[warp] &= ~mask;
     make_runnable(ts, warp, mask);  // the caller's bit is set already: it is running
+    return s.result[self];
 }
 
 // __activemask's convergence: it completes once every lane of the warp that has not exited is
@@ -882,40 +1051,40 @@ NASRS_SIM_COLD int stack_error(ThreadState* ts, unsigned t) {
     return set_error(ts, NASRS_SIM_ERR_LAUNCH, "cannot map a fiber stack for %s", where(ts, (int)t).s);
 }
 
-// The running fiber `f` has blocked or finished (bookkeeping done, its `run` bit clear): run the
-// next runnable fiber directly, one switch, without a round trip through the scheduler. Only when
-// none is runnable (the block is done, or deadlocked) or a stack cannot be had does control go
-// back to the scheduler, which sorts it out (ts->cur still names `f`: it goes on from there).
-// Returns when `f` is resumed.
-__attribute__((always_inline)) inline void leave_fiber(ThreadState* ts, Fiber* f) {
-    const int next = next_runnable(ts, (unsigned)ts->cur);
-    if (__builtin_expect(next < 0, 0) || !switch_to(ts, f, (unsigned)next)) jump_to_scheduler(ts, f);
+// block_fiber's way when lanes of t's warp wait in __activemask (rare), out of line.
+NASRS_SIM_LEAVES __attribute__((noinline)) void block_fiber_active(ThreadState* ts, unsigned t) {
+    make_blocked(ts, t);
+    try_release_active(ts, t >> 5);
+    switch_from(ts, &ts->fibers[t], next_runnable(ts, t));
 }
 
-// The running thread t blocks (at a barrier, in a warp operation).
-__attribute__((always_inline)) inline void block_fiber(ThreadState* ts, unsigned t) {
+// The running thread t has blocked (its wait recorded; with the asm switch its registers saved,
+// see set_saved): clears its `run` bit and runs the next runnable thread in cyclic order directly, one
+// switch, without a round trip through the scheduler (only when none is runnable, the block
+// being done or deadlocked, or a stack cannot be had does control go back to the scheduler,
+// which sorts it out). With the asm switch it never returns (t resumes straight into its kernel);
+// with ucontext it returns when t is resumed.
+NASRS_SIM_LEAVES __attribute__((always_inline)) inline void block_fiber(ThreadState* ts, unsigned t) {
     const unsigned w = t >> 5, l = t & 31;
-    Fiber* f = &ts->fibers[t];
     if (__builtin_expect(ts->warp_active[w] != 0, 0)) {
-        make_blocked(ts, t);
-        try_release_active(ts, w);
-        leave_fiber(ts, f);
-        return;
+        block_fiber_active(ts, t);
+    } else {
+        // make_blocked and next_runnable, for the usual case first: a later lane of the same warp
+        // runs next.
+        const uint32_t r = ts->run[w] & ~(1u << l);
+        ts->run[w] = r;
+        const uint32_t later = r & (uint32_t)(0xfffffffeull << l);
+        if (__builtin_expect(later != 0, 1)) {
+            switch_from(ts, &ts->fibers[t], (int)(w * 32 + (unsigned)__builtin_ctz(later)));
+        } else {
+            if (!r) ts->run_any &= ~(1u << w);
+            switch_from(ts, &ts->fibers[t], next_runnable(ts, t));
+        }
     }
-    // make_blocked and next_runnable, for the usual case: a later lane of the same warp runs next.
-    const uint32_t r = ts->run[w] & ~(1u << l);
-    ts->run[w] = r;
-    const uint32_t later = r & (uint32_t)(0xfffffffeull << l);
-    if (__builtin_expect(later != 0, 1)) {
-        if (!switch_to(ts, f, w * 32 + (unsigned)__builtin_ctz(later))) jump_to_scheduler(ts, f);
-        return;
-    }
-    if (!r) ts->run_any &= ~(1u << w);
-    leave_fiber(ts, f);
 }
 
 // Runs every thread of the current block to completion (or to the first error). Fibers pass
-// control among themselves (leave_fiber); the scheduler only starts the first and takes over
+// control among themselves (block_fiber); the scheduler only starts the first and takes over
 // when none is runnable.
 int run_block(ThreadState* ts) {
     const unsigned n = ts->nthreads;
@@ -929,11 +1098,17 @@ int run_block(ThreadState* ts) {
     ts->alive = n;
     ts->at_barrier = 0;
     ts->bar_pending = 0;
+    ts->bar_ops = false;
     unsigned from = n - 1;  // so thread 0 runs first
     while (ts->alive) {
         const int t = next_runnable(ts, from);
         if (t < 0) return deadlock_error(ts);
-        if (!switch_to(ts, nullptr, (unsigned)t)) return stack_error(ts, (unsigned)t);
+        if (!activate(ts, (unsigned)t)) return stack_error(ts, (unsigned)t);
+#if NASRS_SIM_ASM_SWITCH
+        nasrs_sim_switch_ctx(&ts->sched_sp, ts->fibers[t].sp, ts->lanes.result[t]);
+#else
+        swapcontext(&ts->sched_uc, &ts->fibers[t].uc);
+#endif
         if (ts->failed) return ts->failed;
         from = (unsigned)ts->cur;
         ts->cur = -1;
@@ -1156,7 +1331,7 @@ extern "C" [[noreturn]] __attribute__((visibility("hidden"))) void nasrs_sim_fib
         make_blocked(ts, t);  // for good
         if (int rc = on_thread_exit(ts, t)) {
             ts->failed = rc;
-            jump_to_scheduler(ts, f);
+            leave_for(ts, f, -1);
         }
         const int next = next_runnable(ts, t);
         if (next >= 0 && (unsigned)next >= ts->nstarted) {
@@ -1172,27 +1347,23 @@ extern "C" [[noreturn]] __attribute__((visibility("hidden"))) void nasrs_sim_fib
         // nothing takes a stack before then (only a fresh thread's start does, and a fresh next
         // thread took the branch above), and this fiber is never resumed.
         give_stack(ts, f);
-        if (next < 0 || !switch_to(ts, f, (unsigned)next)) jump_to_scheduler(ts, f);
+        leave_for(ts, f, next >= 0 && activate(ts, (unsigned)next) ? next : -1);
         abort();
     }
 }
 
-extern "C" int nasrs_sim_syncthreads_op(int op, int pred) {
+extern "C" int nasrs_sim_syncthreads_impl(int op, int pred, void* saved) {
     ThreadState* ts = fiber_state("__syncthreads");
     const unsigned t = (unsigned)ts->cur;
     if (pred) ++ts->bar_pending;
-    if (++ts->at_barrier == ts->alive) {
-        release_barrier(ts);
-    } else {
-        ts->warp_at_bar[t >> 5] |= 1u << (t & 31);
-        block_fiber(ts, t);
-    }
-    switch (op) {
-        case NASRS_SIM_BAR_COUNT: return (int)ts->bar_count;
-        case NASRS_SIM_BAR_AND: return ts->bar_count == ts->bar_participants;
-        case NASRS_SIM_BAR_OR: return ts->bar_count != 0;
-        default: return 0;
-    }
+    if (++ts->at_barrier == ts->alive) return (int)release_barrier(ts, (unsigned)op);
+    set_saved(ts, t, saved);
+    ts->warp_at_bar[t >> 5] |= 1u << (t & 31);
+    ts->lanes.result[t] = 0;  // plain (or an op that is none of count/and/or)
+    ts->lanes.arg[t] = (unsigned)op;
+    if (op == NASRS_SIM_BAR_COUNT || op == NASRS_SIM_BAR_AND || op == NASRS_SIM_BAR_OR) ts->bar_ops = true;
+    block_fiber(ts, t);
+    return (int)ts->lanes.result[t];
 }
 
 namespace {
@@ -1219,34 +1390,52 @@ namespace {
 }
 }  // namespace
 
-extern "C" uint64_t nasrs_sim_warp(unsigned opsz, unsigned mask, uint64_t value, int param, int width) {
+extern "C" uint64_t nasrs_sim_warp_impl(unsigned opsz, unsigned mask, uint64_t value, int param, int width,
+                                        void* saved) {
     ThreadState* ts = fiber_state("a warp intrinsic");
-    const unsigned t = (unsigned)ts->cur, warp = t >> 5, lane = t & 31, bit = 1u << lane;
-    const unsigned op = opsz & 0xff;
-    const bool bad_width = op - 1u < 4u && ((unsigned)(width - 1) > 31u || (width & (width - 1)));  // shuffles
-    if (__builtin_expect(((mask & ts->warp_bad[warp]) | (~mask & bit)) != 0 || bad_width, 0))
-        warp_arrival_error(ts, opsz, mask, width);
+    const unsigned t = (unsigned)ts->cur;
+    // The lane's slots first (harmless if the checks fail the launch): fewer values stay live.
     LaneSlots& ls = ts->lanes;
     ls.value[t] = value;
-    ls.key[t] = warp_key(opsz, mask);
     ls.arg[t] = (uint32_t)param | (uint64_t)(uint32_t)width << 32;
+    set_saved(ts, t, saved);
+    const unsigned warp = t >> 5, bit = 1u << (t & 31);
+    const unsigned op = opsz & 0xff;
+    // Shuffles need a width that is a power of two in [1, 32] (the usual 32 checked first).
+    const bool bad_width =
+        width != 32 && op - 1u < 4u && ((unsigned)(width - 1) > 31u || (width & (width - 1)));
+    if (__builtin_expect(((mask & ts->warp_bad[warp]) | (~mask & bit)) != 0 || bad_width, 0))
+        warp_arrival_error(ts, opsz, mask, width);
+    ls.key[t] = warp_key(opsz, mask);
     const uint32_t waiting = ts->warp_waiting[warp] | bit;
     ts->warp_waiting[warp] = waiting;
-    if ((waiting & mask) == mask) complete_warp_op(ts, warp, mask);
-    else block_fiber(ts, t);
+    if ((waiting & mask) == mask) return complete_warp_op(ts, warp, mask);  // the caller's result
+    block_fiber(ts, t);
     return ls.result[t];
 }
 
-extern "C" unsigned nasrs_sim_activemask(const void* site) {
+extern "C" unsigned nasrs_sim_activemask_impl(const void* site, void* saved) {
     ThreadState* ts = fiber_state("__activemask");
     const unsigned t = (unsigned)ts->cur, warp = t >> 5;
     ts->lanes.value[t] = (uint64_t)(uintptr_t)site;
     ts->warp_active[warp] |= 1u << (t & 31);
     make_blocked(ts, t);
     // Released at once when the caller's group is complete (which makes it runnable again).
-    if (!try_release_active(ts, warp)) leave_fiber(ts, &ts->fibers[t]);
+    if (!try_release_active(ts, warp)) {
+        set_saved(ts, t, saved);
+        switch_from(ts, &ts->fibers[t], next_runnable(ts, t));
+    }
     return (unsigned)ts->lanes.result[t];
 }
+
+#if !NASRS_SIM_ASM_SWITCH
+// Without the asm switch the intrinsics are plain functions (swapcontext saves the registers).
+extern "C" uint64_t nasrs_sim_warp(unsigned opsz, unsigned mask, uint64_t value, int param, int width) {
+    return nasrs_sim_warp_impl(opsz, mask, value, param, width, nullptr);
+}
+extern "C" int nasrs_sim_syncthreads_op(int op, int pred) { return nasrs_sim_syncthreads_impl(op, pred, nullptr); }
+extern "C" unsigned nasrs_sim_activemask(const void* site) { return nasrs_sim_activemask_impl(site, nullptr); }
+#endif
 
 extern "C" NASRS_SIM_COLD void nasrs_sim_trap(void) {
     ThreadState* ts = fiber_state("__trap");

@@ -13,10 +13,11 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -319,6 +320,66 @@ __global__ void nested(int* out) {
     if (threadIdx.x == 0) out[0] = nasrs_sim_launch("inner", dim3(1), dim3(1), 0, [] {});
 }
 
+// The schedule itself: every thread logs (thread, step) as it starts each stretch of code
+// between two sync points, and what each warp operation and barrier returned, over a fixed
+// program mixing full- and half-warp shuffles, votes, __syncwarp, __syncthreads(_count),
+// __activemask in divergent code, and threads leaving early; blocks of 3 full warps and of a
+// partial one. Single-threaded, so a plain counter orders the log.
+static unsigned* g_sched_log;
+static unsigned g_sched_n, g_sched_cap;
+static void sched_log(unsigned v) {
+    if (g_sched_n < g_sched_cap) g_sched_log[g_sched_n] = v;
+    ++g_sched_n;
+}
+__global__ void schedule_probe(int* shared_sink) {
+    const unsigned t = threadIdx.x, lane = t & 31, warp = t >> 5, n = blockDim.x;
+    const unsigned nw = (n + 31) / 32;
+    const unsigned full = warp == nw - 1 && (n & 31) ? (1u << (n & 31)) - 1u : 0xffffffffu;
+    unsigned live = full, v = t * 2654435761u + blockIdx.x;
+    for (unsigned s = 0; s < 14; ++s) {
+        sched_log(0x80000000u | t << 8 | s);
+        const unsigned h = (t * 0x9e3779b9u) ^ (s * 0x85ebca6bu) ^ (v >> 7);
+        switch (s % 7) {
+            case 0:  // a full-warp shuffle while the warp is whole, else from its first live lane
+                if (live == 0xffffffffu) v += __shfl_down_sync(live, v, 1 + s % 5);
+                else v += __shfl_sync(live, v, __builtin_ctz(live));
+                break;
+            case 1: {  // two half-warp groups: a vote in the low half, a shuffle in the high one
+                const unsigned lo = live & 0x0000ffffu, hi = live & 0xffff0000u;
+                if (lane < 16) v ^= __ballot_sync(lo, h & 1);
+                else v += __shfl_sync(hi, v, h & 1 ? (int)lane : __builtin_ctz(hi));  // per-lane sources
+                break;
+            }
+            case 2: v += (unsigned)__syncthreads_count(h & 3); break;
+            case 3:  // __activemask in divergent branches, then a barrier
+                if (h % 3 == 0) v += __activemask();
+                else if (h % 3 == 1) v ^= __activemask();
+                __syncthreads();
+                break;
+            case 4: {  // some threads leave, before a barrier (the others see it in `live`)
+                unsigned gone = 0;
+                for (unsigned l = 0; l < 32; ++l)
+                    if ((live >> l) & 1u && ((warp * 32 + l) * 7 + s) % 11 == 0) gone |= 1u << l;
+                if ((gone >> lane) & 1u) return;
+                live &= ~gone;
+                __syncthreads();
+                break;
+            }
+            case 5:
+                shared_sink[t] = (int)v;
+                __syncwarp(live);
+                v += (unsigned)shared_sink[warp * 32 + (lane + 1) % 32 < n ? warp * 32 + (lane + 1) % 32 : t];
+                break;
+            default:
+                v += (unsigned)__all_sync(live, h & 7);
+                v += 2u * (unsigned)__any_sync(live, h & 1);
+                break;
+        }
+        sched_log(v);
+    }
+    sched_log(0x40000000u | t);
+}
+
 // ---- tests --------------------------------------------------------------------------------------
 
 static void test_add() {
@@ -538,6 +599,50 @@ static void test_dwconv() {
     }
 }
 
+// The host model of dwconv2d_bwd_weight_f32's block (ch, tap): thread t accumulates (in float,
+// in its loop order) the products of its positions t, t + 256, ...; then block_sum in double.
+static float model_dw_bwd_weight(const Geom& g, int relu, const std::vector<float>& x, const std::vector<float>& dy,
+                                 int ch, int tap) {
+    const int kh = tap / g.k, kw = tap % g.k, per = g.ho * g.wo, threads = BLOCK;
+    std::vector<double> acc(threads, 0.0);
+    for (int t = 0; t < threads; ++t) {
+        float a = 0.0f;
+        for (int u = t; u < g.n * per; u += threads) {
+            const int s = u / per, o = u % per, oh = o / g.wo, ow = o % g.wo;
+            const int ih = oh * g.stride - g.pad + kh * g.dil, iw = ow * g.stride - g.pad + kw * g.dil;
+            if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
+            const size_t plane = (size_t)s * g.c + ch;
+            float v = x[plane * g.h * g.w + ih * g.w + iw];
+            if (relu && !(v > 0.0f)) v = 0.0f;
+            a += dy[plane * per + o] * v;
+        }
+        acc[t] = (double)a;
+    }
+    return (float)model_block_sum(acc);
+}
+
+static void test_dwconv_bwd_weight() {
+    printf("dwconv2d_bwd_weight_f32 (grid (C, k*k) x 256: a short loop, then block_sum)\n");
+    Geom g = {3, 4, 9, 11, 0, 0, 3, 1, 1, 2};
+    g.ho = (g.h + 2 * g.pad - g.dil * (g.k - 1) - 1) / g.stride + 1;
+    g.wo = (g.w + 2 * g.pad - g.dil * (g.k - 1) - 1) / g.stride + 1;
+    const auto x_h = random_floats((size_t)g.n * g.c * g.h * g.w, 32);
+    const auto dy_h = random_floats((size_t)g.n * g.c * g.ho * g.wo, 33);
+    Dev<float> x(x_h.size()), dy(dy_h.size()), dw((size_t)g.c * g.k * g.k);
+    x.fill(x_h);
+    dy.fill(dy_h);
+    for (int relu = 0; relu < 2; ++relu) {
+        int rc = launch("dwconv2d_bwd_weight_f32", dim3(g.c, g.k * g.k), dim3(BLOCK), 0,
+                        [&] { dwconv2d_bwd_weight_f32(g, relu, x.p, dy.p, dw.p); });
+        CHECK(rc == 0, "rc %d: %s", rc, nasrs_sim_last_error());
+        int bad = 0;
+        for (int ch = 0; ch < g.c; ++ch)
+            for (int tap = 0; tap < g.k * g.k; ++tap)
+                bad += !same_bits(dw[ch * g.k * g.k + tap], model_dw_bwd_weight(g, relu, x_h, dy_h, ch, tap));
+        CHECK(bad == 0, "relu %d: %d of %d weights differ from the modelled tree", relu, bad, g.c * g.k * g.k);
+    }
+}
+
 static void test_shared_and_barriers() {
     printf("__syncthreads + __shared__ in 2-D blocks over a 3-D grid; exited threads at barriers; "
            "__syncthreads_count/and/or\n");
@@ -746,6 +851,35 @@ static void test_bf16() {
     CHECK(b0 == 0x3f80 && b1 == 0x3f80 && b2 == 0x3f82, "ties: %04x %04x %04x", b0, b1, b2);
     CHECK(b6 == 0x7fff && b7 == 0x7fff, "NaN: %04x %04x", b6, b7);
     CHECK(b10 == 0x7f80 && b12 == 0x7f80, "inf / overflow: %04x %04x", b10, b12);
+}
+
+// The order the simulator's scheduler runs threads in is part of its contract (results of racy
+// kernels, which thread an error names): this pins it to the one recorded from the scheduler it
+// was first written with (a linear scan for the next runnable thread). A change that means to
+// alter the order updates the digest; one that does not must keep it.
+#define SCHED_TOTAL 21340u
+#define SCHED_DIGEST 0x4331bcba62c48aadull
+static void test_schedule_order() {
+    printf("schedule: the fixed order threads run in (shuffles, votes, half-warp groups, barriers, "
+           "__activemask, early exits)\n");
+    std::vector<unsigned> log(1 << 16);
+    g_sched_log = log.data();
+    g_sched_cap = (unsigned)log.size();
+    Dev<int> sink(1024);
+    uint64_t digest = 1469598103934665603ull;  // FNV-1a over every launch's log
+    unsigned total = 0;
+    for (unsigned threads : {96u, 50u, 256u}) {
+        g_sched_n = 0;
+        int rc = launch("schedule_probe", dim3(2), dim3(threads), 0, [&] { schedule_probe(sink.p); });
+        CHECK(rc == 0, "%u threads: rc %d: %s", threads, rc, nasrs_sim_last_error());
+        CHECK(g_sched_n <= g_sched_cap, "log overflow");
+        for (unsigned i = 0; i < g_sched_n && i < g_sched_cap; ++i)
+            for (int b = 0; b < 4; ++b) digest = (digest ^ ((log[i] >> (8 * b)) & 0xffu)) * 1099511628211ull;
+        total += g_sched_n;
+    }
+    printf("    -> %u entries, digest %016llx\n", total, (unsigned long long)digest);
+    CHECK(total == SCHED_TOTAL && digest == SCHED_DIGEST, "the schedule changed: %u entries, digest %016llx",
+          total, (unsigned long long)digest);
 }
 
 static void test_atomics_and_determinism() {
@@ -1047,16 +1181,24 @@ static void test_fault_outside_run_chains() {
 
 // ---- timing -----------------------------------------------------------------------------------
 
+// Thread CPU time of one launch, the best of `reps` after a warm-up launch (stacks and pages):
+// steadier than wall time on a busy machine.
 template <typename F>
 static double time_launches(int reps, F&& f) {
-    f();  // warm: stacks and pages
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int r = 0; r < reps; ++r) f();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+    f();
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) {
+        timespec t0, t1;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+        f();
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+        best = std::min(best, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    }
+    return best;
 }
 
 static void timings() {
-    printf("timings (4096 blocks x 256 threads = 1M simulated threads per launch)\n");
+    printf("timings (thread CPU time per launch: the best of 10 to 2000 launches after a warm-up one)\n");
     const int n = 1 << 20, blocks = 4096;
     const auto a = random_floats(n, 70), b = random_floats(n, 71);
     Dev<float> da(n), db(n), dy(n);
@@ -1071,10 +1213,28 @@ static void timings() {
         reps, [&] { launch("dot_f32", dim3(blocks), dim3(BLOCK), 0, [&] { dot_f32(n, da.p, db.p, partials.p); }); });
     const double t_small = time_launches(
         2000, [&] { launch("add_f32", dim3(4), dim3(BLOCK), 0, [&] { add_f32(1024, da.p, db.p, dy.p); }); });
-    printf("  noop      %8.2f ms/launch  %6.1f ns/thread\n", t_noop * 1e3, t_noop * 1e9 / n);
-    printf("  add_f32   %8.2f ms/launch  %6.1f ns/thread (1M floats)\n", t_add * 1e3, t_add * 1e9 / n);
-    printf("  dot_f32   %8.2f ms/launch  %6.1f ns/thread (block_sum: 5 shuffles + 3 barriers a thread, warp 0 5 more)\n",
+    // Shaped like the DARTS step's dwconv2d_bwd_weight_f32 launches: grid (C, k*k) = 16 x 25 blocks of
+    // 256 threads, each a 4-step loop (n * ho * wo = 1024 positions) then block_sum.
+    Geom g = {4, 16, 16, 16, 16, 16, 5, 1, 2, 1};
+    const auto x_h = random_floats((size_t)g.n * g.c * g.h * g.w, 72);
+    const auto dy_h = random_floats((size_t)g.n * g.c * g.ho * g.wo, 73);
+    Dev<float> x(x_h.size()), dyc(dy_h.size()), dw((size_t)g.c * g.k * g.k);
+    x.fill(x_h);
+    dyc.fill(dy_h);
+    const unsigned dw_threads = (unsigned)(g.c * g.k * g.k) * BLOCK;
+    const double t_dw = time_launches(4 * reps, [&] {
+        launch("dwconv2d_bwd_weight_f32", dim3(g.c, g.k * g.k), dim3(BLOCK), 0,
+               [&] { dwconv2d_bwd_weight_f32(g, 0, x.p, dyc.p, dw.p); });
+    });
+    printf("  noop      %8.2f ms/launch  %6.1f ns/thread (4096 blocks x 256 threads = 1M threads)\n", t_noop * 1e3,
+           t_noop * 1e9 / n);
+    printf("  add_f32   %8.2f ms/launch  %6.1f ns/thread (1M threads, 1M floats)\n", t_add * 1e3, t_add * 1e9 / n);
+    printf("  dot_f32   %8.2f ms/launch  %6.1f ns/thread (1M threads; block_sum: 5 shuffles + 3 barriers a thread, "
+           "warp 0 5 more)\n",
            t_dot * 1e3, t_dot * 1e9 / n);
+    printf("  dw_bwd_w  %8.2f ms/launch  %6.1f ns/thread (dwconv2d_bwd_weight_f32: 16 x 25 blocks x 256, a 4-step loop "
+           "+ block_sum)\n",
+           t_dw * 1e3, t_dw * 1e9 / dw_threads);
     printf("  add_f32   %8.2f us/launch  (4 blocks x 256, 1024 floats)\n", t_small * 1e6);
 }
 
@@ -1085,11 +1245,13 @@ int main(int argc, char** argv) {
     test_mixed_op();
     test_batch_norm();
     test_dwconv();
+    test_dwconv_bwd_weight();
     test_shared_and_barriers();
     test_shuffles();
     test_votes();
     test_bf16();
     test_atomics_and_determinism();
+    test_schedule_order();
     test_dynamic_shared();
     proof_a_missing_sync();
     proof_b_oob_write();
