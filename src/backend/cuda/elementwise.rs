@@ -123,7 +123,7 @@ pub(super) fn relu_bwd(d: &Cuda, y: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
 
 pub(super) fn drop_path(d: &Cuda, x: &CudaBuf, n: usize, scale: &CudaBuf) -> Result<CudaBuf> {
     expect_len("drop_path", "sample scale", scale, n)?;
-    if n == 0 || x.len % n != 0 {
+    if n == 0 || !x.len.is_multiple_of(n) {
         return Err(Error::shape(
             "drop_path",
             format!("{} elements do not split into {n} samples", x.len),

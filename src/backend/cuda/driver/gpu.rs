@@ -16,7 +16,7 @@
 //! Nothing here can run without a GPU; `open` checks for the driver library before the first
 //! call (cudarc panics when it is missing) and reports every failure as one line.
 
-use super::{DevAddr, Driver, GraphExec, LaunchConfig, Sgemm};
+use super::{capture_rule, DevAddr, Driver, GraphExec, LaunchConfig, Sgemm};
 use crate::backend::cuda::kernels::{Kernel, FATBINS};
 use crate::backend::PeakMemory;
 use crate::error::{Error, Result};
@@ -354,7 +354,7 @@ impl Gpu {
     /// the graph would freeze the host data, or the host would read a value never computed).
     fn refuse_in_capture(&self, what: impl FnOnce() -> String) -> Result<()> {
         if self.inner.capturing() {
-            return Err(Error::Cuda(format!("graph capture: {}", what())));
+            return Err(capture_rule(&what()));
         }
         Ok(())
     }
@@ -624,9 +624,7 @@ impl Driver for Gpu {
             )));
         }
         if i.capturing() {
-            return Err(Error::Cuda(
-                "graph capture: a capture is already running".into(),
-            ));
+            return Err(capture_rule("a capture is already running"));
         }
         self.synchronize()?;
         self.trim_memory()?;
@@ -634,9 +632,7 @@ impl Driver for Gpu {
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
-            return Err(Error::Cuda(
-                "graph capture: a capture is already running".into(),
-            ));
+            return Err(capture_rule("a capture is already running"));
         }
         let r = i.bind().and_then(|()| {
             unsafe {
@@ -660,9 +656,7 @@ impl Driver for Gpu {
         let i = &self.inner;
         if !i.capturing.swap(false, Ordering::SeqCst) {
             // Not ours to end: another thread's capture, or none (CUDA would refuse too).
-            return Err(Error::Cuda(
-                "graph capture: end_capture without a running capture".into(),
-            ));
+            return Err(capture_rule("end_capture without a running capture"));
         }
         i.bind()?;
         let graph = unsafe { result::stream::end_capture(i.stream) }

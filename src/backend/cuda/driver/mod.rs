@@ -128,6 +128,12 @@ pub trait Driver: Send + Sync {
     fn trim_memory(&self) -> Result<()>;
 }
 
+/// A CUDA graph-capture rule broken (a host copy or sync inside a capture, a nested capture,
+/// ...): the same error on every driver, worded as the counting backend words it.
+pub(crate) fn capture_rule(msg: &str) -> Error {
+    Error::invalid("graph capture", msg)
+}
+
 /// An element type a device buffer may hold: plain data, any bit pattern valid.
 pub trait DeviceCopy: bytemuck::Pod + Send + Sync {}
 impl DeviceCopy for f32 {}

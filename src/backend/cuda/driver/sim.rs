@@ -27,7 +27,7 @@
 //! What it cannot check: timing, memory ordering across streams or between blocks running
 //! concurrently, driver errors, and cuBLAS's own numerics.
 
-use super::{DevAddr, Driver, GraphExec, LaunchConfig, Sgemm};
+use super::{capture_rule, DevAddr, Driver, GraphExec, LaunchConfig, Sgemm};
 use crate::backend::cuda::kernels::{sim_entry, Kernel};
 use crate::backend::PeakMemory;
 use crate::error::{Error, Result};
@@ -154,10 +154,6 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 fn sim_err(msg: impl std::fmt::Display) -> Error {
     Error::Cuda(format!("cuda-sim: {msg}"))
-}
-
-fn capture_rule(msg: &str) -> Error {
-    Error::invalid("graph capture", msg)
 }
 
 impl State {
@@ -559,7 +555,9 @@ impl GraphExec for SimGraph {
             }
             // The graph's memory is reserved for the replay, as cuGraphLaunch maps it; as
             // the GPU driver, blocks the eager pool caches go back first if they must.
-            if s.reserve(self.options.memory_bytes, true, self.peak).is_err() {
+            if s.reserve(self.options.memory_bytes, true, self.peak)
+                .is_err()
+            {
                 s.trim();
                 s.reserve(self.options.memory_bytes, true, self.peak)?;
             }
