@@ -4,7 +4,14 @@
 //! dilation 2 and with the fused ReLU (whose mask must touch the contribution only); and
 //! that the tape routes a value's later consumers to them, so a DARTS-like graph needs no
 //! `axpy` at all on the counting device.
+//!
+//! On every device (`test_device!`): the same cases against the device's own fresh op plus
+//! `axpy` (1e-6 relative, the fused ReLU's mask leaving the accumulator bit for bit), and
+//! every accumulated result equal to the CPU's (1e-4 on the selftest measure).
 
+mod common;
+
+use common::{assert_close, Outputs, TOL};
 use nasrs::autograd::Tape;
 use nasrs::backend::counting::Counting;
 use nasrs::backend::cpu::Cpu;
@@ -262,3 +269,147 @@ fn tape_routes_later_consumers_to_the_into_ops() {
     // The adds: dy copied once per parent that had no gradient pending (m, pre, s, x).
     assert_eq!(calls("copy"), 4);
 }
+
+/// `dx0 + fresh` on the device (the fresh gradient `axpy`'d into the pending one).
+fn fresh_plus_on<B: Backend<Elem = f32>>(
+    be: &B,
+    dx0: &B::Storage,
+    fresh: &B::Storage,
+) -> nasrs::Result<Vec<f32>> {
+    let mut want = be.copy(dx0)?;
+    be.axpy(&mut want, 1.0, fresh)?;
+    be.download(&want)
+}
+
+/// Every `_into` case of `into_matches_fresh_plus_axpy` on a device, checked there against
+/// the fresh op plus `axpy` (1e-6); returns the accumulated results.
+fn into_ops_on<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Outputs> {
+    const TIGHT: f64 = 1e-6;
+    let mut rng = Rng::new(11);
+    let mut out = Outputs::default();
+    let host = |rng: &mut Rng, n: usize| -> Vec<f32> { randn(rng, n) };
+    for (i, (xd, spec)) in conv_cases().into_iter().enumerate() {
+        let yd = spec.output(xd)?;
+        let x = host(&mut rng, xd.numel());
+        let (w, dy) = (
+            host(&mut rng, spec.weight_shape().numel()),
+            host(&mut rng, yd.numel()),
+        );
+        let dx0 = host(&mut rng, xd.numel());
+        let (xb, wb, dyb, dx0b) = (
+            be.upload(&x)?,
+            be.upload(&w)?,
+            be.upload(&dy)?,
+            be.upload(&dx0)?,
+        );
+        let fresh = be.conv2d_bwd_data(&xb, &dyb, &wb, xd, &spec)?;
+        let want = fresh_plus_on(be, &dx0b, &fresh)?;
+        let mut acc = be.copy(&dx0b)?;
+        be.conv2d_bwd_data_into(&xb, &dyb, &wb, xd, &spec, &mut acc)?;
+        let got = be.download(&acc)?;
+        let e = rel_err(&got, &want, &dx0, &be.download(&fresh)?);
+        assert!(e <= TIGHT, "conv2d_bwd_data_into {xd:?} {spec:?}: {e:e}");
+        if spec.relu_input {
+            for j in 0..x.len() {
+                if x[j] <= 0.0 {
+                    assert_eq!(got[j], dx0[j], "fused ReLU mask touched the accumulator");
+                }
+            }
+        }
+        out.push(format!("conv2d_bwd_data_into[{i}]"), got);
+    }
+    for (i, (xd, spec)) in pool_cases().into_iter().enumerate() {
+        let yd = spec.output(xd, "pool")?;
+        let x = host(&mut rng, xd.numel());
+        let dy = host(&mut rng, yd.numel());
+        let dx0 = host(&mut rng, xd.numel());
+        let (xb, dyb, dx0b) = (be.upload(&x)?, be.upload(&dy)?, be.upload(&dx0)?);
+        let fresh = be.max_pool2d_bwd(&xb, &dyb, xd, &spec)?;
+        let want = fresh_plus_on(be, &dx0b, &fresh)?;
+        let mut acc = be.copy(&dx0b)?;
+        be.max_pool2d_bwd_into(&xb, &dyb, xd, &spec, &mut acc)?;
+        let got = be.download(&acc)?;
+        let e = rel_err(&got, &want, &dx0, &be.download(&fresh)?);
+        assert!(e <= TIGHT, "max_pool2d_bwd_into {xd:?} {spec:?}: {e:e}");
+        out.push(format!("max_pool2d_bwd_into[{i}]"), got);
+        let fresh = be.avg_pool2d_bwd(&dyb, xd, &spec)?;
+        let want = fresh_plus_on(be, &dx0b, &fresh)?;
+        let mut acc = be.copy(&dx0b)?;
+        be.avg_pool2d_bwd_into(&dyb, xd, &spec, &mut acc)?;
+        let got = be.download(&acc)?;
+        let e = rel_err(&got, &want, &dx0, &be.download(&fresh)?);
+        assert!(e <= TIGHT, "avg_pool2d_bwd_into {xd:?} {spec:?}: {e:e}");
+        out.push(format!("avg_pool2d_bwd_into[{i}]"), got);
+    }
+    // MixedOp: K 6, input 0 absent, inputs 1 and 4 accumulated, 2 fresh, 3 and 5 unwanted
+    // (5 has an accumulator it must leave alone).
+    let len = 5 * 7 * 13;
+    let xs = (0..6)
+        .map(|_| be.upload(&host(&mut rng, len)))
+        .collect::<nasrs::Result<Vec<_>>>()?;
+    let alpha = be.upload(&host(&mut rng, 6))?;
+    let dy = be.upload(&host(&mut rng, len))?;
+    let refs: Vec<Option<&B::Storage>> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (i != 0).then_some(x))
+        .collect();
+    let need = [true, true, true, false, true, false];
+    let (fresh, fresh_da) = be.mixed_op_bwd(&dy, &refs, &alpha, len, &need)?;
+    let before: Vec<Vec<f32>> = (0..6).map(|_| host(&mut rng, len)).collect();
+    let mut accs = before
+        .iter()
+        .map(|b| be.upload(b))
+        .collect::<nasrs::Result<Vec<_>>>()?;
+    let (got, got_da) = {
+        let mut acc: Vec<Option<&mut B::Storage>> = accs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, a)| [0, 1, 4, 5].contains(&i).then_some(a))
+            .collect();
+        be.mixed_op_bwd_into(&dy, &refs, &alpha, len, &need, &mut acc)?
+    };
+    let got_da = be.download(&got_da)?;
+    assert_eq!(
+        got_da,
+        be.download(&fresh_da)?,
+        "dalpha does not depend on accumulation"
+    );
+    out.push("mixed_op_bwd_into.dalpha", got_da);
+    for i in 0..6 {
+        let acc = be.download(&accs[i])?;
+        match i {
+            1 | 4 => {
+                assert!(got[i].is_none(), "dx[{i}] accumulated, not returned");
+                let f = fresh[i].as_ref().expect("a wanted dx");
+                let want = fresh_plus_on(be, &be.upload(&before[i])?, f)?;
+                let e = rel_err(&acc, &want, &before[i], &be.download(f)?);
+                assert!(e <= TIGHT, "mixed_op_bwd_into dx[{i}]: {e:e}");
+                out.push(format!("mixed_op_bwd_into.acc[{i}]"), acc);
+            }
+            2 => {
+                let (g, f) = (got[2].as_ref(), fresh[2].as_ref());
+                let g = be.download(g.expect("dx[2] has no accumulator: returned"))?;
+                assert_eq!(g, be.download(f.expect("a wanted dx"))?, "dx[2] fresh");
+                out.push("mixed_op_bwd_into.dx[2]", g);
+            }
+            _ => {
+                assert!(got[i].is_none(), "dx[{i}] not wanted or absent");
+                assert_eq!(acc, before[i], "accumulator {i} left alone");
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn into_ops_match_cpu<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
+    let got = into_ops_on(be)?;
+    let want = into_ops_on(&Cpu::<f32>::new())?;
+    assert_close(be, "accumulating backward ops", &got, &want, TOL);
+    Ok(())
+}
+
+test_device!(
+    into_ops_match_fresh_plus_axpy_and_the_cpu,
+    into_ops_match_cpu
+);

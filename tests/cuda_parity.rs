@@ -1,17 +1,17 @@
-//! Parity of a device against the CPU reference, written once for both devices: the CPU
-//! case runs the harness CPU-vs-CPU (checks the harness itself and that it covers every
-//! op); the CUDA case opens GPU 0 and runs the same harness. Without a GPU (or without the
-//! `cuda` feature) the CUDA case prints "skipped: no GPU" and passes, unless
-//! `NASRS_REQUIRE_GPU=1`, which turns the skip into a failure (for the GPU machine).
-//! Also: `--device` parsing and resolution return errors, never panic.
+//! Parity of every device against the CPU reference, written once (`test_device!`): the CPU
+//! case runs the harness CPU-vs-CPU (checks the harness itself and that it covers every op:
+//! every error exactly zero), the CUDA simulation (feature `cuda-sim`) and GPU 0 (feature
+//! `cuda`) run the same harness and must pass every row. Without a GPU the GPU case prints
+//! "skipped: no GPU" and passes, unless `NASRS_REQUIRE_GPU=1`, which turns the skip into a
+//! failure (for the GPU machine). Also: `--device` parsing and resolution return errors,
+//! never panic.
 
-use nasrs::device::{resolve, DeviceChoice, Resolved};
+mod common;
+
+use common::{device_kind, DeviceKind};
+use nasrs::device::{resolve, DeviceChoice};
 use nasrs::selftest::{all_passed, format_table, max_error, run_parity, ParityRow, TOL};
-use nasrs::Cpu;
-
-fn require_gpu() -> bool {
-    std::env::var("NASRS_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
+use nasrs::Backend;
 
 /// Every trait method that computes something; each must appear in the parity rows.
 const OPS: &[&str] = &[
@@ -112,18 +112,25 @@ fn check_rows(rows: &[ParityRow]) {
     }
 }
 
-#[test]
-fn cpu_parity_harness_covers_every_op_and_passes() {
-    let rows = run_parity(&Cpu::<f32>::new(), 7).expect("CPU parity run");
+/// The parity harness on one device: every row within its tolerance, every op covered; on
+/// the CPU against itself, every error exactly zero (the run is deterministic).
+fn parity<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
+    let rows = run_parity(be, 7)?;
     assert!(rows.len() > 100, "only {} rows", rows.len());
-    // CPU against itself is deterministic: every error is exactly zero.
-    assert!(
-        rows.iter().all(|r| r.max_err == 0.0),
-        "{}",
-        format_table(&rows)
-    );
+    if device_kind(be) == DeviceKind::Cpu {
+        assert!(
+            rows.iter().all(|r| r.max_err == 0.0),
+            "{}",
+            format_table(&rows)
+        );
+    } else {
+        println!("{}", format_table(&rows));
+    }
     check_rows(&rows);
+    Ok(())
 }
+
+test_device!(parity_harness_covers_every_op_and_passes, parity);
 
 #[test]
 fn error_measure_flags_real_differences() {
@@ -134,25 +141,6 @@ fn error_measure_flags_real_differences() {
     assert!(max_error(&[1.0], &[1.0, 2.0]).is_infinite());
     // Rounding-sized noise on a near-zero element of data of scale ~1 passes.
     assert!(max_error(&[1e-7, 1.0, -1.0], &[0.0, 1.0, -1.0]) <= TOL);
-}
-
-#[test]
-fn cuda_parity() {
-    match resolve(DeviceChoice::Cuda(0)) {
-        Ok((Resolved::Cpu(_), _)) => panic!("cuda:0 resolved to the CPU"),
-        #[cfg(feature = "cuda")]
-        Ok((Resolved::Cuda(gpu), _)) => {
-            use nasrs::Backend;
-            println!("parity on {}", gpu.device_name());
-            let rows = run_parity(&gpu, 7).expect("CUDA parity run");
-            println!("{}", format_table(&rows));
-            check_rows(&rows);
-        }
-        Err(e) => {
-            assert!(!require_gpu(), "NASRS_REQUIRE_GPU=1 but no GPU: {e}");
-            println!("skipped: no GPU ({e})");
-        }
-    }
 }
 
 #[test]
@@ -167,13 +155,18 @@ fn device_flag_parsing() {
         "CUDA:3".parse::<DeviceChoice>().unwrap(),
         DeviceChoice::Cuda(3)
     );
+    assert_eq!(
+        "cuda-sim".parse::<DeviceChoice>().unwrap(),
+        DeviceChoice::CudaSim
+    );
     assert_eq!(DeviceChoice::Cuda(3).to_string(), "cuda:3");
+    assert_eq!(DeviceChoice::CudaSim.to_string(), "cuda-sim");
     let e = "gpu".parse::<DeviceChoice>().unwrap_err().to_string();
     assert_eq!(
         e,
         "invalid --device 'gpu': expected auto, cpu, cuda, cuda:N or cuda-sim"
     );
-    for bad in ["", "cuda:", "cuda:x", "cuda:-1", "cpu0"] {
+    for bad in ["", "cuda:", "cuda:x", "cuda:-1", "cpu0", "cuda-sim:0"] {
         let e = bad.parse::<DeviceChoice>().unwrap_err().to_string();
         assert!(e.contains(&format!("'{bad}'")), "{e}");
     }
@@ -201,4 +194,19 @@ fn cuda_resolution_errors_instead_of_panicking() {
     }
     let (cpu, notice) = resolve(DeviceChoice::Cpu).unwrap();
     assert!(!cpu.is_cuda() && notice.is_none());
+    // cuda-sim resolves exactly when the simulation is compiled in; otherwise one line.
+    match resolve(DeviceChoice::CudaSim) {
+        Ok((sim, notice)) => {
+            assert!(nasrs::device::cuda_sim_compiled());
+            assert!(sim.is_cuda() && notice.is_none());
+            assert!(sim.name().starts_with("cuda-sim"), "{}", sim.name());
+        }
+        Err(e) => {
+            assert!(!nasrs::device::cuda_sim_compiled());
+            assert_eq!(
+                e.to_string(),
+                "nasrs was built without the CUDA simulation; rebuild with --features cuda-sim"
+            );
+        }
+    }
 }

@@ -2,7 +2,21 @@
 //! steps run directly: identical weights, alphas and statistics, first and second order, on
 //! the CPU in f64. And the staged step on the counting device, which captures with CUDA's
 //! rules (no host round trip, no upload, nothing allocated inside left alive) and replays.
+//!
+//! On every device (`test_device!`), first and second order: staged iterations with graphs
+//! (`use_graphs`; on the CUDA simulation and a GPU the real capture and replay run,
+//! re-captured when the learning rate changes), without graphs, and (first order) as direct
+//! steps give the same statistics and state after every iteration, bit for bit on the CPU
+//! and the deterministic simulation; graphs are in use exactly where the device has them;
+//! and each iteration, started from the CPU's state, equals the CPU's (1e-4; 5e-4 for what
+//! the second-order alpha gradient feeds, see `common::darts_tol`).
 
+mod common;
+
+use common::{
+    assert_close_with, assert_reproduced, darts_state, darts_tol, device_kind, load_darts_state,
+    DeviceKind, Outputs,
+};
 use nasrs::backend::counting::Counting;
 use nasrs::data::Batch;
 use nasrs::nas::darts::{Darts, DartsHyper, DeviceBatch, StepStats};
@@ -172,3 +186,114 @@ fn counting_capture_refuses_host_round_trips_uploads_and_leaks() {
     let c = be.snapshot().unwrap();
     assert_eq!((c.ops["scale"].calls, c.ops["add"].calls), (2, 2));
 }
+
+/// How a device test runs its DARTS iterations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    /// `iteration` with `use_graphs` (captured and replayed where the device has graphs).
+    Graphs,
+    /// `iteration` with `use_graphs` off: the same staged bodies, launched op by op.
+    NoGraphs,
+    /// `arch_step` and `weight_step` on freshly uploaded batches.
+    Direct,
+}
+
+/// One DARTS iteration by `path`: both steps' statistics and the state after.
+fn iteration<B: Backend<Elem = f32>>(
+    be: &B,
+    d: &mut Darts<B>,
+    path: Path,
+    train: &Batch,
+    val: &Batch,
+    lr: f64,
+) -> nasrs::Result<Outputs> {
+    let (w, a) = match path {
+        Path::Graphs | Path::NoGraphs => d.iteration(train, val, lr)?,
+        Path::Direct => {
+            let t = DeviceBatch::from_batch(be, train, 3)?;
+            let v = DeviceBatch::from_batch(be, val, 3)?;
+            let a = d.arch_step(&t, &v, lr)?;
+            (d.weight_step(&t, lr)?, a)
+        }
+    };
+    assert_eq!((w.count, a.count), (4, 4));
+    let mut out = Outputs::default();
+    for (what, s) in [("weight", w), ("arch", a)] {
+        out.scalar(format!("{what}.loss"), s.loss);
+        out.scalar(format!("{what}.correct"), s.correct as f64);
+    }
+    out.0.extend(darts_state(be, d)?.0);
+    Ok(out)
+}
+
+/// DARTS iterations at the learning rates `lrs` on a small supernet (C=2, 3 cells, batch 4
+/// of 2x8x8, clip 0.5), by the graph path and each of `others` on `be`, and by the CPU, in
+/// lockstep: before each iteration every device search is loaded, in place (so a graph
+/// stays valid and replays), with the CPU's state (see `common::load_darts_state`). Per
+/// iteration, the graph path's results equal the others' (bitwise on the CPU and the
+/// simulation) and the CPU's (1e-4).
+fn graphs_equal_direct<B: Backend<Elem = f32>>(
+    be: &B,
+    order: u8,
+    lrs: &[f64],
+    others: &[Path],
+) -> nasrs::Result<()> {
+    let kind = device_kind(be);
+    let cpu = Cpu::<f32>::new();
+    let mut reference = darts(&cpu, order);
+    let mut devs: Vec<(Path, Darts<B>)> = [Path::Graphs]
+        .iter()
+        .chain(others)
+        .map(|&path| {
+            let mut d = darts(be, order);
+            d.use_graphs = path == Path::Graphs;
+            (path, d)
+        })
+        .collect();
+    let mut rng = Rng::new(3);
+    for (step, &lr) in lrs.iter().enumerate() {
+        let (train, val) = (host_batch(&mut rng, 4, 3), host_batch(&mut rng, 4, 3));
+        let mut results = Vec::new();
+        for (path, d) in devs.iter_mut() {
+            load_darts_state(be, d, &reference)?;
+            results.push((*path, iteration(be, d, *path, &train, &val, lr)?));
+        }
+        let want = iteration(&cpu, &mut reference, Path::NoGraphs, &train, &val, lr)?;
+        let (_, graphs) = &results[0];
+        for (path, other) in &results[1..] {
+            let what = format!("order {order} step {step}: graphs vs {path:?}");
+            assert_reproduced(be, &what, graphs, other);
+        }
+        let what = format!("order {order} staged DARTS step {step}");
+        assert_close_with(be, &what, graphs, &want, darts_tol(order));
+    }
+    for (path, d) in &devs {
+        assert_eq!(d.graph_error(), None, "{path:?}: a capture failed");
+        // The CPU has no graphs; the simulation and a GPU capture and replay.
+        let want = *path == Path::Graphs && kind != DeviceKind::Cpu;
+        assert_eq!(d.graphs_in_use(), want, "{path:?} on {kind:?}");
+    }
+    Ok(())
+}
+
+/// First order, three iterations: the second replays both graphs; the third changes the
+/// learning rate, so the weight step is captured again (the first-order architecture graph
+/// does not depend on it and replays).
+fn staged_first_order<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
+    graphs_equal_direct(be, 1, &[0.05, 0.05, 0.02], &[Path::NoGraphs, Path::Direct])
+}
+
+/// Second order (the unrolled step's device-side scalars inside the graph), two iterations:
+/// the second replays both graphs.
+fn staged_second_order<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
+    graphs_equal_direct(be, 2, &[0.05, 0.05], &[Path::NoGraphs])
+}
+
+test_device!(
+    staged_first_order_graphs_equal_direct_steps,
+    staged_first_order
+);
+test_device!(
+    staged_second_order_graphs_equal_direct_steps,
+    staged_second_order
+);

@@ -4,7 +4,14 @@
 //! tightly, on every conv path (depthwise, dilated, strided, 1x1 direct and im2col, grouped,
 //! dense). Also: the DARTS networks store no ReLU output any more, and the counting backend
 //! charges the fused data gradient for reading x.
+//!
+//! On every device (`test_device!`): the same cases, fused against the unfused composition
+//! on that device (1e-4 absolute, the masked data gradient exactly zero), and the fused
+//! results equal to the CPU's (1e-4 on the selftest measure).
 
+mod common;
+
+use common::{assert_close, Outputs, TOL};
 use nasrs::autograd::Tape;
 use nasrs::backend::counting::{Counting, ELEM_BYTES};
 use nasrs::nas::{Mode, SearchConfig, SearchNetwork};
@@ -168,3 +175,63 @@ fn counting_backend_counts_the_fused_mask_read() {
     // The mask: one operation per input element on top of the multiply-adds.
     assert_eq!(f.flops, p.flops + 150);
 }
+
+/// Every case of `compare` on a device: fused against unfused there; returns the fused
+/// forward, data gradient and weight gradient.
+fn fused_on<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Outputs> {
+    let mut rng = Rng::new(17);
+    let mut out = Outputs::default();
+    for (i, (xd, plain)) in cases().into_iter().enumerate() {
+        let fused = Conv2dSpec {
+            relu_input: true,
+            ..plain
+        };
+        let yd = plain.output(xd)?;
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+        let (x, w, dy) = (
+            draw(xd.numel()),
+            draw(plain.weight_shape().numel()),
+            draw(yd.numel()),
+        );
+        let (xb, wb, dyb) = (be.upload(&x)?, be.upload(&w)?, be.upload(&dy)?);
+        let rx = be.relu_fwd(&xb)?;
+        let d = |b: &B::Storage| be.download(b);
+
+        let got = d(&be.conv2d_fwd(&xb, xd, &wb, &fused)?)?;
+        let want = d(&be.conv2d_fwd(&rx, xd, &wb, &plain)?)?;
+        let e = max_abs_diff(&got, &want);
+        assert!(e <= 1e-4, "fwd {plain:?} on {xd:?}: {e}");
+        out.push(format!("fwd[{i}]"), got);
+
+        let got = d(&be.conv2d_bwd_data(&xb, &dyb, &wb, xd, &fused)?)?;
+        let dh = be.conv2d_bwd_data(&rx, &dyb, &wb, xd, &plain)?;
+        let want = d(&be.relu_bwd(&rx, &dh)?)?;
+        let e = max_abs_diff(&got, &want);
+        assert!(e <= 1e-4, "bwd_data {plain:?} on {xd:?}: {e}");
+        for (g, &v) in got.iter().zip(&x) {
+            if v <= 0.0 {
+                assert_eq!(*g, 0.0, "bwd_data {plain:?}: unmasked gradient");
+            }
+        }
+        out.push(format!("bwd_data[{i}]"), got);
+
+        let got = d(&be.conv2d_bwd_weight(&xb, &dyb, xd, &fused)?)?;
+        let want = d(&be.conv2d_bwd_weight(&rx, &dyb, xd, &plain)?)?;
+        let e = max_abs_diff(&got, &want);
+        assert!(e <= 1e-4, "bwd_weight {plain:?} on {xd:?}: {e}");
+        out.push(format!("bwd_weight[{i}]"), got);
+    }
+    Ok(out)
+}
+
+fn fused_matches_unfused_and_cpu<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
+    let got = fused_on(be)?;
+    let want = fused_on(&Cpu::<f32>::new())?;
+    assert_close(be, "fused ReLU conv", &got, &want, TOL);
+    Ok(())
+}
+
+test_device!(
+    fused_equals_unfused_and_the_cpu,
+    fused_matches_unfused_and_cpu
+);

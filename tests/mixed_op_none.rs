@@ -2,7 +2,14 @@
 //! exactly what a materialised zeros input gave (forward, every dx, every dalpha, on the CPU
 //! in f32 and f64, through the backend and through the tape), an absent input gets no dx but
 //! a nonzero alpha gradient, and the counting backend reads nothing for it.
+//!
+//! On every device (`test_device!`): the same, through the backend and the tape, bit for bit
+//! against a zeros input on the same device, and every result equal to the CPU's (1e-4 on
+//! the selftest measure).
 
+mod common;
+
+use common::{assert_close, Outputs, TOL};
 use nasrs::autograd::{Tape, Var};
 use nasrs::backend::counting::{Counting, ELEM_BYTES};
 use nasrs::backend::{Backend, Element};
@@ -142,3 +149,126 @@ fn counting_skips_the_absent_input() {
     assert!(dxs[0].is_none() && dxs[1..].iter().all(Option::is_some));
     drop(y);
 }
+
+/// Backend level on a device: `None` at slots 0 and 5 against zeros buffers there; returns
+/// the forward, every dx and dalpha (as computed with `None`).
+fn backend_none<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Outputs> {
+    let mut rng = Rng::new(11);
+    let (k, len) = (8, (1 << 14) * 2 + 37);
+    let zero = [0usize, 5];
+    let host: Vec<Vec<f32>> = (0..k)
+        .map(|i| {
+            if zero.contains(&i) {
+                vec![0.0; len]
+            } else {
+                randn::<f32>(&mut rng, len)
+            }
+        })
+        .collect();
+    let xs = host
+        .iter()
+        .map(|x| be.upload(x))
+        .collect::<nasrs::Result<Vec<_>>>()?;
+    let alpha = be.upload(&randn::<f32>(&mut rng, k))?;
+    let dy = be.upload(&randn::<f32>(&mut rng, len))?;
+    let old: Vec<Option<&B::Storage>> = xs.iter().map(Some).collect();
+    let new: Vec<Option<&B::Storage>> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (!zero.contains(&i)).then_some(x))
+        .collect();
+    let mut out = Outputs::default();
+    let y = be.download(&be.mixed_op_fwd(&new, &alpha, len)?)?;
+    assert_eq!(
+        y,
+        be.download(&be.mixed_op_fwd(&old, &alpha, len)?)?,
+        "forward"
+    );
+    out.push("y", y);
+    let need = vec![true; k];
+    let (dx_old, da_old) = be.mixed_op_bwd(&dy, &old, &alpha, len, &need)?;
+    let (dx_new, da_new) = be.mixed_op_bwd(&dy, &new, &alpha, len, &need)?;
+    let da = be.download(&da_new)?;
+    assert_eq!(da, be.download(&da_old)?, "dalpha");
+    for i in 0..k {
+        if zero.contains(&i) {
+            assert!(dx_new[i].is_none(), "dx[{i}] of an absent input");
+            assert!(da[i] != 0.0, "dalpha[{i}] of an absent input is 0");
+        } else {
+            let (n, o) = (dx_new[i].as_ref(), dx_old[i].as_ref());
+            let n = be.download(n.expect("dx of a present input"))?;
+            assert_eq!(
+                n,
+                be.download(o.expect("dx of a present input"))?,
+                "dx[{i}]"
+            );
+            out.push(format!("dx[{i}]"), n);
+        }
+    }
+    out.push("dalpha", da);
+    // Only absent inputs: an error, not a panic.
+    let two = be.upload(&[0.1, 0.2])?;
+    let err = be
+        .mixed_op_fwd(&[None, None], &two, len)
+        .err()
+        .expect("only absent inputs must be an error")
+        .to_string();
+    assert!(err.contains("mixed_op") && err.contains("absent"), "{err}");
+    Ok(out)
+}
+
+/// Tape level on a device: the edge `[none, x, relu(x), x]` against the same edge with a
+/// zeros constant; returns y and the gradients of x and alpha.
+fn tape_none<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Outputs> {
+    let mut rng = Rng::new(12);
+    let shape = Shape::new(&[2, 3, 5, 7]);
+    let x: Vec<f32> = randn(&mut rng, shape.numel());
+    let alpha: Vec<f32> = randn(&mut rng, 4);
+    let dy: Vec<f32> = randn(&mut rng, shape.numel());
+    let run = |materialise: bool| -> nasrs::Result<Outputs> {
+        let mut tape = Tape::new(be.clone());
+        let xv = tape.leaf(Tensor::from_host(be, &x, shape.clone())?, true);
+        let av = tape.leaf(Tensor::from_host(be, &alpha, [4])?, true);
+        let r = tape.relu(xv)?;
+        let z: Option<Var> = match materialise {
+            true => Some(tape.constant(Tensor::zeros(be, shape.clone())?)),
+            false => None,
+        };
+        let y = tape.mixed_op(&[z, Some(xv), Some(r), Some(xv)], av)?;
+        let mut out = Outputs::default();
+        out.push("y", tape.value(y)?.to_host(be)?);
+        let g = tape.backward_with(y, be.upload(&dy)?)?;
+        let grad = |v: Var| g.get(v).expect("a leaf's gradient").to_host(be);
+        out.push("dx", grad(xv)?);
+        out.push("dalpha", grad(av)?);
+        Ok(out)
+    };
+    let (old, new) = (run(true)?, run(false)?);
+    assert_eq!(new, old, "none against a zeros constant");
+    assert!(new.get("dalpha").expect("dalpha")[0] != 0.0);
+    Ok(new)
+}
+
+fn none_matches_zeros_and_the_cpu<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
+    let cpu = Cpu::<f32>::new();
+    assert_close(
+        be,
+        "MixedOp none (backend)",
+        &backend_none(be)?,
+        &backend_none(&cpu)?,
+        TOL,
+    );
+    assert_close(
+        be,
+        "MixedOp none (tape)",
+        &tape_none(be)?,
+        &tape_none(&cpu)?,
+        TOL,
+    );
+    Ok(())
+}
+
+test_device!(
+    none_equals_zeros_and_the_cpu,
+    none_matches_zeros_and_the_cpu
+);

@@ -1,13 +1,22 @@
 //! End to end: a tiny DARTS search on synthetic data writes its run folder; stopping after an
 //! epoch and resuming reproduces the uninterrupted run bitwise (CPU); a NaN stops the run and
 //! keeps the last good checkpoint.
+//!
+//! On every device (`test_device!`): a search stopped after an epoch and resumed gives the
+//! uninterrupted run's genotype, metrics and checkpoint (bit for bit on the CPU and the
+//! simulation, 1e-4 on a GPU). With the simulation compiled in, the CLI: `nasrs search darts
+//! --device cuda-sim` writes the genotype.json of `--device cpu` and per-epoch metrics within
+//! 1e-4, and `nasrs selftest --device cuda-sim` passes.
 
+mod common;
+
+use common::{assert_reproduced, device_kind, safetensors_outputs, tmp_dir, Outputs};
 use nasrs::data::synthetic;
 use nasrs::io::{load_safetensors, save_safetensors};
 use nasrs::nas::darts::DartsHyper;
 use nasrs::nas::search_run::{EpochMetrics, SearchRun, SearchRunConfig, Silent, CHECKPOINT};
 use nasrs::nas::SearchConfig;
-use nasrs::{Cpu, Error};
+use nasrs::{Backend, Cpu, Error};
 use std::path::Path;
 
 fn config(epochs: usize, order: u8) -> SearchRunConfig {
@@ -156,4 +165,163 @@ fn corrupt_checkpoint_names_the_file() {
     let err = run(&dir, config(1, 1), true).unwrap_err().to_string();
     assert!(err.contains(CHECKPOINT), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Losses, accuracies and softmax(alpha) of every epoch, named by epoch.
+fn metric_outputs(metrics: &[EpochMetrics]) -> Outputs {
+    let mut out = Outputs::default();
+    for m in metrics {
+        let e = m.epoch;
+        for (name, v) in [
+            ("lr", m.lr),
+            ("train_loss", m.train_loss),
+            ("train_acc", m.train_acc),
+            ("arch_loss", m.arch_loss),
+            ("valid_loss", m.valid_loss),
+            ("valid_acc", m.valid_acc),
+        ] {
+            out.scalar(format!("{e}.{name}"), v);
+        }
+        for (cell, alphas) in [("normal", &m.alphas_normal), ("reduce", &m.alphas_reduce)] {
+            let flat = alphas.iter().flatten().map(|&a| a as f32).collect();
+            out.push(format!("{e}.alphas_{cell}"), flat);
+        }
+    }
+    out
+}
+
+/// A first-order search for two epochs, uninterrupted and stopped after the first then
+/// resumed, on `be` (C=2, 3 cells of 2 nodes, 32 synthetic 8x8 images: two iterations of
+/// batch 8 per epoch).
+fn resume_reproduces_the_run<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
+    let train = synthetic(32, 1, 8, 8, 3, 9)?;
+    let search = |dir: &Path, epochs: usize, resume: bool| {
+        SearchRun::new(be.clone(), config(epochs, 1), dir)?.run(&train, resume, &mut Silent)
+    };
+    let kind = format!("{:?}", device_kind(be));
+    let (full, split) = (
+        tmp_dir("search-e2e", &format!("{kind}-full")),
+        tmp_dir("search-e2e", &format!("{kind}-split")),
+    );
+    let g_full = search(&full, 2, false)?;
+    search(&split, 1, false)?;
+    assert_eq!(metrics(&split).len(), 1);
+    let g_split = search(&split, 2, true)?;
+    assert_eq!(g_full, g_split, "genotype after resume");
+    let (m_full, m_split) = (metrics(&full), metrics(&split));
+    assert_eq!(m_full.len(), 2);
+    assert!(m_full.iter().all(|m| m.train_loss.is_finite()));
+    assert!(m_full
+        .iter()
+        .zip(&m_split)
+        .all(|(a, b)| a.genotype == b.genotype));
+    let what = "metrics after resume";
+    assert_reproduced(
+        be,
+        what,
+        &metric_outputs(&m_split),
+        &metric_outputs(&m_full),
+    );
+    let (a, b) = (
+        safetensors_outputs(&full.join(CHECKPOINT)),
+        safetensors_outputs(&split.join(CHECKPOINT)),
+    );
+    assert_reproduced(be, "checkpoint after resume", &b, &a);
+    let _ = std::fs::remove_dir_all(&full);
+    let _ = std::fs::remove_dir_all(&split);
+    Ok(())
+}
+
+test_device!(resume_is_identical_on_the_device, resume_reproduces_the_run);
+
+/// `nasrs search darts` on the bundled MNIST subset (C=2, 3 cells, one epoch of 64 images:
+/// one iteration of batch 32) with `--device cpu` and `--device cuda-sim`, run side by side:
+/// the same genotype.json, and per-epoch losses and alphas within 1e-4.
+#[cfg(feature = "cuda-sim")]
+#[test]
+fn cli_search_on_cuda_sim_matches_the_cpu() {
+    use nasrs::nas::Genotype;
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_nasrs");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-10k");
+    let dirs = [
+        tmp_dir("search-e2e", "cli-cpu"),
+        tmp_dir("search-e2e", "cli-sim"),
+    ];
+    let children: Vec<_> = ["cpu", "cuda-sim"]
+        .iter()
+        .zip(&dirs)
+        .map(|(device, dir)| {
+            let child = Command::new(bin)
+                .args(["search", "darts", "--data"])
+                .arg(&data)
+                .args(["--channels", "2", "--layers", "3", "--epochs", "1"])
+                .args(["--train-limit", "64", "--device", device, "--out"])
+                .arg(dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start nasrs");
+            (device, child)
+        })
+        .collect();
+    for (device, child) in children {
+        let out = child.wait_with_output().expect("wait for nasrs");
+        assert!(
+            out.status.success(),
+            "nasrs search darts --device {device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let read = |dir: &Path| -> Genotype {
+        let text = std::fs::read_to_string(dir.join("genotype.json")).expect("genotype.json");
+        serde_json::from_str(&text).expect("a genotype")
+    };
+    assert_eq!(
+        read(&dirs[1]),
+        read(&dirs[0]),
+        "genotype.json, cuda-sim vs cpu"
+    );
+    let (sim, cpu) = (metrics(&dirs[1]), metrics(&dirs[0]));
+    assert_eq!(sim.len(), 1);
+    assert_eq!(cpu.len(), 1);
+    for (what, s, c) in [
+        ("train_loss", sim[0].train_loss, cpu[0].train_loss),
+        ("arch_loss", sim[0].arch_loss, cpu[0].arch_loss),
+        ("valid_loss", sim[0].valid_loss, cpu[0].valid_loss),
+    ] {
+        let rel = (s - c).abs() / c.abs();
+        println!("{what}: cuda-sim {s} cpu {c} (relative {rel:.2e})");
+        assert!(rel <= 1e-4, "{what}: cuda-sim {s} vs cpu {c}");
+    }
+    assert_eq!(sim[0].train_acc, cpu[0].train_acc);
+    assert_eq!(sim[0].valid_acc, cpu[0].valid_acc);
+    let (s, c) = (metric_outputs(&sim), metric_outputs(&cpu));
+    for cell in ["alphas_normal", "alphas_reduce"] {
+        let name = format!("0.{cell}");
+        let e = nasrs::selftest::max_error(
+            s.get(&name).expect("alphas"),
+            c.get(&name).expect("alphas"),
+        );
+        assert!(e <= 1e-4, "{cell}: {e:e}");
+    }
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// `nasrs selftest --device cuda-sim`: every parity row passes, exit code 0.
+#[cfg(feature = "cuda-sim")]
+#[test]
+fn cli_selftest_on_cuda_sim_passes() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nasrs"))
+        .args(["selftest", "--device", "cuda-sim"])
+        .output()
+        .expect("run nasrs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "nasrs selftest --device cuda-sim: {stderr}"
+    );
+    assert!(stderr.contains("cuda-sim"), "{stderr}");
 }

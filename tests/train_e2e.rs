@@ -2,7 +2,15 @@
 //! epochs, evaluate `model.safetensors`; training resumes bitwise (CPU) with the auxiliary
 //! head, drop-path and augmentation on; a NaN keeps the last checkpoint; bad options and
 //! files are errors that name them; the CLI does search -> train -> eval.
+//!
+//! On every device (`test_device!`): a training run with the auxiliary head, drop-path and
+//! augmentation, stopped after an epoch and resumed, gives the uninterrupted run's metrics,
+//! checkpoint and model (bit for bit on the CPU and the simulation, 1e-4 on a GPU), and the
+//! final model evaluates to the last epoch's test metrics on the device.
 
+mod common;
+
+use common::{assert_reproduced, device_kind, safetensors_outputs, tmp_dir, Outputs};
 use nasrs::data::{synthetic, Augment, Dataset};
 use nasrs::io::{load_safetensors, save_safetensors};
 use nasrs::nas::darts::DartsHyper;
@@ -13,7 +21,7 @@ use nasrs::nas::train_run::{
     TrainRunConfig, TrainStepStats, CHECKPOINT, MODEL,
 };
 use nasrs::nas::{Genotype, SearchConfig};
-use nasrs::{Cpu, Error};
+use nasrs::{Backend, Cpu, Error};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -526,3 +534,70 @@ fn bundled_mnist_search_train_eval() {
     assert!(out.contains("confusion matrix"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Losses and accuracies of every epoch, named by epoch.
+fn train_metric_outputs(metrics: &[TrainEpochMetrics]) -> Outputs {
+    let mut out = Outputs::default();
+    for m in metrics {
+        let e = m.epoch;
+        for (name, v) in [
+            ("lr", m.lr),
+            ("drop_prob", m.drop_prob),
+            ("train_loss", m.train_loss),
+            ("train_aux_loss", m.train_aux_loss.unwrap_or(f64::NAN)),
+            ("train_acc", m.train_acc),
+            ("test_loss", m.test_loss),
+            ("test_acc", m.test_acc),
+        ] {
+            out.scalar(format!("{e}.{name}"), v);
+        }
+    }
+    out
+}
+
+/// DARTS_V2 (C=2, 3 cells, auxiliary head, drop-path, CIFAR augmentation with cutout) on 24
+/// 32x32 images, batch 8, for two epochs: uninterrupted, and stopped after the first then
+/// resumed, on `be`.
+fn train_resume_reproduces_the_run<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
+    let (train, test) = cifar_like();
+    let run = |dir: &Path, epochs: usize, resume: bool| {
+        TrainRun::new(be.clone(), aux_config(epochs), dir)?.run(&train, &test, resume, &mut Silent)
+    };
+    let kind = format!("{:?}", device_kind(be));
+    let (full, split) = (
+        tmp_dir("train-e2e", &format!("{kind}-full")),
+        tmp_dir("train-e2e", &format!("{kind}-split")),
+    );
+    let history = run(&full, 2, false)?;
+    assert_eq!(history.len(), 2);
+    assert!(history.iter().all(|m| m.train_aux_loss.is_some()));
+    run(&split, 1, false)?;
+    run(&split, 2, true)?;
+    assert_reproduced(
+        be,
+        "metrics after resume",
+        &train_metric_outputs(&metrics(&split)),
+        &train_metric_outputs(&metrics(&full)),
+    );
+    for f in [CHECKPOINT, MODEL] {
+        let (a, b) = (
+            safetensors_outputs(&full.join(f)),
+            safetensors_outputs(&split.join(f)),
+        );
+        assert_reproduced(be, &format!("{f} after resume"), &b, &a);
+    }
+    // The final model, loaded on the device, evaluates to the last epoch's test metrics.
+    let (mut net, _) = load_network(be, &full.join(MODEL), None)?;
+    let report = evaluate(be, &mut net, &test, 8)?;
+    let last = history.last().expect("two epochs");
+    assert_eq!(report.accuracy, last.test_acc);
+    assert!((report.loss - last.test_loss).abs() <= 1e-6 * last.test_loss.abs());
+    let _ = std::fs::remove_dir_all(&full);
+    let _ = std::fs::remove_dir_all(&split);
+    Ok(())
+}
+
+test_device!(
+    train_resume_is_identical_on_the_device,
+    train_resume_reproduces_the_run
+);

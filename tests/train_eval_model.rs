@@ -1,10 +1,21 @@
 //! The DARTS evaluation network: the paper's parameter count, PyTorch state_dict names, the
 //! auxiliary head and drop-path in training mode, eval-mode determinism, genotype files.
+//!
+//! On every device (`test_device!`): training steps of DARTS_V2 with the auxiliary head and
+//! drop-path (forward, backward, clip, SGD), each started from the CPU's state, give the
+//! CPU's losses, correct counts, weights, BN statistics and momentum (1e-4 on the selftest
+//! measure), and eval-mode logits after them equal the CPU's.
 
+mod common;
+
+use common::{assert_close, host_batch, load_store, Outputs, TOL};
 use nasrs::autograd::Tape;
+use nasrs::data::Batch;
+use nasrs::nas::darts::DeviceBatch;
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig, EvalNetwork};
+use nasrs::nas::train_run::{eval_logits, TrainHyper, Trainer};
 use nasrs::nas::{Genotype, Mode};
-use nasrs::{Cpu, Rng, Tensor};
+use nasrs::{Backend, Cpu, Rng, Tensor};
 
 fn config(name: &str, c: usize, l: usize, classes: usize, aux: bool) -> EvalConfig {
     EvalConfig {
@@ -174,3 +185,63 @@ fn genotype_with_none_ops() {
         "{err}"
     );
 }
+
+/// DARTS_V2 with C=2, 3 cells (two reduction) and the auxiliary head, for 32x32 RGB images
+/// (the head needs 8x8 features), gradient clip 0.5 so the clip acts.
+fn trainer<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Trainer<B>> {
+    let mut cfg = config("DARTS_V2", 2, 3, 10, true);
+    cfg.in_channels = 3;
+    let net = EvalNetwork::new(be, cfg, 1)?;
+    let hyper = TrainHyper {
+        grad_clip: 0.5,
+        ..TrainHyper::default()
+    };
+    Trainer::new(be.clone(), net, hyper)
+}
+
+/// One training step (drop-path 0.2, masks drawn from `seed`), then eval-mode logits of the
+/// same batch: the statistics, the logits and the state after.
+fn train_step<B: Backend<Elem = f32>>(
+    be: &B,
+    tr: &mut Trainer<B>,
+    batch: &Batch,
+    lr: f64,
+    seed: u64,
+) -> nasrs::Result<Outputs> {
+    let b = DeviceBatch::from_batch(be, batch, 10)?;
+    let s = tr.step(&b, lr, 0.2, &mut Rng::new(seed))?;
+    let mut out = Outputs::default();
+    out.scalar("loss", s.loss);
+    out.scalar("aux_loss", s.aux_loss.expect("an auxiliary loss"));
+    out.scalar("correct", s.correct as f64);
+    let logits: Vec<f32> = eval_logits(be, &mut tr.net, &b.images)?
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    out.push("eval_logits", logits);
+    out.store(be, "weights", &tr.net.weights)?;
+    out.store(be, "bn", &tr.net.buffers)?;
+    out.store(be, "momentum", &tr.opt.state)?;
+    Ok(out)
+}
+
+/// Two steps on the device and the CPU in lockstep (the device loaded with the CPU's state
+/// before each).
+fn training_steps_match_cpu<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
+    let cpu = Cpu::<f32>::new();
+    let (mut dev, mut reference) = (trainer(be)?, trainer(&cpu)?);
+    let mut rng = Rng::new(8);
+    for (step, lr) in [0.05, 0.03].into_iter().enumerate() {
+        let batch = host_batch(&mut rng, 4, 3, 32, 10);
+        load_store(be, &mut dev.net.weights, &reference.net.weights)?;
+        load_store(be, &mut dev.net.buffers, &reference.net.buffers)?;
+        load_store(be, &mut dev.opt.state, &reference.opt.state)?;
+        let got = train_step(be, &mut dev, &batch, lr, step as u64)?;
+        let want = train_step(&cpu, &mut reference, &batch, lr, step as u64)?;
+        assert_close(be, &format!("training step {step}"), &got, &want, TOL);
+        assert_eq!(dev.net.bn_batches, step as u64 + 1);
+    }
+    Ok(())
+}
+
+test_device!(training_steps_match_the_cpu, training_steps_match_cpu);
