@@ -717,25 +717,7 @@ impl Driver for Gpu {
         let Some(pool) = i.pool else {
             return Ok(());
         };
-        let mut zero: u64 = 0;
-        unsafe {
-            result::mem_pool::set_attribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                (&mut zero as *mut u64).cast::<c_void>(),
-            )
-        }
-        .map_err(|e| i.err("memory pool high-water reset", e))?;
-        let mut zero: u64 = 0;
-        unsafe {
-            sys::cuDeviceSetGraphMemAttribute(
-                i.dev,
-                sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
-                (&mut zero as *mut u64).cast::<c_void>(),
-            )
-            .result()
-        }
-        .map_err(|e| i.err("graph memory high-water reset", e))
+        high_water(i, pool, true).map(|_| ())
     }
 
     /// The default pool's in-use high-water mark plus graph memory's, since the last
@@ -753,25 +735,7 @@ impl Driver for Gpu {
         let Some(pool) = i.pool else {
             return Ok(None);
         };
-        let mut pool_high: u64 = 0;
-        unsafe {
-            result::mem_pool::get_attribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                (&mut pool_high as *mut u64).cast::<c_void>(),
-            )
-        }
-        .map_err(|e| i.err("memory pool high-water query", e))?;
-        let mut graph_high: u64 = 0;
-        unsafe {
-            sys::cuDeviceGetGraphMemAttribute(
-                i.dev,
-                sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
-                (&mut graph_high as *mut u64).cast::<c_void>(),
-            )
-            .result()
-        }
-        .map_err(|e| i.err("graph memory high-water query", e))?;
+        let (pool_high, graph_high) = high_water(i, pool, false)?;
         Ok(Some(PeakMemory {
             bytes: pool_high.saturating_add(graph_high),
             kind: "cuda_mempool_used_high+graph_used_high",
@@ -814,6 +778,36 @@ impl Drop for Event {
     }
 }
 
+/// The in-use high-water marks of the default pool and of graph memory, read, or with
+/// `reset` set to 0 first (the driver restarts them at the bytes in use now) and returned
+/// as 0.
+fn high_water(i: &Inner, pool: sys::CUmemoryPool, reset: bool) -> Result<(u64, u64)> {
+    let (mut pool_high, mut graph_high) = (0u64, 0u64);
+    let pool_attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+    let graph_attr = sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH;
+    let (p, g) = (
+        (&mut pool_high as *mut u64).cast::<c_void>(),
+        (&mut graph_high as *mut u64).cast::<c_void>(),
+    );
+    // SAFETY: both attributes are u64 and the pointers address live u64s.
+    unsafe {
+        if reset {
+            result::mem_pool::set_attribute(pool, pool_attr, p)
+        } else {
+            result::mem_pool::get_attribute(pool, pool_attr, p)
+        }
+        .map_err(|e| i.err("memory pool high-water mark", e))?;
+        if reset {
+            sys::cuDeviceSetGraphMemAttribute(i.dev, graph_attr, g)
+        } else {
+            sys::cuDeviceGetGraphMemAttribute(i.dev, graph_attr, g)
+        }
+        .result()
+        .map_err(|e| i.err("graph memory high-water mark", e))?;
+    }
+    Ok((pool_high, graph_high))
+}
+
 /// An instantiated graph, launched on the driver's stream.
 struct GpuGraph {
     exec: sys::CUgraphExec,
@@ -826,6 +820,7 @@ struct GpuGraph {
 
 // SAFETY: a CUgraphExec handle may be launched from any thread (the driver API is thread
 // safe, and `launch` binds the context first); launches of one graph are serialised by
+
 // `launching`, and all of them go to the driver's one stream. `inner` is Send + Sync.
 unsafe impl Send for GpuGraph {}
 unsafe impl Sync for GpuGraph {}
