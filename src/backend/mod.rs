@@ -111,8 +111,10 @@ pub mod norm_scalars {
 
 /// Peak memory as a device measures it: bytes, and what was measured
 /// (`max_rss_cumulative`: the process's resident-set high-water mark, never reset;
-/// `cuda_mempool_used_high`: the stream-ordered pool's in-use high-water mark since the last
-/// [`Backend::reset_peak_memory`]; `live_buffers_high`: the counting backend's model).
+/// `cuda_mempool_used_high+graph_used_high`: the stream-ordered pool's in-use high-water mark
+/// plus graph memory's (a replayed graph's allocations are not in the pool) since the last
+/// [`Backend::reset_peak_memory`]; `cuda_sim_pool_high+graph_high`: the same, as the host
+/// simulation accounts it; `live_buffers_high`: the counting backend's model).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PeakMemory {
     pub bytes: u64,
