@@ -64,9 +64,20 @@ fn replayed_graphs_equal_direct_launches() {
             let a = g.iteration(&t, &v, lr).expect("graph iteration");
             let b = direct.iteration(&t, &v, lr).expect("direct iteration");
             assert_eq!(g.graph_error(), None);
-            assert!(g.graphs_in_use(), "order {order}: the simulation has graphs");
-            assert_eq!(format!("{a:?}"), format!("{b:?}"), "order {order} step {step}");
-            assert_eq!(values(&be, &g), values(&be, &direct), "order {order} step {step}");
+            assert!(
+                g.graphs_in_use(),
+                "order {order}: the simulation has graphs"
+            );
+            assert_eq!(
+                format!("{a:?}"),
+                format!("{b:?}"),
+                "order {order} step {step}"
+            );
+            assert_eq!(
+                values(&be, &g),
+                values(&be, &direct),
+                "order {order} step {step}"
+            );
         }
     }
 }
@@ -83,7 +94,9 @@ fn changing_a_hyper_parameter_after_capture_captures_again() {
         ("hvp_radius", 2, |d| d.hyper.hvp_radius = 0.5),
         ("momentum", 2, |d| d.hyper.momentum = 0.1),
         ("optimizer momentum", 1, |d| d.weight_opt.momentum = 0.1),
-        ("optimizer weight decay", 1, |d| d.weight_opt.weight_decay = 0.1),
+        ("optimizer weight decay", 1, |d| {
+            d.weight_opt.weight_decay = 0.1
+        }),
     ];
     for (name, order, change) in changes {
         let (mut g, mut direct) = (darts(&be, order, true), darts(&be, order, false));
@@ -94,8 +107,14 @@ fn changing_a_hyper_parameter_after_capture_captures_again() {
         change(&mut g);
         change(&mut direct);
         g.iteration(&t, &v, 0.05).expect("after the change");
-        direct.iteration(&t, &v, 0.05).expect("direct after the change");
-        assert_eq!(values(&be, &g), values(&be, &direct), "{name} changed after capture");
+        direct
+            .iteration(&t, &v, 0.05)
+            .expect("direct after the change");
+        assert_eq!(
+            values(&be, &g),
+            values(&be, &direct),
+            "{name} changed after capture"
+        );
     }
 }
 
@@ -136,7 +155,10 @@ fn peak_memory_counts_graph_memory() {
     // peak must still see it, at the size of the same step launched op by op.
     be.reset_peak_memory().expect("reset");
     d.iteration(&t, &v, 0.05).expect("replay");
-    let replayed = be.peak_memory().expect("peak").expect("the simulation has pools");
+    let replayed = be
+        .peak_memory()
+        .expect("peak")
+        .expect("the simulation has pools");
     be.reset_peak_memory().expect("reset");
     direct.iteration(&t, &v, 0.05).expect("direct");
     let plain = be.peak_memory().expect("peak").expect("pools");
@@ -176,8 +198,64 @@ fn eager_and_graph_phases_share_a_device_that_fits_either() {
     let mut eager = darts(&be, 1, false);
     let mut graph = darts(&be, 1, true);
     for round in 0..3 {
-        eager.iteration(&t, &v, 0.05).unwrap_or_else(|e| panic!("eager round {round}: {e}"));
-        graph.iteration(&t, &v, 0.05).unwrap_or_else(|e| panic!("graph round {round}: {e}"));
+        eager
+            .iteration(&t, &v, 0.05)
+            .unwrap_or_else(|e| panic!("eager round {round}: {e}"));
+        graph
+            .iteration(&t, &v, 0.05)
+            .unwrap_or_else(|e| panic!("graph round {round}: {e}"));
         assert_eq!(graph.graph_error(), None, "round {round}");
     }
+}
+
+/// The simulation refuses in a capture what CUDA would: host round trips, uploads,
+/// synchronisation, nested captures, a buffer allocated inside left alive, and freeing a
+/// buffer from before the capture (a free node every replay would run again). After each
+/// refusal the device still works.
+#[test]
+fn capture_refuses_what_cuda_refuses() {
+    let be = sim();
+    let x = be.zeros(8).expect("buffer");
+    let refused = |what: &str, r: nasrs::Result<Option<nasrs::backend::cuda::CudaStepGraph>>| {
+        let e = r.err().unwrap_or_else(|| panic!("{what} must be refused"));
+        assert!(e.to_string().contains("graph capture"), "{what}: {e}");
+    };
+    refused(
+        "a download",
+        be.capture(&mut || be.download(&x).map(|_| ())),
+    );
+    refused(
+        "an upload",
+        be.capture(&mut || be.upload(&[1.0]).map(|_| ())),
+    );
+    refused("a synchronize", be.capture(&mut || be.synchronize()));
+    refused(
+        "a nested capture",
+        be.capture(&mut || be.capture(&mut || Ok(())).map(|_| ())),
+    );
+    let mut kept = None;
+    refused(
+        "a buffer left alive",
+        be.capture(&mut || {
+            kept = Some(be.zeros(4)?);
+            Ok(())
+        }),
+    );
+    drop(kept);
+    let mut outside = Some(be.zeros(16).expect("buffer"));
+    refused(
+        "freeing a buffer from before the capture",
+        be.capture(&mut || {
+            outside.take();
+            be.fill(4, 1.0).map(|_| ())
+        }),
+    );
+    // Still usable: a good capture replays.
+    let mut y = be.zeros(4).expect("buffer");
+    let g = be
+        .capture(&mut || be.copy_into(&mut y, &be.fill(4, 3.0)?))
+        .expect("a good capture")
+        .expect("the simulation has graphs");
+    be.replay(&g).expect("replay");
+    assert_eq!(be.download(&y).expect("download"), vec![3.0; 4]);
 }

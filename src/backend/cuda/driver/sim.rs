@@ -127,6 +127,9 @@ struct Capture {
     /// The first rule the body broke that could not be an error where it happened (a
     /// free runs in `Drop`).
     violation: Option<String>,
+    /// Buffers from before the capture that the body freed (the violation above): freed
+    /// for real when the capture ends.
+    deferred_frees: Vec<DevAddr>,
 }
 
 #[derive(Default)]
@@ -360,7 +363,8 @@ impl Driver for SimDriver {
                      would free it again)"
                         .into()
                 });
-                // Keep it mapped and accounted: the graph is refused at end_capture anyway.
+                // The graph is refused at end_capture, which frees it then.
+                c.deferred_frees.push(addr);
                 s.allocs.insert(addr, bytes);
                 return;
             }
@@ -485,6 +489,9 @@ impl Driver for SimDriver {
             .capture
             .take()
             .ok_or_else(|| capture_rule("no capture is running"))?;
+        for &addr in &c.deferred_frees {
+            self.free(addr);
+        }
         let graph = SimGraph {
             state: self.state.clone(),
             options: self.options,
