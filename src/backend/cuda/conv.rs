@@ -19,8 +19,9 @@ use super::{cfg1d, expect_len, int, Cuda, CudaBuf, Geom};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw};
 
-/// Output tile edge of `dwconv2d_fwd_f32` (TILE in kernels/conv.cu).
-const TILE: usize = 16;
+// The output tile edge of `dwconv2d_fwd_f32`, generated from its #define.
+use kernels::consts::TILE;
+
 /// Shared memory a block may use without opting in (48 KiB).
 const MAX_SMEM: usize = 48 * 1024;
 
