@@ -75,7 +75,11 @@ fn main() {
     if sim {
         let faults = PathBuf::from("kernels/sim/faults.cu");
         println!("cargo:rerun-if-changed={}", faults.display());
-        abi.read(&faults.display().to_string(), Some("faults"), &read(&faults));
+        abi.read(
+            &faults.display().to_string(),
+            Some("faults"),
+            &read(&faults),
+        );
         sim_sources.push(faults);
         sim_stems.push("faults".into());
     }

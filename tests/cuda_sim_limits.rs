@@ -80,7 +80,9 @@ fn large_padded_outputs_inside_the_limits_still_run() {
     };
     let s = spec(2, 1, 3, 497);
     let xs: Vec<f32> = (0..xd.numel()).map(|i| (i as f32 * 0.37).sin()).collect();
-    let ws: Vec<f32> = (0..s.weight_shape().numel()).map(|i| (i as f32 * 0.11).cos()).collect();
+    let ws: Vec<f32> = (0..s.weight_shape().numel())
+        .map(|i| (i as f32 * 0.11).cos())
+        .collect();
     let want = cpu.conv2d_fwd(&xs, xd, &ws, &s).expect("cpu conv");
     let got = d
         .conv2d_fwd(&d.upload(&xs).unwrap(), xd, &d.upload(&ws).unwrap(), &s)

@@ -27,10 +27,10 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec};
-use driver::{Dev, DeviceCopy, DeviceSlice, Driver, GemmBatch, GraphExec, LaunchConfig, Sgemm};
-pub use kernels::Kernel;
 #[cfg(feature = "cuda-sim")]
 pub use driver::sim::{launch_counts as sim_launch_counts, SimOptions};
+use driver::{Dev, DeviceCopy, DeviceSlice, Driver, GemmBatch, GraphExec, LaunchConfig, Sgemm};
+pub use kernels::Kernel;
 use std::sync::Arc;
 
 /// Threads per block of the 1-D kernels (`BLOCK` in kernels/common.cuh).
