@@ -519,48 +519,50 @@ pub fn rust_code(abi: &Abi, fatbin_modules: Option<&[String]>, sim: bool) -> Str
     for s in k {
         let _ = writeln!(o, "        Kernel::{},", camel(&s.name));
     }
-    o.push_str("    ];\n    /// The `extern \"C\"` name.\n    pub fn name(self) -> &'static str {\n        match self {\n");
-    for s in k {
+    o.push_str("    ];\n");
+    // One `match self` per property, an arm per kernel.
+    let mut match_fn = |doc: &str, sig: &str, value: &dyn Fn(&KernelSig) -> String| {
         let _ = writeln!(
             o,
-            "            Kernel::{} => \"{}\",",
-            camel(&s.name),
-            s.name
+            "    /// {doc}\n    pub fn {sig} {{\n        match self {{"
         );
-    }
-    o.push_str("        }\n    }\n    /// The `.cu` file stem: the CUDA module it is loaded from.\n    pub fn module(self) -> &'static str {\n        match self {\n");
-    for s in k {
-        let _ = writeln!(
-            o,
-            "            Kernel::{} => \"{}\",",
-            camel(&s.name),
-            s.module
-        );
-    }
-    o.push_str("        }\n    }\n    /// Whether the kernel exists only in the host simulation (the deliberately wrong\n    /// variants of kernels/sim/faults.cu), not in the GPU fatbin.\n    pub fn sim_only(self) -> bool {\n        self.module() == \"faults\"\n    }\n    /// The size in bytes of each parameter, in order (what a graph copies at capture).\n    pub fn param_sizes(self) -> &'static [usize] {\n        match self {\n");
-    for s in k {
-        let sizes: Vec<String> = s
-            .params
-            .iter()
-            .map(|p| match &p.ty {
-                ParamType::Value(sc) => sc.size().to_string(),
-                ParamType::ConstPtr(_) | ParamType::MutPtr(_) => "8".to_string(),
-                ParamType::Struct(n) => abi
-                    .structs
-                    .iter()
-                    .find(|st| &st.name == n)
-                    .map_or(0, |st| st.layout().0)
-                    .to_string(),
-            })
-            .collect();
-        let _ = writeln!(
-            o,
-            "            Kernel::{} => &[{}],",
-            camel(&s.name),
-            sizes.join(", ")
-        );
-    }
-    o.push_str("        }\n    }\n    /// The position in [`Kernel::ALL`].\n    pub fn index(self) -> usize {\n        self as usize\n    }\n}\n\n");
+        for s in k {
+            let _ = writeln!(o, "            Kernel::{} => {},", camel(&s.name), value(s));
+        }
+        o.push_str("        }\n    }\n");
+    };
+    match_fn(
+        "The `extern \"C\"` name.",
+        "name(self) -> &'static str",
+        &|s| format!("\"{}\"", s.name),
+    );
+    match_fn(
+        "The `.cu` file stem: the CUDA module it is loaded from.",
+        "module(self) -> &'static str",
+        &|s| format!("\"{}\"", s.module),
+    );
+    match_fn(
+        "The size in bytes of each parameter, in order (what a graph copies at capture).",
+        "param_sizes(self) -> &'static [usize]",
+        &|s| {
+            let sizes: Vec<String> = s
+                .params
+                .iter()
+                .map(|p| match &p.ty {
+                    ParamType::Value(sc) => sc.size().to_string(),
+                    ParamType::ConstPtr(_) | ParamType::MutPtr(_) => "8".to_string(),
+                    ParamType::Struct(n) => abi
+                        .structs
+                        .iter()
+                        .find(|st| &st.name == n)
+                        .map_or(0, |st| st.layout().0)
+                        .to_string(),
+                })
+                .collect();
+            format!("&[{}]", sizes.join(", "))
+        },
+    );
+    o.push_str("    /// Whether the kernel exists only in the host simulation (the deliberately wrong\n    /// variants of kernels/sim/faults.cu), not in the GPU fatbin.\n    pub fn sim_only(self) -> bool {\n        self.module() == \"faults\"\n    }\n    /// The position in [`Kernel::ALL`].\n    pub fn index(self) -> usize {\n        self as usize\n    }\n}\n\n");
 
     o.push_str("/// The integer `#define`s of kernels/ (launch sizes, table capacities).\n#[allow(dead_code)]\npub mod consts {\n");
     for (name, v) in &abi.defines {
