@@ -194,6 +194,15 @@ impl State {
         self.pool_reserved = self.pool_in_use;
         self.graph_reserved = self.graph_in_use;
     }
+    /// [`State::reserve`], and when it fails, what the GPU driver does on out-of-memory:
+    /// hand unused pool and graph memory back, then try once more.
+    fn reserve_or_trim(&mut self, capacity: Option<usize>, graph: bool, need: usize) -> Result<()> {
+        if self.reserve(capacity, graph, need).is_err() {
+            self.trim();
+            return self.reserve(capacity, graph, need);
+        }
+        Ok(())
+    }
 }
 
 /// Fresh guarded memory, NaN-filled by the runtime.
@@ -333,11 +342,7 @@ impl Driver for SimDriver {
                 c.ops.push(Op::Alloc { addr, bytes });
                 return Ok(addr);
             }
-            if s.reserve(capacity, false, bytes).is_err() {
-                // As the GPU driver: hand unused pool and graph memory back, then retry once.
-                s.trim();
-                s.reserve(capacity, false, bytes)?;
-            }
+            s.reserve_or_trim(capacity, false, bytes)?;
             s.pool_in_use += bytes;
             s.pool_high = s.pool_high.max(s.pool_in_use);
         }
@@ -560,14 +565,9 @@ impl GraphExec for SimGraph {
             if s.capture.is_some() {
                 return Err(capture_rule("a graph is launched inside a capture"));
             }
-            // The graph's memory is reserved for the replay, as cuGraphLaunch maps it; as
-            // the GPU driver, blocks the eager pool caches go back first if they must.
-            if s.reserve(self.options.memory_bytes, true, self.peak)
-                .is_err()
-            {
-                s.trim();
-                s.reserve(self.options.memory_bytes, true, self.peak)?;
-            }
+            // The graph's memory is reserved for the replay, as cuGraphLaunch maps it (blocks
+            // the eager pool caches go back first if they must).
+            s.reserve_or_trim(self.options.memory_bytes, true, self.peak)?;
         }
         let mut in_use = 0usize;
         let result = (|| {
