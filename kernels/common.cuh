@@ -1,7 +1,7 @@
 // Shared by every kernels/*.cu: the geometry struct passed by value (its Rust twin is
 // generated from it by build.rs, layout asserted on both sides), shared-memory declarations
-// that also work in the host simulation, block reductions, the grid-stride loop, and
-// launch sizes.
+// that also work in the host simulation, block reductions, the NaN-keeping max, the
+// grid-stride loop, and launch sizes.
 #pragma once
 #include <stdint.h>
 
@@ -50,6 +50,10 @@ __device__ __forceinline__ T block_sum(T v) {
     __syncthreads();
     return warp_sums[0];
 }
+
+// The larger of a and b with PyTorch's NaN rule: a NaN is the maximum (max reductions; CPU
+// twin `Element::max`). Not fmax / fmaxf, which return the other operand and so hide a NaN.
+__device__ __forceinline__ double max_nan(double a, double b) { return (a != a || a > b) ? a : b; }
 
 // Grid-stride loop over [0, n), n an int. The counter is 64-bit: an int one wraps when
 // n + gridDim.x * blockDim.x passes 2^31 (n > 2^31 - 2^24 at our largest grids) and the loop

@@ -6,12 +6,13 @@
 // - Everything else goes through cuBLAS on the Rust side; `im2col_f32` / `col2im_f32` lay
 //   the windows out as GEMM columns and fold them back.
 // `relu` (Conv2dSpec::relu_input, a ReLU fused into the conv): every kernel that reads x
-// reads max(x, 0) (`pre`), and the data-gradient kernels write dx * (x > 0), so no ReLU
-// output is ever stored.
+// reads relu(x) (`pre`), and the data-gradient kernels write 0 where x <= 0, so no ReLU
+// output is ever stored. A NaN x stays NaN forward and passes its gradient backward
+// (PyTorch's ReLU), hence `x <= 0` tests, never `!(x > 0)` or fmaxf(x, 0).
 #include "common.cuh"
 
-// The fused ReLU as an input is read (relu_fwd_f32's rule: NaN and negatives give 0).
-__device__ __forceinline__ float pre(float v, int relu) { return (!relu || v > 0.0f) ? v : 0.0f; }
+// The fused ReLU as an input is read (relu_fwd_f32's rule: negatives give 0, NaN stays).
+__device__ __forceinline__ float pre(float v, int relu) { return (relu && v <= 0.0f) ? 0.0f : v; }
 
 // Output tile per block of the tiled depthwise forward (block is TILE x TILE threads).
 #define TILE 16
@@ -50,13 +51,14 @@ extern "C" __global__ void dwconv2d_fwd_f32(Geom g, int relu, const float* x, co
 }
 
 // One thread per input element: dx = sum over taps whose output position exists; with the
-// fused ReLU, 0 where x <= 0 (the sum is skipped there). `x` is read only when `relu`.
+// fused ReLU, 0 where x <= 0 (the sum is skipped there; a NaN x keeps it). `x` is read only
+// when `relu`.
 // `accumulate` (conv2d_bwd_data_into): dx += that sum instead, the mask on the sum only.
 extern "C" __global__ void dwconv2d_bwd_data_f32(Geom g, int relu, int accumulate, const float* x,
                                                  const float* dy, const float* w, float* dx) {
     const int total = g.n * g.c * g.h * g.w;
     GRID_STRIDE(i, total) {
-        if (relu && !(x[i] > 0.0f)) {
+        if (relu && x[i] <= 0.0f) {
             if (!accumulate) dx[i] = 0.0f;
             continue;
         }
@@ -125,7 +127,7 @@ extern "C" __global__ void im2col_f32(Geom g, int relu, const float* x, float* c
 }
 
 // The adjoint of im2col, as a gather per input pixel (deterministic; taps in kh, kw order);
-// with the fused ReLU, masked by x > 0 as dx is written. `x` is read only when `relu`.
+// with the fused ReLU, zero where x <= 0 as dx is written. `x` is read only when `relu`.
 // `accumulate`: dx += the (masked) gather.
 extern "C" __global__ void col2im_f32(Geom g, int relu, int accumulate, const float* x, const float* col,
                                       float* dx) {
@@ -133,7 +135,7 @@ extern "C" __global__ void col2im_f32(Geom g, int relu, int accumulate, const fl
     const int kk = g.k * g.k;
     const int total = g.n * g.c * g.h * g.w;
     GRID_STRIDE(i, total) {
-        if (relu && !(x[i] > 0.0f)) {
+        if (relu && x[i] <= 0.0f) {
             if (!accumulate) dx[i] = 0.0f;
             continue;
         }

@@ -22,7 +22,7 @@ extern "C" __global__ void softmax_cross_entropy_fwd_f32(int n, int k, const flo
     GRID_STRIDE(r, n) {
         const float* row = logits + (size_t)r * k;
         double m = -INFINITY;
-        for (int j = 0; j < k; ++j) m = fmax(m, (double)row[j]);
+        for (int j = 0; j < k; ++j) m = max_nan(m, (double)row[j]);  // a NaN logit: NaN loss
         double sum = 0.0;
         for (int j = 0; j < k; ++j) sum += exp((double)row[j] - m);
         for (int j = 0; j < k; ++j) probs[(size_t)r * k + j] = (float)(exp((double)row[j] - m) / sum);
@@ -38,15 +38,18 @@ extern "C" __global__ void softmax_cross_entropy_finish_f32(int n, const double*
     loss[0] = (float)(total / n);
 }
 
-// out[0] = rows whose first maximum is at the label (the host rule: a later equal value
-// does not win). One block; integer counts, so the sum is exact and deterministic.
+// out[0] = rows whose first maximum is at the label (the host rule, PyTorch's argmax: a NaN
+// is the maximum, a later equal value does not win). One block; integer counts, so the sum
+// is exact and deterministic.
 extern "C" __global__ void count_correct_f32(int n, int k, const float* logits, const unsigned* labels, float* out) {
     int hits = 0;
     for (int r = threadIdx.x; r < n; r += blockDim.x) {
         const float* row = logits + (size_t)r * k;
         int best = 0;
-        for (int j = 1; j < k; ++j)
-            if (row[j] > row[best]) best = j;
+        for (int j = 1; j < k; ++j) {
+            const float v = row[j], b = row[best];
+            if (v > b || (v != v && b == b)) best = j;
+        }
         hits += (unsigned)best == labels[r];
     }
     hits = block_sum(hits);

@@ -31,15 +31,18 @@ extern "C" __global__ void scale_assign_f32(int n, float s, float* x) {
     GRID_STRIDE(i, n) x[i] *= s;
 }
 
+// NaN stays NaN (PyTorch): `v <= 0` selects the zero, where `v > 0 ? v : 0` or
+// fmaxf(v, 0) would map a NaN to 0.
 extern "C" __global__ void relu_fwd_f32(int n, const float* x, float* y) {
     GRID_STRIDE(i, n) {
         const float v = x[i];
-        y[i] = v > 0.0f ? v : 0.0f;
+        y[i] = v <= 0.0f ? 0.0f : v;
     }
 }
 
+// threshold_backward(dy, y, 0): a NaN output passes its gradient, as in PyTorch.
 extern "C" __global__ void relu_bwd_f32(int n, const float* y, const float* dy, float* dx) {
-    GRID_STRIDE(i, n) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    GRID_STRIDE(i, n) dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 // bf16 storage of saved activations: round to nearest even on the way in, exact widening on
@@ -105,7 +108,8 @@ extern "C" __global__ void reduce_finish_f64(int count, const double* partials, 
 
 // Sums the squared-norm partials like reduce_finish_f64, then writes the norm scalars
 // (`norm_scalars` in src/backend/mod.rs): norm, 1 / norm (0 for a zero norm) and the clip
-// coefficient min(1, max_norm / (norm + 1e-6)), as `norm_scalar_values` computes them.
+// coefficient min(1, max_norm / (norm + 1e-6)), as `norm_scalar_values` computes them: a
+// NaN norm gives NaN for all three.
 extern "C" __global__ void norm_scalars_finish_f32(int count, const double* partials, double max_norm, float* out) {
     double acc = 0.0;
     for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
@@ -113,9 +117,10 @@ extern "C" __global__ void norm_scalars_finish_f32(int count, const double* part
     if (threadIdx.x == 0) {
         const double norm = sqrt(acc);
         out[0] = (float)norm;
-        out[1] = norm > 0.0 ? (float)(1.0 / norm) : 0.0f;
-        // fmin returns the number when one side is NaN, as f64::min does on the host.
-        out[2] = (float)fmin(max_norm / (norm + 1e-6), 1.0);
+        out[1] = norm == 0.0 ? 0.0f : (float)(1.0 / norm);
+        // Not fmin, which would turn a NaN coefficient into 1 (PyTorch's clamp keeps it).
+        const double coef = max_norm / (norm + 1e-6);
+        out[2] = (float)(coef > 1.0 ? 1.0 : coef);
     }
 }
 

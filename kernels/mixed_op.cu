@@ -17,7 +17,7 @@ struct MixedOpPtrs {
 __device__ void softmax_weights(int k, const float* alpha, double* w) {
     if (threadIdx.x == 0) {
         double m = -INFINITY;
-        for (int j = 0; j < k; ++j) m = fmax(m, (double)alpha[j]);
+        for (int j = 0; j < k; ++j) m = max_nan(m, (double)alpha[j]);  // NaN alpha: NaN weights
         double s = 0.0;
         for (int j = 0; j < k; ++j) {
             w[j] = exp((double)alpha[j] - m);

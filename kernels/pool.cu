@@ -31,14 +31,14 @@ extern "C" __global__ void max_pool2d_fwd_f32(Geom g, const float* x, float* y) 
         for (int ih = h0; ih < h1; ++ih)
             for (int iw = w0; iw < w1; ++iw) {
                 const float v = xp[ih * g.w + iw];
-                if (v > m) m = v;
+                if (v > m || v != v) m = v;  // a NaN is the maximum (PyTorch)
             }
         y[i] = m;
     }
 }
 
-// dx[p] = sum of dy over the windows whose first maximum (window order) is p
-// (`accumulate`, max_pool2d_bwd_into: dx[p] += that sum).
+// dx[p] = sum of dy over the windows whose first maximum (window order), or last NaN (as
+// PyTorch), is p (`accumulate`, max_pool2d_bwd_into: dx[p] += that sum).
 extern "C" __global__ void max_pool2d_bwd_f32(Geom g, int accumulate, const float* x, const float* dy,
                                               float* dx) {
     const int total = g.n * g.c * g.h * g.w;
@@ -57,8 +57,10 @@ extern "C" __global__ void max_pool2d_bwd_f32(Geom g, int accumulate, const floa
                 window(g, oh, ow, &h0, &h1, &w0, &w1);
                 int best = h0 * g.w + w0;
                 for (int r = h0; r < h1; ++r)
-                    for (int q = w0; q < w1; ++q)
-                        if (xp[r * g.w + q] > xp[best]) best = r * g.w + q;
+                    for (int q = w0; q < w1; ++q) {
+                        const float v = xp[r * g.w + q];
+                        if (v > xp[best] || v != v) best = r * g.w + q;
+                    }
                 if (best == me) acc += dyp[oh * g.wo + ow];
             }
         dx[i] = accumulate ? dx[i] + acc : acc;

@@ -87,14 +87,6 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Peak resident set size from /proc/self/status (VmHWM), Linux only.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// A batch of standard-normal images and uniform labels, on the host.
 pub(crate) fn random_batch(rng: &mut Rng, c: &DartsBenchConfig) -> Batch {
     let n = c.batch * c.in_channels * c.size * c.size;
@@ -191,7 +183,7 @@ pub fn bench_darts<B: Backend>(backend: B, c: DartsBenchConfig) -> Result<DartsB
     let graphs_used = darts.graphs_in_use();
     let graph_error = darts.graph_error().map(str::to_string);
     // Read before the bandwidth buffers exist: the resident-set mark never goes down.
-    let peak_rss = peak_rss_bytes();
+    let peak_rss = crate::host::peak_rss_bytes();
     drop(darts);
     let copy_bw = if c.copy_mib > 0 {
         Some(copy_bandwidth(&backend, c.copy_mib)?)
@@ -319,7 +311,7 @@ pub fn bench_train<B: Backend>(
         step_s,
         images_per_s: c.batch as f64 / step_s,
         samples,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: crate::host::peak_rss_bytes(),
         config: c,
     })
 }

@@ -10,6 +10,7 @@
 //! - [`nas`]: the DARTS search space, supernet, genotype and search strategy.
 //! - [`data`]: dataset readers (CIFAR-10, MNIST IDX), augmentation, batch iterators.
 //! - [`io`], [`report`], [`bench`]: atomic files and checkpoints, SVG pictures, timing.
+//! - [`host`]: what the machine has (available memory, peak resident set).
 
 pub mod autograd;
 pub mod backend;
@@ -18,6 +19,7 @@ pub mod bench_model;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod host;
 pub mod io;
 pub mod nas;
 pub mod optim;

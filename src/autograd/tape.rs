@@ -454,7 +454,8 @@ impl<B: Backend> Tape<B> {
         ))
     }
 
-    /// max(x, 0). Asking again for the relu of the same value returns the same var.
+    /// max(x, 0), NaN kept (`Backend::relu_fwd`). Asking again for the relu of the same
+    /// value returns the same var.
     pub fn relu(&mut self, x: Var) -> Result<Var> {
         if let Some(&y) = self.relu_of.get(&x.0) {
             return Ok(y);

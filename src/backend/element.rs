@@ -29,8 +29,12 @@ pub trait Element:
     fn sqrt(self) -> Self;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
+    /// The larger of two values, NaN if either is (PyTorch's rule for max reductions and
+    /// `clamp`); unlike `f32::max` / `f64::max` and CUDA's `fmaxf`, which return the other
+    /// operand and so hide a NaN.
     fn max(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
+    fn is_nan(self) -> bool;
 
     /// `C = alpha * A B + beta * C` on strided row/column layouts (matrixmultiply's contract):
     /// A is m x k, B is k x n, C is m x n, each with a row stride and a column stride.
@@ -84,11 +88,19 @@ macro_rules! impl_element {
             }
             #[inline(always)]
             fn max(self, other: Self) -> Self {
-                <$t>::max(self, other)
+                if <$t>::is_nan(self) || self > other {
+                    self
+                } else {
+                    other
+                }
             }
             #[inline(always)]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
             }
             unsafe fn gemm(
                 m: usize,

@@ -101,7 +101,8 @@ impl<S> Copy for ScalarRef<'_, S> {}
 
 /// What [`Backend::grad_norm_scalars`] writes, by index: the global L2 norm, its inverse
 /// (0 when the norm is 0, so a step scaled by it is a no-op), and the clip coefficient
-/// `min(1, max_norm / (norm + 1e-6))` of `torch.nn.utils.clip_grad_norm_`.
+/// `min(1, max_norm / (norm + 1e-6))` of `torch.nn.utils.clip_grad_norm_` (NaN for a NaN
+/// norm, as there).
 pub mod norm_scalars {
     pub const NORM: usize = 0;
     pub const INV_NORM: usize = 1;
@@ -217,7 +218,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     }
     /// Peak memory since the last reset, where known.
     fn peak_memory(&self) -> Result<Option<PeakMemory>> {
-        Ok(crate::bench::peak_rss_bytes().map(|bytes| PeakMemory {
+        Ok(crate::host::peak_rss_bytes().map(|bytes| PeakMemory {
             bytes,
             kind: "max_rss_cumulative",
         }))
@@ -265,8 +266,11 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> Result<()>;
     /// Dot product, returned to the host.
     fn dot(&self, a: &Self::Storage, b: &Self::Storage) -> Result<f64>;
+    /// `y = x <= 0 ? 0 : x`: NaN stays NaN, as in PyTorch (never `!(x > 0)`, `max` or
+    /// `fmaxf`, which map it to 0).
     fn relu_fwd(&self, x: &Self::Storage) -> Result<Self::Storage>;
-    /// `dx = dy * (y > 0)`; takes the forward output so the input need not be kept.
+    /// `dx = y <= 0 ? 0 : dy` (PyTorch's `threshold_backward`: a NaN output passes its
+    /// gradient); takes the forward output so the input need not be kept.
     fn relu_bwd(&self, y: &Self::Storage, dy: &Self::Storage) -> Result<Self::Storage>;
 
     // ---- bf16 storage ----------------------------------------------------------------------
@@ -279,8 +283,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn half_len(&self, x: &Self::Half) -> usize;
 
     // ---- convolution (no bias; weight [out, in / groups, k, k]) -------------------------------
-    // With `spec.relu_input` every conv op reads `max(x, 0)` where it reads `x` (applied as
-    // the input is read, or in a transient buffer freed inside the op, never stored).
+    // With `spec.relu_input` every conv op reads `relu(x)` (`relu_fwd`'s rule) where it reads
+    // `x` (applied as the input is read, or in a transient buffer freed inside the op, never
+    // stored).
     fn conv2d_fwd(
         &self,
         x: &Self::Storage,
@@ -288,8 +293,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
         w: &Self::Storage,
         spec: &Conv2dSpec,
     ) -> Result<Self::Storage>;
-    /// `dx = conv_transpose(dy, w)`, times `(x > 0)` when `spec.relu_input`; `x` (the
-    /// forward input) is read only then.
+    /// `dx = conv_transpose(dy, w)`, zero where `x <= 0` when `spec.relu_input` (`relu_bwd`'s
+    /// rule); `x` (the forward input) is read only then.
     fn conv2d_bwd_data(
         &self,
         x: &Self::Storage,
@@ -328,7 +333,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
         spec: &Pool2dSpec,
     ) -> Result<Self::Storage>;
     /// Routes each output gradient to the first maximum of its window (PyTorch's tie rule),
-    /// recomputed from `x` so no index tensor is stored.
+    /// or to its last NaN (a NaN is the maximum, as in PyTorch's `max_pool2d`, whose output
+    /// it is), recomputed from `x` so no index tensor is stored.
     fn max_pool2d_bwd(
         &self,
         x: &Self::Storage,
@@ -462,8 +468,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
         k: usize,
         labels: &Self::Labels,
     ) -> Result<Self::Storage>;
-    /// The number of rows of `logits` [n, k] whose first maximum is at the label, as a
-    /// one-element buffer (accuracy without a host round trip).
+    /// The number of rows of `logits` [n, k] whose first maximum (a NaN being the maximum,
+    /// as PyTorch's `argmax`) is at the label, as a one-element buffer (accuracy without a
+    /// host round trip).
     fn count_correct(
         &self,
         logits: &Self::Storage,
@@ -608,10 +615,12 @@ pub fn same_count(op: &'static str, n: usize, others: &[usize]) -> Result<()> {
 }
 
 /// The values of [`norm_scalars`] for a global norm (shared by every device's
-/// `grad_norm_scalars`, so the clip rule is written once).
+/// `grad_norm_scalars`, so the clip rule is written once). A NaN norm gives NaN for all
+/// three (PyTorch's `clamp(max=1)` keeps a NaN coefficient; `f64::min` would make it 1).
 pub fn norm_scalar_values(norm: f64, max_norm: f64) -> [f64; norm_scalars::LEN] {
-    let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-    let coef = (max_norm / (norm + 1e-6)).min(1.0);
+    let inv = if norm == 0.0 { 0.0 } else { 1.0 / norm };
+    let coef = max_norm / (norm + 1e-6);
+    let coef = if coef > 1.0 { 1.0 } else { coef };
     [norm, inv, coef]
 }
 

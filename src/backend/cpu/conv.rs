@@ -7,9 +7,10 @@
 //! Work is split over samples (or channel planes) with rayon. Weight gradients are summed
 //! over fixed chunks of samples in a fixed order, so results do not depend on the thread count.
 //!
-//! `spec.relu_input` (a ReLU fused into the conv): the depthwise loops read `max(x, 0)`
-//! (`RELU` const generic, so the unfused loops are unchanged) and mask each data-gradient
-//! plane by `x > 0` right after computing it; the GEMM path applies the ReLU while
+//! `spec.relu_input` (a ReLU fused into the conv): the depthwise loops read `relu(x)`
+//! (`RELU` const generic, so the unfused loops are unchanged) and zero each data-gradient
+//! plane where `x <= 0` right after computing it (a NaN stays NaN forward and passes its
+//! gradient backward, as PyTorch's ReLU); the GEMM path applies the ReLU while
 //! gathering (`im2col`, which then also serves 1x1 stride-1 convs) and masks after `col2im`.
 //!
 //! `conv2d_bwd_data_into` adds the data gradient into a pending one (the tape's
@@ -20,20 +21,22 @@ use crate::backend::Element;
 use crate::shape::{Conv2dSpec, Nchw};
 use rayon::prelude::*;
 
-/// `max(v, 0)` when `RELU` (the fused ReLU as an input is read; `relu_fwd`'s NaN rule).
+/// `relu(v)` when `RELU` (the fused ReLU as an input is read; `relu_fwd`'s rule: NaN stays
+/// NaN).
 #[inline(always)]
 fn pre<T: Element, const RELU: bool>(v: T) -> T {
-    if !RELU || v > T::ZERO {
-        v
-    } else {
+    if RELU && v <= T::ZERO {
         T::ZERO
+    } else {
+        v
     }
 }
 
-/// `dx *= (x > 0)`: the fused ReLU's backward, applied as the data gradient is finished.
+/// `dx = 0 where x <= 0`: the fused ReLU's backward (`relu_bwd`'s rule: a NaN input passes
+/// its gradient), applied as the data gradient is finished.
 fn mask_by_input<T: Element>(dx: &mut [T], x: &[T]) {
     for (d, &v) in dx.iter_mut().zip(x) {
-        *d = if v > T::ZERO { *d } else { T::ZERO };
+        *d = if v <= T::ZERO { T::ZERO } else { *d };
     }
 }
 
@@ -260,11 +263,12 @@ pub fn conv2d_bwd_data_into<T: Element>(
         });
 }
 
-/// `acc += g * (x > 0)`: a fused ReLU's masked contribution added to a pending gradient. A
-/// select, not a branch, so it vectorises and does not mispredict on half-negative inputs.
+/// `acc += (x <= 0 ? 0 : g)`: a fused ReLU's masked contribution added to a pending
+/// gradient (`mask_by_input`'s rule). A select, not a branch, so it vectorises and does not
+/// mispredict on half-negative inputs.
 fn add_masked<T: Element>(acc: &mut [T], g: &[T], x: &[T]) {
     for ((a, &gv), &v) in acc.iter_mut().zip(g).zip(x) {
-        *a += if v > T::ZERO { gv } else { T::ZERO };
+        *a += if v <= T::ZERO { T::ZERO } else { gv };
     }
 }
 

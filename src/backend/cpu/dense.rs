@@ -115,7 +115,8 @@ pub fn check_labels(labels: &[u32], n: usize, k: usize) -> Result<()> {
     Ok(())
 }
 
-/// Returns (mean loss, softmax probabilities). Log-sum-exp in f64 for a stable loss.
+/// Returns (mean loss, softmax probabilities). Log-sum-exp in f64 for a stable loss; a NaN
+/// logit makes its row's maximum, probabilities and so the loss NaN (as PyTorch).
 pub fn softmax_cross_entropy_fwd<T: Element>(
     logits: &[T],
     n: usize,
@@ -125,7 +126,9 @@ pub fn softmax_cross_entropy_fwd<T: Element>(
     let mut probs = vec![T::ZERO; n * k];
     let mut total = 0.0;
     for ((row, prow), &label) in logits.chunks(k).zip(probs.chunks_mut(k)).zip(labels) {
-        let m = row.iter().fold(f64::NEG_INFINITY, |a, v| a.max(v.to_f64()));
+        let m = row
+            .iter()
+            .fold(f64::NEG_INFINITY, |a, v| Element::max(a, v.to_f64()));
         let sum: f64 = row.iter().map(|v| (v.to_f64() - m).exp()).sum();
         for (p, v) in prow.iter_mut().zip(row) {
             *p = T::from_f64((v.to_f64() - m).exp() / sum);
@@ -135,16 +138,18 @@ pub fn softmax_cross_entropy_fwd<T: Element>(
     (T::from_f64(total / n as f64), probs)
 }
 
-/// Rows of `logits` whose first maximum is at the label (PyTorch's `argmax` tie rule).
+/// Rows of `logits` whose first maximum is at the label (PyTorch's `argmax`: a NaN is the
+/// maximum, the first of equals wins).
 pub fn count_correct<T: Element>(logits: &[T], k: usize, labels: &[u32]) -> usize {
     if k == 0 {
         return 0;
     }
+    let beats = |v: T, best: T| v > best || (v.is_nan() && !best.is_nan());
     logits
         .chunks(k)
         .zip(labels)
         .filter(|(row, &label)| {
-            let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            let best = (0..k).fold(0, |b, j| if beats(row[j], row[b]) { j } else { b });
             best as u32 == label
         })
         .count()

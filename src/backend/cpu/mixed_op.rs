@@ -9,9 +9,12 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
-/// Numerically stable softmax in f64.
+/// Numerically stable softmax in f64; a NaN (or +inf) alpha makes every weight NaN, as
+/// PyTorch's softmax.
 pub fn softmax(alpha: &[f64]) -> Vec<f64> {
-    let m = alpha.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    let m = alpha
+        .iter()
+        .fold(f64::NEG_INFINITY, |a, &b| Element::max(a, b));
     let e: Vec<f64> = alpha.iter().map(|&a| (a - m).exp()).collect();
     let s: f64 = e.iter().sum();
     e.into_iter().map(|v| v / s).collect()

@@ -256,12 +256,18 @@ impl<T: Element> Backend for Cpu<T> {
         same_len("dot", a, b)?;
         Ok(chunked_sum(a, b, |x, y| x.to_f64() * y.to_f64()))
     }
+    /// PyTorch's rule: NaN stays NaN (`v <= 0`, not `!(v > 0)`, selects the zero).
     fn relu_fwd(&self, x: &Vec<T>) -> Result<Vec<T>> {
-        Ok(zip_map(x, x, |v, _| if v > T::ZERO { v } else { T::ZERO }))
+        Ok(zip_map(x, x, |v, _| if v <= T::ZERO { T::ZERO } else { v }))
     }
+    /// `threshold_backward(dy, y, 0)`: a NaN output passes its gradient, as in PyTorch.
     fn relu_bwd(&self, y: &Vec<T>, dy: &Vec<T>) -> Result<Vec<T>> {
         same_len("relu_bwd", y, dy)?;
-        Ok(zip_map(y, dy, |v, g| if v > T::ZERO { g } else { T::ZERO }))
+        Ok(zip_map(
+            y,
+            dy,
+            |v, g| if v <= T::ZERO { T::ZERO } else { g },
+        ))
     }
 
     /// `half`'s conversion, which rounds to nearest even. An f64 element is rounded to f32

@@ -1,6 +1,6 @@
 //! CPU max / average pooling and global average pooling, forward and backward, one channel
 //! plane per rayon task. Max pooling's backward recomputes the arg-max from the input (first
-//! maximum in window order, as PyTorch) instead of storing indices.
+//! maximum in window order, or the last NaN, as PyTorch) instead of storing indices.
 
 use super::par_planes;
 use crate::backend::Element;
@@ -19,7 +19,8 @@ fn window_ranges(out: usize, input: usize, spec: &Pool2dSpec) -> Vec<(usize, usi
         .collect()
 }
 
-/// Index (into the plane) of the first maximum of a window, scanning rows then columns.
+/// Index (into the plane) of the first maximum of a window, scanning rows then columns; a
+/// NaN is a maximum, and the last NaN wins (PyTorch's max_pool2d: `val > max || isnan(val)`).
 #[inline(always)]
 fn argmax<T: Element>(
     xp: &[T],
@@ -32,7 +33,7 @@ fn argmax<T: Element>(
     for ih in h0..h1 {
         let row = &xp[ih * w..][..w];
         for (iw, &v) in row.iter().enumerate().take(w1).skip(w0) {
-            if v > m {
+            if v > m || v.is_nan() {
                 m = v;
                 best = ih * w + iw;
             }

@@ -7,9 +7,10 @@
 //! Weight gradients of the GEMM path are per-sample GEMMs into a partial buffer summed over
 //! the batch in sample order by `sum_batches_f32` (deterministic; no atomics).
 //! A fused ReLU (`spec.relu_input`) is a kernel argument: the depthwise kernels and
-//! `im2col_f32` read `max(x, 0)`, `dwconv2d_bwd_data_f32` / `col2im_f32` mask dx by `x > 0`
-//! as they write it. cuBLAS cannot rectify its operand, so a fused 1x1 stride-1 conv takes
-//! the im2col path (its column buffer is the transient rectified copy, freed in the op).
+//! `im2col_f32` read `relu(x)`, `dwconv2d_bwd_data_f32` / `col2im_f32` zero dx where
+//! `x <= 0` as they write it (a NaN x stays NaN and passes its gradient, as the CPU twin).
+//! cuBLAS cannot rectify its operand, so a fused 1x1 stride-1 conv takes the im2col path
+//! (its column buffer is the transient rectified copy, freed in the op).
 //! `conv2d_bwd_data_into` (dx += ..) is the same launches with the kernels' `accumulate`
 //! flag set (masked contribution added) and beta 1 on the direct GEMM.
 
