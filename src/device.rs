@@ -71,6 +71,15 @@ impl Resolved {
             Resolved::Cuda(c) => c.device_name(),
         }
     }
+    /// Memory a run on this device can still allocate: the host's available RAM for the
+    /// CPU, the free device memory for CUDA; None where unknown.
+    pub fn available_memory(&self) -> Result<Option<u64>> {
+        match self {
+            Resolved::Cpu(_) => Ok(crate::host::available_memory()),
+            #[cfg(any(feature = "cuda", feature = "cuda-sim"))]
+            Resolved::Cuda(c) => c.free_memory(),
+        }
+    }
     pub fn is_cuda(&self) -> bool {
         !matches!(self, Resolved::Cpu(_))
     }

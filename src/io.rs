@@ -1,9 +1,14 @@
 //! Files nasrs writes and reads: atomic writes (temp file + rename, so a kill never leaves a
-//! half-written checkpoint or result), and named f32 tensors in safetensors with a JSON
-//! metadata map (checkpoints, PyTorch interchange).
+//! half-written checkpoint or result), the guard every output path passes (never over an
+//! input, never over a file the command did not create without `--force`), and named f32
+//! tensors in safetensors with a JSON metadata map (checkpoints, PyTorch interchange),
+//! checked for non-finite values and negative variances on load.
+//!
+//! JSON floats round-trip exactly (serde_json's `float_roundtrip`): a resumed run reads back
+//! the very metrics and options it wrote.
 
 use crate::error::{Error, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
@@ -20,7 +25,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    let tmp: PathBuf = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let tmp: PathBuf = dir.join(temp_name(&file_name, std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -31,6 +36,81 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// The sibling a write of `file_name` goes through: `.<file_name>.<pid>.tmp`.
+fn temp_name(file_name: &str, pid: u32) -> String {
+    format!(".{file_name}.{pid}.tmp")
+}
+
+/// Removes the temp files a killed write of one of `files` left in `dir` (a live process's
+/// are left alone: it may still be writing). Returns how many were removed.
+pub fn remove_stale_temps(dir: &Path, files: &[&str]) -> Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = files.iter().find_map(|f| {
+            name.strip_prefix(&format!(".{f}."))?
+                .strip_suffix(".tmp")?
+                .parse::<u32>()
+                .ok()
+        }) else {
+            continue;
+        };
+        let alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// True when `a` and `b` name the same file (hard links and symlinks included); false when
+/// either does not exist.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Checks that the command may write `out` (given by `flag`): never over one of its
+/// `inputs`, and over an existing file only with `force`.
+pub fn check_output(out: &Path, flag: &str, inputs: &[&Path], force: bool) -> Result<()> {
+    if let Some(input) = inputs.iter().find(|i| same_file(out, i)) {
+        return Err(Error::invalid(
+            flag,
+            format!(
+                "{} is the input {}; writing it would destroy it, choose another file",
+                out.display(),
+                input.display()
+            ),
+        ));
+    }
+    if out.is_dir() {
+        return Err(Error::invalid(
+            flag,
+            format!("{} is a folder; give a file name", out.display()),
+        ));
+    }
+    if out.exists() && !force {
+        return Err(Error::invalid(
+            flag,
+            format!(
+                "{} already exists; pass --force to replace it, or choose another file",
+                out.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub fn atomic_write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -118,22 +198,79 @@ pub fn save_safetensors_with_i64(
             "given both as f32 and as i64",
         ));
     }
-    let view = |name: &String, dtype, shape: &[usize], bytes| {
-        TensorView::new(dtype, shape.to_vec(), bytes)
-            .map(|v| (name.clone(), v))
-            .map_err(|e| Error::invalid(format!("tensor {name}"), e.to_string()))
-    };
-    let views: Vec<(String, TensorView<'_>)> = tensors
+    // 8-byte elements first (each map sorted by name): with the header padded to 8 bytes,
+    // every tensor stays aligned.
+    let entries: Vec<(&String, Dtype, &[usize], &[u8])> = ints
         .iter()
-        .map(|(name, t)| view(name, Dtype::F32, &t.shape, bytemuck::cast_slice(&t.data)))
-        .chain(
-            ints.iter()
-                .map(|(name, t)| view(name, Dtype::I64, &t.shape, bytemuck::cast_slice(&t.data))),
-        )
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+        .map(|(name, t)| {
+            (
+                name,
+                Dtype::I64,
+                &t.shape[..],
+                bytemuck::cast_slice(&t.data),
+            )
+        })
+        .chain(tensors.iter().map(|(name, t)| {
+            (
+                name,
+                Dtype::F32,
+                &t.shape[..],
+                bytemuck::cast_slice(&t.data),
+            )
+        }))
+        .collect();
+    let bytes = serialize_sorted(&entries, &metadata)
+        .map_err(|detail| Error::invalid(path.display().to_string(), detail))?;
     atomic_write(path, &bytes)
+}
+
+/// The safetensors encoding of `entries` (in that order) with a header whose keys are
+/// sorted: the same tensors and metadata always give the same bytes (`safetensors::serialize`
+/// writes the metadata map in hash order, which differs from one process to the next).
+fn serialize_sorted(
+    entries: &[(&String, Dtype, &[usize], &[u8])],
+    metadata: &HashMap<String, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    use serde_json::{json, Map, Value};
+    let mut header = Map::new(); // a BTreeMap: keys sorted
+    if !metadata.is_empty() {
+        let sorted: BTreeMap<_, _> = metadata.iter().collect();
+        header.insert("__metadata__".into(), json!(sorted));
+    }
+    let mut offset = 0usize;
+    for &(name, dtype, shape, data) in entries {
+        let numel = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| format!("tensor {name}: shape {shape:?} overflows"))?;
+        if numel.checked_mul(dtype.bitsize() / 8) != Some(data.len()) {
+            return Err(format!(
+                "tensor {name}: shape {shape:?} does not match its {} bytes",
+                data.len()
+            ));
+        }
+        if name == "__metadata__" || header.contains_key(name.as_str()) {
+            return Err(format!("tensor name {name} is used twice or reserved"));
+        }
+        let dtype = match dtype {
+            Dtype::I64 => "I64",
+            _ => "F32",
+        };
+        header.insert(
+            name.clone(),
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + data.len()]}),
+        );
+        offset += data.len();
+    }
+    let mut text = Value::Object(header).to_string().into_bytes();
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + offset);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    for &(_, _, _, data) in entries {
+        out.extend_from_slice(data);
+    }
+    Ok(out)
 }
 
 /// Loads every tensor (F32, or F64 / I64 converted to f32) and the metadata of a safetensors file.
@@ -168,6 +305,7 @@ pub fn load_safetensors(
                 )))
             }
         };
+        check_values(path, &name, &data)?;
         out.insert(
             name,
             HostTensor {
@@ -177,4 +315,28 @@ pub fn load_safetensors(
         );
     }
     Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
+
+/// A checkpoint never holds a NaN or an infinity (a run stops before saving one), nor a
+/// negative batch-norm running variance: either means the file is damaged or not what it
+/// claims, and loading it would hide the fault until it surfaces as a NaN far away.
+fn check_values(path: &Path, name: &str, data: &[f32]) -> Result<()> {
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::bad_file(
+            path,
+            format!("tensor {name} holds {} at element {i}", data[i]),
+        ));
+    }
+    if name.ends_with("running_var") {
+        if let Some(i) = data.iter().position(|&v| v < 0.0) {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "tensor {name} holds the negative variance {} at element {i}",
+                    data[i]
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -14,7 +14,9 @@ use nasrs::data::{default_data_dir, load, DatasetKind};
 use nasrs::device::{resolve, DeviceChoice, Resolved};
 use nasrs::nas::darts::{DartsHyper, DeviceBatch, StepStats};
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
+use nasrs::nas::run_dir::Start;
 use nasrs::nas::search_run::{EpochMetrics, Progress, SearchRun, SearchRunConfig};
+use nasrs::nas::sizing;
 use nasrs::nas::train_run::{
     evaluate, load_network, TrainEpochMetrics, TrainHyper, TrainRun, TrainRunConfig,
     TrainStepStats, MODEL,
@@ -107,6 +109,10 @@ struct SearchArgs {
     /// Continue from the run folder's checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Start over in a run folder that holds an earlier run (its files are replaced once
+    /// the new run's first epoch is saved).
+    #[arg(long)]
+    force: bool,
     /// Use only the first N training images (0 = all).
     #[arg(long, default_value_t = 2000)]
     train_limit: usize,
@@ -172,6 +178,10 @@ struct TrainArgs {
     /// Continue from the run folder's checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Start over in a run folder that holds an earlier run (its files are replaced once
+    /// the new run's first epoch is saved).
+    #[arg(long)]
+    force: bool,
     /// Use only the first N training images (0 = all).
     #[arg(long, default_value_t = 0)]
     train_limit: usize,
@@ -208,6 +218,9 @@ struct EvalArgs {
     logits: Option<PathBuf>,
     #[arg(long, default_value_t = 16)]
     logits_count: usize,
+    /// Replace an existing --logits file.
+    #[arg(long)]
+    force: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -436,9 +449,10 @@ impl Progress<StepStats, EpochMetrics> for EpochBar {
     }
 }
 
-/// Says what `--resume` will do with the run folder `out`.
-fn resume_notice(resume: bool, out: &std::path::Path) {
-    if resume {
+/// Says what `--resume` will do with the run folder `out` (`RunDir::open` refuses what it
+/// cannot do).
+fn resume_notice(start: Start, out: &std::path::Path) {
+    if start == Start::Resume {
         let checkpoint = out.join(nasrs::nas::search_run::CHECKPOINT);
         if checkpoint.exists() {
             eprintln!("resuming from {}", checkpoint.display());
@@ -449,6 +463,17 @@ fn resume_notice(resume: bool, out: &std::path::Path) {
             );
         }
     }
+}
+
+/// Refuses a run whose estimated peak memory (`need`) passes what `device` has.
+fn check_memory(
+    request: &str,
+    device: &Resolved,
+    need: impl FnOnce(Option<u64>) -> Result<u64>,
+) -> Result<()> {
+    let available = device.available_memory()?;
+    let need = need(available)?;
+    sizing::check_fits(request, need, available, &device.name())
 }
 
 fn search(a: SearchArgs) -> Result<()> {
@@ -463,6 +488,7 @@ fn search_in_pool(a: SearchArgs) -> Result<()> {
         Some(s) => Primitive::parse_list(s)?,
         None => Primitive::ALL.to_vec(),
     };
+    let start = Start::from_flags(a.resume, a.force)?;
     let device = open_device(&a.device)?;
     let (train, _test) = load(kind, &dir)?;
     let mut model = SearchConfig::darts(a.channels, a.layers, train.classes, train.c);
@@ -499,6 +525,31 @@ fn search_in_pool(a: SearchArgs) -> Result<()> {
         device.name(),
         out.display()
     );
+    let samples = config.train_limit.unwrap_or(train.n).min(train.n);
+    check_memory(
+        &format!(
+            "search C={} L={} with {} nodes and {} ops, batch {} of {}x{} images",
+            a.channels,
+            a.layers,
+            a.nodes,
+            config.model.ops.len(),
+            a.batch,
+            train.h,
+            train.w
+        ),
+        &device,
+        |budget| {
+            let batch = a.batch.min(samples / 2).max(1);
+            sizing::search_step_bytes(
+                &config.model,
+                &config.hyper,
+                batch,
+                train.h,
+                train.w,
+                budget,
+            )
+        },
+    )?;
     let genotype = with_backend!(device, |be| {
         let net_weights = SearchNetwork::new(&be, config.model.clone(), config.seed)?.num_weights();
         eprintln!(
@@ -511,8 +562,8 @@ fn search_in_pool(a: SearchArgs) -> Result<()> {
             config.hyper.activations
         );
         let run = SearchRun::new(be, config, &out)?;
-        resume_notice(a.resume, &out);
-        run.run(&train, a.resume, &mut EpochBar::default())?
+        resume_notice(start, &out);
+        run.run(&train, start, &mut EpochBar::default())?
     });
     out!("{}", genotype.to_json());
     eprintln!(
@@ -529,12 +580,21 @@ fn model(a: ModelArgs) -> Result<()> {
             format!("'{}' (expected search)", a.kind),
         ));
     }
-    let be: nasrs::Cpu = nasrs::Cpu::new();
-    let net = SearchNetwork::new(
-        &be,
-        SearchConfig::darts(a.channels, a.layers, a.classes, a.in_channels),
-        0,
+    let config = SearchConfig::darts(a.channels, a.layers, a.classes, a.in_channels);
+    // The weights are built on the CPU: refuse a network that could not take one image.
+    let available = nasrs::host::available_memory();
+    let need = sizing::search_step_bytes(&config, &DartsHyper::default(), 1, 32, 32, available)?;
+    sizing::check_fits(
+        &format!(
+            "a search network C={} L={} on one 32x32 image",
+            a.channels, a.layers
+        ),
+        need,
+        available,
+        "this machine",
     )?;
+    let be: nasrs::Cpu = nasrs::Cpu::new();
+    let net = SearchNetwork::new(&be, config, 0)?;
     // Per top-level module: stem, cells.i, classifier.
     let mut modules: Vec<(String, usize)> = Vec::new();
     for (name, shape) in net.weights.shapes() {
@@ -607,6 +667,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
                 graphs: !no_graphs,
                 activations,
             };
+            check_bench_darts(&cfg, dev.available_memory()?, &dev.name())?;
             let r = with_backend!(dev, |be| in_pool(threads, || bench_darts(be, cfg))?);
             print_bench(&r, json)
         }
@@ -647,6 +708,9 @@ fn bench(cmd: BenchCommand) -> Result<()> {
                 flops_per_s: tflops * 1e12,
                 launch_s: launch_us * 1e-6,
             };
+            // Counted, not run: only the host's memory for the network's bookkeeping matters,
+            // but a network that overflows or could not exist anywhere is refused first.
+            check_bench_darts(&cfg, None, "")?;
             let m = model_darts(&cfg, rates)?;
             if json {
                 out!("{}", to_json(&m)?);
@@ -657,6 +721,35 @@ fn bench(cmd: BenchCommand) -> Result<()> {
         }
         train @ BenchCommand::Train { .. } => bench_train_cmd(train),
     }
+}
+
+/// Refuses a DARTS benchmark whose step would not fit `available` bytes (None: counted, not
+/// run: only sizes that overflow or whose counting would exhaust the host).
+fn check_bench_darts(cfg: &DartsBenchConfig, available: Option<u64>, device: &str) -> Result<()> {
+    let model = SearchConfig::darts(cfg.channels, cfg.layers, cfg.classes, cfg.in_channels);
+    let hyper = DartsHyper {
+        activations: cfg.activations,
+        ..DartsHyper::default()
+    };
+    let host = nasrs::host::available_memory();
+    let counting = sizing::counting_host_bytes(&model)
+        .ok_or_else(|| Error::invalid("--layers", format!("{} cells overflow", cfg.layers)))?;
+    sizing::check_fits(
+        &format!("counting a step of C={} L={}", cfg.channels, cfg.layers),
+        counting,
+        host,
+        "this machine",
+    )?;
+    let need = sizing::search_step_bytes(&model, &hyper, cfg.batch, cfg.size, cfg.size, available)?;
+    sizing::check_fits(
+        &format!(
+            "a DARTS step C={} L={} batch {} of {}x{} images",
+            cfg.channels, cfg.layers, cfg.batch, cfg.size, cfg.size
+        ),
+        need,
+        available,
+        device,
+    )
 }
 
 fn to_json(v: &impl serde::Serialize) -> Result<String> {
@@ -753,6 +846,7 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
     let kind: DatasetKind = a.dataset.parse()?;
     let dir = a.data.clone().unwrap_or_else(default_data_dir);
     let genotype = resolve_genotype(&a.genotype)?;
+    let start = Start::from_flags(a.resume, a.force)?;
     let device = open_device(&a.device)?;
     let (train, test) = load(kind, &dir)?;
     let cifar = kind == DatasetKind::Cifar10;
@@ -798,6 +892,35 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
         device.name(),
         out.display()
     );
+    config.model.check_image_size(train.h, train.w)?;
+    let samples = config.train_limit.unwrap_or(train.n).min(train.n);
+    check_memory(
+        &format!(
+            "training C={} L={}{}, batch {} of {}x{} images",
+            a.channels,
+            a.layers,
+            if a.auxiliary {
+                " with the auxiliary head"
+            } else {
+                ""
+            },
+            a.batch,
+            train.h,
+            train.w
+        ),
+        &device,
+        |budget| {
+            let batch = a.batch.min(samples).max(1);
+            sizing::train_step_bytes(
+                &config.model,
+                &config.hyper,
+                batch,
+                train.h,
+                train.w,
+                budget,
+            )
+        },
+    )?;
     let history = with_backend!(device, |be| {
         let net = nasrs::nas::eval_model::EvalNetwork::new(&be, config.model.clone(), config.seed)?;
         eprintln!(
@@ -810,8 +933,8 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
         );
         drop(net);
         let run = TrainRun::new(be, config, &out)?;
-        resume_notice(a.resume, &out);
-        run.run(&train, &test, a.resume, &mut EpochBar::default())?
+        resume_notice(start, &out);
+        run.run(&train, &test, start, &mut EpochBar::default())?
     });
     if let Some(m) = history.last() {
         out!(
@@ -835,7 +958,20 @@ fn eval_in_pool(a: EvalArgs) -> Result<()> {
     if a.batch == 0 {
         return Err(Error::invalid("--batch", "must be at least 1"));
     }
+    if let Some(path) = &a.logits {
+        // Every file the command reads: the checkpoint, a genotype file, the data files.
+        let data_dir = a.data.clone().unwrap_or_else(default_data_dir);
+        let mut inputs = vec![a.checkpoint.clone()];
+        inputs.extend(a.genotype.as_ref().map(PathBuf::from));
+        if let Ok(entries) = std::fs::read_dir(&data_dir) {
+            inputs.extend(entries.flatten().map(|e| e.path()));
+        }
+        let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+        nasrs::io::check_output(path, "--logits", &inputs, a.force)?;
+    }
     let device = open_device(&a.device)?;
+    let available = device.available_memory()?;
+    let device_name = device.name();
     with_backend!(device, |be| {
         let (mut net, meta) = load_network(&be, &a.checkpoint, genotype)?;
         let dataset = match (&a.dataset, &meta.dataset) {
@@ -865,7 +1001,28 @@ fn eval_in_pool(a: EvalArgs) -> Result<()> {
                 ),
             ));
         }
-        let report = evaluate(&be, &mut net, &test, a.batch)?;
+        net.config.check_image_size(test.h, test.w)?;
+        let batch = a.batch.min(test.n).max(1);
+        let need = sizing::eval_bytes(&net.config, batch, test.h, test.w, available)?;
+        sizing::check_fits(
+            &format!(
+                "evaluating {} (C={} L={}), batch {batch} of {}x{} images",
+                a.checkpoint.display(),
+                net.config.channels,
+                net.config.layers,
+                test.h,
+                test.w
+            ),
+            need,
+            available,
+            &device_name,
+        )?;
+        let report = evaluate(&be, &mut net, &test, a.batch).map_err(|e| match e {
+            Error::NonFinite(what) => {
+                Error::NonFinite(format!("{}: {what}", a.checkpoint.display()))
+            }
+            e => e,
+        })?;
         if let Some(path) = &a.logits {
             let n = a.logits_count.clamp(1, test.n);
             let idx: Vec<usize> = (0..n).collect();
@@ -986,6 +1143,24 @@ fn bench_train_cmd(cmd: BenchCommand) -> Result<()> {
         steps,
         seed: 0,
     };
+    let model = nasrs::nas::eval_model::EvalConfig {
+        genotype: g.clone(),
+        channels,
+        layers,
+        classes,
+        in_channels: 3,
+        auxiliary: !no_auxiliary,
+    };
+    model.check_image_size(size, size)?;
+    let available = dev.available_memory()?;
+    let hyper = TrainHyper::default();
+    let need = sizing::train_step_bytes(&model, &hyper, batch, size, size, available)?;
+    sizing::check_fits(
+        &format!("training C={channels} L={layers}, batch {batch} of {size}x{size} images"),
+        need,
+        available,
+        &dev.name(),
+    )?;
     let r = with_backend!(dev, |be| in_pool(threads, || bench_train(be, g, cfg))?);
     if json {
         out!(

@@ -15,6 +15,7 @@ use nasrs::bench::DartsBenchConfig;
 use nasrs::bench_model::{model_darts, DeviceRates};
 use nasrs::data::synthetic;
 use nasrs::nas::darts::{DartsHyper, DeviceBatch};
+use nasrs::nas::run_dir::Start;
 use nasrs::nas::search_run::{EpochMetrics, SearchRun, SearchRunConfig, Silent};
 use nasrs::nas::{Mode, SearchConfig, SearchNetwork};
 use nasrs::{Backend, Conv2dSpec, Cpu, Rng, Tensor};
@@ -282,7 +283,11 @@ fn search_config(epochs: usize, p: Precision) -> SearchRunConfig {
 
 fn search(dir: &Path, cfg: SearchRunConfig, resume: bool) -> nasrs::Result<Vec<EpochMetrics>> {
     let train = synthetic(192, 1, 8, 8, 3, 9).unwrap();
-    SearchRun::new(B::new(), cfg, dir)?.run(&train, resume, &mut Silent)?;
+    SearchRun::new(B::new(), cfg, dir)?.run(
+        &train,
+        Start::from_flags(resume, false)?,
+        &mut Silent,
+    )?;
     let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
     Ok(text
         .lines()

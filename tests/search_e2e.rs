@@ -14,6 +14,7 @@ use common::{assert_reproduced, device_kind, safetensors_outputs, tmp_dir, Outpu
 use nasrs::data::synthetic;
 use nasrs::io::{load_safetensors, save_safetensors};
 use nasrs::nas::darts::DartsHyper;
+use nasrs::nas::run_dir::Start;
 use nasrs::nas::search_run::{EpochMetrics, SearchRun, SearchRunConfig, Silent, CHECKPOINT};
 use nasrs::nas::SearchConfig;
 use nasrs::{Backend, Cpu, Error};
@@ -41,7 +42,11 @@ fn config(epochs: usize, order: u8) -> SearchRunConfig {
 
 fn run(dir: &Path, cfg: SearchRunConfig, resume: bool) -> nasrs::Result<nasrs::nas::Genotype> {
     let train = synthetic(48, 1, 8, 8, 3, 9).unwrap();
-    SearchRun::new(Cpu::<f32>::new(), cfg, dir)?.run(&train, resume, &mut Silent)
+    SearchRun::new(Cpu::<f32>::new(), cfg, dir)?.run(
+        &train,
+        Start::from_flags(resume, false)?,
+        &mut Silent,
+    )
 }
 
 fn metrics(dir: &Path) -> Vec<EpochMetrics> {
@@ -107,6 +112,11 @@ fn search_writes_its_run_folder_and_resume_is_bitwise_identical() {
         let (a, _) = load_safetensors(&full.join(CHECKPOINT)).unwrap();
         let (b, _) = load_safetensors(&split.join(CHECKPOINT)).unwrap();
         assert_eq!(a, b, "order {order}: final checkpoints differ");
+        assert!(
+            std::fs::read(full.join(CHECKPOINT)).unwrap()
+                == std::fs::read(split.join(CHECKPOINT)).unwrap(),
+            "order {order}: checkpoint bytes differ after resume"
+        );
         let _ = std::fs::remove_dir_all(&full);
         let _ = std::fs::remove_dir_all(&split);
     }
@@ -130,10 +140,16 @@ fn resume_with_different_options_is_refused() {
 fn nan_stops_the_run_and_keeps_the_last_checkpoint() {
     let dir = tmp("nan");
     run(&dir, config(1, 1), false).unwrap();
-    // Poison one weight in the checkpoint: the resumed epoch produces a NaN loss.
     let path = dir.join(CHECKPOINT);
     let (mut t, meta) = load_safetensors(&path).unwrap();
+    // A NaN in the file is refused at load, naming the tensor.
     t.get_mut("classifier.weight").unwrap().data[0] = f32::NAN;
+    save_safetensors(&path, &t, meta.clone()).unwrap();
+    let err = run(&dir, config(2, 1), true).unwrap_err();
+    assert!(matches!(err, Error::BadFile { .. }), "{err}");
+    assert!(err.to_string().contains("classifier.weight"), "{err}");
+    // A finite weight that overflows: the resumed epoch produces a non-finite loss.
+    t.get_mut("classifier.weight").unwrap().data[0] = f32::MAX;
     save_safetensors(&path, &t, meta).unwrap();
     let before = std::fs::read(&path).unwrap();
     let metrics_before = std::fs::read(dir.join("metrics.jsonl")).unwrap();
@@ -141,7 +157,7 @@ fn nan_stops_the_run_and_keeps_the_last_checkpoint() {
     assert!(matches!(err, Error::NonFinite(_)), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("NaN") && msg.contains("epoch 1") && msg.contains("last good checkpoint"),
+        msg.contains("epoch 1") && msg.contains("last good checkpoint"),
         "{msg}"
     );
     assert_eq!(
@@ -196,7 +212,11 @@ fn metric_outputs(metrics: &[EpochMetrics]) -> Outputs {
 fn resume_reproduces_the_run<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
     let train = synthetic(32, 1, 8, 8, 3, 9)?;
     let search = |dir: &Path, epochs: usize, resume: bool| {
-        SearchRun::new(be.clone(), config(epochs, 1), dir)?.run(&train, resume, &mut Silent)
+        SearchRun::new(be.clone(), config(epochs, 1), dir)?.run(
+            &train,
+            Start::from_flags(resume, false)?,
+            &mut Silent,
+        )
     };
     let kind = format!("{:?}", device_kind(be));
     let (full, split) = (

@@ -15,6 +15,7 @@ use nasrs::data::{synthetic, Augment, Dataset};
 use nasrs::io::{load_safetensors, save_safetensors};
 use nasrs::nas::darts::DartsHyper;
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
+use nasrs::nas::run_dir::Start;
 use nasrs::nas::search_run::{SearchRun, SearchRunConfig};
 use nasrs::nas::train_run::{
     evaluate, load_network, Progress, Silent, TrainEpochMetrics, TrainHyper, TrainRun,
@@ -86,7 +87,7 @@ fn search_then_train_its_genotype_then_evaluate_the_checkpoint() {
     };
     let searched = SearchRun::new(Cpu::<f32>::new(), cfg, &search_dir)
         .unwrap()
-        .run(&train, false, &mut nasrs::nas::search_run::Silent)
+        .run(&train, Start::New, &mut nasrs::nas::search_run::Silent)
         .unwrap();
     // The genotype file the search wrote is what training reads.
     let genotype = resolve_genotype(search_dir.join("genotype.json").to_str().unwrap()).unwrap();
@@ -100,7 +101,7 @@ fn search_then_train_its_genotype_then_evaluate_the_checkpoint() {
         &dir,
     )
     .unwrap()
-    .run(&train, &test, false, &mut Silent)
+    .run(&train, &test, Start::New, &mut Silent)
     .unwrap();
     for f in [
         "config.json",
@@ -156,7 +157,12 @@ fn aux_config(epochs: usize) -> TrainRunConfig {
 
 fn run_aux(dir: &Path, cfg: TrainRunConfig, resume: bool) -> nasrs::Result<Vec<TrainEpochMetrics>> {
     let (train, test) = cifar_like();
-    TrainRun::new(Cpu::<f32>::new(), cfg, dir)?.run(&train, &test, resume, &mut Silent)
+    TrainRun::new(Cpu::<f32>::new(), cfg, dir)?.run(
+        &train,
+        &test,
+        Start::from_flags(resume, false)?,
+        &mut Silent,
+    )
 }
 
 #[test]
@@ -180,7 +186,7 @@ fn resume_is_bitwise_identical_with_auxiliary_drop_path_and_augmentation() {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         TrainRun::new(Cpu::<f32>::new(), aux_config(3), &killed)
             .unwrap()
-            .run(&train, &test, false, &mut Kill)
+            .run(&train, &test, Start::New, &mut Kill)
     }));
     assert!(r.is_err(), "the run was not killed");
     assert_eq!(metrics(&killed).len(), 2);
@@ -191,6 +197,10 @@ fn resume_is_bitwise_identical_with_auxiliary_drop_path_and_augmentation() {
             let (a, ma) = load_safetensors(&full.join(f)).unwrap();
             let (b, mb) = load_safetensors(&dir.join(f)).unwrap();
             assert_eq!(a, b, "{f} differs after resume");
+            assert!(
+                std::fs::read(full.join(f)).unwrap() == std::fs::read(dir.join(f)).unwrap(),
+                "{f}: bytes differ after resume"
+            );
             assert_eq!(ma.get("nasrs.model"), mb.get("nasrs.model"));
         }
     }
@@ -232,7 +242,8 @@ fn nan_stops_the_run_and_keeps_the_last_checkpoint() {
     run_aux(&dir, aux_config(1), false).unwrap();
     let path = dir.join(CHECKPOINT);
     let (mut t, meta) = load_safetensors(&path).unwrap();
-    t.get_mut("classifier.weight").unwrap().data[0] = f32::NAN;
+    // Finite, but it overflows the logits (a NaN in the file would be refused at load).
+    t.get_mut("classifier.weight").unwrap().data[0] = f32::MAX;
     // The I64 counters are read back as f32 and written as such here; nasrs reads either.
     save_safetensors(&path, &t, meta).unwrap();
     let before = std::fs::read(&path).unwrap();
@@ -258,7 +269,7 @@ fn auxiliary_head_on_the_wrong_image_size_is_refused_up_front() {
     let cfg = train_config(Genotype::builtin("DARTS_V2").unwrap(), 1, true, 1);
     let err = TrainRun::new(Cpu::<f32>::new(), cfg, &dir)
         .unwrap()
-        .run(&train, &train, false, &mut Silent)
+        .run(&train, &train, Start::New, &mut Silent)
         .unwrap_err()
         .to_string();
     assert!(
@@ -561,7 +572,12 @@ fn train_metric_outputs(metrics: &[TrainEpochMetrics]) -> Outputs {
 fn train_resume_reproduces_the_run<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
     let (train, test) = cifar_like();
     let run = |dir: &Path, epochs: usize, resume: bool| {
-        TrainRun::new(be.clone(), aux_config(epochs), dir)?.run(&train, &test, resume, &mut Silent)
+        TrainRun::new(be.clone(), aux_config(epochs), dir)?.run(
+            &train,
+            &test,
+            Start::from_flags(resume, false)?,
+            &mut Silent,
+        )
     };
     let kind = format!("{:?}", device_kind(be));
     let (full, split) = (

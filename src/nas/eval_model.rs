@@ -68,9 +68,11 @@ impl EvalConfig {
         2 * self.layers / 3
     }
 
-    /// Checks that `h x w` images fit the auxiliary head, which (as in DARTS) assumes
-    /// 8x8 features there: a 5x5/3 pool to 2x2, then a 2x2 conv to 1x1.
+    /// Checks that `h x w` images pass every reduction cell and fit the auxiliary head,
+    /// which (as in DARTS) assumes 8x8 features there: a 5x5/3 pool to 2x2, then a 2x2 conv
+    /// to 1x1.
     pub fn check_image_size(&self, h: usize, w: usize) -> Result<()> {
+        super::sizing::check_reductions(self.layers, |i| self.is_reduction(i), h, w)?;
         if !self.auxiliary {
             return Ok(());
         }
@@ -599,11 +601,8 @@ pub fn infer_config(
             ),
         ));
     }
-    let layers = tensors
-        .keys()
-        .filter_map(|k| k.strip_prefix("cells."))
-        .filter_map(|k| k.split('.').next()?.parse::<usize>().ok())
-        .max()
+    let layers = cell_indices(tensors)
+        .last()
         .map(|m| m + 1)
         .ok_or_else(|| Error::bad_file(path, "no cells.* tensors"))?;
     Ok(EvalConfig {
@@ -614,4 +613,67 @@ pub fn infer_config(
         in_channels: stem.shape[1],
         auxiliary: tensors.keys().any(|k| k.starts_with(AUX_PREFIX)),
     })
+}
+
+/// The distinct `N` of the `cells.N.*` tensor names, ascending.
+fn cell_indices(tensors: &BTreeMap<String, HostTensor>) -> Vec<usize> {
+    let set: std::collections::BTreeSet<usize> = tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix("cells."))
+        .filter_map(|k| k.split('.').next()?.parse::<usize>().ok())
+        .collect();
+    set.into_iter().collect()
+}
+
+/// Checks the network `cfg` describes against the tensors of the file it came from, before
+/// anything is allocated for it: cells `0..L` and nothing past them, the stem's `3C` outputs
+/// and input channels, the classifier's classes. A file whose metadata or names claim a
+/// network its tensors do not hold (`cells.99999999.*`, C = 1e9) is refused here, naming it.
+pub fn check_against_tensors(
+    cfg: &EvalConfig,
+    tensors: &BTreeMap<String, HostTensor>,
+    path: &Path,
+) -> Result<()> {
+    let cells = cell_indices(tensors);
+    if cells.len() != cfg.layers || cells.iter().enumerate().any(|(i, &c)| i != c) {
+        let shown: Vec<String> = cells.iter().take(8).map(|c| c.to_string()).collect();
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "describes {} cells but holds tensors for cells {}{} ({} in all)",
+                cfg.layers,
+                shown.join(", "),
+                if cells.len() > 8 { ", ..." } else { "" },
+                cells.len()
+            ),
+        ));
+    }
+    let stem_out = cfg.channels.checked_mul(STEM_MULTIPLIER);
+    let expect = [
+        ("stem.0.weight", 0, stem_out, "3 x channels"),
+        ("stem.0.weight", 1, Some(cfg.in_channels), "input channels"),
+        ("classifier.weight", 0, Some(cfg.classes), "classes"),
+    ];
+    for (name, axis, want, what) in expect {
+        let got = tensors.get(name).and_then(|t| t.shape.get(axis).copied());
+        if got.is_none() || got != want {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "{name} {} does not match the {what} the file describes (C={}, {} input \
+                     channels, {} classes)",
+                    tensors
+                        .get(name)
+                        .map_or("is missing".to_string(), |t| format!(
+                            "has shape {:?}",
+                            t.shape
+                        )),
+                    cfg.channels,
+                    cfg.in_channels,
+                    cfg.classes
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

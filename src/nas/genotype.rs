@@ -129,6 +129,16 @@ pub fn parse_cell(
             "a genotype needs at least one op other than none",
         ));
     }
+    if let Some((e, row)) = weights
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.len() != ops.len())
+    {
+        return Err(Error::shape(
+            "genotype",
+            format!("edge {e} has {} weights for {} ops", row.len(), ops.len()),
+        ));
+    }
     let best_op = |row: &[f64]| -> usize {
         let mut best: Option<usize> = None;
         for k in 0..row.len() {
@@ -148,14 +158,18 @@ pub fn parse_cell(
                 format!("{} edges for {steps} nodes", weights.len()),
             )
         })?;
-        let strength = |j: usize| rows[j][best_op(&rows[j])];
+        // NaN ranks last: a total order, which `sort_by` needs (it may panic without one).
+        let strength = |j: usize| {
+            let s = rows[j][best_op(&rows[j])];
+            if s.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                s
+            }
+        };
         let mut edges: Vec<usize> = (0..n).collect();
         // Stable sort by decreasing strength: ties keep the lower input first, as Python's sorted.
-        edges.sort_by(|&a, &b| {
-            strength(b)
-                .partial_cmp(&strength(a))
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        edges.sort_by(|&a, &b| strength(b).total_cmp(&strength(a)));
         for &j in edges.iter().take(2) {
             gene.push((ops[best_op(&rows[j])], j));
         }
@@ -172,6 +186,12 @@ impl Genotype {
         steps: usize,
         multiplier: usize,
     ) -> Result<Self> {
+        if multiplier == 0 || multiplier > steps {
+            return Err(Error::invalid(
+                "multiplier",
+                format!("{multiplier} must be in 1..={steps}"),
+            ));
+        }
         let concat: Vec<usize> = (2 + steps - multiplier..steps + 2).collect();
         Ok(Genotype {
             normal: parse_cell(normal, ops, steps)?,

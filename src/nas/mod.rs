@@ -8,8 +8,10 @@ pub mod eval_model;
 pub mod genotype;
 pub mod modules;
 pub mod progress;
+pub mod run_dir;
 pub mod search_model;
 pub mod search_run;
+pub mod sizing;
 pub mod train_run;
 
 pub use genotype::{Genotype, Primitive};

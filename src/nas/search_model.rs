@@ -76,12 +76,24 @@ impl SearchConfig {
         if self.ops.is_empty() {
             return Err(Error::invalid("--ops", "the op set is empty"));
         }
+        if self.ops.iter().all(|&op| op == Primitive::None) {
+            return Err(Error::invalid(
+                "--ops",
+                "'none' alone makes every edge zero (nothing to search); add at least one \
+                 other op, e.g. --ops none,skip_connect,sep_conv_3x3",
+            ));
+        }
         Ok(())
     }
 
     /// Reduction cells sit at L/3 and 2L/3 (for L < 3 those may coincide with cell 0).
     pub fn is_reduction(&self, cell: usize) -> bool {
         cell == self.layers / 3 || cell == 2 * self.layers / 3
+    }
+
+    /// Checks that `h x w` images pass every reduction cell.
+    pub fn check_image_size(&self, h: usize, w: usize) -> Result<()> {
+        super::sizing::check_reductions(self.layers, |i| self.is_reduction(i), h, w)
     }
 }
 

@@ -8,11 +8,18 @@
 //!   (in its metadata) the data iterators, the metrics so far and the config, so that
 //!   `resume` continues exactly where the last finished epoch left off (bitwise on the CPU).
 //!
-//! A NaN or infinite loss stops the run with an error; the last checkpoint (the last good
-//! epoch) stays as it was.
+//! The folder follows [`RunDir`]'s rules (no new run over an earlier one without
+//! `--force`; `config.json` written with the first checkpoint). Wall-clock times live in
+//! `metrics.jsonl` only, so an interrupted and resumed run writes the very checkpoint bytes
+//! an uninterrupted one does.
+//!
+//! A NaN or infinite loss, or an epoch whose mean loss passes [`DIVERGED_LOSS`], stops the
+//! run with an error naming the epoch; the last checkpoint (the last good epoch) stays as it
+//! was.
 
 use super::darts::{Darts, DartsHyper, DeviceBatch, StepStats};
 use super::genotype::Genotype;
+use super::run_dir::{RunDir, Start};
 use super::search_model::{SearchConfig, SearchNetwork};
 use crate::backend::Backend;
 use crate::data::{
@@ -88,6 +95,18 @@ struct CheckpointMeta {
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// Every file a search run writes in its folder.
+pub const RUN_FILES: &[&str] = &[
+    "config.json",
+    "metrics.jsonl",
+    "genotype.json",
+    "cells.svg",
+    "alphas.svg",
+    CHECKPOINT,
+];
+/// A mean cross-entropy past this has diverged: it puts a probability below e^-10000 on
+/// the true class (a uniform guess over K classes scores ln K, about 2.3 for 10).
+pub const DIVERGED_LOSS: f64 = 1e4;
 
 /// Runs (or resumes) a DARTS search on `train_set` in the folder `out`.
 pub struct SearchRun<B: Backend> {
@@ -188,7 +207,14 @@ impl<B: Backend> SearchRun<B> {
             arch_adam_step: st.darts.arch_opt.step,
             train_iter: st.train_iter.state(),
             val_iter: st.val_iter.state(),
-            history: st.history.clone(),
+            history: st
+                .history
+                .iter()
+                .map(|m| EpochMetrics {
+                    seconds: 0.0,
+                    ..m.clone()
+                })
+                .collect(),
         };
         let json = serde_json::to_string(&meta)
             .map_err(|e| Error::invalid("checkpoint metadata", e.to_string()))?;
@@ -204,8 +230,8 @@ impl<B: Backend> SearchRun<B> {
         )
     }
 
-    fn load_checkpoint(&self, train_set: &Dataset) -> Result<SearchState<B>> {
-        let path = self.out.join(CHECKPOINT);
+    fn load_checkpoint(&self, dir: &RunDir, train_set: &Dataset) -> Result<SearchState<B>> {
+        let path = dir.checkpoint();
         let (tensors, meta) = load_safetensors(&path)?;
         let meta: CheckpointMeta = read_json_meta(&meta, "nasrs.search", "search", &path)?;
         let mut expected = meta.config.clone();
@@ -239,10 +265,14 @@ impl<B: Backend> SearchRun<B> {
             ));
         }
         st.history = meta.history;
+        for (m, seconds) in st.history.iter_mut().zip(dir.epoch_seconds()) {
+            m.seconds = seconds.unwrap_or(0.0);
+        }
         Ok(st)
     }
 
     fn write_outputs(&self, st: &SearchState<B>) -> Result<()> {
+        atomic_write_json(&self.out.join("config.json"), &self.config)?;
         write_jsonl(&self.out.join("metrics.jsonl"), &st.history)?;
         if let Some(last) = st.history.last() {
             atomic_write_json(&self.out.join("genotype.json"), &last.genotype)?;
@@ -259,12 +289,12 @@ impl<B: Backend> SearchRun<B> {
         )
     }
 
-    /// Runs the remaining epochs (all of them unless `resume` finds a checkpoint) and returns
-    /// the final genotype.
+    /// Runs the remaining epochs (all of them unless `start` resumes from a checkpoint) and
+    /// returns the final genotype.
     pub fn run(
         &self,
         train_set: &Dataset,
-        resume: bool,
+        start: Start,
         progress: &mut dyn Progress<StepStats, EpochMetrics>,
     ) -> Result<Genotype> {
         let m = &self.config.model;
@@ -277,14 +307,14 @@ impl<B: Backend> SearchRun<B> {
                 ),
             ));
         }
+        m.check_image_size(train_set.h, train_set.w)?;
         let train_set = train_set.first(self.config.train_limit)?;
-        std::fs::create_dir_all(&self.out).map_err(|e| Error::io(&self.out, e))?;
-        let mut st = if resume && self.out.join(CHECKPOINT).exists() {
-            self.load_checkpoint(&train_set)?
+        let (mut dir, resume) = RunDir::open(&self.out, RUN_FILES, CHECKPOINT, start)?;
+        let mut st = if resume {
+            self.load_checkpoint(&dir, &train_set)?
         } else {
             self.fresh_state(&train_set)?
         };
-        atomic_write_json(&self.out.join("config.json"), &self.config)?;
         let steps = st.train_iter.steps_per_epoch(self.config.batch);
         let h = &self.config.hyper;
         for epoch in st.history.len()..self.config.epochs {
@@ -296,7 +326,10 @@ impl<B: Backend> SearchRun<B> {
                 let train = st.train_iter.next_batch(&train_set, self.config.batch)?;
                 let val = st.val_iter.next_batch(&train_set, self.config.batch)?;
                 let (w, a) = st.darts.iteration(&train, &val, lr).map_err(|e| match e {
-                    Error::NonFinite(what) => Error::NonFinite(format!("{what} at epoch {epoch} step {step}; the last good checkpoint (epoch {}) is kept in {}", st.history.len(), self.out.display())),
+                    Error::NonFinite(what) => Error::NonFinite(format!(
+                        "{what} at epoch {epoch} step {step}{}",
+                        dir.kept_note(st.history.len())
+                    )),
                     e => e,
                 })?;
                 train_sum.loss += w.loss * w.count as f64;
@@ -306,7 +339,14 @@ impl<B: Backend> SearchRun<B> {
                 arch_sum.count += a.count;
                 progress.step(step, &w, train_sum.correct as f64 / train_sum.count as f64);
             }
-            let (valid_loss, valid_acc) = self.validate(&mut st, &train_set)?;
+            let (valid_loss, valid_acc) =
+                self.validate(&mut st, &train_set).map_err(|e| match e {
+                    Error::NonFinite(what) => Error::NonFinite(format!(
+                        "{what} at epoch {epoch}{}",
+                        dir.kept_note(st.history.len())
+                    )),
+                    e => e,
+                })?;
             let net = &st.darts.net;
             let metrics = EpochMetrics {
                 epoch,
@@ -322,10 +362,25 @@ impl<B: Backend> SearchRun<B> {
                 alphas_reduce: net.alpha_weights(&self.backend, true)?,
                 genotype: net.genotype(&self.backend)?,
             };
+            let diverged = [
+                ("training loss", metrics.train_loss),
+                ("architecture loss", metrics.arch_loss),
+                ("validation loss", metrics.valid_loss),
+            ]
+            .into_iter()
+            .find(|&(_, loss)| loss > DIVERGED_LOSS);
+            if let Some((what, loss)) = diverged {
+                return Err(Error::NonFinite(format!(
+                    "the search diverged: mean {what} {loss:e} at epoch {epoch} (over \
+                     {DIVERGED_LOSS:e}; try a smaller --lr or --arch-lr){}",
+                    dir.kept_note(st.history.len())
+                )));
+            }
             progress.epoch_end(&metrics);
             st.history.push(metrics);
             self.save_checkpoint(&st)?;
             self.write_outputs(&st)?;
+            dir.epoch_saved(RUN_FILES)?;
         }
         self.write_outputs(&st)?;
         st.darts.net.genotype(&self.backend)

@@ -14,13 +14,19 @@
 //!
 //! Each step: loss = CE(logits) + aux_weight * CE(aux logits), SGD with momentum and weight
 //! decay, gradients clipped to norm 5, cosine learning rate per epoch, drop-path probability
-//! `drop_path * epoch / epochs`. A NaN or infinite loss stops the run with an error and keeps
-//! the last good checkpoint.
+//! `drop_path * epoch / epochs`. A NaN or infinite loss, or an epoch whose mean loss passes
+//! [`DIVERGED_LOSS`], stops the run with an error naming the epoch and keeps the last good
+//! checkpoint.
+//!
+//! The folder follows [`RunDir`]'s rules; wall-clock times live in `metrics.jsonl` only, so
+//! a resumed run writes the checkpoint bytes an uninterrupted one does.
 
 use super::darts::DeviceBatch;
-use super::eval_model::{infer_config, EvalConfig, EvalNetwork};
+use super::eval_model::{check_against_tensors, infer_config, EvalConfig, EvalNetwork};
 use super::genotype::Genotype;
 use super::modules::Mode;
+use super::run_dir::{RunDir, Start};
+pub use super::search_run::DIVERGED_LOSS;
 use crate::autograd::Tape;
 use crate::backend::{norm_scalars, Backend, Element, ScalarRef};
 use crate::data::{Augment, BatchIterator, BatchIteratorState, Dataset, SequentialBatches};
@@ -43,7 +49,19 @@ pub const MODEL: &str = "model.safetensors";
 /// Metadata key of the network description (genotype, sizes, dataset).
 pub const MODEL_META: &str = "nasrs.model";
 const TRAIN_META: &str = "nasrs.train";
+/// Metadata key of a search checkpoint (`search_run`), refused here by name.
+const SEARCH_META: &str = "nasrs.search";
 const MOMENTUM_PREFIX: &str = "optimizer.momentum_buffer.";
+/// Every file a training run writes in its folder.
+pub const RUN_FILES: &[&str] = &[
+    "config.json",
+    "metrics.jsonl",
+    "curves.svg",
+    CHECKPOINT,
+    MODEL,
+];
+/// What each epoch rewrites (`model.safetensors` comes at the end).
+const EPOCH_FILES: &[&str] = &["config.json", "metrics.jsonl", "curves.svg", CHECKPOINT];
 
 /// The DARTS paper's training hyper-parameters (its `train.py` defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -326,6 +344,13 @@ pub fn load_network<B: Backend>(
             }
             m
         }
+        None if metadata.contains_key(SEARCH_META) => {
+            return Err(Error::bad_file(
+                path,
+                "is a search checkpoint (the DARTS supernet, not a trained network); train \
+                 the cell it found first: nasrs train --genotype <its run folder>/genotype.json",
+            ))
+        }
         None => {
             let g = genotype.ok_or_else(|| {
                 Error::invalid(
@@ -342,6 +367,12 @@ pub fn load_network<B: Backend>(
             }
         }
     };
+    // The file's own description is checked as the file's: a bad genotype or size in its
+    // metadata names the file, not a flag the user never gave.
+    meta.model
+        .validate()
+        .map_err(|e| Error::bad_file(path, e.to_string()))?;
+    check_against_tensors(&meta.model, &tensors, path)?;
     let mut net = EvalNetwork::new(backend, meta.model.clone(), 0)?;
     net.load_state_dict(backend, &tensors, &[MOMENTUM_PREFIX], path)?;
     Ok((net, meta))
@@ -425,7 +456,14 @@ impl<B: Backend> TrainRun<B> {
             bn_batches: st.trainer.net.bn_batches,
             train_iter: st.train_iter.state(),
             drop_rng: st.drop_rng.clone(),
-            history: st.history.clone(),
+            history: st
+                .history
+                .iter()
+                .map(|m| TrainEpochMetrics {
+                    seconds: 0.0,
+                    ..m.clone()
+                })
+                .collect(),
         };
         let json = serde_json::to_string(&meta)
             .map_err(|e| Error::invalid("checkpoint metadata", e.to_string()))?;
@@ -439,8 +477,8 @@ impl<B: Backend> TrainRun<B> {
         )
     }
 
-    fn load_checkpoint(&self, train_set: &Dataset) -> Result<TrainState<B>> {
-        let path = self.out.join(CHECKPOINT);
+    fn load_checkpoint(&self, dir: &RunDir, train_set: &Dataset) -> Result<TrainState<B>> {
+        let path = dir.checkpoint();
         let (tensors, meta) = load_safetensors(&path)?;
         let meta: CheckpointMeta = read_json_meta(&meta, TRAIN_META, "training", &path)?;
         let mut expected = meta.config.clone();
@@ -465,10 +503,14 @@ impl<B: Backend> TrainRun<B> {
         st.train_iter = BatchIterator::from_state(meta.train_iter)?;
         st.drop_rng = meta.drop_rng;
         st.history = meta.history;
+        for (m, seconds) in st.history.iter_mut().zip(dir.epoch_seconds()) {
+            m.seconds = seconds.unwrap_or(0.0);
+        }
         Ok(st)
     }
 
     fn write_outputs(&self, st: &TrainState<B>) -> Result<()> {
+        atomic_write_json(&self.out.join("config.json"), &self.config)?;
         write_jsonl(&self.out.join("metrics.jsonl"), &st.history)?;
         atomic_write(
             &self.out.join("curves.svg"),
@@ -476,13 +518,13 @@ impl<B: Backend> TrainRun<B> {
         )
     }
 
-    /// Runs the remaining epochs (all unless `resume` finds a checkpoint), writes
+    /// Runs the remaining epochs (all unless `start` resumes from a checkpoint), writes
     /// `model.safetensors` and returns the metrics of every epoch.
     pub fn run(
         &self,
         train_set: &Dataset,
         test_set: &Dataset,
-        resume: bool,
+        start: Start,
         progress: &mut dyn Progress<TrainStepStats, TrainEpochMetrics>,
     ) -> Result<Vec<TrainEpochMetrics>> {
         let m = &self.config.model;
@@ -500,13 +542,12 @@ impl<B: Backend> TrainRun<B> {
         m.check_image_size(train_set.h, train_set.w)?;
         let train_set = train_set.first(self.config.train_limit)?;
         let test_set = test_set.first(self.config.test_limit)?;
-        std::fs::create_dir_all(&self.out).map_err(|e| Error::io(&self.out, e))?;
-        let mut st = if resume && self.out.join(CHECKPOINT).exists() {
-            self.load_checkpoint(&train_set)?
+        let (mut dir, resume) = RunDir::open(&self.out, RUN_FILES, CHECKPOINT, start)?;
+        let mut st = if resume {
+            self.load_checkpoint(&dir, &train_set)?
         } else {
             self.fresh_state(&train_set)?
         };
-        atomic_write_json(&self.out.join("config.json"), &self.config)?;
         let steps = st.train_iter.steps_per_epoch(self.config.batch);
         let h = &self.config.hyper;
         for epoch in st.history.len()..self.config.epochs {
@@ -526,9 +567,8 @@ impl<B: Backend> TrainRun<B> {
                     .step(&batch, lr, drop_prob, &mut st.drop_rng)
                     .map_err(|e| match e {
                         Error::NonFinite(what) => Error::NonFinite(format!(
-                            "{what} at epoch {epoch} step {step}; the last good checkpoint (epoch {}) is kept in {}",
-                            st.history.len(),
-                            self.out.display()
+                            "{what} at epoch {epoch} step {step}{}",
+                            dir.kept_note(st.history.len())
                         )),
                         e => e,
                     })?;
@@ -543,7 +583,14 @@ impl<B: Backend> TrainRun<B> {
                 &mut st.trainer.net,
                 &test_set,
                 self.config.batch,
-            )?;
+            )
+            .map_err(|e| match e {
+                Error::NonFinite(what) => Error::NonFinite(format!(
+                    "{what} at epoch {epoch}{}",
+                    dir.kept_note(st.history.len())
+                )),
+                e => e,
+            })?;
             let n = count.max(1) as f64;
             let metrics = TrainEpochMetrics {
                 epoch,
@@ -556,10 +603,24 @@ impl<B: Backend> TrainRun<B> {
                 test_acc: test.accuracy,
                 seconds: started.elapsed().as_secs_f64(),
             };
+            let diverged = [
+                ("training", metrics.train_loss),
+                ("test", metrics.test_loss),
+            ]
+            .into_iter()
+            .find(|&(_, loss)| loss > DIVERGED_LOSS);
+            if let Some((what, loss)) = diverged {
+                return Err(Error::NonFinite(format!(
+                    "training diverged: mean {what} loss {loss:e} at epoch {epoch} (over \
+                     {DIVERGED_LOSS:e}; try a smaller --lr){}",
+                    dir.kept_note(st.history.len())
+                )));
+            }
             progress.epoch_end(&metrics);
             st.history.push(metrics);
             self.save_checkpoint(&st)?;
             self.write_outputs(&st)?;
+            dir.epoch_saved(EPOCH_FILES)?;
         }
         self.write_outputs(&st)?;
         save_network(

@@ -215,6 +215,12 @@ impl Cuda {
         self.drv().trim_memory()
     }
 
+    /// Bytes a new allocation can still get on the device (after handing cached pool
+    /// memory back), or None where unknown.
+    pub fn free_memory(&self) -> Result<Option<u64>> {
+        self.drv().free_memory()
+    }
+
     /// The driver every launcher and copy goes through.
     pub(crate) fn drv(&self) -> &dyn Driver {
         &*self.inner.driver

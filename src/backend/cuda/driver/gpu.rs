@@ -758,6 +758,15 @@ impl Driver for Gpu {
         unsafe { sys::cuDeviceGraphMemTrim(i.dev).result() }
             .map_err(|e| i.err("graph memory trim", e))
     }
+
+    /// `cuMemGetInfo`'s free bytes after a trim (pool blocks nobody uses count as free).
+    fn free_memory(&self) -> Result<Option<u64>> {
+        self.trim_memory()?;
+        let i = &self.inner;
+        i.bind()?;
+        let (free, _total) = result::mem_get_info().map_err(|e| i.err("cuMemGetInfo", e))?;
+        Ok(Some(free as u64))
+    }
 }
 
 /// A CUDA event with timing, destroyed on drop (the context is current: `time_region` bound

@@ -126,6 +126,8 @@ pub trait Driver: Send + Sync {
     /// free blocks and the graph pool's. Called before a capture and after an allocation
     /// fails, so eager and graph phases in one process do not starve each other.
     fn trim_memory(&self) -> Result<()>;
+    /// Bytes a new allocation can still get (after a trim), or None where unknown.
+    fn free_memory(&self) -> Result<Option<u64>>;
 }
 
 /// A CUDA graph-capture rule broken (a host copy or sync inside a capture, a nested capture,

@@ -546,6 +546,16 @@ impl Driver for SimDriver {
         self.lock().trim();
         Ok(())
     }
+    /// The capacity left, or with no capacity set the host's available memory (the
+    /// simulated device's memory is the host's).
+    fn free_memory(&self) -> Result<Option<u64>> {
+        let mut s = self.lock();
+        s.trim();
+        Ok(match self.options.memory_bytes {
+            Some(cap) => Some(cap.saturating_sub(s.pool_reserved + s.graph_reserved) as u64),
+            None => crate::host::available_memory(),
+        })
+    }
 }
 
 /// A recorded graph: its ops, and the graph memory they use at fixed addresses.

@@ -1,0 +1,359 @@
+//! Whether a network fits, decided before any of it is built: the image size its reduction
+//! cells need, and the memory a step needs against what the device has.
+//!
+//! Memory is judged in two stages. First a lower bound in checked arithmetic (one output
+//! per cell edge kept for backward, the 1x1 preprocessing weights): it needs no network, so
+//! an absurd request (`--channels 18446744073709551615`, `--layers 1000000`) is refused in
+//! microseconds, never by the allocator or the OOM killer. Then, for what passes, the exact
+//! step on the counting backend (`backend::counting`: the real network and step, buffers
+//! without storage), whose peak of live bytes is the estimate compared with the device.
+
+use super::darts::{Darts, DartsHyper, DeviceBatch};
+use super::eval_model::EvalConfig;
+use super::search_model::{SearchConfig, SearchNetwork};
+use super::train_run::{eval_logits, TrainHyper, Trainer};
+use crate::backend::counting::Counting;
+use crate::data::Batch;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+/// Checks that `h x w` images pass every reduction of a `layers`-cell network: each halves
+/// the feature map in a factorized reduce (two stride-2 1x1 convs, one shifted by a pixel),
+/// which needs even sides of at least 2.
+pub fn check_reductions(
+    layers: usize,
+    is_reduction: impl Fn(usize) -> bool,
+    h: usize,
+    w: usize,
+) -> Result<()> {
+    let reductions: Vec<usize> = (0..layers).filter(|&i| is_reduction(i)).collect();
+    let (mut fh, mut fw) = (h, w);
+    for &cell in &reductions {
+        if fh < 2 || fw < 2 || fh % 2 == 1 || fw % 2 == 1 {
+            let side = 1usize << reductions.len().min(62);
+            return Err(Error::invalid(
+                "images",
+                format!(
+                    "{h}x{w} images do not fit {layers} cells: reduction cell {cell} halves a \
+                     {fh}x{fw} feature map, which needs even sides of at least 2; use images \
+                     whose sides are multiples of {side} (MNIST 28x28 and CIFAR 32x32 fit up \
+                     to 5 cells and 8 or more), or fewer --layers"
+                ),
+            ));
+        }
+        (fh, fw) = (fh / 2, fw / 2);
+    }
+    Ok(())
+}
+
+/// Cell by cell: (channels C of the cell's ops, output height, output width), after the
+/// stem's `stem_channels` at `h x w`.
+fn cells(
+    channels: usize,
+    layers: usize,
+    is_reduction: impl Fn(usize) -> bool,
+    h: usize,
+    w: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> {
+    let (mut c, mut fh, mut fw) = (channels, h, w);
+    (0..layers).map(move |i| {
+        if is_reduction(i) {
+            c = c.saturating_mul(2);
+            (fh, fw) = (fh.div_ceil(2), fw.div_ceil(2));
+        }
+        (c, fh, fw)
+    })
+}
+
+/// The lower bound (see the module doc), or None when it overflows 64 bits: f32 elements of
+/// the stem output, one kept output per edge, and the two 1x1 preprocessing convs per cell.
+#[allow(clippy::too_many_arguments)]
+fn lower_bound(
+    channels: usize,
+    layers: usize,
+    is_reduction: impl Fn(usize) -> bool,
+    edges: usize,
+    multiplier: usize,
+    batch: usize,
+    h: usize,
+    w: usize,
+) -> Option<u64> {
+    let (channels, edges, multiplier, batch) = (
+        channels as u64,
+        edges as u64,
+        multiplier as u64,
+        batch as u64,
+    );
+    let stem = 3u64.checked_mul(channels)?;
+    let mut elems = batch
+        .checked_mul(stem)?
+        .checked_mul((h as u64).checked_mul(w as u64)?)?;
+    let mut c_prev = stem;
+    for (c, fh, fw) in cells(channels as usize, layers, is_reduction, h, w) {
+        let (c, plane) = (c as u64, (fh as u64).checked_mul(fw as u64)?);
+        let kept = edges
+            .checked_mul(batch)?
+            .checked_mul(c)?
+            .checked_mul(plane)?;
+        let weights = 2u64.checked_mul(c_prev)?.checked_mul(c)?;
+        elems = elems.checked_add(kept)?.checked_add(weights)?;
+        c_prev = multiplier.checked_mul(c)?;
+    }
+    elems.checked_mul(4)
+}
+
+fn exceeds(what: &str) -> Error {
+    Error::invalid(
+        what,
+        "the network's size overflows 64-bit arithmetic (more than 16 EiB); use fewer \
+         --channels, --layers, --nodes or a smaller --batch",
+    )
+}
+
+fn zero_batch(batch: usize, c: usize, h: usize, w: usize) -> Result<Batch> {
+    let n = batch
+        .checked_mul(c)
+        .and_then(|v| v.checked_mul(h)?.checked_mul(w))
+        .ok_or_else(|| exceeds("--batch"))?;
+    Ok(Batch {
+        images: vec![0.0; n],
+        labels: vec![0; batch],
+        n: batch,
+        c,
+        h,
+        w,
+    })
+}
+
+/// Host bytes the counting backend's bookkeeping takes per op instance of the supernet
+/// (cells x edges x ops): measured 240 MiB for the 22,400 of C=4 L=200 counted over three
+/// phases (`nasrs bench darts-model`, 2026-12-01), about 11 KiB each; rounded up.
+const COUNTED_BYTES_PER_OP: u64 = 16 << 10;
+
+/// What counting a step of `cfg` costs the host, or None when that overflows: a network too
+/// deep to count (`--layers 1000000`) is refused before the count, not by the OOM killer.
+pub fn counting_host_bytes(cfg: &SearchConfig) -> Option<u64> {
+    (cfg.layers as u64)
+        .checked_mul(cfg.edges() as u64)?
+        .checked_mul(cfg.ops.len() as u64)?
+        .checked_mul(COUNTED_BYTES_PER_OP)
+}
+
+/// Peak bytes of one DARTS iteration (architecture step of `hyper.order`, then the weight
+/// step), weights, both optimizers and the staged batches included, on `batch` images of
+/// `h x w`; refused early, without building the network, when even the lower bound passes
+/// `budget` bytes (the caller's device memory).
+pub fn search_step_bytes(
+    cfg: &SearchConfig,
+    hyper: &DartsHyper,
+    batch: usize,
+    h: usize,
+    w: usize,
+    budget: Option<u64>,
+) -> Result<u64> {
+    cfg.validate()?;
+    check_reductions(cfg.layers, |i| cfg.is_reduction(i), h, w)?;
+    let edges = cfg
+        .edges()
+        .checked_mul(2)
+        .ok_or_else(|| exceeds("--nodes"))?; // two batches
+    let bound = lower_bound(
+        cfg.channels,
+        cfg.layers,
+        |i| cfg.is_reduction(i),
+        edges,
+        cfg.multiplier,
+        batch,
+        h,
+        w,
+    )
+    .ok_or_else(|| exceeds("size"))?;
+    if budget.is_some_and(|b| bound > b) {
+        return Ok(bound);
+    }
+    let be = Counting::new();
+    let net = SearchNetwork::new(&be, cfg.clone(), 0)?;
+    let mut darts = Darts::new(be.clone(), net, hyper.clone())?;
+    let data = zero_batch(batch, cfg.in_channels, h, w)?;
+    darts.stage(&data, &data)?;
+    be.reset()?;
+    darts.iteration_staged(hyper.lr_max)?;
+    Ok(be.snapshot()?.peak_live_bytes)
+}
+
+/// The lower bound of an evaluation network on `batch` images (one kept output per op of
+/// the genotype's cells).
+fn eval_bound(cfg: &EvalConfig, batch: usize, h: usize, w: usize) -> Result<u64> {
+    cfg.validate()?;
+    check_reductions(cfg.layers, |i| cfg.is_reduction(i), h, w)?;
+    let edges = cfg.genotype.normal.len().max(cfg.genotype.reduce.len());
+    let multiplier = cfg.genotype.normal_concat.len().max(1);
+    lower_bound(
+        cfg.channels,
+        cfg.layers,
+        |i| cfg.is_reduction(i),
+        edges,
+        multiplier,
+        batch,
+        h,
+        w,
+    )
+    .ok_or_else(|| exceeds("size"))
+}
+
+/// Peak bytes of one training step of the evaluation network (forward with the auxiliary
+/// head if any, backward, SGD), weights and momentum included; the lower bound alone when it
+/// already passes `budget`.
+pub fn train_step_bytes(
+    cfg: &EvalConfig,
+    hyper: &TrainHyper,
+    batch: usize,
+    h: usize,
+    w: usize,
+    budget: Option<u64>,
+) -> Result<u64> {
+    let bound = eval_bound(cfg, batch, h, w)?;
+    if budget.is_some_and(|b| bound > b) {
+        return Ok(bound);
+    }
+    let be = Counting::new();
+    let net = super::eval_model::EvalNetwork::new(&be, cfg.clone(), 0)?;
+    let mut trainer = Trainer::new(be.clone(), net, hyper.clone())?;
+    let data =
+        DeviceBatch::from_batch(&be, &zero_batch(batch, cfg.in_channels, h, w)?, cfg.classes)?;
+    be.reset()?;
+    trainer.step(&data, hyper.lr_max, hyper.drop_path, &mut Rng::new(0))?;
+    Ok(be.snapshot()?.peak_live_bytes)
+}
+
+/// Peak bytes of evaluating the network on one batch (eval mode, no gradients); the lower
+/// bound alone when it already passes `budget`.
+pub fn eval_bytes(
+    cfg: &EvalConfig,
+    batch: usize,
+    h: usize,
+    w: usize,
+    budget: Option<u64>,
+) -> Result<u64> {
+    let bound = eval_bound(cfg, batch, h, w)?;
+    if budget.is_some_and(|b| bound > b) {
+        return Ok(bound);
+    }
+    let be = Counting::new();
+    let mut net = super::eval_model::EvalNetwork::new(&be, cfg.clone(), 0)?;
+    let data =
+        DeviceBatch::from_batch(&be, &zero_batch(batch, cfg.in_channels, h, w)?, cfg.classes)?;
+    be.reset()?;
+    eval_logits(&be, &mut net, &data.images)?;
+    Ok(be.snapshot()?.peak_live_bytes)
+}
+
+/// What a device holds beyond the counted tensors, as a factor on the counted peak. On the
+/// CPU the allocator's free lists and the ops' scratch: measured peak RSS over the counted
+/// peak of a first-order DARTS iteration (C=4, batch 32, 28x28, 2026-12-01) was 1.36 at 5
+/// cells, 1.22 at 20 and 1.19 at 50. On CUDA the pool's fragmentation and cuBLAS's workspace:
+/// not measured on a GPU yet, so the CPU's larger figure stands in.
+pub const MEMORY_OVERHEAD: f64 = 1.4;
+
+/// Refuses `need` counted bytes (times [`MEMORY_OVERHEAD`]) on `device` when they pass what
+/// it has: one line with the requested configuration (`request`), the estimate and the
+/// device's memory.
+pub fn check_fits(request: &str, need: u64, available: Option<u64>, device: &str) -> Result<()> {
+    let need = (need as f64 * MEMORY_OVERHEAD) as u64;
+    match available {
+        Some(have) if need > have => Err(Error::invalid(
+            "size",
+            format!(
+                "{request} needs about {} (estimated), but {device} has {} available; use \
+                 fewer --channels or --layers or a smaller --batch",
+                human_bytes(need),
+                human_bytes(have)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `1.5 GiB`, `320.0 MiB`, `12 B`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = b as f64;
+    if v < 1024.0 {
+        return format!("{b} B");
+    }
+    let mut unit = "B";
+    for u in UNITS {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_picks_the_unit() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn reductions_need_even_sides() {
+        let red = |i: usize| i == 1 || i == 3;
+        assert!(check_reductions(5, red, 28, 28).is_ok());
+        assert!(check_reductions(5, red, 32, 32).is_ok());
+        for (h, w) in [(1, 1), (3, 3), (6, 6), (28, 27)] {
+            let e = check_reductions(5, red, h, w).unwrap_err().to_string();
+            assert!(e.contains(&format!("{h}x{w} images")), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_estimate_is_at_least_the_bound_and_grows_with_the_batch() {
+        let cfg = SearchConfig::darts(4, 5, 10, 1);
+        let hyper = DartsHyper::default();
+        let small = search_step_bytes(&cfg, &hyper, 8, 28, 28, None).unwrap();
+        let big = search_step_bytes(&cfg, &hyper, 32, 28, 28, None).unwrap();
+        let bound = lower_bound(
+            4,
+            5,
+            |i| cfg.is_reduction(i),
+            2 * cfg.edges(),
+            4,
+            32,
+            28,
+            28,
+        );
+        assert!(
+            big > small && bound.is_some_and(|b| big >= b),
+            "{small} {big} {bound:?}"
+        );
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_without_building() {
+        let hyper = DartsHyper::default();
+        for (c, l, nodes) in [
+            (usize::MAX, 5, 4),
+            (1 << 32, 5, 4),
+            (4, 1_000_000, 4),
+            (4, 5, 100_000),
+        ] {
+            let mut cfg = SearchConfig::darts(c, l, 10, 1);
+            cfg.steps = nodes;
+            cfg.multiplier = nodes;
+            let r = search_step_bytes(&cfg, &hyper, 32, 28, 28, Some(1 << 40));
+            match r {
+                Ok(need) => assert!(need > 1 << 40, "C={c} L={l} nodes {nodes}: {need}"),
+                Err(e) => assert!(e.to_string().contains("overflows"), "{e}"),
+            }
+        }
+    }
+}
