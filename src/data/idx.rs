@@ -22,28 +22,91 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads a whole file, gunzipping it if it starts with the gzip magic.
+/// Deflate cannot expand data more than about 1032:1, so a gzip file of `k` bytes holds at
+/// most `k * MAX_GZIP_RATIO` bytes: a header claiming more is rejected before decompressing.
+const MAX_GZIP_RATIO: usize = 1032;
+
+/// Reads a whole file, gunzipping it if it starts with the gzip magic. The output is not
+/// bounded (deflate expands up to ~1000x); IDX files go through `read_idx`, which is.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+    if is_gzip(&raw) {
         let mut out = Vec::new();
         MultiGzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| Error::bad_file(path, format!("corrupt or truncated gzip data: {e}")))?;
+            .map_err(|e| Error::bad_file(path, gzip_error(e)))?;
         Ok(out)
     } else {
         Ok(raw)
     }
 }
 
-/// Parses an IDX file of unsigned bytes, checking that the data is exactly as long as the
-/// header declares.
-pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let bytes = read_maybe_gz(path)?;
-    parse_idx(&bytes).map_err(|detail| Error::bad_file(path, detail))
+fn is_gzip(raw: &[u8]) -> bool {
+    raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b
 }
 
-fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
+fn gzip_error(e: std::io::Error) -> String {
+    format!("corrupt or truncated gzip data: {e}")
+}
+
+/// Parses an IDX file of unsigned bytes, checking that the data is exactly as long as the
+/// header declares. A gzipped file is decompressed only as far as its header says it goes,
+/// so a small hostile file cannot expand into gigabytes.
+pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let parsed = if is_gzip(&raw) {
+        gunzip_idx(&raw)
+    } else {
+        parse_idx(&raw)
+    };
+    parsed.map_err(|detail| Error::bad_file(path, detail))
+}
+
+/// Appends from `r` to `out` until `out` holds `len` bytes or the stream ends.
+fn read_up_to(r: &mut impl Read, out: &mut Vec<u8>, len: usize) -> std::result::Result<(), String> {
+    let want = len.saturating_sub(out.len()) as u64;
+    r.take(want).read_to_end(out).map_err(gzip_error)?;
+    Ok(())
+}
+
+fn gunzip_idx(raw: &[u8]) -> std::result::Result<IdxArray, String> {
+    let mut dec = MultiGzDecoder::new(raw);
+    let mut out = Vec::new();
+    read_up_to(&mut dec, &mut out, 4)?;
+    if out.len() == 4 {
+        let header = 4 + 4 * out[3] as usize;
+        read_up_to(&mut dec, &mut out, header)?;
+    }
+    let head = parse_header(&out)?;
+    let limit = raw.len().saturating_mul(MAX_GZIP_RATIO);
+    if head.data_len > limit {
+        return Err(format!(
+            "header {:?} declares {} data bytes, more than a {}-byte gzip file can hold",
+            head.dims,
+            head.data_len,
+            raw.len()
+        ));
+    }
+    // One byte more than declared tells "too long" from "exactly right".
+    let total = head.len.saturating_add(head.data_len);
+    read_up_to(&mut dec, &mut out, total + 1)?;
+    if out.len() > total {
+        return Err(format!(
+            "the gzip data goes on past the {} data bytes header {:?} declares",
+            head.data_len, head.dims
+        ));
+    }
+    parse_idx(&out)
+}
+
+/// An IDX header: the dimensions, its own length and the data bytes it declares.
+struct IdxHeader {
+    dims: Vec<usize>,
+    len: usize,
+    data_len: usize,
+}
+
+fn parse_header(bytes: &[u8]) -> std::result::Result<IdxHeader, String> {
     if bytes.len() < 4 {
         return Err(format!(
             "{} bytes is too short for an IDX header",
@@ -57,24 +120,38 @@ fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
         ));
     }
     let ndim = bytes[3] as usize;
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
+    let len = 4 + 4 * ndim;
+    if bytes.len() < len {
         return Err(format!(
-            "truncated header: {ndim} dimensions need {header} bytes, file has {}",
+            "truncated header: {ndim} dimensions need {len} bytes, file has {}",
             bytes.len()
         ));
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|d| {
-            let o = 4 + 4 * d;
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-        })
+    let dims: Vec<usize> = bytes[4..len]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let expected = dims
+    // With a zero dimension the product is 0 whatever the others are, but the others still
+    // describe a shape (an image size) later code multiplies: all must multiply safely.
+    let data_len = dims
         .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
+        .map(|all| if dims.contains(&0) { 0 } else { all })
         .ok_or_else(|| format!("header dimensions {dims:?} overflow"))?;
-    let have = bytes.len() - header;
+    Ok(IdxHeader {
+        dims,
+        len,
+        data_len,
+    })
+}
+
+fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
+    let IdxHeader {
+        dims,
+        len,
+        data_len: expected,
+    } = parse_header(bytes)?;
+    let have = bytes.len() - len;
     if have < expected {
         return Err(format!(
             "truncated: header {dims:?} declares {expected} data bytes, file has {have}"
@@ -88,7 +165,7 @@ fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
     }
     Ok(IdxArray {
         dims,
-        data: bytes[header..].to_vec(),
+        data: bytes[len..].to_vec(),
     })
 }
 
@@ -116,10 +193,17 @@ pub fn load_idx_pair(
             ))
         }
     };
+    // parse_header checked that the dimensions multiply without overflow.
     if c * h * w == 0 {
         return Err(Error::bad_file(
             images_path,
             format!("empty image shape {:?}", images.dims),
+        ));
+    }
+    if n == 0 {
+        return Err(Error::bad_file(
+            images_path,
+            format!("no images (header {:?})", images.dims),
         ));
     }
     let labels = read_idx(labels_path)?;
@@ -195,28 +279,36 @@ pub fn find_idx_file(dir: &Path, stem: &str) -> Result<PathBuf> {
 
 /// Loads MNIST-layout train and test sets from `dir` (the four standard file names).
 pub fn load_mnist_dir(dir: &Path, name: &str, mean: f32, std: f32) -> Result<(Dataset, Dataset)> {
+    let train_images = find_idx_file(dir, "train-images-idx3-ubyte")?;
     let train = load_idx_pair(
         &format!("{name}/train"),
-        &find_idx_file(dir, "train-images-idx3-ubyte")?,
+        &train_images,
         &find_idx_file(dir, "train-labels-idx1-ubyte")?,
         MNIST_CLASSES,
         mean,
         std,
     )?;
+    let test_images = find_idx_file(dir, "t10k-images-idx3-ubyte")?;
     let test = load_idx_pair(
         &format!("{name}/test"),
-        &find_idx_file(dir, "t10k-images-idx3-ubyte")?,
+        &test_images,
         &find_idx_file(dir, "t10k-labels-idx1-ubyte")?,
         MNIST_CLASSES,
         mean,
         std,
     )?;
     if (train.c, train.h, train.w) != (test.c, test.h, test.w) {
-        return Err(Error::invalid(
-            format!("{name} in {}", dir.display()),
+        return Err(Error::bad_file(
+            &test_images,
             format!(
-                "train images are {}x{}x{} but test images are {}x{}x{}",
-                train.c, train.h, train.w, test.c, test.h, test.w
+                "{name} test images are {}x{}x{} but the train images ({}) are {}x{}x{}",
+                test.c,
+                test.h,
+                test.w,
+                train_images.display(),
+                train.c,
+                train.h,
+                train.w
             ),
         ));
     }

@@ -69,20 +69,22 @@ impl Dataset {
         let name = name.into();
         let what = || format!("dataset {name}");
         let n = labels.len();
-        let sample = c * h * w;
+        let sample = c
+            .checked_mul(h)
+            .and_then(|ch| ch.checked_mul(w))
+            .ok_or_else(|| Error::invalid(what(), format!("image shape {c}x{h}x{w} overflows")))?;
         if sample == 0 {
             return Err(Error::invalid(
                 what(),
                 format!("empty image shape {c}x{h}x{w}"),
             ));
         }
-        if images.len() != n * sample {
+        if n.checked_mul(sample) != Some(images.len()) {
             return Err(Error::invalid(
                 what(),
                 format!(
-                    "{} pixel bytes for {n} labels of {c}x{h}x{w} images (expected {})",
+                    "{} pixel bytes for {n} labels of {c}x{h}x{w} images (expected {n} x {sample})",
                     images.len(),
-                    n * sample
                 ),
             ));
         }
