@@ -9,32 +9,12 @@
 
 use crate::autograd::Precision;
 use crate::backend::{Backend, PeakMemory};
-use crate::bench_model::{model_darts, DartsModel, DeviceRates};
-use crate::data::Batch;
+use crate::bench_model::{model_darts, random_batch, DartsBenchConfig, DartsModel, DeviceRates};
 use crate::error::Result;
 use crate::nas::darts::{Darts, DartsHyper, DeviceBatch};
 use crate::nas::{SearchConfig, SearchNetwork};
 use crate::rng::Rng;
 use serde::Serialize;
-
-#[derive(Clone, Debug, Serialize)]
-pub struct DartsBenchConfig {
-    pub channels: usize,
-    pub layers: usize,
-    pub batch: usize,
-    pub size: usize,
-    pub in_channels: usize,
-    pub classes: usize,
-    pub warmup: usize,
-    pub steps: usize,
-    pub seed: u64,
-    /// Size of the buffer the copy bandwidth is measured with (0 = not measured).
-    pub copy_mib: usize,
-    /// Capture the steps in graphs and time their replays, where the device has graphs.
-    pub graphs: bool,
-    /// How saved activations are stored (`--activations`).
-    pub activations: Precision,
-}
 
 /// One timed phase: median, spread and samples in seconds, and the device's peak memory
 /// over the phase (warm-up included), where the device can measure it.
@@ -84,19 +64,6 @@ pub fn median(v: &[f64]) -> f64 {
         0 => f64::NAN,
         n if n % 2 == 1 => s[n / 2],
         n => 0.5 * (s[n / 2 - 1] + s[n / 2]),
-    }
-}
-
-/// A batch of standard-normal images and uniform labels, on the host.
-pub(crate) fn random_batch(rng: &mut Rng, c: &DartsBenchConfig) -> Batch {
-    let n = c.batch * c.in_channels * c.size * c.size;
-    Batch {
-        images: (0..n).map(|_| rng.normal() as f32).collect(),
-        labels: (0..c.batch).map(|_| rng.below(c.classes) as u32).collect(),
-        n: c.batch,
-        c: c.in_channels,
-        h: c.size,
-        w: c.size,
     }
 }
 

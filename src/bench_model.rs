@@ -6,13 +6,48 @@
 //! rates: `max(bytes / bandwidth, FLOPs / rate)`, and `op calls * launch cost` for an
 //! op-by-op (uncaptured) schedule.
 
+use crate::autograd::Precision;
 use crate::backend::counting::{CountSnapshot, Counting};
-use crate::bench::{random_batch, DartsBenchConfig};
+use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::nas::darts::{Darts, DartsHyper};
 use crate::nas::{SearchConfig, SearchNetwork};
 use crate::rng::Rng;
 use serde::Serialize;
+
+/// The DARTS step a benchmark times (`bench`) and this model counts: the supernet's size,
+/// the batch, and how the timing runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct DartsBenchConfig {
+    pub channels: usize,
+    pub layers: usize,
+    pub batch: usize,
+    pub size: usize,
+    pub in_channels: usize,
+    pub classes: usize,
+    pub warmup: usize,
+    pub steps: usize,
+    pub seed: u64,
+    /// Size of the buffer the copy bandwidth is measured with (0 = not measured).
+    pub copy_mib: usize,
+    /// Capture the steps in graphs and time their replays, where the device has graphs.
+    pub graphs: bool,
+    /// How saved activations are stored (`--activations`).
+    pub activations: Precision,
+}
+
+/// A batch of standard-normal images and uniform labels, on the host.
+pub(crate) fn random_batch(rng: &mut Rng, c: &DartsBenchConfig) -> Batch {
+    let n = c.batch * c.in_channels * c.size * c.size;
+    Batch {
+        images: (0..n).map(|_| rng.normal() as f32).collect(),
+        labels: (0..c.batch).map(|_| rng.below(c.classes) as u32).collect(),
+        n: c.batch,
+        c: c.in_channels,
+        h: c.size,
+        w: c.size,
+    }
+}
 
 /// Device rates the floors are computed at (defaults: an H200, f32 without tensor cores).
 #[derive(Clone, Copy, Debug, Serialize)]

@@ -9,7 +9,8 @@
 //! - [`optim`]: SGD, Adam, gradient clipping and the cosine schedule.
 //! - [`nas`]: the DARTS search space, supernet, genotype and search strategy.
 //! - [`data`]: dataset readers (CIFAR-10, MNIST IDX), augmentation, batch iterators.
-//! - [`io`], [`report`], [`bench`]: atomic files and checkpoints, SVG pictures, timing.
+//! - [`io`]: atomic files and checkpoints; [`device`]: opening a backend by name.
+//! - [`bench_model`], [`bench`](mod@bench): a DARTS step counted (cost model), then timed.
 //! - [`host`]: what the machine has (available memory, peak resident set).
 
 pub mod autograd;
@@ -23,9 +24,7 @@ pub mod host;
 pub mod io;
 pub mod nas;
 pub mod optim;
-pub mod report;
 pub mod rng;
-pub mod selftest;
 pub mod shape;
 pub mod tensor;
 

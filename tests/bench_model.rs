@@ -3,7 +3,7 @@
 
 use nasrs::autograd::{Precision, Tape};
 use nasrs::backend::counting::{Counting, ELEM_BYTES};
-use nasrs::bench::DartsBenchConfig;
+use nasrs::bench_model::DartsBenchConfig;
 use nasrs::bench_model::{format_model, model_darts, DeviceRates};
 use nasrs::nas::{SearchConfig, SearchNetwork};
 use nasrs::{Backend, Conv2dSpec, Tensor};

@@ -9,8 +9,8 @@
 mod common;
 
 use common::{device_kind, DeviceKind};
+use nasrs::backend::selftest::{all_passed, format_table, max_error, run_parity, ParityRow, TOL};
 use nasrs::device::{resolve, DeviceChoice};
-use nasrs::selftest::{all_passed, format_table, max_error, run_parity, ParityRow, TOL};
 use nasrs::Backend;
 
 /// Every trait method that computes something; each must appear in the parity rows.

@@ -10,9 +10,9 @@ mod common;
 
 use common::host_batch;
 use nasrs::backend::cuda::{sim_launch_counts, Cuda};
+use nasrs::backend::selftest::{all_passed, format_table, run_parity};
 use nasrs::nas::darts::{Darts, DartsHyper};
 use nasrs::nas::{SearchConfig, SearchNetwork};
-use nasrs::selftest::{all_passed, format_table, run_parity};
 use nasrs::Rng;
 
 #[test]

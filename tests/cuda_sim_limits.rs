@@ -89,5 +89,5 @@ fn large_padded_outputs_inside_the_limits_still_run() {
         .expect("sim conv");
     let got = d.download(&got).expect("download");
     assert_eq!(got.len(), want.len());
-    assert!(nasrs::selftest::max_error(&got, &want) < 1e-4);
+    assert!(nasrs::backend::selftest::max_error(&got, &want) < 1e-4);
 }

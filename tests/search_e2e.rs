@@ -319,7 +319,7 @@ fn cli_search_on_cuda_sim_matches_the_cpu() {
     let (s, c) = (metric_outputs(&sim), metric_outputs(&cpu));
     for cell in ["alphas_normal", "alphas_reduce"] {
         let name = format!("0.{cell}");
-        let e = nasrs::selftest::max_error(
+        let e = nasrs::backend::selftest::max_error(
             s.get(&name).expect("alphas"),
             c.get(&name).expect("alphas"),
         );

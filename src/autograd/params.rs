@@ -165,18 +165,23 @@ impl<B: Backend> ParamStore<B> {
             let t = tensors
                 .get(&name)
                 .ok_or_else(|| Error::bad_file(path, format!("missing tensor {name}")))?;
-            let v: Vec<B::Elem> = t
-                .data
-                .iter()
-                .map(|&x| B::Elem::from_f64(x as f64))
-                .collect();
-            self.set(
-                ParamId(i),
-                Tensor::from_host(backend, &v, t.shape.as_slice())?,
-            )
-            .map_err(|e| Error::bad_file(path, e.to_string()))?;
+            self.set_host(backend, ParamId(i), t)
+                .map_err(|e| Error::bad_file(path, e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Replaces tensor `id` with the host tensor `t` (uploaded as this backend's elements),
+    /// checking the shape is unchanged; the error names the tensor.
+    pub fn set_host(&mut self, backend: &B, id: ParamId, t: &HostTensor) -> Result<()> {
+        let v: Vec<B::Elem> = t
+            .data
+            .iter()
+            .map(|&x| B::Elem::from_f64(x as f64))
+            .collect();
+        let value = Tensor::from_host(backend, &v, t.shape.as_slice())
+            .map_err(|e| Error::invalid(self.names[id.0].clone(), e.to_string()))?;
+        self.set(id, value)
     }
 
     /// PyTorch's `{bn}.num_batches_tracked` (= `count`) for every `{bn}.running_mean` in

@@ -772,7 +772,7 @@ impl<B: Backend> Tape<B> {
 
     // ---- dense layers and loss ------------------------------------------------------------------------
 
-    /// `x W^T + b`: x [n, in], w [out, in], b [out].
+    /// `x W^T + b`: x `[n, in]`, w `[out, in]`, b `[out]`.
     pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
         let (n, in_f) = self.shape(x).matrix("linear")?;
         let (out_f, w_in) = self.shape(w).matrix("linear")?;
@@ -819,7 +819,7 @@ impl<B: Backend> Tape<B> {
         ))
     }
 
-    /// Mean softmax cross-entropy of logits [n, k] against device `labels`; a [1] loss.
+    /// Mean softmax cross-entropy of logits `[n, k]` against device `labels`; a `[1]` loss.
     pub fn softmax_cross_entropy(&mut self, logits: Var, labels: &Arc<B::Labels>) -> Result<Var> {
         let (n, k) = self.shape(logits).matrix("softmax_cross_entropy")?;
         if n == 0 {

@@ -442,7 +442,7 @@ impl Backend for Counting {
         self.unary("fill", 0, &[], len)
     }
     fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<CountLabels> {
-        crate::backend::cpu::check_labels(labels, labels.len(), classes)?;
+        crate::backend::check_labels(labels, labels.len(), classes)?;
         self.h2d("upload_labels", u(labels.len()) * 4)?;
         Ok(CountLabels { len: labels.len() })
     }
@@ -452,7 +452,7 @@ impl Backend for Counting {
         labels: &[u32],
         classes: usize,
     ) -> Result<()> {
-        crate::backend::cpu::check_labels(labels, dst.len, classes)?;
+        crate::backend::check_labels(labels, dst.len, classes)?;
         self.h2d("upload_labels_into", u(labels.len()) * 4)
     }
     fn labels_len(&self, labels: &CountLabels) -> usize {

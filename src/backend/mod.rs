@@ -24,13 +24,16 @@
 //! - Shapes are validated by the caller (`autograd::Tape`) before it reaches a backend, but a
 //!   backend still returns `Error::Shape` rather than panic if lengths disagree.
 
+pub mod checks;
 pub mod counting;
 pub mod cpu;
 pub mod element;
+pub mod selftest;
 
 #[cfg(any(feature = "cuda", feature = "cuda-sim"))]
 pub mod cuda;
 
+pub use checks::{check_labels, check_mixed_op, same_count, softmax};
 pub use element::Element;
 
 use crate::error::Result;
@@ -429,7 +432,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn shift_crop_bwd(&self, dy: &Self::Storage, x_dims: Nchw) -> Result<Self::Storage>;
 
     // ---- dense layers and loss -----------------------------------------------------------------
-    /// `y = x W^T + b`: x [n, in], w [out, in], b [out].
+    /// `y = x W^T + b`: x `[n, in]`, w `[out, in]`, b `[out]`.
     fn linear_fwd(
         &self,
         x: &Self::Storage,
@@ -451,7 +454,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         out_f: usize,
         with_bias: bool,
     ) -> Result<(Self::Storage, Self::Storage, Option<Self::Storage>)>;
-    /// Mean softmax cross-entropy over the batch: returns (loss [1], probabilities [n, k]).
+    /// Mean softmax cross-entropy over the batch: returns (loss `[1]`, probabilities `[n, k]`).
     fn softmax_cross_entropy_fwd(
         &self,
         logits: &Self::Storage,
@@ -603,17 +606,6 @@ pub trait Backend: Clone + Send + Sync + 'static {
     }
 }
 
-/// The tensor lists of a multi-tensor op must be equally long (a shape error naming `op`).
-pub fn same_count(op: &'static str, n: usize, others: &[usize]) -> Result<()> {
-    if let Some(m) = others.iter().find(|&&m| m != n) {
-        return Err(crate::error::Error::shape(
-            op,
-            format!("tensor lists of {n} and {m} entries"),
-        ));
-    }
-    Ok(())
-}
-
 /// The values of [`norm_scalars`] for a global norm (shared by every device's
 /// `grad_norm_scalars`, so the clip rule is written once). A NaN norm gives NaN for all
 /// three (PyTorch's `clamp(max=1)` keeps a NaN coefficient; `f64::min` would make it 1).
@@ -622,31 +614,4 @@ pub fn norm_scalar_values(norm: f64, max_norm: f64) -> [f64; norm_scalars::LEN] 
     let coef = max_norm / (norm + 1e-6);
     let coef = if coef > 1.0 { 1.0 } else { coef };
     [norm, inv, coef]
-}
-
-/// Checks a MixedOp call by its lengths, the same on every device: one alpha per input, at
-/// least one present input (`None` is an absent, all-zero one), each of `len` elements.
-pub fn check_mixed_op(
-    op: &'static str,
-    input_lens: impl IntoIterator<Item = Option<usize>>,
-    alpha_len: usize,
-    len: usize,
-) -> Result<()> {
-    let lens: Vec<Option<usize>> = input_lens.into_iter().collect();
-    let wrong = |what: &str, got: usize, want: usize| {
-        crate::error::Error::shape(op, format!("{what} has {got} elements, expected {want}"))
-    };
-    if alpha_len != lens.len() {
-        return Err(wrong("alpha", alpha_len, lens.len()));
-    }
-    if lens.iter().all(Option::is_none) {
-        return Err(crate::error::Error::shape(
-            op,
-            format!("all {} inputs are absent (zero)", lens.len()),
-        ));
-    }
-    match lens.iter().flatten().find(|&&l| l != len) {
-        Some(&bad) => Err(wrong("op output", bad, len)),
-        None => Ok(()),
-    }
 }

@@ -10,8 +10,24 @@
 //!   differences `(grad_alpha L_train(w + eps v) - grad_alpha L_train(w - eps v)) / 2 eps`
 //!   with `v = grad_w' L_val` and `eps = 0.01 / ||v||` (`hvp_radius`).
 //!
-//! Architecture-step forwards use batch statistics but leave the BN running statistics
-//! alone; only weight steps update them.
+//! Architecture-step forwards use batch statistics but, by default, leave the BN running
+//! statistics alone; only weight steps update them (one forward per iteration). PyTorch's
+//! DARTS updates them in every training-mode forward of the real network: 2 per first-order
+//! iteration (validation batch, then training batch), 4 per second-order one (training batch
+//! at w, at w + R v and at w - R v, then the weight step; the unrolled forward runs on a copy).
+//! `DartsHyper::arch_step_updates_bn` does the same. Either way the search itself (weights,
+//! alphas, losses) is bit for bit the same, since training-mode BN normalises with batch
+//! statistics; only the running statistics (eval-mode validation, the checkpoint) and
+//! `num_batches_tracked` differ. The default keeps them an average over the training half at
+//! the current weights, not over the validation half and the perturbed weights w +- R v,
+//! which no network is ever evaluated with.
+//!
+//! The step API: [`Darts::iteration`] (host batches: staged, captured on a GPU) or, on
+//! device batches run directly, [`Darts::arch_step`] / [`Darts::arch_step_report`] (the
+//! architecture step, the report exposing the unrolled gradient, R and the implicit term) and
+//! [`Darts::weight_step`]; [`Darts::iteration_report`] is both in `iteration`'s order. Every
+//! step takes `lr`, the weight learning rate of the current epoch
+//! ([`DartsHyper::lr_at`]); the alphas' Adam uses `DartsHyper::arch_lr`.
 //!
 //! `DartsHyper::activations` picks how every step's tape keeps saved activations (f32, or
 //! bf16 storage with f32 arithmetic; see `autograd::Tape::release_activations`), the staged
@@ -36,15 +52,29 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The DARTS paper's search hyper-parameters (defaults from its CIFAR-10 search).
+///
+/// Which learning rate a step uses: the weight steps (and the unrolled step's `xi`) use the
+/// `lr` passed to each step ([`Darts::iteration`], [`Darts::weight_step`], ...), which a
+/// search run sets per epoch to [`DartsHyper::lr_at`]: the cosine schedule from `lr_max`
+/// (epoch 0) down towards `lr_min`. No step reads `lr_max` or `lr_min` itself. The alphas'
+/// Adam always uses `arch_lr`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DartsHyper {
+    /// The weights' learning rate at epoch 0: the start of the cosine schedule (`--lr`).
     pub lr_max: f64,
+    /// Where the cosine schedule ends (reached after the last epoch).
     pub lr_min: f64,
+    /// SGD momentum of the weights.
     pub momentum: f64,
+    /// SGD (L2) weight decay of the weights.
     pub weight_decay: f64,
+    /// The weight gradient's global norm is clipped to this in every weight step.
     pub grad_clip: f64,
+    /// Adam's learning rate for the alphas, constant: what every architecture step uses
+    /// (`--arch-lr`).
     pub arch_lr: f64,
     pub arch_betas: (f64, f64),
+    /// Adam's L2 weight decay of the alphas.
     pub arch_weight_decay: f64,
     /// 1 = first order, 2 = second order (unrolled).
     pub order: u8,
@@ -54,6 +84,33 @@ pub struct DartsHyper {
     /// (`--activations`; f32 when absent from an older config).
     #[serde(default)]
     pub activations: Precision,
+    /// Whether the architecture step's training-mode forwards update the BN running
+    /// statistics and `num_batches_tracked`, as PyTorch's DARTS does (1 forward per first-order
+    /// step, 3 per second-order one; see [`DartsHyper::arch_step_bn_forwards`]). Off by
+    /// default (and when absent from an older config): only weight steps update them; why in
+    /// the module docs. Weights, alphas and losses are the same either way.
+    #[serde(default)]
+    pub arch_step_updates_bn: bool,
+}
+
+impl DartsHyper {
+    /// The weights' learning rate for `epoch` of `epochs` (from 0): the cosine schedule
+    /// from `lr_max` to `lr_min` (PyTorch's `CosineAnnealingLR`), what a search run passes to
+    /// every step of that epoch.
+    pub fn lr_at(&self, epoch: usize, epochs: usize) -> f64 {
+        crate::optim::cosine_lr(self.lr_max, self.lr_min, epoch, epochs)
+    }
+
+    /// How many forwards of one architecture step update the BN running statistics: 0
+    /// unless `arch_step_updates_bn`, then 1 (first order: the validation batch) or 3
+    /// (second order: the training batch at w, w + R v and w - R v). A weight step adds 1.
+    pub fn arch_step_bn_forwards(&self) -> u64 {
+        match (self.arch_step_updates_bn, self.order) {
+            (false, _) => 0,
+            (true, 1) => 1,
+            (true, _) => 3,
+        }
+    }
 }
 
 impl Default for DartsHyper {
@@ -70,8 +127,86 @@ impl Default for DartsHyper {
             order: 1,
             hvp_radius: 0.01,
             activations: Precision::F32,
+            arch_step_updates_bn: false,
         }
     }
+}
+
+/// What one architecture step computed, in the terms of PyTorch DARTS' `Architect`
+/// (`architect.py`). Alpha tensors are per-edge rows in `net.arch` order (PyTorch's
+/// [edges, ops] view: `SearchNetwork::alpha_grad_table`), weight tensors in `net.weights`
+/// order.
+pub struct ArchStepReport<B: Backend> {
+    /// The validation batch's loss and correct count (at the unrolled weights w' for the
+    /// second order).
+    pub stats: StepStats,
+    /// The weight learning rate the step was given: the unrolled step's `xi` (PyTorch's
+    /// `eta`).
+    pub xi: f64,
+    /// The learning rate Adam stepped the alphas with (`DartsHyper::arch_lr`); `None` when
+    /// only the gradient was computed ([`Darts::arch_gradient_report`]).
+    pub arch_lr: Option<f64>,
+    /// The architecture gradient Adam takes: `grad_alpha L_val(w, alpha)` (first order), or
+    /// `unrolled.dalpha - xi * unrolled.implicit` (second order; computed as one expression on
+    /// the device, so the sum of the parts may differ from it in the last bit).
+    pub dalpha: Vec<Tensor<B>>,
+    /// The second-order parts; `None` for the first order.
+    pub unrolled: Option<UnrolledParts<B>>,
+}
+
+/// The parts of the second-order architecture gradient (`_backward_step_unrolled`).
+pub struct UnrolledParts<B: Backend> {
+    /// `w' = w - xi (momentum * v + grad_w L_train(w) + wd * w)` (`_compute_unrolled_model`).
+    pub weights: ParamStore<B>,
+    /// `grad_alpha L_val(w', alpha)`: PyTorch's `dalpha` before the implicit term.
+    pub dalpha: Vec<Tensor<B>>,
+    /// `grad_w' L_val(w', alpha)`: PyTorch's `vector`.
+    pub dw: Vec<Tensor<B>>,
+    /// `||dw||`, the global L2 norm of `dw`.
+    pub dw_norm: f64,
+    /// The finite-difference step `R = hvp_radius / ||dw||` (0 when `||dw||` is 0, which
+    /// makes the implicit term 0).
+    pub r: f64,
+    /// `(grad_alpha L_train(w + R dw) - grad_alpha L_train(w - R dw)) / 2R`: PyTorch's
+    /// `implicit_grads` (`_hessian_vector_product`), before the factor `-xi`.
+    pub implicit: Vec<Tensor<B>>,
+}
+
+/// [`ArchStepReport`] and the weight step's statistics of one [`Darts::iteration_report`].
+pub struct IterationReport<B: Backend> {
+    /// The weight step's training-batch statistics.
+    pub weights: StepStats,
+    /// The architecture step, taken first.
+    pub arch: ArchStepReport<B>,
+}
+
+/// The second-order parts as the device left them (the norms not yet read).
+struct RawParts<B: Backend> {
+    weights: ParamStore<B>,
+    dalpha: Vec<Tensor<B>>,
+    dw: Vec<Tensor<B>>,
+    implicit: Vec<Tensor<B>>,
+    norms: B::Storage,
+}
+
+impl<B: Backend> RawParts<B> {
+    fn read(self, be: &B, radius: f64) -> Result<UnrolledParts<B>> {
+        let n = be.download(&self.norms)?;
+        Ok(UnrolledParts {
+            weights: self.weights,
+            dalpha: self.dalpha,
+            dw: self.dw,
+            dw_norm: n[norm_scalars::NORM].to_f64(),
+            r: radius * n[norm_scalars::INV_NORM].to_f64(),
+            implicit: self.implicit,
+        })
+    }
+}
+
+fn copy_all<B: Backend>(be: &B, ts: &[Tensor<B>]) -> Result<Vec<Tensor<B>>> {
+    ts.iter()
+        .map(|t| Ok(Tensor::new(be.copy(&t.buf)?, t.shape.clone())))
+        .collect()
 }
 
 /// One batch on the device: images [n, c, h, w] and their labels.
@@ -299,11 +434,29 @@ fn run_step<B: Backend>(
     }
 }
 
+/// The DARTS search strategy over a [`SearchNetwork`]: its two optimizers and the buffers of
+/// the staged (captured) steps. Embed it as
+///
+/// ```no_run
+/// # use nasrs::nas::darts::{Darts, DartsHyper, DeviceBatch};
+/// # use nasrs::nas::{SearchConfig, SearchNetwork};
+/// # fn f(train: DeviceBatch<nasrs::Cpu<f32>>, val: DeviceBatch<nasrs::Cpu<f32>>) -> nasrs::Result<()> {
+/// let be = nasrs::Cpu::<f32>::new();
+/// let net = SearchNetwork::new(&be, SearchConfig::default().channels(4).layers(5), 0)?;
+/// let mut darts = Darts::new(be.clone(), net, DartsHyper { order: 2, ..DartsHyper::default() })?;
+/// let lr = darts.hyper.lr_at(0, 50);
+/// let it = darts.iteration_report(&train, &val, lr)?;
+/// let r = it.arch.unrolled.as_ref().map(|u| u.r);
+/// let dalpha_normal = darts.net.alpha_grad_table(&be, &it.arch.dalpha, false)?; // [14, 8]
+/// # Ok(()) }
+/// ```
 pub struct Darts<B: Backend> {
     pub backend: B,
     pub net: SearchNetwork<B>,
     pub hyper: DartsHyper,
+    /// SGD of the weights (momentum buffers in `state`).
     pub weight_opt: Sgd<B>,
+    /// Adam of the alphas; [`Darts::apply_arch_gradient`] steps it.
     pub arch_opt: Adam<B>,
     /// Capture the staged steps (`iteration`, `weight_step_staged`) in graphs and replay
     /// them, where the device has graphs (a GPU). On by default; results are the same
@@ -316,6 +469,8 @@ pub struct Darts<B: Backend> {
 }
 
 impl<B: Backend> Darts<B> {
+    /// The strategy over `net` with fresh optimizers; an order other than 1 or 2 is an
+    /// error naming `--order`.
     pub fn new(backend: B, net: SearchNetwork<B>, hyper: DartsHyper) -> Result<Self> {
         if hyper.order != 1 && hyper.order != 2 {
             return Err(Error::invalid(
@@ -413,7 +568,8 @@ impl<B: Backend> Darts<B> {
     }
 
     /// Queues the architecture gradient for this order into `dalpha_out`. `lr` is the
-    /// current weight learning rate (the unrolled step's `xi`).
+    /// current weight learning rate (the unrolled step's `xi`). With `keep_parts` (direct
+    /// steps only) the second-order parts are kept too; the gradient is the same either way.
     fn queue_arch_gradient(
         &mut self,
         train: &DeviceBatch<B>,
@@ -421,7 +577,8 @@ impl<B: Backend> Darts<B> {
         lr: f64,
         out: &mut StepOutputs<B>,
         dalpha_out: &mut [Tensor<B>],
-    ) -> Result<()> {
+        keep_parts: bool,
+    ) -> Result<Option<RawParts<B>>> {
         let be = self.backend.clone();
         let store = |dalpha: Vec<Tensor<B>>, dst: &mut [Tensor<B>]| -> Result<()> {
             for (d, g) in dst.iter_mut().zip(&dalpha) {
@@ -429,16 +586,22 @@ impl<B: Backend> Darts<B> {
             }
             Ok(())
         };
+        // The forwards of the real network (not the unrolled copy's) update the running
+        // statistics if asked, as PyTorch's do.
+        let arch_mode = Mode {
+            update_running: self.hyper.arch_step_updates_bn,
+            ..Mode::ARCH_STEP
+        };
         if self.hyper.order == 1 {
-            let (_, ga) = self.loss_grads(val, Mode::ARCH_STEP, None, Some(out))?;
+            let (_, ga) = self.loss_grads(val, arch_mode, None, Some(out))?;
             let ga = ga.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?;
-            return store(ga, dalpha_out);
+            return store(ga, dalpha_out).map(|()| None);
         }
         // w' = w - xi (momentum * v + g + wd * w)
         let grad_only = Mode {
             grad_weights: true,
             grad_arch: false,
-            ..Mode::ARCH_STEP
+            ..arch_mode
         };
         let (g_train, _) = self.loss_grads(train, grad_only, None, None)?;
         let g_train = g_train.ok_or_else(|| Error::invalid("arch step", "no weight gradients"))?;
@@ -465,11 +628,15 @@ impl<B: Backend> Darts<B> {
             ..Mode::ARCH_STEP
         };
         let (dw, da) = self.loss_grads(val, both, Some(&unrolled), Some(out))?;
-        drop(unrolled);
+        let unrolled = keep_parts.then_some(unrolled);
         let (dw, mut dalpha) = (
             dw.ok_or_else(|| Error::invalid("arch step", "no weight gradients"))?,
             da.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
         );
+        let unrolled_dalpha = match keep_parts {
+            true => Some(copy_all(&be, &dalpha)?),
+            false => None,
+        };
         // eps = radius / ||dw|| stays on the device: the shifts scale dw by radius * (1 /
         // ||dw||), and the correction xi / (2 eps) = xi ||dw|| / (2 radius). A zero norm gives
         // zero shifts and a zero correction (the host rule "skip when ||dw|| = 0").
@@ -484,7 +651,7 @@ impl<B: Backend> Darts<B> {
             &norms,
             norm_scalars::INV_NORM,
         )?;
-        let (_, g_plus) = self.loss_grads(train, Mode::ARCH_STEP, Some(&w_plus), None)?;
+        let (_, g_plus) = self.loss_grads(train, arch_mode, Some(&w_plus), None)?;
         drop(w_plus);
         let w_minus = shifted(
             &be,
@@ -494,9 +661,9 @@ impl<B: Backend> Darts<B> {
             &norms,
             norm_scalars::INV_NORM,
         )?;
-        let (_, g_minus) = self.loss_grads(train, Mode::ARCH_STEP, Some(&w_minus), None)?;
+        let (_, g_minus) = self.loss_grads(train, arch_mode, Some(&w_minus), None)?;
         drop(w_minus);
-        drop(dw);
+        let dw = keep_parts.then_some(dw);
         let (g_plus, g_minus) = (
             g_plus.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
             g_minus.ok_or_else(|| Error::invalid("arch step", "no alpha gradients"))?,
@@ -512,11 +679,32 @@ impl<B: Backend> Darts<B> {
             be.axpy_scaled(buf, -c, norm(&norms), &gp.buf)?;
             be.axpy_scaled(buf, c, norm(&norms), &gm.buf)?;
         }
-        store(dalpha, dalpha_out)
+        store(dalpha, dalpha_out)?;
+        let (Some(weights), Some(dalpha), Some(dw)) = (unrolled, unrolled_dalpha, dw) else {
+            return Ok(None);
+        };
+        // implicit = (g+ - g-) / 2R = (g+ - g-) ||dw|| / (2 radius)
+        let mut implicit = Vec::with_capacity(g_plus.len());
+        for (gp, gm) in g_plus.iter().zip(&g_minus) {
+            let mut t = Tensor::zeros(&be, gp.shape.clone())?;
+            let buf = t.buf_mut("implicit gradient")?;
+            be.axpy_scaled(buf, 0.5 / radius, norm(&norms), &gp.buf)?;
+            be.axpy_scaled(buf, -0.5 / radius, norm(&norms), &gm.buf)?;
+            implicit.push(t);
+        }
+        Ok(Some(RawParts {
+            weights,
+            dalpha,
+            dw,
+            implicit,
+            norms: be.copy(&norms)?,
+        }))
     }
 
-    /// One SGD step of the weights on a training batch (clipped to `grad_clip`), run
-    /// directly (see `weight_step_staged` for the captured path).
+    /// One SGD step of the weights on a training batch (clipped to `grad_clip`) with
+    /// learning rate `lr` (the current epoch's, [`DartsHyper::lr_at`]), run directly (see
+    /// `weight_step_staged` for the captured path). Its forward updates the BN running
+    /// statistics. Returns the training batch's statistics (before the step).
     pub fn weight_step(&mut self, batch: &DeviceBatch<B>, lr: f64) -> Result<StepStats> {
         let mut out = StepOutputs::new(&self.backend, Some("gradient norm"))?;
         self.queue_weight_step(batch, lr, &mut out)?;
@@ -533,11 +721,42 @@ impl<B: Backend> Darts<B> {
     ) -> Result<(StepStats, Vec<Tensor<B>>)> {
         let mut out = StepOutputs::new(&self.backend, Some("unrolled validation gradient norm"))?;
         let mut dalpha = self.net.arch.zeros_like(&self.backend)?.into_tensors();
-        self.queue_arch_gradient(train, val, lr, &mut out, &mut dalpha)?;
+        self.queue_arch_gradient(train, val, lr, &mut out, &mut dalpha, false)?;
         Ok((out.read(&self.backend, "validation")?, dalpha))
     }
 
-    /// One Adam step of the alphas, run directly. Returns the validation-batch statistics.
+    /// The architecture gradient for this order with its parts (see [`ArchStepReport`]),
+    /// without stepping, run directly. `lr` is the current weight learning rate (`xi`). The
+    /// gradient is the one [`Self::arch_gradient`] gives, bit for bit; keeping the
+    /// second-order parts costs a copy of the weights and a few alpha-sized tensors.
+    pub fn arch_gradient_report(
+        &mut self,
+        train: &DeviceBatch<B>,
+        val: &DeviceBatch<B>,
+        lr: f64,
+    ) -> Result<ArchStepReport<B>> {
+        let be = self.backend.clone();
+        let mut out = StepOutputs::new(&be, Some("unrolled validation gradient norm"))?;
+        let mut dalpha = self.net.arch.zeros_like(&be)?.into_tensors();
+        let raw = self.queue_arch_gradient(train, val, lr, &mut out, &mut dalpha, true)?;
+        let stats = out.read(&be, "validation")?;
+        let unrolled = match raw {
+            Some(raw) => Some(raw.read(&be, self.hyper.hvp_radius)?),
+            None => None,
+        };
+        Ok(ArchStepReport {
+            stats,
+            xi: lr,
+            arch_lr: None,
+            dalpha,
+            unrolled,
+        })
+    }
+
+    /// One Adam step of the alphas (learning rate `DartsHyper::arch_lr`) from the
+    /// architecture gradient for this order, run directly; `lr` is the current weight
+    /// learning rate (the unrolled step's `xi`; unused by the first order). Returns the
+    /// validation-batch statistics. [`Self::arch_step_report`] returns the gradient too.
     pub fn arch_step(
         &mut self,
         train: &DeviceBatch<B>,
@@ -545,13 +764,50 @@ impl<B: Backend> Darts<B> {
         lr: f64,
     ) -> Result<StepStats> {
         let (stats, dalpha) = self.arch_gradient(train, val, lr)?;
+        self.apply_arch_gradient(&dalpha)?;
+        Ok(stats)
+    }
+
+    /// [`Self::arch_step`], returning the gradient it took and its parts (the unrolled
+    /// gradient, R, the implicit term): PyTorch's `architect.step`, bit for bit the same
+    /// alphas as `arch_step`.
+    pub fn arch_step_report(
+        &mut self,
+        train: &DeviceBatch<B>,
+        val: &DeviceBatch<B>,
+        lr: f64,
+    ) -> Result<ArchStepReport<B>> {
+        let mut report = self.arch_gradient_report(train, val, lr)?;
+        self.apply_arch_gradient(&report.dalpha)?;
+        report.arch_lr = Some(self.hyper.arch_lr);
+        Ok(report)
+    }
+
+    /// One Adam step of the alphas (learning rate `DartsHyper::arch_lr`) along `dalpha`, an
+    /// architecture gradient in `net.arch` order (e.g. [`ArchStepReport::dalpha`], or a
+    /// gradient computed elsewhere).
+    pub fn apply_arch_gradient(&mut self, dalpha: &[Tensor<B>]) -> Result<()> {
         self.arch_opt.step(
             &self.backend,
             &mut self.net.arch,
-            &dalpha,
+            dalpha,
             self.hyper.arch_lr,
-        )?;
-        Ok(stats)
+        )
+    }
+
+    /// A full DARTS iteration on device batches, run directly: [`Self::arch_step_report`]
+    /// on (`train`, `val`), then [`Self::weight_step`] on `train`, both at the weight
+    /// learning rate `lr`; the same order and the same results (bit for bit on the CPU) as
+    /// [`Self::iteration`], plus the architecture step's parts.
+    pub fn iteration_report(
+        &mut self,
+        train: &DeviceBatch<B>,
+        val: &DeviceBatch<B>,
+        lr: f64,
+    ) -> Result<IterationReport<B>> {
+        let arch = self.arch_step_report(train, val, lr)?;
+        let weights = self.weight_step(train, lr)?;
+        Ok(IterationReport { weights, arch })
     }
 
     /// Copies host batches into the device buffers the staged steps read (allocated on
@@ -573,7 +829,11 @@ impl<B: Backend> Darts<B> {
     }
 
     /// A full DARTS iteration on host batches: stages them, then the architecture step on
-    /// `val` and the weight step on `train`. Returns (weight-step, architecture-step) stats.
+    /// `val` (and `train`, second order) and the weight step on `train`, at the weight
+    /// learning rate `lr` (the current epoch's: [`DartsHyper::lr_at`]). On a device with
+    /// graphs each step is captured once and replayed. Returns (weight-step,
+    /// architecture-step) statistics; [`Self::iteration_report`] is the same on device
+    /// batches, run directly, with the architecture step's parts.
     pub fn iteration(
         &mut self,
         train: &Batch,
@@ -622,16 +882,22 @@ impl<B: Backend> Darts<B> {
         } = steps;
         let (train, val) = staged(train.as_ref(), val.as_ref())?;
         let (use_graphs, mut graph_error) = (self.use_graphs, self.graph_error.take());
+        let bn_before = self.net.bn_batches;
         let ran = run_step(
             &be,
             arch_graph,
             key,
             use_graphs,
             &mut graph_error,
-            &mut || self.queue_arch_gradient(train, val, lr, arch_out, arch_grads),
+            &mut || {
+                self.queue_arch_gradient(train, val, lr, arch_out, arch_grads, false)
+                    .map(|_| ())
+            },
         );
         self.graph_error = graph_error;
         ran?;
+        // A replayed graph runs no host code: count its running-statistics updates here.
+        self.net.bn_batches = bn_before + self.hyper.arch_step_bn_forwards();
         let stats = arch_out.read(&be, "validation")?;
         self.arch_opt
             .step(&be, &mut self.net.arch, arch_grads, self.hyper.arch_lr)?;
@@ -651,6 +917,7 @@ impl<B: Backend> Darts<B> {
             .as_ref()
             .ok_or_else(|| Error::invalid("weight step", "no staged batch (call stage first)"))?;
         let (use_graphs, mut graph_error) = (self.use_graphs, self.graph_error.take());
+        let bn_before = self.net.bn_batches;
         let ran = run_step(
             &be,
             weight_graph,
@@ -661,12 +928,14 @@ impl<B: Backend> Darts<B> {
         );
         self.graph_error = graph_error;
         ran?;
+        self.net.bn_batches = bn_before + 1;
         weight_out.read(&be, "training")
     }
 
     /// The key a graph of the staged steps is valid for: the learning rate and order it
     /// froze, every other hyper-parameter a captured kernel takes as an argument (weight
-    /// decay, momentum, gradient clip, the Hessian-vector radius, the optimizers' own), and
+    /// decay, momentum, gradient clip, the Hessian-vector radius, the optimizers' own) or
+    /// that changes what it records (`arch_step_updates_bn`), and
     /// the device address and length of every persistent buffer it touches (weights, BN
     /// statistics, alphas, optimizer state, staged batches, outputs): loading a checkpoint,
     /// re-staging, or changing a public hyper-parameter forces a new capture. Device
@@ -720,6 +989,7 @@ impl<B: Backend> Darts<B> {
         ] {
             v.to_bits().hash(&mut hyper);
         }
+        hy.arch_step_updates_bn.hash(&mut hyper);
         GraphKey {
             lr_bits: lr.to_bits(),
             order: self.hyper.order,

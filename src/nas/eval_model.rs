@@ -9,7 +9,8 @@
 //! (`cells.3._ops.2.op.1.weight`, `auxiliary_head.features.2.weight`), so `state_dict` /
 //! `load_state_dict` exchange checkpoints with PyTorch, `num_batches_tracked` included.
 
-use super::genotype::{Genotype, Primitive};
+use super::genotype::{Genotype, Primitive, PyGenotypes};
+use super::genotypes_builtin;
 use super::modules::{BatchNorm, Builder, CellInputs, Conv, Ctx, EdgeOp, Linear};
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::{Backend, Element};
@@ -60,27 +61,30 @@ impl EvalConfig {
 
     /// Reduction cells sit at L/3 and 2L/3 (as in the search network).
     pub fn is_reduction(&self, cell: usize) -> bool {
-        cell == self.layers / 3 || cell == 2 * self.layers / 3
+        super::sizing::reduction_cells(self.layers).contains(&cell)
     }
 
     /// The cell whose output feeds the auxiliary head.
     pub fn aux_cell(&self) -> usize {
-        2 * self.layers / 3
+        let r = super::sizing::reduction_cells(self.layers);
+        r.last().copied().unwrap_or(0)
     }
 
     /// Checks that `h x w` images pass every reduction cell and fit the auxiliary head,
     /// which (as in DARTS) assumes 8x8 features there: a 5x5/3 pool to 2x2, then a 2x2 conv
     /// to 1x1.
     pub fn check_image_size(&self, h: usize, w: usize) -> Result<()> {
-        super::sizing::check_reductions(self.layers, |i| self.is_reduction(i), h, w)?;
+        super::sizing::check_reductions(self.layers, h, w)?;
         if !self.auxiliary {
             return Ok(());
         }
         let (mut fh, mut fw) = (h, w);
-        for i in 0..=self.aux_cell() {
-            if self.is_reduction(i) {
-                (fh, fw) = (fh.div_ceil(2), fw.div_ceil(2));
-            }
+        let aux = self.aux_cell();
+        for _ in super::sizing::reduction_cells(self.layers)
+            .into_iter()
+            .filter(|&r| r <= aux)
+        {
+            (fh, fw) = (fh.div_ceil(2), fw.div_ceil(2));
         }
         let fits = |s: usize| (8..=10).contains(&s);
         if !fits(fh) || !fits(fw) {
@@ -151,24 +155,121 @@ pub fn validate_genotype(g: &Genotype) -> Result<()> {
     Ok(())
 }
 
-/// A built-in genotype by name (`DARTS_V1`, `DARTS_V2`, `DARTS`) or a `genotype.json` file
-/// (as `nasrs search` writes it).
+/// The genotype `--genotype SPEC` names, checked with `validate_genotype`. SPEC is one of:
+/// - a built-in name, case-insensitive, `-` or `_`: `DARTS_V1`, `DARTS_V2` (alias `DARTS`),
+///   `PC_DARTS` (`PC_DARTS_cifar`, `PCDARTS`), `PC_DARTS_IMAGE`, `PDARTS` (`P-DARTS`);
+///   `NASNet` and `AmoebaNet` are refused with the op nasrs lacks;
+/// - an inline Python form, `Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2,
+///   6), reduce=[...], reduce_concat=[2, 3, 4, 5])`, optionally as `NAME = Genotype(...)`;
+/// - a file: JSON as `nasrs search` writes it (`.json`, or content starting with `{`), else
+///   the Python form, alone or in a `genotypes.py`-like file that holds exactly one genotype;
+/// - `FILE:NAME`: the genotype `NAME = Genotype(...)` (or alias `NAME = OTHER`) of such a file.
 pub fn resolve_genotype(spec: &str) -> Result<Genotype> {
     if let Some(g) = Genotype::builtin(spec) {
         return Ok(g);
     }
-    let path = Path::new(spec);
-    if !path.is_file() {
-        return Err(Error::invalid(
-            "--genotype",
-            format!("'{spec}' is neither a built-in genotype (DARTS_V1, DARTS_V2) nor a file"),
-        ));
+    if let Some(why) = genotypes_builtin::unavailable(spec) {
+        return Err(Error::invalid("--genotype", why));
     }
+    let path = Path::new(spec);
+    if path.is_file() {
+        return genotype_file(path, None);
+    }
+    if is_inline_python(spec) {
+        let g = Genotype::from_python(spec).map_err(|e| {
+            let at = match e.at {
+                Some((1, col)) if !spec.contains('\n') => format!("column {col}: "),
+                Some((line, col)) => format!("line {line}, column {col}: "),
+                None => String::new(),
+            };
+            Error::invalid(
+                "--genotype",
+                format!("{at}{} (in '{}')", e.message, clip(spec)),
+            )
+        })?;
+        validate_genotype(&g).map_err(|e| Error::invalid("--genotype", detail(e)))?;
+        return Ok(g);
+    }
+    if let Some((file, name)) = spec.rsplit_once(':') {
+        if Path::new(file).is_file() && !name.is_empty() {
+            return genotype_file(Path::new(file), Some(name));
+        }
+    }
+    Err(Error::invalid(
+        "--genotype",
+        format!(
+            "'{}' is neither a built-in genotype ({}), an inline Genotype(...), a file nor \
+             FILE:NAME",
+            clip(spec),
+            genotypes_builtin::names().join(", ")
+        ),
+    ))
+}
+
+/// `Genotype(...)` or `NAME = Genotype(...)`.
+fn is_inline_python(spec: &str) -> bool {
+    let s = spec.trim_start();
+    let after_name = s
+        .split_once('=')
+        .filter(|(name, _)| {
+            let name = name.trim();
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map_or(s, |(_, rest)| rest.trim_start());
+    s.starts_with("Genotype") || after_name.starts_with("Genotype")
+}
+
+/// A genotype file: JSON or the Python form; `name` picks one from a `genotypes.py`.
+fn genotype_file(path: &Path, name: Option<&str>) -> Result<Genotype> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let g: Genotype = serde_json::from_str(&text)
-        .map_err(|e| Error::bad_file(path, format!("not a genotype: {e}")))?;
-    validate_genotype(&g).map_err(|e| Error::bad_file(path, e.to_string()))?;
+    let json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        || text.trim_start().starts_with('{');
+    let g: Genotype = if json {
+        if let Some(name) = name {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "a JSON file holds one genotype; ':{name}' picks one from a Python \
+                     genotypes.py-style file"
+                ),
+            ));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| Error::bad_file(path, format!("not a genotype: {e}")))?
+    } else {
+        PyGenotypes::parse(&text)
+            .pick(name)
+            .map_err(|e| match name {
+                // A definition that does not parse; other errors name `n` already.
+                Some(n) if e.at.is_some() => Error::bad_file(path, format!("genotype {n}: {e}")),
+                _ => Error::bad_file(path, e.to_string()),
+            })?
+    };
+    validate_genotype(&g).map_err(|e| match name {
+        Some(n) => Error::bad_file(path, format!("genotype {n}: {}", detail(e))),
+        None => Error::bad_file(path, detail(e)),
+    })?;
     Ok(g)
+}
+
+/// The message of an `Invalid` error without its "invalid genotype:" prefix.
+fn detail(e: Error) -> String {
+    match e {
+        Error::Invalid { detail, .. } => detail,
+        e => e.to_string(),
+    }
+}
+
+/// A spec shortened for an error message (an inline genotype is a long line).
+fn clip(spec: &str) -> String {
+    let s: String = spec.chars().take(60).collect();
+    if s.len() < spec.len() {
+        format!("{s}...")
+    } else {
+        s
+    }
 }
 
 struct EvalCell {

@@ -6,8 +6,10 @@
 pub mod darts;
 pub mod eval_model;
 pub mod genotype;
+pub mod genotypes_builtin;
 pub mod modules;
 pub mod progress;
+pub mod report;
 pub mod run_dir;
 pub mod search_model;
 pub mod search_run;

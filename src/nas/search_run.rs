@@ -2,7 +2,8 @@
 //! up to date after every epoch, each file written atomically:
 //! - `config.json`: every option of the run;
 //! - `metrics.jsonl`: one line per epoch (losses, accuracies, learning rate, softmax(alpha));
-//! - `genotype.json`: the cell derived from the current alphas;
+//! - `genotype.json`, `genotype.py`: the cell derived from the current alphas, as JSON and
+//!   in the Python `Genotype(...)` form DARTS-family code prints (`--genotype` reads both);
 //! - `alphas.svg`, `cells.svg`: the alpha weights over the epochs and the derived cells;
 //! - `checkpoint.safetensors`: weights, BN statistics, alphas, both optimizers' states, and
 //!   (in its metadata) the data iterators, the metrics so far and the config, so that
@@ -28,13 +29,13 @@ use crate::data::{
 use crate::error::{Error, Result};
 use crate::io::{
     atomic_write, atomic_write_json, check_resume_options, load_safetensors, read_json_meta,
-    save_safetensors_with_i64, write_jsonl, HostTensor,
+    save_safetensors_with_i64, write_jsonl,
 };
+use crate::nas::report::{alpha_history_svg, genotype_svg};
 use crate::optim::cosine_lr;
-use crate::report::{alpha_history_svg, genotype_svg};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -100,6 +101,7 @@ pub const RUN_FILES: &[&str] = &[
     "config.json",
     "metrics.jsonl",
     "genotype.json",
+    "genotype.py",
     "cells.svg",
     "alphas.svg",
     CHECKPOINT,
@@ -175,20 +177,11 @@ impl<B: Backend> SearchRun<B> {
     fn save_checkpoint(&self, st: &SearchState<B>) -> Result<()> {
         let be = &self.backend;
         let net = &st.darts.net;
-        let mut t = BTreeMap::new();
-        net.weights.export(be, "", &mut t)?;
-        net.buffers.export(be, "", &mut t)?;
+        // The PyTorch-named state (weights, BN statistics and `num_batches_tracked`, the
+        // [edges, ops] alpha tables) plus the per-edge alpha rows the optimizer state is
+        // keyed by.
+        let (mut t, counters) = net.state_dict(be)?;
         net.arch.export(be, "", &mut t)?;
-        for (name, reduce) in [("alphas_normal", false), ("alphas_reduce", true)] {
-            let table = net.alpha_table(be, reduce)?;
-            t.insert(
-                name.to_string(),
-                HostTensor {
-                    shape: table.shape.dims().to_vec(),
-                    data: table.to_f32(be)?,
-                },
-            );
-        }
         st.darts
             .weight_opt
             .state
@@ -218,10 +211,6 @@ impl<B: Backend> SearchRun<B> {
         };
         let json = serde_json::to_string(&meta)
             .map_err(|e| Error::invalid("checkpoint metadata", e.to_string()))?;
-        // PyTorch's BatchNorm2d keeps a `num_batches_tracked` counter in its state_dict; here
-        // the running statistics move once per weight step, so that is the count.
-        let weight_steps = st.history.len() * st.train_iter.steps_per_epoch(self.config.batch);
-        let counters = net.buffers.bn_counters(weight_steps as u64);
         save_safetensors_with_i64(
             &self.out.join(CHECKPOINT),
             &t,
@@ -240,9 +229,7 @@ impl<B: Backend> SearchRun<B> {
         let mut st = self.fresh_state(train_set)?;
         let be = &self.backend;
         let net = &mut st.darts.net;
-        net.weights.import(be, "", &tensors, &path)?;
-        net.buffers.import(be, "", &tensors, &path)?;
-        net.arch.import(be, "", &tensors, &path)?;
+        net.load_state_dict(be, &tensors, &["optimizer.", "arch_optimizer."], &path)?;
         st.darts
             .weight_opt
             .state
@@ -276,6 +263,11 @@ impl<B: Backend> SearchRun<B> {
         write_jsonl(&self.out.join("metrics.jsonl"), &st.history)?;
         if let Some(last) = st.history.last() {
             atomic_write_json(&self.out.join("genotype.json"), &last.genotype)?;
+            // The form DARTS-family code (`genotypes.py`) and papers print.
+            atomic_write(
+                &self.out.join("genotype.py"),
+                format!("{}\n", last.genotype.to_python()).as_bytes(),
+            )?;
             atomic_write(
                 &self.out.join("cells.svg"),
                 genotype_svg(&last.genotype).as_bytes(),

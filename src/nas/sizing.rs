@@ -17,27 +17,33 @@ use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
+/// The reduction cells of a `layers`-cell DARTS network (search and evaluation alike):
+/// L/3 and 2L/3, ascending, once each (they coincide for L < 3). Closed form, so a request
+/// for 2^64 cells costs nothing to check.
+pub fn reduction_cells(layers: usize) -> Vec<usize> {
+    // 2L/3 without forming 2L (which overflows for L near 2^64).
+    let mut r = vec![layers / 3, 2 * (layers / 3) + (layers % 3 * 2) / 3];
+    r.dedup();
+    r.retain(|&c| c < layers);
+    r
+}
+
 /// Checks that `h x w` images pass every reduction of a `layers`-cell network: each halves
 /// the feature map in a factorized reduce (two stride-2 1x1 convs, one shifted by a pixel),
 /// which needs even sides of at least 2.
-pub fn check_reductions(
-    layers: usize,
-    is_reduction: impl Fn(usize) -> bool,
-    h: usize,
-    w: usize,
-) -> Result<()> {
-    let reductions: Vec<usize> = (0..layers).filter(|&i| is_reduction(i)).collect();
+pub fn check_reductions(layers: usize, h: usize, w: usize) -> Result<()> {
+    let reductions = reduction_cells(layers);
     let (mut fh, mut fw) = (h, w);
     for &cell in &reductions {
         if fh < 2 || fw < 2 || fh % 2 == 1 || fw % 2 == 1 {
-            let side = 1usize << reductions.len().min(62);
+            let side = 1usize << reductions.len();
             return Err(Error::invalid(
                 "images",
                 format!(
                     "{h}x{w} images do not fit {layers} cells: reduction cell {cell} halves a \
                      {fh}x{fw} feature map, which needs even sides of at least 2; use images \
-                     whose sides are multiples of {side} (MNIST 28x28 and CIFAR 32x32 fit up \
-                     to 5 cells and 8 or more), or fewer --layers"
+                     whose sides are multiples of {side} (MNIST 28x28 and CIFAR 32x32 fit), \
+                     or fewer --layers"
                 ),
             ));
         }
@@ -46,58 +52,40 @@ pub fn check_reductions(
     Ok(())
 }
 
-/// Cell by cell: (channels C of the cell's ops, output height, output width), after the
-/// stem's `stem_channels` at `h x w`.
-fn cells(
-    channels: usize,
-    layers: usize,
-    is_reduction: impl Fn(usize) -> bool,
-    h: usize,
-    w: usize,
-) -> impl Iterator<Item = (usize, usize, usize)> {
-    let (mut c, mut fh, mut fw) = (channels, h, w);
-    (0..layers).map(move |i| {
-        if is_reduction(i) {
-            c = c.saturating_mul(2);
-            (fh, fw) = (fh.div_ceil(2), fw.div_ceil(2));
-        }
-        (c, fh, fw)
-    })
-}
-
 /// The lower bound (see the module doc), or None when it overflows 64 bits: f32 elements of
-/// the stem output, one kept output per edge, and the two 1x1 preprocessing convs per cell.
-#[allow(clippy::too_many_arguments)]
+/// the stem output, then per cell one kept output per edge and the two 1x1 preprocessing
+/// convs (at least `2 C^2` weights). Cells between reductions are alike, so the sum runs
+/// over those runs of cells, not over the cells.
 fn lower_bound(
     channels: usize,
     layers: usize,
-    is_reduction: impl Fn(usize) -> bool,
     edges: usize,
-    multiplier: usize,
     batch: usize,
     h: usize,
     w: usize,
 ) -> Option<u64> {
-    let (channels, edges, multiplier, batch) = (
-        channels as u64,
-        edges as u64,
-        multiplier as u64,
-        batch as u64,
-    );
-    let stem = 3u64.checked_mul(channels)?;
+    let (edges, batch) = (edges as u64, batch as u64);
+    let mut c = channels as u64;
+    let (mut fh, mut fw) = (h as u64, w as u64);
     let mut elems = batch
-        .checked_mul(stem)?
-        .checked_mul((h as u64).checked_mul(w as u64)?)?;
-    let mut c_prev = stem;
-    for (c, fh, fw) in cells(channels as usize, layers, is_reduction, h, w) {
-        let (c, plane) = (c as u64, (fh as u64).checked_mul(fw as u64)?);
+        .checked_mul(3u64.checked_mul(c)?)?
+        .checked_mul(fh.checked_mul(fw)?)?;
+    // Runs of cells [start, end): a reduction opens a run with C doubled, the map halved.
+    let mut starts = vec![0];
+    starts.extend(reduction_cells(layers).into_iter().filter(|&r| r > 0));
+    let reduces_first = reduction_cells(layers).first() == Some(&0);
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(layers);
+        if k > 0 || reduces_first {
+            c = c.checked_mul(2)?;
+            (fh, fw) = (fh.div_ceil(2), fw.div_ceil(2));
+        }
         let kept = edges
             .checked_mul(batch)?
             .checked_mul(c)?
-            .checked_mul(plane)?;
-        let weights = 2u64.checked_mul(c_prev)?.checked_mul(c)?;
-        elems = elems.checked_add(kept)?.checked_add(weights)?;
-        c_prev = multiplier.checked_mul(c)?;
+            .checked_mul(fh.checked_mul(fw)?)?;
+        let per_cell = kept.checked_add(2u64.checked_mul(c)?.checked_mul(c)?)?;
+        elems = elems.checked_add(per_cell.checked_mul((end - start) as u64)?)?;
     }
     elems.checked_mul(4)
 }
@@ -152,22 +140,13 @@ pub fn search_step_bytes(
     budget: Option<u64>,
 ) -> Result<u64> {
     cfg.validate()?;
-    check_reductions(cfg.layers, |i| cfg.is_reduction(i), h, w)?;
+    check_reductions(cfg.layers, h, w)?;
     let edges = cfg
         .edges()
         .checked_mul(2)
         .ok_or_else(|| exceeds("--nodes"))?; // two batches
-    let bound = lower_bound(
-        cfg.channels,
-        cfg.layers,
-        |i| cfg.is_reduction(i),
-        edges,
-        cfg.multiplier,
-        batch,
-        h,
-        w,
-    )
-    .ok_or_else(|| exceeds("size"))?;
+    let bound =
+        lower_bound(cfg.channels, cfg.layers, edges, batch, h, w).ok_or_else(|| exceeds("size"))?;
     if budget.is_some_and(|b| bound > b) {
         return Ok(bound);
     }
@@ -185,20 +164,9 @@ pub fn search_step_bytes(
 /// the genotype's cells).
 fn eval_bound(cfg: &EvalConfig, batch: usize, h: usize, w: usize) -> Result<u64> {
     cfg.validate()?;
-    check_reductions(cfg.layers, |i| cfg.is_reduction(i), h, w)?;
+    check_reductions(cfg.layers, h, w)?;
     let edges = cfg.genotype.normal.len().max(cfg.genotype.reduce.len());
-    let multiplier = cfg.genotype.normal_concat.len().max(1);
-    lower_bound(
-        cfg.channels,
-        cfg.layers,
-        |i| cfg.is_reduction(i),
-        edges,
-        multiplier,
-        batch,
-        h,
-        w,
-    )
-    .ok_or_else(|| exceeds("size"))
+    lower_bound(cfg.channels, cfg.layers, edges, batch, h, w).ok_or_else(|| exceeds("size"))
 }
 
 /// Peak bytes of one training step of the evaluation network (forward with the auxiliary
@@ -305,12 +273,22 @@ mod tests {
     }
 
     #[test]
+    fn reduction_cells_are_the_networks() {
+        for layers in 1..60 {
+            let slow: Vec<usize> = (0..layers)
+                .filter(|&i| i == layers / 3 || i == 2 * layers / 3)
+                .collect();
+            assert_eq!(reduction_cells(layers), slow, "L={layers}");
+        }
+        assert_eq!(reduction_cells(usize::MAX).len(), 2);
+    }
+
+    #[test]
     fn reductions_need_even_sides() {
-        let red = |i: usize| i == 1 || i == 3;
-        assert!(check_reductions(5, red, 28, 28).is_ok());
-        assert!(check_reductions(5, red, 32, 32).is_ok());
+        assert!(check_reductions(5, 28, 28).is_ok());
+        assert!(check_reductions(5, 32, 32).is_ok());
         for (h, w) in [(1, 1), (3, 3), (6, 6), (28, 27)] {
-            let e = check_reductions(5, red, h, w).unwrap_err().to_string();
+            let e = check_reductions(5, h, w).unwrap_err().to_string();
             assert!(e.contains(&format!("{h}x{w} images")), "{e}");
         }
     }
@@ -321,16 +299,7 @@ mod tests {
         let hyper = DartsHyper::default();
         let small = search_step_bytes(&cfg, &hyper, 8, 28, 28, None).unwrap();
         let big = search_step_bytes(&cfg, &hyper, 32, 28, 28, None).unwrap();
-        let bound = lower_bound(
-            4,
-            5,
-            |i| cfg.is_reduction(i),
-            2 * cfg.edges(),
-            4,
-            32,
-            28,
-            28,
-        );
+        let bound = lower_bound(4, 5, 2 * cfg.edges(), 32, 28, 28);
         assert!(
             big > small && bound.is_some_and(|b| big >= b),
             "{small} {big} {bound:?}"

@@ -13,7 +13,7 @@
 //!   device-specific property, such as graphs being captured, asks it).
 //! - [`Outputs`], [`assert_close`] / [`assert_close_with`]: named f32 results of one
 //!   computation and their comparison with the CPU's, on the parity harness's error measure
-//!   (`nasrs::selftest::max_error`, tolerance [`TOL`] = 1e-4 unless a test says why not); on
+//!   (`nasrs::backend::selftest::max_error`, tolerance [`TOL`] = 1e-4 unless a test says why not); on
 //!   the CPU itself the two runs must agree bit for bit. [`assert_reproduced`]: two results
 //!   of one device (resumed vs uninterrupted, graphs vs none), bit for bit off a GPU.
 //! - DARTS lockstep: [`darts_state`], [`load_darts_state`] / [`load_store`] (start a device
@@ -32,7 +32,7 @@ use nasrs::nas::darts::Darts;
 use nasrs::{Backend, Cpu, Rng};
 use std::any::TypeId;
 
-pub use nasrs::selftest::TOL;
+pub use nasrs::backend::selftest::TOL;
 
 /// Runs `$body` on every device: `test_device!(name, body);` (see the module docs).
 #[macro_export]
@@ -156,7 +156,7 @@ pub fn errors(got: &Outputs, want: &Outputs) -> Vec<(String, f64)> {
         .iter()
         .map(|(name, w)| {
             let err = match got.get(name) {
-                Some(g) => nasrs::selftest::max_error(g, w),
+                Some(g) => nasrs::backend::selftest::max_error(g, w),
                 None => f64::INFINITY,
             };
             (name.clone(), err)

@@ -1,7 +1,6 @@
 //! CPU linear layer (GEMM) and mean softmax cross-entropy.
 
 use crate::backend::Element;
-use crate::error::{Error, Result};
 
 /// y [n, out] = x [n, in] * w^T + b.
 pub fn linear_fwd<T: Element>(
@@ -97,22 +96,6 @@ pub fn linear_bwd<T: Element>(
         db
     });
     (dx, dw, db)
-}
-
-pub fn check_labels(labels: &[u32], n: usize, k: usize) -> Result<()> {
-    if labels.len() != n {
-        return Err(Error::shape(
-            "softmax_cross_entropy",
-            format!("{} labels for a batch of {n}", labels.len()),
-        ));
-    }
-    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
-        return Err(Error::invalid(
-            "label",
-            format!("label {bad} is out of range for {k} classes"),
-        ));
-    }
-    Ok(())
 }
 
 /// Returns (mean loss, softmax probabilities). Log-sum-exp in f64 for a stable loss; a NaN

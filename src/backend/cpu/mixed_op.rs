@@ -4,21 +4,11 @@
 //! products are accumulated in f64 over fixed chunks summed in order, so the result does not
 //! depend on the thread count.
 
+use crate::backend::softmax;
 use crate::backend::Element;
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
-
-/// Numerically stable softmax in f64; a NaN (or +inf) alpha makes every weight NaN, as
-/// PyTorch's softmax.
-pub fn softmax(alpha: &[f64]) -> Vec<f64> {
-    let m = alpha
-        .iter()
-        .fold(f64::NEG_INFINITY, |a, &b| Element::max(a, b));
-    let e: Vec<f64> = alpha.iter().map(|&a| (a - m).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
-}
 
 pub fn mixed_op_fwd<T: Element>(xs: &[Option<&[T]>], alpha: &[T], len: usize) -> Vec<T> {
     let w: Vec<T> = softmax(&alpha.iter().map(|a| a.to_f64()).collect::<Vec<_>>())

@@ -9,9 +9,6 @@ mod mixed_op;
 mod norm;
 mod pool;
 
-pub use dense::check_labels;
-pub use mixed_op::softmax;
-
 use crate::backend::{
     same_count, AdamStep, Backend, BatchNormSaved, Element, RunningStats, ScalarRef, SgdStep,
 };
@@ -179,11 +176,11 @@ impl<T: Element> Backend for Cpu<T> {
     }
 
     fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<Vec<u32>> {
-        dense::check_labels(labels, labels.len(), classes)?;
+        crate::backend::check_labels(labels, labels.len(), classes)?;
         Ok(labels.to_vec())
     }
     fn upload_labels_into(&self, dst: &mut Vec<u32>, labels: &[u32], classes: usize) -> Result<()> {
-        dense::check_labels(labels, dst.len(), classes)?;
+        crate::backend::check_labels(labels, dst.len(), classes)?;
         dst.copy_from_slice(labels);
         Ok(())
     }
@@ -604,7 +601,7 @@ impl<T: Element> Backend for Cpu<T> {
         labels: &Vec<u32>,
     ) -> Result<(Vec<T>, Vec<T>)> {
         expect_len("softmax_cross_entropy", "logits", logits, n * k)?;
-        dense::check_labels(labels, n, k)?;
+        crate::backend::check_labels(labels, n, k)?;
         let (loss, probs) = dense::softmax_cross_entropy_fwd(logits, n, k, labels);
         Ok((vec![loss], probs))
     }
@@ -618,7 +615,7 @@ impl<T: Element> Backend for Cpu<T> {
     ) -> Result<Vec<T>> {
         expect_len("softmax_cross_entropy_bwd", "probabilities", probs, n * k)?;
         expect_len("softmax_cross_entropy_bwd", "loss gradient", dloss, 1)?;
-        dense::check_labels(labels, n, k)?;
+        crate::backend::check_labels(labels, n, k)?;
         Ok(dense::softmax_cross_entropy_bwd(
             probs, dloss[0], n, k, labels,
         ))
@@ -631,7 +628,7 @@ impl<T: Element> Backend for Cpu<T> {
         labels: &Vec<u32>,
     ) -> Result<Vec<T>> {
         expect_len("count_correct", "logits", logits, n * k)?;
-        dense::check_labels(labels, n, k)?;
+        crate::backend::check_labels(labels, n, k)?;
         Ok(vec![T::from_f64(
             dense::count_correct(logits, k, labels) as f64
         )])

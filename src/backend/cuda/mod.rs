@@ -7,7 +7,7 @@
 //! cuBLAS does the GEMMs (linear, 1x1 and im2col convs). The files beside this one mirror
 //! the kernel families: `elementwise`, `conv`, `pool`, `norm`, `layout`, `dense`,
 //! `mixed_op`, `optim`; the CPU backend is the reference each one is checked against
-//! (`crate::selftest`).
+//! (`crate::backend::selftest`).
 
 mod conv;
 mod dense;
@@ -380,7 +380,7 @@ impl Backend for Cuda {
     }
 
     fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<CudaLabels> {
-        crate::backend::cpu::check_labels(labels, labels.len(), classes)?;
+        crate::backend::check_labels(labels, labels.len(), classes)?;
         let mut data = self.scratch::<u32>(labels.len())?;
         data.upload_from(labels)?;
         Ok(CudaLabels {
@@ -395,7 +395,7 @@ impl Backend for Cuda {
         labels: &[u32],
         classes: usize,
     ) -> Result<()> {
-        crate::backend::cpu::check_labels(labels, dst.len, classes)?;
+        crate::backend::check_labels(labels, dst.len, classes)?;
         dst.classes = classes;
         dst.data.upload_from(labels)
     }

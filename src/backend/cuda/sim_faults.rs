@@ -6,10 +6,10 @@
 //! to pass on good code and fail on the bug.
 
 use super::{cfg1d, kernels, Cuda, CudaBuf, BLOCK, ONE_BLOCK};
+use crate::backend::selftest::max_error;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::rng::Rng;
-use crate::selftest::max_error;
 use crate::Cpu;
 
 fn sim() -> Cuda {

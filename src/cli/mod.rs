@@ -1,0 +1,166 @@
+//! The `nasrs` command line: the schema of every command and the dispatch to one file per
+//! command (`search`, `train`, `eval`, `model`, `bench`, `selftest`), plus what they share:
+//! device opening, the worker pool, output that tolerates a closed pipe, run-folder notices.
+//! Every error ends the program with a one-line message (exit code 2 for usage and input
+//! errors, 1 for failures during a run), never a panic.
+
+use clap::{Parser, Subcommand};
+use nasrs::device::{resolve, DeviceChoice, Resolved};
+use nasrs::nas::run_dir::Start;
+use nasrs::nas::sizing;
+use nasrs::{Error, Result};
+use std::process::ExitCode;
+
+/// `println!` that tolerates a closed stdout (`nasrs ... | head`): a broken pipe ends the
+/// output quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// Runs `$body` with `$be` bound to the resolved backend, whatever the device.
+macro_rules! with_backend {
+    ($resolved:expr, |$be:ident| $body:expr) => {
+        match $resolved {
+            nasrs::device::Resolved::Cpu($be) => $body,
+            #[cfg(any(feature = "cuda", feature = "cuda-sim"))]
+            nasrs::device::Resolved::Cuda($be) => $body,
+        }
+    };
+}
+
+mod args;
+mod bench;
+mod eval;
+mod model;
+mod progress;
+mod search;
+mod selftest;
+mod train;
+
+#[derive(Parser)]
+#[command(
+    name = "nasrs",
+    version,
+    about = "Neural architecture search (DARTS) on CPU and CUDA"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run an architecture search.
+    #[command(subcommand)]
+    Search(SearchCommand),
+    /// Train a searched architecture (the DARTS evaluation network) from scratch.
+    Train(train::TrainArgs),
+    /// Evaluate a trained network: test accuracy, per-class accuracy, confusion matrix.
+    Eval(eval::EvalArgs),
+    /// Print a network's parameter count and per-module summary.
+    Model(model::ModelArgs),
+    /// Time search and training steps.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Check every kernel of a device against the CPU backend.
+    Selftest {
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SearchCommand {
+    /// DARTS: differentiable search over a one-shot supernet.
+    Darts(search::SearchArgs),
+}
+
+/// Runs the command `cli` asks for.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Search(SearchCommand::Darts(a)) => search::search(a),
+        Command::Train(a) => train::train(a),
+        Command::Eval(a) => eval::eval(a),
+        Command::Model(a) => model::model(a),
+        Command::Bench(b) => bench::bench(b),
+        Command::Selftest { device, seed } => selftest::selftest(&device, seed),
+    }
+}
+
+/// The exit code of a failed command: 2 when nothing ran (a bad flag, file, size or
+/// device), 1 for a failure during a run.
+pub fn exit_code(e: &Error) -> ExitCode {
+    match e {
+        Error::Invalid { .. }
+        | Error::Shape { .. }
+        | Error::Io { .. }
+        | Error::BadFile { .. }
+        | Error::Device(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Says what `--resume` will do with the run folder `out` (`RunDir::open` refuses what it
+/// cannot do).
+pub(crate) fn resume_notice(start: Start, out: &std::path::Path) {
+    if start == Start::Resume {
+        let checkpoint = out.join(nasrs::nas::search_run::CHECKPOINT);
+        if checkpoint.exists() {
+            eprintln!("resuming from {}", checkpoint.display());
+        } else {
+            eprintln!(
+                "note: --resume: no checkpoint in {}, starting a new run",
+                out.display()
+            );
+        }
+    }
+}
+
+/// Refuses a run whose estimated peak memory (`need`) passes what `device` has.
+pub(crate) fn check_memory(
+    request: &str,
+    device: &Resolved,
+    need: impl FnOnce(Option<u64>) -> Result<u64>,
+) -> Result<()> {
+    let available = device.available_memory()?;
+    let need = need(available)?;
+    sizing::check_fits(request, need, available, &device.name())
+}
+
+pub(crate) fn open_device(flag: &str) -> Result<Resolved> {
+    let choice: DeviceChoice = flag.parse()?;
+    let (dev, notice) = resolve(choice)?;
+    if let Some(n) = notice {
+        eprintln!("{n}");
+    }
+    Ok(dev)
+}
+
+/// Runs `f` on a worker of a rayon pool of `threads` threads (default: one per core). The CPU
+/// backend's ops then split work from inside the pool, instead of each op handing its work
+/// to the pool and putting the calling thread to sleep (a futex round trip per op).
+pub(crate) fn in_pool<T: Send>(
+    threads: Option<usize>,
+    f: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(Error::invalid("--threads", "must be at least 1"));
+        }
+        builder = builder.num_threads(n);
+    }
+    let pool = builder
+        .build()
+        .map_err(|e| Error::invalid("--threads", e.to_string()))?;
+    pool.install(f)
+}
+
+pub(crate) fn to_json(v: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::invalid("json", e.to_string()))
+}

@@ -1,0 +1,66 @@
+//! `nasrs model`: the parameter counts of both network kinds through the binary (the eval
+//! network's against the DARTS paper's 3.3M for DARTS_V2 at C=36, L=20).
+
+use std::process::Command;
+
+fn model(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_nasrs"))
+        .arg("model")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run nasrs");
+    assert!(
+        out.status.success(),
+        "nasrs model {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn eval_network_counts_match_darts() {
+    let v = model(&["--kind", "eval", "--genotype", "DARTS_V2"]);
+    assert_eq!(v["weights"], 3_349_342);
+    assert_eq!(v["channels"], 36);
+    assert_eq!(v["layers"], 20);
+    // The auxiliary head is counted apart, as the paper leaves it out.
+    let aux = model(&["--kind", "eval", "--genotype", "DARTS_V2", "--auxiliary"]);
+    assert_eq!(aux["weights"], 3_349_342);
+    assert!(aux["weights_with_auxiliary"].as_u64() > Some(3_349_342));
+    let modules = v["modules"].as_array().expect("modules");
+    let sum: u64 = modules
+        .iter()
+        .map(|m| m["weights"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(sum, 3_349_342);
+    assert_eq!(modules.len(), 22, "stem, 20 cells, classifier");
+    assert!(v["forward_flops"].as_u64() > Some(0));
+}
+
+#[test]
+fn search_network_counts_are_unchanged() {
+    let v = model(&["--kind", "search", "--channels", "16", "--layers", "8"]);
+    assert_eq!(v["weights"], 1_930_618);
+    assert_eq!(v["arch_parameters"], 224);
+}
+
+#[test]
+fn absurd_model_sizes_are_refused() {
+    for args in [
+        ["--kind", "search", "--channels", "18446744073709551615"],
+        ["--kind", "eval", "--layers", "18446744073709551615"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nasrs"))
+            .arg("model")
+            .args(args)
+            .output()
+            .expect("run nasrs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.starts_with("error: ") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+}
