@@ -16,7 +16,7 @@
 use nasrs::data::{default_data_dir, load, DatasetKind};
 use nasrs::io::save_safetensors_with_i64;
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig, EvalNetwork};
-use nasrs::nas::train_run::{evaluate, load_network};
+use nasrs::nas::evaluate::{evaluate, load_network};
 use nasrs::{Cpu, Error};
 use std::collections::HashMap;
 use std::path::PathBuf;

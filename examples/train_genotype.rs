@@ -8,8 +8,9 @@
 
 use nasrs::data::{default_data_dir, load, Augment, DatasetKind};
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
+use nasrs::nas::evaluate::load_network;
 use nasrs::nas::run_dir::Start;
-use nasrs::nas::train_run::{load_network, Silent, TrainHyper, TrainRun, TrainRunConfig, MODEL};
+use nasrs::nas::train_run::{Silent, TrainHyper, TrainRun, TrainRunConfig, MODEL};
 use nasrs::Cpu;
 
 fn main() -> nasrs::Result<()> {

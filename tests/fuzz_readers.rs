@@ -17,8 +17,8 @@
 use nasrs::data::{load, DatasetKind, SequentialBatches};
 use nasrs::io::load_safetensors;
 use nasrs::nas::eval_model::{resolve_genotype, validate_genotype, EvalConfig, EvalNetwork};
+use nasrs::nas::evaluate::{eval_logits, load_network, save_network};
 use nasrs::nas::genotype::{Genotype, Primitive};
-use nasrs::nas::train_run::{eval_logits, load_network, save_network};
 use nasrs::{Cpu, Error, Rng, Tensor};
 use serde_json::{json, Value};
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -51,7 +51,7 @@ const MAX_LINES: usize = 600;
 /// Files still over [`MAX_LINES`], each with the most lines it may have until it is split
 /// (a ratchet: shrink these numbers, never raise them; remove a line once under the limit).
 const OVERSIZED: &[(&str, usize)] = &[
-    ("src/autograd/tape.rs", 1065),
+    ("src/autograd/tape.rs", 951),
     ("src/backend/counting.rs", 1238),
     ("src/backend/cpu/mod.rs", 907),
     ("src/backend/cuda/driver/gpu.rs", 876),
@@ -63,7 +63,6 @@ const OVERSIZED: &[(&str, usize)] = &[
     ("src/nas/eval_model.rs", 780),
     ("src/nas/genotype.rs", 838),
     ("src/nas/search_model.rs", 697),
-    ("src/nas/train_run.rs", 745),
 ];
 
 fn rank(module: &str) -> Option<u32> {

@@ -15,11 +15,12 @@ use nasrs::data::{synthetic, Augment, Dataset};
 use nasrs::io::{load_safetensors, save_safetensors};
 use nasrs::nas::darts::DartsHyper;
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
+use nasrs::nas::evaluate::{evaluate, load_network};
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::search_run::{SearchRun, SearchRunConfig};
 use nasrs::nas::train_run::{
-    evaluate, load_network, Progress, Silent, TrainEpochMetrics, TrainHyper, TrainRun,
-    TrainRunConfig, TrainStepStats, CHECKPOINT, MODEL,
+    Progress, Silent, TrainEpochMetrics, TrainHyper, TrainRun, TrainRunConfig, TrainStepStats,
+    CHECKPOINT, MODEL,
 };
 use nasrs::nas::{Genotype, SearchConfig};
 use nasrs::{Backend, Cpu, Error};

@@ -13,7 +13,8 @@ use nasrs::autograd::Tape;
 use nasrs::data::Batch;
 use nasrs::nas::darts::DeviceBatch;
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig, EvalNetwork};
-use nasrs::nas::train_run::{eval_logits, TrainHyper, Trainer};
+use nasrs::nas::evaluate::eval_logits;
+use nasrs::nas::train_run::{TrainHyper, Trainer};
 use nasrs::nas::{Genotype, Mode};
 use nasrs::{Backend, Cpu, Rng, Tensor};
 

@@ -11,7 +11,7 @@ use nasrs::autograd::Tape;
 use nasrs::backend::{Backend, Element};
 use nasrs::io::{load_safetensors, HostTensor};
 use nasrs::nas::eval_model::{EvalConfig, EvalNetwork};
-use nasrs::nas::train_run::{eval_logits, load_network, save_network};
+use nasrs::nas::evaluate::{eval_logits, load_network, save_network};
 use nasrs::nas::{Genotype, Mode};
 use nasrs::{Cpu, Rng, Tensor};
 use std::collections::{BTreeMap, HashMap};

@@ -3,7 +3,9 @@
 //! named stores (`ParamStore`) outside the tape, so a tape is built and dropped every step.
 
 mod params;
+mod saved;
 mod tape;
 
 pub use params::{ParamId, ParamStore};
-pub use tape::{Gradients, Precision, ReleaseStats, Tape, Var};
+pub use saved::{Precision, ReleaseStats};
+pub use tape::{Gradients, Tape, Var};

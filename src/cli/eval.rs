@@ -7,8 +7,8 @@ use clap::Args;
 use nasrs::data::{default_data_dir, load, DatasetKind};
 use nasrs::nas::darts::DeviceBatch;
 use nasrs::nas::eval_model::resolve_genotype;
+use nasrs::nas::evaluate::{evaluate, load_network};
 use nasrs::nas::sizing;
-use nasrs::nas::train_run::{evaluate, load_network};
 use nasrs::{Error, Result};
 use std::path::PathBuf;
 
@@ -126,7 +126,7 @@ fn eval_in_pool(a: EvalArgs) -> Result<()> {
                 .next()
                 .ok_or_else(|| Error::invalid("--logits-count", "no test images"))?;
             let db = DeviceBatch::from_batch(&be, &batch, net.config.classes)?;
-            let logits = nasrs::nas::train_run::eval_logits(&be, &mut net, &db.images)?;
+            let logits = nasrs::nas::evaluate::eval_logits(&be, &mut net, &db.images)?;
             let k = net.config.classes;
             let tensors = std::collections::BTreeMap::from([
                 (

@@ -8,8 +8,8 @@ use nasrs::backend::counting::Counting;
 use nasrs::data::Batch;
 use nasrs::nas::darts::{DartsHyper, DeviceBatch};
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig, EvalNetwork};
+use nasrs::nas::evaluate::eval_logits;
 use nasrs::nas::sizing;
-use nasrs::nas::train_run::eval_logits;
 use nasrs::nas::{SearchConfig, SearchNetwork};
 use nasrs::{Error, Result};
 

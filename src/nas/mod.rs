@@ -5,6 +5,7 @@
 
 pub mod darts;
 pub mod eval_model;
+pub mod evaluate;
 pub mod genotype;
 pub mod genotypes_builtin;
 pub mod modules;

@@ -1,6 +1,8 @@
-//! Pictures of a search, as standalone SVG (no plotting dependency): the softmax(alpha)
-//! weights of every edge over the epochs, and the derived cells drawn as graphs.
+//! Pictures of a run, as standalone SVG (no plotting dependency): the softmax(alpha)
+//! weights of every edge over the epochs, the derived cells drawn as graphs, and a training
+//! run's learning curves.
 
+use crate::nas::train_run::TrainEpochMetrics;
 use crate::nas::{Genotype, Primitive};
 use std::fmt::Write;
 
@@ -199,6 +201,115 @@ pub fn genotype_svg(g: &Genotype) -> String {
             out.0,
             out.1 + 4.0
         );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Learning curves as a standalone SVG: loss (left) and accuracy (right) per epoch, train
+/// solid and test dashed.
+pub fn learning_curves_svg(history: &[TrainEpochMetrics]) -> String {
+    let (pw, ph, pad) = (360.0, 220.0, 48.0);
+    let width = 2.0 * (pw + pad) + pad;
+    let height = ph + 2.0 * pad + 24.0;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>"#
+    );
+    type Pick = fn(&TrainEpochMetrics) -> f64;
+    /// Title, (label, value) per series, whether it is an accuracy panel.
+    type Panel = (&'static str, [(&'static str, Pick); 2], bool);
+    let panels: [Panel; 2] = [
+        (
+            "loss",
+            [("train", |m| m.train_loss), ("test", |m| m.test_loss)],
+            false,
+        ),
+        (
+            "accuracy (%)",
+            [
+                ("train", |m| 100.0 * m.train_acc),
+                ("test", |m| 100.0 * m.test_acc),
+            ],
+            true,
+        ),
+    ];
+    let n = history.len();
+    for (p, (title, series, is_acc)) in panels.iter().enumerate() {
+        let x0 = pad + p as f64 * (pw + pad);
+        let y0 = pad;
+        let values = || {
+            series
+                .iter()
+                .flat_map(|(_, f)| history.iter().map(f))
+                .filter(|v| v.is_finite())
+        };
+        let (mut lo, mut hi) = (
+            values().fold(f64::INFINITY, f64::min),
+            values().fold(f64::NEG_INFINITY, f64::max),
+        );
+        if *is_acc {
+            (lo, hi) = (lo.clamp(0.0, 100.0), 100.0);
+            lo = (lo / 10.0).floor() * 10.0;
+        } else {
+            lo = lo.min(0.0);
+        }
+        if !(lo.is_finite() && hi > lo) {
+            (lo, hi) = (0.0, 1.0);
+        }
+        let xp = |e: usize| {
+            if n <= 1 {
+                x0 + pw / 2.0
+            } else {
+                x0 + pw * e as f64 / (n - 1) as f64
+            }
+        };
+        let yp = |v: f64| y0 + ph * (1.0 - (v - lo) / (hi - lo));
+        let _ = write!(
+            s,
+            r##"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#999"/><text x="{x0}" y="{}" font-size="13" font-weight="bold">{title}</text><text x="{}" y="{}" text-anchor="end">{hi:.3}</text><text x="{}" y="{}" text-anchor="end">{lo:.3}</text><text x="{x0}" y="{}">epoch 1</text><text x="{}" y="{}" text-anchor="end">epoch {n}</text>"##,
+            y0 - 8.0,
+            x0 - 4.0,
+            y0 + 10.0,
+            x0 - 4.0,
+            y0 + ph,
+            y0 + ph + 14.0,
+            x0 + pw,
+            y0 + ph + 14.0
+        );
+        for (k, (label, f)) in series.iter().enumerate() {
+            let (color, dash) = if k == 0 {
+                ("#377eb8", "")
+            } else {
+                ("#e41a1c", r#" stroke-dasharray="5,3""#)
+            };
+            let pts: Vec<String> = history
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| f(m).is_finite())
+                .map(|(e, m)| format!("{:.2},{:.2}", xp(e), yp(f(m))))
+                .collect();
+            let _ = write!(
+                s,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="1.5"{dash} points="{}"/>"#,
+                pts.join(" ")
+            );
+            for p in &pts {
+                if let Some((x, y)) = p.split_once(',') {
+                    let _ = write!(s, r#"<circle cx="{x}" cy="{y}" r="2" fill="{color}"/>"#);
+                }
+            }
+            let ly = y0 + ph + 30.0;
+            let lx = x0 + k as f64 * 90.0;
+            let _ = write!(
+                s,
+                r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{}">{label}</text>"#,
+                lx + 24.0,
+                lx + 28.0,
+                ly + 4.0
+            );
+        }
     }
     s.push_str("</svg>\n");
     s

@@ -10,8 +10,9 @@
 
 use super::darts::{Darts, DartsHyper, DeviceBatch};
 use super::eval_model::EvalConfig;
+use super::evaluate::eval_logits;
 use super::search_model::{SearchConfig, SearchNetwork};
-use super::train_run::{eval_logits, TrainHyper, Trainer};
+use super::train_run::{TrainHyper, Trainer};
 use crate::backend::counting::Counting;
 use crate::data::Batch;
 use crate::error::{Error, Result};

@@ -22,36 +22,30 @@
 //! a resumed run writes the checkpoint bytes an uninterrupted one does.
 
 use super::darts::DeviceBatch;
-use super::eval_model::{check_against_tensors, infer_config, EvalConfig, EvalNetwork};
-use super::genotype::Genotype;
+use super::eval_model::{EvalConfig, EvalNetwork};
 use super::modules::Mode;
+use super::report::learning_curves_svg;
 use super::run_dir::{RunDir, Start};
 pub use super::search_run::DIVERGED_LOSS;
 use crate::autograd::Tape;
 use crate::backend::{norm_scalars, Backend, Element, ScalarRef};
-use crate::data::{Augment, BatchIterator, BatchIteratorState, Dataset, SequentialBatches};
+use crate::data::{Augment, BatchIterator, BatchIteratorState, Dataset};
 use crate::error::{Error, Result};
 use crate::io::{
     atomic_write, atomic_write_json, check_resume_options, load_safetensors, read_json_meta,
-    save_safetensors_with_i64, write_jsonl, HostTensor,
+    write_jsonl,
 };
 use crate::optim::{cosine_lr, grad_norm_scalars, Sgd};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const MODEL: &str = "model.safetensors";
-/// Metadata key of the network description (genotype, sizes, dataset).
-pub const MODEL_META: &str = "nasrs.model";
 const TRAIN_META: &str = "nasrs.train";
-/// Metadata key of a search checkpoint (`search_run`), refused here by name.
-const SEARCH_META: &str = "nasrs.search";
-const MOMENTUM_PREFIX: &str = "optimizer.momentum_buffer.";
+use super::evaluate::{evaluate, save_network, MOMENTUM_PREFIX};
 /// Every file a training run writes in its folder.
 pub const RUN_FILES: &[&str] = &[
     "config.json",
@@ -90,14 +84,6 @@ impl Default for TrainHyper {
             auxiliary_weight: 0.4,
         }
     }
-}
-
-/// What `model.safetensors` and checkpoints say about the network they hold.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelMeta {
-    pub model: EvalConfig,
-    /// The dataset it was trained on (`cifar10`, `mnist`, ...), if known.
-    pub dataset: Option<String>,
 }
 
 /// Everything that determines a training run (saved as `config.json` and in checkpoints).
@@ -217,165 +203,6 @@ impl<B: Backend> Trainer<B> {
             count: batch.len(),
         })
     }
-}
-
-/// Test-set results: loss, accuracy, per-class accuracy and the confusion matrix.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EvalReport {
-    pub count: usize,
-    pub loss: f64,
-    pub accuracy: f64,
-    /// `confusion[true][predicted]` = number of samples.
-    pub confusion: Vec<Vec<usize>>,
-}
-
-impl EvalReport {
-    /// Accuracy per true class (None for a class without samples).
-    pub fn per_class(&self) -> Vec<Option<f64>> {
-        self.confusion
-            .iter()
-            .enumerate()
-            .map(|(c, row)| {
-                let total: usize = row.iter().sum();
-                (total > 0).then(|| row[c] as f64 / total as f64)
-            })
-            .collect()
-    }
-}
-
-/// Eval-mode (running statistics, no gradients) logits of one batch.
-pub fn eval_logits<B: Backend>(
-    backend: &B,
-    net: &mut EvalNetwork<B>,
-    images: &Tensor<B>,
-) -> Result<Vec<f64>> {
-    let mut tape = Tape::new(backend.clone());
-    tape.set_grad_enabled(false);
-    let x = tape.constant(images.clone());
-    let (logits, _) = net.run(&mut tape, x, Mode::EVAL, 0.0, &mut Rng::new(0))?;
-    tape.value(logits)?.to_f64(backend)
-}
-
-/// Evaluates `net` on every sample of `ds` in eval mode.
-pub fn evaluate<B: Backend>(
-    backend: &B,
-    net: &mut EvalNetwork<B>,
-    ds: &Dataset,
-    batch: usize,
-) -> Result<EvalReport> {
-    let k = net.config.classes;
-    if ds.classes > k {
-        return Err(Error::invalid(
-            "dataset",
-            format!(
-                "{} has {} classes but the network has {k} outputs",
-                ds.name, ds.classes
-            ),
-        ));
-    }
-    let mut confusion = vec![vec![0usize; k]; k];
-    let (mut loss_sum, mut count) = (0.0, 0usize);
-    for b in SequentialBatches::new(ds, batch)? {
-        let db = DeviceBatch::from_batch(backend, &b, k)?;
-        let logits = eval_logits(backend, net, &db.images)?;
-        for (i, &label) in b.labels.iter().enumerate() {
-            let row = &logits[i * k..(i + 1) * k];
-            let best = (0..k).fold(0, |m, j| if row[j] > row[m] { j } else { m });
-            let top = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let lse = top + row.iter().map(|v| (v - top).exp()).sum::<f64>().ln();
-            loss_sum += lse - row[label as usize];
-            confusion[label as usize][best] += 1;
-        }
-        count += b.n;
-    }
-    if !loss_sum.is_finite() {
-        return Err(Error::NonFinite(format!("test loss is {loss_sum}")));
-    }
-    let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
-    Ok(EvalReport {
-        count,
-        loss: loss_sum / count.max(1) as f64,
-        accuracy: correct as f64 / count.max(1) as f64,
-        confusion,
-    })
-}
-
-/// Writes the network's `state_dict` (plus `extra` f32 tensors) with its description and
-/// `extra_meta`, atomically.
-pub fn save_network<B: Backend>(
-    backend: &B,
-    net: &EvalNetwork<B>,
-    dataset: Option<&str>,
-    path: &Path,
-    extra: BTreeMap<String, HostTensor>,
-    extra_meta: HashMap<String, String>,
-) -> Result<()> {
-    let (mut floats, ints) = net.state_dict(backend)?;
-    floats.extend(extra);
-    let meta = ModelMeta {
-        model: net.config.clone(),
-        dataset: dataset.map(str::to_string),
-    };
-    let mut metadata = extra_meta;
-    metadata.insert(
-        MODEL_META.to_string(),
-        serde_json::to_string(&meta)
-            .map_err(|e| Error::invalid("model metadata", e.to_string()))?,
-    );
-    save_safetensors_with_i64(path, &floats, &ints, metadata)
-}
-
-/// Loads a network from `model.safetensors`, a training checkpoint, or a PyTorch DARTS
-/// `state_dict` saved as safetensors. With nasrs metadata the file says what it holds
-/// (`genotype` overrides its genotype); without, the shape is read off the weights and
-/// `genotype` must be given.
-pub fn load_network<B: Backend>(
-    backend: &B,
-    path: &Path,
-    genotype: Option<Genotype>,
-) -> Result<(EvalNetwork<B>, ModelMeta)> {
-    let (tensors, metadata) = load_safetensors(path)?;
-    let meta = match metadata.get(MODEL_META) {
-        Some(json) => {
-            let mut m: ModelMeta = serde_json::from_str(json)
-                .map_err(|e| Error::bad_file(path, format!("bad {MODEL_META} metadata: {e}")))?;
-            if let Some(g) = genotype {
-                m.model.genotype = g;
-            }
-            m
-        }
-        None if metadata.contains_key(SEARCH_META) => {
-            return Err(Error::bad_file(
-                path,
-                "is a search checkpoint (the DARTS supernet, not a trained network); train \
-                 the cell it found first: nasrs train --genotype <its run folder>/genotype.json",
-            ))
-        }
-        None => {
-            let g = genotype.ok_or_else(|| {
-                Error::invalid(
-                    "--genotype",
-                    format!(
-                        "{} has no nasrs metadata (a PyTorch state_dict?); say which genotype it is",
-                        path.display()
-                    ),
-                )
-            })?;
-            ModelMeta {
-                model: infer_config(&tensors, g, path)?,
-                dataset: None,
-            }
-        }
-    };
-    // The file's own description is checked as the file's: a bad genotype or size in its
-    // metadata names the file, not a flag the user never gave.
-    meta.model
-        .validate()
-        .map_err(|e| Error::bad_file(path, e.to_string()))?;
-    check_against_tensors(&meta.model, &tensors, path)?;
-    let mut net = EvalNetwork::new(backend, meta.model.clone(), 0)?;
-    net.load_state_dict(backend, &tensors, &[MOMENTUM_PREFIX], path)?;
-    Ok((net, meta))
 }
 
 struct TrainState<B: Backend> {
@@ -633,113 +460,4 @@ impl<B: Backend> TrainRun<B> {
         )?;
         Ok(st.history)
     }
-}
-
-/// Learning curves as a standalone SVG: loss (left) and accuracy (right) per epoch, train
-/// solid and test dashed.
-pub fn learning_curves_svg(history: &[TrainEpochMetrics]) -> String {
-    let (pw, ph, pad) = (360.0, 220.0, 48.0);
-    let width = 2.0 * (pw + pad) + pad;
-    let height = ph + 2.0 * pad + 24.0;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>"#
-    );
-    type Pick = fn(&TrainEpochMetrics) -> f64;
-    /// Title, (label, value) per series, whether it is an accuracy panel.
-    type Panel = (&'static str, [(&'static str, Pick); 2], bool);
-    let panels: [Panel; 2] = [
-        (
-            "loss",
-            [("train", |m| m.train_loss), ("test", |m| m.test_loss)],
-            false,
-        ),
-        (
-            "accuracy (%)",
-            [
-                ("train", |m| 100.0 * m.train_acc),
-                ("test", |m| 100.0 * m.test_acc),
-            ],
-            true,
-        ),
-    ];
-    let n = history.len();
-    for (p, (title, series, is_acc)) in panels.iter().enumerate() {
-        let x0 = pad + p as f64 * (pw + pad);
-        let y0 = pad;
-        let values = || {
-            series
-                .iter()
-                .flat_map(|(_, f)| history.iter().map(f))
-                .filter(|v| v.is_finite())
-        };
-        let (mut lo, mut hi) = (
-            values().fold(f64::INFINITY, f64::min),
-            values().fold(f64::NEG_INFINITY, f64::max),
-        );
-        if *is_acc {
-            (lo, hi) = (lo.clamp(0.0, 100.0), 100.0);
-            lo = (lo / 10.0).floor() * 10.0;
-        } else {
-            lo = lo.min(0.0);
-        }
-        if !(lo.is_finite() && hi > lo) {
-            (lo, hi) = (0.0, 1.0);
-        }
-        let xp = |e: usize| {
-            if n <= 1 {
-                x0 + pw / 2.0
-            } else {
-                x0 + pw * e as f64 / (n - 1) as f64
-            }
-        };
-        let yp = |v: f64| y0 + ph * (1.0 - (v - lo) / (hi - lo));
-        let _ = write!(
-            s,
-            r##"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#999"/><text x="{x0}" y="{}" font-size="13" font-weight="bold">{title}</text><text x="{}" y="{}" text-anchor="end">{hi:.3}</text><text x="{}" y="{}" text-anchor="end">{lo:.3}</text><text x="{x0}" y="{}">epoch 1</text><text x="{}" y="{}" text-anchor="end">epoch {n}</text>"##,
-            y0 - 8.0,
-            x0 - 4.0,
-            y0 + 10.0,
-            x0 - 4.0,
-            y0 + ph,
-            y0 + ph + 14.0,
-            x0 + pw,
-            y0 + ph + 14.0
-        );
-        for (k, (label, f)) in series.iter().enumerate() {
-            let (color, dash) = if k == 0 {
-                ("#377eb8", "")
-            } else {
-                ("#e41a1c", r#" stroke-dasharray="5,3""#)
-            };
-            let pts: Vec<String> = history
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| f(m).is_finite())
-                .map(|(e, m)| format!("{:.2},{:.2}", xp(e), yp(f(m))))
-                .collect();
-            let _ = write!(
-                s,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="1.5"{dash} points="{}"/>"#,
-                pts.join(" ")
-            );
-            for p in &pts {
-                if let Some((x, y)) = p.split_once(',') {
-                    let _ = write!(s, r#"<circle cx="{x}" cy="{y}" r="2" fill="{color}"/>"#);
-                }
-            }
-            let ly = y0 + ph + 30.0;
-            let lx = x0 + k as f64 * 90.0;
-            let _ = write!(
-                s,
-                r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{}">{label}</text>"#,
-                lx + 24.0,
-                lx + 28.0,
-                ly + 4.0
-            );
-        }
-    }
-    s.push_str("</svg>\n");
-    s
 }

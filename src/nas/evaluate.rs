@@ -1,0 +1,193 @@
+//! A trained evaluation network read back and measured: `model.safetensors`, training
+//! checkpoints and bare PyTorch DARTS `state_dict`s loaded (checked against their own
+//! tensors before anything is built), eval-mode logits, and the test-set report (loss,
+//! accuracy, per-class accuracy, confusion matrix).
+
+use super::darts::DeviceBatch;
+use super::eval_model::{check_against_tensors, infer_config, EvalConfig, EvalNetwork};
+use super::genotype::Genotype;
+use super::modules::Mode;
+use crate::autograd::Tape;
+use crate::backend::Backend;
+use crate::data::{Dataset, SequentialBatches};
+use crate::error::{Error, Result};
+use crate::io::{load_safetensors, save_safetensors_with_i64, HostTensor};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Metadata key of the network description (genotype, sizes, dataset).
+pub const MODEL_META: &str = "nasrs.model";
+/// Metadata key of a search checkpoint (`search_run`), refused here by name.
+const SEARCH_META: &str = "nasrs.search";
+/// Name prefix of the SGD momentum buffers a training checkpoint adds to the state_dict.
+pub const MOMENTUM_PREFIX: &str = "optimizer.momentum_buffer.";
+
+/// What `model.safetensors` and checkpoints say about the network they hold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub model: EvalConfig,
+    /// The dataset it was trained on (`cifar10`, `mnist`, ...), if known.
+    pub dataset: Option<String>,
+}
+
+/// Test-set results: loss, accuracy, per-class accuracy and the confusion matrix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub count: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    /// `confusion[true][predicted]` = number of samples.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+impl EvalReport {
+    /// Accuracy per true class (None for a class without samples).
+    pub fn per_class(&self) -> Vec<Option<f64>> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(c, row)| {
+                let total: usize = row.iter().sum();
+                (total > 0).then(|| row[c] as f64 / total as f64)
+            })
+            .collect()
+    }
+}
+
+/// Eval-mode (running statistics, no gradients) logits of one batch.
+pub fn eval_logits<B: Backend>(
+    backend: &B,
+    net: &mut EvalNetwork<B>,
+    images: &Tensor<B>,
+) -> Result<Vec<f64>> {
+    let mut tape = Tape::new(backend.clone());
+    tape.set_grad_enabled(false);
+    let x = tape.constant(images.clone());
+    let (logits, _) = net.run(&mut tape, x, Mode::EVAL, 0.0, &mut Rng::new(0))?;
+    tape.value(logits)?.to_f64(backend)
+}
+
+/// Evaluates `net` on every sample of `ds` in eval mode.
+pub fn evaluate<B: Backend>(
+    backend: &B,
+    net: &mut EvalNetwork<B>,
+    ds: &Dataset,
+    batch: usize,
+) -> Result<EvalReport> {
+    let k = net.config.classes;
+    if ds.classes > k {
+        return Err(Error::invalid(
+            "dataset",
+            format!(
+                "{} has {} classes but the network has {k} outputs",
+                ds.name, ds.classes
+            ),
+        ));
+    }
+    let mut confusion = vec![vec![0usize; k]; k];
+    let (mut loss_sum, mut count) = (0.0, 0usize);
+    for b in SequentialBatches::new(ds, batch)? {
+        let db = DeviceBatch::from_batch(backend, &b, k)?;
+        let logits = eval_logits(backend, net, &db.images)?;
+        for (i, &label) in b.labels.iter().enumerate() {
+            let row = &logits[i * k..(i + 1) * k];
+            let best = (0..k).fold(0, |m, j| if row[j] > row[m] { j } else { m });
+            let top = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = top + row.iter().map(|v| (v - top).exp()).sum::<f64>().ln();
+            loss_sum += lse - row[label as usize];
+            confusion[label as usize][best] += 1;
+        }
+        count += b.n;
+    }
+    if !loss_sum.is_finite() {
+        return Err(Error::NonFinite(format!("test loss is {loss_sum}")));
+    }
+    let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
+    Ok(EvalReport {
+        count,
+        loss: loss_sum / count.max(1) as f64,
+        accuracy: correct as f64 / count.max(1) as f64,
+        confusion,
+    })
+}
+
+/// Writes the network's `state_dict` (plus `extra` f32 tensors) with its description and
+/// `extra_meta`, atomically.
+pub fn save_network<B: Backend>(
+    backend: &B,
+    net: &EvalNetwork<B>,
+    dataset: Option<&str>,
+    path: &Path,
+    extra: BTreeMap<String, HostTensor>,
+    extra_meta: HashMap<String, String>,
+) -> Result<()> {
+    let (mut floats, ints) = net.state_dict(backend)?;
+    floats.extend(extra);
+    let meta = ModelMeta {
+        model: net.config.clone(),
+        dataset: dataset.map(str::to_string),
+    };
+    let mut metadata = extra_meta;
+    metadata.insert(
+        MODEL_META.to_string(),
+        serde_json::to_string(&meta)
+            .map_err(|e| Error::invalid("model metadata", e.to_string()))?,
+    );
+    save_safetensors_with_i64(path, &floats, &ints, metadata)
+}
+
+/// Loads a network from `model.safetensors`, a training checkpoint, or a PyTorch DARTS
+/// `state_dict` saved as safetensors. With nasrs metadata the file says what it holds
+/// (`genotype` overrides its genotype); without, the shape is read off the weights and
+/// `genotype` must be given.
+pub fn load_network<B: Backend>(
+    backend: &B,
+    path: &Path,
+    genotype: Option<Genotype>,
+) -> Result<(EvalNetwork<B>, ModelMeta)> {
+    let (tensors, metadata) = load_safetensors(path)?;
+    let meta = match metadata.get(MODEL_META) {
+        Some(json) => {
+            let mut m: ModelMeta = serde_json::from_str(json)
+                .map_err(|e| Error::bad_file(path, format!("bad {MODEL_META} metadata: {e}")))?;
+            if let Some(g) = genotype {
+                m.model.genotype = g;
+            }
+            m
+        }
+        None if metadata.contains_key(SEARCH_META) => {
+            return Err(Error::bad_file(
+                path,
+                "is a search checkpoint (the DARTS supernet, not a trained network); train \
+                 the cell it found first: nasrs train --genotype <its run folder>/genotype.json",
+            ))
+        }
+        None => {
+            let g = genotype.ok_or_else(|| {
+                Error::invalid(
+                    "--genotype",
+                    format!(
+                        "{} has no nasrs metadata (a PyTorch state_dict?); say which genotype it is",
+                        path.display()
+                    ),
+                )
+            })?;
+            ModelMeta {
+                model: infer_config(&tensors, g, path)?,
+                dataset: None,
+            }
+        }
+    };
+    // The file's own description is checked as the file's: a bad genotype or size in its
+    // metadata names the file, not a flag the user never gave.
+    meta.model
+        .validate()
+        .map_err(|e| Error::bad_file(path, e.to_string()))?;
+    check_against_tensors(&meta.model, &tensors, path)?;
+    let mut net = EvalNetwork::new(backend, meta.model.clone(), 0)?;
+    net.load_state_dict(backend, &tensors, &[MOMENTUM_PREFIX], path)?;
+    Ok((net, meta))
+}
