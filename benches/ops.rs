@@ -14,7 +14,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
-use nasrs::backend::{AdamStep, Backend, RunningStats, SgdStep};
+use nasrs::backend::prelude::*;
+use nasrs::backend::{AdamStep, RunningStats, SgdStep};
 use nasrs::{Conv2dSpec, Cpu, Nchw, Pool2dSpec, Rng};
 use std::hint::black_box;
 use std::time::Duration;

@@ -4,6 +4,7 @@
 //! a one-line `Error::Device`, never a panic.
 
 use crate::backend::cpu::Cpu;
+use crate::backend::prelude::*;
 use crate::error::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
@@ -64,7 +65,6 @@ pub enum Resolved {
 impl Resolved {
     /// The backend's device name ("cpu (...)", "cuda:0 NVIDIA H200 (sm_90)").
     pub fn name(&self) -> String {
-        use crate::backend::Backend;
         match self {
             Resolved::Cpu(c) => c.device_name(),
             #[cfg(any(feature = "cuda", feature = "cuda-sim"))]

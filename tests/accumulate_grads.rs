@@ -15,6 +15,7 @@ use common::{assert_close, Outputs, TOL};
 use nasrs::autograd::Tape;
 use nasrs::backend::counting::Counting;
 use nasrs::backend::cpu::Cpu;
+use nasrs::backend::prelude::*;
 use nasrs::backend::Element;
 use nasrs::{Backend, Conv2dSpec, Nchw, Pool2dSpec, Rng, Tensor};
 

@@ -3,10 +3,11 @@
 
 use nasrs::autograd::{Precision, Tape};
 use nasrs::backend::counting::{Counting, ELEM_BYTES};
+use nasrs::backend::prelude::*;
 use nasrs::bench_model::DartsBenchConfig;
 use nasrs::bench_model::{format_model, model_darts, DeviceRates};
 use nasrs::nas::{SearchConfig, SearchNetwork};
-use nasrs::{Backend, Conv2dSpec, Tensor};
+use nasrs::{Conv2dSpec, Tensor};
 use std::sync::Arc;
 
 fn up(be: &Counting, shape: &[usize]) -> Tensor<Counting> {

@@ -11,6 +11,7 @@
 
 use half::bf16;
 use nasrs::autograd::{Precision, Tape};
+use nasrs::backend::prelude::*;
 use nasrs::bench_model::DartsBenchConfig;
 use nasrs::bench_model::{model_darts, DeviceRates};
 use nasrs::data::synthetic;

@@ -13,10 +13,11 @@
 #![cfg(feature = "cuda-sim")]
 
 use nasrs::backend::cuda::{Cuda, SimOptions};
+use nasrs::backend::prelude::*;
 use nasrs::data::Batch;
 use nasrs::nas::darts::{Darts, DartsHyper};
 use nasrs::nas::{SearchConfig, SearchNetwork};
-use nasrs::{Backend, Rng};
+use nasrs::Rng;
 
 fn host_batch(rng: &mut Rng, n: usize, classes: usize) -> Batch {
     Batch {

@@ -5,7 +5,8 @@
 #![cfg(feature = "cuda-sim")]
 
 use nasrs::backend::cuda::Cuda;
-use nasrs::{Backend, Conv2dSpec, Nchw};
+use nasrs::backend::prelude::*;
+use nasrs::{Conv2dSpec, Nchw};
 
 fn spec(in_channels: usize, out_channels: usize, kernel: usize, padding: usize) -> Conv2dSpec {
     Conv2dSpec {

@@ -13,6 +13,7 @@ mod common;
 
 use common::{assert_close_with, darts_state, darts_tol, host_batch, load_darts_state, Outputs};
 use nasrs::autograd::{ParamStore, Tape};
+use nasrs::backend::prelude::*;
 use nasrs::data::Batch;
 use nasrs::nas::darts::{Darts, DartsHyper, DeviceBatch};
 use nasrs::nas::{Mode, SearchConfig, SearchNetwork};

@@ -18,6 +18,7 @@ use common::{
     DeviceKind, Outputs,
 };
 use nasrs::backend::counting::Counting;
+use nasrs::backend::prelude::*;
 use nasrs::data::Batch;
 use nasrs::nas::darts::{Darts, DartsHyper, DeviceBatch, StepStats};
 use nasrs::nas::{SearchConfig, SearchNetwork};

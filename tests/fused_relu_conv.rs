@@ -14,6 +14,7 @@ mod common;
 use common::{assert_close, Outputs, TOL};
 use nasrs::autograd::Tape;
 use nasrs::backend::counting::{Counting, ELEM_BYTES};
+use nasrs::backend::prelude::*;
 use nasrs::nas::{Mode, SearchConfig, SearchNetwork};
 use nasrs::{Backend, Conv2dSpec, Cpu, Element, Nchw, Rng, Tensor};
 

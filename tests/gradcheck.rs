@@ -6,7 +6,8 @@
 
 use nasrs::autograd::{ParamStore, Tape, Var};
 use nasrs::backend::cpu::Cpu;
-use nasrs::{Backend, Conv2dSpec, Pool2dSpec, Result, Rng, Shape, Tensor};
+use nasrs::backend::prelude::*;
+use nasrs::{Conv2dSpec, Pool2dSpec, Result, Rng, Shape, Tensor};
 
 type B = Cpu<f64>;
 

@@ -16,6 +16,7 @@
 
 use nasrs::autograd::{ParamStore, Tape};
 use nasrs::backend::counting::Counting;
+use nasrs::backend::prelude::*;
 use nasrs::backend::{norm_scalars, ScalarRef};
 use nasrs::data::{synthetic, Batch};
 use nasrs::io::{load_safetensors, save_safetensors_with_i64};

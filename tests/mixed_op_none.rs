@@ -12,6 +12,7 @@ mod common;
 use common::{assert_close, Outputs, TOL};
 use nasrs::autograd::{Tape, Var};
 use nasrs::backend::counting::{Counting, ELEM_BYTES};
+use nasrs::backend::prelude::*;
 use nasrs::backend::{Backend, Element};
 use nasrs::{Cpu, Rng, Shape, Tensor};
 

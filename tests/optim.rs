@@ -2,9 +2,10 @@
 //! (The PyTorch fixtures in tests/torch_parity.rs check the same updates against torch itself.)
 
 use nasrs::autograd::ParamStore;
+use nasrs::backend::prelude::*;
 use nasrs::backend::{norm_scalars, AdamStep, Element, ScalarRef, SgdStep};
 use nasrs::optim::{clip_grad_norm, cosine_lr, grad_norm_scalars, Adam, Sgd};
-use nasrs::{Backend, Cpu, Tensor};
+use nasrs::{Cpu, Tensor};
 
 type B = Cpu<f64>;
 

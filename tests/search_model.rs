@@ -58,7 +58,8 @@ fn tiny_supernet_forward_backward() {
     };
     let logits = net.forward(&mut cx, xv).unwrap();
     assert_eq!(tape.shape(logits).dims(), &[2, 5]);
-    let labels = std::sync::Arc::new(nasrs::Backend::upload_labels(&be, &[1, 4], 10).unwrap());
+    let labels =
+        std::sync::Arc::new(nasrs::backend::DeviceOps::upload_labels(&be, &[1, 4], 10).unwrap());
     let loss = tape.softmax_cross_entropy(logits, &labels).unwrap();
     let l = tape.scalar(loss, "loss").unwrap();
     assert!((l - (5f64).ln()).abs() < 0.5, "initial loss {l}");

@@ -10,7 +10,8 @@
 //! (`param_out - param`), to 1e-3 of their size, so that a small learning-rate error cannot
 //! hide under the size of the parameter.
 
-use nasrs::backend::{AdamStep, Backend, Element, RunningStats, SgdStep};
+use nasrs::backend::prelude::*;
+use nasrs::backend::{AdamStep, Element, RunningStats, SgdStep};
 use nasrs::{Conv2dSpec, Cpu, Nchw, Pool2dSpec};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;

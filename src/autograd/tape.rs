@@ -16,7 +16,7 @@
 
 use super::params::{ParamId, ParamStore};
 use super::saved::{Precision, ReleaseStats, Saved};
-use crate::backend::{Backend, Element, RunningStats};
+use crate::backend::{Backend, DeviceOps, Element, RunningStats};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec, Shape};
 use crate::tensor::Tensor;
@@ -36,10 +36,10 @@ pub struct Var(usize);
 type BackwardFn<B> = Box<
     dyn Fn(
         &B,
-        &<B as Backend>::Storage,
+        &<B as DeviceOps>::Storage,
         &[bool],
-        &mut [Option<<B as Backend>::Storage>],
-    ) -> Result<Vec<Option<<B as Backend>::Storage>>>,
+        &mut [Option<<B as DeviceOps>::Storage>],
+    ) -> Result<Vec<Option<<B as DeviceOps>::Storage>>>,
 >;
 
 struct Node<B: Backend> {

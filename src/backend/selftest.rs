@@ -11,6 +11,7 @@
 //! row says otherwise).
 
 use crate::backend::cpu::Cpu;
+use crate::backend::prelude::*;
 use crate::backend::{AdamStep, Backend, RunningStats, SgdStep};
 use crate::error::{Error, Result};
 use crate::rng::Rng;

@@ -16,8 +16,11 @@
 //! `conv2d_bwd_data_into` adds the data gradient into a pending one (the tape's
 //! accumulation): the depthwise loops and `col2im` already add, the direct GEMM takes beta 1.
 
+use super::{expect_len, Cpu};
 use super::{par_planes, SAMPLES_PER_CHUNK};
+use crate::backend::ConvOps;
 use crate::backend::Element;
+use crate::error::Result;
 use crate::shape::{Conv2dSpec, Nchw};
 use rayon::prelude::*;
 
@@ -528,4 +531,65 @@ fn depthwise_plane_bwd_weight<T: Element, const RELU: bool>(
         }
         dwc[tap] += acc;
     });
+}
+
+impl<T: Element> ConvOps for Cpu<T> {
+    fn conv2d_fwd(&self, x: &Vec<T>, xd: Nchw, w: &Vec<T>, spec: &Conv2dSpec) -> Result<Vec<T>> {
+        let yd = spec.output(xd)?;
+        expect_len("conv2d_fwd", "input", x, xd.numel())?;
+        expect_len("conv2d_fwd", "weight", w, spec.weight_shape().numel())?;
+        Ok(conv2d_fwd(x, xd, w, spec, yd))
+    }
+    fn conv2d_bwd_data(
+        &self,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        w: &Vec<T>,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<Vec<T>> {
+        let yd = spec.output(xd)?;
+        if spec.relu_input {
+            expect_len("conv2d_bwd_data", "input", x, xd.numel())?;
+        }
+        expect_len("conv2d_bwd_data", "output gradient", dy, yd.numel())?;
+        expect_len("conv2d_bwd_data", "weight", w, spec.weight_shape().numel())?;
+        Ok(conv2d_bwd_data(x, dy, w, xd, spec, yd))
+    }
+    fn conv2d_bwd_data_into(
+        &self,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        w: &Vec<T>,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
+        let yd = spec.output(xd)?;
+        if spec.relu_input {
+            expect_len("conv2d_bwd_data_into", "input", x, xd.numel())?;
+        }
+        expect_len("conv2d_bwd_data_into", "output gradient", dy, yd.numel())?;
+        expect_len(
+            "conv2d_bwd_data_into",
+            "weight",
+            w,
+            spec.weight_shape().numel(),
+        )?;
+        expect_len("conv2d_bwd_data_into", "accumulator", dx, xd.numel())?;
+        conv2d_bwd_data_into(x, dy, w, xd, spec, yd, dx, true);
+        Ok(())
+    }
+    fn conv2d_bwd_weight(
+        &self,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<Vec<T>> {
+        let yd = spec.output(xd)?;
+        expect_len("conv2d_bwd_weight", "input", x, xd.numel())?;
+        expect_len("conv2d_bwd_weight", "output gradient", dy, yd.numel())?;
+        Ok(conv2d_bwd_weight(x, dy, xd, spec, yd))
+    }
 }

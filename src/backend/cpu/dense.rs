@@ -1,6 +1,9 @@
 //! CPU linear layer (GEMM) and mean softmax cross-entropy.
 
+use super::{expect_len, Cpu};
+use crate::backend::DenseOps;
 use crate::backend::Element;
+use crate::error::Result;
 
 /// y [n, out] = x [n, in] * w^T + b.
 pub fn linear_fwd<T: Element>(
@@ -151,4 +154,75 @@ pub fn softmax_cross_entropy_bwd<T: Element>(
         row[label as usize] -= s;
     }
     d
+}
+
+impl<T: Element> DenseOps for Cpu<T> {
+    fn linear_fwd(
+        &self,
+        x: &Vec<T>,
+        w: &Vec<T>,
+        b: Option<&Vec<T>>,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+    ) -> Result<Vec<T>> {
+        expect_len("linear", "input", x, n * in_f)?;
+        expect_len("linear", "weight", w, out_f * in_f)?;
+        if let Some(b) = b {
+            expect_len("linear", "bias", b, out_f)?;
+        }
+        Ok(linear_fwd(x, w, b.map(|b| b.as_slice()), n, in_f, out_f))
+    }
+    #[allow(clippy::type_complexity)]
+    fn linear_bwd(
+        &self,
+        x: &Vec<T>,
+        w: &Vec<T>,
+        dy: &Vec<T>,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+        with_bias: bool,
+    ) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>)> {
+        expect_len("linear_bwd", "input", x, n * in_f)?;
+        expect_len("linear_bwd", "weight", w, out_f * in_f)?;
+        expect_len("linear_bwd", "output gradient", dy, n * out_f)?;
+        Ok(linear_bwd(x, w, dy, n, in_f, out_f, with_bias))
+    }
+    fn softmax_cross_entropy_fwd(
+        &self,
+        logits: &Vec<T>,
+        n: usize,
+        k: usize,
+        labels: &Vec<u32>,
+    ) -> Result<(Vec<T>, Vec<T>)> {
+        expect_len("softmax_cross_entropy", "logits", logits, n * k)?;
+        crate::backend::check_labels(labels, n, k)?;
+        let (loss, probs) = softmax_cross_entropy_fwd(logits, n, k, labels);
+        Ok((vec![loss], probs))
+    }
+    fn softmax_cross_entropy_bwd(
+        &self,
+        probs: &Vec<T>,
+        dloss: &Vec<T>,
+        n: usize,
+        k: usize,
+        labels: &Vec<u32>,
+    ) -> Result<Vec<T>> {
+        expect_len("softmax_cross_entropy_bwd", "probabilities", probs, n * k)?;
+        expect_len("softmax_cross_entropy_bwd", "loss gradient", dloss, 1)?;
+        crate::backend::check_labels(labels, n, k)?;
+        Ok(softmax_cross_entropy_bwd(probs, dloss[0], n, k, labels))
+    }
+    fn count_correct(
+        &self,
+        logits: &Vec<T>,
+        n: usize,
+        k: usize,
+        labels: &Vec<u32>,
+    ) -> Result<Vec<T>> {
+        expect_len("count_correct", "logits", logits, n * k)?;
+        crate::backend::check_labels(labels, n, k)?;
+        Ok(vec![T::from_f64(count_correct(logits, k, labels) as f64)])
+    }
 }

@@ -4,8 +4,11 @@
 //! products are accumulated in f64 over fixed chunks summed in order, so the result does not
 //! depend on the thread count.
 
+use super::{expect_len, mixed_op_inputs, Cpu};
 use crate::backend::softmax;
 use crate::backend::Element;
+use crate::backend::{same_count, MixedOpOps};
+use crate::error::Result;
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
@@ -99,4 +102,49 @@ pub fn mixed_op_bwd<T: Element>(
         })
         .collect();
     (dxs, dalpha)
+}
+
+impl<T: Element> MixedOpOps for Cpu<T> {
+    fn mixed_op_fwd(&self, xs: &[Option<&Vec<T>>], alpha: &Vec<T>, len: usize) -> Result<Vec<T>> {
+        let xs = mixed_op_inputs("mixed_op", xs, alpha, len)?;
+        Ok(mixed_op_fwd(&xs, alpha, len))
+    }
+    #[allow(clippy::type_complexity)]
+    fn mixed_op_bwd(
+        &self,
+        dy: &Vec<T>,
+        xs: &[Option<&Vec<T>>],
+        alpha: &Vec<T>,
+        len: usize,
+        need_dx: &[bool],
+    ) -> Result<(Vec<Option<Vec<T>>>, Vec<T>)> {
+        expect_len("mixed_op_bwd", "output gradient", dy, len)?;
+        let xs = mixed_op_inputs("mixed_op_bwd", xs, alpha, len)?;
+        Ok(mixed_op_bwd(dy, &xs, alpha, len, need_dx, &mut []))
+    }
+    #[allow(clippy::type_complexity)]
+    fn mixed_op_bwd_into(
+        &self,
+        dy: &Vec<T>,
+        xs: &[Option<&Vec<T>>],
+        alpha: &Vec<T>,
+        len: usize,
+        need_dx: &[bool],
+        acc: &mut [Option<&mut Vec<T>>],
+    ) -> Result<(Vec<Option<Vec<T>>>, Vec<T>)> {
+        expect_len("mixed_op_bwd_into", "output gradient", dy, len)?;
+        let xs = mixed_op_inputs("mixed_op_bwd_into", xs, alpha, len)?;
+        same_count("mixed_op_bwd_into", xs.len(), &[acc.len()])?;
+        let mut into: Vec<Option<&mut [T]>> = Vec::with_capacity(acc.len());
+        for a in acc.iter_mut() {
+            match a.as_deref_mut() {
+                Some(a) => {
+                    expect_len("mixed_op_bwd_into", "accumulator", a, len)?;
+                    into.push(Some(a.as_mut_slice()));
+                }
+                None => into.push(None),
+            }
+        }
+        Ok(mixed_op_bwd(dy, &xs, alpha, len, need_dx, &mut into))
+    }
 }

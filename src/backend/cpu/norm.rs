@@ -2,7 +2,10 @@
 //! update with PyTorch's unbiased variance), eval forward, and backward. Statistics are
 //! accumulated in f64 whatever the element type, one channel per rayon task.
 
+use super::{expect_len, Cpu};
 use crate::backend::{BatchNormSaved, Element};
+use crate::backend::{NormOps, RunningStats};
+use crate::error::Result;
 use crate::shape::Nchw;
 use rayon::prelude::*;
 
@@ -149,4 +152,73 @@ pub fn batch_norm_bwd<T: Element>(
         (dgamma, dbeta)
     });
     (dx, param_grads)
+}
+
+impl<T: Element> NormOps for Cpu<T> {
+    fn batch_norm_train_fwd(
+        &self,
+        x: &Vec<T>,
+        xd: Nchw,
+        affine: Option<(&Vec<T>, &Vec<T>)>,
+        running: Option<RunningStats<'_, Vec<T>>>,
+        eps: f64,
+    ) -> Result<(Vec<T>, BatchNormSaved<Vec<T>>)> {
+        expect_len("batch_norm", "input", x, xd.numel())?;
+        if let Some((g, b)) = affine {
+            expect_len("batch_norm", "gamma", g, xd.c)?;
+            expect_len("batch_norm", "beta", b, xd.c)?;
+        }
+        if let Some(r) = &running {
+            expect_len("batch_norm", "running mean", r.mean, xd.c)?;
+            expect_len("batch_norm", "running var", r.var, xd.c)?;
+        }
+        let running = running.map(|r| (r.mean.as_mut_slice(), r.var.as_mut_slice(), r.momentum));
+        Ok(batch_norm_train_fwd(
+            x,
+            xd,
+            affine.map(|(g, b)| (g.as_slice(), b.as_slice())),
+            running,
+            eps,
+        ))
+    }
+    fn batch_norm_eval_fwd(
+        &self,
+        x: &Vec<T>,
+        xd: Nchw,
+        affine: Option<(&Vec<T>, &Vec<T>)>,
+        rm: &Vec<T>,
+        rv: &Vec<T>,
+        eps: f64,
+    ) -> Result<Vec<T>> {
+        expect_len("batch_norm", "input", x, xd.numel())?;
+        expect_len("batch_norm", "running mean", rm, xd.c)?;
+        expect_len("batch_norm", "running var", rv, xd.c)?;
+        Ok(batch_norm_eval_fwd(
+            x,
+            xd,
+            affine.map(|(g, b)| (g.as_slice(), b.as_slice())),
+            rm,
+            rv,
+            eps,
+        ))
+    }
+    #[allow(clippy::type_complexity)]
+    fn batch_norm_bwd(
+        &self,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        xd: Nchw,
+        gamma: Option<&Vec<T>>,
+        saved: &BatchNormSaved<Vec<T>>,
+    ) -> Result<(Vec<T>, Option<(Vec<T>, Vec<T>)>)> {
+        expect_len("batch_norm_bwd", "input", x, xd.numel())?;
+        expect_len("batch_norm_bwd", "output gradient", dy, xd.numel())?;
+        Ok(batch_norm_bwd(
+            x,
+            dy,
+            xd,
+            gamma.map(|g| g.as_slice()),
+            saved,
+        ))
+    }
 }

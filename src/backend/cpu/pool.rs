@@ -3,7 +3,10 @@
 //! maximum in window order, or the last NaN, as PyTorch) instead of storing indices.
 
 use super::par_planes;
+use super::{expect_len, Cpu};
 use crate::backend::Element;
+use crate::backend::PoolOps;
+use crate::error::Result;
 use crate::shape::{Nchw, Pool2dSpec, PoolKind};
 
 /// The in-bounds input range `[lo, hi)` of every output position along one axis.
@@ -149,4 +152,70 @@ pub fn global_avg_pool_bwd<T: Element>(dy: &[T], xd: Nchw) -> Vec<T> {
         p.fill(g * inv);
     }
     dx
+}
+
+impl<T: Element> PoolOps for Cpu<T> {
+    fn max_pool2d_fwd(&self, x: &Vec<T>, xd: Nchw, spec: &Pool2dSpec) -> Result<Vec<T>> {
+        let yd = spec.output(xd, "max_pool2d")?;
+        expect_len("max_pool2d_fwd", "input", x, xd.numel())?;
+        Ok(pool2d_fwd(PoolKind::Max, x, xd, spec, yd))
+    }
+    fn max_pool2d_bwd(
+        &self,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+    ) -> Result<Vec<T>> {
+        let yd = spec.output(xd, "max_pool2d")?;
+        expect_len("max_pool2d_bwd", "input", x, xd.numel())?;
+        expect_len("max_pool2d_bwd", "output gradient", dy, yd.numel())?;
+        Ok(pool2d_bwd(PoolKind::Max, x, dy, xd, spec, yd))
+    }
+    fn max_pool2d_bwd_into(
+        &self,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
+        let yd = spec.output(xd, "max_pool2d")?;
+        expect_len("max_pool2d_bwd_into", "input", x, xd.numel())?;
+        expect_len("max_pool2d_bwd_into", "output gradient", dy, yd.numel())?;
+        expect_len("max_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
+        pool2d_bwd_into(PoolKind::Max, x, dy, xd, spec, yd, dx);
+        Ok(())
+    }
+    fn avg_pool2d_fwd(&self, x: &Vec<T>, xd: Nchw, spec: &Pool2dSpec) -> Result<Vec<T>> {
+        let yd = spec.output(xd, "avg_pool2d")?;
+        expect_len("avg_pool2d_fwd", "input", x, xd.numel())?;
+        Ok(pool2d_fwd(PoolKind::Avg, x, xd, spec, yd))
+    }
+    fn avg_pool2d_bwd(&self, dy: &Vec<T>, xd: Nchw, spec: &Pool2dSpec) -> Result<Vec<T>> {
+        let yd = spec.output(xd, "avg_pool2d")?;
+        expect_len("avg_pool2d_bwd", "output gradient", dy, yd.numel())?;
+        Ok(pool2d_bwd(PoolKind::Avg, &[], dy, xd, spec, yd))
+    }
+    fn avg_pool2d_bwd_into(
+        &self,
+        dy: &Vec<T>,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
+        let yd = spec.output(xd, "avg_pool2d")?;
+        expect_len("avg_pool2d_bwd_into", "output gradient", dy, yd.numel())?;
+        expect_len("avg_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
+        pool2d_bwd_into(PoolKind::Avg, &[], dy, xd, spec, yd, dx);
+        Ok(())
+    }
+    fn global_avg_pool_fwd(&self, x: &Vec<T>, xd: Nchw) -> Result<Vec<T>> {
+        expect_len("global_avg_pool_fwd", "input", x, xd.numel())?;
+        Ok(global_avg_pool_fwd(x, xd))
+    }
+    fn global_avg_pool_bwd(&self, dy: &Vec<T>, xd: Nchw) -> Result<Vec<T>> {
+        expect_len("global_avg_pool_bwd", "output gradient", dy, xd.n * xd.c)?;
+        Ok(global_avg_pool_bwd(dy, xd))
+    }
 }

@@ -17,6 +17,7 @@
 use super::driver::LaunchConfig;
 use super::kernels;
 use super::{cfg1d, expect_len, int, Cuda, CudaBuf, Geom};
+use crate::backend::ConvOps;
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw};
 
@@ -385,4 +386,40 @@ pub(super) fn conv2d_bwd_weight(
         )
     }?;
     Ok(dw)
+}
+
+impl ConvOps for Cuda {
+    fn conv2d_fwd(&self, x: &CudaBuf, xd: Nchw, w: &CudaBuf, spec: &Conv2dSpec) -> Result<CudaBuf> {
+        conv2d_fwd(self, x, xd, w, spec)
+    }
+    fn conv2d_bwd_data(
+        &self,
+        x: &CudaBuf,
+        dy: &CudaBuf,
+        w: &CudaBuf,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<CudaBuf> {
+        conv2d_bwd_data(self, x, dy, w, xd, spec)
+    }
+    fn conv2d_bwd_data_into(
+        &self,
+        x: &CudaBuf,
+        dy: &CudaBuf,
+        w: &CudaBuf,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+        dx: &mut CudaBuf,
+    ) -> Result<()> {
+        conv2d_bwd_data_into(self, x, dy, w, xd, spec, dx)
+    }
+    fn conv2d_bwd_weight(
+        &self,
+        x: &CudaBuf,
+        dy: &CudaBuf,
+        xd: Nchw,
+        spec: &Conv2dSpec,
+    ) -> Result<CudaBuf> {
+        conv2d_bwd_weight(self, x, dy, xd, spec)
+    }
 }

@@ -6,7 +6,8 @@ use super::driver::DeviceSlice;
 use super::driver::LaunchConfig;
 use super::kernels;
 use super::{cfg1d, expect_len, int, Cuda, CudaBuf, CudaLabels, ONE_BLOCK};
-use crate::backend::Backend;
+use crate::backend::prelude::*;
+use crate::backend::DenseOps;
 use crate::error::{Error, Result};
 
 pub(super) fn linear_fwd(
@@ -259,4 +260,58 @@ pub(super) fn count_correct(
         )
     }?;
     Ok(out)
+}
+
+impl DenseOps for Cuda {
+    fn linear_fwd(
+        &self,
+        x: &CudaBuf,
+        w: &CudaBuf,
+        b: Option<&CudaBuf>,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+    ) -> Result<CudaBuf> {
+        linear_fwd(self, x, w, b, n, in_f, out_f)
+    }
+    fn linear_bwd(
+        &self,
+        x: &CudaBuf,
+        w: &CudaBuf,
+        dy: &CudaBuf,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+        with_bias: bool,
+    ) -> Result<(CudaBuf, CudaBuf, Option<CudaBuf>)> {
+        linear_bwd(self, x, w, dy, n, in_f, out_f, with_bias)
+    }
+    fn softmax_cross_entropy_fwd(
+        &self,
+        logits: &CudaBuf,
+        n: usize,
+        k: usize,
+        labels: &CudaLabels,
+    ) -> Result<(CudaBuf, CudaBuf)> {
+        softmax_cross_entropy_fwd(self, logits, n, k, labels)
+    }
+    fn softmax_cross_entropy_bwd(
+        &self,
+        probs: &CudaBuf,
+        dloss: &CudaBuf,
+        n: usize,
+        k: usize,
+        labels: &CudaLabels,
+    ) -> Result<CudaBuf> {
+        softmax_cross_entropy_bwd(self, probs, dloss, n, k, labels)
+    }
+    fn count_correct(
+        &self,
+        logits: &CudaBuf,
+        n: usize,
+        k: usize,
+        labels: &CudaLabels,
+    ) -> Result<CudaBuf> {
+        count_correct(self, logits, n, k, labels)
+    }
 }

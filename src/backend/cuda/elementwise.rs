@@ -8,6 +8,7 @@ use super::kernels;
 use super::{
     cfg1d, expect_len, int, same_len, scalar_ptr, Cuda, CudaBuf, CudaHalf, BLOCK, ONE_BLOCK,
 };
+use crate::backend::ElementwiseOps;
 use crate::backend::{norm_scalars, ScalarRef};
 use crate::error::{Error, Result};
 
@@ -307,4 +308,62 @@ pub(super) fn dot(d: &Cuda, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
     let mut host = [0.0f64];
     out.download_into(&mut host)?;
     Ok(host[0])
+}
+
+impl ElementwiseOps for Cuda {
+    fn fill(&self, len: usize, value: f64) -> Result<CudaBuf> {
+        fill(self, len, value)
+    }
+    fn add(&self, a: &CudaBuf, b: &CudaBuf) -> Result<CudaBuf> {
+        add(self, a, b)
+    }
+    fn scale(&self, x: &CudaBuf, s: f64) -> Result<CudaBuf> {
+        scale(self, x, s)
+    }
+    fn axpy(&self, y: &mut CudaBuf, a: f64, x: &CudaBuf) -> Result<()> {
+        axpy(self, y, a, x)
+    }
+    fn scale_assign(&self, x: &mut CudaBuf, s: f64) -> Result<()> {
+        scale_assign(self, x, s)
+    }
+    fn axpy_scaled(
+        &self,
+        y: &mut CudaBuf,
+        a: f64,
+        s: ScalarRef<'_, CudaBuf>,
+        x: &CudaBuf,
+    ) -> Result<()> {
+        axpy_scaled(self, y, a, s, x)
+    }
+    fn grad_norm_scalars(&self, xs: &[&CudaBuf], max_norm: f64) -> Result<CudaBuf> {
+        grad_norm_scalars(self, xs, max_norm)
+    }
+    fn sum_squares(&self, x: &CudaBuf) -> Result<f64> {
+        dot(self, x, x)
+    }
+    fn sum_squares_many(&self, xs: &[&CudaBuf]) -> Result<f64> {
+        sum_squares_many(self, xs)
+    }
+    fn dot(&self, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
+        same_len("dot", a, b)?;
+        dot(self, a, b)
+    }
+    fn relu_fwd(&self, x: &CudaBuf) -> Result<CudaBuf> {
+        relu_fwd(self, x)
+    }
+    fn relu_bwd(&self, y: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
+        relu_bwd(self, y, dy)
+    }
+    fn to_bf16(&self, x: &CudaBuf) -> Result<CudaHalf> {
+        to_bf16(self, x)
+    }
+    fn from_bf16(&self, x: &CudaHalf) -> Result<CudaBuf> {
+        from_bf16(self, x)
+    }
+    fn half_len(&self, x: &CudaHalf) -> usize {
+        x.len
+    }
+    fn drop_path(&self, x: &CudaBuf, n: usize, sample_scale: &CudaBuf) -> Result<CudaBuf> {
+        drop_path(self, x, n, sample_scale)
+    }
 }

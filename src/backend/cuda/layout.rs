@@ -3,6 +3,7 @@
 
 use super::kernels;
 use super::{cfg1d, expect_len, int, Cuda, CudaBuf};
+use crate::backend::LayoutOps;
 use crate::error::{Error, Result};
 use crate::shape::Nchw;
 
@@ -146,4 +147,19 @@ pub(super) fn shift_crop_bwd(d: &Cuda, dy: &CudaBuf, xd: Nchw) -> Result<CudaBuf
         }?;
     }
     Ok(dx)
+}
+
+impl LayoutOps for Cuda {
+    fn concat_channels(&self, parts: &[(&CudaBuf, Nchw)]) -> Result<CudaBuf> {
+        concat_channels(self, parts)
+    }
+    fn split_channels(&self, dy: &CudaBuf, dd: Nchw, channels: &[usize]) -> Result<Vec<CudaBuf>> {
+        split_channels(self, dy, dd, channels)
+    }
+    fn shift_crop_fwd(&self, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
+        shift_crop_fwd(self, x, xd)
+    }
+    fn shift_crop_bwd(&self, dy: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
+        shift_crop_bwd(self, dy, xd)
+    }
 }

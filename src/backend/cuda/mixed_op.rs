@@ -8,6 +8,7 @@
 use super::driver::LaunchConfig;
 use super::kernels;
 use super::{cfg1d, expect_len, int, Cuda, CudaBuf, BLOCK};
+use crate::backend::MixedOpOps;
 use crate::error::{Error, Result};
 
 /// Most op outputs one MixedOp takes (MAX_K in kernels/common.cuh).
@@ -177,4 +178,36 @@ fn bwd(
         )
     }?;
     Ok((dxs, dalpha))
+}
+
+impl MixedOpOps for Cuda {
+    fn mixed_op_fwd(
+        &self,
+        xs: &[Option<&CudaBuf>],
+        alpha: &CudaBuf,
+        len: usize,
+    ) -> Result<CudaBuf> {
+        mixed_op_fwd(self, xs, alpha, len)
+    }
+    fn mixed_op_bwd(
+        &self,
+        dy: &CudaBuf,
+        xs: &[Option<&CudaBuf>],
+        alpha: &CudaBuf,
+        len: usize,
+        need_dx: &[bool],
+    ) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
+        mixed_op_bwd(self, dy, xs, alpha, len, need_dx)
+    }
+    fn mixed_op_bwd_into(
+        &self,
+        dy: &CudaBuf,
+        xs: &[Option<&CudaBuf>],
+        alpha: &CudaBuf,
+        len: usize,
+        need_dx: &[bool],
+        acc: &mut [Option<&mut CudaBuf>],
+    ) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
+        mixed_op_bwd_into(self, dy, xs, alpha, len, need_dx, acc)
+    }
 }

@@ -22,11 +22,10 @@ mod pool;
 #[cfg(all(test, feature = "cuda-sim"))]
 mod sim_faults;
 
-use crate::backend::{
-    AdamStep, Backend, BatchNormSaved, PeakMemory, RunningStats, ScalarRef, SgdStep,
-};
+use crate::backend::DeviceOps;
+use crate::backend::{PeakMemory, ScalarRef};
 use crate::error::{Error, Result};
-use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec};
+use crate::shape::Nchw;
 #[cfg(feature = "cuda-sim")]
 pub use driver::sim::{launch_counts as sim_launch_counts, SimOptions};
 use driver::{Dev, DeviceCopy, DeviceSlice, Driver, GemmBatch, GraphExec, LaunchConfig, Sgemm};
@@ -319,17 +318,15 @@ impl Cuda {
     }
 }
 
-impl Backend for Cuda {
+impl DeviceOps for Cuda {
     type Elem = f32;
     type Storage = CudaBuf;
     type Labels = CudaLabels;
     type Graph = CudaStepGraph;
     type Half = CudaHalf;
-
     fn device_name(&self) -> String {
         self.inner.name.clone()
     }
-
     fn zeros(&self, len: usize) -> Result<CudaBuf> {
         let mut y = self.alloc(len)?;
         y.data.zero()?;
@@ -375,10 +372,6 @@ impl Backend for Cuda {
         }
         dst.data.upload_from(host)
     }
-    fn fill(&self, len: usize, value: f64) -> Result<CudaBuf> {
-        elementwise::fill(self, len, value)
-    }
-
     fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<CudaLabels> {
         crate::backend::check_labels(labels, labels.len(), classes)?;
         let mut data = self.scratch::<u32>(labels.len())?;
@@ -402,7 +395,6 @@ impl Backend for Cuda {
     fn labels_len(&self, labels: &CudaLabels) -> usize {
         labels.len
     }
-
     /// Stream capture into a graph. Allocations inside become graph memory (the pool
     /// plans their addresses once, at instantiation), so a step that frees what it
     /// allocates replays with no allocation at all. The capture is ended even when `body`
@@ -417,7 +409,6 @@ impl Backend for Cuda {
     fn replay(&self, graph: &CudaStepGraph) -> Result<()> {
         graph.0.launch()
     }
-
     /// Device time from the first op `f` queues to the last, host gaps inside (mid-step
     /// downloads) included, as PyTorch's `torch.cuda.Event` timing counts them.
     fn time_region(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
@@ -433,305 +424,5 @@ impl Backend for Cuda {
     /// graph memory's. cuBLAS's own workspace (allocated outside the pool) is not in it.
     fn peak_memory(&self) -> Result<Option<PeakMemory>> {
         self.drv().peak_memory()
-    }
-
-    fn add(&self, a: &CudaBuf, b: &CudaBuf) -> Result<CudaBuf> {
-        elementwise::add(self, a, b)
-    }
-    fn scale(&self, x: &CudaBuf, s: f64) -> Result<CudaBuf> {
-        elementwise::scale(self, x, s)
-    }
-    fn axpy(&self, y: &mut CudaBuf, a: f64, x: &CudaBuf) -> Result<()> {
-        elementwise::axpy(self, y, a, x)
-    }
-    fn scale_assign(&self, x: &mut CudaBuf, s: f64) -> Result<()> {
-        elementwise::scale_assign(self, x, s)
-    }
-    fn axpy_scaled(
-        &self,
-        y: &mut CudaBuf,
-        a: f64,
-        s: ScalarRef<'_, CudaBuf>,
-        x: &CudaBuf,
-    ) -> Result<()> {
-        elementwise::axpy_scaled(self, y, a, s, x)
-    }
-    fn grad_norm_scalars(&self, xs: &[&CudaBuf], max_norm: f64) -> Result<CudaBuf> {
-        elementwise::grad_norm_scalars(self, xs, max_norm)
-    }
-    fn sum_squares(&self, x: &CudaBuf) -> Result<f64> {
-        elementwise::dot(self, x, x)
-    }
-    fn sum_squares_many(&self, xs: &[&CudaBuf]) -> Result<f64> {
-        elementwise::sum_squares_many(self, xs)
-    }
-    fn dot(&self, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
-        same_len("dot", a, b)?;
-        elementwise::dot(self, a, b)
-    }
-    fn relu_fwd(&self, x: &CudaBuf) -> Result<CudaBuf> {
-        elementwise::relu_fwd(self, x)
-    }
-    fn relu_bwd(&self, y: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
-        elementwise::relu_bwd(self, y, dy)
-    }
-    fn to_bf16(&self, x: &CudaBuf) -> Result<CudaHalf> {
-        elementwise::to_bf16(self, x)
-    }
-    fn from_bf16(&self, x: &CudaHalf) -> Result<CudaBuf> {
-        elementwise::from_bf16(self, x)
-    }
-    fn half_len(&self, x: &CudaHalf) -> usize {
-        x.len
-    }
-
-    fn conv2d_fwd(&self, x: &CudaBuf, xd: Nchw, w: &CudaBuf, spec: &Conv2dSpec) -> Result<CudaBuf> {
-        conv::conv2d_fwd(self, x, xd, w, spec)
-    }
-    fn conv2d_bwd_data(
-        &self,
-        x: &CudaBuf,
-        dy: &CudaBuf,
-        w: &CudaBuf,
-        xd: Nchw,
-        spec: &Conv2dSpec,
-    ) -> Result<CudaBuf> {
-        conv::conv2d_bwd_data(self, x, dy, w, xd, spec)
-    }
-    fn conv2d_bwd_data_into(
-        &self,
-        x: &CudaBuf,
-        dy: &CudaBuf,
-        w: &CudaBuf,
-        xd: Nchw,
-        spec: &Conv2dSpec,
-        dx: &mut CudaBuf,
-    ) -> Result<()> {
-        conv::conv2d_bwd_data_into(self, x, dy, w, xd, spec, dx)
-    }
-    fn conv2d_bwd_weight(
-        &self,
-        x: &CudaBuf,
-        dy: &CudaBuf,
-        xd: Nchw,
-        spec: &Conv2dSpec,
-    ) -> Result<CudaBuf> {
-        conv::conv2d_bwd_weight(self, x, dy, xd, spec)
-    }
-
-    fn max_pool2d_fwd(&self, x: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
-        pool::max_pool2d_fwd(self, x, xd, spec)
-    }
-    fn max_pool2d_bwd(
-        &self,
-        x: &CudaBuf,
-        dy: &CudaBuf,
-        xd: Nchw,
-        spec: &Pool2dSpec,
-    ) -> Result<CudaBuf> {
-        pool::max_pool2d_bwd(self, x, dy, xd, spec)
-    }
-    fn max_pool2d_bwd_into(
-        &self,
-        x: &CudaBuf,
-        dy: &CudaBuf,
-        xd: Nchw,
-        spec: &Pool2dSpec,
-        dx: &mut CudaBuf,
-    ) -> Result<()> {
-        pool::max_pool2d_bwd_into(self, x, dy, xd, spec, dx)
-    }
-    fn avg_pool2d_fwd(&self, x: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
-        pool::avg_pool2d_fwd(self, x, xd, spec)
-    }
-    fn avg_pool2d_bwd(&self, dy: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
-        pool::avg_pool2d_bwd(self, dy, xd, spec)
-    }
-    fn avg_pool2d_bwd_into(
-        &self,
-        dy: &CudaBuf,
-        xd: Nchw,
-        spec: &Pool2dSpec,
-        dx: &mut CudaBuf,
-    ) -> Result<()> {
-        pool::avg_pool2d_bwd_into(self, dy, xd, spec, dx)
-    }
-    fn global_avg_pool_fwd(&self, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
-        pool::global_avg_pool_fwd(self, x, xd)
-    }
-    fn global_avg_pool_bwd(&self, dy: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
-        pool::global_avg_pool_bwd(self, dy, xd)
-    }
-
-    fn batch_norm_train_fwd(
-        &self,
-        x: &CudaBuf,
-        xd: Nchw,
-        affine: Option<(&CudaBuf, &CudaBuf)>,
-        running: Option<RunningStats<'_, CudaBuf>>,
-        eps: f64,
-    ) -> Result<(CudaBuf, BatchNormSaved<CudaBuf>)> {
-        norm::batch_norm_train_fwd(self, x, xd, affine, running, eps)
-    }
-    fn batch_norm_eval_fwd(
-        &self,
-        x: &CudaBuf,
-        xd: Nchw,
-        affine: Option<(&CudaBuf, &CudaBuf)>,
-        rm: &CudaBuf,
-        rv: &CudaBuf,
-        eps: f64,
-    ) -> Result<CudaBuf> {
-        norm::batch_norm_eval_fwd(self, x, xd, affine, rm, rv, eps)
-    }
-    fn batch_norm_bwd(
-        &self,
-        x: &CudaBuf,
-        dy: &CudaBuf,
-        xd: Nchw,
-        gamma: Option<&CudaBuf>,
-        saved: &BatchNormSaved<CudaBuf>,
-    ) -> Result<(CudaBuf, Option<(CudaBuf, CudaBuf)>)> {
-        norm::batch_norm_bwd(self, x, dy, xd, gamma, saved)
-    }
-
-    fn concat_channels(&self, parts: &[(&CudaBuf, Nchw)]) -> Result<CudaBuf> {
-        layout::concat_channels(self, parts)
-    }
-    fn split_channels(&self, dy: &CudaBuf, dd: Nchw, channels: &[usize]) -> Result<Vec<CudaBuf>> {
-        layout::split_channels(self, dy, dd, channels)
-    }
-    fn shift_crop_fwd(&self, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
-        layout::shift_crop_fwd(self, x, xd)
-    }
-    fn shift_crop_bwd(&self, dy: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
-        layout::shift_crop_bwd(self, dy, xd)
-    }
-
-    fn linear_fwd(
-        &self,
-        x: &CudaBuf,
-        w: &CudaBuf,
-        b: Option<&CudaBuf>,
-        n: usize,
-        in_f: usize,
-        out_f: usize,
-    ) -> Result<CudaBuf> {
-        dense::linear_fwd(self, x, w, b, n, in_f, out_f)
-    }
-    fn linear_bwd(
-        &self,
-        x: &CudaBuf,
-        w: &CudaBuf,
-        dy: &CudaBuf,
-        n: usize,
-        in_f: usize,
-        out_f: usize,
-        with_bias: bool,
-    ) -> Result<(CudaBuf, CudaBuf, Option<CudaBuf>)> {
-        dense::linear_bwd(self, x, w, dy, n, in_f, out_f, with_bias)
-    }
-    fn softmax_cross_entropy_fwd(
-        &self,
-        logits: &CudaBuf,
-        n: usize,
-        k: usize,
-        labels: &CudaLabels,
-    ) -> Result<(CudaBuf, CudaBuf)> {
-        dense::softmax_cross_entropy_fwd(self, logits, n, k, labels)
-    }
-    fn softmax_cross_entropy_bwd(
-        &self,
-        probs: &CudaBuf,
-        dloss: &CudaBuf,
-        n: usize,
-        k: usize,
-        labels: &CudaLabels,
-    ) -> Result<CudaBuf> {
-        dense::softmax_cross_entropy_bwd(self, probs, dloss, n, k, labels)
-    }
-    fn count_correct(
-        &self,
-        logits: &CudaBuf,
-        n: usize,
-        k: usize,
-        labels: &CudaLabels,
-    ) -> Result<CudaBuf> {
-        dense::count_correct(self, logits, n, k, labels)
-    }
-
-    fn drop_path(&self, x: &CudaBuf, n: usize, sample_scale: &CudaBuf) -> Result<CudaBuf> {
-        elementwise::drop_path(self, x, n, sample_scale)
-    }
-
-    fn mixed_op_fwd(
-        &self,
-        xs: &[Option<&CudaBuf>],
-        alpha: &CudaBuf,
-        len: usize,
-    ) -> Result<CudaBuf> {
-        mixed_op::mixed_op_fwd(self, xs, alpha, len)
-    }
-    fn mixed_op_bwd(
-        &self,
-        dy: &CudaBuf,
-        xs: &[Option<&CudaBuf>],
-        alpha: &CudaBuf,
-        len: usize,
-        need_dx: &[bool],
-    ) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
-        mixed_op::mixed_op_bwd(self, dy, xs, alpha, len, need_dx)
-    }
-    fn mixed_op_bwd_into(
-        &self,
-        dy: &CudaBuf,
-        xs: &[Option<&CudaBuf>],
-        alpha: &CudaBuf,
-        len: usize,
-        need_dx: &[bool],
-        acc: &mut [Option<&mut CudaBuf>],
-    ) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
-        mixed_op::mixed_op_bwd_into(self, dy, xs, alpha, len, need_dx, acc)
-    }
-
-    fn sgd_step(
-        &self,
-        param: &mut CudaBuf,
-        grad: &CudaBuf,
-        momentum_buf: &mut CudaBuf,
-        hp: &SgdStep,
-        grad_scale: Option<ScalarRef<'_, CudaBuf>>,
-    ) -> Result<()> {
-        optim::sgd_step(self, param, grad, momentum_buf, hp, grad_scale)
-    }
-    fn adam_step(
-        &self,
-        param: &mut CudaBuf,
-        grad: &CudaBuf,
-        m: &mut CudaBuf,
-        v: &mut CudaBuf,
-        hp: &AdamStep,
-    ) -> Result<()> {
-        optim::adam_step(self, param, grad, m, v, hp)
-    }
-    fn sgd_step_many(
-        &self,
-        params: &mut [&mut CudaBuf],
-        grads: &[&CudaBuf],
-        momentum_bufs: &mut [&mut CudaBuf],
-        hp: &SgdStep,
-        grad_scale: Option<ScalarRef<'_, CudaBuf>>,
-    ) -> Result<()> {
-        optim::sgd_step_many(self, params, grads, momentum_bufs, hp, grad_scale)
-    }
-    fn adam_step_many(
-        &self,
-        params: &mut [&mut CudaBuf],
-        grads: &[&CudaBuf],
-        ms: &mut [&mut CudaBuf],
-        vs: &mut [&mut CudaBuf],
-        hp: &AdamStep,
-    ) -> Result<()> {
-        optim::adam_step_many(self, params, grads, ms, vs, hp)
     }
 }

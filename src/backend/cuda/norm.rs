@@ -6,6 +6,7 @@ use super::driver::DevMut;
 use super::driver::LaunchConfig;
 use super::{cfg1d, expect_len, int, Cuda, CudaBuf};
 use super::{kernels, opt};
+use crate::backend::NormOps;
 use crate::backend::{BatchNormSaved, RunningStats};
 use crate::error::Result;
 use crate::shape::Nchw;
@@ -208,4 +209,38 @@ pub(super) fn batch_norm_bwd(
         }?;
     }
     Ok((dx, grads))
+}
+
+impl NormOps for Cuda {
+    fn batch_norm_train_fwd(
+        &self,
+        x: &CudaBuf,
+        xd: Nchw,
+        affine: Option<(&CudaBuf, &CudaBuf)>,
+        running: Option<RunningStats<'_, CudaBuf>>,
+        eps: f64,
+    ) -> Result<(CudaBuf, BatchNormSaved<CudaBuf>)> {
+        batch_norm_train_fwd(self, x, xd, affine, running, eps)
+    }
+    fn batch_norm_eval_fwd(
+        &self,
+        x: &CudaBuf,
+        xd: Nchw,
+        affine: Option<(&CudaBuf, &CudaBuf)>,
+        rm: &CudaBuf,
+        rv: &CudaBuf,
+        eps: f64,
+    ) -> Result<CudaBuf> {
+        batch_norm_eval_fwd(self, x, xd, affine, rm, rv, eps)
+    }
+    fn batch_norm_bwd(
+        &self,
+        x: &CudaBuf,
+        dy: &CudaBuf,
+        xd: Nchw,
+        gamma: Option<&CudaBuf>,
+        saved: &BatchNormSaved<CudaBuf>,
+    ) -> Result<(CudaBuf, Option<(CudaBuf, CudaBuf)>)> {
+        batch_norm_bwd(self, x, dy, xd, gamma, saved)
+    }
 }

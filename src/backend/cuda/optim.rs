@@ -7,6 +7,7 @@ use super::driver::Dev;
 use super::driver::LaunchConfig;
 use super::kernels;
 use super::{cfg1d, int, same_len, scalar_ptr, Cuda, CudaBuf, BLOCK};
+use crate::backend::OptimOps;
 use crate::backend::{same_count, AdamStep, ScalarRef, SgdStep};
 use crate::error::Result;
 
@@ -237,4 +238,47 @@ pub(super) fn adam_step_many(
         }?;
     }
     Ok(())
+}
+
+impl OptimOps for Cuda {
+    fn sgd_step(
+        &self,
+        param: &mut CudaBuf,
+        grad: &CudaBuf,
+        momentum_buf: &mut CudaBuf,
+        hp: &SgdStep,
+        grad_scale: Option<ScalarRef<'_, CudaBuf>>,
+    ) -> Result<()> {
+        sgd_step(self, param, grad, momentum_buf, hp, grad_scale)
+    }
+    fn adam_step(
+        &self,
+        param: &mut CudaBuf,
+        grad: &CudaBuf,
+        m: &mut CudaBuf,
+        v: &mut CudaBuf,
+        hp: &AdamStep,
+    ) -> Result<()> {
+        adam_step(self, param, grad, m, v, hp)
+    }
+    fn sgd_step_many(
+        &self,
+        params: &mut [&mut CudaBuf],
+        grads: &[&CudaBuf],
+        momentum_bufs: &mut [&mut CudaBuf],
+        hp: &SgdStep,
+        grad_scale: Option<ScalarRef<'_, CudaBuf>>,
+    ) -> Result<()> {
+        sgd_step_many(self, params, grads, momentum_bufs, hp, grad_scale)
+    }
+    fn adam_step_many(
+        &self,
+        params: &mut [&mut CudaBuf],
+        grads: &[&CudaBuf],
+        ms: &mut [&mut CudaBuf],
+        vs: &mut [&mut CudaBuf],
+        hp: &AdamStep,
+    ) -> Result<()> {
+        adam_step_many(self, params, grads, ms, vs, hp)
+    }
 }

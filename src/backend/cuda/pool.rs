@@ -4,6 +4,7 @@
 use super::driver::{Dev, DevMut, Driver, LaunchConfig};
 use super::kernels;
 use super::{cfg1d, expect_len, int, Cuda, CudaBuf, Geom};
+use crate::backend::PoolOps;
 use crate::error::Result;
 use crate::shape::{Nchw, Pool2dSpec};
 
@@ -220,4 +221,50 @@ pub(super) fn global_avg_pool_bwd(d: &Cuda, dy: &CudaBuf, xd: Nchw) -> Result<Cu
         }?;
     }
     Ok(dx)
+}
+
+impl PoolOps for Cuda {
+    fn max_pool2d_fwd(&self, x: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
+        max_pool2d_fwd(self, x, xd, spec)
+    }
+    fn max_pool2d_bwd(
+        &self,
+        x: &CudaBuf,
+        dy: &CudaBuf,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+    ) -> Result<CudaBuf> {
+        max_pool2d_bwd(self, x, dy, xd, spec)
+    }
+    fn max_pool2d_bwd_into(
+        &self,
+        x: &CudaBuf,
+        dy: &CudaBuf,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut CudaBuf,
+    ) -> Result<()> {
+        max_pool2d_bwd_into(self, x, dy, xd, spec, dx)
+    }
+    fn avg_pool2d_fwd(&self, x: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
+        avg_pool2d_fwd(self, x, xd, spec)
+    }
+    fn avg_pool2d_bwd(&self, dy: &CudaBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CudaBuf> {
+        avg_pool2d_bwd(self, dy, xd, spec)
+    }
+    fn avg_pool2d_bwd_into(
+        &self,
+        dy: &CudaBuf,
+        xd: Nchw,
+        spec: &Pool2dSpec,
+        dx: &mut CudaBuf,
+    ) -> Result<()> {
+        avg_pool2d_bwd_into(self, dy, xd, spec, dx)
+    }
+    fn global_avg_pool_fwd(&self, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
+        global_avg_pool_fwd(self, x, xd)
+    }
+    fn global_avg_pool_bwd(&self, dy: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
+        global_avg_pool_bwd(self, dy, xd)
+    }
 }

@@ -6,8 +6,8 @@
 //! to pass on good code and fail on the bug.
 
 use super::{cfg1d, kernels, Cuda, CudaBuf, BLOCK, ONE_BLOCK};
+use crate::backend::prelude::*;
 use crate::backend::selftest::max_error;
-use crate::backend::Backend;
 use crate::error::Result;
 use crate::rng::Rng;
 use crate::Cpu;

@@ -1,0 +1,108 @@
+//! What the counting backend counts for linear layer, softmax cross-entropy and correct-prediction count (`DenseOps`).
+
+use super::{flops, labels_check, len_check, u, CountBuf, CountLabels, Counting, Io};
+use crate::backend::DenseOps;
+use crate::error::Result;
+
+impl DenseOps for Counting {
+    fn linear_fwd(
+        &self,
+        x: &CountBuf,
+        w: &CountBuf,
+        b: Option<&CountBuf>,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+    ) -> Result<CountBuf> {
+        len_check("linear_fwd", "input", x, n * in_f)?;
+        let mut reads = vec![x, w];
+        let mut f = 2 * u(n * in_f * out_f);
+        if let Some(b) = b {
+            reads.push(b);
+            f += u(n * out_f);
+        }
+        self.unary("linear_fwd", f, &reads, n * out_f)
+    }
+    fn linear_bwd(
+        &self,
+        x: &CountBuf,
+        w: &CountBuf,
+        dy: &CountBuf,
+        n: usize,
+        in_f: usize,
+        out_f: usize,
+        with_bias: bool,
+    ) -> Result<(CountBuf, CountBuf, Option<CountBuf>)> {
+        len_check("linear_bwd", "dy", dy, n * out_f)?;
+        let dx = self.alloc(n * in_f)?;
+        let dw = self.alloc(out_f * in_f)?;
+        let db = if with_bias {
+            Some(self.alloc(out_f)?)
+        } else {
+            None
+        };
+        let mut writes = vec![&dx, &dw];
+        let mut f = 4 * u(n * in_f * out_f);
+        if let Some(db) = db.as_ref() {
+            writes.push(db);
+            f += u(n * out_f);
+        }
+        self.rec(
+            "linear_bwd",
+            f,
+            Io {
+                reads: vec![x, w, dy],
+                writes,
+            },
+        )?;
+        Ok((dx, dw, db))
+    }
+    fn softmax_cross_entropy_fwd(
+        &self,
+        logits: &CountBuf,
+        n: usize,
+        k: usize,
+        labels: &CountLabels,
+    ) -> Result<(CountBuf, CountBuf)> {
+        len_check("softmax_cross_entropy_fwd", "logits", logits, n * k)?;
+        labels_check("softmax_cross_entropy_fwd", labels, n)?;
+        let loss = self.alloc(1)?;
+        let probs = self.alloc(n * k)?;
+        self.rec(
+            "softmax_cross_entropy_fwd",
+            flops::XENT_FWD * u(n * k) + 2 * u(n),
+            Io {
+                reads: vec![logits],
+                writes: vec![&loss, &probs],
+            },
+        )?;
+        Ok((loss, probs))
+    }
+    fn softmax_cross_entropy_bwd(
+        &self,
+        probs: &CountBuf,
+        dloss: &CountBuf,
+        n: usize,
+        k: usize,
+        labels: &CountLabels,
+    ) -> Result<CountBuf> {
+        labels_check("softmax_cross_entropy_bwd", labels, n)?;
+        self.unary(
+            "softmax_cross_entropy_bwd",
+            flops::XENT_BWD * u(n * k),
+            &[probs, dloss],
+            n * k,
+        )
+    }
+    fn count_correct(
+        &self,
+        logits: &CountBuf,
+        n: usize,
+        k: usize,
+        labels: &CountLabels,
+    ) -> Result<CountBuf> {
+        len_check("count_correct", "logits", logits, n * k)?;
+        labels_check("count_correct", labels, n)?;
+        self.unary("count_correct", u(n * k), &[logits], 1)
+    }
+}

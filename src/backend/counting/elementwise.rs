@@ -1,0 +1,129 @@
+//! What the counting backend counts for elementwise ops, reductions, ReLU, bf16 conversion and drop-path (`ElementwiseOps`).
+
+use super::{elem_check, same, u, CountBuf, Counting, Io, ELEM_BYTES, HALF_BYTES};
+use crate::backend::{norm_scalars, ElementwiseOps, ScalarRef};
+use crate::error::Result;
+
+impl ElementwiseOps for Counting {
+    fn fill(&self, len: usize, _value: f64) -> Result<CountBuf> {
+        self.unary("fill", 0, &[], len)
+    }
+    fn add(&self, a: &CountBuf, b: &CountBuf) -> Result<CountBuf> {
+        same("add", a, b)?;
+        self.unary("add", u(a.len), &[a, b], a.len)
+    }
+    fn scale(&self, x: &CountBuf, _s: f64) -> Result<CountBuf> {
+        self.unary("scale", u(x.len), &[x], x.len)
+    }
+    fn axpy(&self, y: &mut CountBuf, _a: f64, x: &CountBuf) -> Result<()> {
+        same("axpy", y, x)?;
+        self.rec(
+            "axpy",
+            2 * u(x.len),
+            Io {
+                reads: vec![x, &*y],
+                writes: vec![&*y],
+            },
+        )
+    }
+    fn axpy_scaled(
+        &self,
+        y: &mut CountBuf,
+        _a: f64,
+        s: ScalarRef<'_, CountBuf>,
+        x: &CountBuf,
+    ) -> Result<()> {
+        same("axpy_scaled", y, x)?;
+        self.rec(
+            "axpy_scaled",
+            2 * u(x.len),
+            Io {
+                reads: vec![x, &*y, s.buf],
+                writes: vec![&*y],
+            },
+        )
+    }
+    fn grad_norm_scalars(&self, xs: &[&CountBuf], _max_norm: f64) -> Result<CountBuf> {
+        // One reduction over every buffer and a finish writing the scalars; nothing to the host.
+        let n: usize = xs.iter().map(|x| x.len).sum();
+        self.unary("grad_norm_scalars", 2 * u(n), xs, norm_scalars::LEN)
+    }
+    fn scale_assign(&self, x: &mut CountBuf, _s: f64) -> Result<()> {
+        self.rec(
+            "scale_assign",
+            u(x.len),
+            Io {
+                reads: vec![&*x],
+                writes: vec![&*x],
+            },
+        )
+    }
+    fn sum_squares(&self, x: &CountBuf) -> Result<f64> {
+        self.rec(
+            "sum_squares",
+            2 * u(x.len),
+            Io {
+                reads: vec![x],
+                writes: vec![],
+            },
+        )?;
+        self.host_sync(8)?;
+        Ok(x.len as f64)
+    }
+    fn sum_squares_many(&self, xs: &[&CountBuf]) -> Result<f64> {
+        let n: usize = xs.iter().map(|x| x.len).sum();
+        self.rec(
+            "sum_squares_many",
+            2 * u(n),
+            Io {
+                reads: xs.to_vec(),
+                writes: vec![],
+            },
+        )?;
+        self.host_sync(8)?;
+        Ok(n as f64)
+    }
+    fn dot(&self, a: &CountBuf, b: &CountBuf) -> Result<f64> {
+        same("dot", a, b)?;
+        self.rec(
+            "dot",
+            2 * u(a.len),
+            Io {
+                reads: vec![a, b],
+                writes: vec![],
+            },
+        )?;
+        self.host_sync(8)?;
+        Ok(a.len as f64)
+    }
+    fn relu_fwd(&self, x: &CountBuf) -> Result<CountBuf> {
+        self.unary("relu_fwd", u(x.len), &[x], x.len)
+    }
+    fn relu_bwd(&self, y: &CountBuf, dy: &CountBuf) -> Result<CountBuf> {
+        same("relu_bwd", y, dy)?;
+        self.unary("relu_bwd", u(y.len), &[y, dy], y.len)
+    }
+    fn to_bf16(&self, x: &CountBuf) -> Result<CountBuf> {
+        elem_check("to_bf16", x, ELEM_BYTES)?;
+        let y = self.alloc_sized(x.len, HALF_BYTES)?;
+        self.rec(
+            "to_bf16",
+            u(x.len),
+            Io {
+                reads: vec![x],
+                writes: vec![&y],
+            },
+        )?;
+        Ok(y)
+    }
+    fn from_bf16(&self, x: &CountBuf) -> Result<CountBuf> {
+        elem_check("from_bf16", x, HALF_BYTES)?;
+        self.unary("from_bf16", u(x.len), &[x], x.len)
+    }
+    fn half_len(&self, x: &CountBuf) -> usize {
+        x.len
+    }
+    fn drop_path(&self, x: &CountBuf, _n: usize, sample_scale: &CountBuf) -> Result<CountBuf> {
+        self.unary("drop_path", u(x.len), &[x, sample_scale], x.len)
+    }
+}

@@ -1,0 +1,131 @@
+//! The CPU's elementwise ops, reductions, ReLU, bf16 conversion and drop-path (`ElementwiseOps`): the reference the CUDA kernels of `kernels/elementwise.cu` are
+//! checked against.
+
+use super::{
+    chunked_sum, expect_len, group_tasks, same_len, scalar_at, zip_map, Cpu, ELEMS_PER_TASK,
+};
+use crate::backend::{Element, ElementwiseOps, ScalarRef};
+use crate::error::Error;
+use crate::error::Result;
+use rayon::prelude::*;
+
+impl<T: Element> ElementwiseOps for Cpu<T> {
+    fn fill(&self, len: usize, value: f64) -> Result<Vec<T>> {
+        Ok(vec![T::from_f64(value); len])
+    }
+    fn add(&self, a: &Vec<T>, b: &Vec<T>) -> Result<Vec<T>> {
+        same_len("add", a, b)?;
+        Ok(zip_map(a, b, |x, y| x + y))
+    }
+    fn scale(&self, x: &Vec<T>, s: f64) -> Result<Vec<T>> {
+        let s = T::from_f64(s);
+        Ok(zip_map(x, x, |v, _| v * s))
+    }
+    fn axpy(&self, y: &mut Vec<T>, a: f64, x: &Vec<T>) -> Result<()> {
+        same_len("axpy", y, x)?;
+        let a = T::from_f64(a);
+        y.par_chunks_mut(ELEMS_PER_TASK)
+            .zip(x.par_chunks(ELEMS_PER_TASK))
+            .for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y += a * x;
+                }
+            });
+        Ok(())
+    }
+    fn axpy_scaled(
+        &self,
+        y: &mut Vec<T>,
+        a: f64,
+        s: ScalarRef<'_, Vec<T>>,
+        x: &Vec<T>,
+    ) -> Result<()> {
+        let scalar = scalar_at("axpy_scaled", &s)?;
+        self.axpy(y, a * scalar.to_f64(), x)
+    }
+    fn scale_assign(&self, x: &mut Vec<T>, s: f64) -> Result<()> {
+        let s = T::from_f64(s);
+        x.par_chunks_mut(ELEMS_PER_TASK)
+            .for_each(|c| c.iter_mut().for_each(|v| *v *= s));
+        Ok(())
+    }
+    fn sum_squares(&self, x: &Vec<T>) -> Result<f64> {
+        Ok(chunked_sum(x, x, |a, _| a.to_f64() * a.to_f64()))
+    }
+    /// One rayon pass over every buffer's fixed chunks (tiny buffers grouped into tasks),
+    /// then each buffer's partials and the buffers added in order: the very sums of
+    /// `sum_squares` per buffer, added as the default does, so the result is bitwise equal.
+    fn sum_squares_many(&self, xs: &[&Vec<T>]) -> Result<f64> {
+        let square = |c: &[T]| -> f64 { c.iter().map(|&a| a.to_f64() * a.to_f64()).sum() };
+        let pieces = xs
+            .iter()
+            .flat_map(|x| x.chunks(ELEMS_PER_TASK).map(|c| (c.len(), c)));
+        let partials: Vec<f64> = group_tasks(pieces)
+            .into_par_iter()
+            .map(|task| task.into_iter().map(square).collect::<Vec<f64>>())
+            .collect::<Vec<_>>()
+            .concat();
+        let mut sq = 0.0;
+        let mut off = 0;
+        for x in xs {
+            let n = x.len().div_ceil(ELEMS_PER_TASK);
+            sq += partials[off..off + n].iter().sum::<f64>();
+            off += n;
+        }
+        Ok(sq)
+    }
+    fn dot(&self, a: &Vec<T>, b: &Vec<T>) -> Result<f64> {
+        same_len("dot", a, b)?;
+        Ok(chunked_sum(a, b, |x, y| x.to_f64() * y.to_f64()))
+    }
+    /// PyTorch's rule: NaN stays NaN (`v <= 0`, not `!(v > 0)`, selects the zero).
+    fn relu_fwd(&self, x: &Vec<T>) -> Result<Vec<T>> {
+        Ok(zip_map(x, x, |v, _| if v <= T::ZERO { T::ZERO } else { v }))
+    }
+    /// `threshold_backward(dy, y, 0)`: a NaN output passes its gradient, as in PyTorch.
+    fn relu_bwd(&self, y: &Vec<T>, dy: &Vec<T>) -> Result<Vec<T>> {
+        same_len("relu_bwd", y, dy)?;
+        Ok(zip_map(
+            y,
+            dy,
+            |v, g| if v <= T::ZERO { T::ZERO } else { g },
+        ))
+    }
+    /// `half`'s conversion, which rounds to nearest even. An f64 element is rounded to f32
+    /// first (exact for the f32 product; the f64 gradient checks never use bf16).
+    fn to_bf16(&self, x: &Vec<T>) -> Result<Vec<half::bf16>> {
+        Ok(x.par_iter()
+            .with_min_len(ELEMS_PER_TASK)
+            .map(|&v| half::bf16::from_f32(v.to_f64() as f32))
+            .collect())
+    }
+    fn from_bf16(&self, x: &Vec<half::bf16>) -> Result<Vec<T>> {
+        Ok(x.par_iter()
+            .with_min_len(ELEMS_PER_TASK)
+            .map(|&h| T::from_f64(h.to_f64()))
+            .collect())
+    }
+    fn half_len(&self, x: &Vec<half::bf16>) -> usize {
+        x.len()
+    }
+    fn drop_path(&self, x: &Vec<T>, n: usize, sample_scale: &Vec<T>) -> Result<Vec<T>> {
+        expect_len("drop_path", "sample scale", sample_scale, n)?;
+        if n == 0 || !x.len().is_multiple_of(n) {
+            return Err(Error::shape(
+                "drop_path",
+                format!("{} elements do not split into {n} samples", x.len()),
+            ));
+        }
+        let per = x.len() / n;
+        let mut y = vec![T::ZERO; x.len()];
+        y.par_chunks_mut(per)
+            .zip(x.par_chunks(per))
+            .zip(sample_scale.par_iter())
+            .for_each(|((y, x), &s)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x * s;
+                }
+            });
+        Ok(y)
+    }
+}

@@ -1,0 +1,54 @@
+//! The DARTS MixedOp: `sum_k softmax(alpha)_k * x_k` and its gradients in one pass.
+//! One family of the [`Backend`](crate::backend::Backend) op set; conventions in the
+//! `crate::backend` module docs.
+
+use super::ElementwiseOps;
+use crate::backend::same_count;
+use crate::error::Result;
+
+pub trait MixedOpOps: ElementwiseOps {
+    /// `y = sum_k softmax(alpha)_k * x_k`, softmax computed inside over all `xs.len()` alphas.
+    /// `xs[k] = None` declares input `k` all zero (the DARTS `none` op) without a buffer: it
+    /// keeps its softmax weight but is never read. Present inputs have `len` elements; at
+    /// least one must be present.
+    fn mixed_op_fwd(
+        &self,
+        xs: &[Option<&Self::Storage>],
+        alpha: &Self::Storage,
+        len: usize,
+    ) -> Result<Self::Storage>;
+    /// One pass for every gradient: `dx_k = w_k dy` for each present `k` with `need_dx[k]`
+    /// (None for absent inputs), and `dalpha_k = w_k (<dy, x_k> - sum_j w_j <dy, x_j>)` for
+    /// every `k`, with `<dy, x_k> = 0` for an absent (zero) input: its alpha still moves.
+    fn mixed_op_bwd(
+        &self,
+        dy: &Self::Storage,
+        xs: &[Option<&Self::Storage>],
+        alpha: &Self::Storage,
+        len: usize,
+        need_dx: &[bool],
+    ) -> Result<(Vec<Option<Self::Storage>>, Self::Storage)>;
+    /// `mixed_op_bwd`, except that a wanted `dx_k` with `acc[k] = Some(buf)` is added into
+    /// `buf` (`buf += w_k dy`) and returned as None; the others are returned fresh as there.
+    /// `acc` has one entry per input (entries of unwanted or absent inputs are ignored).
+    #[allow(clippy::type_complexity)]
+    fn mixed_op_bwd_into(
+        &self,
+        dy: &Self::Storage,
+        xs: &[Option<&Self::Storage>],
+        alpha: &Self::Storage,
+        len: usize,
+        need_dx: &[bool],
+        acc: &mut [Option<&mut Self::Storage>],
+    ) -> Result<(Vec<Option<Self::Storage>>, Self::Storage)> {
+        same_count("mixed_op_bwd_into", xs.len(), &[acc.len()])?;
+        let (mut dxs, dalpha) = self.mixed_op_bwd(dy, xs, alpha, len, need_dx)?;
+        for (dx, a) in dxs.iter_mut().zip(acc.iter_mut()) {
+            if let (Some(g), Some(a)) = (dx.as_ref(), a.as_deref_mut()) {
+                self.axpy(a, 1.0, g)?;
+                *dx = None;
+            }
+        }
+        Ok((dxs, dalpha))
+    }
+}
