@@ -59,10 +59,6 @@ const OVERSIZED: &[(&str, usize)] = &[
     ("src/backend/cuda/mod.rs", 737),
     ("src/backend/mod.rs", 617),
     ("src/backend/selftest.rs", 960),
-    ("src/nas/darts.rs", 1054),
-    ("src/nas/eval_model.rs", 780),
-    ("src/nas/genotype.rs", 838),
-    ("src/nas/search_model.rs", 697),
 ];
 
 fn rank(module: &str) -> Option<u32> {
