@@ -55,10 +55,6 @@ const OVERSIZED: &[(&str, usize)] = &[
     ("src/backend/cuda/driver/gpu.rs", 876),
     ("src/backend/cuda/driver/sim.rs", 630),
     ("src/backend/selftest.rs", 961),
-    ("src/nas/darts.rs", 1054),
-    ("src/nas/eval_model.rs", 780),
-    ("src/nas/genotype.rs", 838),
-    ("src/nas/search_model.rs", 697),
 ];
 
 fn rank(module: &str) -> Option<u32> {

@@ -13,17 +13,21 @@
 //! - The step API (`iteration_report` = `arch_step_report` + `weight_step`) reproduces
 //!   `iteration` bit for bit, and its second-order parts add up to the gradient.
 //! - The `SearchConfig` builder equals the 4-argument constructor.
+//! - `EvalNetwork::load_state_dict_prefixed`: a `state_dict` whose keys carry `module.` (as
+//!   PyTorch's `DataParallel` saves it) loads, `num_batches_tracked` included; keys without the
+//!   prefix, or the prefixed file without it, are refused naming the file and the tensor.
 
 use nasrs::autograd::{ParamStore, Tape};
 use nasrs::backend::counting::Counting;
 use nasrs::backend::prelude::*;
 use nasrs::backend::{norm_scalars, ScalarRef};
 use nasrs::data::{synthetic, Batch};
-use nasrs::io::{load_safetensors, save_safetensors_with_i64};
+use nasrs::io::{load_safetensors, save_safetensors_with_i64, HostTensor, HostTensorI64};
 use nasrs::nas::darts::{Darts, DartsHyper, DeviceBatch, StepStats};
+use nasrs::nas::eval_model::{EvalConfig, EvalNetwork};
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::search_run::{SearchRun, SearchRunConfig, Silent, CHECKPOINT};
-use nasrs::nas::{Mode, Primitive, SearchConfig, SearchNetwork};
+use nasrs::nas::{Genotype, Mode, Primitive, SearchConfig, SearchNetwork};
 use nasrs::{Backend, Cpu, Rng, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -594,4 +598,86 @@ fn builder_equals_the_four_argument_constructor() {
     );
     assert_eq!(store(&be, &a.weights), store(&be, &b.weights));
     assert_eq!(store(&be, &a.arch), store(&be, &b.arch));
+}
+
+#[test]
+fn eval_state_dict_loads_under_a_dataparallel_prefix() {
+    let be = Cpu::<f32>::new();
+    let cfg = EvalConfig {
+        genotype: Genotype::builtin("DARTS_V2").unwrap(),
+        channels: 4,
+        layers: 3,
+        classes: 3,
+        in_channels: 2,
+        auxiliary: true,
+    };
+    let mut a = EvalNetwork::new(&be, cfg.clone(), 1).unwrap();
+    a.bn_batches = 7;
+    let (floats, ints) = a.state_dict(&be).unwrap();
+    let module = |k: &String| format!("module.{k}");
+    let floats: BTreeMap<String, HostTensor> =
+        floats.iter().map(|(k, v)| (module(k), v.clone())).collect();
+    let ints: BTreeMap<String, HostTensorI64> =
+        ints.iter().map(|(k, v)| (module(k), v.clone())).collect();
+    assert!(ints.contains_key("module.stem.1.num_batches_tracked"));
+    let dir = tmp("dataparallel");
+    let path = dir.join("weights.pt.safetensors");
+    save_safetensors_with_i64(&path, &floats, &ints, HashMap::new()).unwrap();
+    let (tensors, _) = load_safetensors(&path).unwrap();
+
+    let mut b = EvalNetwork::new(&be, cfg.clone(), 2).unwrap();
+    assert_ne!(store_f32(&be, &b.weights), store_f32(&be, &a.weights));
+    b.load_state_dict_prefixed(&be, &tensors, "module.", &[], &path)
+        .unwrap();
+    assert_eq!(b.bn_batches, 7);
+    assert_eq!(b.state_dict(&be).unwrap(), a.state_dict(&be).unwrap());
+
+    // Ignored keys are matched whole (an optimizer's state is not under `module.`).
+    let mut with_optimizer = tensors.clone();
+    with_optimizer.insert(
+        "optimizer.momentum".into(),
+        tensors["module.stem.0.weight"].clone(),
+    );
+    let mut c = EvalNetwork::new(&be, cfg.clone(), 3).unwrap();
+    c.load_state_dict_prefixed(&be, &with_optimizer, "module.", &["optimizer."], &path)
+        .unwrap();
+    assert_eq!(store_f32(&be, &c.weights), store_f32(&be, &a.weights));
+
+    let refused = |t: &BTreeMap<String, HostTensor>, prefix: &str, want: &[&str]| {
+        let mut n = EvalNetwork::new(&be, cfg.clone(), 0).unwrap();
+        let e = n
+            .load_state_dict_prefixed(&be, t, prefix, &[], &path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weights.pt.safetensors"), "{e}");
+        for w in want {
+            assert!(e.contains(w), "{e} lacks {w}");
+        }
+    };
+    // The prefixed file without its prefix: every key is unknown.
+    refused(&tensors, "", &["module.auxiliary_head."]);
+    assert!(EvalNetwork::new(&be, cfg.clone(), 0)
+        .unwrap()
+        .load_state_dict(&be, &tensors, &[], &path)
+        .is_err());
+    // A key without the prefix among prefixed ones.
+    let mut stray = tensors.clone();
+    stray.insert(
+        "stem.0.weight".into(),
+        tensors["module.stem.0.weight"].clone(),
+    );
+    refused(
+        &stray,
+        "module.",
+        &["stem.0.weight", "under the prefix 'module.'"],
+    );
+    // A missing tensor is named with its prefix.
+    let mut missing = tensors.clone();
+    missing.remove("module.classifier.bias");
+    refused(
+        &missing,
+        "module.",
+        &["missing tensor module.classifier.bias"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,6 +6,6 @@ mod params;
 mod saved;
 mod tape;
 
-pub use params::{ParamId, ParamStore};
+pub use params::{load_state_dict_strict, ParamId, ParamStore, StrictLoad};
 pub use saved::{Precision, ReleaseStats};
 pub use tape::{Gradients, Tape, Var};

@@ -1,13 +1,14 @@
 //! Named parameter stores: flat lists of tensors with PyTorch `state_dict`-style dotted names
 //! (`cells.0._ops.3.op.1.weight`). Modules hold `ParamId`s; optimizers, checkpoints and the
-//! tape all walk the same list.
+//! tape all walk the same list. A network's `state_dict` is loaded into its stores strictly by
+//! [`load_state_dict_strict`], the one set of rules both DARTS networks follow.
 
 use crate::backend::{Backend, Element};
 use crate::error::{Error, Result};
 use crate::io::{HostTensor, HostTensorI64};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -210,4 +211,86 @@ impl<B: Backend> ParamStore<B> {
             .map(|s| s.as_str())
             .zip(self.values.iter().map(|t| &t.shape))
     }
+}
+
+/// How [`load_state_dict_strict`] reads a network's `state_dict`: under which prefix, what it
+/// skips, and what its errors say.
+pub struct StrictLoad<'a> {
+    /// What the key of each of the network's tensors starts with: `module.` in a checkpoint
+    /// PyTorch's `DataParallel` saved, "" for none.
+    pub prefix: &'a str,
+    /// Keys to skip, matched against the whole key (prefix included): a checkpoint's
+    /// optimizer state, such as `optimizer.`.
+    pub ignore_prefixes: &'a [&'a str],
+    /// Further names (after `prefix`) the file may hold: tensors the caller loads itself
+    /// (the search network's alphas).
+    pub also_known: &'a [&'a str],
+    /// The network, as the error for unknown tensors names it ("search network").
+    pub network: &'a str,
+    /// What that error asks the user to check ("is it the same --channels ...?").
+    pub hint: &'a str,
+    /// The file the tensors came from; every error names it.
+    pub path: &'a Path,
+}
+
+/// Loads `tensors`, a network's `state_dict`, into the network's `stores` (its weights and
+/// its BN buffers) strictly, as PyTorch's `load_state_dict(strict=True)`: every tensor of
+/// every store must be present as `{prefix}{name}` with its shape, and no other key may be,
+/// except each BN's `{prefix}{bn}.num_batches_tracked` (optional: older PyTorch has none),
+/// the names of `also_known` and keys starting with one of `ignore_prefixes`. Nothing is
+/// loaded when a key is unknown. Returns the BN batch count: the largest
+/// `num_batches_tracked` found, else 0. Errors name `path` and the tensors at fault.
+pub fn load_state_dict_strict<B: Backend>(
+    backend: &B,
+    stores: &mut [&mut ParamStore<B>],
+    tensors: &BTreeMap<String, HostTensor>,
+    how: &StrictLoad<'_>,
+) -> Result<u64> {
+    let counters: Vec<String> = stores
+        .iter()
+        .flat_map(|s| s.bn_counters(0).into_keys())
+        .collect();
+    let known: BTreeSet<&str> = stores
+        .iter()
+        .flat_map(|s| s.names())
+        .chain(&counters)
+        .map(String::as_str)
+        .chain(how.also_known.iter().copied())
+        .collect();
+    let unexpected: Vec<&str> = tensors
+        .keys()
+        .map(String::as_str)
+        .filter(|k| {
+            !k.strip_prefix(how.prefix)
+                .is_some_and(|n| known.contains(n))
+                && !how.ignore_prefixes.iter().any(|p| k.starts_with(p))
+        })
+        .collect();
+    if !unexpected.is_empty() {
+        // With a prefix, a key may be unknown only for lacking it: say which was expected.
+        let under = match how.prefix {
+            "" => String::new(),
+            p => format!(" under the prefix '{p}'"),
+        };
+        return Err(Error::bad_file(
+            how.path,
+            format!(
+                "{} tensors the {} does not have{under} (e.g. {}); {}",
+                unexpected.len(),
+                how.network,
+                unexpected[..unexpected.len().min(3)].join(", "),
+                how.hint
+            ),
+        ));
+    }
+    for store in stores.iter_mut() {
+        store.import(backend, how.prefix, tensors, how.path)?;
+    }
+    Ok(counters
+        .iter()
+        .filter_map(|c| tensors.get(&format!("{}{c}", how.prefix)))
+        .filter_map(|t| t.data.first())
+        .map(|&v| v.max(0.0) as u64)
+        .max()
+        .unwrap_or(0))
 }

@@ -368,15 +368,16 @@ impl CellInputs {
     }
 }
 
-/// ReLU, depthwise k x k, pointwise 1x1, BN: one half of a SepConv, or a whole DilConv. The
-/// ReLU is fused into the depthwise conv.
-pub struct ReluDwPwBn {
+/// PyTorch DARTS' `DilConv`: ReLU, depthwise k x k (dilated for a `dil_conv` edge),
+/// pointwise 1x1, BN. A `dil_conv` edge is one; a SepConv is two at dilation 1, as in
+/// DARTS' `SepConv`. The ReLU is fused into the depthwise conv.
+pub struct DilConv {
     dw: Conv,
     pw: Conv,
     bn: BatchNorm,
 }
 
-impl ReluDwPwBn {
+impl DilConv {
     /// `first` is the index of the depthwise conv inside the `op` Sequential.
     #[allow(clippy::too_many_arguments)]
     pub fn new<B: Backend>(
@@ -390,7 +391,7 @@ impl ReluDwPwBn {
         dilation: usize,
         affine: bool,
     ) -> Result<Self> {
-        Ok(ReluDwPwBn {
+        Ok(DilConv {
             dw: b.scope(first, |b| {
                 b.conv(relu_then(conv_spec(
                     c_in, c_in, kernel, stride, padding, dilation, c_in,
@@ -419,8 +420,8 @@ pub enum EdgeOp {
     },
     Identity,
     FactorizedReduce(FactorizedReduce),
-    SepConv(Box<[ReluDwPwBn; 2]>),
-    DilConv(ReluDwPwBn),
+    SepConv(Box<[DilConv; 2]>),
+    DilConv(DilConv),
 }
 
 impl EdgeOp {
@@ -463,8 +464,8 @@ impl EdgeOp {
                     5
                 };
                 b.scope("op", |b| {
-                    let first = ReluDwPwBn::new(b, 1, c, c, k, stride, k / 2, 1, affine)?;
-                    let second = ReluDwPwBn::new(b, 5, c, c, k, 1, k / 2, 1, affine)?;
+                    let first = DilConv::new(b, 1, c, c, k, stride, k / 2, 1, affine)?;
+                    let second = DilConv::new(b, 5, c, c, k, 1, k / 2, 1, affine)?;
                     Ok(EdgeOp::SepConv(Box::new([first, second])))
                 })?
             }
@@ -475,7 +476,7 @@ impl EdgeOp {
                     5
                 };
                 b.scope("op", |b| {
-                    Ok(EdgeOp::DilConv(ReluDwPwBn::new(
+                    Ok(EdgeOp::DilConv(DilConv::new(
                         b,
                         1,
                         c,
