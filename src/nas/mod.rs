@@ -15,6 +15,7 @@ pub mod run_dir;
 pub mod search_model;
 pub mod search_run;
 pub mod sizing;
+pub mod space;
 pub mod train_run;
 
 pub use genotype::{Genotype, Primitive};
