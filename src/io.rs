@@ -273,7 +273,11 @@ fn serialize_sorted(
     Ok(out)
 }
 
-/// Loads every tensor (F32, or F64 / I64 converted to f32) and the metadata of a safetensors file.
+/// Loads every tensor and the metadata of a safetensors file, as f32. Conversions are explicit
+/// and never lose a value silently: F32 as is; F16 and BF16 widened (exact); F64 rounded to
+/// the nearest f32 (PyTorch's `.float()`), a value beyond f32's range refused; I64 (PyTorch's
+/// `num_batches_tracked` counters) converted only where f32 holds it exactly (|v| <= 2^24).
+/// Other dtypes are refused. Every refusal names the file, the tensor and the value.
 pub fn load_safetensors(
     path: &Path,
 ) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>)> {
@@ -286,22 +290,53 @@ pub fn load_safetensors(
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let raw = view.data();
+        let le8 = |c: &[u8]| -> [u8; 8] { c.try_into().unwrap_or([0; 8]) };
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => raw
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
-            Dtype::F64 => raw
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-            Dtype::I64 => raw
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
+            Dtype::F64 => {
+                let wide: Vec<f64> = raw
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(le8(c)))
+                    .collect();
+                if let Some((i, v)) = wide
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| v.is_finite() && v.abs() > f32::MAX as f64)
+                {
+                    return Err(bad(format!(
+                        "tensor {name} (F64) holds {v:e} at element {i}, beyond f32's range"
+                    )));
+                }
+                wide.into_iter().map(|v| v as f32).collect()
+            }
+            Dtype::I64 => {
+                const EXACT: i64 = 1 << 24;
+                let ints: Vec<i64> = raw
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(le8(c)))
+                    .collect();
+                if let Some((i, v)) = ints.iter().enumerate().find(|(_, v)| v.abs() > EXACT) {
+                    return Err(bad(format!(
+                        "tensor {name} (I64) holds {v} at element {i}, which f32 cannot hold \
+                         exactly (|v| > 2^24)"
+                    )));
+                }
+                ints.into_iter().map(|v| v as f32).collect()
+            }
             other => {
                 return Err(bad(format!(
-                    "tensor {name} has dtype {other:?}; expected F32, F64 or I64"
+                    "tensor {name} has dtype {other:?}; expected F32, F16, BF16, F64 or I64"
                 )))
             }
         };
