@@ -51,14 +51,12 @@ const MAX_LINES: usize = 600;
 /// Files still over [`MAX_LINES`], each with the most lines it may have until it is split
 /// (a ratchet: shrink these numbers, never raise them; remove a line once under the limit).
 const OVERSIZED: &[(&str, usize)] = &[
-    ("src/autograd/tape.rs", 951),
     ("src/backend/counting.rs", 1238),
     ("src/backend/cpu/mod.rs", 907),
     ("src/backend/cuda/driver/gpu.rs", 876),
     ("src/backend/cuda/driver/sim.rs", 630),
     ("src/backend/cuda/mod.rs", 737),
     ("src/backend/mod.rs", 617),
-    ("src/backend/selftest.rs", 960),
     ("src/nas/darts.rs", 1054),
     ("src/nas/eval_model.rs", 780),
     ("src/nas/genotype.rs", 838),
