@@ -51,10 +51,8 @@ const MAX_LINES: usize = 600;
 /// Files still over [`MAX_LINES`], each with the most lines it may have until it is split
 /// (a ratchet: shrink these numbers, never raise them; remove a line once under the limit).
 const OVERSIZED: &[(&str, usize)] = &[
-    ("src/autograd/tape.rs", 951),
     ("src/backend/cuda/driver/gpu.rs", 876),
     ("src/backend/cuda/driver/sim.rs", 630),
-    ("src/backend/selftest.rs", 961),
 ];
 
 fn rank(module: &str) -> Option<u32> {

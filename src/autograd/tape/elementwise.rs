@@ -1,0 +1,104 @@
+//! Tape ops applied element by element: `add` (and `sum` over several values), `scale`,
+//! `relu` (one var per input: see `Tape::relu_of`) and drop-path (a per-sample scale),
+//! each with its backward.
+
+use super::{Tape, Var};
+use crate::autograd::saved::Saved;
+use crate::backend::{Backend, Element};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+impl<B: Backend> Tape<B> {
+    pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.same_shape("add", a, b)?;
+        let y = self.backend.add(&self.value(a)?.buf, &self.value(b)?.buf)?;
+        let shape = self.shape(a).clone();
+        Ok(self.push(
+            Tensor::new(y, shape),
+            &[a, b],
+            Box::new(|be, dy, need, acc| {
+                // dy is added straight into a pending gradient; only a first one is copied.
+                let mut g = |i: usize| -> Result<Option<B::Storage>> {
+                    match (need[i], acc[i].as_mut()) {
+                        (false, _) => Ok(None),
+                        (true, Some(a)) => be.axpy(a, 1.0, dy).map(|_| None),
+                        (true, None) => be.copy(dy).map(Some),
+                    }
+                };
+                Ok(vec![g(0)?, g(1)?])
+            }),
+        ))
+    }
+
+    /// Sum of several same-shape values (a DARTS node sums its incoming edges).
+    pub fn sum(&mut self, xs: &[Var]) -> Result<Var> {
+        let (&first, rest) = xs
+            .split_first()
+            .ok_or_else(|| Error::shape("sum", "no inputs"))?;
+        rest.iter().try_fold(first, |acc, &x| self.add(acc, x))
+    }
+
+    pub fn scale(&mut self, x: Var, s: f64) -> Result<Var> {
+        let y = self.backend.scale(&self.value(x)?.buf, s)?;
+        let shape = self.shape(x).clone();
+        Ok(self.push(
+            Tensor::new(y, shape),
+            &[x],
+            Box::new(move |be, dy, _, _| Ok(vec![Some(be.scale(dy, s)?)])),
+        ))
+    }
+
+    /// max(x, 0), NaN kept (`Backend::relu_fwd`). Asking again for the relu of the same
+    /// value returns the same var.
+    pub fn relu(&mut self, x: Var) -> Result<Var> {
+        if let Some(&y) = self.relu_of.get(&x.0) {
+            return Ok(y);
+        }
+        let y = Tensor::new(
+            self.backend.relu_fwd(&self.value(x)?.buf)?,
+            self.shape(x).clone(),
+        );
+        // Backward keeps the output: its handle is made here and attached once it is a node.
+        let saved = Saved::new(&y);
+        let keep = saved.clone();
+        let y = self.push(
+            y,
+            &[x],
+            Box::new(move |be, dy, _, _| Ok(vec![Some(be.relu_bwd(&*keep.read(be)?, dy)?)])),
+        );
+        self.nodes[y.0].saved = Some(saved);
+        self.relu_of.insert(x.0, y);
+        Ok(y)
+    }
+
+    // ---- regularisation ------------------------------------------------------------------------------
+
+    /// Drop-path: each sample kept with probability `keep_prob` and scaled by `1 / keep_prob`,
+    /// with the mask drawn from `rng` on the host.
+    pub fn drop_path(&mut self, x: Var, keep_prob: f64, rng: &mut crate::rng::Rng) -> Result<Var> {
+        if !(keep_prob > 0.0 && keep_prob <= 1.0) {
+            return Err(Error::invalid(
+                "drop-path keep probability",
+                format!("{keep_prob} is not in (0, 1]"),
+            ));
+        }
+        let n = self.shape(x).dims().first().copied().unwrap_or(0);
+        let scale: Vec<B::Elem> = (0..n)
+            .map(|_| {
+                B::Elem::from_f64(if rng.bernoulli(keep_prob) {
+                    1.0 / keep_prob
+                } else {
+                    0.0
+                })
+            })
+            .collect();
+        let s = self.backend.upload(&scale)?;
+        let y = self.backend.drop_path(&self.value(x)?.buf, n, &s)?;
+        let shape = self.shape(x).clone();
+        Ok(self.push(
+            Tensor::new(y, shape),
+            &[x],
+            Box::new(move |be, dy, _, _| Ok(vec![Some(be.drop_path(dy, n, &s)?)])),
+        ))
+    }
+}
