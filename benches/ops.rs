@@ -101,15 +101,12 @@ fn conv2d(c: &mut Criterion) {
         ("dw5x5_d2", 5, 2),
     ];
     for (name, k, d) in depthwise {
-        let spec = |ch, stride| Conv2dSpec {
-            in_channels: ch,
-            out_channels: ch,
-            kernel: k,
-            stride,
-            padding: d * (k - 1) / 2,
-            dilation: d,
-            groups: ch,
-            relu_input: false,
+        let spec = |ch, stride| {
+            Conv2dSpec::new(ch, ch, k)
+                .stride(stride)
+                .padding(d * (k - 1) / 2)
+                .dilation(d)
+                .groups(ch)
         };
         for (ch, side) in NORMAL {
             bench_conv(
@@ -132,16 +129,7 @@ fn conv2d(c: &mut Criterion) {
     }
     // The pointwise half of sep_conv / dil_conv and the cells' ReLUConvBN preprocessing.
     for (ch, side) in NORMAL {
-        let spec = Conv2dSpec {
-            in_channels: ch,
-            out_channels: ch,
-            kernel: 1,
-            stride: 1,
-            padding: 0,
-            dilation: 1,
-            groups: 1,
-            relu_input: false,
-        };
+        let spec = Conv2dSpec::new(ch, ch, 1);
         bench_conv(
             &mut g,
             &cpu,
@@ -150,16 +138,7 @@ fn conv2d(c: &mut Criterion) {
             spec,
         );
     }
-    let stem = Conv2dSpec {
-        in_channels: 3,
-        out_channels: 48,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-        dilation: 1,
-        groups: 1,
-        relu_input: false,
-    };
+    let stem = Conv2dSpec::new(3, 48, 3).padding(1);
     bench_conv(&mut g, &cpu, "stem3x3_3to48_32x32", dims(3, 32), stem);
     g.finish();
 }

@@ -127,6 +127,42 @@ pub struct Conv2dSpec {
 }
 
 impl Conv2dSpec {
+    /// A `kernel x kernel` convolution from `in_channels` to `out_channels` with PyTorch's
+    /// `nn.Conv2d` defaults (stride 1, padding 0, dilation 1, groups 1, no fused ReLU); the
+    /// methods below change one field each:
+    /// `Conv2dSpec::new(16, 16, 3).stride(2).padding(1).groups(16).relu_input()`.
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Self {
+        Conv2dSpec {
+            in_channels,
+            out_channels,
+            kernel,
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+            relu_input: false,
+        }
+    }
+    pub fn stride(self, stride: usize) -> Self {
+        Conv2dSpec { stride, ..self }
+    }
+    pub fn padding(self, padding: usize) -> Self {
+        Conv2dSpec { padding, ..self }
+    }
+    pub fn dilation(self, dilation: usize) -> Self {
+        Conv2dSpec { dilation, ..self }
+    }
+    pub fn groups(self, groups: usize) -> Self {
+        Conv2dSpec { groups, ..self }
+    }
+    /// Sets the `relu_input` field: the conv reads `max(x, 0)`.
+    pub fn relu_input(self) -> Self {
+        Conv2dSpec {
+            relu_input: true,
+            ..self
+        }
+    }
+
     pub fn weight_shape(&self) -> Shape {
         Shape(vec![
             self.out_channels,

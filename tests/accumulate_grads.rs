@@ -37,16 +37,11 @@ fn rel_err<T: Element>(got: &[T], want: &[T], dx0: &[T], fresh: &[T]) -> f64 {
 }
 
 fn conv(cin: usize, cout: usize, k: usize, s: usize, p: usize, d: usize, g: usize) -> Conv2dSpec {
-    Conv2dSpec {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: k,
-        stride: s,
-        padding: p,
-        dilation: d,
-        groups: g,
-        relu_input: false,
-    }
+    Conv2dSpec::new(cin, cout, k)
+        .stride(s)
+        .padding(p)
+        .dilation(d)
+        .groups(g)
 }
 
 /// Depthwise (stride 2, dilation 2, k5), dense 3x3, 1x1 direct, 1x1 stride 2, grouped; each
@@ -66,15 +61,7 @@ fn conv_cases() -> Vec<(Nchw, Conv2dSpec)> {
     plain
         .iter()
         .copied()
-        .chain(plain.iter().map(|&(xd, s)| {
-            (
-                xd,
-                Conv2dSpec {
-                    relu_input: true,
-                    ..s
-                },
-            )
-        }))
+        .chain(plain.iter().map(|&(xd, s)| (xd, s.relu_input())))
         .collect()
 }
 
@@ -225,10 +212,7 @@ fn tape_routes_later_consumers_to_the_into_ops() {
         stride: 1,
         padding: 1,
     };
-    let relu = |s: Conv2dSpec| Conv2dSpec {
-        relu_input: true,
-        ..s
-    };
+    let relu = |s: Conv2dSpec| s.relu_input();
     let ops = [
         tape.max_pool2d(x, pool).unwrap(),
         tape.avg_pool2d(x, pool).unwrap(),

@@ -16,16 +16,7 @@ fn t<B: Backend<Elem = f32>>(be: &B, shape: &[usize]) -> nasrs::Result<Tensor<B>
 }
 
 fn conv_spec(cin: usize, cout: usize) -> Conv2dSpec {
-    Conv2dSpec {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-        dilation: 1,
-        groups: 1,
-        relu_input: false,
-    }
+    Conv2dSpec::new(cin, cout, 3).padding(1)
 }
 
 const POOL: Pool2dSpec = Pool2dSpec {

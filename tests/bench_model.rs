@@ -26,16 +26,7 @@ fn tiny_net_counts_match_hand_computation() {
     let w2 = tape.leaf(up(&be, &[4, 5]), true); // 20
     let b2 = tape.leaf(up(&be, &[4]), true); // 4
     be.reset().unwrap();
-    let spec = Conv2dSpec {
-        in_channels: 3,
-        out_channels: 5,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-        dilation: 1,
-        groups: 1,
-        relu_input: false,
-    };
+    let spec = Conv2dSpec::new(3, 5, 3).padding(1);
     let y = tape.conv2d(x, w, spec).unwrap(); // [2, 5, 4, 4] = 160
     let r = tape.relu(y).unwrap();
     let g = tape.global_avg_pool(r).unwrap(); // [2, 5]

@@ -93,16 +93,7 @@ fn precision_parses_and_rejects_unknown_names() {
 }
 
 fn spec() -> Conv2dSpec {
-    Conv2dSpec {
-        in_channels: 3,
-        out_channels: 4,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-        dilation: 1,
-        groups: 1,
-        relu_input: true,
-    }
+    Conv2dSpec::new(3, 4, 3).padding(1).relu_input()
 }
 
 /// `y = conv(relu-fused, x1, w)` with `x1 = 1.0 * x0` an op output: the weight gradient

@@ -9,16 +9,7 @@ use nasrs::backend::prelude::*;
 use nasrs::{Conv2dSpec, Nchw};
 
 fn spec(in_channels: usize, out_channels: usize, kernel: usize, padding: usize) -> Conv2dSpec {
-    Conv2dSpec {
-        in_channels,
-        out_channels,
-        kernel,
-        stride: 1,
-        padding,
-        dilation: 1,
-        groups: 1,
-        relu_input: false,
-    }
+    Conv2dSpec::new(in_channels, out_channels, kernel).padding(padding)
 }
 
 /// im2col's column buffer is n*c*k*k*ho*wo: 64 channels of a 3x3 conv over a 2999x2999

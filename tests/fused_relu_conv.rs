@@ -19,16 +19,11 @@ use nasrs::nas::{Mode, SearchConfig, SearchNetwork};
 use nasrs::{Backend, Conv2dSpec, Cpu, Element, Nchw, Rng, Tensor};
 
 fn spec(cin: usize, cout: usize, k: usize, s: usize, p: usize, d: usize, g: usize) -> Conv2dSpec {
-    Conv2dSpec {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: k,
-        stride: s,
-        padding: p,
-        dilation: d,
-        groups: g,
-        relu_input: false,
-    }
+    Conv2dSpec::new(cin, cout, k)
+        .stride(s)
+        .padding(p)
+        .dilation(d)
+        .groups(g)
 }
 
 /// (input, spec) pairs covering every path of the CPU conv, at odd shapes.
@@ -63,10 +58,7 @@ fn compare<T: Element>(tol: f64) {
     let cpu = Cpu::<T>::new();
     let mut rng = Rng::new(17);
     for (xd, plain) in cases() {
-        let fused = Conv2dSpec {
-            relu_input: true,
-            ..plain
-        };
+        let fused = plain.relu_input();
         let yd = plain.output(xd).unwrap();
         let mut draw = |n: usize| -> Vec<T> { (0..n).map(|_| T::from_f64(rng.normal())).collect() };
         let (x, w, dy) = (
@@ -155,10 +147,7 @@ fn counting_backend_counts_the_fused_mask_read() {
         w: 5,
     };
     let plain = spec(3, 3, 3, 1, 1, 1, 3);
-    let fused = Conv2dSpec {
-        relu_input: true,
-        ..plain
-    };
+    let fused = plain.relu_input();
     let (x, w, dy) = (
         be.zeros(xd.numel()).unwrap(),
         be.zeros(27).unwrap(),
@@ -183,10 +172,7 @@ fn fused_on<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Outputs> {
     let mut rng = Rng::new(17);
     let mut out = Outputs::default();
     for (i, (xd, plain)) in cases().into_iter().enumerate() {
-        let fused = Conv2dSpec {
-            relu_input: true,
-            ..plain
-        };
+        let fused = plain.relu_input();
         let yd = plain.output(xd)?;
         let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
         let (x, w, dy) = (

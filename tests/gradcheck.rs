@@ -93,16 +93,11 @@ fn conv_case(
     dilation: usize,
     groups: usize,
 ) {
-    let spec = Conv2dSpec {
-        in_channels: cin,
-        out_channels: cout,
-        kernel,
-        stride,
-        padding,
-        dilation,
-        groups,
-        relu_input: false,
-    };
+    let spec = Conv2dSpec::new(cin, cout, kernel)
+        .stride(stride)
+        .padding(padding)
+        .dilation(dilation)
+        .groups(groups);
     let mut rng = Rng::new(1);
     let x = random(&mut rng, &[n, cin, hw.0, hw.1]);
     let w = random(&mut rng, spec.weight_shape().dims());
@@ -177,10 +172,7 @@ fn signed_away_from_zero(rng: &mut Rng, shape: &[usize]) -> Tensor<B> {
 
 /// `conv2d(relu(x), w)` as one op (`relu_input`): gradients of x (masked) and w (from relu(x)).
 fn fused_relu_conv_case(name: &str, n: usize, hw: (usize, usize), spec: Conv2dSpec) {
-    let spec = Conv2dSpec {
-        relu_input: true,
-        ..spec
-    };
+    let spec = spec.relu_input();
     let mut rng = Rng::new(5);
     let x = signed_away_from_zero(&mut rng, &[n, spec.in_channels, hw.0, hw.1]);
     let negatives = x
@@ -195,16 +187,11 @@ fn fused_relu_conv_case(name: &str, n: usize, hw: (usize, usize), spec: Conv2dSp
 }
 
 fn spec(cin: usize, cout: usize, k: usize, s: usize, p: usize, d: usize, g: usize) -> Conv2dSpec {
-    Conv2dSpec {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: k,
-        stride: s,
-        padding: p,
-        dilation: d,
-        groups: g,
-        relu_input: false,
-    }
+    Conv2dSpec::new(cin, cout, k)
+        .stride(s)
+        .padding(p)
+        .dilation(d)
+        .groups(g)
 }
 
 #[test]
@@ -366,17 +353,8 @@ fn tape_two_layer_network_with_shared_weight() {
     let g = random(&mut rng, &[2]);
     let b = random(&mut rng, &[2]);
     let fc = random(&mut rng, &[4, 2]);
-    let spec = Conv2dSpec {
-        in_channels: 2,
-        out_channels: 2,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-        dilation: 1,
-        groups: 1,
-        relu_input: false,
-    };
-    let spec2 = Conv2dSpec { stride: 2, ..spec };
+    let spec = Conv2dSpec::new(2, 2, 3).padding(1);
+    let spec2 = spec.stride(2);
     gradcheck("two-layer net", vec![x, w, g, b, fc], move |t, v| {
         let h = t.conv2d(v[0], v[1], spec)?;
         let h = t.batch_norm_train(h, Some((v[2], v[3])), None, 1e-5)?;
@@ -451,14 +429,8 @@ fn value_with_several_accumulating_consumers() {
         stride: 1,
         padding: 1,
     };
-    let dw = Conv2dSpec {
-        relu_input: true,
-        ..spec(3, 3, 3, 1, 1, 1, 3)
-    };
-    let relu_pw = Conv2dSpec {
-        relu_input: true,
-        ..spec(3, 3, 1, 1, 0, 1, 1)
-    };
+    let dw = spec(3, 3, 3, 1, 1, 1, 3).relu_input();
+    let relu_pw = spec(3, 3, 1, 1, 0, 1, 1).relu_input();
     let pw = spec(3, 3, 1, 1, 0, 1, 1);
     gradcheck(
         "x feeds six accumulating consumers",
@@ -500,14 +472,8 @@ fn value_with_accumulating_consumers_stride2_dilation2() {
         stride: 2,
         padding: 1,
     };
-    let dil = Conv2dSpec {
-        relu_input: true,
-        ..spec(4, 4, 3, 2, 2, 2, 4)
-    };
-    let grp = Conv2dSpec {
-        relu_input: true,
-        ..spec(4, 4, 3, 2, 1, 1, 2)
-    };
+    let dil = spec(4, 4, 3, 2, 2, 2, 4).relu_input();
+    let grp = spec(4, 4, 3, 2, 1, 1, 2).relu_input();
     gradcheck(
         "x feeds stride-2 / dilation-2 consumers",
         vec![x, w_dil, w_grp, alpha],

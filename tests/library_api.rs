@@ -89,12 +89,7 @@ fn state(be: &B, d: &Darts<B>) -> Vec<Vec<f64>> {
 
 /// Logits of `x` in eval mode (running statistics) and in training mode without updates.
 fn outputs<D: Backend>(be: &D, net: &mut SearchNetwork<D>, x: &Tensor<D>) -> Vec<Vec<f64>> {
-    let no_update = Mode {
-        update_running: false,
-        grad_arch: false,
-        ..Mode::ARCH_STEP
-    };
-    [Mode::EVAL, no_update]
+    [Mode::EVAL, Mode::TRAIN_NO_UPDATE]
         .into_iter()
         .map(|mode| {
             let mut tape = Tape::new(be.clone());
@@ -680,4 +675,41 @@ fn eval_state_dict_loads_under_a_dataparallel_prefix() {
         &["missing tensor module.classifier.bias"],
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `Mode::JOINT_STEP` gives the weight gradients of `WEIGHT_STEP` and the alpha gradients of
+/// `ARCH_STEP` from one forward and backward.
+#[test]
+fn joint_step_mode_gives_both_gradients_at_once() {
+    let be = Cpu::<f32>::new();
+    let mut d = darts(&be, 2, false);
+    let mut rng = Rng::new(5);
+    let batch = DeviceBatch::from_batch(&be, &host_batch(&mut rng, 4), 3).unwrap();
+    let mut grads_of = |mode: Mode| -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+        let mut tape = Tape::new(be.clone());
+        let x = tape.constant(batch.images.clone());
+        let logits = d.net.run(&mut tape, x, mode, None).unwrap();
+        let loss = tape.softmax_cross_entropy(logits, &batch.labels).unwrap();
+        let g = tape.backward(loss).unwrap();
+        let host = |ts: Vec<Tensor<Cpu<f32>>>| -> Vec<Vec<f64>> {
+            ts.iter().map(|t| t.to_f64(&be).unwrap()).collect()
+        };
+        let gw = if mode.grad_weights {
+            host(g.params(&be, &d.net.weights).unwrap())
+        } else {
+            Vec::new()
+        };
+        let ga = if mode.grad_arch {
+            host(g.params(&be, &d.net.arch).unwrap())
+        } else {
+            Vec::new()
+        };
+        (gw, ga)
+    };
+    let (w_only, _) = grads_of(Mode::WEIGHT_STEP);
+    let (_, a_only) = grads_of(Mode::ARCH_STEP);
+    let (w_joint, a_joint) = grads_of(Mode::JOINT_STEP);
+    assert_eq!(w_joint, w_only);
+    assert_eq!(a_joint, a_only);
+    assert!(a_joint.iter().flatten().any(|&v| v != 0.0));
 }

@@ -43,6 +43,22 @@ impl Mode {
         grad_weights: false,
         grad_arch: true,
     };
+    /// Weights and alphas trained together on one batch (one-level DARTS, or an embedding
+    /// user's own joint step): batch statistics, running update, both gradients.
+    pub const JOINT_STEP: Mode = Mode {
+        train: true,
+        update_running: true,
+        grad_weights: true,
+        grad_arch: true,
+    };
+    /// Batch statistics without updating the running ones and without gradients (what the
+    /// training-mode output of a network is, read without side effects).
+    pub const TRAIN_NO_UPDATE: Mode = Mode {
+        train: true,
+        update_running: false,
+        grad_weights: false,
+        grad_arch: false,
+    };
     /// Inference.
     pub const EVAL: Mode = Mode {
         train: false,
@@ -234,25 +250,17 @@ fn conv_spec(
     dilation: usize,
     groups: usize,
 ) -> Conv2dSpec {
-    Conv2dSpec {
-        in_channels: c_in,
-        out_channels: c_out,
-        kernel,
-        stride,
-        padding,
-        dilation,
-        groups,
-        relu_input: false,
-    }
+    Conv2dSpec::new(c_in, c_out, kernel)
+        .stride(stride)
+        .padding(padding)
+        .dilation(dilation)
+        .groups(groups)
 }
 
 /// `spec` reading `max(x, 0)`: the ReLU that starts every DARTS conv block, fused into its
 /// first conv so that no ReLU output is stored (see `Conv2dSpec::relu_input`).
 fn relu_then(spec: Conv2dSpec) -> Conv2dSpec {
-    Conv2dSpec {
-        relu_input: true,
-        ..spec
-    }
+    spec.relu_input()
 }
 
 /// ReLU, conv k x k, BN (`ReLUConvBN`: names `op.1.weight`, `op.2.*`); the ReLU is fused

@@ -161,16 +161,11 @@ fn conv_spec(
     dilation: usize,
     groups: usize,
 ) -> Conv2dSpec {
-    Conv2dSpec {
-        in_channels: xd.c,
-        out_channels: out_c,
-        kernel: k,
-        stride,
-        padding,
-        dilation,
-        groups,
-        relu_input: false,
-    }
+    Conv2dSpec::new(xd.c, out_c, k)
+        .stride(stride)
+        .padding(padding)
+        .dilation(dilation)
+        .groups(groups)
 }
 
 /// Runs every op on `dev` and on `Cpu<f32>` with the same random inputs (from `seed`) and
@@ -214,10 +209,7 @@ pub fn run_parity<B: Backend<Elem = f32>>(dev: &B, seed: u64) -> Result<Vec<Pari
         .into_iter()
         .chain([(nchw(3, 7, 2, 2), 5, 2, 1, 0, 1, 1)])
     {
-        let spec = Conv2dSpec {
-            relu_input: true,
-            ..conv_spec(xd, o, k, s, p, d, g)
-        };
+        let spec = conv_spec(xd, o, k, s, p, d, g).relu_input();
         h.conv(xd, spec)?;
     }
     for (xd, stride) in [

@@ -7,7 +7,7 @@ use crate::autograd::Var;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::nas::modules::{BatchNorm, Builder, Conv, Ctx, Linear};
-use crate::shape::{Conv2dSpec, Pool2dSpec};
+use crate::shape::Pool2dSpec;
 
 /// Channels of the auxiliary head's 1x1 and 2x2 convolutions (fixed in `AuxiliaryHeadCIFAR`).
 pub const AUX_MID: usize = 128;
@@ -42,10 +42,7 @@ impl AuxHead {
                     b.scope(3, |b| b.batch_norm(AUX_MID, true))?,
                     // The ReLU between bn1 and conv2 is fused into conv2.
                     b.scope(5, |b| {
-                        b.conv(Conv2dSpec {
-                            relu_input: true,
-                            ..conv_spec(AUX_MID, AUX_OUT, 2, 0)
-                        })
+                        b.conv(conv_spec(AUX_MID, AUX_OUT, 2, 0).relu_input())
                     })?,
                     b.scope(6, |b| b.batch_norm(AUX_OUT, true))?,
                 ))

@@ -114,16 +114,7 @@ struct EvalCell {
 }
 
 fn conv_spec(c_in: usize, c_out: usize, kernel: usize, padding: usize) -> Conv2dSpec {
-    Conv2dSpec {
-        in_channels: c_in,
-        out_channels: c_out,
-        kernel,
-        stride: 1,
-        padding,
-        dilation: 1,
-        groups: 1,
-        relu_input: false,
-    }
+    Conv2dSpec::new(c_in, c_out, kernel).padding(padding)
 }
 
 /// The evaluation network with its weights and BN statistics.

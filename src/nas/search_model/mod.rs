@@ -71,16 +71,7 @@ impl<B: Backend> SearchNetwork<B> {
         let c = config.channels;
         let mut b = Builder::new(backend, &mut weights, &mut buffers, &mut rng);
         let c_stem = config.stem_multiplier * c;
-        let stem_spec = Conv2dSpec {
-            in_channels: config.in_channels,
-            out_channels: c_stem,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            dilation: 1,
-            groups: 1,
-            relu_input: false,
-        };
+        let stem_spec = Conv2dSpec::new(config.in_channels, c_stem, 3).padding(1);
         let (stem_conv, stem_bn) = b.scope("stem", |b| {
             Ok((
                 b.scope(0, |b| b.conv(stem_spec))?,
