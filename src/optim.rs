@@ -2,7 +2,7 @@
 //! decay), global gradient-norm clipping and the cosine learning-rate schedule. State lives
 //! in `ParamStore`s with the same names as the parameters, so checkpoints can hold it.
 
-use crate::autograd::ParamStore;
+use crate::autograd::{ParamId, ParamStore};
 use crate::backend::{norm_scalars, AdamStep, Backend, Element, ScalarRef, SgdStep};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -98,6 +98,40 @@ fn storages_mut<B: Backend>(store: &mut ParamStore<B>) -> Result<Vec<&mut B::Sto
         .collect()
 }
 
+/// The buffers of `store` at `ids` (ascending, distinct), mutably, in that order.
+fn storages_mut_at<'a, B: Backend>(
+    store: &'a mut ParamStore<B>,
+    ids: &[ParamId],
+) -> Result<Vec<&'a mut B::Storage>> {
+    let names = store.names().to_vec();
+    let mut wanted = ids.iter().peekable();
+    let mut out = Vec::with_capacity(ids.len());
+    for (i, t) in store.tensors_mut().iter_mut().enumerate() {
+        if wanted.peek().map(|id| id.0) != Some(i) {
+            continue;
+        }
+        wanted.next();
+        if Arc::strong_count(&t.buf) != 1 || Arc::weak_count(&t.buf) != 0 {
+            return Err(Error::invalid(
+                names[i].clone(),
+                "buffer is still shared (a tape holding it was not cleared)",
+            ));
+        }
+        out.push(t.buf_mut("optimizer state")?);
+    }
+    if out.len() != ids.len() {
+        return Err(Error::invalid(
+            "optimizer",
+            format!(
+                "{} parameter ids, {} of them valid and ascending",
+                ids.len(),
+                out.len()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
 /// SGD with momentum (dampening 0) and L2 weight decay.
 pub struct Sgd<B: Backend> {
     pub momentum: f64,
@@ -140,6 +174,40 @@ impl<B: Backend> Sgd<B> {
         let mut p = storages_mut(params)?;
         let mut m = storages_mut(&mut self.state)?;
         let g: Vec<&B::Storage> = grads.iter().map(|g| &*g.buf).collect();
+        backend.sgd_step_many(&mut p, &g, &mut m, &hp, grad_scale)
+    }
+}
+
+impl<B: Backend> Sgd<B> {
+    /// One update of only the parameters that have a gradient (`grads`: ascending ids), the
+    /// others left as they are, momentum and weight decay included: PyTorch's rule for a
+    /// parameter whose `.grad` is None, which is every weight off the path a one-shot
+    /// supernet trained this step.
+    pub fn step_some(
+        &mut self,
+        backend: &B,
+        params: &mut ParamStore<B>,
+        grads: &[(ParamId, Tensor<B>)],
+        lr: f64,
+        grad_scale: Option<ScalarRef<'_, B::Storage>>,
+    ) -> Result<()> {
+        for (id, g) in grads {
+            if id.0 >= params.len() || params.get(*id).shape != g.shape {
+                return Err(Error::shape(
+                    "optimizer",
+                    format!("gradient {} for parameter {}", g.shape, id.0),
+                ));
+            }
+        }
+        let ids: Vec<ParamId> = grads.iter().map(|(id, _)| *id).collect();
+        let hp = SgdStep {
+            lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+        };
+        let mut p = storages_mut_at(params, &ids)?;
+        let mut m = storages_mut_at(&mut self.state, &ids)?;
+        let g: Vec<&B::Storage> = grads.iter().map(|(_, g)| &*g.buf).collect();
         backend.sgd_step_many(&mut p, &g, &mut m, &hp, grad_scale)
     }
 }

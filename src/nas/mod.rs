@@ -16,6 +16,7 @@ pub mod search_model;
 pub mod search_run;
 pub mod sizing;
 pub mod space;
+pub mod spos;
 pub mod train_run;
 
 pub use genotype::{Genotype, Primitive};

@@ -21,6 +21,7 @@
 
 mod alphas;
 mod config;
+mod path;
 mod state_dict;
 
 pub use alphas::ALPHA_TABLES;
@@ -191,18 +192,7 @@ impl<B: Backend> SearchNetwork<B> {
 
     /// Logits [n, classes] for images x [n, in_channels, h, w].
     pub fn forward(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
-        let d = cx.tape.shape(x).nchw("search network input")?;
-        if d.c != self.config.in_channels {
-            return Err(Error::shape(
-                "search network input",
-                format!(
-                    "images {} have {} channels, the network expects {}",
-                    d.shape(),
-                    d.c,
-                    self.config.in_channels
-                ),
-            ));
-        }
+        self.check_input(cx, x)?;
         let h = self.stem_conv.forward(cx, x)?;
         let stem = self.stem_bn.forward(cx, h)?;
         let (mut s0, mut s1) = (stem, stem);
@@ -220,6 +210,23 @@ impl<B: Backend> SearchNetwork<B> {
         }
         let pooled = cx.tape.global_avg_pool(s1)?;
         self.classifier.forward(cx, pooled)
+    }
+
+    /// Images must be NCHW with the network's input channels.
+    fn check_input(&self, cx: &mut Ctx<B>, x: Var) -> Result<()> {
+        let d = cx.tape.shape(x).nchw("search network input")?;
+        if d.c != self.config.in_channels {
+            return Err(Error::shape(
+                "search network input",
+                format!(
+                    "images {} have {} channels, the network expects {}",
+                    d.shape(),
+                    d.c,
+                    self.config.in_channels
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn cell_forward(

@@ -1,0 +1,121 @@
+//! One path of the DARTS supernet (single-path one-shot training, SPOS): every node of every
+//! cell reads its two chosen inputs through its two chosen operations, with the supernet's
+//! own weights for those operations; no alphas, no MixedOp, the other operations untouched
+//! (they get no gradient, so the optimizer leaves them as they are).
+
+use super::{SearchCell, SearchNetwork};
+use crate::autograd::{Tape, Var};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::nas::modules::Ctx;
+use crate::nas::space::darts::{DartsArch, DartsNode, NODES};
+use crate::nas::Mode;
+
+impl<B: Backend> SearchNetwork<B> {
+    /// Checks that `arch` is a path of this supernet: 4 nodes concatenated, and every
+    /// operation the path uses in the supernet's op set.
+    pub fn check_path(&self, arch: &DartsArch) -> Result<()> {
+        if self.config.steps != NODES || self.config.multiplier != NODES {
+            return Err(Error::invalid(
+                "supernet",
+                format!(
+                    "a path of the DARTS space needs {NODES} nodes, all concatenated; this \
+                     supernet has {} nodes and concatenates {}",
+                    self.config.steps, self.config.multiplier
+                ),
+            ));
+        }
+        for node in arch.normal.iter().chain(&arch.reduce) {
+            for op in [node.ops.0, node.ops.1] {
+                if !self.config.ops.contains(&op) {
+                    return Err(Error::invalid(
+                        "path",
+                        format!("uses {}, which is not in the supernet's --ops", op.name()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the forward of the path `arch` on `tape` (see the module docs). A training-mode
+    /// forward that updates running statistics updates only the path's batch norms; it is
+    /// not counted in `bn_batches` (which counts forwards of every BN).
+    pub fn run_path(
+        &mut self,
+        tape: &mut Tape<B>,
+        x: Var,
+        mode: Mode,
+        arch: &DartsArch,
+    ) -> Result<Var> {
+        self.check_path(arch)?;
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let result = {
+            let mut cx = Ctx {
+                tape,
+                weights: &self.weights,
+                buffers: &mut buffers,
+                arch: &self.arch,
+                mode,
+            };
+            self.path_forward(&mut cx, x, arch)
+        };
+        self.buffers = buffers;
+        result
+    }
+
+    fn path_forward(&self, cx: &mut Ctx<B>, x: Var, arch: &DartsArch) -> Result<Var> {
+        self.check_input(cx, x)?;
+        let h = self.stem_conv.forward(cx, x)?;
+        let stem = self.stem_bn.forward(cx, h)?;
+        let (mut s0, mut s1) = (stem, stem);
+        for cell in &self.cells {
+            let nodes = if cell.reduction {
+                &arch.reduce
+            } else {
+                &arch.normal
+            };
+            let out = self.path_cell(cx, cell, nodes, s0, s1)?;
+            cx.tape.release_activations(&[s1, out])?;
+            s0 = s1;
+            s1 = out;
+        }
+        let pooled = cx.tape.global_avg_pool(s1)?;
+        self.classifier.forward(cx, pooled)
+    }
+
+    fn path_cell(
+        &self,
+        cx: &mut Ctx<B>,
+        cell: &SearchCell,
+        nodes: &[DartsNode; NODES],
+        s0: Var,
+        s1: Var,
+    ) -> Result<Var> {
+        let (h0, h1) = cell.inputs.forward(cx, s0, s1)?;
+        let mut states = vec![h0, h1];
+        // Edges are numbered node by node, each node's from input 0 up.
+        let mut first_edge = 0;
+        for (i, node) in nodes.iter().enumerate() {
+            let mut outs = Vec::with_capacity(2);
+            for (input, op) in [(node.inputs.0, node.ops.0), (node.inputs.1, node.ops.1)] {
+                let k = self
+                    .config
+                    .ops
+                    .iter()
+                    .position(|&o| o == op)
+                    .ok_or_else(|| Error::invalid("path", format!("op {}", op.name())))?;
+                let y = cell.edges[first_edge + input][k]
+                    .forward(cx, states[input])?
+                    .ok_or_else(|| Error::invalid("path", "a path never uses none"))?;
+                outs.push(y);
+            }
+            states.push(cx.tape.sum(&outs)?);
+            let mut keep = states.clone();
+            keep.push(s1);
+            cx.tape.release_activations(&keep)?;
+            first_edge += i + 2;
+        }
+        cx.tape.concat_channels(&states[2..])
+    }
+}

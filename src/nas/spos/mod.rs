@@ -1,0 +1,21 @@
+//! Single Path One-Shot (Guo et al., 2019): a supernet holding every candidate operation's
+//! weights once, trained one sampled path per batch; then architectures are scored with the
+//! inherited weights (after recalibrating the batch-norm statistics for the path) and
+//! searched by evolution or at random.
+//!
+//! `supernet.rs` is what a space's supernet offers ([`Supernet`]; the DARTS space's is the
+//! DARTS search network run one path at a time), `train.rs` the path sampler (uniform or
+//! fair, optionally inside a parameter range) and the training step, `score.rs` the
+//! recalibration and the validation accuracy of a path, `evolution.rs` the searches, which
+//! work on any [`SearchSpace`](crate::nas::space::SearchSpace) with any score (the
+//! supernet's here, a table's for tabular benchmarks).
+
+pub mod evolution;
+pub mod score;
+pub mod supernet;
+pub mod train;
+
+pub use evolution::{best, evolution_search, random_search, EvolutionConfig, Scored};
+pub use score::{path_accuracy, recalibrate_bn, score_path};
+pub use supernet::Supernet;
+pub use train::{PathSampler, Sampling, SposHyper, SposTrainer};
