@@ -32,7 +32,8 @@ mod kernel_abi;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=build/kernel_abi.rs");
+    // build/kernel_abi.rs and the files of build/kernel_abi/ (cargo watches a folder whole).
+    println!("cargo:rerun-if-changed=build");
     let gpu = env::var_os("CARGO_FEATURE_CUDA").is_some();
     let sim = env::var_os("CARGO_FEATURE_CUDA_SIM").is_some();
     if !gpu && !sim {

@@ -159,7 +159,7 @@ fn check_operators<S: SearchSpace>(space: &S, seed: u64) {
     // Mutation reaches every value of a decision, crossover mixes both parents.
     let a = space.sample(&mut rng);
     let mut values = std::collections::HashSet::new();
-    for _ in 0..500 {
+    for _ in 0..20_000 {
         let m = space.encode(&space.mutate(&a, &mut rng));
         values.insert(m);
     }

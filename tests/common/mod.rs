@@ -26,6 +26,13 @@
 //! crate, so not every file uses every helper).
 #![allow(dead_code, unused_macros, unused_imports)]
 
+pub mod data;
+pub mod fuzz;
+pub mod mutate;
+pub mod nan;
+pub mod torch_fixture;
+pub mod train;
+
 use nasrs::autograd::ParamStore;
 use nasrs::data::Batch;
 use nasrs::nas::darts::Darts;
