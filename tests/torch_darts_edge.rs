@@ -4,6 +4,8 @@
 //! `tools/make_fixtures.py` (see tools/README.md). Tolerance: 1e-4 relative to the tensor's
 //! largest magnitude (float32).
 
+mod common;
+
 use nasrs::autograd::{ParamStore, Tape};
 use nasrs::io::{load_safetensors, HostTensor};
 use nasrs::nas::modules::{Builder, Ctx, EdgeOp, Mode};
@@ -13,14 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 fn close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-6);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-4 * scale,
-            "{what}[{i}]: nasrs {g} vs PyTorch {w} (scale {scale})"
-        );
-    }
+    common::assert_close_values(what, got, want, 1e-4);
 }
 
 fn check_case(case: &str, stride: usize, t: &BTreeMap<String, HostTensor>) {

@@ -7,6 +7,8 @@
 //!
 //! Tolerance: 1e-4 relative to the tensor's largest magnitude.
 
+mod common;
+
 use nasrs::autograd::Tape;
 use nasrs::backend::{Backend, Element};
 use nasrs::io::{load_safetensors, HostTensor};
@@ -25,14 +27,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn close(what: &str, got: &[f64], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-6) as f64;
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - *w as f64).abs() <= 1e-4 * scale,
-            "{what}[{i}]: nasrs {g} vs PyTorch {w} (scale {scale})"
-        );
-    }
+    common::assert_close_values(what, got, want, 1e-4);
 }
 
 fn io() -> (BTreeMap<String, HostTensor>, HashMap<String, String>) {

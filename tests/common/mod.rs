@@ -16,6 +16,9 @@
 //!   (`nasrs::backend::selftest::max_error`, tolerance [`TOL`] = 1e-4 unless a test says why not); on
 //!   the CPU itself the two runs must agree bit for bit. [`assert_reproduced`]: two results
 //!   of one device (resumed vs uninterrupted, graphs vs none), bit for bit off a GPU.
+//! - [`assert_close_values`]: any slice against a reference on that same measure (the PyTorch
+//!   fixture checks keep `torch_fixture::compare`, whose floor scales with the tensor's
+//!   largest value so f64 results are held to 1e-10 even where they are tiny).
 //! - DARTS lockstep: [`darts_state`], [`load_darts_state`] / [`load_store`] (start a device
 //!   step from the CPU's state, so multi-step comparisons do not compound drift; why in
 //!   [`load_darts_state`]) and [`darts_tol`] (the second-order alpha gradient's tolerance).
@@ -34,6 +37,7 @@ pub mod torch_fixture;
 pub mod train;
 
 use nasrs::autograd::ParamStore;
+use nasrs::backend::Element;
 use nasrs::data::Batch;
 use nasrs::nas::darts::Darts;
 use nasrs::{Backend, Cpu, Rng};
@@ -222,6 +226,39 @@ pub fn assert_close_with<B: Backend>(
         "{what} on {} differs from the CPU:\n{}",
         be.device_name(),
         bad.join("\n")
+    );
+}
+
+/// The one slice comparison of the tests (llm.c's `validate_result`): `got` against the
+/// reference `want` on the parity harness's measure (`nasrs::backend::selftest::max_error_f64`:
+/// `|got - want| / (|want| + 1e-3 + 0.1 rms(want))`, NaN equal to NaN, an infinity only to
+/// itself), at most `tol`; a failure names the worst element and both values.
+pub fn assert_close_values<G: Element, W: Element>(what: &str, got: &[G], want: &[W], tol: f64) {
+    let got: Vec<f64> = got.iter().map(|v| v.to_f64()).collect();
+    let want: Vec<f64> = want.iter().map(|v| v.to_f64()).collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, the reference has {}",
+        got.len(),
+        want.len()
+    );
+    let err = nasrs::backend::selftest::max_error_f64(&got, &want);
+    if err <= tol {
+        return;
+    }
+    // The worst element, scaled as the measure scales it.
+    let rms = (want.iter().map(|v| v * v).sum::<f64>() / want.len().max(1) as f64).sqrt();
+    let floor = 1e-3 + 0.1 * rms;
+    let i = (0..got.len())
+        .max_by(|&a, &b| {
+            let e = |k: usize| (got[k] - want[k]).abs() / (want[k].abs() + floor);
+            e(a).total_cmp(&e(b))
+        })
+        .unwrap_or(0);
+    panic!(
+        "{what}: error {err:.3e} over the tolerance {tol:e} (worst at element {i}: {} vs {})",
+        got[i], want[i]
     );
 }
 
