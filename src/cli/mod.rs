@@ -38,6 +38,7 @@ mod model;
 mod progress;
 mod search;
 mod selftest;
+mod spos;
 mod train;
 
 #[derive(Parser)]
@@ -78,12 +79,16 @@ pub enum Command {
 pub enum SearchCommand {
     /// DARTS: differentiable search over a one-shot supernet.
     Darts(search::SearchArgs),
+    /// Single Path One-Shot: train the supernet one sampled path per batch, then search it by
+    /// evolution with inherited weights.
+    Spos(spos::SposArgs),
 }
 
 /// Runs the command `cli` asks for.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Search(SearchCommand::Darts(a)) => search::search(a),
+        Command::Search(SearchCommand::Spos(a)) => spos::spos(a),
         Command::Train(a) => train::train(a),
         Command::Eval(a) => eval::eval(a),
         Command::Model(a) => model::model(a),

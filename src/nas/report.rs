@@ -314,3 +314,40 @@ pub fn learning_curves_svg(history: &[TrainEpochMetrics]) -> String {
     s.push_str("</svg>\n");
     s
 }
+
+/// A scatter of `(x, y)` points (one dot each) with the axes' ranges printed: a search's
+/// scores against generation (or query).
+pub fn score_scatter_svg(title: &str, points: &[(f64, f64)]) -> String {
+    let (w, h, pad) = (640.0, 360.0, 48.0);
+    let range = |f: &dyn Fn(&(f64, f64)) -> f64| {
+        let lo = points.iter().map(f).fold(f64::INFINITY, f64::min);
+        let hi = points.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
+        if lo.is_finite() && hi > lo {
+            (lo, hi)
+        } else if lo.is_finite() {
+            (lo - 0.5, lo + 0.5)
+        } else {
+            (0.0, 1.0)
+        }
+    };
+    let ((x0, x1), (y0, y1)) = (range(&|p| p.0), range(&|p| p.1));
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/><text x="{pad}" y="20" font-size="13">{}</text><rect x="{pad}" y="{pad}" width="{}" height="{}" fill="none" stroke="#999"/><text x="{pad}" y="{}">x: {x0} .. {x1}; y: {y0:.4} (bottom) .. {y1:.4} (top)</text>"##,
+        escape(title),
+        w - 2.0 * pad,
+        h - 2.0 * pad,
+        h - 12.0
+    );
+    for &(x, y) in points {
+        let cx = pad + (x - x0) / (x1 - x0) * (w - 2.0 * pad);
+        let cy = h - pad - (y - y0) / (y1 - y0) * (h - 2.0 * pad);
+        let _ = write!(
+            s,
+            r##"<circle cx="{cx:.1}" cy="{cy:.1}" r="2.5" fill="#377eb8" fill-opacity="0.6"/>"##
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}

@@ -21,7 +21,7 @@ pub struct Scored<A> {
 }
 
 /// SPOS's evolution settings (the paper's defaults).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvolutionConfig {
     pub population: usize,
     pub parents: usize,

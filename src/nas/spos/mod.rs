@@ -6,11 +6,12 @@
 //! `supernet.rs` is what a space's supernet offers ([`Supernet`]; the DARTS space's is the
 //! DARTS search network run one path at a time), `train.rs` the path sampler (uniform or
 //! fair, optionally inside a parameter range) and the training step, `score.rs` the
-//! recalibration and the validation accuracy of a path, `evolution.rs` the searches, which
+//! recalibration and the validation accuracy of a path, `evolution.rs` the searches, `run.rs` a SPOS run on disk (train, then search), which
 //! work on any [`SearchSpace`](crate::nas::space::SearchSpace) with any score (the
 //! supernet's here, a table's for tabular benchmarks).
 
 pub mod evolution;
+pub mod run;
 pub mod score;
 pub mod supernet;
 pub mod train;

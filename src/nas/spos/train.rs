@@ -100,7 +100,7 @@ impl PathSampler {
 }
 
 /// Hyper-parameters of SPOS training (SGD with momentum, cosine schedule per epoch).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SposHyper {
     pub lr_max: f64,
     pub lr_min: f64,

@@ -1,0 +1,352 @@
+//! A SPOS run on disk (DARTS space): train the supernet one sampled path per batch for the
+//! epochs asked, then search it. The run folder, each file written atomically:
+//! - `config.json`: every option of the run;
+//! - `metrics.jsonl`: one line per training epoch (loss, accuracy, learning rate, seconds);
+//! - `checkpoint.safetensors`: weights, BN statistics, momentum and (in its metadata) the
+//!   data iterator, the path sampler and the metrics, so `--resume` continues exactly where
+//!   the last finished epoch left off (bitwise on the CPU);
+//! - after the search: `search.jsonl` (every architecture scored, in query order, with its
+//!   generation and score), `best.json` / `genotype.py` (the best architecture as the JSON
+//!   genotype `nasrs train --genotype` reads, and in the Python form), `search.svg` (score
+//!   against generation).
+//!
+//! The search is deterministic given the trained supernet and the seed, so a run stopped
+//! during the search simply searches again on `--resume`.
+
+use super::{
+    best, evolution_search, random_search, score_path, EvolutionConfig, PathSampler, Sampling,
+    SposHyper, SposTrainer,
+};
+use crate::backend::Backend;
+use crate::data::{
+    split_indices, Augment, BatchIterator, BatchIteratorState, Dataset, SequentialBatches,
+};
+use crate::error::{Error, Result};
+use crate::io::{
+    atomic_write, atomic_write_json, check_resume_options, load_safetensors, read_json_meta,
+    save_safetensors_with_i64, write_jsonl,
+};
+use crate::nas::darts::{DeviceBatch, StepStats};
+use crate::nas::genotype::Genotype;
+use crate::nas::run_dir::{RunDir, Start};
+use crate::nas::search_model::{SearchConfig, SearchNetwork};
+use crate::nas::space::darts::{DartsArch, DartsSpace};
+use crate::nas::space::SearchSpace;
+use crate::nas::spos::Scored;
+use crate::optim::cosine_lr;
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// How the trained supernet is searched.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SposSearch {
+    Evolution(EvolutionConfig),
+    /// Random search with weight sharing: this many architectures.
+    Random(usize),
+}
+
+/// Everything that determines a SPOS run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SposRunConfig {
+    pub dataset: String,
+    pub model: SearchConfig,
+    pub hyper: SposHyper,
+    pub sampling: Sampling,
+    pub epochs: usize,
+    pub batch: usize,
+    pub seed: u64,
+    /// Fraction of the training set the supernet trains on; the rest scores architectures.
+    pub train_portion: f64,
+    pub train_limit: Option<usize>,
+    pub augment: bool,
+    pub search: SposSearch,
+    /// Training batches the BN statistics of each scored path are recalibrated on (0: none).
+    pub recalibration_batches: usize,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SposEpoch {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub seconds: f64,
+}
+
+/// One line of `search.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SearchRecord {
+    pub query: usize,
+    pub generation: usize,
+    pub score: f64,
+    pub genotype: Genotype,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    config: SposRunConfig,
+    train_iter: BatchIteratorState,
+    sampler: PathSampler,
+    history: Vec<SposEpoch>,
+}
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const RUN_FILES: &[&str] = &[
+    "config.json",
+    "metrics.jsonl",
+    "search.jsonl",
+    "best.json",
+    "genotype.py",
+    "search.svg",
+    CHECKPOINT,
+];
+
+/// Runs (or resumes) a SPOS search in the folder `out`.
+pub struct SposRun<B: Backend> {
+    pub backend: B,
+    pub config: SposRunConfig,
+    pub out: PathBuf,
+}
+
+struct State<B: Backend> {
+    trainer: SposTrainer<B, SearchNetwork<B>>,
+    train_iter: BatchIterator,
+    sampler: PathSampler,
+    history: Vec<SposEpoch>,
+    val_idx: Vec<usize>,
+}
+
+impl<B: Backend> SposRun<B> {
+    pub fn new(backend: B, config: SposRunConfig, out: impl Into<PathBuf>) -> Result<Self> {
+        if config.epochs == 0 {
+            return Err(Error::invalid("--epochs", "must be at least 1"));
+        }
+        if config.batch == 0 {
+            return Err(Error::invalid("--batch", "must be at least 1"));
+        }
+        if !(config.train_portion > 0.0 && config.train_portion < 1.0) {
+            return Err(Error::invalid(
+                "train portion",
+                format!("{} is not in (0, 1)", config.train_portion),
+            ));
+        }
+        if let SposSearch::Evolution(e) = &config.search {
+            e.validate()?;
+        }
+        Ok(SposRun {
+            backend,
+            config,
+            out: out.into(),
+        })
+    }
+
+    fn fresh(&self, data: &Dataset) -> Result<State<B>> {
+        let c = &self.config;
+        let net = SearchNetwork::new(&self.backend, c.model.clone(), c.seed)?;
+        net.check_path(&DartsSpace::default().sample(&mut Rng::new(0)))?;
+        let trainer = SposTrainer::new(self.backend.clone(), net, c.hyper.clone())?;
+        let (train_idx, val_idx) = split_indices(data.n, c.train_portion)?;
+        if train_idx.len() < c.batch || val_idx.is_empty() {
+            return Err(Error::invalid(
+                "--batch",
+                format!(
+                    "{} does not fit the training part of the data ({} samples; {} to score on)",
+                    c.batch,
+                    train_idx.len(),
+                    val_idx.len()
+                ),
+            ));
+        }
+        let augment = if c.augment {
+            Augment::cifar(None)
+        } else {
+            Augment::none()
+        };
+        Ok(State {
+            trainer,
+            train_iter: BatchIterator::new(train_idx, Rng::fork(c.seed, "train order"), augment)?,
+            sampler: PathSampler::new(c.sampling, c.seed),
+            history: Vec::new(),
+            val_idx,
+        })
+    }
+
+    fn save(&self, st: &State<B>) -> Result<()> {
+        let be = &self.backend;
+        let (mut t, counters) = st.trainer.net.state_dict(be)?;
+        st.trainer
+            .opt
+            .state
+            .export(be, "optimizer.momentum_buffer.", &mut t)?;
+        let meta = Meta {
+            config: self.config.clone(),
+            train_iter: st.train_iter.state(),
+            sampler: st.sampler.clone(),
+            history: st
+                .history
+                .iter()
+                .map(|m| SposEpoch {
+                    seconds: 0.0,
+                    ..m.clone()
+                })
+                .collect(),
+        };
+        let json = serde_json::to_string(&meta)
+            .map_err(|e| Error::invalid("checkpoint metadata", e.to_string()))?;
+        save_safetensors_with_i64(
+            &self.out.join(CHECKPOINT),
+            &t,
+            &counters,
+            HashMap::from([("nasrs.spos".to_string(), json)]),
+        )
+    }
+
+    fn load(&self, dir: &RunDir, data: &Dataset) -> Result<State<B>> {
+        let path = dir.checkpoint();
+        let (tensors, meta) = load_safetensors(&path)?;
+        let meta: Meta = read_json_meta(&meta, "nasrs.spos", "SPOS", &path)?;
+        let mut expected = meta.config.clone();
+        expected.epochs = self.config.epochs;
+        expected.search = self.config.search.clone();
+        expected.recalibration_batches = self.config.recalibration_batches;
+        check_resume_options(&expected, &self.config, &path)?;
+        let mut st = self.fresh(data)?;
+        let be = &self.backend;
+        st.trainer
+            .net
+            .load_state_dict(be, &tensors, &["optimizer."], &path)?;
+        st.trainer
+            .opt
+            .state
+            .import(be, "optimizer.momentum_buffer.", &tensors, &path)?;
+        st.train_iter = BatchIterator::from_state(meta.train_iter)?;
+        st.sampler = meta.sampler;
+        st.history = meta.history;
+        for (m, s) in st.history.iter_mut().zip(dir.epoch_seconds()) {
+            m.seconds = s.unwrap_or(0.0);
+        }
+        Ok(st)
+    }
+
+    /// Trains the remaining epochs, then searches; returns the best architecture found.
+    pub fn run(&self, data: &Dataset, start: Start) -> Result<Scored<DartsArch>> {
+        let m = &self.config.model;
+        if data.c != m.in_channels || data.classes > m.classes {
+            return Err(Error::invalid(
+                "dataset",
+                format!(
+                    "{} has {} channels and {} classes; the supernet was configured for {} and {}",
+                    data.name, data.c, data.classes, m.in_channels, m.classes
+                ),
+            ));
+        }
+        m.check_image_size(data.h, data.w)?;
+        let data = data.first(self.config.train_limit)?;
+        let (mut dir, resume) = RunDir::open(&self.out, RUN_FILES, CHECKPOINT, start)?;
+        let mut st = if resume {
+            self.load(&dir, &data)?
+        } else {
+            self.fresh(&data)?
+        };
+        let space = DartsSpace::default();
+        let c = &self.config;
+        let steps = st.train_iter.steps_per_epoch(c.batch);
+        for epoch in st.history.len()..c.epochs {
+            let started = Instant::now();
+            let lr = cosine_lr(c.hyper.lr_max, c.hyper.lr_min, epoch, c.epochs);
+            let mut sum = StepStats::default();
+            for step in 0..steps {
+                let host = st.train_iter.next_batch(&data, c.batch)?;
+                let batch = DeviceBatch::from_batch(&self.backend, &host, data.classes)?;
+                let path = st.sampler.next(&space, &|_| true)?;
+                let s = st.trainer.step(&batch, &path, lr).map_err(|e| match e {
+                    Error::NonFinite(what) => Error::NonFinite(format!(
+                        "{what} at epoch {epoch} step {step}{}",
+                        dir.kept_note(st.history.len())
+                    )),
+                    e => e,
+                })?;
+                sum.loss += s.loss * s.count as f64;
+                sum.correct += s.correct;
+                sum.count += s.count;
+            }
+            st.history.push(SposEpoch {
+                epoch,
+                lr,
+                train_loss: sum.loss / sum.count.max(1) as f64,
+                train_acc: sum.correct as f64 / sum.count.max(1) as f64,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+            self.save(&st)?;
+            atomic_write_json(&self.out.join("config.json"), &self.config)?;
+            write_jsonl(&self.out.join("metrics.jsonl"), &st.history)?;
+            dir.epoch_saved(&["config.json", "metrics.jsonl", CHECKPOINT])?;
+        }
+        self.search(&mut st, &data, &space)
+    }
+
+    fn search(
+        &self,
+        st: &mut State<B>,
+        data: &Dataset,
+        space: &DartsSpace,
+    ) -> Result<Scored<DartsArch>> {
+        let be = &self.backend;
+        let c = &self.config;
+        let mut val = Vec::new();
+        for b in SequentialBatches::over(data, st.val_idx.clone(), c.batch)? {
+            val.push(DeviceBatch::from_batch(be, &b, data.classes)?);
+        }
+        // Recalibration batches: the first ones of a fixed order of the training part.
+        let mut recal_iter = BatchIterator::from_state(st.train_iter.state())?;
+        let mut recal = Vec::new();
+        for _ in 0..c.recalibration_batches {
+            let b = recal_iter.next_batch(data, c.batch)?;
+            recal.push(DeviceBatch::from_batch(be, &b, data.classes)?);
+        }
+        let net = &mut st.trainer.net;
+        let mut score = |a: &DartsArch| score_path(be, net, a, &recal, &val);
+        let mut rng = Rng::fork(c.seed, "spos search");
+        let history = match &c.search {
+            SposSearch::Evolution(e) => {
+                evolution_search(space, e, &mut rng, &|_| true, &mut score)?
+            }
+            SposSearch::Random(n) => random_search(space, *n, &mut rng, &|_| true, &mut score)?,
+        };
+        let records: Vec<SearchRecord> = history
+            .iter()
+            .map(|s| SearchRecord {
+                query: s.query,
+                generation: s.generation,
+                score: s.score,
+                genotype: s.arch.to_genotype(),
+            })
+            .collect();
+        write_jsonl(&self.out.join("search.jsonl"), &records)?;
+        let top = best(&history)
+            .cloned()
+            .ok_or_else(|| Error::invalid("search", "no architecture was scored"))?;
+        let g = top.arch.to_genotype();
+        atomic_write_json(&self.out.join("best.json"), &g)?;
+        atomic_write(
+            &self.out.join("genotype.py"),
+            format!("{}\n", g.to_python()).as_bytes(),
+        )?;
+        atomic_write(
+            &self.out.join("search.svg"),
+            crate::nas::report::score_scatter_svg(
+                "SPOS search: validation accuracy (inherited weights) per generation",
+                &history
+                    .iter()
+                    .map(|s| (s.generation as f64, s.score))
+                    .collect::<Vec<_>>(),
+            )
+            .as_bytes(),
+        )?;
+        Ok(top)
+    }
+}
