@@ -22,8 +22,12 @@
 //!   of correct predictions and the gradient norm stay in device buffers, and scalars that
 //!   depend on them (the clip coefficient, the second-order step size) reach the ops that
 //!   use them as a [`ScalarRef`] into a device buffer, never through the host.
-//! - Shapes are validated by the caller (`autograd::Tape`) before it reaches a backend, but a
-//!   backend still returns `Error::Shape` rather than panic if lengths disagree.
+//! - Every op's arguments are checked once, in [`checks`] (`checks::conv2d_fwd` for
+//!   `conv2d_fwd`, ...): every device's op calls that check first and assumes valid input
+//!   after it, so all devices refuse the same calls with the same `Error::Shape` message
+//!   (never a panic). Only checks one device alone needs stay in it (CUDA's 2^31 `int`
+//!   limit). The tape (`autograd::Tape`) checks shapes before an op reaches a backend too,
+//!   with messages in its users' terms.
 
 pub mod checks;
 pub mod counting;

@@ -1,7 +1,7 @@
 //! What the counting backend counts for convolutions (`ConvOps`).
 
-use super::{conv_flops, len_check, u, CountBuf, Counting, Io};
-use crate::backend::ConvOps;
+use super::{conv_flops, u, CountBuf, Counting, Io};
+use crate::backend::{checks, ConvOps};
 use crate::error::Result;
 use crate::shape::{Conv2dSpec, Nchw};
 
@@ -13,8 +13,7 @@ impl ConvOps for Counting {
         w: &CountBuf,
         spec: &Conv2dSpec,
     ) -> Result<CountBuf> {
-        len_check("conv2d_fwd", "input", x, xd.numel())?;
-        let yd = spec.output(xd)?;
+        let yd = checks::conv2d_fwd(self, x, xd, w, spec)?;
         self.unary("conv2d_fwd", conv_flops(xd, spec)?, &[x, w], yd.numel())
     }
     fn conv2d_bwd_data(
@@ -25,10 +24,9 @@ impl ConvOps for Counting {
         xd: Nchw,
         spec: &Conv2dSpec,
     ) -> Result<CountBuf> {
-        len_check("conv2d_bwd_data", "dy", dy, spec.output(xd)?.numel())?;
+        checks::conv2d_bwd_data(self, x, dy, w, xd, spec)?;
         // The fused ReLU's mask reads the forward input; an unfused conv never touches it.
         let reads: &[&CountBuf] = if spec.relu_input {
-            len_check("conv2d_bwd_data", "input", x, xd.numel())?;
             &[x, dy, w]
         } else {
             &[dy, w]
@@ -46,11 +44,9 @@ impl ConvOps for Counting {
         spec: &Conv2dSpec,
         dx: &mut CountBuf,
     ) -> Result<()> {
-        len_check("conv2d_bwd_data_into", "dy", dy, spec.output(xd)?.numel())?;
-        len_check("conv2d_bwd_data_into", "accumulator", dx, xd.numel())?;
+        checks::conv2d_bwd_data_into(self, x, dy, w, xd, spec, dx)?;
         let mut reads = vec![dy, w, &*dx];
         if spec.relu_input {
-            len_check("conv2d_bwd_data_into", "input", x, xd.numel())?;
             reads.push(x);
         }
         // The fresh op's FLOPs plus one add per input element.
@@ -71,7 +67,7 @@ impl ConvOps for Counting {
         xd: Nchw,
         spec: &Conv2dSpec,
     ) -> Result<CountBuf> {
-        len_check("conv2d_bwd_weight", "input", x, xd.numel())?;
+        checks::conv2d_bwd_weight(self, x, dy, xd, spec)?;
         self.unary(
             "conv2d_bwd_weight",
             conv_flops(xd, spec)?,

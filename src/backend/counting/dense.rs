@@ -1,7 +1,8 @@
-//! What the counting backend counts for linear layer, softmax cross-entropy and correct-prediction count (`DenseOps`).
+//! What the counting backend counts for the linear layer, softmax cross-entropy and
+//! correct-prediction count (`DenseOps`).
 
-use super::{flops, labels_check, len_check, u, CountBuf, CountLabels, Counting, Io};
-use crate::backend::DenseOps;
+use super::{flops, u, CountBuf, CountLabels, Counting, Io};
+use crate::backend::{checks, DenseOps};
 use crate::error::Result;
 
 impl DenseOps for Counting {
@@ -14,7 +15,7 @@ impl DenseOps for Counting {
         in_f: usize,
         out_f: usize,
     ) -> Result<CountBuf> {
-        len_check("linear_fwd", "input", x, n * in_f)?;
+        checks::linear_fwd(self, x, w, b, n, in_f, out_f)?;
         let mut reads = vec![x, w];
         let mut f = 2 * u(n * in_f * out_f);
         if let Some(b) = b {
@@ -33,7 +34,7 @@ impl DenseOps for Counting {
         out_f: usize,
         with_bias: bool,
     ) -> Result<(CountBuf, CountBuf, Option<CountBuf>)> {
-        len_check("linear_bwd", "dy", dy, n * out_f)?;
+        checks::linear_bwd(self, x, w, dy, n, in_f, out_f)?;
         let dx = self.alloc(n * in_f)?;
         let dw = self.alloc(out_f * in_f)?;
         let db = if with_bias {
@@ -64,8 +65,7 @@ impl DenseOps for Counting {
         k: usize,
         labels: &CountLabels,
     ) -> Result<(CountBuf, CountBuf)> {
-        len_check("softmax_cross_entropy_fwd", "logits", logits, n * k)?;
-        labels_check("softmax_cross_entropy_fwd", labels, n)?;
+        checks::softmax_cross_entropy_fwd(self, logits, n, k, labels)?;
         let loss = self.alloc(1)?;
         let probs = self.alloc(n * k)?;
         self.rec(
@@ -86,7 +86,7 @@ impl DenseOps for Counting {
         k: usize,
         labels: &CountLabels,
     ) -> Result<CountBuf> {
-        labels_check("softmax_cross_entropy_bwd", labels, n)?;
+        checks::softmax_cross_entropy_bwd(self, probs, dloss, n, k, labels)?;
         self.unary(
             "softmax_cross_entropy_bwd",
             flops::XENT_BWD * u(n * k),
@@ -101,8 +101,7 @@ impl DenseOps for Counting {
         k: usize,
         labels: &CountLabels,
     ) -> Result<CountBuf> {
-        len_check("count_correct", "logits", logits, n * k)?;
-        labels_check("count_correct", labels, n)?;
+        checks::count_correct(self, logits, n, k, labels)?;
         self.unary("count_correct", u(n * k), &[logits], 1)
     }
 }

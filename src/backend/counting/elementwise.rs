@@ -1,7 +1,8 @@
-//! What the counting backend counts for elementwise ops, reductions, ReLU, bf16 conversion and drop-path (`ElementwiseOps`).
+//! What the counting backend counts for elementwise ops, reductions, ReLU, bf16 conversion
+//! and drop-path (`ElementwiseOps`).
 
-use super::{elem_check, same, u, CountBuf, Counting, Io, ELEM_BYTES, HALF_BYTES};
-use crate::backend::{norm_scalars, ElementwiseOps, ScalarRef};
+use super::{elem_check, u, CountBuf, Counting, Io, ELEM_BYTES, HALF_BYTES};
+use crate::backend::{checks, norm_scalars, ElementwiseOps, ScalarRef};
 use crate::error::Result;
 
 impl ElementwiseOps for Counting {
@@ -9,14 +10,14 @@ impl ElementwiseOps for Counting {
         self.unary("fill", 0, &[], len)
     }
     fn add(&self, a: &CountBuf, b: &CountBuf) -> Result<CountBuf> {
-        same("add", a, b)?;
+        checks::add(self, a, b)?;
         self.unary("add", u(a.len), &[a, b], a.len)
     }
     fn scale(&self, x: &CountBuf, _s: f64) -> Result<CountBuf> {
         self.unary("scale", u(x.len), &[x], x.len)
     }
     fn axpy(&self, y: &mut CountBuf, _a: f64, x: &CountBuf) -> Result<()> {
-        same("axpy", y, x)?;
+        checks::axpy(self, y, x)?;
         self.rec(
             "axpy",
             2 * u(x.len),
@@ -33,7 +34,7 @@ impl ElementwiseOps for Counting {
         s: ScalarRef<'_, CountBuf>,
         x: &CountBuf,
     ) -> Result<()> {
-        same("axpy_scaled", y, x)?;
+        checks::axpy_scaled(self, y, s, x)?;
         self.rec(
             "axpy_scaled",
             2 * u(x.len),
@@ -84,7 +85,7 @@ impl ElementwiseOps for Counting {
         Ok(n as f64)
     }
     fn dot(&self, a: &CountBuf, b: &CountBuf) -> Result<f64> {
-        same("dot", a, b)?;
+        checks::dot(self, a, b)?;
         self.rec(
             "dot",
             2 * u(a.len),
@@ -100,7 +101,7 @@ impl ElementwiseOps for Counting {
         self.unary("relu_fwd", u(x.len), &[x], x.len)
     }
     fn relu_bwd(&self, y: &CountBuf, dy: &CountBuf) -> Result<CountBuf> {
-        same("relu_bwd", y, dy)?;
+        checks::relu_bwd(self, y, dy)?;
         self.unary("relu_bwd", u(y.len), &[y, dy], y.len)
     }
     fn to_bf16(&self, x: &CountBuf) -> Result<CountBuf> {
@@ -123,7 +124,8 @@ impl ElementwiseOps for Counting {
     fn half_len(&self, x: &CountBuf) -> usize {
         x.len
     }
-    fn drop_path(&self, x: &CountBuf, _n: usize, sample_scale: &CountBuf) -> Result<CountBuf> {
+    fn drop_path(&self, x: &CountBuf, n: usize, sample_scale: &CountBuf) -> Result<CountBuf> {
+        checks::drop_path(self, x, n, sample_scale)?;
         self.unary("drop_path", u(x.len), &[x, sample_scale], x.len)
     }
 }

@@ -1,7 +1,7 @@
 //! What the counting backend counts for DARTS MixedOp (`MixedOpOps`).
 
-use super::{len_check, mixed_op_present, u, CountBuf, Counting, Io};
-use crate::backend::MixedOpOps;
+use super::{mixed_op_present, u, CountBuf, Counting, Io};
+use crate::backend::{checks, MixedOpOps};
 use crate::error::Result;
 
 impl MixedOpOps for Counting {
@@ -11,8 +11,8 @@ impl MixedOpOps for Counting {
         alpha: &CountBuf,
         len: usize,
     ) -> Result<CountBuf> {
-        let present = mixed_op_present("mixed_op_fwd", xs, alpha, len)?;
-        // An absent (zero) input is neither read nor multiplied.
+        checks::mixed_op_fwd(self, xs, alpha, len)?;
+        let present = mixed_op_present(xs);
         let mut reads = present.clone();
         reads.push(alpha);
         self.unary("mixed_op_fwd", 2 * u(present.len() * len), &reads, len)
@@ -25,8 +25,8 @@ impl MixedOpOps for Counting {
         len: usize,
         need_dx: &[bool],
     ) -> Result<(Vec<Option<CountBuf>>, CountBuf)> {
-        len_check("mixed_op_bwd", "dy", dy, len)?;
-        let present = mixed_op_present("mixed_op_bwd", xs, alpha, len)?;
+        checks::mixed_op_bwd(self, dy, xs, alpha, len)?;
+        let present = mixed_op_present(xs);
         let dxs = xs
             .iter()
             .enumerate()
@@ -58,17 +58,13 @@ impl MixedOpOps for Counting {
         need_dx: &[bool],
         acc: &mut [Option<&mut CountBuf>],
     ) -> Result<(Vec<Option<CountBuf>>, CountBuf)> {
-        len_check("mixed_op_bwd_into", "dy", dy, len)?;
-        let present = mixed_op_present("mixed_op_bwd_into", xs, alpha, len)?;
-        crate::backend::same_count("mixed_op_bwd_into", xs.len(), &[acc.len()])?;
+        checks::mixed_op_bwd_into(self, dy, xs, alpha, len, acc)?;
+        let present = mixed_op_present(xs);
         let wanted = |i: usize| xs[i].is_some() && need_dx.get(i).copied().unwrap_or(false);
         let mut dxs = Vec::with_capacity(xs.len());
         for (i, a) in acc.iter().enumerate() {
             match a {
-                Some(a) if wanted(i) => {
-                    len_check("mixed_op_bwd_into", "accumulator", a, len)?;
-                    dxs.push(None);
-                }
+                Some(_) if wanted(i) => dxs.push(None),
                 _ if wanted(i) => dxs.push(Some(self.alloc(len)?)),
                 _ => dxs.push(None),
             }

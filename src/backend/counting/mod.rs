@@ -36,8 +36,7 @@ mod norm;
 mod optim;
 mod pool;
 
-use crate::backend::DeviceOps;
-use crate::backend::{check_mixed_op, PeakMemory};
+use crate::backend::{checks, DeviceOps, PeakMemory};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw};
 use serde::Serialize;
@@ -188,17 +187,8 @@ struct Io<'a> {
     writes: Vec<&'a CountBuf>,
 }
 
-fn len_check(op: &'static str, what: &str, b: &CountBuf, len: usize) -> Result<()> {
-    if b.len != len {
-        return Err(Error::shape(
-            op,
-            format!("{what} has {} elements, expected {len}", b.len),
-        ));
-    }
-    Ok(())
-}
-
-/// `Half` and `Storage` are one type here: the conversions check which one they were given.
+/// Counting only: `Half` and `Storage` are one type here, so the conversions check which one
+/// they were given (on the other devices the types tell them apart).
 fn elem_check(op: &'static str, b: &CountBuf, elem_bytes: u64) -> Result<()> {
     if b.elem_bytes != elem_bytes {
         return Err(Error::invalid(
@@ -210,20 +200,6 @@ fn elem_check(op: &'static str, b: &CountBuf, elem_bytes: u64) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn labels_check(op: &'static str, labels: &CountLabels, n: usize) -> Result<()> {
-    if labels.len != n {
-        return Err(Error::shape(
-            op,
-            format!("{} labels for a batch of {n}", labels.len),
-        ));
-    }
-    Ok(())
-}
-
-fn same(op: &'static str, a: &CountBuf, b: &CountBuf) -> Result<()> {
-    len_check(op, "second operand", b, a.len)
 }
 
 fn u(v: usize) -> u64 {
@@ -405,15 +381,9 @@ impl Counting {
     }
 }
 
-/// The present MixedOp inputs, checked as every device checks them.
-fn mixed_op_present<'a>(
-    op: &'static str,
-    xs: &[Option<&'a CountBuf>],
-    alpha: &CountBuf,
-    len: usize,
-) -> Result<Vec<&'a CountBuf>> {
-    check_mixed_op(op, xs.iter().map(|x| x.map(|b| b.len)), alpha.len, len)?;
-    Ok(xs.iter().flatten().copied().collect())
+/// The present MixedOp inputs (an absent one is neither read nor multiplied).
+fn mixed_op_present<'a>(xs: &[Option<&'a CountBuf>]) -> Vec<&'a CountBuf> {
+    xs.iter().flatten().copied().collect()
 }
 
 impl DeviceOps for Counting {
@@ -435,16 +405,11 @@ impl DeviceOps for Counting {
         self.alloc(host.len())
     }
     fn upload_into(&self, dst: &mut CountBuf, host: &[f32]) -> Result<()> {
-        if host.len() != dst.len {
-            return Err(Error::shape(
-                "upload_into",
-                format!("{} elements into a buffer of {}", host.len(), dst.len),
-            ));
-        }
+        checks::upload_into(self, dst, host)?;
         self.h2d("upload_into", u(host.len()) * ELEM_BYTES)
     }
     fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<CountLabels> {
-        crate::backend::check_labels(labels, labels.len(), classes)?;
+        checks::upload_labels(labels, classes)?;
         self.h2d("upload_labels", u(labels.len()) * 4)?;
         Ok(CountLabels { len: labels.len() })
     }
@@ -454,7 +419,7 @@ impl DeviceOps for Counting {
         labels: &[u32],
         classes: usize,
     ) -> Result<()> {
-        crate::backend::check_labels(labels, dst.len, classes)?;
+        checks::upload_labels_into(self, dst, labels, classes)?;
         self.h2d("upload_labels_into", u(labels.len()) * 4)
     }
     fn labels_len(&self, labels: &CountLabels) -> usize {
@@ -557,7 +522,7 @@ impl DeviceOps for Counting {
         self.unary("copy", 0, &[buf], buf.len)
     }
     fn copy_into(&self, dst: &mut CountBuf, src: &CountBuf) -> Result<()> {
-        same("copy_into", dst, src)?;
+        checks::copy_into(self, dst, src)?;
         self.rec(
             "copy_into",
             0,

@@ -1,7 +1,7 @@
 //! What the counting backend counts for batch normalisation (`NormOps`).
 
-use super::{flops, len_check, same, u, CountBuf, Counting, Io};
-use crate::backend::{BatchNormSaved, NormOps, RunningStats};
+use super::{flops, u, CountBuf, Counting, Io};
+use crate::backend::{checks, BatchNormSaved, NormOps, RunningStats};
 use crate::error::Result;
 use crate::shape::Nchw;
 
@@ -14,7 +14,7 @@ impl NormOps for Counting {
         running: Option<RunningStats<'_, CountBuf>>,
         _eps: f64,
     ) -> Result<(CountBuf, BatchNormSaved<CountBuf>)> {
-        len_check("batch_norm_train_fwd", "input", x, xd.numel())?;
+        checks::batch_norm_train_fwd(self, x, xd, affine, running.as_ref())?;
         let y = self.alloc(xd.numel())?;
         let mean = self.alloc(xd.c)?;
         let invstd = self.alloc(xd.c)?;
@@ -43,6 +43,7 @@ impl NormOps for Counting {
         running_var: &CountBuf,
         _eps: f64,
     ) -> Result<CountBuf> {
+        checks::batch_norm_eval_fwd(self, x, xd, affine, running_mean, running_var)?;
         let mut reads = vec![x, running_mean, running_var];
         let mut f = flops::BN_EVAL * u(xd.numel());
         if let Some((g, b)) = affine {
@@ -59,7 +60,7 @@ impl NormOps for Counting {
         gamma: Option<&CountBuf>,
         saved: &BatchNormSaved<CountBuf>,
     ) -> Result<(CountBuf, Option<(CountBuf, CountBuf)>)> {
-        same("batch_norm_bwd", x, dy)?;
+        checks::batch_norm_bwd(self, x, dy, xd, gamma, saved)?;
         let dx = self.alloc(xd.numel())?;
         let dgb = match gamma {
             Some(_) => Some((self.alloc(xd.c)?, self.alloc(xd.c)?)),

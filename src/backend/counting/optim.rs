@@ -1,7 +1,8 @@
-//! What the counting backend counts for optimizer updates (SGD, Adam, one tensor or many) (`OptimOps`).
+//! What the counting backend counts for optimizer updates (SGD, Adam, one tensor or many)
+//! (`OptimOps`).
 
-use super::{flops, same, u, CountBuf, Counting, Io};
-use crate::backend::{AdamStep, OptimOps, ScalarRef, SgdStep};
+use super::{flops, u, CountBuf, Counting, Io};
+use crate::backend::{checks, AdamStep, OptimOps, ScalarRef, SgdStep};
 use crate::error::Result;
 
 impl OptimOps for Counting {
@@ -13,7 +14,7 @@ impl OptimOps for Counting {
         _hp: &SgdStep,
         grad_scale: Option<ScalarRef<'_, CountBuf>>,
     ) -> Result<()> {
-        same("sgd_step", param, grad)?;
+        checks::sgd_step(self, param, grad, momentum_buf, grad_scale)?;
         let mut reads = vec![&*param, grad, &*momentum_buf];
         if let Some(s) = &grad_scale {
             reads.push(s.buf);
@@ -35,7 +36,7 @@ impl OptimOps for Counting {
         v: &mut CountBuf,
         _hp: &AdamStep,
     ) -> Result<()> {
-        same("adam_step", param, grad)?;
+        checks::adam_step(self, param, grad, m, v)?;
         self.rec(
             "adam_step",
             flops::ADAM * u(param.len),
@@ -55,17 +56,11 @@ impl OptimOps for Counting {
         _hp: &SgdStep,
         grad_scale: Option<ScalarRef<'_, CountBuf>>,
     ) -> Result<()> {
-        crate::backend::same_count(
-            "sgd_step_many",
-            params.len(),
-            &[grads.len(), momentum_bufs.len()],
-        )?;
+        checks::sgd_step_many(self, params, grads, momentum_bufs, grad_scale)?;
         let mut reads: Vec<&CountBuf> = Vec::with_capacity(3 * params.len() + 1);
         let mut writes: Vec<&CountBuf> = Vec::with_capacity(2 * params.len());
         let mut n = 0;
         for ((p, g), m) in params.iter().zip(grads).zip(momentum_bufs.iter()) {
-            same("sgd_step_many", p, g)?;
-            same("sgd_step_many", p, m)?;
             reads.extend([&**p, *g, &**m]);
             writes.extend([&**p, &**m]);
             n += p.len;
@@ -84,16 +79,11 @@ impl OptimOps for Counting {
         vs: &mut [&mut CountBuf],
         _hp: &AdamStep,
     ) -> Result<()> {
-        crate::backend::same_count(
-            "adam_step_many",
-            params.len(),
-            &[grads.len(), ms.len(), vs.len()],
-        )?;
+        checks::adam_step_many(self, params, grads, ms, vs)?;
         let mut reads: Vec<&CountBuf> = Vec::with_capacity(4 * params.len());
         let mut writes: Vec<&CountBuf> = Vec::with_capacity(3 * params.len());
         let mut n = 0;
         for (((p, g), m), v) in params.iter().zip(grads).zip(ms.iter()).zip(vs.iter()) {
-            same("adam_step_many", p, g)?;
             reads.extend([&**p, *g, &**m, &**v]);
             writes.extend([&**p, &**m, &**v]);
             n += p.len;

@@ -1,13 +1,13 @@
 //! What the counting backend counts for pooling (`PoolOps`).
 
-use super::{len_check, u, CountBuf, Counting, Io};
-use crate::backend::PoolOps;
+use super::{u, CountBuf, Counting, Io};
+use crate::backend::{checks, PoolOps};
 use crate::error::Result;
 use crate::shape::{Nchw, Pool2dSpec};
 
 impl PoolOps for Counting {
     fn max_pool2d_fwd(&self, x: &CountBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CountBuf> {
-        let yd = spec.output(xd, "max_pool2d_fwd")?;
+        let yd = checks::max_pool2d_fwd(self, x, xd, spec)?;
         let f = u(yd.numel() * spec.kernel * spec.kernel);
         self.unary("max_pool2d_fwd", f, &[x], yd.numel())
     }
@@ -18,7 +18,7 @@ impl PoolOps for Counting {
         xd: Nchw,
         spec: &Pool2dSpec,
     ) -> Result<CountBuf> {
-        let yd = spec.output(xd, "max_pool2d_bwd")?;
+        let yd = checks::max_pool2d_bwd(self, x, dy, xd, spec)?;
         // The window maximum is recomputed (k*k compares) and its gradient added (1).
         let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
         self.unary("max_pool2d_bwd", f, &[x, dy], xd.numel())
@@ -31,8 +31,7 @@ impl PoolOps for Counting {
         spec: &Pool2dSpec,
         dx: &mut CountBuf,
     ) -> Result<()> {
-        let yd = spec.output(xd, "max_pool2d_bwd_into")?;
-        len_check("max_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
+        let yd = checks::max_pool2d_bwd_into(self, x, dy, xd, spec, dx)?;
         // As `max_pool2d_bwd`; the gradient is added where it was stored, so no extra FLOP.
         let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
         self.rec(
@@ -45,13 +44,13 @@ impl PoolOps for Counting {
         )
     }
     fn avg_pool2d_fwd(&self, x: &CountBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CountBuf> {
-        let yd = spec.output(xd, "avg_pool2d_fwd")?;
+        let yd = checks::avg_pool2d_fwd(self, x, xd, spec)?;
         // Whole windows (padding included) as an upper bound, plus the divide.
         let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
         self.unary("avg_pool2d_fwd", f, &[x], yd.numel())
     }
     fn avg_pool2d_bwd(&self, dy: &CountBuf, xd: Nchw, spec: &Pool2dSpec) -> Result<CountBuf> {
-        let yd = spec.output(xd, "avg_pool2d_bwd")?;
+        let yd = checks::avg_pool2d_bwd(self, dy, xd, spec)?;
         let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
         self.unary("avg_pool2d_bwd", f, &[dy], xd.numel())
     }
@@ -62,8 +61,7 @@ impl PoolOps for Counting {
         spec: &Pool2dSpec,
         dx: &mut CountBuf,
     ) -> Result<()> {
-        let yd = spec.output(xd, "avg_pool2d_bwd_into")?;
-        len_check("avg_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
+        let yd = checks::avg_pool2d_bwd_into(self, dy, xd, spec, dx)?;
         let f = u(yd.numel() * (spec.kernel * spec.kernel + 1));
         self.rec(
             "avg_pool2d_bwd_into",
@@ -75,10 +73,11 @@ impl PoolOps for Counting {
         )
     }
     fn global_avg_pool_fwd(&self, x: &CountBuf, xd: Nchw) -> Result<CountBuf> {
-        len_check("global_avg_pool_fwd", "input", x, xd.numel())?;
+        checks::global_avg_pool_fwd(self, x, xd)?;
         self.unary("global_avg_pool_fwd", u(xd.numel()), &[x], xd.n * xd.c)
     }
     fn global_avg_pool_bwd(&self, dy: &CountBuf, xd: Nchw) -> Result<CountBuf> {
+        checks::global_avg_pool_bwd(self, dy, xd)?;
         self.unary("global_avg_pool_bwd", u(xd.numel()), &[dy], xd.numel())
     }
 }

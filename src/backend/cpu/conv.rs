@@ -1,8 +1,9 @@
-//! CPU conv2d (no bias), forward and both backwards. Two paths:
-//! - depthwise (groups == in == out channels, the DARTS separable and dilated convs): direct
-//!   loops over valid output ranges, so the inner loop has no bounds checks and vectorises;
-//! - everything else (stem, 1x1 pointwise, grouped): im2col + GEMM (matrixmultiply); a 1x1
-//!   stride-1 unpadded conv skips im2col and multiplies the input in place.
+//! CPU conv2d (no bias), forward and both backwards. Two paths, named as in kernels/conv.cu:
+//! - depthwise (groups == in == out channels, the DARTS separable and dilated convs):
+//!   `dwconv2d_fwd`, `dwconv2d_bwd_data_into`, `dwconv2d_bwd_weight` (a plane each in
+//!   `dwconv2d_*_plane`), loops over valid output ranges (no bounds checks, vectorised);
+//! - everything else (stem, 1x1 pointwise, grouped): `im2col` + GEMM (matrixmultiply) and
+//!   `col2im`; a 1x1 stride-1 unpadded conv skips im2col and multiplies the input in place.
 //!
 //! Work is split over samples (or channel planes) with rayon. Weight gradients are summed
 //! over fixed chunks of samples in a fixed order, so results do not depend on the thread count.
@@ -16,10 +17,8 @@
 //! `conv2d_bwd_data_into` adds the data gradient into a pending one (the tape's
 //! accumulation): the depthwise loops and `col2im` already add, the direct GEMM takes beta 1.
 
-use super::{expect_len, Cpu};
-use super::{par_planes, SAMPLES_PER_CHUNK};
-use crate::backend::ConvOps;
-use crate::backend::Element;
+use super::{par_planes, Cpu, SAMPLES_PER_CHUNK};
+use crate::backend::{checks, ConvOps, Element};
 use crate::error::Result;
 use crate::shape::{Conv2dSpec, Nchw};
 use rayon::prelude::*;
@@ -74,22 +73,10 @@ pub(crate) fn valid_range(
 }
 
 pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
-    let mut y = vec![T::ZERO; yd.numel()];
     if spec.is_depthwise() {
-        par_planes(&mut y, yd.plane(), |plane, yp| {
-            let c = plane % xd.c;
-            let (xp, wc) = (
-                &x[plane * xd.plane()..][..xd.plane()],
-                &w[c * spec.kernel * spec.kernel..],
-            );
-            if spec.relu_input {
-                depthwise_plane_fwd::<T, true>(xp, xd, wc, spec, yd, yp);
-            } else {
-                depthwise_plane_fwd::<T, false>(xp, xd, wc, spec, yd, yp);
-            }
-        });
-        return y;
+        return dwconv2d_fwd(x, xd, w, spec, yd);
     }
+    let mut y = vec![T::ZERO; yd.numel()];
     let g = spec.groups;
     let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
     let kk = spec.kernel * spec.kernel;
@@ -139,19 +126,6 @@ pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd:
     y
 }
 
-pub fn conv2d_bwd_data<T: Element>(
-    x: &[T],
-    dy: &[T],
-    w: &[T],
-    xd: Nchw,
-    spec: &Conv2dSpec,
-    yd: Nchw,
-) -> Vec<T> {
-    let mut dx = vec![T::ZERO; xd.numel()];
-    conv2d_bwd_data_into(x, dy, w, xd, spec, yd, &mut dx, false);
-    dx
-}
-
 /// The data gradient added into `dx`: with `accumulate`, to the gradient it holds (the
 /// fused ReLU's mask applied to the contribution only); without, `dx` must be all zero (a
 /// fresh gradient, masked whole). Without a fused ReLU the loops add into
@@ -168,32 +142,10 @@ pub fn conv2d_bwd_data_into<T: Element>(
     dx: &mut [T],
     accumulate: bool,
 ) {
-    let masked_add = accumulate && spec.relu_input;
     if spec.is_depthwise() {
-        par_planes(dx, xd.plane(), |plane, dxp| {
-            let c = plane % xd.c;
-            let (dyp, wc) = (
-                &dy[plane * yd.plane()..][..yd.plane()],
-                &w[c * spec.kernel * spec.kernel..],
-            );
-            let xp = &x[plane * xd.plane()..][..xd.plane()];
-            // One call site, so the tap loop stays inlined into this closure.
-            let mut tmp = Vec::new();
-            let out: &mut [T] = if masked_add {
-                tmp.resize(xd.plane(), T::ZERO);
-                &mut tmp
-            } else {
-                &mut *dxp
-            };
-            depthwise_plane_bwd_data(dyp, xd, wc, spec, yd, out);
-            if masked_add {
-                add_masked(dxp, &tmp, xp);
-            } else if spec.relu_input {
-                mask_by_input(dxp, xp);
-            }
-        });
-        return;
+        return dwconv2d_bwd_data_into(x, dy, w, xd, spec, yd, dx, accumulate);
     }
+    let masked_add = accumulate && spec.relu_input;
     let g = spec.groups;
     let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
     let kk = spec.kernel * spec.kernel;
@@ -282,27 +234,11 @@ pub fn conv2d_bwd_weight<T: Element>(
     spec: &Conv2dSpec,
     yd: Nchw,
 ) -> Vec<T> {
+    if spec.is_depthwise() {
+        return dwconv2d_bwd_weight(x, dy, xd, spec, yd);
+    }
     let kk = spec.kernel * spec.kernel;
     let wlen = spec.out_channels * (spec.in_channels / spec.groups) * kk;
-    if spec.is_depthwise() {
-        // One channel per task, summing samples in order: deterministic and contention-free.
-        let mut dw = vec![T::ZERO; wlen];
-        dw.par_chunks_mut(kk).enumerate().for_each(|(c, dwc)| {
-            for n in 0..xd.n {
-                let plane = n * xd.c + c;
-                let (xp, dyp) = (
-                    &x[plane * xd.plane()..][..xd.plane()],
-                    &dy[plane * yd.plane()..][..yd.plane()],
-                );
-                if spec.relu_input {
-                    depthwise_plane_bwd_weight::<T, true>(xp, dyp, xd, spec, yd, dwc);
-                } else {
-                    depthwise_plane_bwd_weight::<T, false>(xp, dyp, xd, spec, yd, dwc);
-                }
-            }
-        });
-        return dw;
-    }
     let g = spec.groups;
     let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
     let rows = cg * kk;
@@ -464,7 +400,91 @@ fn for_each_tap(
     }
 }
 
-fn depthwise_plane_fwd<T: Element, const RELU: bool>(
+/// The twin of `dwconv2d_fwd_f32`: the depthwise convolution, one channel plane per task.
+pub fn dwconv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
+    let mut y = vec![T::ZERO; yd.numel()];
+    par_planes(&mut y, yd.plane(), |plane, yp| {
+        let c = plane % xd.c;
+        let (xp, wc) = (
+            &x[plane * xd.plane()..][..xd.plane()],
+            &w[c * spec.kernel * spec.kernel..],
+        );
+        if spec.relu_input {
+            dwconv2d_fwd_plane::<T, true>(xp, xd, wc, spec, yd, yp);
+        } else {
+            dwconv2d_fwd_plane::<T, false>(xp, xd, wc, spec, yd, yp);
+        }
+    });
+    y
+}
+
+/// The twin of `dwconv2d_bwd_data_f32` (its `accumulate` flag included): the depthwise data
+/// gradient added into `dx`, as `conv2d_bwd_data_into` describes.
+#[allow(clippy::too_many_arguments)]
+pub fn dwconv2d_bwd_data_into<T: Element>(
+    x: &[T],
+    dy: &[T],
+    w: &[T],
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    dx: &mut [T],
+    accumulate: bool,
+) {
+    let masked_add = accumulate && spec.relu_input;
+    par_planes(dx, xd.plane(), |plane, dxp| {
+        let c = plane % xd.c;
+        let (dyp, wc) = (
+            &dy[plane * yd.plane()..][..yd.plane()],
+            &w[c * spec.kernel * spec.kernel..],
+        );
+        let xp = &x[plane * xd.plane()..][..xd.plane()];
+        // One call site, so the tap loop stays inlined into this closure.
+        let mut tmp = Vec::new();
+        let out: &mut [T] = if masked_add {
+            tmp.resize(xd.plane(), T::ZERO);
+            &mut tmp
+        } else {
+            &mut *dxp
+        };
+        dwconv2d_bwd_data_plane(dyp, xd, wc, spec, yd, out);
+        if masked_add {
+            add_masked(dxp, &tmp, xp);
+        } else if spec.relu_input {
+            mask_by_input(dxp, xp);
+        }
+    });
+}
+
+/// The twin of `dwconv2d_bwd_weight_f32`: one channel per task, summing samples in order
+/// (deterministic and contention-free).
+pub fn dwconv2d_bwd_weight<T: Element>(
+    x: &[T],
+    dy: &[T],
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+) -> Vec<T> {
+    let kk = spec.kernel * spec.kernel;
+    let mut dw = vec![T::ZERO; xd.c * kk];
+    dw.par_chunks_mut(kk).enumerate().for_each(|(c, dwc)| {
+        for n in 0..xd.n {
+            let plane = n * xd.c + c;
+            let (xp, dyp) = (
+                &x[plane * xd.plane()..][..xd.plane()],
+                &dy[plane * yd.plane()..][..yd.plane()],
+            );
+            if spec.relu_input {
+                dwconv2d_bwd_weight_plane::<T, true>(xp, dyp, xd, spec, yd, dwc);
+            } else {
+                dwconv2d_bwd_weight_plane::<T, false>(xp, dyp, xd, spec, yd, dwc);
+            }
+        }
+    });
+    dw
+}
+
+fn dwconv2d_fwd_plane<T: Element, const RELU: bool>(
     xp: &[T],
     xd: Nchw,
     wc: &[T],
@@ -489,7 +509,7 @@ fn depthwise_plane_fwd<T: Element, const RELU: bool>(
     });
 }
 
-fn depthwise_plane_bwd_data<T: Element>(
+fn dwconv2d_bwd_data_plane<T: Element>(
     dyp: &[T],
     xd: Nchw,
     wc: &[T],
@@ -514,7 +534,7 @@ fn depthwise_plane_bwd_data<T: Element>(
     });
 }
 
-fn depthwise_plane_bwd_weight<T: Element, const RELU: bool>(
+fn dwconv2d_bwd_weight_plane<T: Element, const RELU: bool>(
     xp: &[T],
     dyp: &[T],
     xd: Nchw,
@@ -535,9 +555,7 @@ fn depthwise_plane_bwd_weight<T: Element, const RELU: bool>(
 
 impl<T: Element> ConvOps for Cpu<T> {
     fn conv2d_fwd(&self, x: &Vec<T>, xd: Nchw, w: &Vec<T>, spec: &Conv2dSpec) -> Result<Vec<T>> {
-        let yd = spec.output(xd)?;
-        expect_len("conv2d_fwd", "input", x, xd.numel())?;
-        expect_len("conv2d_fwd", "weight", w, spec.weight_shape().numel())?;
+        let yd = checks::conv2d_fwd(self, x, xd, w, spec)?;
         Ok(conv2d_fwd(x, xd, w, spec, yd))
     }
     fn conv2d_bwd_data(
@@ -548,13 +566,10 @@ impl<T: Element> ConvOps for Cpu<T> {
         xd: Nchw,
         spec: &Conv2dSpec,
     ) -> Result<Vec<T>> {
-        let yd = spec.output(xd)?;
-        if spec.relu_input {
-            expect_len("conv2d_bwd_data", "input", x, xd.numel())?;
-        }
-        expect_len("conv2d_bwd_data", "output gradient", dy, yd.numel())?;
-        expect_len("conv2d_bwd_data", "weight", w, spec.weight_shape().numel())?;
-        Ok(conv2d_bwd_data(x, dy, w, xd, spec, yd))
+        let yd = checks::conv2d_bwd_data(self, x, dy, w, xd, spec)?;
+        let mut dx = vec![T::ZERO; xd.numel()];
+        conv2d_bwd_data_into(x, dy, w, xd, spec, yd, &mut dx, false);
+        Ok(dx)
     }
     fn conv2d_bwd_data_into(
         &self,
@@ -565,18 +580,7 @@ impl<T: Element> ConvOps for Cpu<T> {
         spec: &Conv2dSpec,
         dx: &mut Vec<T>,
     ) -> Result<()> {
-        let yd = spec.output(xd)?;
-        if spec.relu_input {
-            expect_len("conv2d_bwd_data_into", "input", x, xd.numel())?;
-        }
-        expect_len("conv2d_bwd_data_into", "output gradient", dy, yd.numel())?;
-        expect_len(
-            "conv2d_bwd_data_into",
-            "weight",
-            w,
-            spec.weight_shape().numel(),
-        )?;
-        expect_len("conv2d_bwd_data_into", "accumulator", dx, xd.numel())?;
+        let yd = checks::conv2d_bwd_data_into(self, x, dy, w, xd, spec, dx)?;
         conv2d_bwd_data_into(x, dy, w, xd, spec, yd, dx, true);
         Ok(())
     }
@@ -587,9 +591,7 @@ impl<T: Element> ConvOps for Cpu<T> {
         xd: Nchw,
         spec: &Conv2dSpec,
     ) -> Result<Vec<T>> {
-        let yd = spec.output(xd)?;
-        expect_len("conv2d_bwd_weight", "input", x, xd.numel())?;
-        expect_len("conv2d_bwd_weight", "output gradient", dy, yd.numel())?;
+        let yd = checks::conv2d_bwd_weight(self, x, dy, xd, spec)?;
         Ok(conv2d_bwd_weight(x, dy, xd, spec, yd))
     }
 }

@@ -1,8 +1,7 @@
 //! CPU linear layer (GEMM) and mean softmax cross-entropy.
 
-use super::{expect_len, Cpu};
-use crate::backend::DenseOps;
-use crate::backend::Element;
+use super::Cpu;
+use crate::backend::{checks, DenseOps, Element};
 use crate::error::Result;
 
 /// y [n, out] = x [n, in] * w^T + b.
@@ -156,6 +155,13 @@ pub fn softmax_cross_entropy_bwd<T: Element>(
     d
 }
 
+/// CPU only: every label below the `k` classes of the logits. The labels are host memory
+/// here, so their values are checked at each use (`check_labels`' range rule); CUDA checks the
+/// class count they were uploaded for instead, the counting device has no values.
+fn label_values(labels: &[u32], k: usize) -> Result<()> {
+    checks::check_labels(labels, labels.len(), k)
+}
+
 impl<T: Element> DenseOps for Cpu<T> {
     fn linear_fwd(
         &self,
@@ -166,11 +172,7 @@ impl<T: Element> DenseOps for Cpu<T> {
         in_f: usize,
         out_f: usize,
     ) -> Result<Vec<T>> {
-        expect_len("linear", "input", x, n * in_f)?;
-        expect_len("linear", "weight", w, out_f * in_f)?;
-        if let Some(b) = b {
-            expect_len("linear", "bias", b, out_f)?;
-        }
+        checks::linear_fwd(self, x, w, b, n, in_f, out_f)?;
         Ok(linear_fwd(x, w, b.map(|b| b.as_slice()), n, in_f, out_f))
     }
     #[allow(clippy::type_complexity)]
@@ -184,9 +186,7 @@ impl<T: Element> DenseOps for Cpu<T> {
         out_f: usize,
         with_bias: bool,
     ) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>)> {
-        expect_len("linear_bwd", "input", x, n * in_f)?;
-        expect_len("linear_bwd", "weight", w, out_f * in_f)?;
-        expect_len("linear_bwd", "output gradient", dy, n * out_f)?;
+        checks::linear_bwd(self, x, w, dy, n, in_f, out_f)?;
         Ok(linear_bwd(x, w, dy, n, in_f, out_f, with_bias))
     }
     fn softmax_cross_entropy_fwd(
@@ -196,8 +196,8 @@ impl<T: Element> DenseOps for Cpu<T> {
         k: usize,
         labels: &Vec<u32>,
     ) -> Result<(Vec<T>, Vec<T>)> {
-        expect_len("softmax_cross_entropy", "logits", logits, n * k)?;
-        crate::backend::check_labels(labels, n, k)?;
+        checks::softmax_cross_entropy_fwd(self, logits, n, k, labels)?;
+        label_values(labels, k)?;
         let (loss, probs) = softmax_cross_entropy_fwd(logits, n, k, labels);
         Ok((vec![loss], probs))
     }
@@ -209,9 +209,8 @@ impl<T: Element> DenseOps for Cpu<T> {
         k: usize,
         labels: &Vec<u32>,
     ) -> Result<Vec<T>> {
-        expect_len("softmax_cross_entropy_bwd", "probabilities", probs, n * k)?;
-        expect_len("softmax_cross_entropy_bwd", "loss gradient", dloss, 1)?;
-        crate::backend::check_labels(labels, n, k)?;
+        checks::softmax_cross_entropy_bwd(self, probs, dloss, n, k, labels)?;
+        label_values(labels, k)?;
         Ok(softmax_cross_entropy_bwd(probs, dloss[0], n, k, labels))
     }
     fn count_correct(
@@ -221,8 +220,8 @@ impl<T: Element> DenseOps for Cpu<T> {
         k: usize,
         labels: &Vec<u32>,
     ) -> Result<Vec<T>> {
-        expect_len("count_correct", "logits", logits, n * k)?;
-        crate::backend::check_labels(labels, n, k)?;
+        checks::count_correct(self, logits, n, k, labels)?;
+        label_values(labels, k)?;
         Ok(vec![T::from_f64(count_correct(logits, k, labels) as f64)])
     }
 }

@@ -1,11 +1,9 @@
-//! The CPU's elementwise ops, reductions, ReLU, bf16 conversion and drop-path (`ElementwiseOps`): the reference the CUDA kernels of `kernels/elementwise.cu` are
+//! The CPU's elementwise ops, reductions, ReLU, bf16 conversion and drop-path
+//! (`ElementwiseOps`): the reference the CUDA kernels of `kernels/elementwise.cu` are
 //! checked against.
 
-use super::{
-    chunked_sum, expect_len, group_tasks, same_len, scalar_at, zip_map, Cpu, ELEMS_PER_TASK,
-};
-use crate::backend::{Element, ElementwiseOps, ScalarRef};
-use crate::error::Error;
+use super::{chunked_sum, group_tasks, scalar_at, zip_map, Cpu, ELEMS_PER_TASK};
+use crate::backend::{checks, Element, ElementwiseOps, ScalarRef};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -14,7 +12,7 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
         Ok(vec![T::from_f64(value); len])
     }
     fn add(&self, a: &Vec<T>, b: &Vec<T>) -> Result<Vec<T>> {
-        same_len("add", a, b)?;
+        checks::add(self, a, b)?;
         Ok(zip_map(a, b, |x, y| x + y))
     }
     fn scale(&self, x: &Vec<T>, s: f64) -> Result<Vec<T>> {
@@ -22,7 +20,7 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
         Ok(zip_map(x, x, |v, _| v * s))
     }
     fn axpy(&self, y: &mut Vec<T>, a: f64, x: &Vec<T>) -> Result<()> {
-        same_len("axpy", y, x)?;
+        checks::axpy(self, y, x)?;
         let a = T::from_f64(a);
         y.par_chunks_mut(ELEMS_PER_TASK)
             .zip(x.par_chunks(ELEMS_PER_TASK))
@@ -40,8 +38,8 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
         s: ScalarRef<'_, Vec<T>>,
         x: &Vec<T>,
     ) -> Result<()> {
-        let scalar = scalar_at("axpy_scaled", &s)?;
-        self.axpy(y, a * scalar.to_f64(), x)
+        checks::axpy_scaled(self, y, s, x)?;
+        self.axpy(y, a * scalar_at(&s).to_f64(), x)
     }
     fn scale_assign(&self, x: &mut Vec<T>, s: f64) -> Result<()> {
         let s = T::from_f64(s);
@@ -75,7 +73,7 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
         Ok(sq)
     }
     fn dot(&self, a: &Vec<T>, b: &Vec<T>) -> Result<f64> {
-        same_len("dot", a, b)?;
+        checks::dot(self, a, b)?;
         Ok(chunked_sum(a, b, |x, y| x.to_f64() * y.to_f64()))
     }
     /// PyTorch's rule: NaN stays NaN (`v <= 0`, not `!(v > 0)`, selects the zero).
@@ -84,7 +82,7 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
     }
     /// `threshold_backward(dy, y, 0)`: a NaN output passes its gradient, as in PyTorch.
     fn relu_bwd(&self, y: &Vec<T>, dy: &Vec<T>) -> Result<Vec<T>> {
-        same_len("relu_bwd", y, dy)?;
+        checks::relu_bwd(self, y, dy)?;
         Ok(zip_map(
             y,
             dy,
@@ -109,13 +107,7 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
         x.len()
     }
     fn drop_path(&self, x: &Vec<T>, n: usize, sample_scale: &Vec<T>) -> Result<Vec<T>> {
-        expect_len("drop_path", "sample scale", sample_scale, n)?;
-        if n == 0 || !x.len().is_multiple_of(n) {
-            return Err(Error::shape(
-                "drop_path",
-                format!("{} elements do not split into {n} samples", x.len()),
-            ));
-        }
+        checks::drop_path(self, x, n, sample_scale)?;
         let per = x.len() / n;
         let mut y = vec![T::ZERO; x.len()];
         y.par_chunks_mut(per)

@@ -4,10 +4,8 @@
 //! products are accumulated in f64 over fixed chunks summed in order, so the result does not
 //! depend on the thread count.
 
-use super::{expect_len, mixed_op_inputs, Cpu};
-use crate::backend::softmax;
-use crate::backend::Element;
-use crate::backend::{same_count, MixedOpOps};
+use super::Cpu;
+use crate::backend::{checks, softmax, Element, MixedOpOps};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -104,10 +102,15 @@ pub fn mixed_op_bwd<T: Element>(
     (dxs, dalpha)
 }
 
+/// The inputs as slices (`None` stays absent).
+fn slices<'a, T>(xs: &[Option<&'a Vec<T>>]) -> Vec<Option<&'a [T]>> {
+    xs.iter().map(|x| x.map(Vec::as_slice)).collect()
+}
+
 impl<T: Element> MixedOpOps for Cpu<T> {
     fn mixed_op_fwd(&self, xs: &[Option<&Vec<T>>], alpha: &Vec<T>, len: usize) -> Result<Vec<T>> {
-        let xs = mixed_op_inputs("mixed_op", xs, alpha, len)?;
-        Ok(mixed_op_fwd(&xs, alpha, len))
+        checks::mixed_op_fwd(self, xs, alpha, len)?;
+        Ok(mixed_op_fwd(&slices(xs), alpha, len))
     }
     #[allow(clippy::type_complexity)]
     fn mixed_op_bwd(
@@ -118,9 +121,8 @@ impl<T: Element> MixedOpOps for Cpu<T> {
         len: usize,
         need_dx: &[bool],
     ) -> Result<(Vec<Option<Vec<T>>>, Vec<T>)> {
-        expect_len("mixed_op_bwd", "output gradient", dy, len)?;
-        let xs = mixed_op_inputs("mixed_op_bwd", xs, alpha, len)?;
-        Ok(mixed_op_bwd(dy, &xs, alpha, len, need_dx, &mut []))
+        checks::mixed_op_bwd(self, dy, xs, alpha, len)?;
+        Ok(mixed_op_bwd(dy, &slices(xs), alpha, len, need_dx, &mut []))
     }
     #[allow(clippy::type_complexity)]
     fn mixed_op_bwd_into(
@@ -132,19 +134,18 @@ impl<T: Element> MixedOpOps for Cpu<T> {
         need_dx: &[bool],
         acc: &mut [Option<&mut Vec<T>>],
     ) -> Result<(Vec<Option<Vec<T>>>, Vec<T>)> {
-        expect_len("mixed_op_bwd_into", "output gradient", dy, len)?;
-        let xs = mixed_op_inputs("mixed_op_bwd_into", xs, alpha, len)?;
-        same_count("mixed_op_bwd_into", xs.len(), &[acc.len()])?;
-        let mut into: Vec<Option<&mut [T]>> = Vec::with_capacity(acc.len());
-        for a in acc.iter_mut() {
-            match a.as_deref_mut() {
-                Some(a) => {
-                    expect_len("mixed_op_bwd_into", "accumulator", a, len)?;
-                    into.push(Some(a.as_mut_slice()));
-                }
-                None => into.push(None),
-            }
-        }
-        Ok(mixed_op_bwd(dy, &xs, alpha, len, need_dx, &mut into))
+        checks::mixed_op_bwd_into(self, dy, xs, alpha, len, acc)?;
+        let mut into: Vec<Option<&mut [T]>> = acc
+            .iter_mut()
+            .map(|a| a.as_deref_mut().map(Vec::as_mut_slice))
+            .collect();
+        Ok(mixed_op_bwd(
+            dy,
+            &slices(xs),
+            alpha,
+            len,
+            need_dx,
+            &mut into,
+        ))
     }
 }

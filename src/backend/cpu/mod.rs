@@ -12,9 +12,9 @@ mod norm;
 mod optim;
 mod pool;
 
-use crate::backend::DeviceOps;
+use crate::backend::{checks, DeviceOps};
 use crate::backend::{AdamStep, Element, ScalarRef, SgdStep};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use rayon::prelude::*;
 use std::marker::PhantomData;
 
@@ -81,45 +81,9 @@ fn chunked_sum<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> f64 + Sync + Se
     partials.iter().sum()
 }
 
-fn same_len<T>(op: &'static str, a: &[T], b: &[T]) -> Result<()> {
-    if a.len() != b.len() {
-        return Err(Error::shape(
-            op,
-            format!("buffers of {} and {} elements", a.len(), b.len()),
-        ));
-    }
-    Ok(())
-}
-
-fn expect_len<T>(op: &'static str, what: &str, buf: &[T], len: usize) -> Result<()> {
-    if buf.len() != len {
-        return Err(Error::shape(
-            op,
-            format!("{what} has {} elements, expected {len}", buf.len()),
-        ));
-    }
-    Ok(())
-}
-
-/// `s.buf[s.index]`, or a shape error naming `op`.
-fn scalar_at<T: Element>(op: &'static str, s: &ScalarRef<'_, Vec<T>>) -> Result<T> {
-    s.buf.get(s.index).copied().ok_or_else(|| {
-        Error::shape(
-            op,
-            format!("scalar index {} in a buffer of {}", s.index, s.buf.len()),
-        )
-    })
-}
-
-/// The MixedOp's inputs as slices, checked (`crate::backend::check_mixed_op`).
-fn mixed_op_inputs<'a, T>(
-    op: &'static str,
-    xs: &[Option<&'a Vec<T>>],
-    alpha: &[T],
-    len: usize,
-) -> Result<Vec<Option<&'a [T]>>> {
-    crate::backend::check_mixed_op(op, xs.iter().map(|x| x.map(|v| v.len())), alpha.len(), len)?;
-    Ok(xs.iter().map(|x| x.map(Vec::as_slice)).collect())
+/// `s.buf[s.index]` (the index was checked by the op's `checks` function).
+fn scalar_at<T: Element>(s: &ScalarRef<'_, Vec<T>>) -> T {
+    s.buf[s.index]
 }
 
 impl<T: Element> DeviceOps for Cpu<T> {
@@ -158,7 +122,7 @@ impl<T: Element> DeviceOps for Cpu<T> {
         Ok(buf.clone())
     }
     fn copy_into(&self, dst: &mut Vec<T>, src: &Vec<T>) -> Result<()> {
-        same_len("copy_into", dst, src)?;
+        checks::copy_into(self, dst, src)?;
         dst.copy_from_slice(src);
         Ok(())
     }
@@ -166,16 +130,16 @@ impl<T: Element> DeviceOps for Cpu<T> {
         Ok(())
     }
     fn upload_into(&self, dst: &mut Vec<T>, host: &[T]) -> Result<()> {
-        expect_len("upload_into", "destination", dst, host.len())?;
+        checks::upload_into(self, dst, host)?;
         dst.copy_from_slice(host);
         Ok(())
     }
     fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<Vec<u32>> {
-        crate::backend::check_labels(labels, labels.len(), classes)?;
+        checks::upload_labels(labels, classes)?;
         Ok(labels.to_vec())
     }
     fn upload_labels_into(&self, dst: &mut Vec<u32>, labels: &[u32], classes: usize) -> Result<()> {
-        crate::backend::check_labels(labels, dst.len(), classes)?;
+        checks::upload_labels_into(self, dst, labels, classes)?;
         dst.copy_from_slice(labels);
         Ok(())
     }
@@ -195,20 +159,13 @@ struct SgdConsts<T> {
 }
 
 impl<T: Element> SgdConsts<T> {
-    fn new(
-        op: &'static str,
-        hp: &SgdStep,
-        grad_scale: Option<ScalarRef<'_, Vec<T>>>,
-    ) -> Result<Self> {
-        Ok(SgdConsts {
+    fn new(hp: &SgdStep, grad_scale: Option<ScalarRef<'_, Vec<T>>>) -> Self {
+        SgdConsts {
             lr: T::from_f64(hp.lr),
             mom: T::from_f64(hp.momentum),
             wd: T::from_f64(hp.weight_decay),
-            gs: match grad_scale {
-                Some(s) => scalar_at(op, &s)?,
-                None => T::ONE,
-            },
-        })
+            gs: grad_scale.map_or(T::ONE, |s| scalar_at(&s)),
+        }
     }
     #[inline]
     fn update(&self, p: &mut [T], g: &[T], b: &mut [T]) {

@@ -2,8 +2,8 @@
 //! update with PyTorch's unbiased variance), eval forward, and backward. Statistics are
 //! accumulated in f64 whatever the element type, one channel per rayon task.
 
-use super::{expect_len, Cpu};
-use crate::backend::{BatchNormSaved, Element};
+use super::Cpu;
+use crate::backend::{checks, BatchNormSaved, Element};
 use crate::backend::{NormOps, RunningStats};
 use crate::error::Result;
 use crate::shape::Nchw;
@@ -35,8 +35,9 @@ pub fn channel_stats<T: Element>(x: &[T], xd: Nchw) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// `y = (x - mean) * invstd * gamma + beta`, channel by channel.
-pub fn normalize<T: Element>(
+/// `y = (x - mean) * invstd * gamma + beta`, channel by channel (the twin of
+/// `batch_norm_apply_f32`, which gets the per-channel scale and shift precomputed).
+pub fn batch_norm_apply<T: Element>(
     x: &[T],
     xd: Nchw,
     mean: &[f64],
@@ -80,7 +81,7 @@ pub fn batch_norm_train_fwd<T: Element>(
             rv[c] = T::from_f64((1.0 - momentum) * rv[c].to_f64() + momentum * v * unbias);
         }
     }
-    let y = normalize(x, xd, &mean, &invstd, affine);
+    let y = batch_norm_apply(x, xd, &mean, &invstd, affine);
     let saved = BatchNormSaved {
         mean: mean.iter().map(|&v| T::from_f64(v)).collect(),
         invstd: invstd.iter().map(|&v| T::from_f64(v)).collect(),
@@ -98,7 +99,7 @@ pub fn batch_norm_eval_fwd<T: Element>(
 ) -> Vec<T> {
     let mean: Vec<f64> = rm.iter().map(|v| v.to_f64()).collect();
     let invstd: Vec<f64> = rv.iter().map(|v| 1.0 / (v.to_f64() + eps).sqrt()).collect();
-    normalize(x, xd, &mean, &invstd, affine)
+    batch_norm_apply(x, xd, &mean, &invstd, affine)
 }
 
 /// dx = gamma * invstd / M * (M dy - sum(dy) - xhat * sum(dy * xhat)); dgamma = sum(dy * xhat);
@@ -163,15 +164,7 @@ impl<T: Element> NormOps for Cpu<T> {
         running: Option<RunningStats<'_, Vec<T>>>,
         eps: f64,
     ) -> Result<(Vec<T>, BatchNormSaved<Vec<T>>)> {
-        expect_len("batch_norm", "input", x, xd.numel())?;
-        if let Some((g, b)) = affine {
-            expect_len("batch_norm", "gamma", g, xd.c)?;
-            expect_len("batch_norm", "beta", b, xd.c)?;
-        }
-        if let Some(r) = &running {
-            expect_len("batch_norm", "running mean", r.mean, xd.c)?;
-            expect_len("batch_norm", "running var", r.var, xd.c)?;
-        }
+        checks::batch_norm_train_fwd(self, x, xd, affine, running.as_ref())?;
         let running = running.map(|r| (r.mean.as_mut_slice(), r.var.as_mut_slice(), r.momentum));
         Ok(batch_norm_train_fwd(
             x,
@@ -190,9 +183,7 @@ impl<T: Element> NormOps for Cpu<T> {
         rv: &Vec<T>,
         eps: f64,
     ) -> Result<Vec<T>> {
-        expect_len("batch_norm", "input", x, xd.numel())?;
-        expect_len("batch_norm", "running mean", rm, xd.c)?;
-        expect_len("batch_norm", "running var", rv, xd.c)?;
+        checks::batch_norm_eval_fwd(self, x, xd, affine, rm, rv)?;
         Ok(batch_norm_eval_fwd(
             x,
             xd,
@@ -211,8 +202,7 @@ impl<T: Element> NormOps for Cpu<T> {
         gamma: Option<&Vec<T>>,
         saved: &BatchNormSaved<Vec<T>>,
     ) -> Result<(Vec<T>, Option<(Vec<T>, Vec<T>)>)> {
-        expect_len("batch_norm_bwd", "input", x, xd.numel())?;
-        expect_len("batch_norm_bwd", "output gradient", dy, xd.numel())?;
+        checks::batch_norm_bwd(self, x, dy, xd, gamma, saved)?;
         Ok(batch_norm_bwd(
             x,
             dy,

@@ -1,8 +1,8 @@
-//! The CPU's optimizer updates (SGD, Adam, one tensor or many) (`OptimOps`): the reference the CUDA kernels of `kernels/optim.cu` are
-//! checked against.
+//! The CPU's optimizer updates (SGD, Adam, one tensor or many) (`OptimOps`): the reference
+//! the CUDA kernels of `kernels/optim.cu` are checked against.
 
-use super::{group_tasks, same_len, AdamConsts, Cpu, SgdConsts, ELEMS_PER_TASK};
-use crate::backend::{same_count, AdamStep, Element, OptimOps, ScalarRef, SgdStep};
+use super::{group_tasks, AdamConsts, Cpu, SgdConsts, ELEMS_PER_TASK};
+use crate::backend::{checks, AdamStep, Element, OptimOps, ScalarRef, SgdStep};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -15,9 +15,8 @@ impl<T: Element> OptimOps for Cpu<T> {
         hp: &SgdStep,
         grad_scale: Option<ScalarRef<'_, Vec<T>>>,
     ) -> Result<()> {
-        same_len("sgd_step", param, grad)?;
-        same_len("sgd_step", param, buf)?;
-        let k = SgdConsts::new("sgd_step", hp, grad_scale)?;
+        checks::sgd_step(self, param, grad, buf, grad_scale)?;
+        let k = SgdConsts::new(hp, grad_scale);
         param
             .par_chunks_mut(ELEMS_PER_TASK)
             .zip(grad.par_chunks(ELEMS_PER_TASK))
@@ -33,9 +32,7 @@ impl<T: Element> OptimOps for Cpu<T> {
         v: &mut Vec<T>,
         hp: &AdamStep,
     ) -> Result<()> {
-        same_len("adam_step", param, grad)?;
-        same_len("adam_step", param, m)?;
-        same_len("adam_step", param, v)?;
+        checks::adam_step(self, param, grad, m, v)?;
         AdamConsts::new(hp).update(param, grad, m, v);
         Ok(())
     }
@@ -49,12 +46,8 @@ impl<T: Element> OptimOps for Cpu<T> {
         hp: &SgdStep,
         grad_scale: Option<ScalarRef<'_, Vec<T>>>,
     ) -> Result<()> {
-        same_count("sgd_step_many", params.len(), &[grads.len(), bufs.len()])?;
-        for ((p, g), b) in params.iter().zip(grads).zip(bufs.iter()) {
-            same_len("sgd_step_many", p, g)?;
-            same_len("sgd_step_many", p, b)?;
-        }
-        let k = SgdConsts::new("sgd_step_many", hp, grad_scale)?;
+        checks::sgd_step_many(self, params, grads, bufs, grad_scale)?;
+        let k = SgdConsts::new(hp, grad_scale);
         let pieces = params
             .iter_mut()
             .zip(grads)
@@ -80,16 +73,7 @@ impl<T: Element> OptimOps for Cpu<T> {
         vs: &mut [&mut Vec<T>],
         hp: &AdamStep,
     ) -> Result<()> {
-        same_count(
-            "adam_step_many",
-            params.len(),
-            &[grads.len(), ms.len(), vs.len()],
-        )?;
-        for (((p, g), m), v) in params.iter().zip(grads).zip(ms.iter()).zip(vs.iter()) {
-            same_len("adam_step_many", p, g)?;
-            same_len("adam_step_many", p, m)?;
-            same_len("adam_step_many", p, v)?;
-        }
+        checks::adam_step_many(self, params, grads, ms, vs)?;
         let k = AdamConsts::new(hp);
         let pieces = params
             .iter_mut()

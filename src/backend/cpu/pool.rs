@@ -1,11 +1,12 @@
 //! CPU max / average pooling and global average pooling, forward and backward, one channel
-//! plane per rayon task. Max pooling's backward recomputes the arg-max from the input (first
+//! plane per rayon task: the twins of kernels/pool.cu, by the same names (`max_pool2d_fwd`
+//! is `max_pool2d_fwd_f32`; the backwards add into `dx`, as the kernels with `accumulate`
+//! set). Max and average pooling share one body per direction (`pool2d_fwd`,
+//! `pool2d_bwd_into`). Max pooling's backward recomputes the arg-max from the input (first
 //! maximum in window order, or the last NaN, as PyTorch) instead of storing indices.
 
-use super::par_planes;
-use super::{expect_len, Cpu};
-use crate::backend::Element;
-use crate::backend::PoolOps;
+use super::{par_planes, Cpu};
+use crate::backend::{checks, Element, PoolOps};
 use crate::error::Result;
 use crate::shape::{Nchw, Pool2dSpec, PoolKind};
 
@@ -45,7 +46,8 @@ fn argmax<T: Element>(
     best
 }
 
-pub fn pool2d_fwd<T: Element>(
+/// The forward of both windowed poolings, one body (`kind` picks the window's reduction).
+fn pool2d_fwd<T: Element>(
     kind: PoolKind,
     x: &[T],
     xd: Nchw,
@@ -80,22 +82,10 @@ pub fn pool2d_fwd<T: Element>(
     y
 }
 
-pub fn pool2d_bwd<T: Element>(
-    kind: PoolKind,
-    x: &[T],
-    dy: &[T],
-    xd: Nchw,
-    spec: &Pool2dSpec,
-    yd: Nchw,
-) -> Vec<T> {
-    let mut dx = vec![T::ZERO; xd.numel()];
-    pool2d_bwd_into(kind, x, dy, xd, spec, yd, &mut dx);
-    dx
-}
-
-/// `dx += ` the pooling gradient: the backward scatters into `dx` anyway, so a pending
-/// gradient is accumulated into at no extra cost (a fresh one starts from zeros).
-pub fn pool2d_bwd_into<T: Element>(
+/// `dx += ` the gradient of both windowed poolings, one body: the backward scatters into
+/// `dx` anyway, so a pending gradient is accumulated into at no extra cost (a fresh one
+/// starts from zeros). `x` is read only for `PoolKind::Max`.
+fn pool2d_bwd_into<T: Element>(
     kind: PoolKind,
     x: &[T],
     dy: &[T],
@@ -132,6 +122,41 @@ pub fn pool2d_bwd_into<T: Element>(
     });
 }
 
+/// The twin of `max_pool2d_fwd_f32`.
+pub fn max_pool2d_fwd<T: Element>(x: &[T], xd: Nchw, spec: &Pool2dSpec, yd: Nchw) -> Vec<T> {
+    pool2d_fwd(PoolKind::Max, x, xd, spec, yd)
+}
+
+/// The twin of `avg_pool2d_fwd_f32`.
+pub fn avg_pool2d_fwd<T: Element>(x: &[T], xd: Nchw, spec: &Pool2dSpec, yd: Nchw) -> Vec<T> {
+    pool2d_fwd(PoolKind::Avg, x, xd, spec, yd)
+}
+
+/// The twin of `max_pool2d_bwd_f32` with `accumulate` set: `dx +=` the gradient, routed to
+/// each window's arg-max (a fresh gradient is this into zeros).
+pub fn max_pool2d_bwd_into<T: Element>(
+    x: &[T],
+    dy: &[T],
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    yd: Nchw,
+    dx: &mut [T],
+) {
+    pool2d_bwd_into(PoolKind::Max, x, dy, xd, spec, yd, dx)
+}
+
+/// The twin of `avg_pool2d_bwd_f32` with `accumulate` set: `dx +=` each output gradient
+/// shared over its window's in-bounds inputs.
+pub fn avg_pool2d_bwd_into<T: Element>(
+    dy: &[T],
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    yd: Nchw,
+    dx: &mut [T],
+) {
+    pool2d_bwd_into(PoolKind::Avg, &[], dy, xd, spec, yd, dx)
+}
+
 pub fn global_avg_pool_fwd<T: Element>(x: &[T], xd: Nchw) -> Vec<T> {
     let inv = T::from_f64(1.0 / xd.plane() as f64);
     x.chunks(xd.plane())
@@ -156,9 +181,8 @@ pub fn global_avg_pool_bwd<T: Element>(dy: &[T], xd: Nchw) -> Vec<T> {
 
 impl<T: Element> PoolOps for Cpu<T> {
     fn max_pool2d_fwd(&self, x: &Vec<T>, xd: Nchw, spec: &Pool2dSpec) -> Result<Vec<T>> {
-        let yd = spec.output(xd, "max_pool2d")?;
-        expect_len("max_pool2d_fwd", "input", x, xd.numel())?;
-        Ok(pool2d_fwd(PoolKind::Max, x, xd, spec, yd))
+        let yd = checks::max_pool2d_fwd(self, x, xd, spec)?;
+        Ok(max_pool2d_fwd(x, xd, spec, yd))
     }
     fn max_pool2d_bwd(
         &self,
@@ -167,10 +191,10 @@ impl<T: Element> PoolOps for Cpu<T> {
         xd: Nchw,
         spec: &Pool2dSpec,
     ) -> Result<Vec<T>> {
-        let yd = spec.output(xd, "max_pool2d")?;
-        expect_len("max_pool2d_bwd", "input", x, xd.numel())?;
-        expect_len("max_pool2d_bwd", "output gradient", dy, yd.numel())?;
-        Ok(pool2d_bwd(PoolKind::Max, x, dy, xd, spec, yd))
+        let yd = checks::max_pool2d_bwd(self, x, dy, xd, spec)?;
+        let mut dx = vec![T::ZERO; xd.numel()];
+        max_pool2d_bwd_into(x, dy, xd, spec, yd, &mut dx);
+        Ok(dx)
     }
     fn max_pool2d_bwd_into(
         &self,
@@ -180,22 +204,19 @@ impl<T: Element> PoolOps for Cpu<T> {
         spec: &Pool2dSpec,
         dx: &mut Vec<T>,
     ) -> Result<()> {
-        let yd = spec.output(xd, "max_pool2d")?;
-        expect_len("max_pool2d_bwd_into", "input", x, xd.numel())?;
-        expect_len("max_pool2d_bwd_into", "output gradient", dy, yd.numel())?;
-        expect_len("max_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
-        pool2d_bwd_into(PoolKind::Max, x, dy, xd, spec, yd, dx);
+        let yd = checks::max_pool2d_bwd_into(self, x, dy, xd, spec, dx)?;
+        max_pool2d_bwd_into(x, dy, xd, spec, yd, dx);
         Ok(())
     }
     fn avg_pool2d_fwd(&self, x: &Vec<T>, xd: Nchw, spec: &Pool2dSpec) -> Result<Vec<T>> {
-        let yd = spec.output(xd, "avg_pool2d")?;
-        expect_len("avg_pool2d_fwd", "input", x, xd.numel())?;
-        Ok(pool2d_fwd(PoolKind::Avg, x, xd, spec, yd))
+        let yd = checks::avg_pool2d_fwd(self, x, xd, spec)?;
+        Ok(avg_pool2d_fwd(x, xd, spec, yd))
     }
     fn avg_pool2d_bwd(&self, dy: &Vec<T>, xd: Nchw, spec: &Pool2dSpec) -> Result<Vec<T>> {
-        let yd = spec.output(xd, "avg_pool2d")?;
-        expect_len("avg_pool2d_bwd", "output gradient", dy, yd.numel())?;
-        Ok(pool2d_bwd(PoolKind::Avg, &[], dy, xd, spec, yd))
+        let yd = checks::avg_pool2d_bwd(self, dy, xd, spec)?;
+        let mut dx = vec![T::ZERO; xd.numel()];
+        avg_pool2d_bwd_into(dy, xd, spec, yd, &mut dx);
+        Ok(dx)
     }
     fn avg_pool2d_bwd_into(
         &self,
@@ -204,18 +225,16 @@ impl<T: Element> PoolOps for Cpu<T> {
         spec: &Pool2dSpec,
         dx: &mut Vec<T>,
     ) -> Result<()> {
-        let yd = spec.output(xd, "avg_pool2d")?;
-        expect_len("avg_pool2d_bwd_into", "output gradient", dy, yd.numel())?;
-        expect_len("avg_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
-        pool2d_bwd_into(PoolKind::Avg, &[], dy, xd, spec, yd, dx);
+        let yd = checks::avg_pool2d_bwd_into(self, dy, xd, spec, dx)?;
+        avg_pool2d_bwd_into(dy, xd, spec, yd, dx);
         Ok(())
     }
     fn global_avg_pool_fwd(&self, x: &Vec<T>, xd: Nchw) -> Result<Vec<T>> {
-        expect_len("global_avg_pool_fwd", "input", x, xd.numel())?;
+        checks::global_avg_pool_fwd(self, x, xd)?;
         Ok(global_avg_pool_fwd(x, xd))
     }
     fn global_avg_pool_bwd(&self, dy: &Vec<T>, xd: Nchw) -> Result<Vec<T>> {
-        expect_len("global_avg_pool_bwd", "output gradient", dy, xd.n * xd.c)?;
+        checks::global_avg_pool_bwd(self, dy, xd)?;
         Ok(global_avg_pool_bwd(dy, xd))
     }
 }

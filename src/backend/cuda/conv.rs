@@ -16,8 +16,8 @@
 
 use super::driver::LaunchConfig;
 use super::kernels;
-use super::{cfg1d, expect_len, int, Cuda, CudaBuf, Geom};
-use crate::backend::ConvOps;
+use super::{cfg1d, int, Cuda, CudaBuf, Geom};
+use crate::backend::{checks, ConvOps};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Nchw};
 
@@ -101,13 +101,12 @@ pub(super) fn conv2d_fwd(
     w: &CudaBuf,
     spec: &Conv2dSpec,
 ) -> Result<CudaBuf> {
-    let yd = spec.output(xd)?;
-    expect_len("conv2d_fwd", "input", x, xd.numel())?;
-    expect_len("conv2d_fwd", "weight", w, spec.weight_shape().numel())?;
+    let yd = checks::conv2d_fwd(d, x, xd, w, spec)?;
     let g = geom(xd, yd, spec)?;
     let relu = relu_flag(spec);
     let mut y = d.alloc(yd.numel())?;
     if spec.is_depthwise() {
+        // CUDA only: the tile this kernel stages in shared memory, and its grid, must fit.
         let in_edge = (TILE - 1) * spec.stride + (spec.kernel - 1) * spec.dilation + 1;
         let smem = (in_edge * in_edge + spec.kernel * spec.kernel) * 4;
         if smem > MAX_SMEM {
@@ -137,7 +136,7 @@ pub(super) fn conv2d_fwd(
             block_dim: (TILE as u32, TILE as u32, 1),
             shared_mem_bytes: smem as u32,
         };
-        // SAFETY: x holds xd.numel() and w the weight shape's elements (expect_len), y
+        // SAFETY: x holds xd.numel() and w the weight shape's elements (checked), y
         // yd.numel() (alloc); smem is the tile the kernel stages (checked against the limit).
         unsafe {
             kernels::dwconv2d_fwd_f32(
@@ -187,8 +186,9 @@ pub(super) fn conv2d_bwd_data(
     xd: Nchw,
     spec: &Conv2dSpec,
 ) -> Result<CudaBuf> {
+    let yd = checks::conv2d_bwd_data(d, x, dy, w, xd, spec)?;
     let mut dx = d.alloc(xd.numel())?;
-    bwd_data(d, "conv2d_bwd_data", x, dy, w, xd, spec, &mut dx, false)?;
+    bwd_data(d, x, dy, w, xd, spec, yd, &mut dx, false)?;
     Ok(dx)
 }
 
@@ -202,37 +202,31 @@ pub(super) fn conv2d_bwd_data_into(
     spec: &Conv2dSpec,
     dx: &mut CudaBuf,
 ) -> Result<()> {
-    expect_len("conv2d_bwd_data_into", "accumulator", dx, xd.numel())?;
-    bwd_data(d, "conv2d_bwd_data_into", x, dy, w, xd, spec, dx, true)
+    let yd = checks::conv2d_bwd_data_into(d, x, dy, w, xd, spec, dx)?;
+    bwd_data(d, x, dy, w, xd, spec, yd, dx, true)
 }
 
 /// The data gradient written into `dx`, or added to it with `accumulate` (the kernels'
-/// `accumulate` flag; the direct GEMM's beta 1).
+/// `accumulate` flag; the direct GEMM's beta 1). The caller checked the operands.
 #[allow(clippy::too_many_arguments)]
 fn bwd_data(
     d: &Cuda,
-    op: &'static str,
     x: &CudaBuf,
     dy: &CudaBuf,
     w: &CudaBuf,
     xd: Nchw,
     spec: &Conv2dSpec,
+    yd: Nchw,
     dx: &mut CudaBuf,
     accumulate: bool,
 ) -> Result<()> {
-    let yd = spec.output(xd)?;
-    if spec.relu_input {
-        expect_len(op, "input", x, xd.numel())?;
-    }
-    expect_len(op, "output gradient", dy, yd.numel())?;
-    expect_len(op, "weight", w, spec.weight_shape().numel())?;
     let g = geom(xd, yd, spec)?;
     let relu = relu_flag(spec);
     let acc = i32::from(accumulate);
     if spec.is_depthwise() {
-        // SAFETY: dy and w hold yd.numel() and the weight's elements (expect_len), dx
-        // xd.numel() (alloc or expect_len in the _into caller); x is read only with
-        // relu, when its length was checked.
+        // SAFETY: dy and w hold yd.numel() and the weight's elements, dx xd.numel() (alloc,
+        // or checked in the _into caller); x is read only with relu, when its length was
+        // checked.
         unsafe {
             kernels::dwconv2d_bwd_data_f32(
                 d.drv(),
@@ -317,9 +311,7 @@ pub(super) fn conv2d_bwd_weight(
     xd: Nchw,
     spec: &Conv2dSpec,
 ) -> Result<CudaBuf> {
-    let yd = spec.output(xd)?;
-    expect_len("conv2d_bwd_weight", "input", x, xd.numel())?;
-    expect_len("conv2d_bwd_weight", "output gradient", dy, yd.numel())?;
+    let yd = checks::conv2d_bwd_weight(d, x, dy, xd, spec)?;
     let g = geom(xd, yd, spec)?;
     let relu = relu_flag(spec);
     let wlen = spec.weight_shape().numel();
@@ -331,7 +323,7 @@ pub(super) fn conv2d_bwd_weight(
             block_dim: (super::BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: x and dy hold xd/yd.numel() (expect_len), dw c*k*k (alloc); the grid is
+        // SAFETY: x and dy hold xd/yd.numel() (checked), dw c*k*k (alloc); the grid is
         // (c, k*k) blocks, one per weight.
         unsafe {
             kernels::dwconv2d_bwd_weight_f32(

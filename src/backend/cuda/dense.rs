@@ -5,9 +5,9 @@
 use super::driver::DeviceSlice;
 use super::driver::LaunchConfig;
 use super::kernels;
-use super::{cfg1d, expect_len, int, Cuda, CudaBuf, CudaLabels, ONE_BLOCK};
+use super::{cfg1d, int, Cuda, CudaBuf, CudaLabels, ONE_BLOCK};
 use crate::backend::prelude::*;
-use crate::backend::DenseOps;
+use crate::backend::{checks, DenseOps};
 use crate::error::{Error, Result};
 
 pub(super) fn linear_fwd(
@@ -19,18 +19,14 @@ pub(super) fn linear_fwd(
     in_f: usize,
     out_f: usize,
 ) -> Result<CudaBuf> {
-    expect_len("linear", "input", x, n * in_f)?;
-    expect_len("linear", "weight", w, out_f * in_f)?;
-    if let Some(b) = b {
-        expect_len("linear", "bias", b, out_f)?;
-    }
+    checks::linear_fwd(d, x, w, b, n, in_f, out_f)?;
     let mut y = d.alloc(n * out_f)?;
     if n * out_f == 0 {
         return Ok(y);
     }
     if let Some(b) = b {
         let (rows, cols) = (int(n)?, int(out_f)?);
-        // SAFETY: b holds out_f elements (expect_len), y n * out_f (alloc).
+        // SAFETY: b holds out_f elements (checked), y n * out_f (alloc).
         unsafe {
             kernels::linear_bias_fwd_f32(
                 d.drv(),
@@ -71,9 +67,7 @@ pub(super) fn linear_bwd(
     out_f: usize,
     with_bias: bool,
 ) -> Result<(CudaBuf, CudaBuf, Option<CudaBuf>)> {
-    expect_len("linear_bwd", "input", x, n * in_f)?;
-    expect_len("linear_bwd", "weight", w, out_f * in_f)?;
-    expect_len("linear_bwd", "output gradient", dy, n * out_f)?;
+    checks::linear_bwd(d, x, w, dy, n, in_f, out_f)?;
     let mut dx = d.zeros(n * in_f)?;
     let mut dw = d.zeros(out_f * in_f)?;
     if n * in_f * out_f > 0 {
@@ -110,7 +104,7 @@ pub(super) fn linear_bwd(
         let mut db = d.zeros(out_f)?;
         if out_f > 0 {
             let (rows, cols) = (int(n)?, int(out_f)?);
-            // SAFETY: dy holds n * out_f (expect_len), db out_f (zeros).
+            // SAFETY: dy holds n * out_f (checked), db out_f (zeros).
             unsafe {
                 kernels::linear_bias_bwd_f32(
                     d.drv(),
@@ -129,20 +123,11 @@ pub(super) fn linear_bwd(
     Ok((dx, dw, db))
 }
 
-/// The labels' device buffer, after checking they fit the batch: `n` of them, each below
-/// the `k` classes of the logits (checked on upload against the count given then).
-fn labels_for<'a>(
-    op: &'static str,
-    labels: &'a CudaLabels,
-    n: usize,
-    k: usize,
-) -> Result<&'a DeviceSlice<u32>> {
-    if labels.len != n {
-        return Err(Error::shape(
-            op,
-            format!("{} labels for a batch of {n}", labels.len),
-        ));
-    }
+/// The labels' device buffer, after checking every label is below the `k` classes of the
+/// logits. CUDA only: the values are on the device, so the class count they were checked
+/// against on upload stands for them (the CPU checks the values themselves; their number
+/// was checked by the op's `checks` function).
+fn labels_for(labels: &CudaLabels, k: usize) -> Result<&DeviceSlice<u32>> {
     if labels.classes > k {
         return Err(Error::invalid(
             "labels",
@@ -159,19 +144,13 @@ pub(super) fn softmax_cross_entropy_fwd(
     k: usize,
     labels: &CudaLabels,
 ) -> Result<(CudaBuf, CudaBuf)> {
-    expect_len("softmax_cross_entropy", "logits", logits, n * k)?;
-    let lab = labels_for("softmax_cross_entropy", labels, n, k)?.dev();
-    if n == 0 || k == 0 {
-        return Err(Error::shape(
-            "softmax_cross_entropy",
-            format!("empty logits [{n}, {k}]"),
-        ));
-    }
+    checks::softmax_cross_entropy_fwd(d, logits, n, k, labels)?;
+    let lab = labels_for(labels, k)?.dev();
     let mut probs = d.alloc(n * k)?;
     let mut row_loss = d.scratch::<f64>(n)?;
     let mut loss = d.alloc(1)?;
     let (rows, classes) = (int(n)?, int(k)?);
-    // SAFETY: logits hold n * k (expect_len), labels n (labels_for), probs n * k and
+    // SAFETY: logits hold n * k, labels n (checked), probs n * k and
     // row_loss n (alloc).
     unsafe {
         kernels::softmax_cross_entropy_fwd_f32(
@@ -211,13 +190,12 @@ pub(super) fn softmax_cross_entropy_bwd(
     k: usize,
     labels: &CudaLabels,
 ) -> Result<CudaBuf> {
-    expect_len("softmax_cross_entropy_bwd", "probabilities", probs, n * k)?;
-    expect_len("softmax_cross_entropy_bwd", "loss gradient", dloss, 1)?;
-    let lab = labels_for("softmax_cross_entropy_bwd", labels, n, k)?.dev();
+    checks::softmax_cross_entropy_bwd(d, probs, dloss, n, k, labels)?;
+    let lab = labels_for(labels, k)?.dev();
     let mut dl = d.alloc(n * k)?;
     if n * k > 0 {
         let (rows, classes) = (int(n)?, int(k)?);
-        // SAFETY: probs hold n * k, dloss one (expect_len), labels n (labels_for), dl n * k
+        // SAFETY: probs hold n * k, dloss one, labels n (checked), dl n * k
         // (alloc).
         unsafe {
             kernels::softmax_cross_entropy_bwd_f32(
@@ -243,11 +221,11 @@ pub(super) fn count_correct(
     k: usize,
     labels: &CudaLabels,
 ) -> Result<CudaBuf> {
-    expect_len("count_correct", "logits", logits, n * k)?;
-    let lab = labels_for("count_correct", labels, n, k)?.dev();
+    checks::count_correct(d, logits, n, k, labels)?;
+    let lab = labels_for(labels, k)?.dev();
     let mut out = d.alloc(1)?;
     let (rows, classes) = (int(n)?, int(k)?);
-    // SAFETY: logits hold n * k (expect_len), labels n (labels_for), out one (alloc).
+    // SAFETY: logits hold n * k, labels n (checked), out one (alloc).
     unsafe {
         kernels::count_correct_f32(
             d.drv(),

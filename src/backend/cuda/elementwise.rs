@@ -5,23 +5,20 @@
 use super::driver::DeviceSlice;
 use super::driver::LaunchConfig;
 use super::kernels;
-use super::{
-    cfg1d, expect_len, int, same_len, scalar_ptr, Cuda, CudaBuf, CudaHalf, BLOCK, ONE_BLOCK,
-};
-use crate::backend::ElementwiseOps;
-use crate::backend::{norm_scalars, ScalarRef};
-use crate::error::{Error, Result};
+use super::{cfg1d, int, scalar_ptr, Cuda, CudaBuf, CudaHalf, BLOCK, ONE_BLOCK};
+use crate::backend::{checks, norm_scalars, ElementwiseOps, ScalarRef};
+use crate::error::Result;
 
 /// Blocks of partial sums for the reductions: enough to fill the GPU, few enough for one
 /// finishing block. Fixed per length, so the summation order (and result) is reproducible.
 const REDUCE_BLOCKS: usize = 1024;
 
 pub(super) fn add(d: &Cuda, a: &CudaBuf, b: &CudaBuf) -> Result<CudaBuf> {
-    same_len("add", a, b)?;
+    checks::add(d, a, b)?;
     let mut y = d.alloc(a.len)?;
     if a.len > 0 {
         let n = int(a.len)?;
-        // SAFETY: a, b (same_len) and y (alloc) hold n elements.
+        // SAFETY: a, b (checked) and y (alloc) hold n elements.
         unsafe {
             kernels::add_f32(
                 d.drv(),
@@ -47,10 +44,10 @@ pub(super) fn scale(d: &Cuda, x: &CudaBuf, s: f64) -> Result<CudaBuf> {
 }
 
 pub(super) fn axpy(d: &Cuda, y: &mut CudaBuf, a: f64, x: &CudaBuf) -> Result<()> {
-    same_len("axpy", y, x)?;
+    checks::axpy(d, y, x)?;
     if x.len > 0 {
         let (n, a) = (int(x.len)?, a as f32);
-        // SAFETY: x and y hold n elements (same_len).
+        // SAFETY: x and y hold n elements (checked).
         unsafe { kernels::axpy_f32(d.drv(), cfg1d(x.len), n, a, x.data.dev(), y.data.dev_mut()) }?;
     }
     Ok(())
@@ -103,11 +100,11 @@ pub(super) fn from_bf16(d: &Cuda, x: &CudaHalf) -> Result<CudaBuf> {
 }
 
 pub(super) fn relu_bwd(d: &Cuda, y: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
-    same_len("relu_bwd", y, dy)?;
+    checks::relu_bwd(d, y, dy)?;
     let mut dx = d.alloc(y.len)?;
     if y.len > 0 {
         let n = int(y.len)?;
-        // SAFETY: y, dy (same_len) and dx (alloc) hold n elements.
+        // SAFETY: y, dy (checked) and dx (alloc) hold n elements.
         unsafe {
             kernels::relu_bwd_f32(
                 d.drv(),
@@ -123,18 +120,12 @@ pub(super) fn relu_bwd(d: &Cuda, y: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
 }
 
 pub(super) fn drop_path(d: &Cuda, x: &CudaBuf, n: usize, scale: &CudaBuf) -> Result<CudaBuf> {
-    expect_len("drop_path", "sample scale", scale, n)?;
-    if n == 0 || !x.len.is_multiple_of(n) {
-        return Err(Error::shape(
-            "drop_path",
-            format!("{} elements do not split into {n} samples", x.len),
-        ));
-    }
+    checks::drop_path(d, x, n, scale)?;
     let mut y = d.alloc(x.len)?;
     if x.len > 0 {
         let (total, per) = (int(x.len)?, int(x.len / n)?);
         // SAFETY: x and y (alloc) hold `total` elements; scale holds one per sample
-        // (expect_len) and total splits into n samples of `per`.
+        // (checked) and total splits into n samples of `per` (checked).
         unsafe {
             kernels::drop_path_f32(
                 d.drv(),
@@ -243,12 +234,11 @@ pub(super) fn axpy_scaled(
     s: ScalarRef<'_, CudaBuf>,
     x: &CudaBuf,
 ) -> Result<()> {
-    same_len("axpy_scaled", y, x)?;
-    let sp = scalar_ptr("axpy_scaled", &s)?;
+    checks::axpy_scaled(d, y, s, x)?;
+    let sp = scalar_ptr(&s)?;
     if x.len > 0 {
         let (n, a) = (int(x.len)?, a as f32);
-        // SAFETY: x and y hold n elements (same_len); sp is an element of its buffer
-        // (scalar_ptr checked the index).
+        // SAFETY: x and y hold n elements, sp is an element of its buffer (checked).
         unsafe {
             kernels::axpy_scaled_f32(
                 d.drv(),
@@ -289,7 +279,7 @@ pub(super) fn dot(d: &Cuda, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
-    // SAFETY: a and b hold n elements (same_len in the caller); partials one double per
+    // SAFETY: a and b hold n elements (checks::dot in the caller); partials one double per
     // block of the grid.
     unsafe {
         kernels::dot_f32(
@@ -345,7 +335,7 @@ impl ElementwiseOps for Cuda {
         sum_squares_many(self, xs)
     }
     fn dot(&self, a: &CudaBuf, b: &CudaBuf) -> Result<f64> {
-        same_len("dot", a, b)?;
+        checks::dot(self, a, b)?;
         dot(self, a, b)
     }
     fn relu_fwd(&self, x: &CudaBuf) -> Result<CudaBuf> {

@@ -2,37 +2,20 @@
 //! FactorizedReduce.
 
 use super::kernels;
-use super::{cfg1d, expect_len, int, Cuda, CudaBuf};
-use crate::backend::LayoutOps;
-use crate::error::{Error, Result};
+use super::{cfg1d, int, Cuda, CudaBuf};
+use crate::backend::{checks, LayoutOps};
+use crate::error::Result;
 use crate::shape::Nchw;
 
 pub(super) fn concat_channels(d: &Cuda, parts: &[(&CudaBuf, Nchw)]) -> Result<CudaBuf> {
-    let first = parts
-        .first()
-        .ok_or_else(|| Error::shape("concat_channels", "no inputs"))?
-        .1;
-    for (buf, pd) in parts {
-        if (pd.n, pd.h, pd.w) != (first.n, first.h, first.w) {
-            return Err(Error::shape(
-                "concat_channels",
-                format!(
-                    "{} and {} differ outside the channel axis",
-                    first.shape(),
-                    pd.shape()
-                ),
-            ));
-        }
-        expect_len("concat_channels", "input", buf, pd.numel())?;
-    }
-    let total_c: usize = parts.iter().map(|p| p.1.c).sum();
-    let mut y = d.alloc(first.n * total_c * first.plane())?;
-    let (n, ct, plane) = (int(first.n)?, int(total_c)?, int(first.plane())?);
+    let yd = checks::concat_channels(d, parts)?;
+    let mut y = d.alloc(yd.numel())?;
+    let (n, ct, plane) = (int(yd.n)?, int(yd.c)?, int(yd.plane())?);
     let mut off = 0usize;
     for (buf, pd) in parts {
         if pd.numel() > 0 {
             let (cp, coff) = (int(pd.c)?, int(off)?);
-            // SAFETY: part holds n*cp*plane (expect_len), y n*ct*plane (alloc) and
+            // SAFETY: part holds n*cp*plane (checked), y n*ct*plane (alloc) and
             // coff + cp <= ct (the offsets add up the parts' channels).
             unsafe {
                 kernels::concat_channels_f32(
@@ -59,13 +42,7 @@ pub(super) fn split_channels(
     dd: Nchw,
     channels: &[usize],
 ) -> Result<Vec<CudaBuf>> {
-    expect_len("split_channels", "input", dy, dd.numel())?;
-    if channels.iter().sum::<usize>() != dd.c {
-        return Err(Error::shape(
-            "split_channels",
-            format!("parts of {channels:?} channels do not add up to {}", dd.c),
-        ));
-    }
+    checks::split_channels(d, dy, dd, channels)?;
     let (n, ct, plane) = (int(dd.n)?, int(dd.c)?, int(dd.plane())?);
     let mut out = Vec::with_capacity(channels.len());
     let mut off = 0usize;
@@ -97,17 +74,10 @@ pub(super) fn split_channels(
 }
 
 pub(super) fn shift_crop_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
-    expect_len("shift_crop", "input", x, xd.numel())?;
-    if xd.h < 2 || xd.w < 2 {
-        return Err(Error::shape(
-            "shift_crop",
-            format!("input {} needs H and W of at least 2", xd.shape()),
-        ));
-    }
-    let len = xd.n * xd.c * (xd.h - 1) * (xd.w - 1);
+    let len = checks::shift_crop_fwd(d, x, xd)?.numel();
     let mut y = d.alloc(len)?;
     let (planes, h, w) = (int(xd.n * xd.c)?, int(xd.h)?, int(xd.w)?);
-    // SAFETY: x holds planes*h*w (expect_len), y planes*(h-1)*(w-1) (alloc).
+    // SAFETY: x holds planes*h*w (checked), y planes*(h-1)*(w-1) (alloc).
     unsafe {
         kernels::shift_crop_fwd_f32(
             d.drv(),
@@ -123,17 +93,11 @@ pub(super) fn shift_crop_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf>
 }
 
 pub(super) fn shift_crop_bwd(d: &Cuda, dy: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
-    let (ho, wo) = (xd.h.saturating_sub(1), xd.w.saturating_sub(1));
-    expect_len(
-        "shift_crop_bwd",
-        "output gradient",
-        dy,
-        xd.n * xd.c * ho * wo,
-    )?;
+    checks::shift_crop_bwd(d, dy, xd)?;
     let mut dx = d.alloc(xd.numel())?;
     if xd.numel() > 0 {
         let (planes, h, w) = (int(xd.n * xd.c)?, int(xd.h)?, int(xd.w)?);
-        // SAFETY: dy holds planes*(h-1)*(w-1) (expect_len), dx planes*h*w (alloc).
+        // SAFETY: dy holds planes*(h-1)*(w-1) (checked), dx planes*h*w (alloc).
         unsafe {
             kernels::shift_crop_bwd_f32(
                 d.drv(),

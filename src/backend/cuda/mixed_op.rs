@@ -7,8 +7,8 @@
 
 use super::driver::LaunchConfig;
 use super::kernels;
-use super::{cfg1d, expect_len, int, Cuda, CudaBuf, BLOCK};
-use crate::backend::MixedOpOps;
+use super::{cfg1d, int, Cuda, CudaBuf, BLOCK};
+use crate::backend::{checks, MixedOpOps};
 use crate::error::{Error, Result};
 
 /// Most op outputs one MixedOp takes (MAX_K in kernels/common.cuh).
@@ -18,8 +18,10 @@ const BWD_BLOCKS: usize = 512;
 
 use kernels::MixedOpPtrs;
 
-fn check(op: &'static str, xs: &[Option<&CudaBuf>], alpha: &CudaBuf, len: usize) -> Result<()> {
-    if xs.is_empty() || xs.len() > MAX_K {
+/// CUDA only: the kernels take at most `MAX_K` inputs (a by-value pointer table). The op's
+/// `checks` function checked the rest (and refused an empty list).
+fn max_k(op: &'static str, xs: &[Option<&CudaBuf>]) -> Result<()> {
+    if xs.len() > MAX_K {
         return Err(Error::shape(
             op,
             format!(
@@ -28,7 +30,7 @@ fn check(op: &'static str, xs: &[Option<&CudaBuf>], alpha: &CudaBuf, len: usize)
             ),
         ));
     }
-    crate::backend::check_mixed_op(op, xs.iter().map(|x| x.map(|b| b.len)), alpha.len, len)
+    Ok(())
 }
 
 fn pointers(xs: &[Option<&CudaBuf>]) -> MixedOpPtrs {
@@ -48,15 +50,16 @@ pub(super) fn mixed_op_fwd(
     alpha: &CudaBuf,
     len: usize,
 ) -> Result<CudaBuf> {
-    check("mixed_op", xs, alpha, len)?;
+    checks::mixed_op_fwd(d, xs, alpha, len)?;
+    max_k("mixed_op", xs)?;
     let mut y = d.alloc(len)?;
     if len == 0 {
         return Ok(y);
     }
     let p = pointers(xs);
     let (n, k) = (int(len)?, int(xs.len())?);
-    // SAFETY: every non-null input in p holds len elements and alpha k (check), y len
-    // (alloc); k <= MAX_K.
+    // SAFETY: every non-null input in p holds len elements and alpha k (checked), y len
+    // (alloc); k <= MAX_K (max_k).
     unsafe {
         kernels::mixed_op_fwd_f32(
             d.drv(),
@@ -80,7 +83,9 @@ pub(super) fn mixed_op_bwd(
     len: usize,
     need_dx: &[bool],
 ) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
-    bwd(d, "mixed_op_bwd", dy, xs, alpha, len, need_dx, &mut [])
+    checks::mixed_op_bwd(d, dy, xs, alpha, len)?;
+    max_k("mixed_op_bwd", xs)?;
+    bwd(d, dy, xs, alpha, len, need_dx, &mut [])
 }
 
 /// `mixed_op_bwd` with a wanted dx_k added into `acc[k]` where given (bit k of the kernel's
@@ -95,14 +100,15 @@ pub(super) fn mixed_op_bwd_into(
     need_dx: &[bool],
     acc: &mut [Option<&mut CudaBuf>],
 ) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
-    crate::backend::same_count("mixed_op_bwd_into", xs.len(), &[acc.len()])?;
-    bwd(d, "mixed_op_bwd_into", dy, xs, alpha, len, need_dx, acc)
+    checks::mixed_op_bwd_into(d, dy, xs, alpha, len, acc)?;
+    max_k("mixed_op_bwd_into", xs)?;
+    bwd(d, dy, xs, alpha, len, need_dx, acc)
 }
 
-#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+/// The backward launches; the caller checked the operands.
+#[allow(clippy::type_complexity)]
 fn bwd(
     d: &Cuda,
-    op: &'static str,
     dy: &CudaBuf,
     xs: &[Option<&CudaBuf>],
     alpha: &CudaBuf,
@@ -110,8 +116,6 @@ fn bwd(
     need_dx: &[bool],
     acc: &mut [Option<&mut CudaBuf>],
 ) -> Result<(Vec<Option<CudaBuf>>, CudaBuf)> {
-    check(op, xs, alpha, len)?;
-    expect_len(op, "output gradient", dy, len)?;
     let k = xs.len();
     let wanted = |i: usize| xs[i].is_some() && need_dx.get(i).copied().unwrap_or(false);
     let into = |i: usize| wanted(i) && acc.get(i).is_some_and(Option::is_some);
@@ -131,7 +135,6 @@ fn bwd(
     }
     for (i, a) in acc.iter_mut().enumerate().take(k) {
         if let (Some(a), true) = (a.as_deref_mut(), wanted(i)) {
-            expect_len(op, "accumulator", a, len)?;
             p.dx[i] = a.data.addr();
             acc_mask |= 1 << i;
         }
@@ -145,8 +148,8 @@ fn bwd(
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
-    // SAFETY: inputs, dy and every dx target hold len elements (check, expect_len), alpha
-    // k; partials MAX_K doubles per block of the grid.
+    // SAFETY: inputs, dy and every dx target hold len elements, alpha k (checked);
+    // partials MAX_K doubles per block of the grid.
     unsafe {
         kernels::mixed_op_bwd_f32(
             d.drv(),

@@ -22,7 +22,7 @@ mod pool;
 #[cfg(all(test, feature = "cuda-sim"))]
 mod sim_faults;
 
-use crate::backend::DeviceOps;
+use crate::backend::{checks, DeviceOps};
 use crate::backend::{PeakMemory, ScalarRef};
 use crate::error::{Error, Result};
 use crate::shape::Nchw;
@@ -91,7 +91,8 @@ impl Geom {
     }
 }
 
-/// A size as the kernels' `int`, or an error if it does not fit.
+/// A size as the kernels' `int`, or an error if it does not fit. A CUDA-only check (the
+/// kernels index in 32 bits), so it stays here rather than in `crate::backend::checks`.
 pub(crate) fn int(v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| {
         Error::invalid(
@@ -118,40 +119,15 @@ pub(crate) fn cfg1d(n: usize) -> LaunchConfig {
     }
 }
 
-pub(crate) fn expect_len(op: &'static str, what: &str, buf: &CudaBuf, len: usize) -> Result<()> {
-    if buf.len != len {
-        return Err(Error::shape(
-            op,
-            format!("{what} has {} elements, expected {len}", buf.len),
-        ));
-    }
-    Ok(())
-}
-
-/// `s.buf[s.index]` as a kernel's scalar pointer.
-pub(crate) fn scalar_ptr<'a>(op: &'static str, s: &ScalarRef<'a, CudaBuf>) -> Result<Dev<'a, f32>> {
-    if s.index >= s.buf.len {
-        return Err(Error::shape(
-            op,
-            format!("scalar index {} in a buffer of {}", s.index, s.buf.len),
-        ));
-    }
+/// `s.buf[s.index]` as a kernel's scalar pointer (the index was checked by the op's
+/// `checks` function).
+pub(crate) fn scalar_ptr<'a>(s: &ScalarRef<'a, CudaBuf>) -> Result<Dev<'a, f32>> {
     s.buf.data.dev_at(s.index)
 }
 
 /// An optional buffer as a kernel's `const float*` (null for None).
 pub(crate) fn opt(b: Option<&CudaBuf>) -> Dev<'_, f32> {
     driver::dev_opt(b.map(|b| &b.data))
-}
-
-pub(crate) fn same_len(op: &'static str, a: &CudaBuf, b: &CudaBuf) -> Result<()> {
-    if a.len != b.len {
-        return Err(Error::shape(
-            op,
-            format!("buffers of {} and {} elements", a.len, b.len),
-        ));
-    }
-    Ok(())
 }
 
 struct Inner {
@@ -357,23 +333,18 @@ impl DeviceOps for Cuda {
         Ok(y)
     }
     fn copy_into(&self, dst: &mut CudaBuf, src: &CudaBuf) -> Result<()> {
-        same_len("copy_into", dst, src)?;
+        checks::copy_into(self, dst, src)?;
         dst.data.copy_from(&src.data, src.len)
     }
     fn synchronize(&self) -> Result<()> {
         self.drv().synchronize()
     }
     fn upload_into(&self, dst: &mut CudaBuf, host: &[f32]) -> Result<()> {
-        if host.len() != dst.len {
-            return Err(Error::shape(
-                "upload_into",
-                format!("{} elements into a buffer of {}", host.len(), dst.len),
-            ));
-        }
+        checks::upload_into(self, dst, host)?;
         dst.data.upload_from(host)
     }
     fn upload_labels(&self, labels: &[u32], classes: usize) -> Result<CudaLabels> {
-        crate::backend::check_labels(labels, labels.len(), classes)?;
+        checks::upload_labels(labels, classes)?;
         let mut data = self.scratch::<u32>(labels.len())?;
         data.upload_from(labels)?;
         Ok(CudaLabels {
@@ -388,7 +359,7 @@ impl DeviceOps for Cuda {
         labels: &[u32],
         classes: usize,
     ) -> Result<()> {
-        crate::backend::check_labels(labels, dst.len, classes)?;
+        checks::upload_labels_into(self, dst, labels, classes)?;
         dst.classes = classes;
         dst.data.upload_from(labels)
     }

@@ -4,9 +4,9 @@
 
 use super::driver::DevMut;
 use super::driver::LaunchConfig;
-use super::{cfg1d, expect_len, int, Cuda, CudaBuf};
+use super::{cfg1d, int, Cuda, CudaBuf};
 use super::{kernels, opt};
-use crate::backend::NormOps;
+use crate::backend::{checks, NormOps};
 use crate::backend::{BatchNormSaved, RunningStats};
 use crate::error::Result;
 use crate::shape::Nchw;
@@ -20,20 +20,13 @@ fn per_channel(xd: Nchw) -> LaunchConfig {
     }
 }
 
-fn check_affine(xd: Nchw, affine: Option<(&CudaBuf, &CudaBuf)>) -> Result<()> {
-    if let Some((g, b)) = affine {
-        expect_len("batch_norm", "gamma", g, xd.c)?;
-        expect_len("batch_norm", "beta", b, xd.c)?;
-    }
-    Ok(())
-}
-
 /// y = x * ab[c] + ab[C + c].
 fn apply(d: &Cuda, x: &CudaBuf, xd: Nchw, ab: &CudaBuf) -> Result<CudaBuf> {
     let mut y = d.alloc(xd.numel())?;
     if xd.numel() > 0 {
         let (total, c, plane) = (int(xd.numel())?, int(xd.c)?, int(xd.plane())?);
-        // SAFETY: x holds `total` (expect_len), ab 2c (alloc by the callers), y total.
+        // SAFETY: x holds `total` (checked by the callers), ab 2c (alloc by the callers), y
+        // total.
         unsafe {
             kernels::batch_norm_apply_f32(
                 d.drv(),
@@ -58,12 +51,7 @@ pub(super) fn batch_norm_train_fwd(
     running: Option<RunningStats<'_, CudaBuf>>,
     eps: f64,
 ) -> Result<(CudaBuf, BatchNormSaved<CudaBuf>)> {
-    expect_len("batch_norm", "input", x, xd.numel())?;
-    check_affine(xd, affine)?;
-    if let Some(r) = &running {
-        expect_len("batch_norm", "running mean", r.mean, xd.c)?;
-        expect_len("batch_norm", "running var", r.var, xd.c)?;
-    }
+    checks::batch_norm_train_fwd(d, x, xd, affine, running.as_ref())?;
     let mut mean = d.alloc(xd.c)?;
     let mut invstd = d.alloc(xd.c)?;
     let mut ab = d.alloc(2 * xd.c)?;
@@ -75,8 +63,8 @@ pub(super) fn batch_norm_train_fwd(
     };
     let (n, c, plane) = (int(xd.n)?, int(xd.c)?, int(xd.plane())?);
     if xd.c > 0 {
-        // SAFETY: x holds n*c*plane (expect_len); gamma, beta, the running stats (when not
-        // null), mean and invstd hold c, ab 2c (check_affine, expect_len, alloc); one block
+        // SAFETY: x holds n*c*plane; gamma, beta, the running stats (when not null) c
+        // (checked); mean and invstd hold c, ab 2c (alloc); one block
         // per channel.
         unsafe {
             kernels::batch_norm_train_fwd_f32(
@@ -111,16 +99,13 @@ pub(super) fn batch_norm_eval_fwd(
     rv: &CudaBuf,
     eps: f64,
 ) -> Result<CudaBuf> {
-    expect_len("batch_norm", "input", x, xd.numel())?;
-    expect_len("batch_norm", "running mean", rm, xd.c)?;
-    expect_len("batch_norm", "running var", rv, xd.c)?;
-    check_affine(xd, affine)?;
+    checks::batch_norm_eval_fwd(d, x, xd, affine, rm, rv)?;
     let mut ab = d.alloc(2 * xd.c)?;
     let (gp, bp) = (opt(affine.map(|a| a.0)), opt(affine.map(|a| a.1)));
     if xd.c > 0 {
         let c = int(xd.c)?;
-        // SAFETY: running stats and gamma/beta (when not null) hold c (expect_len,
-        // check_affine), ab 2c (alloc).
+        // SAFETY: running stats and gamma/beta (when not null) hold c (checked), ab 2c
+        // (alloc).
         unsafe {
             kernels::batch_norm_eval_fwd_f32(
                 d.drv(),
@@ -147,13 +132,7 @@ pub(super) fn batch_norm_bwd(
     gamma: Option<&CudaBuf>,
     saved: &BatchNormSaved<CudaBuf>,
 ) -> Result<(CudaBuf, Option<(CudaBuf, CudaBuf)>)> {
-    expect_len("batch_norm_bwd", "input", x, xd.numel())?;
-    expect_len("batch_norm_bwd", "output gradient", dy, xd.numel())?;
-    expect_len("batch_norm_bwd", "saved mean", &saved.mean, xd.c)?;
-    expect_len("batch_norm_bwd", "saved invstd", &saved.invstd, xd.c)?;
-    if let Some(g) = gamma {
-        expect_len("batch_norm_bwd", "gamma", g, xd.c)?;
-    }
+    checks::batch_norm_bwd(d, x, dy, xd, gamma, saved)?;
     let mut sums = d.scratch::<f64>(2 * xd.c)?;
     let mut grads = match gamma {
         Some(_) => Some((d.alloc(xd.c)?, d.alloc(xd.c)?)),
@@ -166,7 +145,7 @@ pub(super) fn batch_norm_bwd(
     let (n, c, plane) = (int(xd.n)?, int(xd.c)?, int(xd.plane())?);
     let mut dx = d.alloc(xd.numel())?;
     if xd.c > 0 {
-        // SAFETY: x and dy hold n*c*plane, saved stats and gamma c (expect_len); sums 2c
+        // SAFETY: x and dy hold n*c*plane, saved stats and gamma c (checked); sums 2c
         // doubles, dgamma/dbeta c when not null (alloc); one block per channel.
         unsafe {
             kernels::batch_norm_bwd_f32(

@@ -6,9 +6,8 @@
 use super::driver::Dev;
 use super::driver::LaunchConfig;
 use super::kernels;
-use super::{cfg1d, int, same_len, scalar_ptr, Cuda, CudaBuf, BLOCK};
-use crate::backend::OptimOps;
-use crate::backend::{same_count, AdamStep, ScalarRef, SgdStep};
+use super::{cfg1d, int, scalar_ptr, Cuda, CudaBuf, BLOCK};
+use crate::backend::{checks, AdamStep, OptimOps, ScalarRef, SgdStep};
 use crate::error::Result;
 
 use kernels::consts::{ADAM_MANY_TENSORS, MANY_CHUNK, SGD_MANY_TENSORS};
@@ -51,14 +50,13 @@ pub(super) fn sgd_step(
     hp: &SgdStep,
     grad_scale: Option<ScalarRef<'_, CudaBuf>>,
 ) -> Result<()> {
-    same_len("sgd_step", param, grad)?;
-    same_len("sgd_step", param, buf)?;
+    checks::sgd_step(d, param, grad, buf, grad_scale)?;
     if param.len == 0 {
         return Ok(());
     }
     // A null pointer tells the kernel "no scale".
     let scale = match grad_scale {
-        Some(s) => scalar_ptr("sgd_step", &s)?,
+        Some(s) => scalar_ptr(&s)?,
         None => Dev::null(),
     };
     let (n, lr, mom, wd) = (
@@ -67,8 +65,8 @@ pub(super) fn sgd_step(
         hp.momentum as f32,
         hp.weight_decay as f32,
     );
-    // SAFETY: param, grad and buf hold n elements (same_len); scale is null or an element
-    // of its buffer (scalar_ptr).
+    // SAFETY: param, grad and buf hold n elements; scale is null or an element of its
+    // buffer (checked).
     unsafe {
         kernels::sgd_step_f32(
             d.drv(),
@@ -94,9 +92,7 @@ pub(super) fn adam_step(
     v: &mut CudaBuf,
     hp: &AdamStep,
 ) -> Result<()> {
-    same_len("adam_step", param, grad)?;
-    same_len("adam_step", param, m)?;
-    same_len("adam_step", param, v)?;
+    checks::adam_step(d, param, grad, m, v)?;
     if param.len == 0 {
         return Ok(());
     }
@@ -109,7 +105,7 @@ pub(super) fn adam_step(
     );
     let (step_size, bc2_sqrt) = hp.bias_corrected();
     let (step_size, bc2_sqrt) = (step_size as f32, bc2_sqrt as f32);
-    // SAFETY: param, grad, m and v hold n elements (same_len).
+    // SAFETY: param, grad, m and v hold n elements (checked).
     unsafe {
         kernels::adam_step_f32(
             d.drv(),
@@ -138,13 +134,9 @@ pub(super) fn sgd_step_many(
     hp: &SgdStep,
     grad_scale: Option<ScalarRef<'_, CudaBuf>>,
 ) -> Result<()> {
-    same_count("sgd_step_many", params.len(), &[grads.len(), bufs.len()])?;
-    for ((p, g), b) in params.iter().zip(grads).zip(bufs.iter()) {
-        same_len("sgd_step_many", p, g)?;
-        same_len("sgd_step_many", p, b)?;
-    }
+    checks::sgd_step_many(d, params, grads, bufs, grad_scale)?;
     let scale = match grad_scale {
-        Some(s) => scalar_ptr("sgd_step_many", &s)?,
+        Some(s) => scalar_ptr(&s)?,
         None => Dev::null(),
     };
     let (lr, mom, wd) = (hp.lr as f32, hp.momentum as f32, hp.weight_decay as f32);
@@ -166,7 +158,7 @@ pub(super) fn sgd_step_many(
         }
         table.block_start[..starts.len()].copy_from_slice(&starts);
         let blocks = starts[group.len()];
-        // SAFETY: each table entry's buffers hold its len (same_len per tensor); the grid is
+        // SAFETY: each table entry's buffers hold its len (checked per tensor); the grid is
         // the table's block count; scale as in sgd_step.
         unsafe {
             kernels::sgd_step_many_f32(d.drv(), many_cfg(blocks), table, lr, mom, wd, scale)
@@ -183,16 +175,7 @@ pub(super) fn adam_step_many(
     vs: &mut [&mut CudaBuf],
     hp: &AdamStep,
 ) -> Result<()> {
-    same_count(
-        "adam_step_many",
-        params.len(),
-        &[grads.len(), ms.len(), vs.len()],
-    )?;
-    for (((p, g), m), v) in params.iter().zip(grads).zip(ms.iter()).zip(vs.iter()) {
-        same_len("adam_step_many", p, g)?;
-        same_len("adam_step_many", p, m)?;
-        same_len("adam_step_many", p, v)?;
-    }
+    checks::adam_step_many(d, params, grads, ms, vs)?;
     let (b1, b2, wd, eps) = (
         hp.beta1 as f32,
         hp.beta2 as f32,
@@ -221,7 +204,7 @@ pub(super) fn adam_step_many(
         }
         table.block_start[..starts.len()].copy_from_slice(&starts);
         let blocks = starts[group.len()];
-        // SAFETY: each table entry's buffers hold its len (same_len per tensor); the grid is
+        // SAFETY: each table entry's buffers hold its len (checked per tensor); the grid is
         // the table's block count.
         unsafe {
             kernels::adam_step_many_f32(

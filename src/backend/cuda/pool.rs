@@ -3,8 +3,8 @@
 
 use super::driver::{Dev, DevMut, Driver, LaunchConfig};
 use super::kernels;
-use super::{cfg1d, expect_len, int, Cuda, CudaBuf, Geom};
-use crate::backend::PoolOps;
+use super::{cfg1d, int, Cuda, CudaBuf, Geom};
+use crate::backend::{checks, PoolOps};
 use crate::error::Result;
 use crate::shape::{Nchw, Pool2dSpec};
 
@@ -16,17 +16,15 @@ fn geom(xd: Nchw, yd: Nchw, spec: &Pool2dSpec) -> Result<Geom> {
 type FwdKernel =
     unsafe fn(&dyn Driver, LaunchConfig, Geom, Dev<'_, f32>, DevMut<'_, f32>) -> Result<()>;
 
-/// Forward kernels: one thread per output element.
+/// Forward kernels: one thread per output element. The caller checked the input.
 fn fwd(
     d: &Cuda,
-    name: &'static str,
     kernel: FwdKernel,
     x: &CudaBuf,
     xd: Nchw,
+    yd: Nchw,
     spec: &Pool2dSpec,
 ) -> Result<CudaBuf> {
-    let yd = spec.output(xd, name)?;
-    expect_len(name, "input", x, xd.numel())?;
     let g = geom(xd, yd, spec)?;
     let mut y = d.alloc(yd.numel())?;
     // SAFETY: x holds xd.numel() elements (checked), y yd.numel() (allocated); Geom::new
@@ -49,14 +47,8 @@ pub(super) fn max_pool2d_fwd(
     xd: Nchw,
     spec: &Pool2dSpec,
 ) -> Result<CudaBuf> {
-    fwd(
-        d,
-        "max_pool2d_fwd",
-        kernels::max_pool2d_fwd_f32,
-        x,
-        xd,
-        spec,
-    )
+    let yd = checks::max_pool2d_fwd(d, x, xd, spec)?;
+    fwd(d, kernels::max_pool2d_fwd_f32, x, xd, yd, spec)
 }
 
 pub(super) fn avg_pool2d_fwd(
@@ -65,14 +57,8 @@ pub(super) fn avg_pool2d_fwd(
     xd: Nchw,
     spec: &Pool2dSpec,
 ) -> Result<CudaBuf> {
-    fwd(
-        d,
-        "avg_pool2d_fwd",
-        kernels::avg_pool2d_fwd_f32,
-        x,
-        xd,
-        spec,
-    )
+    let yd = checks::avg_pool2d_fwd(d, x, xd, spec)?;
+    fwd(d, kernels::avg_pool2d_fwd_f32, x, xd, yd, spec)
 }
 
 pub(super) fn max_pool2d_bwd(
@@ -82,8 +68,9 @@ pub(super) fn max_pool2d_bwd(
     xd: Nchw,
     spec: &Pool2dSpec,
 ) -> Result<CudaBuf> {
+    let yd = checks::max_pool2d_bwd(d, x, dy, xd, spec)?;
     let mut dx = d.alloc(xd.numel())?;
-    max_bwd(d, "max_pool2d_bwd", x, dy, xd, spec, &mut dx, false)?;
+    max_bwd(d, x, dy, xd, yd, spec, &mut dx, false)?;
     Ok(dx)
 }
 
@@ -96,27 +83,25 @@ pub(super) fn max_pool2d_bwd_into(
     spec: &Pool2dSpec,
     dx: &mut CudaBuf,
 ) -> Result<()> {
-    expect_len("max_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
-    max_bwd(d, "max_pool2d_bwd_into", x, dy, xd, spec, dx, true)
+    let yd = checks::max_pool2d_bwd_into(d, x, dy, xd, spec, dx)?;
+    max_bwd(d, x, dy, xd, yd, spec, dx, true)
 }
 
+/// The caller checked the operands.
 #[allow(clippy::too_many_arguments)]
 fn max_bwd(
     d: &Cuda,
-    op: &'static str,
     x: &CudaBuf,
     dy: &CudaBuf,
     xd: Nchw,
+    yd: Nchw,
     spec: &Pool2dSpec,
     dx: &mut CudaBuf,
     accumulate: bool,
 ) -> Result<()> {
-    let yd = spec.output(xd, "max_pool2d")?;
-    expect_len(op, "input", x, xd.numel())?;
-    expect_len(op, "output gradient", dy, yd.numel())?;
     let g = geom(xd, yd, spec)?;
     let acc = i32::from(accumulate);
-    // SAFETY: x and dx hold xd.numel(), dy yd.numel() (expect_len, alloc).
+    // SAFETY: x and dx hold xd.numel(), dy yd.numel() (checked, alloc).
     unsafe {
         kernels::max_pool2d_bwd_f32(
             d.drv(),
@@ -137,8 +122,9 @@ pub(super) fn avg_pool2d_bwd(
     xd: Nchw,
     spec: &Pool2dSpec,
 ) -> Result<CudaBuf> {
+    let yd = checks::avg_pool2d_bwd(d, dy, xd, spec)?;
     let mut dx = d.alloc(xd.numel())?;
-    avg_bwd(d, "avg_pool2d_bwd", dy, xd, spec, &mut dx, false)?;
+    avg_bwd(d, dy, xd, yd, spec, &mut dx, false)?;
     Ok(dx)
 }
 
@@ -150,24 +136,23 @@ pub(super) fn avg_pool2d_bwd_into(
     spec: &Pool2dSpec,
     dx: &mut CudaBuf,
 ) -> Result<()> {
-    expect_len("avg_pool2d_bwd_into", "accumulator", dx, xd.numel())?;
-    avg_bwd(d, "avg_pool2d_bwd_into", dy, xd, spec, dx, true)
+    let yd = checks::avg_pool2d_bwd_into(d, dy, xd, spec, dx)?;
+    avg_bwd(d, dy, xd, yd, spec, dx, true)
 }
 
+/// The caller checked the operands.
 fn avg_bwd(
     d: &Cuda,
-    op: &'static str,
     dy: &CudaBuf,
     xd: Nchw,
+    yd: Nchw,
     spec: &Pool2dSpec,
     dx: &mut CudaBuf,
     accumulate: bool,
 ) -> Result<()> {
-    let yd = spec.output(xd, "avg_pool2d")?;
-    expect_len(op, "output gradient", dy, yd.numel())?;
     let g = geom(xd, yd, spec)?;
     let acc = i32::from(accumulate);
-    // SAFETY: dy holds yd.numel() (expect_len), dx xd.numel() (alloc or expect_len).
+    // SAFETY: dy holds yd.numel(), dx xd.numel() (checked or alloc).
     unsafe {
         kernels::avg_pool2d_bwd_f32(
             d.drv(),
@@ -182,11 +167,12 @@ fn avg_bwd(
 }
 
 pub(super) fn global_avg_pool_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
-    expect_len("global_avg_pool_fwd", "input", x, xd.numel())?;
+    checks::global_avg_pool_fwd(d, x, xd)?;
     let planes = xd.n * xd.c;
     let mut y = d.alloc(planes)?;
     if planes > 0 && xd.plane() > 0 {
         let plane = int(xd.plane())?;
+        // CUDA only: one block per plane, within the grid's limit.
         let blocks = u32::try_from(planes).map_err(|_| {
             crate::error::Error::invalid("global_avg_pool", format!("{planes} planes"))
         })?;
@@ -195,7 +181,7 @@ pub(super) fn global_avg_pool_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw) -> Result<Cud
             block_dim: (super::BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: x holds planes * plane (expect_len), y planes (alloc); one block per plane.
+        // SAFETY: x holds planes * plane (checked), y planes (alloc); one block per plane.
         unsafe {
             kernels::global_avg_pool_fwd_f32(d.drv(), cfg, plane, x.data.dev(), y.data.dev_mut())
         }?;
@@ -204,11 +190,11 @@ pub(super) fn global_avg_pool_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw) -> Result<Cud
 }
 
 pub(super) fn global_avg_pool_bwd(d: &Cuda, dy: &CudaBuf, xd: Nchw) -> Result<CudaBuf> {
-    expect_len("global_avg_pool_bwd", "output gradient", dy, xd.n * xd.c)?;
+    checks::global_avg_pool_bwd(d, dy, xd)?;
     let mut dx = d.alloc(xd.numel())?;
     if xd.numel() > 0 {
         let (total, plane) = (int(xd.numel())?, int(xd.plane())?);
-        // SAFETY: dy holds n*c (expect_len), dx `total` (alloc).
+        // SAFETY: dy holds n*c (checked), dx `total` (alloc).
         unsafe {
             kernels::global_avg_pool_bwd_f32(
                 d.drv(),

@@ -3,6 +3,7 @@
 //! `crate::backend` module docs.
 
 use super::ElementwiseOps;
+use crate::backend::checks;
 use crate::error::Result;
 use crate::shape::{Conv2dSpec, Nchw};
 
@@ -38,6 +39,7 @@ pub trait ConvOps: ElementwiseOps {
         spec: &Conv2dSpec,
         dx: &mut Self::Storage,
     ) -> Result<()> {
+        checks::conv2d_bwd_data_into(self, x, dy, w, x_dims, spec, dx)?;
         let g = self.conv2d_bwd_data(x, dy, w, x_dims, spec)?;
         self.axpy(dx, 1.0, &g)
     }

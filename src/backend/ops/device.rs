@@ -2,7 +2,7 @@
 //! One family of the [`Backend`](crate::backend::Backend) op set; conventions in the
 //! `crate::backend` module docs.
 
-use crate::backend::{Element, PeakMemory};
+use crate::backend::{checks, Element, PeakMemory};
 use crate::error::Result;
 
 pub trait DeviceOps: Clone + Send + Sync + 'static {
@@ -40,6 +40,7 @@ pub trait DeviceOps: Clone + Send + Sync + 'static {
     /// Overwrites `dst` with host data of the same length (a staged input batch: the buffer,
     /// and so every pointer a captured graph holds to it, stays the same).
     fn upload_into(&self, dst: &mut Self::Storage, host: &[Self::Elem]) -> Result<()> {
+        checks::upload_into(self, dst, host)?;
         let src = self.upload(host)?;
         self.copy_into(dst, &src)
     }

@@ -3,7 +3,7 @@
 //! `crate::backend` module docs.
 
 use super::ElementwiseOps;
-use crate::backend::same_count;
+use crate::backend::checks;
 use crate::error::Result;
 
 pub trait MixedOpOps: ElementwiseOps {
@@ -30,7 +30,8 @@ pub trait MixedOpOps: ElementwiseOps {
     ) -> Result<(Vec<Option<Self::Storage>>, Self::Storage)>;
     /// `mixed_op_bwd`, except that a wanted `dx_k` with `acc[k] = Some(buf)` is added into
     /// `buf` (`buf += w_k dy`) and returned as None; the others are returned fresh as there.
-    /// `acc` has one entry per input (entries of unwanted or absent inputs are ignored).
+    /// `acc` has one entry per input (entries of unwanted or absent inputs are left
+    /// untouched, but a given one must still have `len` elements).
     #[allow(clippy::type_complexity)]
     fn mixed_op_bwd_into(
         &self,
@@ -41,7 +42,7 @@ pub trait MixedOpOps: ElementwiseOps {
         need_dx: &[bool],
         acc: &mut [Option<&mut Self::Storage>],
     ) -> Result<(Vec<Option<Self::Storage>>, Self::Storage)> {
-        same_count("mixed_op_bwd_into", xs.len(), &[acc.len()])?;
+        checks::mixed_op_bwd_into(self, dy, xs, alpha, len, acc)?;
         let (mut dxs, dalpha) = self.mixed_op_bwd(dy, xs, alpha, len, need_dx)?;
         for (dx, a) in dxs.iter_mut().zip(acc.iter_mut()) {
             if let (Some(g), Some(a)) = (dx.as_ref(), a.as_deref_mut()) {

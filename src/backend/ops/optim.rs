@@ -3,7 +3,7 @@
 //! `crate::backend` module docs.
 
 use super::DeviceOps;
-use crate::backend::{same_count, AdamStep, ScalarRef, SgdStep};
+use crate::backend::{checks, AdamStep, ScalarRef, SgdStep};
 use crate::error::Result;
 
 pub trait OptimOps: DeviceOps {
@@ -37,11 +37,7 @@ pub trait OptimOps: DeviceOps {
         hp: &SgdStep,
         grad_scale: Option<ScalarRef<'_, Self::Storage>>,
     ) -> Result<()> {
-        same_count(
-            "sgd_step_many",
-            params.len(),
-            &[grads.len(), momentum_bufs.len()],
-        )?;
+        checks::sgd_step_many(self, params, grads, momentum_bufs, grad_scale)?;
         for ((p, g), m) in params.iter_mut().zip(grads).zip(momentum_bufs.iter_mut()) {
             self.sgd_step(p, g, m, hp, grad_scale)?;
         }
@@ -57,11 +53,7 @@ pub trait OptimOps: DeviceOps {
         vs: &mut [&mut Self::Storage],
         hp: &AdamStep,
     ) -> Result<()> {
-        same_count(
-            "adam_step_many",
-            params.len(),
-            &[grads.len(), ms.len(), vs.len()],
-        )?;
+        checks::adam_step_many(self, params, grads, ms, vs)?;
         for (((p, g), m), v) in params
             .iter_mut()
             .zip(grads)

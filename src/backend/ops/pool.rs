@@ -3,6 +3,7 @@
 //! `crate::backend` module docs.
 
 use super::ElementwiseOps;
+use crate::backend::checks;
 use crate::error::Result;
 use crate::shape::{Nchw, Pool2dSpec};
 
@@ -32,6 +33,7 @@ pub trait PoolOps: ElementwiseOps {
         spec: &Pool2dSpec,
         dx: &mut Self::Storage,
     ) -> Result<()> {
+        checks::max_pool2d_bwd_into(self, x, dy, x_dims, spec, dx)?;
         let g = self.max_pool2d_bwd(x, dy, x_dims, spec)?;
         self.axpy(dx, 1.0, &g)
     }
@@ -56,6 +58,7 @@ pub trait PoolOps: ElementwiseOps {
         spec: &Pool2dSpec,
         dx: &mut Self::Storage,
     ) -> Result<()> {
+        checks::avg_pool2d_bwd_into(self, dy, x_dims, spec, dx)?;
         let g = self.avg_pool2d_bwd(dy, x_dims, spec)?;
         self.axpy(dx, 1.0, &g)
     }

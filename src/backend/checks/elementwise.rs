@@ -1,0 +1,49 @@
+//! Checks of the elementwise ops, reductions, ReLU and drop-path (`ElementwiseOps`).
+
+use super::{expect_len, same_len, scalar};
+use crate::backend::{DeviceOps, ScalarRef};
+use crate::error::{Error, Result};
+
+pub fn add<B: DeviceOps>(b: &B, x: &B::Storage, y: &B::Storage) -> Result<()> {
+    same_len(b, "add", x, y)
+}
+
+pub fn axpy<B: DeviceOps>(b: &B, y: &B::Storage, x: &B::Storage) -> Result<()> {
+    same_len(b, "axpy", y, x)
+}
+
+pub fn axpy_scaled<B: DeviceOps>(
+    b: &B,
+    y: &B::Storage,
+    s: ScalarRef<'_, B::Storage>,
+    x: &B::Storage,
+) -> Result<()> {
+    same_len(b, "axpy_scaled", y, x)?;
+    scalar(b, "axpy_scaled", &s)
+}
+
+pub fn dot<B: DeviceOps>(b: &B, x: &B::Storage, y: &B::Storage) -> Result<()> {
+    same_len(b, "dot", x, y)
+}
+
+pub fn relu_bwd<B: DeviceOps>(b: &B, y: &B::Storage, dy: &B::Storage) -> Result<()> {
+    same_len(b, "relu_bwd", y, dy)
+}
+
+/// One scale per sample, and `x` split evenly into `n > 0` samples.
+pub fn drop_path<B: DeviceOps>(
+    b: &B,
+    x: &B::Storage,
+    n: usize,
+    sample_scale: &B::Storage,
+) -> Result<()> {
+    expect_len(b, "drop_path", "sample scale", sample_scale, n)?;
+    let len = b.len(x);
+    if n == 0 || !len.is_multiple_of(n) {
+        return Err(Error::shape(
+            "drop_path",
+            format!("{len} elements do not split into {n} samples"),
+        ));
+    }
+    Ok(())
+}
