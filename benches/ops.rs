@@ -91,7 +91,7 @@ fn bench_conv(
 }
 
 fn conv2d(c: &mut Criterion) {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     let mut g = group(c, "conv2d");
     // (name, kernel, dilation): the depthwise halves of sep_conv and dil_conv.
     let depthwise = [
@@ -144,7 +144,7 @@ fn conv2d(c: &mut Criterion) {
 }
 
 fn pool(c: &mut Criterion) {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     let mut g = group(c, "pool");
     let shapes = NORMAL
         .iter()
@@ -191,7 +191,7 @@ fn pool(c: &mut Criterion) {
 }
 
 fn batch_norm(c: &mut Criterion) {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     let mut g = group(c, "batch_norm");
     for (ch, side) in NORMAL {
         let xd = dims(ch, side);
@@ -238,7 +238,7 @@ fn batch_norm(c: &mut Criterion) {
 }
 
 fn elementwise(c: &mut Criterion) {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     let mut g = group(c, "elementwise");
     for (ch, side) in NORMAL {
         let len = dims(ch, side).numel();
@@ -289,7 +289,7 @@ fn elementwise(c: &mut Criterion) {
 }
 
 fn layout(c: &mut Criterion) {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     let mut g = group(c, "layout");
     // A normal cell's output: its 4 intermediate nodes concatenated, 4 x 16@32x32.
     let part = dims(16, 32);
@@ -319,7 +319,7 @@ fn layout(c: &mut Criterion) {
 }
 
 fn mixed_op(c: &mut Criterion) {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     let mut g = group(c, "mixed_op");
     const K: usize = 8;
     let alpha = random(K, 40);
@@ -342,7 +342,7 @@ fn mixed_op(c: &mut Criterion) {
 }
 
 fn dense(c: &mut Criterion) {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     let mut g = group(c, "dense");
     // The supernet classifier: 4 x 64 pooled channels -> 10 classes.
     let (n, in_f, out_f) = (BATCH, 256, 10);
@@ -373,7 +373,7 @@ fn dense(c: &mut Criterion) {
 }
 
 fn optim(c: &mut Criterion) {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     let mut g = group(c, "optim");
     let mut param = random(SUPERNET_PARAMS, 70);
     let grad = random(SUPERNET_PARAMS, 71);

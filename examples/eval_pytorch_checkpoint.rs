@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 fn main() -> nasrs::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let genotype = resolve_genotype(args.get(1).map_or("DARTS_V2", String::as_str))?;
     let limit: usize = match args.get(2) {
         Some(s) => s

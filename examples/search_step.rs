@@ -27,7 +27,7 @@ fn random_batch(rng: &mut Rng, n: usize, classes: usize) -> Batch {
 }
 
 fn main() -> nasrs::Result<()> {
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     // The DARTS search space (4 nodes, all 8 ops) at a tiny size: C=4, 5 cells.
     let config = SearchConfig::default().channels(4).layers(5).classes(10);
     let net = SearchNetwork::new(&be, config, 0)?;

@@ -14,7 +14,7 @@ use nasrs::nas::train_run::{Silent, TrainHyper, TrainRun, TrainRunConfig, MODEL}
 use nasrs::Cpu;
 
 fn main() -> nasrs::Result<()> {
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let (train, test) = load(DatasetKind::Mnist, &default_data_dir())?;
     let config = TrainRunConfig {
         dataset: "mnist".into(),

@@ -94,7 +94,7 @@ fn fresh_plus<T: Element>(be: &Cpu<T>, dx0: &[T], fresh: &Vec<T>) -> Vec<T> {
 }
 
 fn into_matches_fresh_plus_axpy<T: Element>(tol: f64) {
-    let be = Cpu::<T>::new();
+    let be = Cpu::<T>::with_element();
     let mut rng = Rng::new(11);
     for (xd, spec) in conv_cases() {
         let yd = spec.output(xd).unwrap();
@@ -389,7 +389,7 @@ fn into_ops_on<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Outputs> {
 
 fn into_ops_match_cpu<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
     let got = into_ops_on(be)?;
-    let want = into_ops_on(&Cpu::<f32>::new())?;
+    let want = into_ops_on(&Cpu::new())?;
     assert_close(be, "accumulating backward ops", &got, &want, TOL);
     Ok(())
 }

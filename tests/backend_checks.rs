@@ -219,5 +219,5 @@ test_device!(same_message, same_message_on_every_device);
 fn counting_gives_the_cpu_messages() {
     let counted = messages(&Counting::new()).unwrap();
     assert_eq!(counted, EXPECTED);
-    assert_eq!(counted, messages(&Cpu::<f32>::new()).unwrap());
+    assert_eq!(counted, messages(&Cpu::new()).unwrap());
 }

@@ -63,7 +63,7 @@ fn an_output_past_int_range_is_an_error() {
 #[test]
 fn large_padded_outputs_inside_the_limits_still_run() {
     let d = Cuda::open_sim().expect("the simulation opens");
-    let cpu = nasrs::Cpu::<f32>::new();
+    let cpu = nasrs::Cpu::new();
     let xd = Nchw {
         n: 1,
         c: 2,

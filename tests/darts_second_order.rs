@@ -37,7 +37,7 @@ fn loss(
     weights: Option<&ParamStore<B>>,
     mode: Mode,
 ) -> (f64, Option<Vec<Tensor<B>>>) {
-    let be = B::new();
+    let be = B::default();
     let mut tape = Tape::new(be.clone());
     let x = tape.constant(b.images.clone());
     let logits = net.run(&mut tape, x, mode, weights).unwrap();
@@ -58,7 +58,7 @@ fn unrolled_val_loss(
     val: &DeviceBatch<B>,
     xi: f64,
 ) -> f64 {
-    let be = B::new();
+    let be = B::default();
     let grad_w = Mode {
         grad_weights: true,
         grad_arch: false,
@@ -76,7 +76,7 @@ fn unrolled_val_loss(
 
 #[test]
 fn second_order_alpha_gradient_matches_finite_differences_of_the_unrolled_loss() {
-    let be = B::new();
+    let be = B::default();
     let mut rng = Rng::new(5);
     let (train, val) = (batch(&be, &mut rng, 4), batch(&be, &mut rng, 4));
     let config = SearchConfig::darts(2, 1, 3, 2); // one (reduction) cell
@@ -190,7 +190,7 @@ fn iteration<B: Backend<Elem = f32>>(
 /// Two iterations on the device and on the CPU in lockstep: each starts the device from the
 /// CPU's state (see `common::load_darts_state`), and its results are compared.
 fn darts_steps_match_cpu<B: Backend<Elem = f32>>(be: &B, order: u8) -> nasrs::Result<()> {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     let (mut dev, mut reference) = (darts(be, order)?, darts(&cpu, order)?);
     let tol = darts_tol(order);
     let mut rng = Rng::new(3);

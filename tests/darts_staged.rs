@@ -57,7 +57,7 @@ fn host_values(be: &B, d: &Darts<B>) -> Vec<Vec<f64>> {
 
 #[test]
 fn staged_iterations_equal_direct_steps() {
-    let be = B::new();
+    let be = B::default();
     for order in [1u8, 2] {
         let (mut staged, mut direct) = (darts(&be, order), darts(&be, order));
         let mut rng = Rng::new(3);
@@ -93,7 +93,7 @@ fn staged_iterations_equal_direct_steps() {
 /// A smaller last batch is staged into new buffers and the step still runs.
 #[test]
 fn a_batch_of_another_shape_is_staged_afresh() {
-    let be = B::new();
+    let be = B::default();
     let mut d = darts(&be, 1);
     let mut rng = Rng::new(4);
     let (t, v) = (host_batch(&mut rng, 4, 3), host_batch(&mut rng, 4, 3));
@@ -240,7 +240,7 @@ fn graphs_equal_direct<B: Backend<Elem = f32>>(
     others: &[Path],
 ) -> nasrs::Result<()> {
     let kind = device_kind(be);
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     let mut reference = darts(&cpu, order);
     let mut devs: Vec<(Path, Darts<B>)> = [Path::Graphs]
         .iter()

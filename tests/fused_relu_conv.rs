@@ -55,7 +55,7 @@ fn max_abs_diff<T: Element>(a: &[T], b: &[T]) -> f64 {
 
 /// Fused vs unfused for every case; returns the worst absolute difference per pass.
 fn compare<T: Element>(tol: f64) {
-    let cpu = Cpu::<T>::new();
+    let cpu = Cpu::<T>::with_element();
     let mut rng = Rng::new(17);
     for (xd, plain) in cases() {
         let fused = plain.relu_input();
@@ -213,7 +213,7 @@ fn fused_on<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Outputs> {
 
 fn fused_matches_unfused_and_cpu<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
     let got = fused_on(be)?;
-    let want = fused_on(&Cpu::<f32>::new())?;
+    let want = fused_on(&Cpu::new())?;
     assert_close(be, "fused ReLU conv", &got, &want, TOL);
     Ok(())
 }

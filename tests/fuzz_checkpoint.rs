@@ -226,7 +226,7 @@ fn mutate_checkpoint(rng: &mut Rng, file: &mut Vec<u8>) -> String {
 fn checkpoint_readers_survive_mutations() {
     let mut fz = Fuzz::new("safetensors", 0x5afe_0003, 500);
     let tmp = TempDir::new("ckpt");
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let darts = Genotype::builtin("DARTS_V2").unwrap();
     let net = EvalNetwork::new(&be, small_config(darts.clone()), 7).unwrap();
     let good = tmp.0.join("model.safetensors");
@@ -295,7 +295,7 @@ fn checkpoint_readers_survive_mutations() {
 fn checkpoint_config_extremes_are_bad_files() {
     install_panic_hook();
     let tmp = TempDir::new("ckpt-config");
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let darts = Genotype::builtin("DARTS_V2").unwrap();
     let net = EvalNetwork::new(&be, small_config(darts), 7).unwrap();
     let good = tmp.0.join("model.safetensors");

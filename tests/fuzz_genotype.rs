@@ -136,7 +136,7 @@ fn use_genotype(be: &Cpu<f32>, g: Genotype) {
 fn genotype_reader_survives_mutations() {
     let mut fz = Fuzz::new("genotype", 0x6e70_0004, 500);
     let tmp = TempDir::new("genotype");
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let darts = Genotype::builtin("DARTS_V2").unwrap();
     let valid = darts.to_json().into_bytes();
     let good = tmp.0.join("genotype.json");

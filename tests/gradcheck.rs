@@ -14,12 +14,12 @@ type B = Cpu<f64>;
 fn random(rng: &mut Rng, shape: &[usize]) -> Tensor<B> {
     let n: usize = shape.iter().product();
     let v: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
-    Tensor::from_host(&B::new(), &v, Shape::new(shape)).unwrap()
+    Tensor::from_host(&B::default(), &v, Shape::new(shape)).unwrap()
 }
 
 /// Checks d<f(xs), r>/d xs against central differences, for up to `max_probe` entries per input.
 fn gradcheck(name: &str, inputs: Vec<Tensor<B>>, f: impl Fn(&mut Tape<B>, &[Var]) -> Result<Var>) {
-    let be = B::new();
+    let be = B::default();
     let mut rng = Rng::new(99);
     // Analytic.
     let mut tape = Tape::new(be.clone());
@@ -167,7 +167,7 @@ fn signed_away_from_zero(rng: &mut Rng, shape: &[usize]) -> Tensor<B> {
             }
         })
         .collect();
-    Tensor::from_host(&B::new(), &v, Shape::new(shape)).unwrap()
+    Tensor::from_host(&B::default(), &v, Shape::new(shape)).unwrap()
 }
 
 /// `conv2d(relu(x), w)` as one op (`relu_input`): gradients of x (masked) and w (from relu(x)).
@@ -176,7 +176,7 @@ fn fused_relu_conv_case(name: &str, n: usize, hw: (usize, usize), spec: Conv2dSp
     let mut rng = Rng::new(5);
     let x = signed_away_from_zero(&mut rng, &[n, spec.in_channels, hw.0, hw.1]);
     let negatives = x
-        .to_host(&B::new())
+        .to_host(&B::default())
         .unwrap()
         .iter()
         .filter(|&&v| v < 0.0)
@@ -252,7 +252,7 @@ fn batch_norm_train_affine_and_not() {
 
 #[test]
 fn batch_norm_eval_input_gradient() {
-    let be = B::new();
+    let be = B::default();
     let mut rng = Rng::new(4);
     let x = random(&mut rng, &[2, 3, 4, 5]);
     let rm = random(&mut rng, &[3]);
@@ -377,7 +377,7 @@ fn tape_two_layer_network_with_shared_weight() {
 
 #[test]
 fn params_are_one_leaf_per_tape_and_gradients_accumulate() {
-    let be = B::new();
+    let be = B::default();
     let mut store = ParamStore::new();
     let id = store.add("w", Tensor::from_host(&be, &[2.0], [1, 1]).unwrap());
     let mut tape = Tape::new(be.clone());
@@ -398,7 +398,7 @@ fn params_are_one_leaf_per_tape_and_gradients_accumulate() {
 
 #[test]
 fn no_grad_mode_records_nothing_for_backward() {
-    let be = B::new();
+    let be = B::default();
     let mut tape = Tape::new(be.clone());
     tape.set_grad_enabled(false);
     let x = tape.leaf(Tensor::from_host(&be, &[1.0, -2.0], [1, 2]).unwrap(), true);

@@ -115,7 +115,7 @@ fn save(path: &Path, net: &SearchNetwork<Cpu<f32>>, be: &Cpu<f32>) {
 
 #[test]
 fn state_dict_round_trip_gives_identical_outputs() {
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let mut d = darts(&be, 2, false);
     let mut rng = Rng::new(1);
     for _ in 0..2 {
@@ -199,7 +199,7 @@ fn search_checkpoints_stay_loadable() {
         train_limit: None,
         augment: false,
     };
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let train = synthetic(48, 1, 8, 8, 3, 9).unwrap();
     let genotype = SearchRun::new(be.clone(), cfg, &dir)
         .unwrap()
@@ -245,7 +245,7 @@ fn search_checkpoints_stay_loadable() {
 
 #[test]
 fn alphas_set_and_read_in_both_views_with_consistent_gradients() {
-    let be = B::new();
+    let be = B::default();
     let mut d = darts(&be, 1, false);
     let (edges, ops) = (14, 8);
     let mut rng = Rng::new(2);
@@ -344,7 +344,7 @@ fn alphas_set_and_read_in_both_views_with_consistent_gradients() {
 
 #[test]
 fn num_batches_tracked_counts_updating_forwards() {
-    let be = B::new();
+    let be = B::default();
     let mut d = darts(&be, 1, false);
     let mut rng = Rng::new(3);
     for i in 1..=3u64 {
@@ -391,7 +391,7 @@ fn num_batches_tracked_counts_updating_forwards() {
 
 /// A forward that only updates the running statistics (batch statistics, no gradients).
 fn update_forward(net: &mut SearchNetwork<B>, batch: &Batch, weights: Option<&ParamStore<B>>) {
-    let be = B::new();
+    let be = B::default();
     let x = DeviceBatch::from_batch(&be, batch, 3).unwrap().images;
     let mut tape = Tape::new(be);
     let x = tape.constant(x);
@@ -420,7 +420,7 @@ fn shifted(be: &B, w: &ParamStore<B>, dw: &[Tensor<B>], a: f64) -> ParamStore<B>
 
 #[test]
 fn bn_option_adds_exactly_the_documented_forwards() {
-    let be = B::new();
+    let be = B::default();
     let radius = DartsHyper::default().hvp_radius;
     for order in [1u8, 2] {
         let mut on = darts(&be, order, true);
@@ -468,7 +468,7 @@ fn bn_option_adds_exactly_the_documented_forwards() {
 
 #[test]
 fn step_api_reproduces_iteration_bit_for_bit() {
-    let be = B::new();
+    let be = B::default();
     for order in [1u8, 2] {
         let (mut staged, mut report, mut parts) = (
             darts(&be, order, false),
@@ -586,7 +586,7 @@ fn builder_equals_the_four_argument_constructor() {
     assert_eq!(built.num_nodes(), 2);
     assert_eq!(built.clone().multiplier(1).multiplier, 1);
     assert_eq!(built.clone().stem_multiplier(2).stem_multiplier, 2);
-    let be = B::new();
+    let be = B::default();
     let (a, b) = (
         SearchNetwork::new(&be, built, 5).unwrap(),
         SearchNetwork::new(&be, old, 5).unwrap(),
@@ -597,7 +597,7 @@ fn builder_equals_the_four_argument_constructor() {
 
 #[test]
 fn eval_state_dict_loads_under_a_dataparallel_prefix() {
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let cfg = EvalConfig {
         genotype: Genotype::builtin("DARTS_V2").unwrap(),
         channels: 4,
@@ -681,7 +681,7 @@ fn eval_state_dict_loads_under_a_dataparallel_prefix() {
 /// `ARCH_STEP` from one forward and backward.
 #[test]
 fn joint_step_mode_gives_both_gradients_at_once() {
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let mut d = darts(&be, 2, false);
     let mut rng = Rng::new(5);
     let batch = DeviceBatch::from_batch(&be, &host_batch(&mut rng, 4), 3).unwrap();

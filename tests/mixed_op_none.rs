@@ -23,7 +23,7 @@ fn randn<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
 /// Backend level: `None` at `zero` slots against a zeros buffer there, at an odd length
 /// bigger than one CPU chunk (so several chunk partials are summed).
 fn backend_equals_materialised_zeros<T: Element>() {
-    let be = Cpu::<T>::new();
+    let be = Cpu::<T>::with_element();
     let mut rng = Rng::new(11);
     let (k, len) = (8, (1 << 14) * 2 + 37);
     let zero = [0usize, 5];
@@ -87,7 +87,7 @@ fn backend_none_equals_zeros_buffer_f64() {
 /// values and gradients of x and alpha equal.
 #[test]
 fn tape_none_equals_zeros_constant() {
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let mut rng = Rng::new(12);
     let shape = Shape::new(&[2, 3, 5, 7]);
     let x: Vec<f32> = randn(&mut rng, shape.numel());
@@ -251,7 +251,7 @@ fn tape_none<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Outputs> {
 }
 
 fn none_matches_zeros_and_the_cpu<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     assert_close(
         be,
         "MixedOp none (backend)",

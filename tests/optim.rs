@@ -17,7 +17,7 @@ fn store(be: &B, v: &[f64]) -> ParamStore<B> {
 
 #[test]
 fn sgd_momentum_weight_decay_matches_pytorch_formula() {
-    let be = B::new();
+    let be = B::default();
     let mut p = store(&be, &[1.0, -2.0]);
     let mut opt = Sgd::new(&be, &p, 0.9, 0.1).unwrap();
     let g = vec![Tensor::from_host(&be, &[0.5, 0.25], [2]).unwrap()];
@@ -44,7 +44,7 @@ fn sgd_momentum_weight_decay_matches_pytorch_formula() {
 
 #[test]
 fn adam_bias_correction_and_weight_decay_match_pytorch_formula() {
-    let be = B::new();
+    let be = B::default();
     let mut p = store(&be, &[0.3]);
     let mut opt = Adam::new(&be, &p, (0.5, 0.999), 1e-8, 1e-3).unwrap();
     let (mut m, mut v, mut w) = (0.0f64, 0.0f64, 0.3f64);
@@ -70,7 +70,7 @@ fn adam_bias_correction_and_weight_decay_match_pytorch_formula() {
 
 #[test]
 fn clip_grad_norm_scales_only_when_needed() {
-    let be = B::new();
+    let be = B::default();
     let mut g = vec![
         Tensor::from_host(&be, &[3.0, 0.0], [2]).unwrap(),
         Tensor::from_host(&be, &[4.0], [1]).unwrap(),
@@ -89,7 +89,7 @@ fn clip_grad_norm_scales_only_when_needed() {
 /// its inverse and `min(1, max_norm / (norm + 1e-6))`.
 #[test]
 fn clip_inside_sgd_equals_clip_then_sgd() {
-    let be = B::new();
+    let be = B::default();
     let grads = || {
         vec![
             Tensor::from_host(&be, &[3.0, 0.0], [2]).unwrap(),
@@ -168,7 +168,7 @@ fn bits<T: Element>(v: &[T]) -> Vec<u64> {
 /// `sgd_step_many` and `adam_step_many` on the CPU are bitwise the per-tensor ops, with and
 /// without a device gradient scale, over several steps (momentum and moments carried).
 fn multi_tensor_updates_are_bitwise_per_tensor<T: Element>() {
-    let be = Cpu::<T>::new();
+    let be = Cpu::<T>::with_element();
     let mut rng = nasrs::rng::Rng::new(7);
     let mk = |rng: &mut nasrs::rng::Rng| -> Vec<Vec<T>> {
         LENS.iter().map(|&l| randn(rng, l)).collect()
@@ -262,7 +262,7 @@ fn multi_tensor_updates_are_bitwise_per_tensor_f64() {
 /// naming the op, on the CPU and on the counting device alike.
 #[test]
 fn multi_tensor_updates_reject_mismatched_lists() {
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let hp = SgdStep {
         lr: 0.1,
         momentum: 0.9,
@@ -293,7 +293,7 @@ fn multi_tensor_updates_reject_mismatched_lists() {
 /// `Sgd::step` (now one multi-tensor op) still refuses a weight a tape still shares, naming it.
 #[test]
 fn sgd_step_names_a_shared_weight() {
-    let be = B::new();
+    let be = B::default();
     let mut p = store(&be, &[1.0, 2.0]);
     let mut opt = Sgd::new(&be, &p, 0.9, 0.0).unwrap();
     let held = p.get(nasrs::autograd::ParamId(0)).clone();

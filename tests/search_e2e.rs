@@ -42,7 +42,7 @@ fn config(epochs: usize, order: u8) -> SearchRunConfig {
 
 fn run(dir: &Path, cfg: SearchRunConfig, resume: bool) -> nasrs::Result<nasrs::nas::Genotype> {
     let train = synthetic(48, 1, 8, 8, 3, 9).unwrap();
-    SearchRun::new(Cpu::<f32>::new(), cfg, dir)?.run(
+    SearchRun::new(Cpu::new(), cfg, dir)?.run(
         &train,
         Start::from_flags(resume, false)?,
         &mut Silent,

@@ -122,7 +122,7 @@ fn supernet_tape<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Outputs> {
 
 fn supernet_tape_matches_cpu<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
     let got = supernet_tape(be)?;
-    let want = supernet_tape(&Cpu::<f32>::new())?;
+    let want = supernet_tape(&Cpu::new())?;
     // Not a degenerate check: the alpha gradients are far from zero.
     let da: f64 = want
         .0

@@ -431,7 +431,7 @@ fn run_all<T: Element>(rtol: f64) -> R<()> {
     if !missing.is_empty() {
         return Err(format!("{OPS_FIXTURE} has no case for {missing:?}"));
     }
-    let cpu = Cpu::<T>::new();
+    let cpu = Cpu::<T>::with_element();
     let mut failures = Vec::new();
     for (name, params) in &cases {
         let case = Case {

@@ -41,7 +41,7 @@ fn search_then_train_its_genotype_then_evaluate_the_checkpoint() {
         train_limit: None,
         augment: false,
     };
-    let searched = SearchRun::new(Cpu::<f32>::new(), cfg, &search_dir)
+    let searched = SearchRun::new(Cpu::new(), cfg, &search_dir)
         .unwrap()
         .run(&train, Start::New, &mut nasrs::nas::search_run::Silent)
         .unwrap();
@@ -52,7 +52,7 @@ fn search_then_train_its_genotype_then_evaluate_the_checkpoint() {
 
     let dir = tmp("train");
     let history = TrainRun::new(
-        Cpu::<f32>::new(),
+        Cpu::new(),
         train_config(genotype.clone(), 3, false, 1),
         &dir,
     )
@@ -82,7 +82,7 @@ fn search_then_train_its_genotype_then_evaluate_the_checkpoint() {
     assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 4);
 
     // The final model evaluates to the last epoch's test accuracy and loss.
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let (mut net, meta) = load_network(&be, &dir.join(MODEL), None).unwrap();
     assert_eq!(meta.model.genotype, genotype);
     assert_eq!(meta.dataset.as_deref(), Some("synthetic"));

@@ -229,7 +229,7 @@ fn train_step<B: Backend<Elem = f32>>(
 /// Two steps on the device and the CPU in lockstep (the device loaded with the CPU's state
 /// before each).
 fn training_steps_match_cpu<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     let (mut dev, mut reference) = (trainer(be)?, trainer(&cpu)?);
     let mut rng = Rng::new(8);
     for (step, lr) in [0.05, 0.03].into_iter().enumerate() {

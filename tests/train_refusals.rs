@@ -20,7 +20,7 @@ fn auxiliary_head_on_the_wrong_image_size_is_refused_up_front() {
     let train = synthetic(16, 1, 28, 28, 3, 1).unwrap();
     let dir = tmp("aux28");
     let cfg = train_config(Genotype::builtin("DARTS_V2").unwrap(), 1, true, 1);
-    let err = TrainRun::new(Cpu::<f32>::new(), cfg, &dir)
+    let err = TrainRun::new(Cpu::new(), cfg, &dir)
         .unwrap()
         .run(&train, &train, Start::New, &mut Silent)
         .unwrap_err()
@@ -59,7 +59,7 @@ fn bad_genotypes_and_checkpoints_name_the_culprit() {
         "{err}"
     );
     // A checkpoint of another shape.
-    let be = Cpu::<f32>::new();
+    let be = Cpu::new();
     let run = tmp("shape");
     run_aux(&run, aux_config(1), false).unwrap();
     let (t, _) = load_safetensors(&run.join(MODEL)).unwrap();

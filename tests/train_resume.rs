@@ -40,7 +40,7 @@ fn resume_is_bitwise_identical_with_auxiliary_drop_path_and_augmentation() {
     }
     let (train, test) = cifar_like();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        TrainRun::new(Cpu::<f32>::new(), aux_config(3), &killed)
+        TrainRun::new(Cpu::new(), aux_config(3), &killed)
             .unwrap()
             .run(&train, &test, Start::New, &mut Kill)
     }));

@@ -100,12 +100,12 @@ fn eval_case<B: Backend>(be: B) {
 
 #[test]
 fn pytorch_state_dict_loads_and_eval_logits_match_f32() {
-    eval_case(Cpu::<f32>::new());
+    eval_case(Cpu::new());
 }
 
 #[test]
 fn pytorch_state_dict_loads_and_eval_logits_match_f64() {
-    eval_case(Cpu::<f64>::new());
+    eval_case(Cpu::<f64>::with_element());
 }
 
 /// tools/check_eval_checkpoint.py `formula_value`.

@@ -171,7 +171,7 @@ pub fn norm_scalar_values(norm: f64, max_norm: f64) -> [f64; norm_scalars::LEN] 
 }
 
 /// `use nasrs::backend::prelude::*` brings [`Backend`] and every op family into scope, so ops
-/// can be called on a concrete device (`Cpu::<f32>::new().conv2d_fwd(..)`); code generic over
+/// can be called on a concrete device (`Cpu::new().conv2d_fwd(..)`); code generic over
 /// `B: Backend` needs only `Backend`.
 pub mod prelude {
     pub use super::ops::{

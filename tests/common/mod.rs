@@ -52,7 +52,7 @@ macro_rules! test_device {
         mod $name {
             #[test]
             fn cpu() {
-                $crate::common::run_on(&::nasrs::Cpu::<f32>::new(), super::$body);
+                $crate::common::run_on(&::nasrs::Cpu::new(), super::$body);
             }
 
             #[cfg(feature = "cuda-sim")]
@@ -295,7 +295,7 @@ pub fn load_store<B: Backend<Elem = f32>>(
     src: &ParamStore<Cpu<f32>>,
 ) -> nasrs::Result<()> {
     assert_eq!(dst.names(), src.names(), "stores of different layouts");
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::new();
     for (d, s) in dst.tensors_mut().iter_mut().zip(src.tensors()) {
         be.upload_into(d.buf_mut("loaded state")?, &s.to_host(&cpu)?)?;
     }

@@ -68,7 +68,7 @@ pub fn run_aux(
     resume: bool,
 ) -> nasrs::Result<Vec<TrainEpochMetrics>> {
     let (train, test) = cifar_like();
-    TrainRun::new(Cpu::<f32>::new(), cfg, dir)?.run(
+    TrainRun::new(Cpu::new(), cfg, dir)?.run(
         &train,
         &test,
         Start::from_flags(resume, false)?,

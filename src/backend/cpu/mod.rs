@@ -26,19 +26,28 @@ const ELEMS_PER_TASK: usize = 1 << 15;
 /// The CPU backend for element type `T` (`Cpu` = `Cpu<f32>`).
 pub struct Cpu<T: Element = f32>(PhantomData<T>);
 
-impl<T: Element> Cpu<T> {
+impl Cpu<f32> {
+    /// The f32 CPU backend: `Cpu::new()` needs no type annotation (defined for f32 only, as
+    /// `HashMap::new` is for its default hasher). Other element types:
+    /// `Cpu::<f64>::with_element()` (or `default()`).
     pub fn new() -> Self {
+        Cpu(PhantomData)
+    }
+}
+impl<T: Element> Cpu<T> {
+    /// The CPU backend for element type `T` (f64 for gradient checks).
+    pub fn with_element() -> Self {
         Cpu(PhantomData)
     }
 }
 impl<T: Element> Default for Cpu<T> {
     fn default() -> Self {
-        Self::new()
+        Self::with_element()
     }
 }
 impl<T: Element> Clone for Cpu<T> {
     fn clone(&self) -> Self {
-        Self::new()
+        Self::with_element()
     }
 }
 

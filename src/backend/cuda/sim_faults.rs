@@ -26,7 +26,7 @@ const N: usize = 5 * 256 + 77;
 
 #[test]
 fn wrong_index_fails_parity() -> Result<()> {
-    let (d, cpu) = (sim(), Cpu::<f32>::new());
+    let (d, cpu) = (sim(), Cpu::new());
     let (planes, h, w) = (3usize, 9usize, 7usize);
     let host = random(planes * h * w, 1);
     let xd = crate::Nchw {
@@ -149,7 +149,7 @@ fn out_of_bounds_write_names_the_kernel() -> Result<()> {
 
 #[test]
 fn reading_unwritten_memory_shows_nan() -> Result<()> {
-    let (d, cpu) = (sim(), Cpu::<f32>::new());
+    let (d, cpu) = (sim(), Cpu::new());
     let (hy, hdy) = (random(N, 4), random(N, 5));
     let want = cpu.relu_bwd(&hy, &hdy)?;
     let (y, dy) = (d.upload(&hy)?, d.upload(&hdy)?);

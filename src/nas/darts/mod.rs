@@ -71,7 +71,7 @@ use staged::StepBuffers;
 /// # use nasrs::nas::darts::{Darts, DartsHyper, DeviceBatch};
 /// # use nasrs::nas::{SearchConfig, SearchNetwork};
 /// # fn f(train: DeviceBatch<nasrs::Cpu<f32>>, val: DeviceBatch<nasrs::Cpu<f32>>) -> nasrs::Result<()> {
-/// let be = nasrs::Cpu::<f32>::new();
+/// let be = nasrs::Cpu::new();
 /// let net = SearchNetwork::new(&be, SearchConfig::default().channels(4).layers(5), 0)?;
 /// let mut darts = Darts::new(be.clone(), net, DartsHyper { order: 2, ..DartsHyper::default() })?;
 /// let lr = darts.hyper.lr_at(0, 50);
