@@ -91,6 +91,9 @@ impl OpCount {
 pub struct CountSnapshot {
     /// Per op name (the trait method), sorted by name.
     pub ops: BTreeMap<&'static str, OpCount>,
+    /// Per scope named by `DeviceOps::annotate` (a module: `stem`, `cells.3`), in order of
+    /// first use; ops before any annotation are under `""`. Replayed graphs are not split.
+    pub scopes: Vec<(String, OpCount)>,
     /// Sum over `ops`.
     pub total: OpCount,
     /// Distinct buffers read / written in the window, bytes (each counted once).
@@ -135,6 +138,9 @@ struct State {
     peak_live_bytes: u64,
     /// Inside `capture`: host round trips and uploads are errors.
     capturing: bool,
+    /// The scope `annotate` named last, and the counts per scope in order of first use.
+    scope: String,
+    scopes: Vec<(String, OpCount)>,
 }
 
 /// Labels on the counting device: only their number.
@@ -276,7 +282,29 @@ impl Counting {
         e.flops += c.flops;
         e.bytes_read += c.bytes_read;
         e.bytes_written += c.bytes_written;
+        let scope = s.scope.clone();
+        let at = match s.scopes.iter().position(|(n, _)| *n == scope) {
+            Some(i) => i,
+            None => {
+                s.scopes.push((scope, OpCount::default()));
+                s.scopes.len() - 1
+            }
+        };
+        let e = &mut s.scopes[at].1;
+        e.calls += c.calls;
+        e.flops += c.flops;
+        e.bytes_read += c.bytes_read;
+        e.bytes_written += c.bytes_written;
         Ok(())
+    }
+
+    /// Sets the scope later ops are counted under (see `DeviceOps::annotate`).
+    fn set_scope(&self, scope: &str) {
+        if let Ok(mut s) = self.lock() {
+            if s.scope != scope {
+                s.scope = scope.to_string();
+            }
+        }
     }
 
     /// Starts a new measurement window: clears the counts; the peak restarts at the bytes
@@ -285,8 +313,10 @@ impl Counting {
         let mut s = self.lock()?;
         let live = s.live_bytes;
         let next_id = s.next_id;
+        let scope = std::mem::take(&mut s.scope);
         *s = State {
             next_id,
+            scope,
             live_bytes: live,
             peak_live_bytes: live,
             ..State::default()
@@ -316,6 +346,7 @@ impl Counting {
         }
         Ok(CountSnapshot {
             ops: s.ops.clone(),
+            scopes: s.scopes.clone(),
             total,
             tensor_bytes_read: tr,
             tensor_bytes_written: tw,
@@ -545,5 +576,8 @@ impl DeviceOps for Counting {
             bytes: self.lock()?.peak_live_bytes,
             kind: "live_buffers_high",
         }))
+    }
+    fn annotate(&self, scope: &str) {
+        self.set_scope(scope);
     }
 }

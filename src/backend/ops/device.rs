@@ -95,4 +95,12 @@ pub trait DeviceOps: Clone + Send + Sync + 'static {
             kind: "max_rss_cumulative",
         }))
     }
+
+    // ---- profiling --------------------------------------------------------------------------
+    /// Names the module the ops that follow belong to, until the next call (`stem`,
+    /// `cells.3`, `classifier`): the counting backend attributes its counts per scope (FLOPs
+    /// per module in `nasrs model`); the default ignores it.
+    fn annotate(&self, scope: &str) {
+        let _ = scope;
+    }
 }

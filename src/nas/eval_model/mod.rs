@@ -276,6 +276,7 @@ impl<B: Backend> EvalNetwork<B> {
                 ),
             ));
         }
+        cx.tape.backend().annotate("stem");
         let h = self.stem_conv.forward(cx, x)?;
         let stem = self.stem_bn.forward(cx, h)?;
         let (mut s0, mut s1) = (stem, stem);
@@ -286,11 +287,13 @@ impl<B: Backend> EvalNetwork<B> {
         };
         let mut aux_logits = None;
         for (i, cell) in self.cells.iter().enumerate() {
+            cx.tape.backend().annotate(&format!("cells.{i}"));
             let out = Self::cell_forward(cx, cell, s0, s1, drop, rng)?;
             s0 = s1;
             s1 = out;
             if i == self.config.aux_cell() && cx.mode.train {
                 if let Some(aux) = &self.aux {
+                    cx.tape.backend().annotate("auxiliary_head");
                     aux_logits = Some(aux.forward(cx, s1)?);
                     // PyTorch's head starts with ReLU(inplace=True), which rectifies s1 for
                     // everything after it too. Later cells start with a ReLU anyway; only
@@ -299,6 +302,7 @@ impl<B: Backend> EvalNetwork<B> {
                 }
             }
         }
+        cx.tape.backend().annotate("classifier");
         let pooled = cx.tape.global_avg_pool(s1)?;
         Ok((self.classifier.forward(cx, pooled)?, aux_logits))
     }
