@@ -36,6 +36,13 @@ fn eval_network_counts_match_darts() {
     assert_eq!(sum, 3_349_342);
     assert_eq!(modules.len(), 22, "stem, 20 cells, classifier");
     assert!(v["forward_flops"].as_u64() > Some(0));
+    // FLOPs per module: every module computes, and they add up to the forward's.
+    let flops: Vec<u64> = modules
+        .iter()
+        .map(|m| m["forward_flops"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(flops.iter().all(|&f| f > 0), "{flops:?}");
+    assert_eq!(Some(flops.iter().sum::<u64>()), v["forward_flops"].as_u64());
 }
 
 #[test]

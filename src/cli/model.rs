@@ -82,7 +82,7 @@ fn zero_batch(
 pub(crate) fn model(a: ModelArgs) -> Result<()> {
     let host = nasrs::host::available_memory();
     let be = Counting::new();
-    let (kind, channels, layers, modules, total, extra, flops) = match a.kind.as_str() {
+    let (kind, channels, layers, modules, total, extra, snap) = match a.kind.as_str() {
         "search" => {
             let (c, l) = (a.channels.unwrap_or(16), a.layers.unwrap_or(8));
             let config = SearchConfig::darts(c, l, a.classes, a.in_channels);
@@ -103,10 +103,10 @@ pub(crate) fn model(a: ModelArgs) -> Result<()> {
             be.reset()?;
             let xv = tape.constant(x.images.clone());
             net.run(&mut tape, xv, nasrs::nas::Mode::EVAL, None)?;
-            let flops = be.snapshot()?.total.flops;
+            let snap = be.snapshot()?;
             let extra = serde_json::json!({"arch_parameters": net.arch.numel()});
             let modules = per_module(net.weights.shapes());
-            ("search", c, l, modules, net.num_weights(), extra, flops)
+            ("search", c, l, modules, net.num_weights(), extra, snap)
         }
         "eval" => {
             let (c, l) = (a.channels.unwrap_or(36), a.layers.unwrap_or(20));
@@ -124,7 +124,7 @@ pub(crate) fn model(a: ModelArgs) -> Result<()> {
             let x = zero_batch(&be, a.in_channels, a.size, a.classes)?;
             be.reset()?;
             eval_logits(&be, &mut net, &x.images)?;
-            let flops = be.snapshot()?.total.flops;
+            let snap = be.snapshot()?;
             let all: usize = net.weights.shapes().map(|(_, s)| s.numel()).sum();
             let extra = serde_json::json!({
                 "genotype": a.genotype,
@@ -132,7 +132,7 @@ pub(crate) fn model(a: ModelArgs) -> Result<()> {
                 "auxiliary": a.auxiliary,
             });
             let modules = per_module(net.weights.shapes());
-            ("eval", c, l, modules, net.num_weights(), extra, flops)
+            ("eval", c, l, modules, net.num_weights(), extra, snap)
         }
         other => {
             return Err(Error::invalid(
@@ -141,10 +141,19 @@ pub(crate) fn model(a: ModelArgs) -> Result<()> {
             ))
         }
     };
+    // FLOPs per module: the counting backend's scopes, which the networks name after their
+    // modules (`DeviceOps::annotate`); the auxiliary head runs only in training, so it has none.
+    let flops = snap.total.flops;
+    let flops_of = |m: &str| {
+        snap.scopes
+            .iter()
+            .find(|(s, _)| s == m)
+            .map_or(0, |(_, c)| c.flops)
+    };
     if a.json {
         let mods: Vec<serde_json::Value> = modules
             .iter()
-            .map(|(m, n)| serde_json::json!({"module": m, "weights": n}))
+            .map(|(m, n)| serde_json::json!({"module": m, "weights": n, "forward_flops": flops_of(m)}))
             .collect();
         let mut v = serde_json::json!({
             "kind": kind, "channels": channels, "layers": layers, "classes": a.classes,
@@ -157,8 +166,9 @@ pub(crate) fn model(a: ModelArgs) -> Result<()> {
         out!("{}", super::to_json(&v)?);
         return Ok(());
     }
+    out!("{:<16} {:>10} {:>12}", "module", "weights", "MFLOPs");
     for (m, n) in &modules {
-        out!("{m:<16} {n:>10}");
+        out!("{m:<16} {n:>10} {:>12.3}", flops_of(m) as f64 / 1e6);
     }
     let note = match kind {
         "search" => format!("architecture parameters: {}", extra["arch_parameters"]),

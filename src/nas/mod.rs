@@ -10,6 +10,7 @@ pub mod genotype;
 pub mod genotypes_builtin;
 pub mod modules;
 pub mod progress;
+pub mod ranking;
 pub mod report;
 pub mod run_dir;
 pub mod search_model;
