@@ -132,10 +132,12 @@ fn storages_mut_at<'a, B: Backend>(
     Ok(out)
 }
 
-/// SGD with momentum (dampening 0) and L2 weight decay.
+/// SGD with momentum (dampening 0), optionally Nesterov's, and L2 weight decay.
 pub struct Sgd<B: Backend> {
     pub momentum: f64,
     pub weight_decay: f64,
+    /// PyTorch's `nesterov=True`: the step is `d + momentum * buf` instead of `buf`.
+    pub nesterov: bool,
     /// Momentum buffers, named like the parameters.
     pub state: ParamStore<B>,
 }
@@ -150,8 +152,15 @@ impl<B: Backend> Sgd<B> {
         Ok(Sgd {
             momentum,
             weight_decay,
+            nesterov: false,
             state: params.zeros_like(backend)?,
         })
+    }
+
+    /// The same optimizer with Nesterov momentum on or off.
+    pub fn with_nesterov(mut self, nesterov: bool) -> Self {
+        self.nesterov = nesterov;
+        self
     }
 
     /// One update; `grad_scale` (a device scalar, e.g. the clip coefficient) multiplies
@@ -165,6 +174,9 @@ impl<B: Backend> Sgd<B> {
         grad_scale: Option<ScalarRef<'_, B::Storage>>,
     ) -> Result<()> {
         check_grads("sgd", params, grads)?;
+        if self.nesterov {
+            return self.nesterov_step(backend, params, grads, lr, grad_scale);
+        }
         let hp = SgdStep {
             lr,
             momentum: self.momentum,
@@ -175,6 +187,36 @@ impl<B: Backend> Sgd<B> {
         let mut m = storages_mut(&mut self.state)?;
         let g: Vec<&B::Storage> = grads.iter().map(|g| &*g.buf).collect();
         backend.sgd_step_many(&mut p, &g, &mut m, &hp, grad_scale)
+    }
+
+    /// PyTorch's Nesterov update, in its order of operations: `d = s g + wd w`,
+    /// `buf = momentum buf + d`, `w -= lr (d + momentum buf)`. The fused `sgd_step` has no
+    /// Nesterov form, so it is composed of elementwise ops, tensor by tensor.
+    fn nesterov_step(
+        &mut self,
+        backend: &B,
+        params: &mut ParamStore<B>,
+        grads: &[Tensor<B>],
+        lr: f64,
+        grad_scale: Option<ScalarRef<'_, B::Storage>>,
+    ) -> Result<()> {
+        let mut p = storages_mut(params)?;
+        let mut m = storages_mut(&mut self.state)?;
+        for ((w, buf), g) in p.iter_mut().zip(m.iter_mut()).zip(grads) {
+            let mut d = backend.zeros(backend.len(&g.buf))?;
+            match grad_scale {
+                Some(s) => backend.axpy_scaled(&mut d, 1.0, s, &g.buf)?,
+                None => backend.axpy(&mut d, 1.0, &g.buf)?,
+            }
+            if self.weight_decay != 0.0 {
+                backend.axpy(&mut d, self.weight_decay, w)?;
+            }
+            backend.scale_assign(buf, self.momentum)?;
+            backend.axpy(buf, 1.0, &d)?;
+            backend.axpy(&mut d, self.momentum, buf)?;
+            backend.axpy(w, -lr, &d)?;
+        }
+        Ok(())
     }
 }
 
@@ -198,6 +240,12 @@ impl<B: Backend> Sgd<B> {
                     format!("gradient {} for parameter {}", g.shape, id.0),
                 ));
             }
+        }
+        if self.nesterov {
+            return Err(Error::invalid(
+                "optimizer",
+                "Nesterov SGD on a subset of the parameters is not implemented",
+            ));
         }
         let ids: Vec<ParamId> = grads.iter().map(|(id, _)| *id).collect();
         let hp = SgdStep {

@@ -1,4 +1,5 @@
-//! Optimizers against hand-computed PyTorch semantics, clipping and the cosine schedule.
+//! Optimizers against hand-computed PyTorch semantics (SGD plain and Nesterov, Adam),
+//! clipping and the cosine schedule.
 //! (The PyTorch fixtures in tests/torch_parity.rs check the same updates against torch itself.)
 
 use nasrs::autograd::ParamStore;
@@ -39,6 +40,46 @@ fn sgd_momentum_weight_decay_matches_pytorch_formula() {
             p2[i],
             want1[i] - 0.1 * buf
         );
+    }
+}
+
+/// PyTorch's `SGD(nesterov=True)`: d = s g + wd p; buf = mu buf + d; p -= lr (d + mu buf),
+/// with and without a device-side gradient scale s (the fused clip coefficient).
+#[test]
+fn sgd_nesterov_matches_pytorch_formula() {
+    let be = B::default();
+    let scale = be.upload(&[0.0, 0.5]).unwrap();
+    for s in [None, Some(0.5)] {
+        let mut p = store(&be, &[1.0, -2.0]);
+        let mut opt = Sgd::new(&be, &p, 0.9, 0.1).unwrap().with_nesterov(true);
+        let g = [0.5, 0.25];
+        let grads = vec![Tensor::from_host(&be, &g, [2]).unwrap()];
+        let (mut w, mut buf) = ([1.0f64, -2.0], [0.0f64; 2]);
+        for step in 0..3 {
+            let gs = s.map(|_| ScalarRef {
+                buf: &scale,
+                index: 1,
+            });
+            opt.step(&be, &mut p, &grads, 0.1, gs).unwrap();
+            let got = p.get(nasrs::autograd::ParamId(0)).to_host(&be).unwrap();
+            for i in 0..2 {
+                let d = s.unwrap_or(1.0) * g[i] + 0.1 * w[i];
+                buf[i] = 0.9 * buf[i] + d;
+                w[i] -= 0.1 * (d + 0.9 * buf[i]);
+                assert!(
+                    (got[i] - w[i]).abs() < 1e-14,
+                    "scale {s:?} step {step} [{i}]: {} vs {}",
+                    got[i],
+                    w[i]
+                );
+            }
+        }
+        let m = opt
+            .state
+            .get(nasrs::autograd::ParamId(0))
+            .to_host(&be)
+            .unwrap();
+        assert!((m[0] - buf[0]).abs() < 1e-14 && (m[1] - buf[1]).abs() < 1e-14);
     }
 }
 

@@ -1,30 +1,38 @@
 //! `nasrs model`: a network's parameters per module and the FLOPs of one forward, for the
-//! search supernet (`--kind search`) or a genotype's evaluation network (`--kind eval`).
+//! search supernet (`--kind search`), a genotype's evaluation network (`--kind eval`) or an
+//! NAS-Bench-201 cell's network (`--kind nb201 --arch ...`).
 //! Built on the counting backend: nothing is allocated, any size the arithmetic allows can
 //! be inspected.
 
 use clap::Args;
 use nasrs::backend::counting::Counting;
 use nasrs::data::Batch;
+use nasrs::nas::classifier::NetworkConfig;
 use nasrs::nas::darts::{DartsHyper, DeviceBatch};
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig, EvalNetwork};
 use nasrs::nas::evaluate::eval_logits;
+use nasrs::nas::nb201_model::{Nb201Config, Nb201Network};
 use nasrs::nas::sizing;
+use nasrs::nas::space::nb201::Nb201Arch;
 use nasrs::nas::{SearchConfig, SearchNetwork};
 use nasrs::{Error, Result};
 
 #[derive(Args)]
 pub(crate) struct ModelArgs {
-    /// search (the DARTS supernet) | eval (a genotype's evaluation network)
+    /// search (the DARTS supernet) | eval (a genotype's evaluation network) | nb201 (the
+    /// NAS-Bench-201 network of an --arch cell)
     #[arg(long, default_value = "search")]
     kind: String,
     /// The cell of `--kind eval` (any form `nasrs train --genotype` takes).
     #[arg(long, default_value = "DARTS_V2")]
     genotype: String,
-    /// Initial channels C (default: 16 for search, 36 for eval, as in DARTS).
+    /// The cell of `--kind nb201`: an NB201 arch string (`|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Initial channels C (default: 16 for search and nb201, 36 for eval, as in the papers).
     #[arg(long)]
     channels: Option<usize>,
-    /// Cells L (default: 8 for search, 20 for eval).
+    /// Cells L (default: 8 for search, 20 for eval); for nb201 cells per stage N (default 5).
     #[arg(long)]
     layers: Option<usize>,
     #[arg(long, default_value_t = 10)]
@@ -134,10 +142,44 @@ pub(crate) fn model(a: ModelArgs) -> Result<()> {
             let modules = per_module(net.weights.shapes());
             ("eval", c, l, modules, net.num_weights(), extra, snap)
         }
+        "nb201" => {
+            let text = a.arch.as_deref().ok_or_else(|| {
+                Error::invalid(
+                    "--arch",
+                    "is required with --kind nb201 (an NB201 arch string)",
+                )
+            })?;
+            let arch =
+                Nb201Arch::parse(text).map_err(|e| Error::invalid("--arch", e.to_string()))?;
+            let config = Nb201Config {
+                arch,
+                channels: a.channels.unwrap_or(Nb201Config::CHANNELS),
+                cells_per_stage: a.layers.unwrap_or(Nb201Config::CELLS_PER_STAGE),
+                classes: a.classes,
+                in_channels: a.in_channels,
+            };
+            let (c, n) = (config.channels, config.cells_per_stage);
+            // Sizes checked (overflow, and the weights counting draws on the host) first.
+            let bound = config.memory_lower_bound(1, a.size, a.size)?;
+            sizing::check_fits(
+                &format!("counting the NB201 network C={c} N={n}"),
+                bound,
+                host,
+                "this machine",
+            )?;
+            let mut net = Nb201Network::new(&be, config, 0)?;
+            let x = zero_batch(&be, a.in_channels, a.size, a.classes)?;
+            be.reset()?;
+            eval_logits(&be, &mut net, &x.images)?;
+            let snap = be.snapshot()?;
+            let extra = serde_json::json!({ "arch": arch.to_arch_string() });
+            let modules = per_module(net.weights.shapes());
+            ("nb201", c, n, modules, net.num_weights(), extra, snap)
+        }
         other => {
             return Err(Error::invalid(
                 "--kind",
-                format!("'{other}' (expected search or eval)"),
+                format!("'{other}' (expected search, eval or nb201)"),
             ))
         }
     };
@@ -172,6 +214,10 @@ pub(crate) fn model(a: ModelArgs) -> Result<()> {
     }
     let note = match kind {
         "search" => format!("architecture parameters: {}", extra["arch_parameters"]),
+        "nb201" => format!(
+            "{}, C={channels} N={layers}; BN running statistics not counted, as in NB201",
+            extra["arch"].as_str().unwrap_or("")
+        ),
         _ => format!(
             "auxiliary head excluded, as in the paper; with it: {}",
             extra["weights_with_auxiliary"]

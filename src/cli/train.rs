@@ -1,55 +1,76 @@
-//! `nasrs train`: train a genotype's evaluation network from scratch into a run folder.
+//! `nasrs train`: train a cell's network from scratch into a run folder: a DARTS genotype's
+//! evaluation network (`--space darts`, the DARTS paper's recipe) or a NAS-Bench-201 cell's
+//! network (`--space nb201 --arch ...`, NB201's recipe). Flags left out take the space's
+//! defaults; flags a space has no use for are refused.
 
 use super::args::{DeviceArgs, RunFolderArgs};
 use super::progress::EpochBar;
 use super::{check_memory, in_pool, open_device, resume_notice};
 use clap::Args;
-use nasrs::data::{default_data_dir, load, DatasetKind};
+use nasrs::data::{default_data_dir, load, Augment, Dataset, DatasetKind};
+use nasrs::nas::classifier::{Classifier, NetworkConfig};
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
+use nasrs::nas::nb201_model::Nb201Config;
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::sizing;
+use nasrs::nas::space::nb201::Nb201Arch;
 use nasrs::nas::train_run::{TrainHyper, TrainRun, TrainRunConfig, MODEL};
-use nasrs::Result;
+use nasrs::{Error, Result};
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub(crate) struct TrainArgs {
-    /// A built-in (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS, ...), a genotype.json or
+    /// darts (a --genotype's evaluation network) | nb201 (the NAS-Bench-201 network of an
+    /// --arch cell).
+    #[arg(long, default_value = "darts")]
+    space: String,
+    /// darts: a built-in (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS, ...), a genotype.json or
     /// genotype.py written by `nasrs search`, an inline `Genotype(normal=[...], ...)`, or
     /// FILE:NAME in a genotypes.py.
     #[arg(long)]
-    genotype: String,
+    genotype: Option<String>,
+    /// nb201: the cell as an NB201 arch string,
+    /// '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'
+    /// (ops none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3).
+    #[arg(long)]
+    arch: Option<String>,
     /// Data folder (default: the bundled MNIST subset).
     #[arg(long)]
     data: Option<PathBuf>,
     /// cifar10 | mnist | fashion-mnist | synthetic
     #[arg(long, default_value = "mnist")]
     dataset: String,
-    #[arg(long, default_value_t = 600)]
-    epochs: usize,
-    #[arg(long, default_value_t = 96)]
-    batch: usize,
-    /// Initial channels C.
-    #[arg(long, default_value_t = 36)]
-    channels: usize,
-    /// Cells L (reductions at L/3 and 2L/3).
-    #[arg(long, default_value_t = 20)]
-    layers: usize,
-    /// Add the auxiliary head after cell 2L/3 (needs 32x32 images).
+    /// Epochs (default: 600 for darts, 200 for nb201; NB201's short tabulated schedule,
+    /// data/nb201-12ep, is 12).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Batch size (default: 96 for darts, 256 for nb201).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Initial channels C (default: 36 for darts, 16 for nb201).
+    #[arg(long)]
+    channels: Option<usize>,
+    /// darts: cells L, reductions at L/3 and 2L/3 (default 20); nb201: cells per stage N
+    /// (default 5).
+    #[arg(long)]
+    layers: Option<usize>,
+    /// darts: add the auxiliary head after cell 2L/3 (needs 32x32 images).
     #[arg(long)]
     auxiliary: bool,
-    /// Weight of the auxiliary loss.
-    #[arg(long, default_value_t = 0.4)]
-    auxiliary_weight: f64,
-    /// Cutout side in pixels, 0 = off (default: 16 on CIFAR-10, off elsewhere).
+    /// darts: weight of the auxiliary loss (default 0.4).
+    #[arg(long)]
+    auxiliary_weight: Option<f64>,
+    /// Cutout side in pixels, 0 = off (default: 16 for darts on CIFAR-10, off elsewhere and
+    /// for nb201).
     #[arg(long)]
     cutout: Option<usize>,
-    /// Final drop-path probability (raised linearly from 0 over the epochs).
-    #[arg(long, default_value_t = 0.2)]
-    drop_path: f64,
-    /// Initial learning rate (cosine-annealed to 0).
-    #[arg(long, default_value_t = 0.025)]
-    lr: f64,
+    /// darts: final drop-path probability, raised linearly from 0 over the epochs (default
+    /// 0.2; nb201 has no drop-path).
+    #[arg(long)]
+    drop_path: Option<f64>,
+    /// Initial learning rate, cosine-annealed to 0 (default: 0.025 for darts, 0.1 for nb201).
+    #[arg(long)]
+    lr: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use only the first N training images (0 = all).
@@ -69,48 +90,170 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     in_pool(threads, || train_in_pool(a))
 }
 
+/// Refuses a flag `space` has no use for.
+fn unused(space: &str, flag: &str, given: bool, why: &str) -> Result<()> {
+    if given {
+        return Err(Error::invalid(
+            flag,
+            format!("is not a --space {space} option: {why}"),
+        ));
+    }
+    Ok(())
+}
+
 fn train_in_pool(a: TrainArgs) -> Result<()> {
+    match a.space.as_str() {
+        "darts" => {
+            unused(
+                "darts",
+                "--arch",
+                a.arch.is_some(),
+                "a DARTS cell is given by --genotype",
+            )?;
+            let spec = a.genotype.as_deref().ok_or_else(|| {
+                Error::invalid(
+                    "--genotype",
+                    "is required with --space darts (DARTS_V2, a genotype.json, ...)",
+                )
+            })?;
+            let genotype = resolve_genotype(spec)?;
+            let hyper = TrainHyper {
+                lr_max: a.lr.unwrap_or(0.025),
+                drop_path: a.drop_path.unwrap_or(0.2),
+                auxiliary_weight: a.auxiliary_weight.unwrap_or(0.4),
+                ..TrainHyper::default()
+            };
+            let (channels, layers, auxiliary) = (
+                a.channels.unwrap_or(36),
+                a.layers.unwrap_or(20),
+                a.auxiliary,
+            );
+            let plan = Plan {
+                epochs: a.epochs.unwrap_or(600),
+                batch: a.batch.unwrap_or(96),
+                cutout_on_cifar: 16,
+                out_prefix: "train",
+                hyper,
+            };
+            run(&a, plan, |train| EvalConfig {
+                genotype,
+                channels,
+                layers,
+                classes: train.classes,
+                in_channels: train.c,
+                auxiliary,
+            })
+        }
+        "nb201" => {
+            let no_aux = "the NB201 network has no auxiliary head";
+            unused(
+                "nb201",
+                "--genotype",
+                a.genotype.is_some(),
+                "an NB201 cell is given by --arch",
+            )?;
+            unused("nb201", "--auxiliary", a.auxiliary, no_aux)?;
+            unused(
+                "nb201",
+                "--auxiliary-weight",
+                a.auxiliary_weight.is_some(),
+                no_aux,
+            )?;
+            let drop = a.drop_path.is_some_and(|p| p != 0.0);
+            unused(
+                "nb201",
+                "--drop-path",
+                drop,
+                "the NB201 network has no drop-path",
+            )?;
+            let text = a.arch.as_deref().ok_or_else(|| {
+                Error::invalid(
+                    "--arch",
+                    "is required with --space nb201 (an NB201 arch string, \
+                     '|nor_conv_3x3~0|+|...~0|...~1|+|...~0|...~1|...~2|')",
+                )
+            })?;
+            let arch =
+                Nb201Arch::parse(text).map_err(|e| Error::invalid("--arch", e.to_string()))?;
+            let hyper = TrainHyper {
+                lr_max: a.lr.unwrap_or(0.1),
+                ..TrainHyper::nb201()
+            };
+            let channels = a.channels.unwrap_or(Nb201Config::CHANNELS);
+            let cells_per_stage = a.layers.unwrap_or(Nb201Config::CELLS_PER_STAGE);
+            let plan = Plan {
+                epochs: a.epochs.unwrap_or(200),
+                batch: a.batch.unwrap_or(256),
+                cutout_on_cifar: 0,
+                out_prefix: "train-nb201",
+                hyper,
+            };
+            run(&a, plan, |train| Nb201Config {
+                arch,
+                channels,
+                cells_per_stage,
+                classes: train.classes,
+                in_channels: train.c,
+            })
+        }
+        other => Err(Error::invalid(
+            "--space",
+            format!("'{other}' (expected darts or nb201)"),
+        )),
+    }
+}
+
+/// What a space decides of a run beyond its network.
+struct Plan {
+    epochs: usize,
+    batch: usize,
+    /// Cutout when `--cutout` is not given, on CIFAR-10 (elsewhere off).
+    cutout_on_cifar: usize,
+    /// The default run folder is `runs/<out_prefix>-<dataset>-s<seed>`.
+    out_prefix: &'static str,
+    hyper: TrainHyper,
+}
+
+/// Loads the data, builds the network `model` makes for the training set, checks sizes and
+/// memory, and runs (or resumes) the training run.
+fn run<M: NetworkConfig>(
+    a: &TrainArgs,
+    plan: Plan,
+    model: impl FnOnce(&Dataset) -> M,
+) -> Result<()> {
     let kind: DatasetKind = a.dataset.parse()?;
     let dir = a.data.clone().unwrap_or_else(default_data_dir);
-    let genotype = resolve_genotype(&a.genotype)?;
     let start = Start::from_flags(a.run.resume, a.run.force)?;
     let device = open_device(&a.dev.device)?;
     let (train, test) = load(kind, &dir)?;
     let cifar = kind == DatasetKind::Cifar10;
-    let cutout = a.cutout.unwrap_or(if cifar { 16 } else { 0 });
-    let augment = nasrs::data::Augment {
+    let cutout = a
+        .cutout
+        .unwrap_or(if cifar { plan.cutout_on_cifar } else { 0 });
+    let augment = Augment {
         crop_pad: cifar.then_some(4),
         flip: cifar,
         cutout: (cutout > 0).then_some(cutout),
     };
     let config = TrainRunConfig {
         dataset: kind.name().to_string(),
-        model: EvalConfig {
-            genotype,
-            channels: a.channels,
-            layers: a.layers,
-            classes: train.classes,
-            in_channels: train.c,
-            auxiliary: a.auxiliary,
-        },
-        hyper: TrainHyper {
-            lr_max: a.lr,
-            drop_path: a.drop_path,
-            auxiliary_weight: a.auxiliary_weight,
-            ..TrainHyper::default()
-        },
-        epochs: a.epochs,
-        batch: a.batch,
+        model: model(&train),
+        hyper: plan.hyper,
+        epochs: plan.epochs,
+        batch: plan.batch,
         seed: a.seed,
         augment,
         train_limit: (a.train_limit > 0).then_some(a.train_limit),
         test_limit: (a.test_limit > 0).then_some(a.test_limit),
     };
-    let out = a
-        .run
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/train-{}-s{}", kind.name(), a.seed)));
+    let out = a.run.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "runs/{}-{}-s{}",
+            plan.out_prefix,
+            kind.name(),
+            a.seed
+        ))
+    });
     eprintln!(
         "nasrs train: {} ({} training / {} test images of {}) on {}, run folder {}",
         kind.name(),
@@ -122,23 +265,26 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
     );
     config.model.check_image_size(train.h, train.w)?;
     let samples = config.train_limit.unwrap_or(train.n).min(train.n);
-    check_memory(
-        &format!(
-            "training C={} L={}{}, batch {} of {}x{} images",
-            a.channels,
-            a.layers,
-            if a.auxiliary {
+    let what = match M::SPACE {
+        "darts" => format!(
+            "training {}{}",
+            config.model.describe(),
+            if config.model.auxiliary() {
                 " with the auxiliary head"
             } else {
                 ""
-            },
-            a.batch,
-            train.h,
-            train.w
+            }
+        ),
+        space => format!("training the {space} network {}", config.model.describe()),
+    };
+    check_memory(
+        &format!(
+            "{what}, batch {} of {}x{} images",
+            config.batch, train.h, train.w
         ),
         &device,
         |budget| {
-            let batch = a.batch.min(samples).max(1);
+            let batch = config.batch.min(samples).max(1);
             sizing::train_step_bytes(
                 &config.model,
                 &config.hyper,
@@ -150,15 +296,23 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
         },
     )?;
     let history = with_backend!(device, |be| {
-        let net = nasrs::nas::eval_model::EvalNetwork::new(&be, config.model.clone(), config.seed)?;
-        eprintln!(
-            "network: C={} L={} auxiliary={} {} weights ({:.6}M, auxiliary head excluded)",
-            a.channels,
-            a.layers,
-            a.auxiliary,
-            net.num_weights(),
-            net.num_weights() as f64 / 1e6
-        );
+        let net = config.model.build(&be, config.seed)?;
+        let n = net.num_weights();
+        if M::SPACE == "darts" {
+            eprintln!(
+                "network: {} auxiliary={} {n} weights ({:.6}M, auxiliary head excluded)",
+                config.model.describe(),
+                config.model.auxiliary(),
+                n as f64 / 1e6
+            );
+        } else {
+            eprintln!(
+                "network: {} {} {n} weights ({:.6}M)",
+                M::SPACE,
+                config.model.describe(),
+                n as f64 / 1e6
+            );
+        }
         drop(net);
         let run = TrainRun::new(be, config, &out)?;
         resume_notice(start, &out);

@@ -1,12 +1,15 @@
-//! A trained evaluation network read back and measured: `model.safetensors`, training
+//! A trained classifier network read back and measured: `model.safetensors`, training
 //! checkpoints and bare PyTorch DARTS `state_dict`s loaded (checked against their own
 //! tensors before anything is built), eval-mode logits, and the test-set report (loss,
-//! accuracy, per-class accuracy, confusion matrix).
+//! accuracy, per-class accuracy, confusion matrix). Files name the space of the network they
+//! hold ([`SPACE_META`]); [`load_any_network`] opens either kind.
 
+use super::classifier::{Classifier, NetworkConfig};
 use super::darts::DeviceBatch;
-use super::eval_model::{check_against_tensors, infer_config, EvalConfig, EvalNetwork};
+use super::eval_model::{infer_config, EvalConfig, EvalNetwork};
 use super::genotype::Genotype;
 use super::modules::Mode;
+use super::nb201_model::{Nb201Config, Nb201Network};
 use crate::autograd::Tape;
 use crate::backend::Backend;
 use crate::data::{Dataset, SequentialBatches};
@@ -22,13 +25,25 @@ use std::path::Path;
 pub const MODEL_META: &str = "nasrs.model";
 /// Metadata key of a search checkpoint (`search_run`), refused here by name.
 const SEARCH_META: &str = "nasrs.search";
+/// Metadata key naming the space of the network a file holds (`nb201`); absent in DARTS
+/// files (every file before NB201 networks existed), whose bytes it leaves unchanged.
+pub const SPACE_META: &str = "nasrs.space";
+/// The space of a file without [`SPACE_META`].
+const DEFAULT_SPACE: &str = "darts";
 /// Name prefix of the SGD momentum buffers a training checkpoint adds to the state_dict.
 pub const MOMENTUM_PREFIX: &str = "optimizer.momentum_buffer.";
 
+/// The space of the network a file's metadata describes (`darts` when it does not say).
+pub fn file_space(metadata: &HashMap<String, String>) -> &str {
+    metadata
+        .get(SPACE_META)
+        .map_or(DEFAULT_SPACE, String::as_str)
+}
+
 /// What `model.safetensors` and checkpoints say about the network they hold.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelMeta {
-    pub model: EvalConfig,
+pub struct ModelMeta<M = EvalConfig> {
+    pub model: M,
     /// The dataset it was trained on (`cifar10`, `mnist`, ...), if known.
     pub dataset: Option<String>,
 }
@@ -58,9 +73,9 @@ impl EvalReport {
 }
 
 /// Eval-mode (running statistics, no gradients) logits of one batch.
-pub fn eval_logits<B: Backend>(
+pub fn eval_logits<B: Backend, N: Classifier<B>>(
     backend: &B,
-    net: &mut EvalNetwork<B>,
+    net: &mut N,
     images: &Tensor<B>,
 ) -> Result<Vec<f64>> {
     let mut tape = Tape::new(backend.clone());
@@ -71,13 +86,13 @@ pub fn eval_logits<B: Backend>(
 }
 
 /// Evaluates `net` on every sample of `ds` in eval mode.
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: Backend, N: Classifier<B>>(
     backend: &B,
-    net: &mut EvalNetwork<B>,
+    net: &mut N,
     ds: &Dataset,
     batch: usize,
 ) -> Result<EvalReport> {
-    let k = net.config.classes;
+    let k = net.config().classes();
     if ds.classes > k {
         return Err(Error::invalid(
             "dataset",
@@ -114,11 +129,11 @@ pub fn evaluate<B: Backend>(
     })
 }
 
-/// Writes the network's `state_dict` (plus `extra` f32 tensors) with its description and
-/// `extra_meta`, atomically.
-pub fn save_network<B: Backend>(
+/// Writes the network's `state_dict` (plus `extra` f32 tensors) with its description, its
+/// space (unless DARTS) and `extra_meta`, atomically.
+pub fn save_network<B: Backend, N: Classifier<B>>(
     backend: &B,
-    net: &EvalNetwork<B>,
+    net: &N,
     dataset: Option<&str>,
     path: &Path,
     extra: BTreeMap<String, HostTensor>,
@@ -127,10 +142,14 @@ pub fn save_network<B: Backend>(
     let (mut floats, ints) = net.state_dict(backend)?;
     floats.extend(extra);
     let meta = ModelMeta {
-        model: net.config.clone(),
+        model: net.config().clone(),
         dataset: dataset.map(str::to_string),
     };
     let mut metadata = extra_meta;
+    let space = <N::Config as NetworkConfig>::SPACE;
+    if space != DEFAULT_SPACE {
+        metadata.insert(SPACE_META.to_string(), space.to_string());
+    }
     metadata.insert(
         MODEL_META.to_string(),
         serde_json::to_string(&meta)
@@ -139,16 +158,118 @@ pub fn save_network<B: Backend>(
     save_safetensors_with_i64(path, &floats, &ints, metadata)
 }
 
-/// Loads a network from `model.safetensors`, a training checkpoint, or a PyTorch DARTS
-/// `state_dict` saved as safetensors. With nasrs metadata the file says what it holds
-/// (`genotype` overrides its genotype); without, the shape is read off the weights and
-/// `genotype` must be given.
+/// Loads a DARTS evaluation network from `model.safetensors`, a training checkpoint, or a
+/// PyTorch DARTS `state_dict` saved as safetensors. With nasrs metadata the file says what
+/// it holds (`genotype` overrides its genotype); without, the shape is read off the weights
+/// and `genotype` must be given. A file of another space is refused, naming it
+/// ([`load_any_network`] opens any).
 pub fn load_network<B: Backend>(
     backend: &B,
     path: &Path,
     genotype: Option<Genotype>,
 ) -> Result<(EvalNetwork<B>, ModelMeta)> {
     let (tensors, metadata) = load_safetensors(path)?;
+    load_darts(backend, path, tensors, &metadata, genotype)
+}
+
+/// A network of either space, as [`load_any_network`] read it.
+pub enum LoadedNetwork<B: Backend> {
+    Darts(Box<EvalNetwork<B>>, ModelMeta<EvalConfig>),
+    Nb201(Box<Nb201Network<B>>, ModelMeta<Nb201Config>),
+}
+
+/// Loads the network a file holds, whichever space its metadata names: an NB201 network
+/// (nasrs files only) or a DARTS one ([`load_network`]'s rules; `genotype` applies to these).
+pub fn load_any_network<B: Backend>(
+    backend: &B,
+    path: &Path,
+    genotype: Option<Genotype>,
+) -> Result<LoadedNetwork<B>> {
+    let (tensors, metadata) = load_safetensors(path)?;
+    match file_space(&metadata) {
+        DEFAULT_SPACE => {
+            let (net, meta) = load_darts(backend, path, tensors, &metadata, genotype)?;
+            Ok(LoadedNetwork::Darts(Box::new(net), meta))
+        }
+        space if space == Nb201Config::SPACE => {
+            if genotype.is_some() {
+                return Err(Error::invalid(
+                    "--genotype",
+                    format!(
+                        "{} holds an NB201 network, whose cell its metadata names; drop --genotype",
+                        path.display()
+                    ),
+                ));
+            }
+            let (net, meta) = load_model::<B, Nb201Config>(backend, path, &tensors, &metadata)?;
+            Ok(LoadedNetwork::Nb201(Box::new(net), meta))
+        }
+        other => Err(Error::bad_file(
+            path,
+            format!("holds a network of the space '{other}', which this nasrs does not know"),
+        )),
+    }
+}
+
+/// Loads a network of space `M` from a file nasrs wrote (its [`MODEL_META`] describes it),
+/// checking the file's space and its tensors against the description before building.
+pub fn load_model<B: Backend, M: NetworkConfig>(
+    backend: &B,
+    path: &Path,
+    tensors: &BTreeMap<String, HostTensor>,
+    metadata: &HashMap<String, String>,
+) -> Result<(M::Network<B>, ModelMeta<M>)> {
+    let space = file_space(metadata);
+    if space != M::SPACE {
+        return Err(Error::bad_file(
+            path,
+            format!("holds a {space} network, not a {} one", M::SPACE),
+        ));
+    }
+    let json = metadata.get(MODEL_META).ok_or_else(|| {
+        Error::bad_file(
+            path,
+            format!("no {MODEL_META} metadata: not a nasrs network"),
+        )
+    })?;
+    let meta: ModelMeta<M> = serde_json::from_str(json)
+        .map_err(|e| Error::bad_file(path, format!("bad {MODEL_META} metadata: {e}")))?;
+    let net = build_checked(backend, path, tensors, &meta.model)?;
+    Ok((net, meta))
+}
+
+/// Validates the file's own description as the file's (a bad size in its metadata names
+/// the file, not a flag the user never gave), checks it against the tensors, then builds
+/// the network and loads them.
+fn build_checked<B: Backend, M: NetworkConfig>(
+    backend: &B,
+    path: &Path,
+    tensors: &BTreeMap<String, HostTensor>,
+    model: &M,
+) -> Result<M::Network<B>> {
+    model
+        .validate()
+        .map_err(|e| Error::bad_file(path, e.to_string()))?;
+    model.check_against_tensors(tensors, path)?;
+    let mut net = model.build(backend, 0)?;
+    net.load_state_dict(backend, tensors, &[MOMENTUM_PREFIX], path)?;
+    Ok(net)
+}
+
+fn load_darts<B: Backend>(
+    backend: &B,
+    path: &Path,
+    tensors: BTreeMap<String, HostTensor>,
+    metadata: &HashMap<String, String>,
+    genotype: Option<Genotype>,
+) -> Result<(EvalNetwork<B>, ModelMeta)> {
+    let space = file_space(metadata);
+    if space != DEFAULT_SPACE {
+        return Err(Error::bad_file(
+            path,
+            format!("holds a {space} network, not a DARTS evaluation network"),
+        ));
+    }
     let meta = match metadata.get(MODEL_META) {
         Some(json) => {
             let mut m: ModelMeta = serde_json::from_str(json)
@@ -181,13 +302,6 @@ pub fn load_network<B: Backend>(
             }
         }
     };
-    // The file's own description is checked as the file's: a bad genotype or size in its
-    // metadata names the file, not a flag the user never gave.
-    meta.model
-        .validate()
-        .map_err(|e| Error::bad_file(path, e.to_string()))?;
-    check_against_tensors(&meta.model, &tensors, path)?;
-    let mut net = EvalNetwork::new(backend, meta.model.clone(), 0)?;
-    net.load_state_dict(backend, &tensors, &[MOMENTUM_PREFIX], path)?;
+    let net = build_checked(backend, path, &tensors, &meta.model)?;
     Ok((net, meta))
 }

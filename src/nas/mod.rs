@@ -1,14 +1,18 @@
 //! The NAS layer: modules, not kernels. `modules` holds the DARTS building blocks (conv,
 //! batch norm, ReLUConvBN, FactorizedReduce, SepConv, DilConv) and the eight primitives;
 //! `search_model` the one-shot supernet with its architecture parameters; `genotype` the
-//! discrete architecture derived from them; `darts` the search strategy.
+//! discrete architecture derived from them; `darts` the search strategy. `space` holds the
+//! search spaces (DARTS, NAS-Bench-201); `eval_model` and `nb201_model` the networks trained
+//! from a cell of each, both driven through `classifier` by `train_run` and `evaluate`.
 
+pub mod classifier;
 pub mod darts;
 pub mod eval_model;
 pub mod evaluate;
 pub mod genotype;
 pub mod genotypes_builtin;
 pub mod modules;
+pub mod nb201_model;
 pub mod progress;
 pub mod ranking;
 pub mod report;

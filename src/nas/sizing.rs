@@ -1,5 +1,6 @@
 //! Whether a network fits, decided before any of it is built: the image size its reduction
-//! cells need, and the memory a step needs against what the device has.
+//! cells (DARTS) or residual blocks (NB201) need, and the memory a step needs against what
+//! the device has.
 //!
 //! Memory is judged in two stages. First a lower bound in checked arithmetic (one output
 //! per cell edge kept for backward, the 1x1 preprocessing weights): it needs no network, so
@@ -8,9 +9,11 @@
 //! step on the counting backend (`backend::counting`: the real network and step, buffers
 //! without storage), whose peak of live bytes is the estimate compared with the device.
 
+use super::classifier::NetworkConfig;
 use super::darts::{Darts, DartsHyper, DeviceBatch};
 use super::eval_model::EvalConfig;
 use super::evaluate::eval_logits;
+use super::nb201_model::Nb201Config;
 use super::search_model::{SearchConfig, SearchNetwork};
 use super::train_run::{TrainHyper, Trainer};
 use crate::backend::counting::Counting;
@@ -163,55 +166,110 @@ pub fn search_step_bytes(
 
 /// The lower bound of an evaluation network on `batch` images (one kept output per op of
 /// the genotype's cells).
-fn eval_bound(cfg: &EvalConfig, batch: usize, h: usize, w: usize) -> Result<u64> {
+pub(crate) fn eval_bound(cfg: &EvalConfig, batch: usize, h: usize, w: usize) -> Result<u64> {
     cfg.validate()?;
     check_reductions(cfg.layers, h, w)?;
     let edges = cfg.genotype.normal.len().max(cfg.genotype.reduce.len());
     lower_bound(cfg.channels, cfg.layers, edges, batch, h, w).ok_or_else(|| exceeds("size"))
 }
 
-/// Peak bytes of one training step of the evaluation network (forward with the auxiliary
+/// Checks that `h x w` images pass the NB201 network's two residual blocks: each halves the
+/// feature map twice over, by a stride-2 3x3 conv and beside it a 2x2 average pool, whose
+/// outputs agree only on even sides; so both sides must be multiples of 4.
+pub fn check_nb201_image_size(h: usize, w: usize) -> Result<()> {
+    let (mut fh, mut fw) = (h, w);
+    for block in 0..2 {
+        if fh < 2 || fw < 2 || fh % 2 == 1 || fw % 2 == 1 {
+            return Err(Error::invalid(
+                "images",
+                format!(
+                    "{h}x{w} images do not fit the NB201 network: residual block {block} \
+                     halves a {fh}x{fw} feature map (a stride-2 conv beside a 2x2 pool), which \
+                     needs even sides; use images whose sides are multiples of 4 (MNIST 28x28 \
+                     and CIFAR 32x32 fit)"
+                ),
+            ));
+        }
+        (fh, fw) = (fh / 2, fw / 2);
+    }
+    Ok(())
+}
+
+/// The lower bound of the NB201 network on `batch` images: the stem output, one kept output
+/// per cell (its node 3) and per residual block, and the residual blocks' weights (two 3x3
+/// convs and the 1x1 shortcut), in f32.
+pub(crate) fn nb201_bound(cfg: &Nb201Config, batch: usize, h: usize, w: usize) -> Result<u64> {
+    cfg.validate()?;
+    check_nb201_image_size(h, w)?;
+    let bound = || -> Option<u64> {
+        let (batch, n) = (batch as u64, cfg.cells_per_stage as u64);
+        let (mut c, mut plane) = (cfg.channels as u64, (h as u64).checked_mul(w as u64)?);
+        let mut elems = batch.checked_mul(c)?.checked_mul(plane)?;
+        for stage in 0..3 {
+            let mut outputs = n;
+            if stage > 0 {
+                let c_out = c.checked_mul(2)?;
+                let weights = c.checked_mul(c_out)?.checked_mul(9 + 1)?;
+                let weights = weights.checked_add(c_out.checked_mul(c_out)?.checked_mul(9)?)?;
+                elems = elems.checked_add(weights)?;
+                (c, plane, outputs) = (c_out, plane / 4, n.checked_add(1)?);
+            }
+            let per = batch.checked_mul(c)?.checked_mul(plane)?;
+            elems = elems.checked_add(per.checked_mul(outputs)?)?;
+        }
+        elems.checked_mul(4)
+    };
+    bound().ok_or_else(|| exceeds("size"))
+}
+
+/// Peak bytes of one training step of a classifier network (forward with the auxiliary
 /// head if any, backward, SGD), weights and momentum included; the lower bound alone when it
 /// already passes `budget`.
-pub fn train_step_bytes(
-    cfg: &EvalConfig,
+pub fn train_step_bytes<M: NetworkConfig>(
+    cfg: &M,
     hyper: &TrainHyper,
     batch: usize,
     h: usize,
     w: usize,
     budget: Option<u64>,
 ) -> Result<u64> {
-    let bound = eval_bound(cfg, batch, h, w)?;
+    let bound = cfg.memory_lower_bound(batch, h, w)?;
     if budget.is_some_and(|b| bound > b) {
         return Ok(bound);
     }
     let be = Counting::new();
-    let net = super::eval_model::EvalNetwork::new(&be, cfg.clone(), 0)?;
+    let net = cfg.build(&be, 0)?;
     let mut trainer = Trainer::new(be.clone(), net, hyper.clone())?;
-    let data =
-        DeviceBatch::from_batch(&be, &zero_batch(batch, cfg.in_channels, h, w)?, cfg.classes)?;
+    let data = DeviceBatch::from_batch(
+        &be,
+        &zero_batch(batch, cfg.in_channels(), h, w)?,
+        cfg.classes(),
+    )?;
     be.reset()?;
     trainer.step(&data, hyper.lr_max, hyper.drop_path, &mut Rng::new(0))?;
     Ok(be.snapshot()?.peak_live_bytes)
 }
 
-/// Peak bytes of evaluating the network on one batch (eval mode, no gradients); the lower
-/// bound alone when it already passes `budget`.
-pub fn eval_bytes(
-    cfg: &EvalConfig,
+/// Peak bytes of evaluating a classifier network on one batch (eval mode, no gradients);
+/// the lower bound alone when it already passes `budget`.
+pub fn eval_bytes<M: NetworkConfig>(
+    cfg: &M,
     batch: usize,
     h: usize,
     w: usize,
     budget: Option<u64>,
 ) -> Result<u64> {
-    let bound = eval_bound(cfg, batch, h, w)?;
+    let bound = cfg.memory_lower_bound(batch, h, w)?;
     if budget.is_some_and(|b| bound > b) {
         return Ok(bound);
     }
     let be = Counting::new();
-    let mut net = super::eval_model::EvalNetwork::new(&be, cfg.clone(), 0)?;
-    let data =
-        DeviceBatch::from_batch(&be, &zero_batch(batch, cfg.in_channels, h, w)?, cfg.classes)?;
+    let mut net = cfg.build(&be, 0)?;
+    let data = DeviceBatch::from_batch(
+        &be,
+        &zero_batch(batch, cfg.in_channels(), h, w)?,
+        cfg.classes(),
+    )?;
     be.reset()?;
     eval_logits(&be, &mut net, &data.images)?;
     Ok(be.snapshot()?.peak_live_bytes)
@@ -291,6 +349,43 @@ mod tests {
         for (h, w) in [(1, 1), (3, 3), (6, 6), (28, 27)] {
             let e = check_reductions(5, h, w).unwrap_err().to_string();
             assert!(e.contains(&format!("{h}x{w} images")), "{e}");
+        }
+    }
+
+    #[test]
+    fn nb201_needs_sides_divisible_by_4() {
+        for (h, w) in [(32, 32), (28, 28), (8, 4), (4, 4)] {
+            assert!(check_nb201_image_size(h, w).is_ok(), "{h}x{w}");
+        }
+        for (h, w) in [(30, 30), (2, 2), (0, 4), (6, 8), (32, 1)] {
+            let e = check_nb201_image_size(h, w).unwrap_err().to_string();
+            assert!(e.contains(&format!("{h}x{w} images")), "{e}");
+        }
+    }
+
+    #[test]
+    fn nb201_estimate_is_at_least_the_bound_and_absurd_sizes_are_refused() {
+        use crate::nas::space::nb201::{Nb201Arch, Nb201Op};
+        let cfg = Nb201Config {
+            channels: 4,
+            cells_per_stage: 1,
+            ..Nb201Config::new(Nb201Arch([Nb201Op::NorConv3x3; 6]), 10, 1)
+        };
+        let hyper = TrainHyper::nb201();
+        let need = train_step_bytes(&cfg, &hyper, 8, 28, 28, None).unwrap();
+        let bound = nb201_bound(&cfg, 8, 28, 28).unwrap();
+        assert!(need >= bound && bound > 0, "{need} {bound}");
+        assert!(eval_bytes(&cfg, 8, 28, 28, None).unwrap() < need);
+        for (c, n) in [(usize::MAX, 5), (1 << 40, 5), (16, usize::MAX / 2)] {
+            let cfg = Nb201Config {
+                channels: c,
+                cells_per_stage: n,
+                ..cfg.clone()
+            };
+            match train_step_bytes(&cfg, &hyper, 32, 32, 32, Some(1 << 40)) {
+                Ok(need) => assert!(need > 1 << 40, "C={c} N={n}: {need}"),
+                Err(e) => assert!(e.to_string().contains("overflow"), "{e}"),
+            }
         }
     }
 

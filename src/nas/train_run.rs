@@ -1,26 +1,29 @@
-//! Training the evaluation network from scratch (the DARTS paper's `train.py`) and
-//! evaluating it, with a run folder kept up to date after every epoch, each file written
-//! atomically:
-//! - `config.json`: every option of the run (genotype included);
+//! Training a classifier network from scratch (the DARTS paper's `train.py` for a DARTS
+//! genotype's evaluation network, NAS-Bench-201's recipe for an NB201 cell's network: any
+//! [`NetworkConfig`]) and evaluating it, with a run folder kept up to date after every epoch,
+//! each file written atomically:
+//! - `config.json`: every option of the run (genotype or arch included);
 //! - `metrics.jsonl`: one line per epoch (train / test loss and accuracy, learning rate,
 //!   drop-path probability, seconds);
 //! - `curves.svg`: the learning curves;
 //! - `checkpoint.safetensors`: the PyTorch `state_dict` of the network plus the SGD momentum
 //!   buffers (`optimizer.momentum_buffer.<name>`), and in its metadata the network's shape
 //!   (`nasrs.model`) and the training state (`nasrs.train`: data order, drop-path generator,
-//!   metrics so far), so `resume` continues exactly (bitwise on the CPU);
+//!   metrics so far), and for a network other than DARTS's its space (`nasrs.space`), so
+//!   `resume` continues exactly (bitwise on the CPU) and refuses another space's run;
 //! - `model.safetensors` at the end: the `state_dict` alone (PyTorch's
 //!   `load_state_dict(strict=True)` takes it as is) plus `nasrs.model`.
 //!
-//! Each step: loss = CE(logits) + aux_weight * CE(aux logits), SGD with momentum and weight
-//! decay, gradients clipped to norm 5, cosine learning rate per epoch, drop-path probability
-//! `drop_path * epoch / epochs`. A NaN or infinite loss, or an epoch whose mean loss passes
-//! [`DIVERGED_LOSS`], stops the run with an error naming the epoch and keeps the last good
-//! checkpoint.
+//! Each step: loss = CE(logits) + aux_weight * CE(aux logits), SGD with momentum (Nesterov's
+//! if asked) and weight decay, gradients clipped to norm 5 (unless `grad_clip` is 0), cosine
+//! learning rate per epoch, drop-path probability `drop_path * epoch / epochs`. A NaN or
+//! infinite loss, or an epoch whose mean loss passes [`DIVERGED_LOSS`], stops the run with an
+//! error naming the epoch and keeps the last good checkpoint.
 //!
 //! The folder follows [`RunDir`]'s rules; wall-clock times live in `metrics.jsonl` only, so
 //! a resumed run writes the checkpoint bytes an uninterrupted one does.
 
+use super::classifier::{Classifier, NetworkConfig};
 use super::darts::DeviceBatch;
 use super::eval_model::{EvalConfig, EvalNetwork};
 use super::modules::Mode;
@@ -45,7 +48,7 @@ use std::time::Instant;
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const MODEL: &str = "model.safetensors";
 const TRAIN_META: &str = "nasrs.train";
-use super::evaluate::{evaluate, save_network, MOMENTUM_PREFIX};
+use super::evaluate::{evaluate, file_space, save_network, MOMENTUM_PREFIX};
 /// Every file a training run writes in its folder.
 pub const RUN_FILES: &[&str] = &[
     "config.json",
@@ -57,19 +60,46 @@ pub const RUN_FILES: &[&str] = &[
 /// What each epoch rewrites (`model.safetensors` comes at the end).
 const EPOCH_FILES: &[&str] = &["config.json", "metrics.jsonl", "curves.svg", CHECKPOINT];
 
-/// The DARTS paper's training hyper-parameters (its `train.py` defaults).
+/// Training hyper-parameters; the default is the DARTS paper's (its `train.py` defaults),
+/// [`TrainHyper::nb201`] NAS-Bench-201's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainHyper {
     pub lr_max: f64,
     /// Where the cosine schedule ends (0 in DARTS).
     pub lr_min: f64,
     pub momentum: f64,
+    /// Nesterov momentum (PyTorch's `nesterov=True`). Written to files only when on, so
+    /// DARTS runs keep their bytes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub nesterov: bool,
     pub weight_decay: f64,
+    /// Global gradient-norm clip; 0 = no clipping.
     pub grad_clip: f64,
     /// Final drop-path probability; epoch e uses `drop_path * e / epochs`.
     pub drop_path: f64,
     /// Weight of the auxiliary head's loss.
     pub auxiliary_weight: f64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl TrainHyper {
+    /// NAS-Bench-201's recipe: SGD lr 0.1 cosine to 0, Nesterov momentum 0.9, weight decay
+    /// 5e-4, no gradient clipping, no drop-path, no auxiliary head.
+    pub fn nb201() -> Self {
+        TrainHyper {
+            lr_max: 0.1,
+            lr_min: 0.0,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            grad_clip: 0.0,
+            drop_path: 0.0,
+            auxiliary_weight: 0.0,
+        }
+    }
 }
 
 impl Default for TrainHyper {
@@ -78,6 +108,7 @@ impl Default for TrainHyper {
             lr_max: 0.025,
             lr_min: 0.0,
             momentum: 0.9,
+            nesterov: false,
             weight_decay: 3e-4,
             grad_clip: 5.0,
             drop_path: 0.2,
@@ -86,11 +117,12 @@ impl Default for TrainHyper {
     }
 }
 
-/// Everything that determines a training run (saved as `config.json` and in checkpoints).
+/// Everything that determines a training run (saved as `config.json` and in checkpoints):
+/// by default of a DARTS evaluation network, `TrainRunConfig<Nb201Config>` of an NB201 one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainRunConfig {
+pub struct TrainRunConfig<M = EvalConfig> {
     pub dataset: String,
-    pub model: EvalConfig,
+    pub model: M,
     pub hyper: TrainHyper,
     pub epochs: usize,
     pub batch: usize,
@@ -130,22 +162,38 @@ pub struct TrainStepStats {
 pub use super::progress::{Progress, Silent};
 
 /// The network and its optimizer: one training step, evaluation.
-pub struct Trainer<B: Backend> {
+pub struct Trainer<B: Backend, N: Classifier<B> = EvalNetwork<B>> {
     pub backend: B,
-    pub net: EvalNetwork<B>,
+    pub net: N,
     pub hyper: TrainHyper,
     pub opt: Sgd<B>,
 }
 
-impl<B: Backend> Trainer<B> {
-    pub fn new(backend: B, net: EvalNetwork<B>, hyper: TrainHyper) -> Result<Self> {
+impl<B: Backend, N: Classifier<B>> Trainer<B, N> {
+    pub fn new(backend: B, net: N, hyper: TrainHyper) -> Result<Self> {
         if !(0.0..1.0).contains(&hyper.drop_path) {
             return Err(Error::invalid(
                 "--drop-path",
                 format!("{} is not in [0, 1)", hyper.drop_path),
             ));
         }
-        let opt = Sgd::new(&backend, &net.weights, hyper.momentum, hyper.weight_decay)?;
+        if hyper.grad_clip.is_nan() || hyper.grad_clip < 0.0 {
+            return Err(Error::invalid(
+                "gradient clip",
+                format!("{} is not 0 (off) or positive", hyper.grad_clip),
+            ));
+        }
+        if hyper.nesterov && (hyper.momentum.is_nan() || hyper.momentum <= 0.0) {
+            return Err(Error::invalid(
+                "momentum",
+                format!(
+                    "Nesterov momentum needs a momentum above 0, not {}",
+                    hyper.momentum
+                ),
+            ));
+        }
+        let opt = Sgd::new(&backend, net.weights(), hyper.momentum, hyper.weight_decay)?
+            .with_nesterov(hyper.nesterov);
         Ok(Trainer {
             backend,
             net,
@@ -181,21 +229,23 @@ impl<B: Backend> Trainer<B> {
         let correct = tape.count_correct(logits, &batch.labels)?;
         let correct = correct.to_f64(&self.backend)?[0].round() as usize;
         let grads = tape.backward(total)?;
-        let gw = grads.params(&self.backend, &self.net.weights)?;
+        let gw = grads.params(&self.backend, self.net.weights())?;
         drop(grads);
         tape.clear();
         // Clipping fused into the update; the norm is read only to stop on a NaN.
-        let norms = grad_norm_scalars(&self.backend, &gw, self.hyper.grad_clip)?;
+        let clipping = self.hyper.grad_clip > 0.0;
+        let max_norm = if clipping { self.hyper.grad_clip } else { 1.0 };
+        let norms = grad_norm_scalars(&self.backend, &gw, max_norm)?;
         let norm = self.backend.download(&norms)?[norm_scalars::NORM].to_f64();
         if !norm.is_finite() {
             return Err(Error::NonFinite(format!("gradient norm is {norm}")));
         }
-        let clip = ScalarRef {
+        let clip = clipping.then_some(ScalarRef {
             buf: &norms,
             index: norm_scalars::CLIP_COEF,
-        };
+        });
         self.opt
-            .step(&self.backend, &mut self.net.weights, &gw, lr, Some(clip))?;
+            .step(&self.backend, self.net.weights_mut(), &gw, lr, clip)?;
         Ok(TrainStepStats {
             loss: loss_value,
             aux_loss: aux_value,
@@ -205,16 +255,16 @@ impl<B: Backend> Trainer<B> {
     }
 }
 
-struct TrainState<B: Backend> {
-    trainer: Trainer<B>,
+struct TrainState<B: Backend, M: NetworkConfig> {
+    trainer: Trainer<B, M::Network<B>>,
     train_iter: BatchIterator,
     drop_rng: Rng,
     history: Vec<TrainEpochMetrics>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct CheckpointMeta {
-    config: TrainRunConfig,
+struct CheckpointMeta<M> {
+    config: TrainRunConfig<M>,
     epochs_done: usize,
     bn_batches: u64,
     train_iter: BatchIteratorState,
@@ -223,14 +273,14 @@ struct CheckpointMeta {
 }
 
 /// Runs (or resumes) training of `config.model` in the folder `out`.
-pub struct TrainRun<B: Backend> {
+pub struct TrainRun<B: Backend, M: NetworkConfig = EvalConfig> {
     pub backend: B,
-    pub config: TrainRunConfig,
+    pub config: TrainRunConfig<M>,
     pub out: PathBuf,
 }
 
-impl<B: Backend> TrainRun<B> {
-    pub fn new(backend: B, config: TrainRunConfig, out: impl Into<PathBuf>) -> Result<Self> {
+impl<B: Backend, M: NetworkConfig> TrainRun<B, M> {
+    pub fn new(backend: B, config: TrainRunConfig<M>, out: impl Into<PathBuf>) -> Result<Self> {
         if config.epochs == 0 {
             return Err(Error::invalid("--epochs", "must be at least 1"));
         }
@@ -245,8 +295,8 @@ impl<B: Backend> TrainRun<B> {
         })
     }
 
-    fn fresh_state(&self, train_set: &Dataset) -> Result<TrainState<B>> {
-        let net = EvalNetwork::new(&self.backend, self.config.model.clone(), self.config.seed)?;
+    fn fresh_state(&self, train_set: &Dataset) -> Result<TrainState<B, M>> {
+        let net = self.config.model.build(&self.backend, self.config.seed)?;
         let trainer = Trainer::new(self.backend.clone(), net, self.config.hyper.clone())?;
         if train_set.n < self.config.batch {
             return Err(Error::invalid(
@@ -270,7 +320,7 @@ impl<B: Backend> TrainRun<B> {
         })
     }
 
-    fn save_checkpoint(&self, st: &TrainState<B>) -> Result<()> {
+    fn save_checkpoint(&self, st: &TrainState<B, M>) -> Result<()> {
         let be = &self.backend;
         let mut extra = BTreeMap::new();
         st.trainer
@@ -280,7 +330,7 @@ impl<B: Backend> TrainRun<B> {
         let meta = CheckpointMeta {
             config: self.config.clone(),
             epochs_done: st.history.len(),
-            bn_batches: st.trainer.net.bn_batches,
+            bn_batches: st.trainer.net.bn_batches(),
             train_iter: st.train_iter.state(),
             drop_rng: st.drop_rng.clone(),
             history: st
@@ -304,10 +354,22 @@ impl<B: Backend> TrainRun<B> {
         )
     }
 
-    fn load_checkpoint(&self, dir: &RunDir, train_set: &Dataset) -> Result<TrainState<B>> {
+    fn load_checkpoint(&self, dir: &RunDir, train_set: &Dataset) -> Result<TrainState<B, M>> {
         let path = dir.checkpoint();
         let (tensors, meta) = load_safetensors(&path)?;
-        let meta: CheckpointMeta = read_json_meta(&meta, TRAIN_META, "training", &path)?;
+        let space = file_space(&meta);
+        if space != M::SPACE {
+            return Err(Error::invalid(
+                "--resume",
+                format!(
+                    "{} holds a {space} network's training run, not a {} one; resume it with \
+                     --space {space}",
+                    path.display(),
+                    M::SPACE
+                ),
+            ));
+        }
+        let meta: CheckpointMeta<M> = read_json_meta(&meta, TRAIN_META, "training", &path)?;
         let mut expected = meta.config.clone();
         expected.epochs = self.config.epochs; // more epochs may be asked for on resume
         check_resume_options(&expected, &self.config, &path)?;
@@ -322,7 +384,7 @@ impl<B: Backend> TrainRun<B> {
         st.trainer
             .net
             .load_state_dict(be, &tensors, &[MOMENTUM_PREFIX], &path)?;
-        st.trainer.net.bn_batches = meta.bn_batches;
+        st.trainer.net.set_bn_batches(meta.bn_batches);
         st.trainer
             .opt
             .state
@@ -336,7 +398,7 @@ impl<B: Backend> TrainRun<B> {
         Ok(st)
     }
 
-    fn write_outputs(&self, st: &TrainState<B>) -> Result<()> {
+    fn write_outputs(&self, st: &TrainState<B, M>) -> Result<()> {
         atomic_write_json(&self.out.join("config.json"), &self.config)?;
         write_jsonl(&self.out.join("metrics.jsonl"), &st.history)?;
         atomic_write(
@@ -356,12 +418,16 @@ impl<B: Backend> TrainRun<B> {
     ) -> Result<Vec<TrainEpochMetrics>> {
         let m = &self.config.model;
         for ds in [train_set, test_set] {
-            if ds.c != m.in_channels || ds.classes > m.classes {
+            if ds.c != m.in_channels() || ds.classes > m.classes() {
                 return Err(Error::invalid(
                     "dataset",
                     format!(
                         "{} has {} channels and {} classes; the network was configured for {} and {}",
-                        ds.name, ds.c, ds.classes, m.in_channels, m.classes
+                        ds.name,
+                        ds.c,
+                        ds.classes,
+                        m.in_channels(),
+                        m.classes()
                     ),
                 ));
             }
@@ -424,7 +490,7 @@ impl<B: Backend> TrainRun<B> {
                 lr,
                 drop_prob,
                 train_loss: loss / n,
-                train_aux_loss: m.auxiliary.then_some(aux / n),
+                train_aux_loss: m.auxiliary().then_some(aux / n),
                 train_acc: correct as f64 / n,
                 test_loss: test.loss,
                 test_acc: test.accuracy,

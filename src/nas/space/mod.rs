@@ -7,7 +7,8 @@
 //!
 //! Spaces: [`darts::DartsSpace`] (the DARTS cell: normal and reduction cell, 4 nodes of two
 //! inputs each, 7 operations) and [`nb201::Nb201Space`] (the NAS-Bench-201 cell: 6 edges, 5
-//! operations).
+//! operations). The networks built from their cells: `nas::eval_model` (DARTS) and
+//! `nas::nb201_model` (NB201), both trained by `nas::train_run` through `nas::classifier`.
 
 pub mod darts;
 pub mod nb201;
