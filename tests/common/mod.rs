@@ -31,6 +31,7 @@
 
 pub mod data;
 pub mod fuzz;
+pub mod library;
 pub mod mutate;
 pub mod nan;
 pub mod torch_fixture;
