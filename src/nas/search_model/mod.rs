@@ -192,6 +192,24 @@ impl<B: Backend> SearchNetwork<B> {
 
     /// Logits [n, classes] for images x [n, in_channels, h, w].
     pub fn forward(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+        self.forward_with(cx, x, &mut |net, cx, cell, s0, s1| {
+            let alphas = if cell.reduction {
+                &net.alphas_reduce
+            } else {
+                &net.alphas_normal
+            };
+            net.cell_forward(cx, cell, alphas, s0, s1)
+        })
+    }
+
+    /// The network around its cells: stem, each cell through `cell_fn` (the MixedOp cell of
+    /// the supernet, or one path's), global pooling and the classifier.
+    fn forward_with(
+        &self,
+        cx: &mut Ctx<B>,
+        x: Var,
+        cell_fn: &mut dyn FnMut(&Self, &mut Ctx<B>, &SearchCell, Var, Var) -> Result<Var>,
+    ) -> Result<Var> {
         self.check_input(cx, x)?;
         cx.tape.backend().annotate("stem");
         let h = self.stem_conv.forward(cx, x)?;
@@ -199,12 +217,7 @@ impl<B: Backend> SearchNetwork<B> {
         let (mut s0, mut s1) = (stem, stem);
         for (i, cell) in self.cells.iter().enumerate() {
             cx.tape.backend().annotate(&format!("cells.{i}"));
-            let alphas = if cell.reduction {
-                &self.alphas_reduce
-            } else {
-                &self.alphas_normal
-            };
-            let out = self.cell_forward(cx, cell, alphas, s0, s1)?;
+            let out = cell_fn(self, cx, cell, s0, s1)?;
             // The next cell reads (s1, out); all older values only backward.
             cx.tape.release_activations(&[s1, out])?;
             s0 = s1;

@@ -65,26 +65,14 @@ impl<B: Backend> SearchNetwork<B> {
     }
 
     fn path_forward(&self, cx: &mut Ctx<B>, x: Var, arch: &DartsArch) -> Result<Var> {
-        self.check_input(cx, x)?;
-        cx.tape.backend().annotate("stem");
-        let h = self.stem_conv.forward(cx, x)?;
-        let stem = self.stem_bn.forward(cx, h)?;
-        let (mut s0, mut s1) = (stem, stem);
-        for (i, cell) in self.cells.iter().enumerate() {
-            cx.tape.backend().annotate(&format!("cells.{i}"));
+        self.forward_with(cx, x, &mut |net, cx, cell, s0, s1| {
             let nodes = if cell.reduction {
                 &arch.reduce
             } else {
                 &arch.normal
             };
-            let out = self.path_cell(cx, cell, nodes, s0, s1)?;
-            cx.tape.release_activations(&[s1, out])?;
-            s0 = s1;
-            s1 = out;
-        }
-        cx.tape.backend().annotate("classifier");
-        let pooled = cx.tape.global_avg_pool(s1)?;
-        self.classifier.forward(cx, pooled)
+            net.path_cell(cx, cell, nodes, s0, s1)
+        })
     }
 
     fn path_cell(

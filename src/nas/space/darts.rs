@@ -12,16 +12,12 @@ use crate::nas::genotype::{Genotype, Primitive};
 /// Nodes per cell.
 pub const NODES: usize = 4;
 
-/// The operations a discrete DARTS cell uses: every primitive but `none`, in the paper's order.
-pub const OPS: [Primitive; 7] = [
-    Primitive::MaxPool3x3,
-    Primitive::AvgPool3x3,
-    Primitive::SkipConnect,
-    Primitive::SepConv3x3,
-    Primitive::SepConv5x5,
-    Primitive::DilConv3x3,
-    Primitive::DilConv5x5,
-];
+/// The operations a discrete DARTS cell uses: every primitive but `none` (the first), in the
+/// paper's order.
+pub const OPS: [Primitive; 7] = {
+    let all = Primitive::ALL;
+    [all[1], all[2], all[3], all[4], all[5], all[6], all[7]]
+};
 
 /// One node: its two inputs (lower first) and the operation on each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
