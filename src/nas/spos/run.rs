@@ -147,6 +147,16 @@ impl<B: Backend> SposRun<B> {
     fn fresh(&self, data: &Dataset) -> Result<State<B>> {
         let c = &self.config;
         let net = SearchNetwork::new(&self.backend, c.model.clone(), c.seed)?;
+        // Every path of the space must run: all 4 nodes concatenated, all 7 operations.
+        if let Some(op) = crate::nas::space::darts::OPS
+            .iter()
+            .find(|op| !c.model.ops.contains(op))
+        {
+            return Err(Error::invalid(
+                "--ops",
+                format!("SPOS samples every operation; {} is missing", op.name()),
+            ));
+        }
         net.check_path(&DartsSpace::default().sample(&mut Rng::new(0)))?;
         let trainer = SposTrainer::new(self.backend.clone(), net, c.hyper.clone())?;
         let (train_idx, val_idx) = split_indices(data.n, c.train_portion)?;
