@@ -127,6 +127,15 @@ fn a_step_updates_only_the_paths_weights() {
         .map(|(n, _)| n)
         .collect();
     assert!(!changed.is_empty());
+    // What changed is exactly what the path uses.
+    let changed_numel: usize = t
+        .net
+        .weights
+        .shapes()
+        .filter(|(n, _)| changed.iter().any(|c| c.as_str() == *n))
+        .map(|(_, s)| s.numel())
+        .sum();
+    assert_eq!(changed_numel, t.net.path_weights(&path).unwrap());
     assert!(
         changed.len() < names.len() / 2,
         "{} of {}",

@@ -36,6 +36,7 @@ fn config(epochs: usize, sampling: Sampling) -> SposRunConfig {
             generations: 2,
         }),
         recalibration_batches: 1,
+        params_range: None,
     }
 }
 
@@ -80,6 +81,44 @@ fn resumed_run_equals_the_uninterrupted_one() {
                 .count(),
             2
         );
+    }
+}
+
+/// With a parameter range, every path trained and scored lies in it.
+#[test]
+fn every_path_searched_lies_in_the_parameter_range() {
+    use nasrs::backend::counting::Counting;
+    use nasrs::nas::space::darts::{DartsArch, DartsSpace};
+    use nasrs::nas::space::SearchSpace;
+    use nasrs::nas::SearchNetwork;
+    let cfg = config(1, Sampling::Uniform);
+    let twin = SearchNetwork::new(&Counting::new(), cfg.model.clone(), 0).unwrap();
+    let mut rng = nasrs::Rng::new(3);
+    let mut sizes: Vec<usize> = (0..200)
+        .map(|_| {
+            twin.path_weights(&DartsSpace::default().sample(&mut rng))
+                .unwrap()
+        })
+        .collect();
+    sizes.sort_unstable();
+    let (lo, hi) = (sizes[40], sizes[120]);
+    let dir = tmp_dir("spos_e2e", "range");
+    run(
+        &dir,
+        SposRunConfig {
+            params_range: Some((lo, hi)),
+            ..cfg
+        },
+        false,
+    )
+    .unwrap();
+    let text = String::from_utf8(read(&dir, "search.jsonl")).unwrap();
+    for line in text.lines() {
+        let r: SearchRecord = serde_json::from_str(line).unwrap();
+        let n = twin
+            .path_weights(&DartsArch::from_genotype(&r.genotype).unwrap())
+            .unwrap();
+        assert!((lo..=hi).contains(&n), "{n} outside {lo}..={hi}");
     }
 }
 

@@ -70,6 +70,12 @@ pub(crate) struct SposArgs {
     /// supernet's).
     #[arg(long, default_value_t = 4)]
     recalibration_batches: usize,
+    /// Train and search only paths with at least this many weights.
+    #[arg(long)]
+    params_min: Option<usize>,
+    /// Train and search only paths with at most this many weights.
+    #[arg(long)]
+    params_max: Option<usize>,
     #[command(flatten)]
     dev: DeviceArgs,
     #[command(flatten)]
@@ -128,6 +134,19 @@ fn spos_in_pool(a: SposArgs) -> Result<()> {
         augment: kind == DatasetKind::Cifar10,
         search,
         recalibration_batches: a.recalibration_batches,
+        params_range: match (a.params_min, a.params_max) {
+            (None, None) => None,
+            (lo, hi) => {
+                let (lo, hi) = (lo.unwrap_or(0), hi.unwrap_or(usize::MAX));
+                if lo > hi {
+                    return Err(Error::invalid(
+                        "--params-min",
+                        format!("{lo} is above --params-max {hi}"),
+                    ));
+                }
+                Some((lo, hi))
+            }
+        },
     };
     let out = a
         .run

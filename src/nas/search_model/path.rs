@@ -38,6 +38,38 @@ impl<B: Backend> SearchNetwork<B> {
         Ok(())
     }
 
+    /// The number of weights the path `arch` uses: those outside the cells' edges (stem,
+    /// preprocessing, classifier) and those of each chosen operation on each chosen edge (the
+    /// supernet's names: `cells.{c}._ops.{edge}._ops.{op}.…`). SPOS's parameter range is on it.
+    pub fn path_weights(&self, arch: &DartsArch) -> Result<usize> {
+        self.check_path(arch)?;
+        let mut chosen = std::collections::HashSet::new();
+        for (c, cell) in self.cells.iter().enumerate() {
+            let nodes = if cell.reduction {
+                &arch.reduce
+            } else {
+                &arch.normal
+            };
+            let mut first_edge = 0;
+            for (i, node) in nodes.iter().enumerate() {
+                for (input, op) in [(node.inputs.0, node.ops.0), (node.inputs.1, node.ops.1)] {
+                    let k = self.config.ops.iter().position(|&o| o == op).unwrap_or(0);
+                    chosen.insert(format!("cells.{c}._ops.{}._ops.{k}.", first_edge + input));
+                }
+                first_edge += i + 2;
+            }
+        }
+        Ok(self
+            .weights
+            .shapes()
+            .filter(|(name, _)| match edge_prefix(name) {
+                Some(prefix) => chosen.contains(prefix),
+                None => true,
+            })
+            .map(|(_, s)| s.numel())
+            .sum())
+    }
+
     /// Records the forward of the path `arch` on `tape` (see the module docs). A training-mode
     /// forward that updates running statistics updates only the path's batch norms; it is
     /// not counted in `bn_batches` (which counts forwards of every BN).
@@ -108,5 +140,18 @@ impl<B: Backend> SearchNetwork<B> {
             first_edge += i + 2;
         }
         cx.tape.concat_channels(&states[2..])
+    }
+}
+
+/// `cells.{c}._ops.{e}._ops.{k}.` of a weight inside an edge's operation, or None.
+fn edge_prefix(name: &str) -> Option<&str> {
+    let mut dots = name.match_indices('.').map(|(i, _)| i);
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 5 && parts[0] == "cells" && parts[2] == "_ops" && parts[4] == "_ops" {
+        // The prefix ends at the sixth dot (after the op index).
+        let end = dots.nth(5)?;
+        Some(&name[..=end])
+    } else {
+        None
     }
 }

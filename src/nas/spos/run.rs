@@ -65,6 +65,10 @@ pub struct SposRunConfig {
     pub search: SposSearch,
     /// Training batches the BN statistics of each scored path are recalibrated on (0: none).
     pub recalibration_batches: usize,
+    /// Train and search only paths whose weight count (`SearchNetwork::path_weights`) lies
+    /// in this inclusive range (SPOS's constrained sampling).
+    #[serde(default)]
+    pub params_range: Option<(usize, usize)>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -272,7 +276,8 @@ impl<B: Backend> SposRun<B> {
             for step in 0..steps {
                 let host = st.train_iter.next_batch(&data, c.batch)?;
                 let batch = DeviceBatch::from_batch(&self.backend, &host, data.classes)?;
-                let path = st.sampler.next(&space, &|_| true)?;
+                let (net, range) = (&st.trainer.net, c.params_range);
+                let path = st.sampler.next(&space, &|a| in_range(net, a, range))?;
                 let s = st.trainer.step(&batch, &path, lr).map_err(|e| match e {
                     Error::NonFinite(what) => Error::NonFinite(format!(
                         "{what} at epoch {epoch} step {step}{}",
@@ -318,14 +323,22 @@ impl<B: Backend> SposRun<B> {
             let b = recal_iter.next_batch(data, c.batch)?;
             recal.push(DeviceBatch::from_batch(be, &b, data.classes)?);
         }
+        // The constraint reads only the supernet's weight names and shapes; the scorer
+        // borrows the trained network mutably, so the constraint reads a twin of it built on
+        // the counting backend (same configuration, same names and shapes, no memory).
+        let range = c.params_range;
+        let check_net = SearchNetwork::new(
+            &crate::backend::counting::Counting::new(),
+            c.model.clone(),
+            0,
+        )?;
+        let accept = |a: &DartsArch| in_range(&check_net, a, range);
         let net = &mut st.trainer.net;
         let mut score = |a: &DartsArch| score_path(be, net, a, &recal, &val);
         let mut rng = Rng::fork(c.seed, "spos search");
         let history = match &c.search {
-            SposSearch::Evolution(e) => {
-                evolution_search(space, e, &mut rng, &|_| true, &mut score)?
-            }
-            SposSearch::Random(n) => random_search(space, *n, &mut rng, &|_| true, &mut score)?,
+            SposSearch::Evolution(e) => evolution_search(space, e, &mut rng, &accept, &mut score)?,
+            SposSearch::Random(n) => random_search(space, *n, &mut rng, &accept, &mut score)?,
         };
         let records: Vec<SearchRecord> = history
             .iter()
@@ -358,5 +371,20 @@ impl<B: Backend> SposRun<B> {
             .as_bytes(),
         )?;
         Ok(top)
+    }
+}
+
+/// Whether the path's weight count lies in `range` (always, without one).
+fn in_range<B: Backend>(
+    net: &SearchNetwork<B>,
+    a: &DartsArch,
+    range: Option<(usize, usize)>,
+) -> bool {
+    match range {
+        None => true,
+        Some((lo, hi)) => net
+            .path_weights(a)
+            .map(|n| (lo..=hi).contains(&n))
+            .unwrap_or(false),
     }
 }
