@@ -9,6 +9,7 @@
 //! - The step API (`iteration_report` = `arch_step_report` + `weight_step`) reproduces
 //!   `iteration` bit for bit, and its second-order parts add up to the gradient.
 //! - The `SearchConfig` builder equals the 4-argument constructor; `Mode::JOINT_STEP`.
+//!
 //! State dicts and checkpoints: `tests/library_state_dict.rs`.
 
 mod common;

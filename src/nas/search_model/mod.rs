@@ -35,6 +35,10 @@ use crate::rng::Rng;
 use crate::shape::Conv2dSpec;
 use crate::tensor::Tensor;
 
+/// How one cell is run: `(network, context, cell, s0, s1) -> output`.
+type CellFn<'a, B> =
+    dyn FnMut(&SearchNetwork<B>, &mut Ctx<B>, &SearchCell, Var, Var) -> Result<Var> + 'a;
+
 struct SearchCell {
     reduction: bool,
     inputs: CellInputs,
@@ -204,12 +208,7 @@ impl<B: Backend> SearchNetwork<B> {
 
     /// The network around its cells: stem, each cell through `cell_fn` (the MixedOp cell of
     /// the supernet, or one path's), global pooling and the classifier.
-    fn forward_with(
-        &self,
-        cx: &mut Ctx<B>,
-        x: Var,
-        cell_fn: &mut dyn FnMut(&Self, &mut Ctx<B>, &SearchCell, Var, Var) -> Result<Var>,
-    ) -> Result<Var> {
+    fn forward_with(&self, cx: &mut Ctx<B>, x: Var, cell_fn: &mut CellFn<'_, B>) -> Result<Var> {
         self.check_input(cx, x)?;
         cx.tape.backend().annotate("stem");
         let h = self.stem_conv.forward(cx, x)?;

@@ -37,7 +37,8 @@ pub trait SearchSpace {
     fn parse(&self, text: &str) -> Result<Self::Arch>;
     /// The JSON form written to run folders.
     fn to_json(&self, arch: &Self::Arch) -> serde_json::Value;
-    /// Reads the JSON form back.
+    /// Reads the JSON form back (a method: what the JSON means depends on the space).
+    #[allow(clippy::wrong_self_convention)]
     fn from_json(&self, value: &serde_json::Value) -> Result<Self::Arch>;
 
     /// The number of architectures (the product of the choices; saturates at `u128::MAX`).
