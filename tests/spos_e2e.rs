@@ -9,7 +9,7 @@ use common::tmp_dir;
 use nasrs::data::synthetic;
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::spos::run::{SearchRecord, SposRun, SposRunConfig, SposSearch, CHECKPOINT};
-use nasrs::nas::spos::{EvolutionConfig, Sampling, SposHyper};
+use nasrs::nas::spos::{EvolutionConfig, PathLimits, Sampling, SposHyper};
 use nasrs::nas::{Genotype, SearchConfig};
 use nasrs::Cpu;
 use std::path::Path;
@@ -17,6 +17,7 @@ use std::process::Command;
 
 fn config(epochs: usize, sampling: Sampling) -> SposRunConfig {
     SposRunConfig {
+        space: "darts".into(),
         dataset: "synthetic".into(),
         model: SearchConfig::darts(2, 3, 3, 1),
         hyper: SposHyper::default(),
@@ -36,7 +37,7 @@ fn config(epochs: usize, sampling: Sampling) -> SposRunConfig {
             generations: 2,
         }),
         recalibration_batches: 1,
-        params_range: None,
+        limits: PathLimits::default(),
     }
 }
 
@@ -72,7 +73,7 @@ fn resumed_run_equals_the_uninterrupted_one() {
         let top = records
             .iter()
             .fold(&records[0], |b, r| if r.score > b.score { r } else { b });
-        assert_eq!(best, top.genotype);
+        assert_eq!(best, serde_json::from_value(top.arch.clone()).unwrap());
         assert!(full.join("search.svg").exists());
         assert_eq!(
             String::from_utf8(read(&full, "metrics.jsonl"))
@@ -106,7 +107,10 @@ fn every_path_searched_lies_in_the_parameter_range() {
     run(
         &dir,
         SposRunConfig {
-            params_range: Some((lo, hi)),
+            limits: PathLimits {
+                params: Some((lo as u64, hi as u64)),
+                flops: None,
+            },
             ..cfg
         },
         false,
@@ -115,10 +119,12 @@ fn every_path_searched_lies_in_the_parameter_range() {
     let text = String::from_utf8(read(&dir, "search.jsonl")).unwrap();
     for line in text.lines() {
         let r: SearchRecord = serde_json::from_str(line).unwrap();
+        let g: Genotype = serde_json::from_value(r.arch).unwrap();
         let n = twin
-            .path_weights(&DartsArch::from_genotype(&r.genotype).unwrap())
+            .path_weights(&DartsArch::from_genotype(&g).unwrap())
             .unwrap();
         assert!((lo..=hi).contains(&n), "{n} outside {lo}..={hi}");
+        assert_eq!(r.weights, n as u64);
     }
 }
 

@@ -1,23 +1,27 @@
-//! `nasrs search spos`: Single Path One-Shot on the DARTS space: train the supernet one
-//! sampled path per batch, then search it by evolution (or at random) with inherited weights
-//! and recalibrated batch norms, into a run folder.
+//! `nasrs search spos`: Single Path One-Shot on the DARTS or the NB201 space: train the
+//! supernet one sampled path per batch, then search it by evolution (or at random) with
+//! inherited weights and recalibrated batch norms, into a run folder.
 
 use super::args::{DeviceArgs, RunFolderArgs};
 use super::{check_memory, in_pool, open_device, resume_notice};
 use clap::Args;
+use nasrs::data::Dataset;
 use nasrs::data::{default_data_dir, load, DatasetKind};
+use nasrs::nas::classifier::NetworkConfig;
 use nasrs::nas::darts::DartsHyper;
+use nasrs::nas::nb201_model::Nb201SupernetConfig;
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::sizing;
+use nasrs::nas::space::SearchSpace;
 use nasrs::nas::spos::run::{SposRun, SposRunConfig, SposSearch};
-use nasrs::nas::spos::{EvolutionConfig, Sampling, SposHyper};
+use nasrs::nas::spos::{EvolutionConfig, PathLimits, Sampling, SposHyper, SupernetConfig};
 use nasrs::nas::{Primitive, SearchConfig};
 use nasrs::{Error, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub(crate) struct SposArgs {
-    /// The search space (darts; nb201 follows).
+    /// darts | nb201
     #[arg(long, default_value = "darts")]
     space: String,
     /// Data folder (default: the bundled MNIST subset).
@@ -31,12 +35,13 @@ pub(crate) struct SposArgs {
     epochs: usize,
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Initial channels C of the supernet.
-    #[arg(long, default_value_t = 4)]
-    channels: usize,
-    /// Cells L (reductions at L/3 and 2L/3).
-    #[arg(long, default_value_t = 5)]
-    layers: usize,
+    /// Initial channels C of the supernet (default: 4 for darts, 8 for nb201).
+    #[arg(long)]
+    channels: Option<usize>,
+    /// darts: cells L (reductions at L/3 and 2L/3; default 5). nb201: cells per stage N
+    /// (default 1).
+    #[arg(long)]
+    layers: Option<usize>,
     #[arg(long, default_value_t = 2)]
     seed: u64,
     /// Use only the first N training images (0 = all); half trains the supernet, half scores.
@@ -72,10 +77,17 @@ pub(crate) struct SposArgs {
     recalibration_batches: usize,
     /// Train and search only paths with at least this many weights.
     #[arg(long)]
-    params_min: Option<usize>,
+    params_min: Option<u64>,
     /// Train and search only paths with at most this many weights.
     #[arg(long)]
-    params_max: Option<usize>,
+    params_max: Option<u64>,
+    /// Train and search only paths of at least this many forward FLOPs per image (as
+    /// `nasrs model` counts them).
+    #[arg(long)]
+    flops_min: Option<u64>,
+    /// Train and search only paths of at most this many forward FLOPs per image.
+    #[arg(long)]
+    flops_max: Option<u64>,
     #[command(flatten)]
     dev: DeviceArgs,
     #[command(flatten)]
@@ -88,19 +100,9 @@ pub(crate) fn spos(a: SposArgs) -> Result<()> {
 }
 
 fn spos_in_pool(a: SposArgs) -> Result<()> {
-    if a.space != "darts" {
-        return Err(Error::invalid(
-            "--space",
-            format!("'{}' (SPOS runs on the darts space so far)", a.space),
-        ));
-    }
     let kind: DatasetKind = a.dataset.parse()?;
     let dir = a.data.clone().unwrap_or_else(default_data_dir);
     let start = Start::from_flags(a.run.resume, a.run.force)?;
-    let device = open_device(&a.dev.device)?;
-    let (train, _test) = load(kind, &dir)?;
-    let model = SearchConfig::darts(a.channels, a.layers, train.classes, train.c)
-        .ops(Primitive::ALL.to_vec());
     let search = match a.search.as_str() {
         "evolution" => SposSearch::Evolution(EvolutionConfig {
             population: a.population,
@@ -118,78 +120,71 @@ fn spos_in_pool(a: SposArgs) -> Result<()> {
             ))
         }
     };
-    let config = SposRunConfig {
-        dataset: kind.name().to_string(),
-        model,
-        hyper: SposHyper {
-            lr_max: a.lr,
-            ..SposHyper::default()
-        },
-        sampling: Sampling::parse(&a.sampling)?,
-        epochs: a.epochs,
-        batch: a.batch,
-        seed: a.seed,
-        train_portion: 0.5,
-        train_limit: (a.train_limit > 0).then_some(a.train_limit),
-        augment: kind == DatasetKind::Cifar10,
-        search,
-        recalibration_batches: a.recalibration_batches,
-        params_range: match (a.params_min, a.params_max) {
-            (None, None) => None,
-            (lo, hi) => {
-                let (lo, hi) = (lo.unwrap_or(0), hi.unwrap_or(usize::MAX));
-                if lo > hi {
-                    return Err(Error::invalid(
-                        "--params-min",
-                        format!("{lo} is above --params-max {hi}"),
-                    ));
-                }
-                Some((lo, hi))
-            }
-        },
+    let sampling = Sampling::parse(&a.sampling)?;
+    let limits = PathLimits {
+        params: PathLimits::range(a.params_min, a.params_max, "--params-min", "--params-max")?,
+        flops: PathLimits::range(a.flops_min, a.flops_max, "--flops-min", "--flops-max")?,
     };
-    let out = a
-        .run
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/spos-{}-s{}", kind.name(), a.seed)));
+    let space = a.space.as_str();
+    if !matches!(space, "darts" | "nb201") {
+        return Err(Error::invalid(
+            "--space",
+            format!("'{space}' (expected darts or nb201)"),
+        ));
+    }
+    let device = open_device(&a.dev.device)?;
+    let (train, _test) = load(kind, &dir)?;
+    let out =
+        a.run.out.clone().unwrap_or_else(|| {
+            PathBuf::from(format!("runs/spos-{space}-{}-s{}", kind.name(), a.seed))
+        });
     eprintln!(
-        "nasrs search spos: {} on {}, run folder {}",
+        "nasrs search spos: {space} space, {} on {}, run folder {}",
         kind.name(),
         device.name(),
         out.display()
     );
-    let samples = config.train_limit.unwrap_or(train.n).min(train.n);
+    let samples = a.train_limit.min(train.n).max(1);
+    let batch = a.batch.min(samples / 2).max(1);
+    let (h, w) = (train.h, train.w);
+    if space == "nb201" {
+        let model = Nb201SupernetConfig {
+            channels: a.channels.unwrap_or(8),
+            cells_per_stage: a.layers.unwrap_or(1),
+            classes: train.classes,
+            in_channels: train.c,
+        };
+        model.validate()?;
+        // A path's step needs at most what the widest path's network needs.
+        let need = model.widest().memory_lower_bound(batch, h, w)?;
+        check_memory(&request(&a, &model, h, w), &device, |_| Ok(need))?;
+        let config = run_config(&a, kind, model, search, sampling, limits);
+        let best = with_backend!(device, |be| run(be, config, &out, &train, start)?);
+        let arch = best.arch.to_arch_string();
+        out!("{arch}");
+        report(&best.score, best.query, best.generation);
+        eprintln!(
+            "written to {}; train it with: nasrs train --space nb201 --arch '{arch}'",
+            out.join("arch.txt").display()
+        );
+        return Ok(());
+    }
+    let model = SearchConfig::darts(
+        a.channels.unwrap_or(4),
+        a.layers.unwrap_or(5),
+        train.classes,
+        train.c,
+    )
+    .ops(Primitive::ALL.to_vec());
     // A path's step needs less than the whole supernet's DARTS step: this bounds it.
-    check_memory(
-        &format!(
-            "SPOS supernet C={} L={}, batch {} of {}x{} images",
-            a.channels, a.layers, a.batch, train.h, train.w
-        ),
-        &device,
-        |budget| {
-            let batch = a.batch.min(samples / 2).max(1);
-            sizing::search_step_bytes(
-                &config.model,
-                &DartsHyper::default(),
-                batch,
-                train.h,
-                train.w,
-                budget,
-            )
-        },
-    )?;
-    let best = with_backend!(device, |be| {
-        let run = SposRun::new(be, config, &out)?;
-        resume_notice(start, &out);
-        run.run(&train, start)?
-    });
+    check_memory(&request(&a, &model, h, w), &device, |budget| {
+        sizing::search_step_bytes(&model, &DartsHyper::default(), batch, h, w, budget)
+    })?;
+    let config = run_config(&a, kind, model, search, sampling, limits);
+    let best = with_backend!(device, |be| run(be, config, &out, &train, start)?);
     let g = best.arch.to_genotype();
     out!("{}", g.to_json());
-    eprintln!(
-        "best: validation accuracy {:.4} (inherited weights), found at query {} (generation {})",
-        best.score, best.query, best.generation
-    );
+    report(&best.score, best.query, best.generation);
     eprintln!("{}", g.to_python());
     eprintln!(
         "written to {} and {}; train it with: nasrs train --genotype {}",
@@ -198,4 +193,61 @@ fn spos_in_pool(a: SposArgs) -> Result<()> {
         out.join("best.json").display()
     );
     Ok(())
+}
+
+/// What the memory check names: the supernet and the batch.
+fn request<M: SupernetConfig>(a: &SposArgs, model: &M, h: usize, w: usize) -> String {
+    format!(
+        "SPOS supernet {}, batch {} of {h}x{w} images",
+        model.describe(),
+        a.batch
+    )
+}
+
+fn run_config<M: SupernetConfig>(
+    a: &SposArgs,
+    kind: DatasetKind,
+    model: M,
+    search: SposSearch,
+    sampling: Sampling,
+    limits: PathLimits,
+) -> SposRunConfig<M> {
+    SposRunConfig {
+        space: M::Space::default().name().to_string(),
+        dataset: kind.name().to_string(),
+        model,
+        hyper: SposHyper {
+            lr_max: a.lr,
+            ..SposHyper::default()
+        },
+        sampling,
+        epochs: a.epochs,
+        batch: a.batch,
+        seed: a.seed,
+        train_portion: 0.5,
+        train_limit: (a.train_limit > 0).then_some(a.train_limit),
+        augment: kind == DatasetKind::Cifar10,
+        search,
+        recalibration_batches: a.recalibration_batches,
+        limits,
+    }
+}
+
+fn run<B: nasrs::backend::Backend, M: SupernetConfig>(
+    be: B,
+    config: SposRunConfig<M>,
+    out: &Path,
+    train: &Dataset,
+    start: Start,
+) -> Result<nasrs::nas::spos::Scored<<M::Space as SearchSpace>::Arch>> {
+    let run = SposRun::new(be, config, out)?;
+    resume_notice(start, out);
+    run.run(train, start)
+}
+
+fn report(score: &f64, query: usize, generation: usize) {
+    eprintln!(
+        "best: validation accuracy {score:.4} (inherited weights), found at query {query} \
+         (generation {generation})"
+    );
 }

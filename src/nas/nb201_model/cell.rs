@@ -8,7 +8,7 @@
 
 use crate::autograd::Var;
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::nas::modules::{Builder, Conv, Ctx, ReluConvBn};
 use crate::nas::space::nb201::{Nb201Arch, Nb201Op, EDGES};
 use crate::shape::{Conv2dSpec, Pool2dSpec};
@@ -37,45 +37,74 @@ enum EdgeOp {
     Conv(ReluConvBn),
 }
 
+/// Which operations the edges of a cell hold.
+#[derive(Clone, Copy)]
+pub(super) enum CellOps<'a> {
+    /// Each edge the one operation of this cell (a network), named `edges.j<-i.…`.
+    Fixed(&'a Nb201Arch),
+    /// Each edge all five operations (a supernet), named `edges.j<-i.{k}.…` with `k` the
+    /// operation's index in [`Nb201Op::ALL`], as NB201's search cells name them.
+    All,
+}
+
 pub(super) struct Nb201Cell {
-    /// The op of each edge of [`EDGES`].
-    ops: Vec<EdgeOp>,
+    /// Per edge of [`EDGES`], the operations it holds.
+    edges: Vec<Vec<(Nb201Op, EdgeOp)>>,
 }
 
 impl Nb201Cell {
-    /// Builds the cell at `c` channels; edge `j<-i` is named `edges.j<-i` as in NB201.
-    pub(super) fn new<B: Backend>(b: &mut Builder<B>, arch: &Nb201Arch, c: usize) -> Result<Self> {
-        let ops = b.scope("edges", |b| {
+    /// Builds the cell at `c` channels; edge `j<-i` is scoped `edges.j<-i` as in NB201.
+    pub(super) fn new<B: Backend>(b: &mut Builder<B>, ops: CellOps, c: usize) -> Result<Self> {
+        let edges = b.scope("edges", |b| {
             EDGES
                 .iter()
-                .zip(arch.0)
-                .map(|(&(to, from), op)| {
-                    b.scope(format!("{to}<-{from}"), |b| {
-                        Ok(match op {
-                            Nb201Op::None => EdgeOp::None,
-                            Nb201Op::SkipConnect => EdgeOp::Skip,
-                            Nb201Op::AvgPool3x3 => EdgeOp::AvgPool,
-                            Nb201Op::NorConv1x1 => {
-                                EdgeOp::Conv(ReluConvBn::new(b, c, c, 1, 1, 0, true)?)
-                            }
-                            Nb201Op::NorConv3x3 => {
-                                EdgeOp::Conv(ReluConvBn::new(b, c, c, 3, 1, 1, true)?)
-                            }
-                        })
+                .enumerate()
+                .map(|(e, &(to, from))| {
+                    b.scope(format!("{to}<-{from}"), |b| match ops {
+                        CellOps::Fixed(arch) => Ok(vec![(arch.0[e], edge_op(b, arch.0[e], c)?)]),
+                        CellOps::All => Nb201Op::ALL
+                            .iter()
+                            .enumerate()
+                            .map(|(k, &op)| Ok((op, b.scope(k, |b| edge_op(b, op, c))?)))
+                            .collect(),
                     })
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
-        Ok(Nb201Cell { ops })
+        Ok(Nb201Cell { edges })
     }
 
-    pub(super) fn forward<B: Backend>(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+    /// The forward of the cell with the operations of `arch` (each must be one the cell
+    /// holds on its edge).
+    pub(super) fn forward<B: Backend>(
+        &self,
+        cx: &mut Ctx<B>,
+        x: Var,
+        arch: &Nb201Arch,
+    ) -> Result<Var> {
+        // The op each edge runs, found among those it holds.
+        let mut ops = Vec::with_capacity(EDGES.len());
+        for (e, held) in self.edges.iter().enumerate() {
+            let want = arch.0[e];
+            let op = held.iter().find(|(op, _)| *op == want).ok_or_else(|| {
+                Error::invalid(
+                    "architecture",
+                    format!(
+                        "edge {}<-{} runs {}, which this cell does not hold",
+                        EDGES[e].0,
+                        EDGES[e].1,
+                        want.name()
+                    ),
+                )
+            })?;
+            ops.push(&op.1);
+        }
         // None: a node known to be zero.
         let mut nodes: Vec<Option<Var>> = vec![Some(x)];
         let mut zeros: Option<Var> = None;
         for to in 1..4 {
             let mut terms = Vec::with_capacity(to);
-            for (op, &(_, from)) in self.ops.iter().zip(&EDGES).filter(|(_, e)| e.0 == to) {
+            for (&op, &(_, from)) in ops.iter().zip(&EDGES).filter(|(_, e)| e.0 == to) {
                 let input = nodes[from];
                 let y = match (op, input) {
                     (EdgeOp::None, _) | (EdgeOp::Skip | EdgeOp::AvgPool, None) => continue,
@@ -111,6 +140,17 @@ impl Nb201Cell {
         *cache = Some(z);
         Ok(z)
     }
+}
+
+/// Builds one operation of an edge at `c` channels.
+fn edge_op<B: Backend>(b: &mut Builder<B>, op: Nb201Op, c: usize) -> Result<EdgeOp> {
+    Ok(match op {
+        Nb201Op::None => EdgeOp::None,
+        Nb201Op::SkipConnect => EdgeOp::Skip,
+        Nb201Op::AvgPool3x3 => EdgeOp::AvgPool,
+        Nb201Op::NorConv1x1 => EdgeOp::Conv(ReluConvBn::new(b, c, c, 1, 1, 0, true)?),
+        Nb201Op::NorConv3x3 => EdgeOp::Conv(ReluConvBn::new(b, c, c, 3, 1, 1, true)?),
+    })
 }
 
 /// NB201's `ResNetBasicblock` at stride 2: `conv_a` = ReLU-Conv3x3(stride 2)-BN, `conv_b` =

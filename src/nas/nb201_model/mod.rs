@@ -12,6 +12,9 @@
 //! `state_dict`); `cell.rs` holds the cell and the residual block between stages.
 
 mod cell;
+mod supernet;
+
+pub use supernet::{Nb201Supernet, Nb201SupernetConfig};
 
 use super::classifier::StateDict;
 use super::modules::{BatchNorm, Builder, Conv, Ctx, Linear, Mode};
@@ -22,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::io::HostTensor;
 use crate::rng::Rng;
 use crate::shape::Conv2dSpec;
-use cell::{Nb201Cell, ResBlock};
+use cell::{CellOps, Nb201Cell, ResBlock};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -160,6 +163,13 @@ pub struct Nb201Network<B: Backend> {
 impl<B: Backend> Nb201Network<B> {
     /// Builds the network with PyTorch's default initialisation, drawn from `seed`.
     pub fn new(backend: &B, config: Nb201Config, seed: u64) -> Result<Self> {
+        let arch = config.arch;
+        Self::build(backend, config, seed, CellOps::Fixed(&arch))
+    }
+
+    /// Builds the network with cells holding `ops` (one operation per edge, or all five for
+    /// a supernet: then `config.arch` is not what a forward runs, each forward names it).
+    fn build(backend: &B, config: Nb201Config, seed: u64, ops: CellOps) -> Result<Self> {
         config.validate()?;
         let mut rng = Rng::fork(seed, "weights");
         let (mut weights, mut buffers) = (ParamStore::new(), ParamStore::new());
@@ -183,9 +193,7 @@ impl<B: Backend> Nb201Network<B> {
                 }
                 for _ in 0..config.cells_per_stage {
                     let i = cells.len();
-                    cells.push(Stage::Cell(
-                        b.scope(i, |b| Nb201Cell::new(b, &config.arch, c))?,
-                    ));
+                    cells.push(Stage::Cell(b.scope(i, |b| Nb201Cell::new(b, ops, c))?));
                 }
                 c_prev = c;
             }
@@ -215,27 +223,41 @@ impl<B: Backend> Nb201Network<B> {
     /// Records the forward pass of images `x` and returns the logits. A training-mode
     /// forward that updates the running statistics counts one batch in `bn_batches`.
     pub fn run(&mut self, tape: &mut Tape<B>, x: Var, mode: Mode) -> Result<Var> {
-        // The buffers are taken out for the call so the network can be borrowed immutably.
-        let mut buffers = std::mem::take(&mut self.buffers);
-        let arch = ParamStore::new();
-        let result = {
-            let mut cx = Ctx {
-                tape,
-                weights: &self.weights,
-                buffers: &mut buffers,
-                arch: &arch,
-                mode,
-            };
-            self.forward(&mut cx, x)
-        };
-        self.buffers = buffers;
+        let arch = self.config.arch;
+        let result = self.run_arch(tape, x, mode, &arch);
         if result.is_ok() && mode.train && mode.update_running {
             self.bn_batches += 1;
         }
         result
     }
 
-    fn forward(&self, cx: &mut Ctx<B>, x: Var) -> Result<Var> {
+    /// Records the forward of images `x` with every cell running `arch`'s operations.
+    fn run_arch(
+        &mut self,
+        tape: &mut Tape<B>,
+        x: Var,
+        mode: Mode,
+        arch: &Nb201Arch,
+    ) -> Result<Var> {
+        // The buffers are taken out for the call so the network can be borrowed immutably.
+        let mut buffers = std::mem::take(&mut self.buffers);
+        // The network has no architecture parameters.
+        let no_alphas = ParamStore::new();
+        let result = {
+            let mut cx = Ctx {
+                tape,
+                weights: &self.weights,
+                buffers: &mut buffers,
+                arch: &no_alphas,
+                mode,
+            };
+            self.forward(&mut cx, x, arch)
+        };
+        self.buffers = buffers;
+        result
+    }
+
+    fn forward(&self, cx: &mut Ctx<B>, x: Var, arch: &Nb201Arch) -> Result<Var> {
         let d = cx.tape.shape(x).nchw("network input")?;
         if d.c != self.config.in_channels {
             return Err(Error::shape(
@@ -255,7 +277,7 @@ impl<B: Backend> Nb201Network<B> {
         for (i, stage) in self.cells.iter().enumerate() {
             cx.tape.backend().annotate(&format!("cells.{i}"));
             h = match stage {
-                Stage::Cell(cell) => cell.forward(cx, h)?,
+                Stage::Cell(cell) => cell.forward(cx, h, arch)?,
                 Stage::Res(block) => block.forward(cx, h)?,
             };
         }

@@ -1,4 +1,5 @@
-//! A SPOS run on disk (DARTS space): train the supernet one sampled path per batch for the
+//! A SPOS run on disk, on any space with a supernet ([`SupernetConfig`]: DARTS, NB201):
+//! train the supernet one sampled path per batch for the
 //! epochs asked, then search it. The run folder, each file written atomically:
 //! - `config.json`: every option of the run;
 //! - `metrics.jsonl`: one line per training epoch (loss, accuracy, learning rate, seconds);
@@ -6,13 +7,16 @@
 //!   data iterator, the path sampler and the metrics, so `--resume` continues exactly where
 //!   the last finished epoch left off (bitwise on the CPU);
 //! - after the search: `search.jsonl` (every architecture scored, in query order, with its
-//!   generation and score), `best.json` / `genotype.py` (the best architecture as the JSON
-//!   genotype `nasrs train --genotype` reads, and in the Python form), `search.svg` (score
-//!   against generation).
+//!   generation and score), `best.json` (the best architecture in the space's JSON form: the
+//!   DARTS genotype `nasrs train --genotype` reads, or `{"space": "nb201", "arch": ...}`),
+//!   `genotype.py` (DARTS) or `arch.txt` (NB201: the string `nasrs train --space nb201
+//!   --arch` reads), `search.svg` (score against generation).
 //!
 //! The search is deterministic given the trained supernet and the seed, so a run stopped
 //! during the search simply searches again on `--resume`.
 
+use super::constraint::{PathLimits, PathMeter};
+use super::supernet::{Supernet, SupernetConfig};
 use super::{
     best, evolution_search, random_search, score_path, EvolutionConfig, PathSampler, Sampling,
     SposHyper, SposTrainer,
@@ -27,10 +31,8 @@ use crate::io::{
     save_safetensors_with_i64, write_jsonl,
 };
 use crate::nas::darts::{DeviceBatch, StepStats};
-use crate::nas::genotype::Genotype;
 use crate::nas::run_dir::{RunDir, Start};
-use crate::nas::search_model::{SearchConfig, SearchNetwork};
-use crate::nas::space::darts::{DartsArch, DartsSpace};
+use crate::nas::search_model::SearchConfig;
 use crate::nas::space::SearchSpace;
 use crate::nas::spos::Scored;
 use crate::optim::cosine_lr;
@@ -48,11 +50,14 @@ pub enum SposSearch {
     Random(usize),
 }
 
-/// Everything that determines a SPOS run.
+/// Everything that determines a SPOS run on the space of `M`'s supernet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SposRunConfig {
+#[serde(bound = "M: SupernetConfig")]
+pub struct SposRunConfig<M = SearchConfig> {
+    /// The space (`darts`, `nb201`): a checkpoint of another space is refused by name.
+    pub space: String,
     pub dataset: String,
-    pub model: SearchConfig,
+    pub model: M,
     pub hyper: SposHyper,
     pub sampling: Sampling,
     pub epochs: usize,
@@ -65,10 +70,10 @@ pub struct SposRunConfig {
     pub search: SposSearch,
     /// Training batches the BN statistics of each scored path are recalibrated on (0: none).
     pub recalibration_batches: usize,
-    /// Train and search only paths whose weight count (`SearchNetwork::path_weights`) lies
-    /// in this inclusive range (SPOS's constrained sampling).
+    /// Train and search only paths whose weight count and forward FLOPs lie in these
+    /// inclusive ranges (SPOS's constrained sampling).
     #[serde(default)]
-    pub params_range: Option<(usize, usize)>,
+    pub limits: PathLimits,
 }
 
 /// One line of `metrics.jsonl`.
@@ -87,12 +92,17 @@ pub struct SearchRecord {
     pub query: usize,
     pub generation: usize,
     pub score: f64,
-    pub genotype: Genotype,
+    /// The architecture in its space's JSON form.
+    pub arch: serde_json::Value,
+    /// Its weight count and forward FLOPs (one image), as the limits measure them.
+    pub weights: u64,
+    pub flops: u64,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Meta {
-    config: SposRunConfig,
+#[serde(bound = "M: SupernetConfig")]
+struct Meta<M> {
+    config: SposRunConfig<M>,
     train_iter: BatchIteratorState,
     sampler: PathSampler,
     history: Vec<SposEpoch>,
@@ -105,27 +115,28 @@ pub const RUN_FILES: &[&str] = &[
     "search.jsonl",
     "best.json",
     "genotype.py",
+    "arch.txt",
     "search.svg",
     CHECKPOINT,
 ];
 
 /// Runs (or resumes) a SPOS search in the folder `out`.
-pub struct SposRun<B: Backend> {
+pub struct SposRun<B: Backend, M: SupernetConfig = SearchConfig> {
     pub backend: B,
-    pub config: SposRunConfig,
+    pub config: SposRunConfig<M>,
     pub out: PathBuf,
 }
 
-struct State<B: Backend> {
-    trainer: SposTrainer<B, SearchNetwork<B>>,
+struct State<B: Backend, M: SupernetConfig> {
+    trainer: SposTrainer<B, M::Net<B>>,
     train_iter: BatchIterator,
     sampler: PathSampler,
     history: Vec<SposEpoch>,
     val_idx: Vec<usize>,
 }
 
-impl<B: Backend> SposRun<B> {
-    pub fn new(backend: B, config: SposRunConfig, out: impl Into<PathBuf>) -> Result<Self> {
+impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
+    pub fn new(backend: B, config: SposRunConfig<M>, out: impl Into<PathBuf>) -> Result<Self> {
         if config.epochs == 0 {
             return Err(Error::invalid("--epochs", "must be at least 1"));
         }
@@ -148,20 +159,9 @@ impl<B: Backend> SposRun<B> {
         })
     }
 
-    fn fresh(&self, data: &Dataset) -> Result<State<B>> {
+    fn fresh(&self, data: &Dataset) -> Result<State<B, M>> {
         let c = &self.config;
-        let net = SearchNetwork::new(&self.backend, c.model.clone(), c.seed)?;
-        // Every path of the space must run: all 4 nodes concatenated, all 7 operations.
-        if let Some(op) = crate::nas::space::darts::OPS
-            .iter()
-            .find(|op| !c.model.ops.contains(op))
-        {
-            return Err(Error::invalid(
-                "--ops",
-                format!("SPOS samples every operation; {} is missing", op.name()),
-            ));
-        }
-        net.check_path(&DartsSpace::default().sample(&mut Rng::new(0)))?;
+        let net = c.model.build(&self.backend, c.seed)?;
         let trainer = SposTrainer::new(self.backend.clone(), net, c.hyper.clone())?;
         let (train_idx, val_idx) = split_indices(data.n, c.train_portion)?;
         if train_idx.len() < c.batch || val_idx.is_empty() {
@@ -189,7 +189,7 @@ impl<B: Backend> SposRun<B> {
         })
     }
 
-    fn save(&self, st: &State<B>) -> Result<()> {
+    fn save(&self, st: &State<B, M>) -> Result<()> {
         let be = &self.backend;
         let (mut t, counters) = st.trainer.net.state_dict(be)?;
         st.trainer
@@ -215,14 +215,27 @@ impl<B: Backend> SposRun<B> {
             &self.out.join(CHECKPOINT),
             &t,
             &counters,
-            HashMap::from([("nasrs.spos".to_string(), json)]),
+            HashMap::from([
+                ("nasrs.spos".to_string(), json),
+                ("nasrs.spos.space".to_string(), self.config.space.clone()),
+            ]),
         )
     }
 
-    fn load(&self, dir: &RunDir, data: &Dataset) -> Result<State<B>> {
+    fn load(&self, dir: &RunDir, data: &Dataset) -> Result<State<B, M>> {
         let path = dir.checkpoint();
         let (tensors, meta) = load_safetensors(&path)?;
-        let meta: Meta = read_json_meta(&meta, "nasrs.spos", "SPOS", &path)?;
+        let space = meta.get("nasrs.spos.space").map_or("darts", |s| s.as_str());
+        if space != self.config.space {
+            return Err(Error::bad_file(
+                &path,
+                format!(
+                    "is a SPOS run on the {space} space, not on {}; resume it with --space {space}",
+                    self.config.space
+                ),
+            ));
+        }
+        let meta: Meta<M> = read_json_meta(&meta, "nasrs.spos", "SPOS", &path)?;
         let mut expected = meta.config.clone();
         expected.epochs = self.config.epochs;
         expected.search = self.config.search.clone();
@@ -247,14 +260,22 @@ impl<B: Backend> SposRun<B> {
     }
 
     /// Trains the remaining epochs, then searches; returns the best architecture found.
-    pub fn run(&self, data: &Dataset, start: Start) -> Result<Scored<DartsArch>> {
+    pub fn run(
+        &self,
+        data: &Dataset,
+        start: Start,
+    ) -> Result<Scored<<M::Space as SearchSpace>::Arch>> {
         let m = &self.config.model;
-        if data.c != m.in_channels || data.classes > m.classes {
+        if data.c != m.in_channels() || data.classes > m.classes() {
             return Err(Error::invalid(
                 "dataset",
                 format!(
                     "{} has {} channels and {} classes; the supernet was configured for {} and {}",
-                    data.name, data.c, data.classes, m.in_channels, m.classes
+                    data.name,
+                    data.c,
+                    data.classes,
+                    m.in_channels(),
+                    m.classes()
                 ),
             ));
         }
@@ -266,8 +287,9 @@ impl<B: Backend> SposRun<B> {
         } else {
             self.fresh(&data)?
         };
-        let space = DartsSpace::default();
+        let space = M::Space::default();
         let c = &self.config;
+        let meter = PathMeter::new(&c.model, c.limits.clone(), data.h, data.w)?;
         let steps = st.train_iter.steps_per_epoch(c.batch);
         for epoch in st.history.len()..c.epochs {
             let started = Instant::now();
@@ -276,8 +298,7 @@ impl<B: Backend> SposRun<B> {
             for step in 0..steps {
                 let host = st.train_iter.next_batch(&data, c.batch)?;
                 let batch = DeviceBatch::from_batch(&self.backend, &host, data.classes)?;
-                let (net, range) = (&st.trainer.net, c.params_range);
-                let path = st.sampler.next(&space, &|a| in_range(net, a, range))?;
+                let path = st.sampler.next(&space, &|a| meter.accepts(a))?;
                 let s = st.trainer.step(&batch, &path, lr).map_err(|e| match e {
                     Error::NonFinite(what) => Error::NonFinite(format!(
                         "{what} at epoch {epoch} step {step}{}",
@@ -301,15 +322,16 @@ impl<B: Backend> SposRun<B> {
             write_jsonl(&self.out.join("metrics.jsonl"), &st.history)?;
             dir.epoch_saved(&["config.json", "metrics.jsonl", CHECKPOINT])?;
         }
-        self.search(&mut st, &data, &space)
+        self.search(&mut st, &data, &space, &meter)
     }
 
     fn search(
         &self,
-        st: &mut State<B>,
+        st: &mut State<B, M>,
         data: &Dataset,
-        space: &DartsSpace,
-    ) -> Result<Scored<DartsArch>> {
+        space: &M::Space,
+        meter: &PathMeter<M>,
+    ) -> Result<Scored<<M::Space as SearchSpace>::Arch>> {
         let be = &self.backend;
         let c = &self.config;
         let mut val = Vec::new();
@@ -323,42 +345,36 @@ impl<B: Backend> SposRun<B> {
             let b = recal_iter.next_batch(data, c.batch)?;
             recal.push(DeviceBatch::from_batch(be, &b, data.classes)?);
         }
-        // The constraint reads only the supernet's weight names and shapes; the scorer
-        // borrows the trained network mutably, so the constraint reads a twin of it built on
-        // the counting backend (same configuration, same names and shapes, no memory).
-        let range = c.params_range;
-        let check_net = SearchNetwork::new(
-            &crate::backend::counting::Counting::new(),
-            c.model.clone(),
-            0,
-        )?;
-        let accept = |a: &DartsArch| in_range(&check_net, a, range);
+        let accept = |a: &<M::Space as SearchSpace>::Arch| meter.accepts(a);
         let net = &mut st.trainer.net;
-        let mut score = |a: &DartsArch| score_path(be, net, a, &recal, &val);
+        let mut score = |a: &<M::Space as SearchSpace>::Arch| score_path(be, net, a, &recal, &val);
         let mut rng = Rng::fork(c.seed, "spos search");
         let history = match &c.search {
             SposSearch::Evolution(e) => evolution_search(space, e, &mut rng, &accept, &mut score)?,
             SposSearch::Random(n) => random_search(space, *n, &mut rng, &accept, &mut score)?,
         };
-        let records: Vec<SearchRecord> = history
+        let records = history
             .iter()
-            .map(|s| SearchRecord {
-                query: s.query,
-                generation: s.generation,
-                score: s.score,
-                genotype: s.arch.to_genotype(),
+            .map(|s| {
+                let (weights, flops) = meter.measure(&s.arch)?;
+                Ok(SearchRecord {
+                    query: s.query,
+                    generation: s.generation,
+                    score: s.score,
+                    arch: space.to_json(&s.arch),
+                    weights,
+                    flops,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         write_jsonl(&self.out.join("search.jsonl"), &records)?;
         let top = best(&history)
             .cloned()
             .ok_or_else(|| Error::invalid("search", "no architecture was scored"))?;
-        let g = top.arch.to_genotype();
-        atomic_write_json(&self.out.join("best.json"), &g)?;
-        atomic_write(
-            &self.out.join("genotype.py"),
-            format!("{}\n", g.to_python()).as_bytes(),
-        )?;
+        atomic_write_json(&self.out.join("best.json"), &space.to_json(&top.arch))?;
+        for (name, text) in M::arch_files(&top.arch) {
+            atomic_write(&self.out.join(name), text.as_bytes())?;
+        }
         atomic_write(
             &self.out.join("search.svg"),
             crate::nas::report::score_scatter_svg(
@@ -371,20 +387,5 @@ impl<B: Backend> SposRun<B> {
             .as_bytes(),
         )?;
         Ok(top)
-    }
-}
-
-/// Whether the path's weight count lies in `range` (always, without one).
-fn in_range<B: Backend>(
-    net: &SearchNetwork<B>,
-    a: &DartsArch,
-    range: Option<(usize, usize)>,
-) -> bool {
-    match range {
-        None => true,
-        Some((lo, hi)) => net
-            .path_weights(a)
-            .map(|n| (lo..=hi).contains(&n))
-            .unwrap_or(false),
     }
 }

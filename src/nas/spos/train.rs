@@ -93,8 +93,8 @@ impl PathSampler {
             }
         }
         Err(Error::invalid(
-            "--params-min/--params-max",
-            format!("no path of {MAX_REJECTIONS} drawn lies in the range"),
+            "path limits (--params-min/-max, --flops-min/-max)",
+            format!("no path of {MAX_REJECTIONS} drawn lies in them"),
         ))
     }
 }
