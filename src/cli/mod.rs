@@ -39,6 +39,7 @@ mod progress;
 mod search;
 mod selftest;
 mod spos;
+mod study_ranking;
 mod train;
 
 #[derive(Parser)]
@@ -78,6 +79,9 @@ pub enum Command {
     /// Time search and training steps.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Measure search quality: studies that take minutes to hours.
+    #[command(subcommand)]
+    Study(StudyCommand),
     /// Check every kernel of a device against the CPU backend.
     Selftest {
         #[arg(long, default_value = "auto")]
@@ -96,6 +100,14 @@ pub enum SearchCommand {
     Spos(spos::SposArgs),
 }
 
+#[derive(Subcommand)]
+pub enum StudyCommand {
+    /// How well a SPOS supernet ranks architectures: Kendall tau and Spearman rho between
+    /// its scores (inherited weights, with and without BN recalibration; uniform or fair
+    /// path sampling) and stand-alone training, over seeds.
+    Ranking(study_ranking::RankingArgs),
+}
+
 /// Runs the command `cli` asks for.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -105,6 +117,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::eval(a),
         Command::Model(a) => model::model(a),
         Command::Bench(b) => bench::bench(b),
+        Command::Study(StudyCommand::Ranking(a)) => study_ranking::ranking(a),
         Command::Selftest { device, seed } => selftest::selftest(&device, seed),
     }
 }

@@ -9,12 +9,14 @@
 //! and the training step, `score.rs` the recalibration and the validation accuracy of a path,
 //! `evolution.rs` the searches (on any [`SearchSpace`](crate::nas::space::SearchSpace) with
 //! any score: the supernet's here, a table's for tabular benchmarks), `run.rs` a SPOS run on
-//! disk (train, then search).
+//! disk (train, then search), `study.rs` the ranking study (supernet scores against
+//! stand-alone training).
 
 pub mod constraint;
 pub mod evolution;
 pub mod run;
 pub mod score;
+pub mod study;
 pub mod supernet;
 pub mod train;
 

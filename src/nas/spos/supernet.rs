@@ -9,11 +9,14 @@ use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::io::HostTensor;
-use crate::nas::classifier::StateDict;
+use crate::nas::classifier::{NetworkConfig, StateDict};
+use crate::nas::eval_model::EvalConfig;
+use crate::nas::nb201_model::Nb201Config;
 use crate::nas::nb201_model::{Nb201Supernet, Nb201SupernetConfig};
 use crate::nas::space::darts::{DartsArch, DartsSpace, OPS};
 use crate::nas::space::nb201::{Nb201Arch, Nb201Space};
 use crate::nas::space::SearchSpace;
+use crate::nas::train_run::TrainHyper;
 use crate::nas::{Mode, SearchConfig, SearchNetwork};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -75,6 +78,12 @@ pub trait SupernetConfig: Clone + Debug + PartialEq + Serialize + DeserializeOwn
     fn check_image_size(&self, h: usize, w: usize) -> Result<()>;
     /// The sizes in one phrase for messages (`C=4 L=5`).
     fn describe(&self) -> String;
+    /// The stand-alone network of a path (what `nasrs train` trains from scratch), at the
+    /// supernet's sizes.
+    type Standalone: NetworkConfig;
+    fn standalone(&self, path: &<Self::Space as SearchSpace>::Arch) -> Self::Standalone;
+    /// How the stand-alone network is trained from scratch (its space's usual recipe).
+    fn standalone_hyper(&self) -> TrainHyper;
     /// The files (name, content) a run writes the best architecture to besides `best.json`
     /// (the space's JSON form): the form the next command reads.
     fn arch_files(arch: &<Self::Space as SearchSpace>::Arch) -> Vec<(&'static str, String)>;
@@ -152,6 +161,26 @@ impl SupernetConfig for SearchConfig {
     fn describe(&self) -> String {
         format!("C={} L={}", self.channels, self.layers)
     }
+    type Standalone = EvalConfig;
+    fn standalone(&self, path: &DartsArch) -> EvalConfig {
+        EvalConfig {
+            genotype: path.to_genotype(),
+            channels: self.channels,
+            layers: self.layers,
+            classes: self.classes,
+            in_channels: self.in_channels,
+            auxiliary: false,
+        }
+    }
+    /// DARTS' training recipe without drop-path and auxiliary head (a short run from
+    /// scratch, as the supernet trains).
+    fn standalone_hyper(&self) -> TrainHyper {
+        TrainHyper {
+            drop_path: 0.0,
+            auxiliary_weight: 0.0,
+            ..TrainHyper::default()
+        }
+    }
     fn arch_files(arch: &DartsArch) -> Vec<(&'static str, String)> {
         vec![(
             "genotype.py",
@@ -221,6 +250,13 @@ impl SupernetConfig for Nb201SupernetConfig {
     }
     fn describe(&self) -> String {
         format!("C={} N={}", self.channels, self.cells_per_stage)
+    }
+    type Standalone = Nb201Config;
+    fn standalone(&self, path: &Nb201Arch) -> Nb201Config {
+        self.network(*path)
+    }
+    fn standalone_hyper(&self) -> TrainHyper {
+        TrainHyper::nb201()
     }
     fn arch_files(arch: &Nb201Arch) -> Vec<(&'static str, String)> {
         vec![("arch.txt", format!("{}\n", arch.to_arch_string()))]
