@@ -8,9 +8,9 @@
 use super::genotype::Primitive;
 use crate::autograd::{ParamId, ParamStore, Tape, Var};
 use crate::backend::{Backend, Element};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rng::Rng;
-use crate::shape::{Conv2dSpec, Pool2dSpec, Shape};
+use crate::shape::{Conv2dSpec, Nchw, Pool2dSpec, Shape};
 use crate::tensor::Tensor;
 
 pub const BN_EPS: f64 = 1e-5;
@@ -525,4 +525,26 @@ impl EdgeOp {
         };
         y.map(Some)
     }
+}
+
+/// The dimensions of a network's input images `x`, checked to be NCHW with `in_channels`
+/// channels (`what` names the input in the message): every network's first check.
+pub fn input_dims<B: Backend>(
+    tape: &Tape<B>,
+    x: Var,
+    in_channels: usize,
+    what: &'static str,
+) -> Result<Nchw> {
+    let d = tape.shape(x).nchw(what)?;
+    if d.c != in_channels {
+        return Err(Error::shape(
+            what,
+            format!(
+                "images {} have {} channels, the network expects {in_channels}",
+                d.shape(),
+                d.c
+            ),
+        ));
+    }
+    Ok(d)
 }

@@ -23,7 +23,7 @@ pub use genotype_spec::{resolve_genotype, validate_genotype};
 pub use state_dict::{check_against_tensors, infer_config};
 
 use super::genotype::Genotype;
-use super::modules::{BatchNorm, Builder, CellInputs, Conv, Ctx, EdgeOp, Linear};
+use super::modules::{input_dims, BatchNorm, Builder, CellInputs, Conv, Ctx, EdgeOp, Linear};
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -264,18 +264,7 @@ impl<B: Backend> EvalNetwork<B> {
         drop_prob: f64,
         rng: &mut Rng,
     ) -> Result<(Var, Option<Var>)> {
-        let d = cx.tape.shape(x).nchw("network input")?;
-        if d.c != self.config.in_channels {
-            return Err(Error::shape(
-                "network input",
-                format!(
-                    "images {} have {} channels, the network expects {}",
-                    d.shape(),
-                    d.c,
-                    self.config.in_channels
-                ),
-            ));
-        }
+        input_dims(cx.tape, x, self.config.in_channels, "network input")?;
         cx.tape.backend().annotate("stem");
         let h = self.stem_conv.forward(cx, x)?;
         let stem = self.stem_bn.forward(cx, h)?;

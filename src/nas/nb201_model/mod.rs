@@ -17,7 +17,7 @@ mod supernet;
 pub use supernet::{Nb201Supernet, Nb201SupernetConfig};
 
 use super::classifier::StateDict;
-use super::modules::{BatchNorm, Builder, Conv, Ctx, Linear, Mode};
+use super::modules::{input_dims, BatchNorm, Builder, Conv, Ctx, Linear, Mode};
 use super::space::nb201::Nb201Arch;
 use crate::autograd::{load_state_dict_strict, ParamStore, StrictLoad, Tape, Var};
 use crate::backend::Backend;
@@ -258,18 +258,7 @@ impl<B: Backend> Nb201Network<B> {
     }
 
     fn forward(&self, cx: &mut Ctx<B>, x: Var, arch: &Nb201Arch) -> Result<Var> {
-        let d = cx.tape.shape(x).nchw("network input")?;
-        if d.c != self.config.in_channels {
-            return Err(Error::shape(
-                "network input",
-                format!(
-                    "images {} have {} channels, the network expects {}",
-                    d.shape(),
-                    d.c,
-                    self.config.in_channels
-                ),
-            ));
-        }
+        let d = input_dims(cx.tape, x, self.config.in_channels, "network input")?;
         self.config.check_image_size(d.h, d.w)?;
         cx.tape.backend().annotate("stem");
         let h = self.stem_conv.forward(cx, x)?;

@@ -27,10 +27,10 @@ mod state_dict;
 pub use alphas::ALPHA_TABLES;
 pub use config::SearchConfig;
 
-use super::modules::{BatchNorm, Builder, CellInputs, Conv, Ctx, EdgeOp, Linear};
+use super::modules::{input_dims, BatchNorm, Builder, CellInputs, Conv, Ctx, EdgeOp, Linear};
 use crate::autograd::{ParamId, ParamStore, Var};
 use crate::backend::{Backend, Element};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::rng::Rng;
 use crate::shape::Conv2dSpec;
 use crate::tensor::Tensor;
@@ -229,18 +229,7 @@ impl<B: Backend> SearchNetwork<B> {
 
     /// Images must be NCHW with the network's input channels.
     fn check_input(&self, cx: &mut Ctx<B>, x: Var) -> Result<()> {
-        let d = cx.tape.shape(x).nchw("search network input")?;
-        if d.c != self.config.in_channels {
-            return Err(Error::shape(
-                "search network input",
-                format!(
-                    "images {} have {} channels, the network expects {}",
-                    d.shape(),
-                    d.c,
-                    self.config.in_channels
-                ),
-            ));
-        }
+        input_dims(cx.tape, x, self.config.in_channels, "search network input")?;
         Ok(())
     }
 
