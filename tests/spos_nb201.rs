@@ -17,7 +17,7 @@ use nasrs::nas::nb201_model::{Nb201Network, Nb201Supernet, Nb201SupernetConfig};
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::space::nb201::{Nb201Arch, Nb201Op, Nb201Space, EDGES};
 use nasrs::nas::space::SearchSpace;
-use nasrs::nas::spos::run::{SearchRecord, SposRun, SposRunConfig, SposSearch, CHECKPOINT};
+use nasrs::nas::spos::run::{Phase, SearchRecord, SposRun, SposRunConfig, SposSearch, CHECKPOINT};
 use nasrs::nas::spos::{PathLimits, PathMeter, Sampling, SposHyper, Supernet};
 use nasrs::nas::Mode;
 use nasrs::{Cpu, Rng, Tensor};
@@ -271,6 +271,38 @@ fn a_resumed_nb201_run_equals_the_uninterrupted_one_inside_flops_limits() {
     }
     let best = String::from_utf8(read(&full, "arch.txt")).unwrap();
     Nb201Arch::parse(best.trim()).unwrap();
+}
+
+#[test]
+fn train_then_search_phases_equal_one_run() {
+    let data = synthetic(48, 1, 8, 8, 3, 9).unwrap();
+    let full = tmp_dir("spos_nb201", "phase-full");
+    let split = tmp_dir("spos_nb201", "phase-split");
+    run(&full, config(2, PathLimits::default()), false);
+    let phase = |p, start| {
+        SposRun::new(Cpu::new(), config(2, PathLimits::default()), &split)
+            .unwrap()
+            .run_phase(&data, start, p)
+    };
+    // Nothing to search yet.
+    let err = phase(Phase::Search, Start::New).err().unwrap().to_string();
+    assert!(err.contains("--phase search"), "{err}");
+    assert!(phase(Phase::Train, Start::New).unwrap().is_none());
+    assert!(!split.join("search.jsonl").exists());
+    assert!(phase(Phase::Search, Start::New).unwrap().is_some());
+    for f in [CHECKPOINT, "search.jsonl", "best.json", "arch.txt"] {
+        assert_eq!(read(&full, f), read(&split, f), "{f}");
+    }
+    // A supernet that has not finished training is not searched.
+    let short = tmp_dir("spos_nb201", "phase-short");
+    run(&short, config(1, PathLimits::default()), false);
+    let err = SposRun::new(Cpu::new(), config(2, PathLimits::default()), &short)
+        .unwrap()
+        .run_phase(&data, Start::Resume, Phase::Search)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("1 of its 2 epochs"), "{err}");
 }
 
 #[test]

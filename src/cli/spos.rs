@@ -13,7 +13,7 @@ use nasrs::nas::nb201_model::Nb201SupernetConfig;
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::sizing;
 use nasrs::nas::space::SearchSpace;
-use nasrs::nas::spos::run::{SposRun, SposRunConfig, SposSearch};
+use nasrs::nas::spos::run::{Phase, SposRun, SposRunConfig, SposSearch};
 use nasrs::nas::spos::{EvolutionConfig, PathLimits, Sampling, SposHyper, SupernetConfig};
 use nasrs::nas::{Primitive, SearchConfig};
 use nasrs::{Error, Result};
@@ -24,6 +24,10 @@ pub(crate) struct SposArgs {
     /// darts | nb201
     #[arg(long, default_value = "darts")]
     space: String,
+    /// all (train, then search) | train (the supernet only) | search (the supernet a
+    /// finished train phase left in --out; may change the search settings)
+    #[arg(long, default_value = "all")]
+    phase: String,
     /// Data folder (default: the bundled MNIST subset).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -103,6 +107,7 @@ fn spos_in_pool(a: SposArgs) -> Result<()> {
     let kind: DatasetKind = a.dataset.parse()?;
     let dir = a.data.clone().unwrap_or_else(default_data_dir);
     let start = Start::from_flags(a.run.resume, a.run.force)?;
+    let phase = Phase::parse(&a.phase)?;
     let search = match a.search.as_str() {
         "evolution" => SposSearch::Evolution(EvolutionConfig {
             population: a.population,
@@ -159,7 +164,10 @@ fn spos_in_pool(a: SposArgs) -> Result<()> {
         let need = model.widest().memory_lower_bound(batch, h, w)?;
         check_memory(&request(&a, &model, h, w), &device, |_| Ok(need))?;
         let config = run_config(&a, kind, model, search, sampling, limits);
-        let best = with_backend!(device, |be| run(be, config, &out, &train, start)?);
+        let found = with_backend!(device, |be| run(be, config, &out, &train, start, phase)?);
+        let Some(best) = found else {
+            return trained(&out);
+        };
         let arch = best.arch.to_arch_string();
         out!("{arch}");
         report(&best.score, best.query, best.generation);
@@ -181,7 +189,10 @@ fn spos_in_pool(a: SposArgs) -> Result<()> {
         sizing::search_step_bytes(&model, &DartsHyper::default(), batch, h, w, budget)
     })?;
     let config = run_config(&a, kind, model, search, sampling, limits);
-    let best = with_backend!(device, |be| run(be, config, &out, &train, start)?);
+    let found = with_backend!(device, |be| run(be, config, &out, &train, start, phase)?);
+    let Some(best) = found else {
+        return trained(&out);
+    };
     let g = best.arch.to_genotype();
     out!("{}", g.to_json());
     report(&best.score, best.query, best.generation);
@@ -239,10 +250,22 @@ fn run<B: nasrs::backend::Backend, M: SupernetConfig>(
     out: &Path,
     train: &Dataset,
     start: Start,
-) -> Result<nasrs::nas::spos::Scored<<M::Space as SearchSpace>::Arch>> {
+    phase: Phase,
+) -> Result<Option<nasrs::nas::spos::Scored<<M::Space as SearchSpace>::Arch>>> {
     let run = SposRun::new(be, config, out)?;
-    resume_notice(start, out);
-    run.run(train, start)
+    if phase != Phase::Search {
+        resume_notice(start, out);
+    }
+    run.run_phase(train, start, phase)
+}
+
+/// After `--phase train`: where the supernet is and how to search it.
+fn trained(out: &Path) -> Result<()> {
+    eprintln!(
+        "supernet trained: {}; search it with the same flags and --phase search",
+        out.join(nasrs::nas::spos::run::CHECKPOINT).display()
+    );
+    Ok(())
 }
 
 fn report(score: &f64, query: usize, generation: usize) {

@@ -50,6 +50,32 @@ pub enum SposSearch {
     Random(usize),
 }
 
+/// Which part of a SPOS run a command does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Train the supernet (or the epochs left), then search it.
+    All,
+    /// Train the supernet only.
+    Train,
+    /// Search the supernet a finished training phase left in the run folder (again, with
+    /// other search settings if they changed).
+    Search,
+}
+
+impl Phase {
+    pub fn parse(s: &str) -> Result<Phase> {
+        match s {
+            "all" => Ok(Phase::All),
+            "train" => Ok(Phase::Train),
+            "search" => Ok(Phase::Search),
+            other => Err(Error::invalid(
+                "--phase",
+                format!("'{other}' (expected all, train or search)"),
+            )),
+        }
+    }
+}
+
 /// Everything that determines a SPOS run on the space of `M`'s supernet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(bound = "M: SupernetConfig")]
@@ -265,6 +291,19 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
         data: &Dataset,
         start: Start,
     ) -> Result<Scored<<M::Space as SearchSpace>::Arch>> {
+        self.run_phase(data, start, Phase::All)?
+            .ok_or_else(|| Error::invalid("search", "no architecture was scored"))
+    }
+
+    /// Does `phase` of the run: the best architecture found, or None after training only.
+    /// The search phase resumes from the folder's checkpoint, which must have finished
+    /// training.
+    pub fn run_phase(
+        &self,
+        data: &Dataset,
+        start: Start,
+        phase: Phase,
+    ) -> Result<Option<Scored<<M::Space as SearchSpace>::Arch>>> {
         let m = &self.config.model;
         if data.c != m.in_channels() || data.classes > m.classes() {
             return Err(Error::invalid(
@@ -281,7 +320,21 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
         }
         m.check_image_size(data.h, data.w)?;
         let data = data.first(self.config.train_limit)?;
+        let start = if phase == Phase::Search {
+            Start::Resume
+        } else {
+            start
+        };
         let (mut dir, resume) = RunDir::open(&self.out, RUN_FILES, CHECKPOINT, start)?;
+        if phase == Phase::Search && !resume {
+            return Err(Error::invalid(
+                "--phase search",
+                format!(
+                    "{} holds no trained supernet; run --phase train (or all) first",
+                    self.out.display()
+                ),
+            ));
+        }
         let mut st = if resume {
             self.load(&dir, &data)?
         } else {
@@ -290,6 +343,18 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
         let space = M::Space::default();
         let c = &self.config;
         let meter = PathMeter::new(&c.model, c.limits.clone(), data.h, data.w)?;
+        if phase == Phase::Search && st.history.len() < c.epochs {
+            return Err(Error::invalid(
+                "--phase search",
+                format!(
+                    "the supernet in {} has trained {} of its {} epochs; finish --phase train \
+                     first",
+                    self.out.display(),
+                    st.history.len(),
+                    c.epochs
+                ),
+            ));
+        }
         let steps = st.train_iter.steps_per_epoch(c.batch);
         for epoch in st.history.len()..c.epochs {
             let started = Instant::now();
@@ -322,7 +387,10 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
             write_jsonl(&self.out.join("metrics.jsonl"), &st.history)?;
             dir.epoch_saved(&["config.json", "metrics.jsonl", CHECKPOINT])?;
         }
-        self.search(&mut st, &data, &space, &meter)
+        if phase == Phase::Train {
+            return Ok(None);
+        }
+        self.search(&mut st, &data, &space, &meter).map(Some)
     }
 
     fn search(
