@@ -108,8 +108,30 @@ fn read(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
 
+/// The simulation runtime's units in kernels/sim/ (runtime.cpp says which owns what), linked
+/// into the `nasrs_sim` library with the kernels; kernels/sim/selfcheck.sh builds the same list
+/// (`runtime*.cpp`).
+const SIM_RUNTIME: &[&str] = &[
+    "runtime.cpp",
+    "runtime_fault.cpp",
+    "runtime_fiber.cpp",
+    "runtime_memory.cpp",
+    "runtime_sync.cpp",
+];
+
+/// The headers in kernels/sim/ the simulation build reads: the device language, the runtime's
+/// C ABI and its internal headers.
+const SIM_HEADERS: &[&str] = &[
+    "cuda_sim.h",
+    "cuda_bf16.h",
+    "runtime.h",
+    "runtime_internal.h",
+    "runtime_fiber.h",
+];
+
 /// One C++ unit per module (`$OUT_DIR/sim/<stem>.cpp`, see `kernel_abi::sim_unit`) plus
-/// kernels/sim/runtime.cpp, compiled with the host compiler into the `nasrs_sim` library.
+/// the runtime's units ([`SIM_RUNTIME`]), compiled with the host compiler into the `nasrs_sim`
+/// library.
 /// No contraction (`-ffp-contract=off`, as nvcc's `-fmad=false`) and wrapping signed
 /// arithmetic (`-fwrapv`, what the GPU's integer units do), so results match the GPU
 /// build's arithmetic.
@@ -121,7 +143,7 @@ fn compile_sim(
     link: bool,
 ) {
     let sim_dir = Path::new("kernels/sim");
-    for f in ["cuda_sim.h", "runtime.h", "runtime.cpp", "cuda_bf16.h"] {
+    for f in SIM_HEADERS.iter().chain(SIM_RUNTIME) {
         println!("cargo:rerun-if-changed=kernels/sim/{f}");
     }
     let gen_dir = out_dir.join("sim");
@@ -153,7 +175,9 @@ fn compile_sim(
         .flag("-include")
         .flag(sim_dir.join("cuda_sim.h").display().to_string());
     if link {
-        build.files(&units).file(sim_dir.join("runtime.cpp"));
+        build
+            .files(&units)
+            .files(SIM_RUNTIME.iter().map(|f| sim_dir.join(f)));
         build.compile("nasrs_sim");
     } else {
         let compiler = build.get_compiler();

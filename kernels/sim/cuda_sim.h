@@ -1,14 +1,14 @@
 // The CUDA device language on the host: force-included (g++ -include) before every
 // kernels/*.cu in the simulation build, so the very sources nvcc compiles for the GPU compile
 // with g++ (-std=c++17 -O2 -ffp-contract=off -fwrapv -fno-strict-aliasing -DNASRS_CUDA_SIM
-// -Ikernels/sim -Ikernels) and run under the scheduler in runtime.cpp.
+// -Ikernels/sim -Ikernels) and run under the simulator's scheduler (runtime*.cpp).
 //
 // Owns: the qualifiers, the built-in index variables, shared memory (DYNAMIC_SHARED,
 // STATIC_SHARED), barriers, warp shuffles and votes, atomics, the bf16 type and conversions, and
-// the device math the kernels call. What makes
-// this a faithful model (order, barriers, warp syncs, faults) lives in runtime.cpp; this header
-// only routes each intrinsic there. Why some choices:
-// - every synchronising intrinsic is an out-of-line call into runtime.cpp: a fiber switch may
+// the device math the kernels call. What makes this a faithful model (order, barriers, warp
+// syncs, faults) lives in the runtime (runtime*.cpp, described in runtime.cpp); this header only
+// routes each intrinsic there. Why some choices:
+// - every synchronising intrinsic is an out-of-line call into the runtime: a fiber switch may
 //   happen inside it, and an opaque call is what stops g++ from caching shared memory or a
 //   built-in across it;
 // - __shared__ is `static thread_local`: a block's threads are fibers on ONE OS thread and
@@ -76,7 +76,7 @@ constexpr int warpSize = 32;
 #endif
 
 // Static shared memory that behaves like the device's: `T name[count]` per block, NaN-filled at
-// each block start and guarded at its end (runtime.cpp). Plain `__shared__` here is a
+// each block start and guarded at its end (runtime_memory.cpp). Plain `__shared__` here is a
 // thread-local static: correct, but it keeps the previous block's values, so a kernel reading
 // shared memory before a barrier made it valid can pass by luck (same values in every block).
 // Under nvcc the same macro is `__shared__ T name[count]`. `name` is a pointer here, so
@@ -129,7 +129,7 @@ inline int __all_sync(unsigned mask, int pred) {
     return (int)nasrs_sim_warp(NASRS_SIM_WARP_ALL | (4u << 8), mask, pred != 0, 0, 32);
 }
 // The lanes converged with the caller. Threads here run one at a time, so "converged" is modelled
-// as: the lanes that reach this same __activemask() before blocking anywhere else (runtime.cpp).
+// as: the lanes that reach this same __activemask() before blocking anywhere else (runtime_sync.cpp).
 // The lambda's static gives every call site in the source its own address.
 #define __activemask()                             \
     ([] {                                          \

@@ -1,4 +1,5 @@
-/* The C ABI of the CUDA execution-model simulator (kernels/sim/runtime.cpp).
+/* The C ABI of the CUDA execution-model simulator (kernels/sim/runtime*.cpp; runtime.cpp
+ * describes it).
  *
  * Two audiences:
  * - the host (the Rust CUDA-sim backend and its generated launch thunks): nasrs_sim_run,

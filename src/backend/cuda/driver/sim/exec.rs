@@ -1,6 +1,6 @@
 //! Kernels and GEMMs run on the host: a launch calls the kernel's generated trampoline
 //! (build/kernel_abi.rs), which runs every thread of every block through the simulation
-//! runtime (kernels/sim/runtime.cpp), counted per kernel; cuBLAS's column-major SGEMM subset
+//! runtime (kernels/sim/runtime*.cpp), counted per kernel; cuBLAS's column-major SGEMM subset
 //! runs through `matrixmultiply`. Inside a capture both are recorded instead (graph.rs).
 
 use super::graph::Op;

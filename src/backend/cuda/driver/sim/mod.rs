@@ -4,7 +4,7 @@
 //! pass `kernelParams` to [`SimDriver::launch`], which calls the kernel's C++ trampoline
 //! (build/kernel_abi.rs), which runs `kernels/*.cu` compiled for the host against
 //! kernels/sim/cuda_sim.h: every thread of every block, deterministically, with CUDA's
-//! barrier, warp-shuffle and shared-memory semantics (kernels/sim/runtime.cpp).
+//! barrier, warp-shuffle and shared-memory semantics (kernels/sim/runtime*.cpp).
 //!
 //! What this module models around the kernels, file by file:
 //! - memory (`memory.rs`): every allocation is its own guarded mapping (the first byte past
