@@ -422,6 +422,16 @@ pub fn anytime_svg(
             escape(label)
         );
     }
+    if !series.is_empty() {
+        // The legend's box, so that a reference line crossing it stays readable.
+        let top = pad + ph - 22.0 - 16.0 * (series.len() - 1) as f64;
+        let _ = write!(
+            s,
+            r##"<rect x="{}" y="{top}" width="190" height="{}" fill="white" stroke="#ccc"/>"##,
+            pad + pw - 176.0,
+            16.0 * series.len() as f64 + 4.0
+        );
+    }
     for (k, (label, v)) in series.iter().enumerate() {
         let color = COLORS[(k + 1) % COLORS.len()];
         let pts: Vec<String> = v
