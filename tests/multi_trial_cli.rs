@@ -363,3 +363,39 @@ fn a_study_summarizes_every_strategy_and_its_seed_is_a_search() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_strategy_keeps_to_the_size_limits() {
+    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/nb201-12ep/nb201_12ep.csv");
+    let sizes: std::collections::HashMap<String, (f64, f64)> = read(&table)
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].to_string(),
+                (f[7].parse().unwrap(), f[8].parse().unwrap()),
+            )
+        })
+        .collect();
+    for strategy in ["random", "evolution", "reinforce"] {
+        let dir = tmp(&format!("limits-{strategy}"));
+        search(
+            strategy,
+            &dir,
+            "150",
+            &["--params-max-m", "0.4", "--flops-max-m", "50"],
+        );
+        let journal = read(&dir.join("journal.jsonl"));
+        assert_eq!(journal.lines().count(), 150);
+        for line in journal.lines() {
+            let r: serde_json::Value = serde_json::from_str(line).expect("line");
+            let (p, f) = sizes[r["arch"].as_str().expect("arch")];
+            assert!(
+                p <= 0.4 && f <= 50.0,
+                "{strategy}: {r} has {p} M weights, {f} MFLOPs"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
