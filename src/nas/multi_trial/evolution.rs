@@ -9,7 +9,7 @@
 //! Under a constraint the mutation is redrawn until the child satisfies it; a parent with no
 //! such neighbour after [`MAX_TRIES`] draws gets a random child inside the constraint.
 
-use super::{draw_accepted, Strategy, MAX_TRIES};
+use super::{draw_accepted, Strategy, MAX_TRIES, RESERVE_MAX};
 use crate::error::{Error, Result};
 use crate::nas::space::SearchSpace;
 use crate::rng::Rng;
@@ -98,7 +98,7 @@ impl<A: Clone> AgingEvolution<A> {
     pub fn new(config: AgingConfig) -> Result<Self> {
         config.validate()?;
         Ok(AgingEvolution {
-            population: VecDeque::with_capacity(config.population + 1),
+            population: VecDeque::with_capacity(config.population.min(RESERVE_MAX)),
             config,
             observed: 0,
             last_tournament: None,
@@ -134,7 +134,7 @@ impl<S: SearchSpace> Strategy<S> for AgingEvolution<S::Arch> {
                 .map(Some)
                 .ok_or_else(none_found);
         }
-        let mut sampled = Vec::with_capacity(self.config.sample_size);
+        let mut sampled = Vec::with_capacity(self.config.sample_size.min(RESERVE_MAX));
         let mut parent: Option<&Member<S::Arch>> = None;
         for _ in 0..self.config.sample_size {
             let m = &self.population[rng.below(self.population.len())];

@@ -36,6 +36,10 @@ use crate::nas::space::SearchSpace;
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
+/// Room reserved up front for a budget or a population given by a flag: a huge one grows as
+/// it fills instead of failing to allocate before the first query.
+pub(crate) const RESERVE_MAX: usize = 1 << 16;
+
 /// Draws a strategy tries before deciding that no architecture satisfies the constraint.
 pub const MAX_TRIES: usize = 10_000;
 
@@ -68,7 +72,7 @@ pub fn search<S: SearchSpace>(
     if budget == 0 {
         return Err(Error::invalid("--budget", "must be at least 1 query"));
     }
-    let mut history = Vec::with_capacity(budget);
+    let mut history = Vec::with_capacity(budget.min(RESERVE_MAX));
     while history.len() < budget {
         let Some(arch) = strategy.propose(space, rng, accept)? else {
             break;

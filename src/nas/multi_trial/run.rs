@@ -14,7 +14,7 @@
 //! it (checked to be the same architecture), and the search goes on from where it stopped.
 //! A finished run resumes to the same files; one resumed with a larger `--budget` continues.
 
-use super::{incumbents, search_rng, StrategyConfig, TableEvaluator, TableSpec};
+use super::{incumbents, search_rng, StrategyConfig, TableEvaluator, TableSpec, RESERVE_MAX};
 use crate::error::{Error, Result};
 use crate::io::{atomic_write, atomic_write_json, check_resume_options, write_jsonl};
 use crate::nas::history::best;
@@ -103,7 +103,7 @@ pub fn run_table_search<S: SearchSpace>(
         Vec::new()
     };
     let space = &eval.space;
-    let mut records: Vec<JournalRecord> = Vec::with_capacity(config.budget);
+    let mut records: Vec<JournalRecord> = Vec::with_capacity(config.budget.min(RESERVE_MAX));
     let mut flushed = Instant::now();
     let journal_path = dir.join(JOURNAL);
     let mut score = |arch: &S::Arch| -> Result<f64> {

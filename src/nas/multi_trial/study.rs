@@ -148,7 +148,7 @@ pub fn run_study<S: SearchSpace + Sync>(
                 let mut score = |a: &S::Arch| eval.metric(a);
                 let history =
                     strategy.search(&eval.space, config.budget, &mut rng, &accept, &mut score)?;
-                let mut curve = Vec::with_capacity(config.budget);
+                let mut curve = Vec::with_capacity(history.len());
                 for i in incumbents(&history) {
                     curve.push(eval.report(&history[i].arch)?);
                 }
@@ -161,7 +161,9 @@ pub fn run_study<S: SearchSpace + Sync>(
             .collect::<Result<_>>()?;
         let reports: Vec<f64> = runs.iter().map(|r| r.1).collect();
         let metrics: Vec<f64> = runs.iter().map(|r| r.0).collect();
-        let mut curve = vec![0.0; config.budget];
+        // As long as the longest run (the budget, unless random search ran out of space).
+        let longest = runs.iter().map(|r| r.2.len()).max().unwrap_or(0);
+        let mut curve = vec![0.0; longest];
         for (_, _, c) in &runs {
             for (q, sum) in curve.iter_mut().enumerate() {
                 // A run that stopped early (random search of a small space) keeps its result.
