@@ -1,5 +1,6 @@
 //! The `nasrs` command line: the schema of every command and the dispatch to one file per
-//! command (`search`, `train`, `eval`, `model`, `bench`, `selftest`), plus what they share:
+//! command (`search`, `spos`, `multi_trial`, `train`, `eval`, `model`, `bench`, `selftest`,
+//! `study_strategies`), plus what they share:
 //! device opening, the worker pool, output that tolerates a closed pipe, run-folder notices.
 //! Every error ends the program with a one-line message (exit code 2 for usage and input
 //! errors, 1 for failures during a run), never a panic.
@@ -35,11 +36,13 @@ mod args;
 mod bench;
 mod eval;
 mod model;
+mod multi_trial;
 mod progress;
 mod search;
 mod selftest;
 mod spos;
 mod study_ranking;
+mod study_strategies;
 mod train;
 
 #[derive(Parser)]
@@ -79,7 +82,7 @@ pub enum Command {
     /// Time search and training steps.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Measure search quality: studies that take minutes to hours.
+    /// Measure search quality: strategies over many seeds, supernet ranking quality.
     #[command(subcommand)]
     Study(StudyCommand),
     /// Check every kernel of a device against the CPU backend.
@@ -98,10 +101,24 @@ pub enum SearchCommand {
     /// Single Path One-Shot: train the supernet one sampled path per batch, then search it by
     /// evolution with inherited weights.
     Spos(spos::SposArgs),
+    /// Random search: architectures drawn uniformly, each scored by a table (NAS-Bench-201's
+    /// bundled one by default), never the same one twice.
+    Random(multi_trial::TrialSearchArgs),
+    /// Regularized (aging) evolution (Real et al. 2019): tournament of S from a population
+    /// of P, the winner mutated in one decision, the oldest member removed.
+    Evolution(multi_trial::EvolutionArgs),
+    /// REINFORCE with a per-decision categorical policy (NAS-Bench-201's baseline): moving
+    /// average baseline, entropy bonus, Adam.
+    Reinforce(multi_trial::ReinforceArgs),
 }
 
+/// Studies: many runs of one or more methods, summarized.
 #[derive(Subcommand)]
 pub enum StudyCommand {
+    /// Random search, aging evolution and REINFORCE on a table, each for --seeds seeds:
+    /// mean and standard deviation of the reported accuracy of what each run returns, and
+    /// the mean anytime curves.
+    Strategies(study_strategies::StudyStrategiesArgs),
     /// How well a SPOS supernet ranks architectures: Kendall tau and Spearman rho between
     /// its scores (inherited weights, with and without BN recalibration; uniform or fair
     /// path sampling) and stand-alone training, over seeds.
@@ -113,6 +130,10 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Search(SearchCommand::Darts(a)) => search::search(a),
         Command::Search(SearchCommand::Spos(a)) => spos::spos(a),
+        Command::Search(SearchCommand::Random(a)) => multi_trial::random(a),
+        Command::Search(SearchCommand::Evolution(a)) => multi_trial::evolution(a),
+        Command::Search(SearchCommand::Reinforce(a)) => multi_trial::reinforce(a),
+        Command::Study(StudyCommand::Strategies(a)) => study_strategies::study_strategies(a),
         Command::Train(a) => train::train(a),
         Command::Eval(a) => eval::eval(a),
         Command::Model(a) => model::model(a),

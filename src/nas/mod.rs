@@ -4,6 +4,9 @@
 //! discrete architecture derived from them; `darts` the search strategy. `space` holds the
 //! search spaces (DARTS, NAS-Bench-201); `eval_model` and `nb201_model` the networks trained
 //! from a cell of each, both driven through `classifier` by `train_run` and `evaluate`.
+//! `history` is what every search strategy returns (the architectures scored, in query order);
+//! `multi_trial` the strategies that score one architecture at a time (random search, aging
+//! evolution, REINFORCE) and the tabular benchmark they are scored on.
 
 pub mod classifier;
 pub mod darts;
@@ -11,7 +14,9 @@ pub mod eval_model;
 pub mod evaluate;
 pub mod genotype;
 pub mod genotypes_builtin;
+pub mod history;
 pub mod modules;
+pub mod multi_trial;
 pub mod nb201_model;
 pub mod progress;
 pub mod ranking;

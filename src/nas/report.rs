@@ -1,6 +1,6 @@
 //! Pictures of a run, as standalone SVG (no plotting dependency): the softmax(alpha)
-//! weights of every edge over the epochs, the derived cells drawn as graphs, and a training
-//! run's learning curves.
+//! weights of every edge over the epochs, the derived cells drawn as graphs, a training
+//! run's learning curves, a search's scores and anytime curves (best so far per query).
 
 use crate::nas::train_run::TrainEpochMetrics;
 use crate::nas::{Genotype, Primitive};
@@ -346,6 +346,116 @@ pub fn score_scatter_svg(title: &str, points: &[(f64, f64)]) -> String {
         let _ = write!(
             s,
             r##"<circle cx="{cx:.1}" cy="{cy:.1}" r="2.5" fill="#377eb8" fill-opacity="0.6"/>"##
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Anytime curves: one line per `(label, values)` series, `values[q]` the figure after query
+/// `q + 1` (best so far, say), and dashed horizontal reference lines (a table's median and
+/// best) labelled at the right. The axes' ranges are printed.
+pub fn anytime_svg(
+    title: &str,
+    y_label: &str,
+    series: &[(String, Vec<f64>)],
+    references: &[(String, f64)],
+) -> String {
+    let (w, h, pad, right) = (720.0, 400.0, 56.0, 150.0);
+    let (pw, ph) = (w - pad - right, h - 2.0 * pad);
+    let n = series
+        .iter()
+        .map(|(_, v)| v.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let finite = || {
+        series
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .chain(references.iter().map(|r| r.1))
+            .filter(|v| v.is_finite())
+    };
+    let (lo, hi) = (
+        finite().fold(f64::INFINITY, f64::min),
+        finite().fold(f64::NEG_INFINITY, f64::max),
+    );
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        let m = 0.03 * (hi - lo);
+        (lo - m, hi + m)
+    } else if lo.is_finite() {
+        (lo - 0.5, lo + 0.5)
+    } else {
+        (0.0, 1.0)
+    };
+    let xp = |q: usize| {
+        pad + if n > 1 {
+            pw * q as f64 / (n - 1) as f64
+        } else {
+            pw / 2.0
+        }
+    };
+    let yp = |v: f64| pad + ph * (1.0 - (v - lo) / (hi - lo));
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/><text x="{pad}" y="22" font-size="13">{}</text><rect x="{pad}" y="{pad}" width="{pw}" height="{ph}" fill="none" stroke="#999"/><text x="{}" y="{}" text-anchor="end">{hi:.2}</text><text x="{}" y="{}" text-anchor="end">{lo:.2}</text><text x="{pad}" y="{}">query 1</text><text x="{}" y="{}" text-anchor="end">query {n}</text><text x="{pad}" y="{}">y: {}</text>"##,
+        escape(title),
+        pad - 4.0,
+        pad + 10.0,
+        pad - 4.0,
+        pad + ph,
+        pad + ph + 14.0,
+        pad + pw,
+        pad + ph + 14.0,
+        pad + ph + 32.0,
+        escape(y_label)
+    );
+    for (label, v) in references {
+        let y = yp(*v);
+        let _ = write!(
+            s,
+            r##"<line x1="{pad}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#777" stroke-dasharray="4 3"/><text x="{}" y="{:.1}" fill="#555">{} ({v:.2})</text>"##,
+            pad + pw,
+            pad + pw + 6.0,
+            y + 4.0,
+            escape(label)
+        );
+    }
+    if !series.is_empty() {
+        // The legend's box, so that a reference line crossing it stays readable.
+        let top = pad + ph - 22.0 - 16.0 * (series.len() - 1) as f64;
+        let _ = write!(
+            s,
+            r##"<rect x="{}" y="{top}" width="190" height="{}" fill="white" stroke="#ccc"/>"##,
+            pad + pw - 176.0,
+            16.0 * series.len() as f64 + 4.0
+        );
+    }
+    for (k, (label, v)) in series.iter().enumerate() {
+        let color = COLORS[(k + 1) % COLORS.len()];
+        let pts: Vec<String> = v
+            .iter()
+            .enumerate()
+            .filter(|(_, y)| y.is_finite())
+            .map(|(q, &y)| format!("{:.1},{:.1}", xp(q), yp(y)))
+            .collect();
+        let _ = write!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.8"/>"#,
+            pts.join(" ")
+        );
+        // Bottom right: anytime curves rise to the top right and start low at the left.
+        let ly = pad + ph - 10.0 - 16.0 * (series.len() - 1 - k) as f64;
+        let lx = pad + pw - 170.0;
+        let last = v.last().copied().unwrap_or(f64::NAN);
+        let _ = write!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{} ({last:.2})</text>"#,
+            lx + 20.0,
+            lx + 24.0,
+            ly + 4.0,
+            escape(label)
         );
     }
     s.push_str("</svg>\n");

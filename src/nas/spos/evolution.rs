@@ -5,20 +5,10 @@
 //! architecture is scored once (a repeat is looked up).
 
 use crate::error::{Error, Result};
+pub use crate::nas::history::{best, Scored};
 use crate::nas::space::SearchSpace;
 use crate::rng::Rng;
 use std::collections::HashMap;
-
-/// One scored architecture and when the search met it.
-#[derive(Clone, Debug)]
-pub struct Scored<A> {
-    pub arch: A,
-    pub score: f64,
-    /// The generation that proposed it (0: the initial population; random search: 0).
-    pub generation: usize,
-    /// Its rank among the scores asked so far (1-based): the x axis of an anytime curve.
-    pub query: usize,
-}
 
 /// SPOS's evolution settings (the paper's defaults).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -215,14 +205,4 @@ pub fn random_search<S: SearchSpace>(
         ));
     }
     Ok(memo.history)
-}
-
-/// The best of a search's history (highest score, the earliest on a tie).
-pub fn best<A: Clone>(history: &[Scored<A>]) -> Option<&Scored<A>> {
-    history
-        .iter()
-        .fold(None, |b: Option<&Scored<A>>, s| match b {
-            Some(b) if b.score >= s.score => Some(b),
-            _ => Some(s),
-        })
 }

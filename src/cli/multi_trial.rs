@@ -1,0 +1,249 @@
+//! `nasrs search random|evolution|reinforce`: a multi-trial search scored by a tabular
+//! benchmark into a run folder; and the flags these commands share with `nasrs study
+//! strategies` (the table and its columns, each strategy's settings).
+
+use super::args::RunFolderArgs;
+use clap::Args;
+use nasrs::nas::multi_trial::run::{run_table_search, TableRunConfig, BEST, JOURNAL};
+use nasrs::nas::multi_trial::{
+    default_table, AgingConfig, ReinforceConfig, StrategyConfig, TableEvaluator, TableSpec,
+};
+use nasrs::nas::run_dir::Start;
+use nasrs::nas::space::darts::DartsSpace;
+use nasrs::nas::space::nb201::Nb201Space;
+use nasrs::nas::space::SearchSpace;
+use nasrs::{Error, Result};
+use std::path::PathBuf;
+
+/// The table an architecture is scored by.
+#[derive(Args)]
+pub(crate) struct TableArgs {
+    /// The search space: nb201 | darts (darts has no bundled table: give --table).
+    #[arg(long, default_value = "nb201")]
+    pub space: String,
+    /// CSV file with an `arch` column and numeric columns (default for nb201: the bundled
+    /// data/nb201-12ep/nb201_12ep.csv).
+    #[arg(long)]
+    pub table: Option<PathBuf>,
+    /// The column searched on.
+    #[arg(long, default_value = "cifar10_valid_acc")]
+    pub metric: String,
+    /// The column reported for the architecture the search returns.
+    #[arg(long, default_value = "cifar10_test_acc")]
+    pub report: String,
+    /// Search only architectures with at most this many million parameters (the table's
+    /// params_m column).
+    #[arg(long)]
+    pub params_max_m: Option<f64>,
+    /// Search only architectures with at most this many million FLOPs (flops_m).
+    #[arg(long)]
+    pub flops_max_m: Option<f64>,
+}
+
+impl TableArgs {
+    /// The table's path and columns; a space without a bundled table needs `--table`.
+    pub fn spec(&self) -> Result<TableSpec> {
+        let path = match (&self.table, default_table(&self.space)) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => p,
+            (None, None) => {
+                return Err(Error::invalid(
+                    "--table",
+                    format!(
+                        "the {} space has no bundled table; give --table FILE (a CSV whose \
+                         arch column holds {} architectures), or search --space nb201",
+                        self.space, self.space
+                    ),
+                ))
+            }
+        };
+        // Recorded absolute, so that --resume from another folder finds the same table.
+        let path = std::fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(TableSpec {
+            path,
+            metric: self.metric.clone(),
+            report: self.report.clone(),
+            params_max_m: self.params_max_m,
+            flops_max_m: self.flops_max_m,
+        })
+    }
+}
+
+/// Aging evolution's settings.
+#[derive(Args)]
+pub(crate) struct EvolutionOptions {
+    /// nb201 (P=10, S=3, the NAS-Bench-201 baseline) | paper (P=100, S=25, Real et al.)
+    #[arg(long, default_value = "nb201")]
+    pub preset: String,
+    /// The population size P (replaces the preset's).
+    #[arg(long)]
+    pub population: Option<usize>,
+    /// The tournament size S (replaces the preset's).
+    #[arg(long)]
+    pub sample_size: Option<usize>,
+}
+
+impl EvolutionOptions {
+    pub fn config(&self) -> Result<AgingConfig> {
+        let mut c = AgingConfig::preset(&self.preset)?;
+        c.population = self.population.unwrap_or(c.population);
+        c.sample_size = self.sample_size.unwrap_or(c.sample_size);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// REINFORCE's settings.
+#[derive(Args)]
+pub(crate) struct ReinforceOptions {
+    /// Adam's learning rate on the policy's logits.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+    /// Decay of the moving-average reward baseline.
+    #[arg(long, default_value_t = 0.9)]
+    pub baseline_decay: f64,
+    /// Coefficient of the entropy bonus.
+    #[arg(long, default_value_t = 0.0)]
+    pub entropy: f64,
+}
+
+impl ReinforceOptions {
+    pub fn config(&self) -> Result<ReinforceConfig> {
+        let c = ReinforceConfig {
+            lr: self.lr,
+            baseline_decay: self.baseline_decay,
+            entropy: self.entropy,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// What every multi-trial search takes.
+#[derive(Args)]
+pub(crate) struct TrialSearchArgs {
+    #[command(flatten)]
+    table: TableArgs,
+    /// How an architecture is scored: table (train and supernet are not available yet).
+    #[arg(long, default_value = "table")]
+    evaluator: String,
+    /// Queries (architectures scored).
+    #[arg(long, default_value_t = 100)]
+    budget: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    run: RunFolderArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct EvolutionArgs {
+    #[command(flatten)]
+    common: TrialSearchArgs,
+    #[command(flatten)]
+    options: EvolutionOptions,
+}
+
+#[derive(Args)]
+pub(crate) struct ReinforceArgs {
+    #[command(flatten)]
+    common: TrialSearchArgs,
+    #[command(flatten)]
+    options: ReinforceOptions,
+}
+
+pub(crate) fn random(a: TrialSearchArgs) -> Result<()> {
+    trial_search(a, StrategyConfig::Random)
+}
+
+pub(crate) fn evolution(a: EvolutionArgs) -> Result<()> {
+    let strategy = StrategyConfig::Evolution(a.options.config()?);
+    trial_search(a.common, strategy)
+}
+
+pub(crate) fn reinforce(a: ReinforceArgs) -> Result<()> {
+    let strategy = StrategyConfig::Reinforce(a.options.config()?);
+    trial_search(a.common, strategy)
+}
+
+fn trial_search(a: TrialSearchArgs, strategy: StrategyConfig) -> Result<()> {
+    match a.evaluator.as_str() {
+        "table" => {}
+        other @ ("train" | "supernet") => {
+            return Err(Error::invalid(
+                "--evaluator",
+                format!("'{other}' is not available for multi-trial search yet; use table"),
+            ))
+        }
+        other => {
+            return Err(Error::invalid(
+                "--evaluator",
+                format!("'{other}' (expected table)"),
+            ))
+        }
+    }
+    let start = Start::from_flags(a.run.resume, a.run.force)?;
+    if a.budget == 0 {
+        return Err(Error::invalid("--budget", "must be at least 1 query"));
+    }
+    let spec = a.table.spec()?;
+    let config = TableRunConfig {
+        space: a.table.space.clone(),
+        strategy,
+        table: spec,
+        budget: a.budget,
+        seed: a.seed,
+    };
+    let out = a.run.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "runs/{}-{}-s{}",
+            config.strategy.name(),
+            config.space,
+            config.seed
+        ))
+    });
+    match a.table.space.as_str() {
+        "nb201" => search_in(Nb201Space, &config, out, start),
+        "darts" => search_in(DartsSpace::default(), &config, out, start),
+        other => Err(Error::invalid(
+            "--space",
+            format!("'{other}' (expected nb201 or darts)"),
+        )),
+    }
+}
+
+fn search_in<S: SearchSpace>(
+    space: S,
+    config: &TableRunConfig,
+    out: PathBuf,
+    start: Start,
+) -> Result<()> {
+    let eval = TableEvaluator::open(space, config.table.clone())?;
+    eprintln!(
+        "nasrs search {}: {} space, table {} ({} architectures), {} queries, seed {}, run folder {}",
+        config.strategy.name(),
+        config.space,
+        config.table.path.display(),
+        eval.table.len(),
+        config.budget,
+        config.seed,
+        out.display()
+    );
+    let outcome = run_table_search(&eval, config, &out, start)?;
+    if outcome.replayed > 0 {
+        eprintln!(
+            "resumed: {} of {} queries replayed from {}",
+            outcome.replayed,
+            outcome.queries,
+            out.join(JOURNAL).display()
+        );
+    }
+    let b = &outcome.best;
+    out!("{}", super::to_json(b)?);
+    eprintln!(
+        "best: {} {} ({} {}) at query {} of {}: {}",
+        b.metric, b.metric_value, b.report, b.report_value, b.query, outcome.queries, b.arch
+    );
+    eprintln!("written to {}", out.join(BEST).display());
+    Ok(())
+}
