@@ -22,6 +22,7 @@ fn config<M>(space: &str, model: M) -> RankingStudyConfig<M> {
         model,
         archs: 4,
         arch_seed: 3,
+        standalone_seeds: 2,
         seeds: vec![1, 2],
         samplings: vec![Sampling::Uniform, Sampling::Fair],
         supernet_epochs: 1,
@@ -41,6 +42,14 @@ fn check<M: SupernetConfig>(cfg: RankingStudyConfig<M>) {
     assert_eq!(study.runs.len(), 8);
     assert_eq!(study.summary.len(), 4);
     let truth: Vec<f64> = study.archs.iter().map(|a| a.standalone).collect();
+    for a in &study.archs {
+        assert_eq!(a.standalone_runs.len(), 2);
+        assert!((a.standalone - (a.standalone_runs[0] + a.standalone_runs[1]) / 2.0).abs() < 1e-12);
+    }
+    let first: Vec<f64> = study.archs.iter().map(|a| a.standalone_runs[0]).collect();
+    let second: Vec<f64> = study.archs.iter().map(|a| a.standalone_runs[1]).collect();
+    let ceiling = kendall_tau(&first, &second).unwrap();
+    assert_eq!(study.standalone_tau.unwrap().to_bits(), ceiling.to_bits());
     for r in &study.runs {
         assert_eq!(r.scores.len(), 4);
         let tau = kendall_tau(&r.scores, &truth).unwrap();

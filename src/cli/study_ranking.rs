@@ -36,6 +36,10 @@ pub(crate) struct RankingArgs {
     /// Seed of the architectures drawn and of their stand-alone training.
     #[arg(long, default_value_t = 0)]
     arch_seed: u64,
+    /// Stand-alone trainings per architecture (the ground truth is their mean; with 2 or
+    /// more, the seed-against-seed correlation is reported as the ceiling).
+    #[arg(long, default_value_t = 2)]
+    standalone_seeds: usize,
     /// Sampling choices measured, comma-separated: uniform, fair.
     #[arg(long, default_value = "uniform,fair")]
     sampling: String,
@@ -150,6 +154,7 @@ fn config<M>(
         model,
         archs: a.archs,
         arch_seed: a.arch_seed,
+        standalone_seeds: a.standalone_seeds,
         seeds: (1..=a.seeds as u64).collect(),
         samplings,
         supernet_epochs: a.supernet_epochs,
@@ -226,6 +231,15 @@ fn write<M: Serialize + serde::de::DeserializeOwned>(
             s.tau_std,
             s.rho_mean,
             s.rho_std
+        );
+    }
+    if let (Some(tau), Some(rho)) = (study.standalone_tau, study.standalone_rho) {
+        out!(
+            "{:<40} {:>5} {:>8.3}         {:>8.3}",
+            "stand-alone seed against seed (ceiling)",
+            2,
+            tau,
+            rho
         );
     }
     eprintln!(

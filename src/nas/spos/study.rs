@@ -8,6 +8,10 @@
 //! Kendall tau and a Spearman rho against the ground truth; the summary is their mean and
 //! standard deviation over seeds, per variant.
 //!
+//! The ground truth is itself noisy (a short training run on a small validation split): with
+//! two or more stand-alone seeds the study also reports the rank correlation between the first
+//! two seeds' accuracies, the ceiling any supernet's correlation should be read against.
+//!
 //! Everything is seeded: the same configuration gives the same study on the CPU.
 
 use super::supernet::{PathOf, Supernet, SupernetConfig};
@@ -37,8 +41,12 @@ pub struct RankingStudyConfig<M> {
     pub model: M,
     /// K: architectures ranked.
     pub archs: usize,
-    /// Seed of the architectures drawn and of their stand-alone training.
+    /// Seed of the architectures drawn and of their (first) stand-alone training.
     pub arch_seed: u64,
+    /// Stand-alone trainings per architecture (seeds `arch_seed`, `arch_seed + 1`, ...): the
+    /// ground truth is their mean accuracy.
+    #[serde(default = "one")]
+    pub standalone_seeds: usize,
     /// One supernet per seed and sampling.
     pub seeds: Vec<u64>,
     pub samplings: Vec<Sampling>,
@@ -52,13 +60,19 @@ pub struct RankingStudyConfig<M> {
     pub recalibration_batches: usize,
 }
 
+fn one() -> usize {
+    1
+}
+
 /// One architecture of the study and its ground truth.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ArchResult {
     /// The architecture in its space's JSON form.
     pub arch: serde_json::Value,
-    /// Validation accuracy after stand-alone training.
+    /// Validation accuracy after stand-alone training (the mean over its seeds).
     pub standalone: f64,
+    /// The accuracy of each stand-alone seed.
+    pub standalone_runs: Vec<f64>,
     pub standalone_seconds: f64,
 }
 
@@ -94,6 +108,10 @@ pub struct RankingStudy<M> {
     pub archs: Vec<ArchResult>,
     pub runs: Vec<VariantRun>,
     pub summary: Vec<VariantSummary>,
+    /// Kendall tau and Spearman rho between the first two stand-alone seeds (with two or
+    /// more): how well the ground truth ranks itself.
+    pub standalone_tau: Option<f64>,
+    pub standalone_rho: Option<f64>,
     pub seconds: f64,
 }
 
@@ -146,7 +164,13 @@ pub fn ranking_study<B: Backend, M: SupernetConfig>(
     let mut results = Vec::with_capacity(archs.len());
     for (i, a) in archs.iter().enumerate() {
         let t = Instant::now();
-        let acc = standalone_accuracy(be, cfg, a, &data, &train_idx, &val)?;
+        let runs = (0..cfg.standalone_seeds as u64)
+            .map(|j| {
+                let seed = cfg.arch_seed.wrapping_add(j);
+                standalone_accuracy(be, cfg, a, seed, &data, &train_idx, &val)
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        let acc = runs.iter().sum::<f64>() / runs.len() as f64;
         let seconds = t.elapsed().as_secs_f64();
         log(&format!(
             "stand-alone {}/{}: {acc:.4} in {seconds:.0} s  {}",
@@ -157,10 +181,23 @@ pub fn ranking_study<B: Backend, M: SupernetConfig>(
         results.push(ArchResult {
             arch: space.to_json(a),
             standalone: acc,
+            standalone_runs: runs,
             standalone_seconds: seconds,
         });
     }
     let truth: Vec<f64> = results.iter().map(|r| r.standalone).collect();
+    let (standalone_tau, standalone_rho) = if cfg.standalone_seeds >= 2 {
+        let first: Vec<f64> = results.iter().map(|r| r.standalone_runs[0]).collect();
+        let second: Vec<f64> = results.iter().map(|r| r.standalone_runs[1]).collect();
+        let tau = kendall_tau(&first, &second)?;
+        let rho = spearman_rho(&first, &second)?;
+        log(&format!(
+            "stand-alone seed against seed: tau {tau:.3}, rho {rho:.3}"
+        ));
+        (Some(tau), Some(rho))
+    } else {
+        (None, None)
+    };
 
     let mut runs = Vec::new();
     for &sampling in &cfg.samplings {
@@ -199,6 +236,8 @@ pub fn ranking_study<B: Backend, M: SupernetConfig>(
         archs: results,
         runs,
         summary,
+        standalone_tau,
+        standalone_rho,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -207,6 +246,7 @@ fn validate<M>(cfg: &RankingStudyConfig<M>) -> Result<()> {
     for (flag, v) in [
         ("--archs", cfg.archs.saturating_sub(1)),
         ("--seeds", cfg.seeds.len()),
+        ("--standalone-seeds", cfg.standalone_seeds),
         ("--sampling", cfg.samplings.len()),
         ("--supernet-epochs", cfg.supernet_epochs),
         ("--standalone-epochs", cfg.standalone_epochs),
@@ -239,27 +279,29 @@ fn draw_distinct<S: SearchSpace>(space: &S, k: usize, rng: &mut Rng) -> Result<V
     Ok(out)
 }
 
-/// Trains `arch`'s stand-alone network from scratch (the space's recipe, cosine schedule)
-/// and returns its validation accuracy in eval mode.
+/// Trains `arch`'s stand-alone network from scratch (the space's recipe, cosine schedule;
+/// weights and batch order drawn from `seed`) and returns its validation accuracy in eval
+/// mode.
 fn standalone_accuracy<B: Backend, M: SupernetConfig>(
     be: &B,
     cfg: &RankingStudyConfig<M>,
     arch: &<M::Space as SearchSpace>::Arch,
+    seed: u64,
     data: &Dataset,
     train_idx: &[usize],
     val: &[DeviceBatch<B>],
 ) -> Result<f64> {
     let model = cfg.model.standalone(arch);
-    let net = model.build(be, cfg.arch_seed)?;
+    let net = model.build(be, seed)?;
     let hyper = cfg.model.standalone_hyper();
     let (lr_max, lr_min) = (hyper.lr_max, hyper.lr_min);
     let mut trainer = Trainer::new(be.clone(), net, hyper)?;
     let mut order = BatchIterator::new(
         train_idx.to_vec(),
-        Rng::fork(cfg.arch_seed, "stand-alone order"),
+        Rng::fork(seed, "stand-alone order"),
         Augment::none(),
     )?;
-    let mut drop_rng = Rng::fork(cfg.arch_seed, "drop path");
+    let mut drop_rng = Rng::fork(seed, "drop path");
     let steps = order.steps_per_epoch(cfg.batch);
     let epochs = cfg.standalone_epochs;
     for epoch in 0..epochs {
