@@ -1,10 +1,10 @@
 //! `nasrs search darts`: a DARTS search on a dataset into a run folder.
 
-use super::args::{DeviceArgs, RunFolderArgs};
+use super::args::{DataArgs, DeviceArgs, RunFolderArgs};
 use super::progress::EpochBar;
 use super::{check_memory, in_pool, open_device, resume_notice};
 use clap::Args;
-use nasrs::data::{default_data_dir, load, DatasetKind};
+use nasrs::data::DatasetKind;
 use nasrs::nas::darts::DartsHyper;
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::search_run::{SearchRun, SearchRunConfig};
@@ -15,12 +15,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub(crate) struct SearchArgs {
-    /// Data folder (default: the bundled MNIST subset).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// cifar10 | mnist | fashion-mnist | synthetic
-    #[arg(long, default_value = "mnist")]
-    dataset: String,
+    #[command(flatten)]
+    data: DataArgs,
     #[arg(long, default_value_t = 3)]
     epochs: usize,
     #[arg(long, default_value_t = 32)]
@@ -72,15 +68,14 @@ pub(crate) fn search(a: SearchArgs) -> Result<()> {
 }
 
 fn search_in_pool(a: SearchArgs) -> Result<()> {
-    let kind: DatasetKind = a.dataset.parse()?;
-    let dir = a.data.clone().unwrap_or_else(default_data_dir);
+    let kind = a.data.kind()?;
     let ops = match &a.ops {
         Some(s) => Primitive::parse_list(s)?,
         None => Primitive::ALL.to_vec(),
     };
     let start = Start::from_flags(a.run.resume, a.run.force)?;
     let device = open_device(&a.dev.device)?;
-    let (train, _test) = load(kind, &dir)?;
+    let (train, _test) = a.data.load()?;
     let mut model = SearchConfig::darts(a.channels, a.layers, train.classes, train.c);
     model.steps = a.nodes;
     model.multiplier = a.nodes;
@@ -113,7 +108,7 @@ fn search_in_pool(a: SearchArgs) -> Result<()> {
         "nasrs search darts: {} ({} training images of {}) on {}, run folder {}",
         kind.name(),
         config.train_limit.unwrap_or(train.n).min(train.n),
-        dir.display(),
+        a.data.dir().display(),
         device.name(),
         out.display()
     );

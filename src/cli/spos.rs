@@ -2,11 +2,11 @@
 //! supernet one sampled path per batch, then search it by evolution (or at random) with
 //! inherited weights and recalibrated batch norms, into a run folder.
 
-use super::args::{DeviceArgs, RunFolderArgs};
+use super::args::{DataArgs, DeviceArgs, RunFolderArgs};
 use super::{check_memory, in_pool, open_device, resume_notice};
 use clap::Args;
 use nasrs::data::Dataset;
-use nasrs::data::{default_data_dir, load, DatasetKind};
+use nasrs::data::DatasetKind;
 use nasrs::nas::classifier::NetworkConfig;
 use nasrs::nas::darts::DartsHyper;
 use nasrs::nas::nb201_model::Nb201SupernetConfig;
@@ -28,12 +28,8 @@ pub(crate) struct SposArgs {
     /// finished train phase left in --out; may change the search settings)
     #[arg(long, default_value = "all")]
     phase: String,
-    /// Data folder (default: the bundled MNIST subset).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// cifar10 | mnist | fashion-mnist | synthetic
-    #[arg(long, default_value = "mnist")]
-    dataset: String,
+    #[command(flatten)]
+    data: DataArgs,
     /// Supernet training epochs.
     #[arg(long, default_value_t = 2)]
     epochs: usize,
@@ -104,8 +100,7 @@ pub(crate) fn spos(a: SposArgs) -> Result<()> {
 }
 
 fn spos_in_pool(a: SposArgs) -> Result<()> {
-    let kind: DatasetKind = a.dataset.parse()?;
-    let dir = a.data.clone().unwrap_or_else(default_data_dir);
+    let kind = a.data.kind()?;
     let start = Start::from_flags(a.run.resume, a.run.force)?;
     let phase = Phase::parse(&a.phase)?;
     let search = match a.search.as_str() {
@@ -138,7 +133,7 @@ fn spos_in_pool(a: SposArgs) -> Result<()> {
         ));
     }
     let device = open_device(&a.dev.device)?;
-    let (train, _test) = load(kind, &dir)?;
+    let (train, _test) = a.data.load()?;
     let out =
         a.run.out.clone().unwrap_or_else(|| {
             PathBuf::from(format!("runs/spos-{space}-{}-s{}", kind.name(), a.seed))
@@ -149,7 +144,12 @@ fn spos_in_pool(a: SposArgs) -> Result<()> {
         device.name(),
         out.display()
     );
-    let samples = a.train_limit.min(train.n).max(1);
+    // The training half of the samples used (--train-limit 0: all) bounds the batch.
+    let used = match a.train_limit {
+        0 => train.n,
+        n => n.min(train.n),
+    };
+    let samples = used.max(1);
     let batch = a.batch.min(samples / 2).max(1);
     let (h, w) = (train.h, train.w);
     if space == "nb201" {

@@ -2,10 +2,10 @@
 //! training (Kendall tau, Spearman rho over seeds; see `nas::spos::study`), on the DARTS or
 //! the NB201 space; writes `study.json` and `ranking.svg` into `--out`.
 
-use super::args::DeviceArgs;
+use super::args::{DataArgs, DeviceArgs};
 use super::{in_pool, open_device};
 use clap::Args;
-use nasrs::data::{default_data_dir, load, Dataset, DatasetKind};
+use nasrs::data::{Dataset, DatasetKind};
 use nasrs::io::{atomic_write, atomic_write_json};
 use nasrs::nas::nb201_model::Nb201SupernetConfig;
 use nasrs::nas::report::score_scatter_svg;
@@ -21,12 +21,8 @@ pub(crate) struct RankingArgs {
     /// darts | nb201
     #[arg(long, default_value = "nb201")]
     space: String,
-    /// Data folder (default: the bundled MNIST subset).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// cifar10 | mnist | fashion-mnist | synthetic
-    #[arg(long, default_value = "mnist")]
-    dataset: String,
+    #[command(flatten)]
+    data: DataArgs,
     /// K: architectures ranked (drawn uniformly, distinct).
     #[arg(long, default_value_t = 10)]
     archs: usize,
@@ -81,7 +77,7 @@ pub(crate) fn ranking(a: RankingArgs) -> Result<()> {
 }
 
 fn ranking_in_pool(a: RankingArgs) -> Result<()> {
-    let kind: DatasetKind = a.dataset.parse()?;
+    let kind = a.data.kind()?;
     let samplings = a
         .sampling
         .split(',')
@@ -108,8 +104,7 @@ fn ranking_in_pool(a: RankingArgs) -> Result<()> {
         ));
     }
     let device = open_device(&a.dev.device)?;
-    let dir = a.data.clone().unwrap_or_else(default_data_dir);
-    let (train, _test) = load(kind, &dir)?;
+    let (train, _test) = a.data.load()?;
     eprintln!(
         "nasrs study ranking: {} space, {} on {}, {} archs x {} seeds x {} samplings",
         a.space,

@@ -3,11 +3,11 @@
 //! network (`--space nb201 --arch ...`, NB201's recipe). Flags left out take the space's
 //! defaults; flags a space has no use for are refused.
 
-use super::args::{DeviceArgs, RunFolderArgs};
+use super::args::{DataArgs, DeviceArgs, RunFolderArgs};
 use super::progress::EpochBar;
 use super::{check_memory, in_pool, open_device, resume_notice};
 use clap::Args;
-use nasrs::data::{default_data_dir, load, Augment, Dataset, DatasetKind};
+use nasrs::data::{Augment, Dataset, DatasetKind};
 use nasrs::nas::classifier::{Classifier, NetworkConfig};
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
 use nasrs::nas::nb201_model::Nb201Config;
@@ -34,12 +34,8 @@ pub(crate) struct TrainArgs {
     /// (ops none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3).
     #[arg(long)]
     arch: Option<String>,
-    /// Data folder (default: the bundled MNIST subset).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// cifar10 | mnist | fashion-mnist | synthetic
-    #[arg(long, default_value = "mnist")]
-    dataset: String,
+    #[command(flatten)]
+    data: DataArgs,
     /// Epochs (default: 600 for darts, 200 for nb201; NB201's short tabulated schedule,
     /// data/nb201-12ep, is 12).
     #[arg(long)]
@@ -221,11 +217,10 @@ fn run<M: NetworkConfig>(
     plan: Plan,
     model: impl FnOnce(&Dataset) -> M,
 ) -> Result<()> {
-    let kind: DatasetKind = a.dataset.parse()?;
-    let dir = a.data.clone().unwrap_or_else(default_data_dir);
+    let kind = a.data.kind()?;
     let start = Start::from_flags(a.run.resume, a.run.force)?;
     let device = open_device(&a.dev.device)?;
-    let (train, test) = load(kind, &dir)?;
+    let (train, test) = a.data.load()?;
     let cifar = kind == DatasetKind::Cifar10;
     let cutout = a
         .cutout
@@ -259,7 +254,7 @@ fn run<M: NetworkConfig>(
         kind.name(),
         config.train_limit.unwrap_or(train.n).min(train.n),
         config.test_limit.unwrap_or(test.n).min(test.n),
-        dir.display(),
+        a.data.dir().display(),
         device.name(),
         out.display()
     );
