@@ -412,3 +412,52 @@ fn the_cli_searches_nb201_and_its_result_trains() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--space"));
 }
+
+/// One SPOS step on `be` against the CPU's, on each space's supernet: the same loss and the
+/// same weights and statistics after the update, and the same recalibrated score.
+fn spos_step_matches_the_cpu<B: nasrs::Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
+    use nasrs::nas::spos::{score_path, SposTrainer, SupernetConfig};
+    fn check<B: nasrs::Backend<Elem = f32>, M: SupernetConfig>(
+        be: &B,
+        model: M,
+    ) -> nasrs::Result<()> {
+        let cpu = Cpu::new();
+        let hyper = SposHyper::default();
+        let mut on_dev = SposTrainer::new(be.clone(), model.build(be, 3)?, hyper.clone())?;
+        let mut on_cpu = SposTrainer::new(cpu.clone(), model.build(&cpu, 3)?, hyper)?;
+        let mut rng = Rng::new(21);
+        let space = <M::Space as Default>::default();
+        for step in 0..2 {
+            let host = host_batch(&mut rng, 4, 1, 8, 3);
+            let path = space.sample(&mut rng);
+            let a = on_dev.step(&DeviceBatch::from_batch(be, &host, 3)?, &path, 0.05)?;
+            let b = on_cpu.step(&DeviceBatch::from_batch(&cpu, &host, 3)?, &path, 0.05)?;
+            assert!(
+                (a.loss - b.loss).abs() <= 1e-4 * b.loss.abs().max(1.0),
+                "step {step}"
+            );
+        }
+        let (dev_state, _) = on_dev.net.state_dict(be)?;
+        let (cpu_state, _) = on_cpu.net.state_dict(&cpu)?;
+        for (name, want) in &cpu_state {
+            let got = &dev_state[name];
+            assert_close_values(name, &got.data, &want.data, 1e-4);
+        }
+        let host = host_batch(&mut rng, 8, 1, 8, 3);
+        let path = space.sample(&mut rng);
+        let dev_batches = [DeviceBatch::from_batch(be, &host, 3)?];
+        let cpu_batches = [DeviceBatch::from_batch(&cpu, &host, 3)?];
+        let got = score_path(be, &mut on_dev.net, &path, &dev_batches, &dev_batches)?;
+        let want = score_path(&cpu, &mut on_cpu.net, &path, &cpu_batches, &cpu_batches)?;
+        // One image's prediction may flip on a near tie.
+        assert!((got - want).abs() <= 1.0 / 8.0 + 1e-12, "{got} vs {want}");
+        Ok(())
+    }
+    check(be, sizes(3, 1))?;
+    check(
+        be,
+        nasrs::nas::SearchConfig::darts(2, 3, 3, 1).ops(nasrs::nas::Primitive::ALL.to_vec()),
+    )
+}
+
+test_device!(spos_steps_match_the_cpu, spos_step_matches_the_cpu);
