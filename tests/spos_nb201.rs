@@ -14,6 +14,7 @@ use nasrs::data::synthetic;
 use nasrs::nas::darts::DeviceBatch;
 use nasrs::nas::evaluate::eval_logits;
 use nasrs::nas::nb201_model::{Nb201Network, Nb201Supernet, Nb201SupernetConfig};
+use nasrs::nas::progress::Silent;
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::space::nb201::{Nb201Arch, Nb201Op, Nb201Space, EDGES};
 use nasrs::nas::space::SearchSpace;
@@ -282,7 +283,7 @@ fn train_then_search_phases_equal_one_run() {
     let phase = |p, start| {
         SposRun::new(Cpu::new(), config(2, PathLimits::default()), &split)
             .unwrap()
-            .run_phase(&data, start, p)
+            .run_phase(&data, start, p, &mut Silent)
     };
     // Nothing to search yet.
     let err = phase(Phase::Search, Start::New).err().unwrap().to_string();
@@ -298,7 +299,7 @@ fn train_then_search_phases_equal_one_run() {
     run(&short, config(1, PathLimits::default()), false);
     let err = SposRun::new(Cpu::new(), config(2, PathLimits::default()), &short)
         .unwrap()
-        .run_phase(&data, Start::Resume, Phase::Search)
+        .run_phase(&data, Start::Resume, Phase::Search, &mut Silent)
         .err()
         .unwrap()
         .to_string();

@@ -4,6 +4,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use nasrs::nas::darts::StepStats;
 use nasrs::nas::search_run::{EpochMetrics, Progress};
+use nasrs::nas::spos::run::SposEpoch;
 use nasrs::nas::train_run::{TrainEpochMetrics, TrainStepStats};
 
 /// A progress bar per epoch (step, loss, accuracy, ETA), for searches and training runs;
@@ -56,6 +57,27 @@ impl Progress<StepStats, EpochMetrics> for EpochBar {
             100.0 * m.train_acc,
             m.valid_loss,
             100.0 * m.valid_acc,
+            m.seconds
+        );
+    }
+}
+
+impl Progress<StepStats, SposEpoch> for EpochBar {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.start(epoch, epochs, steps);
+    }
+    fn step(&mut self, _step: usize, s: &StepStats, acc: f64) {
+        EpochBar::step(self, s.loss, acc);
+    }
+    fn epoch_end(&mut self, m: &SposEpoch) {
+        self.finish();
+        eprintln!(
+            "epoch {}/{}: lr {:.4} supernet train loss {:.3} acc {:.1}% (one path per batch) | {:.1}s",
+            m.epoch + 1,
+            self.epochs,
+            m.lr,
+            m.train_loss,
+            100.0 * m.train_acc,
             m.seconds
         );
     }

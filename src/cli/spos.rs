@@ -3,6 +3,7 @@
 //! inherited weights and recalibrated batch norms, into a run folder.
 
 use super::args::{DataArgs, DeviceArgs, RunFolderArgs};
+use super::progress::EpochBar;
 use super::{check_memory, in_pool, open_device, resume_notice};
 use clap::Args;
 use nasrs::data::Dataset;
@@ -256,7 +257,7 @@ fn run<B: nasrs::backend::Backend, M: SupernetConfig>(
     if phase != Phase::Search {
         resume_notice(start, out);
     }
-    run.run_phase(train, start, phase)
+    run.run_phase(train, start, phase, &mut EpochBar::default())
 }
 
 /// After `--phase train`: where the supernet is and how to search it.

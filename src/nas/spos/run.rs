@@ -31,6 +31,7 @@ use crate::io::{
     save_safetensors_with_i64, write_jsonl,
 };
 use crate::nas::darts::{DeviceBatch, StepStats};
+use crate::nas::progress::{Progress, Silent};
 use crate::nas::run_dir::{RunDir, Start};
 use crate::nas::search_model::SearchConfig;
 use crate::nas::space::SearchSpace;
@@ -291,7 +292,7 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
         data: &Dataset,
         start: Start,
     ) -> Result<Scored<<M::Space as SearchSpace>::Arch>> {
-        self.run_phase(data, start, Phase::All)?
+        self.run_phase(data, start, Phase::All, &mut Silent)?
             .ok_or_else(|| Error::invalid("search", "no architecture was scored"))
     }
 
@@ -303,6 +304,7 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
         data: &Dataset,
         start: Start,
         phase: Phase,
+        progress: &mut dyn Progress<StepStats, SposEpoch>,
     ) -> Result<Option<Scored<<M::Space as SearchSpace>::Arch>>> {
         let m = &self.config.model;
         if data.c != m.in_channels() || data.classes > m.classes() {
@@ -360,6 +362,7 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
             let started = Instant::now();
             let lr = cosine_lr(c.hyper.lr_max, c.hyper.lr_min, epoch, c.epochs);
             let mut sum = StepStats::default();
+            progress.epoch_start(epoch, c.epochs, steps);
             for step in 0..steps {
                 let host = st.train_iter.next_batch(&data, c.batch)?;
                 let batch = DeviceBatch::from_batch(&self.backend, &host, data.classes)?;
@@ -374,6 +377,7 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
                 sum.loss += s.loss * s.count as f64;
                 sum.correct += s.correct;
                 sum.count += s.count;
+                progress.step(step, &s, sum.correct as f64 / sum.count.max(1) as f64);
             }
             st.history.push(SposEpoch {
                 epoch,
@@ -386,6 +390,9 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
             atomic_write_json(&self.out.join("config.json"), &self.config)?;
             write_jsonl(&self.out.join("metrics.jsonl"), &st.history)?;
             dir.epoch_saved(&["config.json", "metrics.jsonl", CHECKPOINT])?;
+            if let Some(m) = st.history.last() {
+                progress.epoch_end(m);
+            }
         }
         if phase == Phase::Train {
             return Ok(None);
