@@ -12,17 +12,24 @@
 //! `policy.rs` and `adam.rs` (a per-decision categorical policy and the Adam that trains it),
 //! `reinforce.rs` (REINFORCE on that policy), `table.rs` (a tabular benchmark read from CSV),
 //! `evaluator.rs` (a table as the score: metric, report and size limits), `run.rs` (a search
-//! on a table as a run folder), `study.rs` (every strategy over many seeds, summarized).
+//! on a table as a run folder), `study.rs` (every strategy over many seeds, summarized);
+//! the training evaluator: `trial.rs` (one training trial, spec in, result out),
+//! `executor.rs` (trials as local processes), `slurm.rs` (trials as Slurm jobs),
+//! `train_search.rs` (a search of training trials as a run folder with a crash-safe journal).
 
 pub mod adam;
 pub mod evaluator;
 pub mod evolution;
+pub mod executor;
 pub mod policy;
 pub mod random;
 pub mod reinforce;
 pub mod run;
+pub mod slurm;
 pub mod study;
 pub mod table;
+pub mod train_search;
+pub mod trial;
 
 pub use evaluator::{default_table, TableEvaluator, TableSpec};
 pub use evolution::{AgingConfig, AgingEvolution};
