@@ -61,7 +61,10 @@ pub trait Strategy<S: SearchSpace> {
         accept: &dyn Fn(&S::Arch) -> bool,
     ) -> Result<Option<S::Arch>>;
 
-    /// The score of the architecture `propose` returned last.
+    /// The score of the architecture `propose` returned last; under the training search's
+    /// driver with several trials in flight (`train_search.rs`, random search and aging
+    /// evolution only), the score of the oldest proposal not yet observed: scores come in
+    /// proposal order, after later proposals were made.
     fn observe(&mut self, space: &S, arch: &S::Arch, score: f64) -> Result<()>;
 }
 
