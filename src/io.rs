@@ -375,3 +375,21 @@ fn check_values(path: &Path, name: &str, data: &[f32]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Appends `row` as one JSON line to `path` (created if absent) and fsyncs it before
+/// returning: a journal whose every line, once written, survives a `kill -9` or a crash. A
+/// reader drops a torn last line (a kill in the middle of a write).
+pub fn append_jsonl<T: serde::Serialize>(path: &Path, row: &T) -> Result<()> {
+    let mut line = serde_json::to_string(row)
+        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+    line.push('\n');
+    let append = || -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        f.write_all(line.as_bytes())?;
+        f.sync_data()
+    };
+    append().map_err(|e| Error::io(path, e))
+}

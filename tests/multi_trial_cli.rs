@@ -221,8 +221,8 @@ fn bad_flags_are_refused_naming_them() {
         (with(&["--space", "darts"]), vec!["--table", "darts"]),
         (with(&["--space", "nb101"]), vec!["--space", "nb101"]),
         (
-            with(&["--evaluator", "train"]),
-            vec!["--evaluator", "train"],
+            with(&["--evaluator", "supernet"]),
+            vec!["--evaluator", "supernet"],
         ),
         (
             with(&["--evaluator", "oracle"]),

@@ -1,6 +1,6 @@
 //! The `nasrs` command line: the schema of every command and the dispatch to one file per
 //! command (`search`, `spos`, `multi_trial`, `train`, `eval`, `model`, `bench`, `selftest`,
-//! `study_strategies`), plus what they share:
+//! `study_strategies`, `trial`; `train_search` holds `--evaluator train`), plus what they share:
 //! device opening, the worker pool, output that tolerates a closed pipe, run-folder notices.
 //! Every error ends the program with a one-line message (exit code 2 for usage and input
 //! errors, 1 for failures during a run), never a panic.
@@ -44,6 +44,8 @@ mod spos;
 mod study_ranking;
 mod study_strategies;
 mod train;
+mod train_search;
+mod trial;
 
 #[derive(Parser)]
 #[command(
@@ -75,6 +77,10 @@ pub enum Command {
     ///
     /// A flag given replaces the space's default.
     Train(train::TrainArgs),
+    /// Run one training trial: train the architecture of a JSON spec from scratch and write
+    /// its validation accuracy (per epoch and final) to a JSON result (what `--evaluator
+    /// train` launches, locally or as a Slurm job).
+    Trial(trial::TrialArgs),
     /// Evaluate a trained network: test accuracy, per-class accuracy, confusion matrix.
     Eval(eval::EvalArgs),
     /// Print a network's parameter count and per-module summary.
@@ -135,6 +141,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Search(SearchCommand::Reinforce(a)) => multi_trial::reinforce(a),
         Command::Study(StudyCommand::Strategies(a)) => study_strategies::study_strategies(a),
         Command::Train(a) => train::train(a),
+        Command::Trial(a) => trial::trial(a),
         Command::Eval(a) => eval::eval(a),
         Command::Model(a) => model::model(a),
         Command::Bench(b) => bench::bench(b),

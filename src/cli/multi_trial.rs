@@ -1,5 +1,5 @@
 //! `nasrs search random|evolution|reinforce`: a multi-trial search scored by a tabular
-//! benchmark into a run folder; and the flags these commands share with `nasrs study
+//! benchmark into a run folder (`--evaluator train` hands over to `train_search.rs`); and the flags these commands share with `nasrs study
 //! strategies` (the table and its columns, each strategy's settings).
 
 use super::args::RunFolderArgs;
@@ -124,9 +124,12 @@ impl ReinforceOptions {
 pub(crate) struct TrialSearchArgs {
     #[command(flatten)]
     table: TableArgs,
-    /// How an architecture is scored: table (train and supernet are not available yet).
+    /// How an architecture is scored: table (a look-up) | train (a training trial per
+    /// query; supernet is not available yet).
     #[arg(long, default_value = "table")]
     evaluator: String,
+    #[command(flatten)]
+    train: super::train_search::TrainEvalArgs,
     /// Queries (architectures scored).
     #[arg(long, default_value_t = 100)]
     budget: usize,
@@ -169,7 +172,17 @@ pub(crate) fn reinforce(a: ReinforceArgs) -> Result<()> {
 fn trial_search(a: TrialSearchArgs, strategy: StrategyConfig) -> Result<()> {
     match a.evaluator.as_str() {
         "table" => {}
-        other @ ("train" | "supernet") => {
+        "train" => {
+            return super::train_search::run(
+                &a.table.space,
+                &a.train,
+                strategy,
+                a.budget,
+                a.seed,
+                &a.run,
+            )
+        }
+        other @ "supernet" => {
             return Err(Error::invalid(
                 "--evaluator",
                 format!("'{other}' is not available for multi-trial search yet; use table"),
@@ -178,7 +191,7 @@ fn trial_search(a: TrialSearchArgs, strategy: StrategyConfig) -> Result<()> {
         other => {
             return Err(Error::invalid(
                 "--evaluator",
-                format!("'{other}' (expected table)"),
+                format!("'{other}' (expected table or train)"),
             ))
         }
     }

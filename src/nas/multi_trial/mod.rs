@@ -12,17 +12,24 @@
 //! `policy.rs` and `adam.rs` (a per-decision categorical policy and the Adam that trains it),
 //! `reinforce.rs` (REINFORCE on that policy), `table.rs` (a tabular benchmark read from CSV),
 //! `evaluator.rs` (a table as the score: metric, report and size limits), `run.rs` (a search
-//! on a table as a run folder), `study.rs` (every strategy over many seeds, summarized).
+//! on a table as a run folder), `study.rs` (every strategy over many seeds, summarized);
+//! the training evaluator: `trial.rs` (one training trial, spec in, result out),
+//! `executor.rs` (trials as local processes), `slurm.rs` (trials as Slurm jobs),
+//! `train_search.rs` (a search of training trials as a run folder with a crash-safe journal).
 
 pub mod adam;
 pub mod evaluator;
 pub mod evolution;
+pub mod executor;
 pub mod policy;
 pub mod random;
 pub mod reinforce;
 pub mod run;
+pub mod slurm;
 pub mod study;
 pub mod table;
+pub mod train_search;
+pub mod trial;
 
 pub use evaluator::{default_table, TableEvaluator, TableSpec};
 pub use evolution::{AgingConfig, AgingEvolution};
@@ -54,7 +61,10 @@ pub trait Strategy<S: SearchSpace> {
         accept: &dyn Fn(&S::Arch) -> bool,
     ) -> Result<Option<S::Arch>>;
 
-    /// The score of the architecture `propose` returned last.
+    /// The score of the architecture `propose` returned last; under the training search's
+    /// driver with several trials in flight (`train_search.rs`, random search and aging
+    /// evolution only), the score of the oldest proposal not yet observed: scores come in
+    /// proposal order, after later proposals were made.
     fn observe(&mut self, space: &S, arch: &S::Arch, score: f64) -> Result<()>;
 }
 

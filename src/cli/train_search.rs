@@ -1,0 +1,260 @@
+//! `nasrs search random|evolution|reinforce --evaluator train`: each query a training trial
+//! (`nasrs trial`, this binary) run by an executor: local child processes (`--executor local
+//! --workers N`) or Slurm jobs (`--executor slurm`), into a run folder with a crash-safe
+//! journal (`nas::multi_trial::train_search`).
+
+use super::args::RunFolderArgs;
+use clap::Args;
+use nasrs::data::{default_data_dir, DatasetKind};
+use nasrs::nas::multi_trial::executor::{Executor, ExecutorConfig, LocalExecutor};
+use nasrs::nas::multi_trial::slurm::{SlurmConfig, SlurmExecutor};
+use nasrs::nas::multi_trial::train_search::{
+    concurrent, run_train_search, TrainSearchConfig, BEST, JOURNAL,
+};
+use nasrs::nas::multi_trial::trial::TrialSpec;
+use nasrs::nas::multi_trial::StrategyConfig;
+use nasrs::nas::run_dir::Start;
+use nasrs::nas::space::darts::DartsSpace;
+use nasrs::nas::space::nb201::Nb201Space;
+use nasrs::nas::space::SearchSpace;
+use nasrs::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The training evaluator's flags (`--evaluator train`).
+#[derive(Args)]
+pub(crate) struct TrainEvalArgs {
+    /// Epochs each trial trains.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Initial channels C of each trial's network (default: 8 for nb201, 4 for darts).
+    #[arg(long)]
+    channels: Option<usize>,
+    /// darts: cells L (default 5); nb201: cells per stage N (default 1).
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Train on the first N training images (0 = all), the last --valid-fraction of them
+    /// held out for the score.
+    #[arg(long, default_value_t = 1000)]
+    train_limit: usize,
+    /// The share of the training images held out for validation.
+    #[arg(long, default_value_t = 0.5)]
+    valid_fraction: f64,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// cifar10 | mnist | fashion-mnist | synthetic
+    #[arg(long, default_value = "mnist")]
+    dataset: String,
+    /// Data folder (default: the bundled MNIST subset); trials on Slurm read it from the
+    /// compute nodes, so it must be on a shared filesystem there.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Each trial's device: auto | cpu | cuda | cuda:N | cuda-sim
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// CPU threads per trial (default: the cores shared among the workers locally,
+    /// --cpus-per-trial on Slurm).
+    #[arg(long)]
+    trial_threads: Option<usize>,
+    /// Trials in flight at once.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// local (child processes) | slurm (sbatch jobs)
+    #[arg(long, default_value = "local")]
+    executor: String,
+    /// slurm: the partition (default: the cluster's default).
+    #[arg(long)]
+    partition: Option<String>,
+    /// slurm: each job's time limit (MM, HH:MM:SS, D-HH; default: the partition's).
+    #[arg(long)]
+    time_limit: Option<String>,
+    /// slurm: GPUs per trial (--gres=gpu:N).
+    #[arg(long, default_value_t = 0)]
+    gpus_per_trial: usize,
+    /// slurm: CPUs per trial (--cpus-per-task).
+    #[arg(long, default_value_t = 1)]
+    cpus_per_trial: usize,
+    /// slurm: seconds between polls of the queue.
+    #[arg(long, default_value_t = 2.0)]
+    poll_seconds: f64,
+    /// Attempts after the first for a failed trial (a crash, a failed or timed-out job).
+    #[arg(long, default_value_t = 0)]
+    retries: usize,
+}
+
+/// Runs the training search `strategy` on `space_name` as the flags ask.
+pub(crate) fn run(
+    space_name: &str,
+    a: &TrainEvalArgs,
+    strategy: StrategyConfig,
+    budget: usize,
+    seed: u64,
+    run: &RunFolderArgs,
+) -> Result<()> {
+    let start = Start::from_flags(run.resume, run.force)?;
+    let kind: DatasetKind = a.dataset.parse()?;
+    let data = a.data.clone().unwrap_or_else(default_data_dir);
+    let data = std::fs::canonicalize(&data).map_err(|e| Error::io(&data, e))?;
+    let mut workers = a.workers;
+    if workers == 0 {
+        return Err(Error::invalid("--workers", "must be at least 1"));
+    }
+    if workers > 1 && !concurrent(&strategy) {
+        eprintln!(
+            "note: {} proposes only after the previous trial's score: running it with --workers 1",
+            strategy.name()
+        );
+        workers = 1;
+    }
+    if !(a.poll_seconds > 0.0 && a.poll_seconds.is_finite()) {
+        return Err(Error::invalid(
+            "--poll-seconds",
+            format!("{} is not a positive number", a.poll_seconds),
+        ));
+    }
+    let (executor, threads) = match a.executor.as_str() {
+        "local" => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (ExecutorConfig::Local, (cores / workers).max(1))
+        }
+        "slurm" => (
+            ExecutorConfig::Slurm(SlurmConfig {
+                partition: a.partition.clone(),
+                time_limit: a.time_limit.clone(),
+                gpus_per_trial: a.gpus_per_trial,
+                cpus_per_trial: a.cpus_per_trial.max(1),
+            }),
+            a.cpus_per_trial.max(1),
+        ),
+        other => {
+            return Err(Error::invalid(
+                "--executor",
+                format!("'{other}' (expected local or slurm)"),
+            ))
+        }
+    };
+    if a.executor == "local" {
+        for (flag, given) in [
+            ("--partition", a.partition.is_some()),
+            ("--time-limit", a.time_limit.is_some()),
+            ("--gpus-per-trial", a.gpus_per_trial > 0),
+        ] {
+            if given {
+                return Err(Error::invalid(flag, "is a --executor slurm option"));
+            }
+        }
+    }
+    let (channels, layers) = match space_name {
+        "nb201" => (a.channels.unwrap_or(8), a.layers.unwrap_or(1)),
+        _ => (a.channels.unwrap_or(4), a.layers.unwrap_or(5)),
+    };
+    let trial = TrialSpec {
+        space: space_name.to_string(),
+        arch: String::new(),
+        channels,
+        layers,
+        dataset: kind.name().to_string(),
+        data,
+        train_limit: a.train_limit,
+        valid_fraction: a.valid_fraction,
+        epochs: a.epochs,
+        batch: a.batch,
+        seed,
+        device: a.device.clone(),
+        threads: Some(a.trial_threads.unwrap_or(threads)),
+    };
+    let config = TrainSearchConfig {
+        space: space_name.to_string(),
+        strategy,
+        trial,
+        budget,
+        seed,
+        workers,
+        executor,
+        retries: a.retries,
+    };
+    let out = run.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "runs/{}-train-{}-s{}",
+            config.strategy.name(),
+            config.space,
+            config.seed
+        ))
+    });
+    let exe = std::env::current_exe().map_err(|e| Error::io("the nasrs binary", e))?;
+    let poll = Duration::from_secs_f64(a.poll_seconds);
+    match space_name {
+        "nb201" => search_in(&Nb201Space, &config, &exe, &out, start, poll),
+        "darts" => search_in(&DartsSpace::default(), &config, &exe, &out, start, poll),
+        other => Err(Error::invalid(
+            "--space",
+            format!("'{other}' (expected nb201 or darts)"),
+        )),
+    }
+}
+
+fn search_in<S: SearchSpace>(
+    space: &S,
+    config: &TrainSearchConfig,
+    exe: &Path,
+    out: &Path,
+    start: Start,
+    poll: Duration,
+) -> Result<()> {
+    let mut executor: Box<dyn Executor> = match &config.executor {
+        ExecutorConfig::Local => Box::new(LocalExecutor::new()),
+        ExecutorConfig::Slurm(c) => Box::new(SlurmExecutor::new(c.clone(), poll)?),
+    };
+    let executor_name = match &config.executor {
+        ExecutorConfig::Local => "local",
+        ExecutorConfig::Slurm(_) => "slurm",
+    };
+    eprintln!(
+        "nasrs search {}: {} space, training trials ({} epochs, C={}, layers {}, {} images of {}), \
+         {} trials, {} workers on {executor_name}, seed {}, run folder {}",
+        config.strategy.name(),
+        config.space,
+        config.trial.epochs,
+        config.trial.channels,
+        config.trial.layers,
+        config.trial.train_limit,
+        config.trial.dataset,
+        config.budget,
+        config.workers,
+        config.seed,
+        out.display()
+    );
+    let outcome = run_train_search(space, config, executor.as_mut(), exe, out, start)?;
+    if outcome.replayed > 0 {
+        eprintln!(
+            "resumed: {} of {} trials answered from {}",
+            outcome.replayed,
+            outcome.trials,
+            out.join(JOURNAL).display()
+        );
+    }
+    if outcome.failed > 0 {
+        eprintln!(
+            "{} of {} trials failed (see {})",
+            outcome.failed,
+            outcome.trials,
+            out.join(JOURNAL).display()
+        );
+    }
+    let best = outcome.best.ok_or_else(|| {
+        Error::invalid(
+            "search",
+            format!(
+                "every trial failed; their messages are in {}",
+                out.join(JOURNAL).display()
+            ),
+        )
+    })?;
+    out!("{}", super::to_json(&best)?);
+    eprintln!(
+        "best: valid_acc {} at trial {} of {}: {}",
+        best.valid_acc, best.trial, outcome.trials, best.arch
+    );
+    eprintln!("written to {}", out.join(BEST).display());
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! A multi-trial search whose queries are training trials (`nasrs search ... --evaluator
+//! train`), run by an [`Executor`], as a run folder:
+//! - `config.json`: the space, the strategy, the trial template, budget, seed, workers,
+//!   executor and retries;
+//! - `journal.jsonl`: every event as it happens, appended and fsync'd: `proposed` (trial,
+//!   arch), `attempt_failed` (a failed attempt that will be retried) and `finished` (the
+//!   trial's result: `ok` with its score, or `failed` after its retries);
+//! - `trials/<trial>/<attempt>/`: each attempt's `trial.json`, `result.json` and log;
+//! - `best.json`: the best finished trial (the earliest on a tie).
+//!
+//! Up to `workers` trials are in flight. The driver asks the strategy for the next proposal
+//! while earlier trials still run, but tells it their scores in proposal order (a trial that
+//! finished early waits for the ones proposed before it): the proposals then depend only on
+//! the seed and the scores, never on which trial happened to finish first. So `--resume`
+//! (after a `kill -9` too) replays the journal exactly: the same proposals again, answered
+//! from the journal where it holds the result, and the trials that were running when the run
+//! stopped re-queued. A failed trial counts as a query; the strategy sees it as score 0 (the
+//! lowest accuracy), the journal and `best.json` as failed.
+
+use super::executor::{Executor, ExecutorConfig, TrialJob};
+use super::trial::{TrialResult, TrialSpec, TrialStatus};
+use super::{search_rng, Strategy, StrategyConfig, RESERVE_MAX};
+use super::{AgingEvolution, RandomSearch, Reinforce};
+use crate::error::{Error, Result};
+use crate::io::{append_jsonl, atomic_write, atomic_write_json, check_resume_options};
+use crate::nas::run_dir::{RunDir, Start};
+use crate::nas::space::SearchSpace;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+pub const CONFIG: &str = "config.json";
+pub const JOURNAL: &str = "journal.jsonl";
+pub const BEST: &str = "best.json";
+pub const TRIALS: &str = "trials";
+pub const RUN_FILES: &[&str] = &[CONFIG, JOURNAL, BEST, TRIALS];
+
+/// The score a failed trial gives the strategy: no accuracy at all.
+pub const FAILED_SCORE: f64 = 0.0;
+
+/// Everything that determines a training search.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSearchConfig {
+    pub space: String,
+    pub strategy: StrategyConfig,
+    /// Every trial's spec but its architecture (`arch` is left empty here).
+    pub trial: TrialSpec,
+    pub budget: usize,
+    pub seed: u64,
+    /// Trials in flight at once.
+    pub workers: usize,
+    pub executor: ExecutorConfig,
+    /// Attempts after the first for a failed trial.
+    pub retries: usize,
+}
+
+/// One line of `journal.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum JournalEvent {
+    Proposed {
+        trial: usize,
+        arch: String,
+    },
+    AttemptFailed {
+        trial: usize,
+        attempt: usize,
+        error: String,
+    },
+    Finished {
+        trial: usize,
+        arch: String,
+        attempts: usize,
+        #[serde(flatten)]
+        result: TrialResult,
+    },
+}
+
+/// `best.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainBest {
+    pub space: String,
+    pub arch: String,
+    pub arch_json: serde_json::Value,
+    pub trial: usize,
+    pub valid_acc: f64,
+    pub curve: Vec<f64>,
+}
+
+/// What a run returns.
+#[derive(Clone, Debug)]
+pub struct TrainSearchOutcome {
+    /// None when every trial failed.
+    pub best: Option<TrainBest>,
+    pub trials: usize,
+    pub failed: usize,
+    /// Trials answered from an earlier journal (`--resume`).
+    pub replayed: usize,
+}
+
+/// Whether `strategy` can be asked for a proposal before the previous one's score is known:
+/// random search and aging evolution can (neither reads a pending proposal's score to make
+/// the next); REINFORCE cannot (its policy gradient is for the policy that sampled).
+pub fn concurrent(strategy: &StrategyConfig) -> bool {
+    !matches!(strategy, StrategyConfig::Reinforce(_))
+}
+
+/// What the journal of the run being resumed holds.
+#[derive(Default)]
+struct Earlier {
+    proposed: Vec<String>,
+    finished: BTreeMap<usize, (usize, TrialResult)>,
+}
+
+/// Runs (or resumes) the search `config` asks for, each trial by `executor` running `exe
+/// trial`, in the folder `out`.
+pub fn run_train_search<S: SearchSpace>(
+    space: &S,
+    config: &TrainSearchConfig,
+    executor: &mut dyn Executor,
+    exe: &Path,
+    out: &Path,
+    start: Start,
+) -> Result<TrainSearchOutcome> {
+    config.strategy.validate()?;
+    for (flag, v) in [("--budget", config.budget), ("--workers", config.workers)] {
+        if v == 0 {
+            return Err(Error::invalid(flag, "must be at least 1"));
+        }
+    }
+    if config.workers > 1 && !concurrent(&config.strategy) {
+        return Err(Error::invalid(
+            "--workers",
+            format!(
+                "{} proposes only after the previous score; run it with --workers 1",
+                config.strategy.name()
+            ),
+        ));
+    }
+    let (mut dir, resume) = RunDir::open(out, RUN_FILES, JOURNAL, start)?;
+    // Result files must be found by trials running elsewhere (Slurm): absolute paths.
+    let root = std::fs::canonicalize(&dir.path).map_err(|e| Error::io(&dir.path, e))?;
+    let journal = root.join(JOURNAL);
+    let earlier = if resume {
+        read_earlier(&root, config)?
+    } else {
+        let trials = root.join(TRIALS);
+        if trials.exists() {
+            std::fs::remove_dir_all(&trials).map_err(|e| Error::io(&trials, e))?;
+        }
+        atomic_write_json(&root.join(CONFIG), config)?;
+        atomic_write(&journal, b"")?;
+        dir.epoch_saved(&[CONFIG, JOURNAL, TRIALS])?;
+        Earlier::default()
+    };
+    let mut strategy: Box<dyn Strategy<S>> = match &config.strategy {
+        StrategyConfig::Random => Box::new(RandomSearch::new()),
+        StrategyConfig::Evolution(c) => Box::new(AgingEvolution::new(c.clone())?),
+        StrategyConfig::Reinforce(c) => Box::new(Reinforce::new(space, c.clone())?),
+    };
+    let mut rng = search_rng(config.seed);
+    let accept = |_: &S::Arch| true;
+    let mut archs: Vec<S::Arch> = Vec::with_capacity(config.budget.min(RESERVE_MAX));
+    let mut finished = earlier.finished.clone();
+    let mut attempts: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut window: VecDeque<usize> = VecDeque::new();
+    let mut exhausted = false;
+    let submit = |executor: &mut dyn Executor, trial: usize, arch: &str| {
+        let dir = attempt_dir(&root, trial);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let job = TrialJob::in_dir(trial, exe, &dir);
+        let spec = TrialSpec {
+            arch: arch.to_string(),
+            ..config.trial.clone()
+        };
+        atomic_write_json(&job.spec, &spec)?;
+        executor.submit(job)
+    };
+    loop {
+        while window.len() < config.workers && archs.len() < config.budget && !exhausted {
+            let Some(arch) = strategy.propose(space, &mut rng, &accept)? else {
+                exhausted = true;
+                break;
+            };
+            let trial = archs.len() + 1;
+            let text = space.to_string(&arch);
+            match earlier.proposed.get(trial - 1) {
+                Some(e) if *e != text => {
+                    return Err(Error::bad_file(
+                        &journal,
+                        format!(
+                            "trial {trial} is '{e}' where this run proposes '{text}'; the \
+                             journal is not this run's (start over with --force)"
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => append_jsonl(
+                    &journal,
+                    &JournalEvent::Proposed {
+                        trial,
+                        arch: text.clone(),
+                    },
+                )?,
+            }
+            if !finished.contains_key(&trial) {
+                attempts.insert(trial, 1);
+                submit(executor, trial, &text)?;
+            }
+            archs.push(arch);
+            window.push_back(trial);
+        }
+        let Some(&head) = window.front() else { break };
+        while !finished.contains_key(&head) {
+            let done = executor.wait()?;
+            if done.is_empty() {
+                return Err(Error::invalid(
+                    "executor",
+                    format!("trial {head} is neither running nor finished"),
+                ));
+            }
+            for (trial, result) in done {
+                let attempt = attempts.get(&trial).copied().unwrap_or(1);
+                let text = space.to_string(&archs[trial - 1]);
+                if result.status == TrialStatus::Failed && attempt <= config.retries {
+                    append_jsonl(
+                        &journal,
+                        &JournalEvent::AttemptFailed {
+                            trial,
+                            attempt,
+                            error: result.error.clone().unwrap_or_default(),
+                        },
+                    )?;
+                    attempts.insert(trial, attempt + 1);
+                    submit(executor, trial, &text)?;
+                    continue;
+                }
+                append_jsonl(
+                    &journal,
+                    &JournalEvent::Finished {
+                        trial,
+                        arch: text,
+                        attempts: attempt,
+                        result: result.clone(),
+                    },
+                )?;
+                finished.insert(trial, (attempt, result));
+            }
+        }
+        let score = match &finished[&head].1 {
+            r if r.status == TrialStatus::Ok => r.valid_acc.unwrap_or(FAILED_SCORE),
+            _ => FAILED_SCORE,
+        };
+        strategy.observe(space, &archs[head - 1], score)?;
+        window.pop_front();
+    }
+    let replayed = earlier
+        .finished
+        .keys()
+        .filter(|&&t| t <= archs.len())
+        .count();
+    let best = best_trial(space, &archs, &finished);
+    if let Some(b) = &best {
+        atomic_write_json(&root.join(BEST), b)?;
+    }
+    let failed = finished
+        .values()
+        .filter(|(_, r)| r.status == TrialStatus::Failed)
+        .count();
+    Ok(TrainSearchOutcome {
+        best,
+        trials: archs.len(),
+        failed,
+        replayed,
+    })
+}
+
+/// The first attempt folder of `trial` not used yet (a trial re-queued after a kill starts
+/// in a fresh one: the killed run's trial process may still be writing in its own).
+fn attempt_dir(root: &Path, trial: usize) -> PathBuf {
+    let base = root.join(TRIALS).join(format!("{trial:05}"));
+    (1..)
+        .map(|a| base.join(format!("attempt-{a}")))
+        .find(|d| !d.exists())
+        .unwrap_or(base)
+}
+
+/// The best ok trial: the highest accuracy, the earliest on a tie.
+fn best_trial<S: SearchSpace>(
+    space: &S,
+    archs: &[S::Arch],
+    finished: &BTreeMap<usize, (usize, TrialResult)>,
+) -> Option<TrainBest> {
+    let mut best: Option<(usize, f64)> = None;
+    for (&trial, (_, r)) in finished.iter().filter(|(t, _)| **t <= archs.len()) {
+        let Some(acc) = r.valid_acc.filter(|_| r.status == TrialStatus::Ok) else {
+            continue;
+        };
+        if best.is_none_or(|(_, b)| acc > b) {
+            best = Some((trial, acc));
+        }
+    }
+    let (trial, valid_acc) = best?;
+    let arch = &archs[trial - 1];
+    Some(TrainBest {
+        space: space.name().to_string(),
+        arch: space.to_string(arch),
+        arch_json: space.to_json(arch),
+        trial,
+        valid_acc,
+        curve: finished[&trial].1.curve.clone(),
+    })
+}
+
+/// The journal of the run being resumed, after checking that it is this run's (the budget,
+/// the executor and the retries may change; the workers may not: they shape the proposals).
+fn read_earlier(root: &Path, config: &TrainSearchConfig) -> Result<Earlier> {
+    let config_path = root.join(CONFIG);
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let mut saved: TrainSearchConfig = serde_json::from_str(&text).map_err(|e| {
+        Error::bad_file(&config_path, format!("not a training search's config: {e}"))
+    })?;
+    saved.budget = config.budget;
+    saved.executor = config.executor.clone();
+    saved.retries = config.retries;
+    saved.trial.threads = config.trial.threads;
+    check_resume_options(&saved, config, &config_path)?;
+    let path = root.join(JOURNAL);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut earlier = Earlier::default();
+    for (i, line) in lines.iter().enumerate() {
+        let event: JournalEvent = match serde_json::from_str(line) {
+            Ok(e) => e,
+            // A kill in the middle of the last append: that event never happened.
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => break,
+            Err(e) => return Err(Error::bad_file(&path, format!("line {}: {e}", i + 1))),
+        };
+        match event {
+            JournalEvent::Proposed { trial, arch } => {
+                if trial != earlier.proposed.len() + 1 {
+                    return Err(Error::bad_file(
+                        &path,
+                        format!("line {}: trial {trial} proposed out of order", i + 1),
+                    ));
+                }
+                earlier.proposed.push(arch);
+            }
+            JournalEvent::AttemptFailed { .. } => {}
+            JournalEvent::Finished {
+                trial,
+                attempts,
+                result,
+                ..
+            } => {
+                earlier.finished.insert(trial, (attempts, result));
+            }
+        }
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        // Drop the torn line so that appends start on a line of their own.
+        let keep = text.rfind('\n').map_or(0, |p| p + 1);
+        atomic_write(&path, &text.as_bytes()[..keep])?;
+    }
+    if earlier.proposed.len() > config.budget {
+        return Err(Error::invalid(
+            "--budget",
+            format!(
+                "{} is below the {} trials the run in {} already proposed",
+                config.budget,
+                earlier.proposed.len(),
+                root.display()
+            ),
+        ));
+    }
+    Ok(earlier)
+}
