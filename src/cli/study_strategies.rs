@@ -130,8 +130,14 @@ fn print_summary(s: &StudySummary) {
         c.seeds,
         c.budget
     );
+    // The name column fits the longest name (`reinforce-lstm`).
+    let w = s
+        .strategies
+        .iter()
+        .map(|r| r.strategy.len())
+        .fold(10, usize::max);
     out!(
-        "{:<10} {:>8} {:>7} {:>8} {:>8} {:>12} {:>11}",
+        "{:<w$} {:>8} {:>7} {:>8} {:>8} {:>12} {:>11}",
         "strategy",
         "mean",
         "std",
@@ -142,7 +148,7 @@ fn print_summary(s: &StudySummary) {
     );
     for r in &s.strategies {
         out!(
-            "{:<10} {:>8.2} {:>7.2} {:>8.2} {:>8.2} {:>12.2} {:>7}/{}",
+            "{:<w$} {:>8.2} {:>7.2} {:>8.2} {:>8.2} {:>12.2} {:>7}/{}",
             r.strategy,
             r.report.mean,
             r.report.std,
