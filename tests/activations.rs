@@ -96,7 +96,7 @@ fn nan_stays_nan_and_values_are_the_definitions() {
 #[test]
 fn the_counting_backend_counts_the_new_ops() {
     let c = Counting::new();
-    let x = c.upload(&vec![0.0f32; 10]).unwrap();
+    let x = c.upload(&[0.0f32; 10]).unwrap();
     let y = c.sigmoid_fwd(&x).unwrap();
     c.sigmoid_bwd(&y, &x).unwrap();
     c.tanh_fwd(&x).unwrap();

@@ -4,9 +4,13 @@
 
 use super::{Tape, Var};
 use crate::autograd::saved::Saved;
-use crate::backend::{Backend, Element};
+use crate::backend::{Backend, DeviceOps, Element};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+
+/// A backward op `dx = f(y, dy)` from the forward output (`sigmoid_bwd`, `tanh_bwd`).
+type FromOutput<B> = fn(&B, &Storage<B>, &Storage<B>) -> Result<Storage<B>>;
+type Storage<B> = <B as DeviceOps>::Storage;
 
 impl<B: Backend> Tape<B> {
     pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
@@ -115,12 +119,7 @@ impl<B: Backend> Tape<B> {
 
     /// Records `y = f(x)` whose backward `bwd(y, dy)` reads only the output, kept through
     /// the node's own saved handle (as `relu`).
-    fn push_saving_output(
-        &mut self,
-        x: Var,
-        y: B::Storage,
-        bwd: fn(&B, &B::Storage, &B::Storage) -> Result<B::Storage>,
-    ) -> Result<Var> {
+    fn push_saving_output(&mut self, x: Var, y: B::Storage, bwd: FromOutput<B>) -> Result<Var> {
         let y = Tensor::new(y, self.shape(x).clone());
         let saved = Saved::new(&y);
         let keep = saved.clone();
