@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 pub struct LstmReinforceConfig {
     #[serde(flatten)]
     pub reinforce: ReinforceConfig,
-    /// The LSTM's hidden size, also its embeddings' (ENAS: 64 for a macro space; 32 keeps a
-    /// CPU update around a millisecond for NB201's 6 decisions).
+    /// The LSTM's hidden size, also its embeddings' (ENAS: 64; 32 keeps a query, sampling
+    /// and update, near 1.4 ms on the CPU for NB201's 6 decisions: BENCHMARKS.md).
     pub hidden: usize,
 }
 
