@@ -45,6 +45,52 @@ extern "C" __global__ void relu_bwd_f32(int n, const float* y, const float* dy, 
     GRID_STRIDE(i, n) dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
+// The LSTM controller's and MBConv's activations. Backward of sigmoid and tanh reads the
+// output (all their derivative needs); SiLU's reads the input, as PyTorch's silu_backward.
+// Full-precision expf / tanhf and IEEE division (not __expf / __fdividef): NaN in, NaN out,
+// a few ulp from the CPU's.
+extern "C" __global__ void sigmoid_fwd_f32(int n, const float* x, float* y) {
+    GRID_STRIDE(i, n) y[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
+extern "C" __global__ void sigmoid_bwd_f32(int n, const float* y, const float* dy, float* dx) {
+    GRID_STRIDE(i, n) {
+        const float v = y[i];
+        dx[i] = dy[i] * v * (1.0f - v);
+    }
+}
+
+extern "C" __global__ void tanh_fwd_f32(int n, const float* x, float* y) {
+    GRID_STRIDE(i, n) y[i] = tanhf(x[i]);
+}
+
+extern "C" __global__ void tanh_bwd_f32(int n, const float* y, const float* dy, float* dx) {
+    GRID_STRIDE(i, n) {
+        const float v = y[i];
+        dx[i] = dy[i] * (1.0f - v * v);
+    }
+}
+
+// PyTorch's x / (1 + exp(-x)), not x * sigmoid(x): the same NaN for -inf on both devices.
+extern "C" __global__ void silu_fwd_f32(int n, const float* x, float* y) {
+    GRID_STRIDE(i, n) {
+        const float v = x[i];
+        y[i] = v / (1.0f + expf(-v));
+    }
+}
+
+extern "C" __global__ void silu_bwd_f32(int n, const float* x, const float* dy, float* dx) {
+    GRID_STRIDE(i, n) {
+        const float v = x[i];
+        const float s = 1.0f / (1.0f + expf(-v));
+        dx[i] = dy[i] * s * (1.0f + v * (1.0f - s));
+    }
+}
+
+extern "C" __global__ void mul_f32(int n, const float* a, const float* b, float* y) {
+    GRID_STRIDE(i, n) y[i] = a[i] * b[i];
+}
+
 // bf16 storage of saved activations: round to nearest even on the way in, exact widening on
 // the way out (the CPU twin uses the `half` crate's conversions, which round the same way).
 extern "C" __global__ void to_bf16_f32(int n, const float* x, __nv_bfloat16* y) {

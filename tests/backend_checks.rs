@@ -56,6 +56,10 @@ const EXPECTED: &[&str] = &[
     "add: shape mismatch: buffers of 3 and 4 elements",
     "axpy_scaled: shape mismatch: scalar index 5 in a buffer of 3",
     "drop_path: shape mismatch: sample scale has 3 elements, expected 2",
+    "sigmoid_bwd: shape mismatch: buffers of 3 and 4 elements",
+    "tanh_bwd: shape mismatch: buffers of 3 and 4 elements",
+    "silu_bwd: shape mismatch: buffers of 3 and 4 elements",
+    "mul: shape mismatch: buffers of 3 and 4 elements",
     "conv2d_fwd: shape mismatch: weight has 17 elements, expected 18",
     "conv2d_bwd_data: shape mismatch: output gradient has 31 elements, expected 32",
     "conv2d_bwd_data_into: shape mismatch: accumulator has 15 elements, expected 16",
@@ -110,6 +114,10 @@ fn messages<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Vec<String>> {
         err(be.add(&b3, &b4), "add"),
         err(be.axpy_scaled(&mut y3, 1.0, scale, &b3), "axpy_scaled"),
         err(be.drop_path(&up(4)?, 2, &b3), "drop_path"),
+        err(be.sigmoid_bwd(&b3, &b4), "sigmoid_bwd"),
+        err(be.tanh_bwd(&b3, &b4), "tanh_bwd"),
+        err(be.silu_bwd(&b3, &b4), "silu_bwd"),
+        err(be.mul(&b3, &b4), "mul"),
         // ConvOps
         err(be.conv2d_fwd(&up(16)?, X, &up(17)?, &CONV), "conv2d_fwd"),
         err(

@@ -283,6 +283,23 @@ fn elementwise_and_layout_ops() {
     gradcheck("global_avg_pool", vec![a.clone()], |t, v| {
         t.global_avg_pool(v[0])
     });
+    gradcheck("sigmoid", vec![a.clone()], |t, v| t.sigmoid(v[0]));
+    gradcheck("tanh", vec![a.clone()], |t, v| t.tanh(v[0]));
+    gradcheck("silu", vec![a.clone()], |t, v| t.silu(v[0]));
+    gradcheck("mul", vec![a.clone(), b.clone()], |t, v| t.mul(v[0], v[1]));
+    gradcheck("mul of a value by itself", vec![a.clone()], |t, v| {
+        t.mul(v[0], v[0])
+    });
+    gradcheck(
+        "an LSTM cell's update",
+        vec![a.clone(), b.clone()],
+        |t, v| {
+            let (i, g) = (t.sigmoid(v[0])?, t.tanh(v[1])?);
+            let c = t.mul(i, g)?;
+            let h = t.tanh(c)?;
+            t.mul(i, h)
+        },
+    );
     gradcheck("drop_path", vec![a], |t, v| {
         let mut r = Rng::new(11); // the same mask in every evaluation
         t.drop_path(v[0], 0.6, &mut r)

@@ -3,7 +3,8 @@
 //! refused without `--force`, resumed to the same bytes, replaced by the same bytes; a run
 //! cut short resumed to the journal of the uninterrupted one; a larger `--budget` extends a
 //! run; a journal of another run refused; bad flags refused in one line naming the flag; a
-//! study's figures, its refusal to overwrite and its seed `s` equal to `--seed s`.
+//! study's figures, its refusal to overwrite and its seed `s` equal to `--seed s`; the same
+//! for REINFORCE's LSTM controller (`--controller lstm`, `reinforce-lstm` in a study).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -397,5 +398,82 @@ fn every_strategy_keeps_to_the_size_limits() {
             );
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn the_lstm_controller_runs_resumes_and_is_a_study_strategy() {
+    let lstm = ["--controller", "lstm", "--lstm-hidden", "8"];
+    let whole = tmp("lstm-whole");
+    search("reinforce", &whole, "40", &lstm);
+    let config = json(&whole.join("config.json"));
+    assert_eq!(
+        config["strategy"]["reinforce_lstm"]["hidden"], 8,
+        "{config}"
+    );
+    let cut = tmp("lstm-cut");
+    search("reinforce", &cut, "15", &lstm);
+    let resume: Vec<&str> = lstm.iter().copied().chain(["--resume"]).collect();
+    let (_, err) = search("reinforce", &cut, "40", &resume);
+    assert!(err.contains("15 of 40 queries replayed"), "{err}");
+    assert_eq!(files(&cut), files(&whole));
+    // The policy controller is another run: its config does not resume this one.
+    refused(
+        &[
+            "search",
+            "reinforce",
+            "--budget",
+            "40",
+            "--seed",
+            "3",
+            "--out",
+            &cut.to_string_lossy(),
+            "--resume",
+        ],
+        &["--resume", "config.json"],
+    );
+    let out = tmp("lstm-flags").to_string_lossy().into_owned();
+    refused(
+        &["search", "reinforce", "--controller", "gru", "--out", &out],
+        &["--controller", "gru"],
+    );
+    refused(
+        &[
+            "search",
+            "reinforce",
+            "--controller",
+            "lstm",
+            "--lstm-hidden",
+            "0",
+            "--out",
+            &out,
+        ],
+        &["--lstm-hidden"],
+    );
+    // Seed 3 of a study is `--seed 3`.
+    let study = tmp("lstm-study");
+    ok(&[
+        "study",
+        "strategies",
+        "--strategies",
+        "reinforce-lstm",
+        "--lstm-hidden",
+        "8",
+        "--budget",
+        "40",
+        "--seeds",
+        "4",
+        "--out",
+        &study.to_string_lossy(),
+    ]);
+    let s = json(&study.join("study.json"));
+    let best = json(&whole.join("best.json"));
+    assert_eq!(s["strategies"][0]["strategy"], "reinforce-lstm");
+    assert_eq!(
+        best["report_value"], s["strategies"][0]["reports"][3],
+        "{s}\n{best}"
+    );
+    for d in [whole, cut, study] {
+        let _ = std::fs::remove_dir_all(d);
     }
 }

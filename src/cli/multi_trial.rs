@@ -6,7 +6,8 @@ use super::args::RunFolderArgs;
 use clap::Args;
 use nasrs::nas::multi_trial::run::{run_table_search, TableRunConfig, BEST, JOURNAL};
 use nasrs::nas::multi_trial::{
-    default_table, AgingConfig, ReinforceConfig, StrategyConfig, TableEvaluator, TableSpec,
+    default_table, AgingConfig, LstmReinforceConfig, ReinforceConfig, StrategyConfig,
+    TableEvaluator, TableSpec,
 };
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::space::darts::DartsSpace;
@@ -105,6 +106,10 @@ pub(crate) struct ReinforceOptions {
     /// Coefficient of the entropy bonus.
     #[arg(long, default_value_t = 0.0)]
     pub entropy: f64,
+    /// Hidden (and embedding) size of the LSTM controller (`--controller lstm`,
+    /// `reinforce-lstm`).
+    #[arg(long, default_value_t = 32)]
+    pub lstm_hidden: usize,
 }
 
 impl ReinforceOptions {
@@ -116,6 +121,28 @@ impl ReinforceOptions {
         };
         c.validate()?;
         Ok(c)
+    }
+
+    /// The settings of REINFORCE on the LSTM controller.
+    pub fn lstm_config(&self) -> Result<LstmReinforceConfig> {
+        let c = LstmReinforceConfig {
+            reinforce: self.config()?,
+            hidden: self.lstm_hidden,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The strategy `--controller` names: `policy` (per-decision logits) or `lstm`.
+    pub fn strategy(&self, controller: &str) -> Result<StrategyConfig> {
+        match controller {
+            "policy" => Ok(StrategyConfig::Reinforce(self.config()?)),
+            "lstm" => Ok(StrategyConfig::ReinforceLstm(self.lstm_config()?)),
+            other => Err(Error::invalid(
+                "--controller",
+                format!("'{other}' (expected policy or lstm)"),
+            )),
+        }
     }
 }
 
@@ -153,6 +180,10 @@ pub(crate) struct ReinforceArgs {
     common: TrialSearchArgs,
     #[command(flatten)]
     options: ReinforceOptions,
+    /// What samples the architectures: policy (independent logits per decision, NB201's
+    /// baseline) or lstm (an LSTM emitting the decisions in order, Zoph and Le 2017).
+    #[arg(long, default_value = "policy")]
+    controller: String,
 }
 
 pub(crate) fn random(a: TrialSearchArgs) -> Result<()> {
@@ -165,7 +196,7 @@ pub(crate) fn evolution(a: EvolutionArgs) -> Result<()> {
 }
 
 pub(crate) fn reinforce(a: ReinforceArgs) -> Result<()> {
-    let strategy = StrategyConfig::Reinforce(a.options.config()?);
+    let strategy = a.options.strategy(&a.controller)?;
     trial_search(a.common, strategy)
 }
 

@@ -1,4 +1,5 @@
-//! `nasrs study strategies`: random search, aging evolution and REINFORCE on a table, each
+//! `nasrs study strategies`: random search, aging evolution and REINFORCE (and, when named,
+//! REINFORCE with an LSTM controller: `reinforce-lstm`) on a table, each
 //! for many seeds with one budget; prints per strategy the mean and standard deviation of the
 //! report value of the architecture each run returns, and writes `study.json` (every figure,
 //! the per-seed results and the mean anytime curves) and `anytime.svg` into `--out`.
@@ -25,7 +26,8 @@ pub(crate) struct StudyStrategiesArgs {
     /// Runs per strategy, with seeds 0 to N-1.
     #[arg(long, default_value_t = 100)]
     seeds: u64,
-    /// The strategies compared, comma-separated.
+    /// The strategies compared, comma-separated: random, evolution, reinforce,
+    /// reinforce-lstm.
     #[arg(
         long,
         value_delimiter = ',',
@@ -51,10 +53,11 @@ pub(crate) fn study_strategies(a: StudyStrategiesArgs) -> Result<()> {
             "random" => StrategyConfig::Random,
             "evolution" => StrategyConfig::Evolution(a.evolution.config()?),
             "reinforce" => StrategyConfig::Reinforce(a.reinforce.config()?),
+            "reinforce-lstm" => StrategyConfig::ReinforceLstm(a.reinforce.lstm_config()?),
             other => {
                 return Err(Error::invalid(
                     "--strategies",
-                    format!("'{other}' (expected random, evolution or reinforce)"),
+                    format!("'{other}' (expected random, evolution, reinforce or reinforce-lstm)"),
                 ))
             }
         };
@@ -127,8 +130,14 @@ fn print_summary(s: &StudySummary) {
         c.seeds,
         c.budget
     );
+    // The name column fits the longest name (`reinforce-lstm`).
+    let w = s
+        .strategies
+        .iter()
+        .map(|r| r.strategy.len())
+        .fold(10, usize::max);
     out!(
-        "{:<10} {:>8} {:>7} {:>8} {:>8} {:>12} {:>11}",
+        "{:<w$} {:>8} {:>7} {:>8} {:>8} {:>12} {:>11}",
         "strategy",
         "mean",
         "std",
@@ -139,7 +148,7 @@ fn print_summary(s: &StudySummary) {
     );
     for r in &s.strategies {
         out!(
-            "{:<10} {:>8.2} {:>7.2} {:>8.2} {:>8.2} {:>12.2} {:>7}/{}",
+            "{:<w$} {:>8.2} {:>7.2} {:>8.2} {:>8.2} {:>12.2} {:>7}/{}",
             r.strategy,
             r.report.mean,
             r.report.std,

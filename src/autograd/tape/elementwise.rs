@@ -1,12 +1,16 @@
 //! Tape ops applied element by element: `add` (and `sum` over several values), `scale`,
-//! `relu` (one var per input: see `Tape::relu_of`) and drop-path (a per-sample scale),
-//! each with its backward.
+//! `mul`, the activations `relu` (one var per input: see `Tape::relu_of`), `sigmoid`,
+//! `tanh` and `silu`, and drop-path (a per-sample scale), each with its backward.
 
 use super::{Tape, Var};
 use crate::autograd::saved::Saved;
-use crate::backend::{Backend, Element};
+use crate::backend::{Backend, DeviceOps, Element};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+
+/// A backward op `dx = f(y, dy)` from the forward output (`sigmoid_bwd`, `tanh_bwd`).
+type FromOutput<B> = fn(&B, &Storage<B>, &Storage<B>) -> Result<Storage<B>>;
+type Storage<B> = <B as DeviceOps>::Storage;
 
 impl<B: Backend> Tape<B> {
     pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
@@ -68,6 +72,63 @@ impl<B: Backend> Tape<B> {
         );
         self.nodes[y.0].saved = Some(saved);
         self.relu_of.insert(x.0, y);
+        Ok(y)
+    }
+
+    /// `a * b` element by element; backward is two products (`dy * b`, `dy * a`), each made
+    /// only when that input needs a gradient.
+    pub fn mul(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.same_shape("mul", a, b)?;
+        let y = self.backend.mul(&self.value(a)?.buf, &self.value(b)?.buf)?;
+        let shape = self.shape(a).clone();
+        let (sa, sb) = (self.save(a)?, self.save(b)?);
+        Ok(self.push(
+            Tensor::new(y, shape),
+            &[a, b],
+            Box::new(move |be, dy, need, _| {
+                let da = need[0].then(|| be.mul(dy, &*sb.read(be)?)).transpose()?;
+                let db = need[1].then(|| be.mul(dy, &*sa.read(be)?)).transpose()?;
+                Ok(vec![da, db])
+            }),
+        ))
+    }
+
+    /// `1 / (1 + exp(-x))`; backward from the saved output.
+    pub fn sigmoid(&mut self, x: Var) -> Result<Var> {
+        let y = self.backend.sigmoid_fwd(&self.value(x)?.buf)?;
+        self.push_saving_output(x, y, |be, y, dy| be.sigmoid_bwd(y, dy))
+    }
+
+    /// `tanh(x)`; backward from the saved output.
+    pub fn tanh(&mut self, x: Var) -> Result<Var> {
+        let y = self.backend.tanh_fwd(&self.value(x)?.buf)?;
+        self.push_saving_output(x, y, |be, y, dy| be.tanh_bwd(y, dy))
+    }
+
+    /// SiLU (swish) `x * sigmoid(x)`; backward from the saved input (`Backend::silu_bwd`).
+    pub fn silu(&mut self, x: Var) -> Result<Var> {
+        let y = self.backend.silu_fwd(&self.value(x)?.buf)?;
+        let shape = self.shape(x).clone();
+        let xs = self.save(x)?;
+        Ok(self.push(
+            Tensor::new(y, shape),
+            &[x],
+            Box::new(move |be, dy, _, _| Ok(vec![Some(be.silu_bwd(&*xs.read(be)?, dy)?)])),
+        ))
+    }
+
+    /// Records `y = f(x)` whose backward `bwd(y, dy)` reads only the output, kept through
+    /// the node's own saved handle (as `relu`).
+    fn push_saving_output(&mut self, x: Var, y: B::Storage, bwd: FromOutput<B>) -> Result<Var> {
+        let y = Tensor::new(y, self.shape(x).clone());
+        let saved = Saved::new(&y);
+        let keep = saved.clone();
+        let y = self.push(
+            y,
+            &[x],
+            Box::new(move |be, dy, _, _| Ok(vec![Some(bwd(be, &*keep.read(be)?, dy)?)])),
+        );
+        self.nodes[y.0].saved = Some(saved);
         Ok(y)
     }
 

@@ -1,4 +1,4 @@
-//! Checks of the elementwise ops, reductions, ReLU and drop-path (`ElementwiseOps`).
+//! Checks of the elementwise ops, reductions, the activations and drop-path (`ElementwiseOps`).
 
 use super::{expect_len, same_len, scalar};
 use crate::backend::{DeviceOps, ScalarRef};
@@ -28,6 +28,22 @@ pub fn dot<B: DeviceOps>(b: &B, x: &B::Storage, y: &B::Storage) -> Result<()> {
 
 pub fn relu_bwd<B: DeviceOps>(b: &B, y: &B::Storage, dy: &B::Storage) -> Result<()> {
     same_len(b, "relu_bwd", y, dy)
+}
+
+pub fn sigmoid_bwd<B: DeviceOps>(b: &B, y: &B::Storage, dy: &B::Storage) -> Result<()> {
+    same_len(b, "sigmoid_bwd", y, dy)
+}
+
+pub fn tanh_bwd<B: DeviceOps>(b: &B, y: &B::Storage, dy: &B::Storage) -> Result<()> {
+    same_len(b, "tanh_bwd", y, dy)
+}
+
+pub fn silu_bwd<B: DeviceOps>(b: &B, x: &B::Storage, dy: &B::Storage) -> Result<()> {
+    same_len(b, "silu_bwd", x, dy)
+}
+
+pub fn mul<B: DeviceOps>(b: &B, x: &B::Storage, y: &B::Storage) -> Result<()> {
+    same_len(b, "mul", x, y)
 }
 
 /// One scale per sample, and `x` split evenly into `n > 0` samples.

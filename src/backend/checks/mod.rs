@@ -6,9 +6,9 @@
 //!
 //! An op with nothing to check (`zeros`, `upload`, `download`, `copy`, `fill`, `scale`,
 //! `scale_assign`, `sum_squares`, `sum_squares_many`, `grad_norm_scalars`, `relu_fwd`,
-//! `to_bf16`, `from_bf16`) has no function here. What only one device needs stays in that
-//! device, marked as such: CUDA's 2^31 `int` limit, MixedOp width and launch limits, and its
-//! labels' class count; the CPU's label values; the counting device's bf16-vs-f32 buffer check.
+//! `sigmoid_fwd`, `tanh_fwd`, `silu_fwd`, `to_bf16`, `from_bf16`) has no function here. What
+//! only one device needs stays in that device, marked as such: CUDA's 2^31 `int` limit,
+//! MixedOp width and launch limits, and its labels' class count; the CPU's label values; the counting device's bf16-vs-f32 buffer check.
 //!
 //! Also the host arithmetic every device shares: the softmax of the architecture weights
 //! (the MixedOp's weights on the CPU, the genotype's ranking in `nas`).

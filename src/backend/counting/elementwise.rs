@@ -1,7 +1,8 @@
-//! What the counting backend counts for elementwise ops, reductions, ReLU, bf16 conversion
-//! and drop-path (`ElementwiseOps`).
+//! What the counting backend counts for elementwise ops, reductions, the activations (ReLU,
+//! sigmoid, tanh, SiLU), bf16 conversion and drop-path (`ElementwiseOps`). A transcendental
+//! (`exp`, `tanh`) counts as one FLOP, as the cross-entropy's `exp` does.
 
-use super::{elem_check, u, CountBuf, Counting, Io, ELEM_BYTES, HALF_BYTES};
+use super::{elem_check, flops, u, CountBuf, Counting, Io, ELEM_BYTES, HALF_BYTES};
 use crate::backend::{checks, norm_scalars, ElementwiseOps, ScalarRef};
 use crate::error::Result;
 
@@ -103,6 +104,32 @@ impl ElementwiseOps for Counting {
     fn relu_bwd(&self, y: &CountBuf, dy: &CountBuf) -> Result<CountBuf> {
         checks::relu_bwd(self, y, dy)?;
         self.unary("relu_bwd", u(y.len), &[y, dy], y.len)
+    }
+    fn sigmoid_fwd(&self, x: &CountBuf) -> Result<CountBuf> {
+        self.unary("sigmoid_fwd", flops::SIGMOID * u(x.len), &[x], x.len)
+    }
+    fn sigmoid_bwd(&self, y: &CountBuf, dy: &CountBuf) -> Result<CountBuf> {
+        checks::sigmoid_bwd(self, y, dy)?;
+        self.unary("sigmoid_bwd", 3 * u(y.len), &[y, dy], y.len)
+    }
+    fn tanh_fwd(&self, x: &CountBuf) -> Result<CountBuf> {
+        self.unary("tanh_fwd", u(x.len), &[x], x.len)
+    }
+    fn tanh_bwd(&self, y: &CountBuf, dy: &CountBuf) -> Result<CountBuf> {
+        checks::tanh_bwd(self, y, dy)?;
+        self.unary("tanh_bwd", 3 * u(y.len), &[y, dy], y.len)
+    }
+    fn silu_fwd(&self, x: &CountBuf) -> Result<CountBuf> {
+        self.unary("silu_fwd", flops::SIGMOID * u(x.len), &[x], x.len)
+    }
+    fn silu_bwd(&self, x: &CountBuf, dy: &CountBuf) -> Result<CountBuf> {
+        checks::silu_bwd(self, x, dy)?;
+        // The sigmoid again, then `dy * s * (1 + x * (1 - s))` (5).
+        self.unary("silu_bwd", (flops::SIGMOID + 5) * u(x.len), &[x, dy], x.len)
+    }
+    fn mul(&self, a: &CountBuf, b: &CountBuf) -> Result<CountBuf> {
+        checks::mul(self, a, b)?;
+        self.unary("mul", u(a.len), &[a, b], a.len)
     }
     fn to_bf16(&self, x: &CountBuf) -> Result<CountBuf> {
         elem_check("to_bf16", x, ELEM_BYTES)?;

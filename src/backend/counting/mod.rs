@@ -60,6 +60,9 @@ pub mod flops {
     pub const BN_BWD: u64 = 9;
     /// Batch-norm eval forward per element: `(x - mean) * invstd`.
     pub const BN_EVAL: u64 = 2;
+    /// A sigmoid per element: negate, exp, add one, divide (SiLU's forward is the same count:
+    /// its divide replaces the sigmoid's).
+    pub const SIGMOID: u64 = 4;
     /// Softmax cross-entropy forward per logit: max, subtract, exp, sum.
     pub const XENT_FWD: u64 = 4;
     /// Its backward per logit: `(p - onehot) * dloss / n`.

@@ -1,5 +1,5 @@
-//! The CPU's elementwise ops, reductions, ReLU, bf16 conversion and drop-path
-//! (`ElementwiseOps`): the reference the CUDA kernels of `kernels/elementwise.cu` are
+//! The CPU's elementwise ops, reductions, the activations (ReLU, sigmoid, tanh, SiLU), bf16
+//! conversion and drop-path (`ElementwiseOps`): the reference the CUDA kernels of `kernels/elementwise.cu` are
 //! checked against.
 
 use super::{chunked_sum, group_tasks, scalar_at, zip_map, Cpu, ELEMS_PER_TASK};
@@ -89,6 +89,36 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
             |v, g| if v <= T::ZERO { T::ZERO } else { g },
         ))
     }
+    fn sigmoid_fwd(&self, x: &Vec<T>) -> Result<Vec<T>> {
+        Ok(zip_map(x, x, |v, _| sigmoid(v)))
+    }
+    fn sigmoid_bwd(&self, y: &Vec<T>, dy: &Vec<T>) -> Result<Vec<T>> {
+        checks::sigmoid_bwd(self, y, dy)?;
+        Ok(zip_map(y, dy, |y, g| g * y * (T::ONE - y)))
+    }
+    fn tanh_fwd(&self, x: &Vec<T>) -> Result<Vec<T>> {
+        Ok(zip_map(x, x, |v, _| T::from_f64(v.to_f64().tanh())))
+    }
+    fn tanh_bwd(&self, y: &Vec<T>, dy: &Vec<T>) -> Result<Vec<T>> {
+        checks::tanh_bwd(self, y, dy)?;
+        Ok(zip_map(y, dy, |y, g| g * (T::ONE - y * y)))
+    }
+    fn silu_fwd(&self, x: &Vec<T>) -> Result<Vec<T>> {
+        Ok(zip_map(x, x, |v, _| {
+            v / (T::ONE + T::from_f64((-v.to_f64()).exp()))
+        }))
+    }
+    fn silu_bwd(&self, x: &Vec<T>, dy: &Vec<T>) -> Result<Vec<T>> {
+        checks::silu_bwd(self, x, dy)?;
+        Ok(zip_map(x, dy, |x, g| {
+            let s = sigmoid(x);
+            g * s * (T::ONE + x * (T::ONE - s))
+        }))
+    }
+    fn mul(&self, a: &Vec<T>, b: &Vec<T>) -> Result<Vec<T>> {
+        checks::mul(self, a, b)?;
+        Ok(zip_map(a, b, |x, y| x * y))
+    }
     /// `half`'s conversion, which rounds to nearest even. An f64 element is rounded to f32
     /// first (exact for the f32 product; the f64 gradient checks never use bf16).
     fn to_bf16(&self, x: &Vec<T>) -> Result<Vec<half::bf16>> {
@@ -120,4 +150,10 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
             });
         Ok(y)
     }
+}
+
+/// `1 / (1 + exp(-v))`, exp in f64 (exact enough for f32 and the f64 gradient checks): a
+/// large negative `v` gives `1 / inf = 0`, never a NaN; a NaN stays NaN.
+fn sigmoid<T: Element>(v: T) -> T {
+    T::ONE / (T::ONE + T::from_f64((-v.to_f64()).exp()))
 }

@@ -1,9 +1,8 @@
 //! Launchers for kernels/elementwise.cu: add, scale, axpy (also by a device scalar), fill,
-//! scale_assign, relu, the bf16 conversions (`to_bf16`, `from_bf16`), drop_path, and the double-precision reductions behind `dot`,
+//! scale_assign, relu, sigmoid, tanh, silu, mul, the bf16 conversions (`to_bf16`, `from_bf16`), drop_path, and the double-precision reductions behind `dot`,
 //! `sum_squares` and the on-device gradient norm scalars.
 
-use super::driver::DeviceSlice;
-use super::driver::LaunchConfig;
+use super::driver::{Dev, DevMut, DeviceSlice, Driver, LaunchConfig};
 use super::kernels;
 use super::{cfg1d, int, scalar_ptr, Cuda, CudaBuf, CudaHalf, BLOCK, ONE_BLOCK};
 use crate::backend::{checks, norm_scalars, ElementwiseOps, ScalarRef};
@@ -68,6 +67,51 @@ pub(super) fn relu_fwd(d: &Cuda, x: &CudaBuf) -> Result<CudaBuf> {
         let n = int(x.len)?;
         // SAFETY: x and y (alloc) hold n elements.
         unsafe { kernels::relu_fwd_f32(d.drv(), cfg1d(x.len), n, x.data.dev(), y.data.dev_mut()) }?;
+    }
+    Ok(y)
+}
+
+/// A generated launcher of an `(n, x, y)` kernel.
+type MapKernel =
+    unsafe fn(&dyn Driver, LaunchConfig, i32, Dev<'_, f32>, DevMut<'_, f32>) -> Result<()>;
+/// A generated launcher of an `(n, a, b, y)` kernel.
+type ZipKernel = unsafe fn(
+    &dyn Driver,
+    LaunchConfig,
+    i32,
+    Dev<'_, f32>,
+    Dev<'_, f32>,
+    DevMut<'_, f32>,
+) -> Result<()>;
+
+/// `y = f(x)` by `kernel` into a fresh buffer (sigmoid, tanh, silu).
+fn map(d: &Cuda, x: &CudaBuf, kernel: MapKernel) -> Result<CudaBuf> {
+    let mut y = d.alloc(x.len)?;
+    if x.len > 0 {
+        let n = int(x.len)?;
+        // SAFETY: x and y (alloc) hold n elements; `kernel` reads x[..n], writes y[..n].
+        unsafe { kernel(d.drv(), cfg1d(x.len), n, x.data.dev(), y.data.dev_mut()) }?;
+    }
+    Ok(y)
+}
+
+/// `y = f(a, b)` by `kernel` into a fresh buffer, `a` and `b` of one length (checked by the
+/// caller): the activations' backward and `mul`.
+fn zip(d: &Cuda, a: &CudaBuf, b: &CudaBuf, kernel: ZipKernel) -> Result<CudaBuf> {
+    let mut y = d.alloc(a.len)?;
+    if a.len > 0 {
+        let n = int(a.len)?;
+        // SAFETY: a, b (checked by the caller) and y (alloc) hold n elements.
+        unsafe {
+            kernel(
+                d.drv(),
+                cfg1d(a.len),
+                n,
+                a.data.dev(),
+                b.data.dev(),
+                y.data.dev_mut(),
+            )
+        }?;
     }
     Ok(y)
 }
@@ -343,6 +387,31 @@ impl ElementwiseOps for Cuda {
     }
     fn relu_bwd(&self, y: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
         relu_bwd(self, y, dy)
+    }
+    fn sigmoid_fwd(&self, x: &CudaBuf) -> Result<CudaBuf> {
+        map(self, x, kernels::sigmoid_fwd_f32)
+    }
+    fn sigmoid_bwd(&self, y: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
+        checks::sigmoid_bwd(self, y, dy)?;
+        zip(self, y, dy, kernels::sigmoid_bwd_f32)
+    }
+    fn tanh_fwd(&self, x: &CudaBuf) -> Result<CudaBuf> {
+        map(self, x, kernels::tanh_fwd_f32)
+    }
+    fn tanh_bwd(&self, y: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
+        checks::tanh_bwd(self, y, dy)?;
+        zip(self, y, dy, kernels::tanh_bwd_f32)
+    }
+    fn silu_fwd(&self, x: &CudaBuf) -> Result<CudaBuf> {
+        map(self, x, kernels::silu_fwd_f32)
+    }
+    fn silu_bwd(&self, x: &CudaBuf, dy: &CudaBuf) -> Result<CudaBuf> {
+        checks::silu_bwd(self, x, dy)?;
+        zip(self, x, dy, kernels::silu_bwd_f32)
+    }
+    fn mul(&self, a: &CudaBuf, b: &CudaBuf) -> Result<CudaBuf> {
+        checks::mul(self, a, b)?;
+        zip(self, a, b, kernels::mul_f32)
     }
     fn to_bf16(&self, x: &CudaBuf) -> Result<CudaHalf> {
         to_bf16(self, x)

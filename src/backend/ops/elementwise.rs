@@ -1,4 +1,5 @@
-//! Elementwise arithmetic, reductions to a host scalar, ReLU, bf16 conversion and drop-path.
+//! Elementwise arithmetic, reductions to a host scalar, the activations (ReLU, sigmoid, tanh,
+//! SiLU), bf16 conversion and drop-path.
 //! One family of the [`Backend`](crate::backend::Backend) op set; conventions in the
 //! `crate::backend` module docs.
 
@@ -56,6 +57,23 @@ pub trait ElementwiseOps: DeviceOps {
     /// `dx = y <= 0 ? 0 : dy` (PyTorch's `threshold_backward`: a NaN output passes its
     /// gradient); takes the forward output so the input need not be kept.
     fn relu_bwd(&self, y: &Self::Storage, dy: &Self::Storage) -> Result<Self::Storage>;
+    /// `y = 1 / (1 + exp(-x))`; NaN stays NaN.
+    fn sigmoid_fwd(&self, x: &Self::Storage) -> Result<Self::Storage>;
+    /// `dx = dy * y * (1 - y)` from the forward output `y` (the input need not be kept).
+    fn sigmoid_bwd(&self, y: &Self::Storage, dy: &Self::Storage) -> Result<Self::Storage>;
+    /// `y = tanh(x)`; NaN stays NaN.
+    fn tanh_fwd(&self, x: &Self::Storage) -> Result<Self::Storage>;
+    /// `dx = dy * (1 - y^2)` from the forward output `y`.
+    fn tanh_bwd(&self, y: &Self::Storage, dy: &Self::Storage) -> Result<Self::Storage>;
+    /// SiLU (swish): `y = x / (1 + exp(-x))`, PyTorch's formula (so `silu(-inf)` is NaN there
+    /// and here).
+    fn silu_fwd(&self, x: &Self::Storage) -> Result<Self::Storage>;
+    /// `dx = dy * s * (1 + x * (1 - s))` with `s = sigmoid(x)`: from the forward input, as
+    /// PyTorch's `silu_backward` (the output alone does not determine `x`).
+    fn silu_bwd(&self, x: &Self::Storage, dy: &Self::Storage) -> Result<Self::Storage>;
+    /// `a * b` element by element, same length. Its backward is two products:
+    /// `da = dy * b`, `db = dy * a`.
+    fn mul(&self, a: &Self::Storage, b: &Self::Storage) -> Result<Self::Storage>;
     /// Rounds every element to bf16, to nearest with ties to even (NaN stays a NaN, values
     /// beyond bf16's range become infinities), into a fresh bf16 buffer.
     fn to_bf16(&self, x: &Self::Storage) -> Result<Self::Half>;

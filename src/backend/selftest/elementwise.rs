@@ -1,6 +1,7 @@
-//! Parity cases for the elementwise family: arithmetic, reductions to a host scalar, ReLU,
-//! copies, the bf16 conversions (bit for bit), drop-path, and the device-scalar ops a
-//! captured step uses (gradient-norm scalars, scaled axpy, fill, upload into a buffer).
+//! Parity cases for the elementwise family: arithmetic, reductions to a host scalar, the
+//! activations (ReLU, sigmoid, tanh, SiLU) and the product, copies, the bf16 conversions
+//! (bit for bit), drop-path, and the device-scalar ops a captured step uses (gradient-norm
+//! scalars, scaled axpy, fill, upload into a buffer).
 
 use super::{Harness, TOL};
 use crate::backend::prelude::*;
@@ -43,6 +44,21 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let r = self.cpu.relu_bwd(&ry, &b)?;
         let y = self.dev.relu_bwd(&y, &db)?;
         self.check("relu_bwd", &s, &y, &r, TOL)?;
+        // Backward from the CPU's forward output: each op is compared alone.
+        let (r, y) = (self.cpu.sigmoid_fwd(&a)?, self.dev.sigmoid_fwd(&da)?);
+        self.check("sigmoid_fwd", &s, &y, &r, TOL)?;
+        let y = self.dev.sigmoid_bwd(&self.up(&r)?, &db)?;
+        self.check("sigmoid_bwd", &s, &y, &self.cpu.sigmoid_bwd(&r, &b)?, TOL)?;
+        let (r, y) = (self.cpu.tanh_fwd(&a)?, self.dev.tanh_fwd(&da)?);
+        self.check("tanh_fwd", &s, &y, &r, TOL)?;
+        let y = self.dev.tanh_bwd(&self.up(&r)?, &db)?;
+        self.check("tanh_bwd", &s, &y, &self.cpu.tanh_bwd(&r, &b)?, TOL)?;
+        let (r, y) = (self.cpu.silu_fwd(&a)?, self.dev.silu_fwd(&da)?);
+        self.check("silu_fwd", &s, &y, &r, TOL)?;
+        let (r, y) = (self.cpu.silu_bwd(&a, &b)?, self.dev.silu_bwd(&da, &db)?);
+        self.check("silu_bwd", &s, &y, &r, TOL)?;
+        let (r, y) = (self.cpu.mul(&a, &b)?, self.dev.mul(&da, &db)?);
+        self.check("mul", &s, &y, &r, TOL)?;
         let mut dst = self.dev.zeros(len)?;
         self.dev.copy_into(&mut dst, &da)?;
         self.check("copy_into", &s, &dst, &a, 0.0)?;

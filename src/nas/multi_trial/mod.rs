@@ -10,7 +10,8 @@
 //!
 //! Files: `random.rs` (random search), `evolution.rs` (regularized / aging evolution),
 //! `policy.rs` and `adam.rs` (a per-decision categorical policy and the Adam that trains it),
-//! `reinforce.rs` (REINFORCE on that policy), `table.rs` (a tabular benchmark read from CSV),
+//! `reinforce.rs` (REINFORCE on that policy), `lstm.rs` and `reinforce_lstm.rs` (an LSTM
+//! controller on the tape, and REINFORCE on it), `table.rs` (a tabular benchmark read from CSV),
 //! `evaluator.rs` (a table as the score: metric, report and size limits), `run.rs` (a search
 //! on a table as a run folder), `study.rs` (every strategy over many seeds, summarized);
 //! the training evaluator: `trial.rs` (one training trial, spec in, result out),
@@ -21,9 +22,11 @@ pub mod adam;
 pub mod evaluator;
 pub mod evolution;
 pub mod executor;
+pub mod lstm;
 pub mod policy;
 pub mod random;
 pub mod reinforce;
+pub mod reinforce_lstm;
 pub mod run;
 pub mod slurm;
 pub mod study;
@@ -35,8 +38,10 @@ pub use evaluator::{default_table, TableEvaluator, TableSpec};
 pub use evolution::{AgingConfig, AgingEvolution};
 pub use random::RandomSearch;
 pub use reinforce::{Reinforce, ReinforceConfig};
+pub use reinforce_lstm::{LstmReinforceConfig, ReinforceLstm};
 pub use table::Table;
 
+use crate::backend::cpu::Cpu;
 use crate::error::{Error, Result};
 use crate::nas::history::Scored;
 use crate::nas::space::SearchSpace;
@@ -135,6 +140,8 @@ pub enum StrategyConfig {
     Random,
     Evolution(AgingConfig),
     Reinforce(ReinforceConfig),
+    /// REINFORCE with an LSTM controller (`reinforce-lstm`).
+    ReinforceLstm(LstmReinforceConfig),
 }
 
 impl StrategyConfig {
@@ -144,6 +151,7 @@ impl StrategyConfig {
             StrategyConfig::Random => "random",
             StrategyConfig::Evolution(_) => "evolution",
             StrategyConfig::Reinforce(_) => "reinforce",
+            StrategyConfig::ReinforceLstm(_) => "reinforce-lstm",
         }
     }
 
@@ -152,6 +160,7 @@ impl StrategyConfig {
             StrategyConfig::Random => Ok(()),
             StrategyConfig::Evolution(c) => c.validate(),
             StrategyConfig::Reinforce(c) => c.validate(),
+            StrategyConfig::ReinforceLstm(c) => c.validate(),
         }
     }
 
@@ -174,6 +183,13 @@ impl StrategyConfig {
             }
             StrategyConfig::Reinforce(c) => {
                 let mut s = Reinforce::new(space, c.clone())?;
+                search(space, &mut s, budget, rng, accept, score)
+            }
+            StrategyConfig::ReinforceLstm(c) => {
+                // The controller on the CPU in f32 (the product's element type): a few
+                // thousand weights, one update per query. Its weights come from `rng`, so a
+                // seed fixes the whole search.
+                let mut s = ReinforceLstm::new(space, c.clone(), Cpu::new(), rng)?;
                 search(space, &mut s, budget, rng, accept, score)
             }
         }

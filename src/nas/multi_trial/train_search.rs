@@ -20,7 +20,8 @@
 use super::executor::{Executor, ExecutorConfig, TrialJob};
 use super::trial::{TrialResult, TrialSpec, TrialStatus};
 use super::{search_rng, Strategy, StrategyConfig, RESERVE_MAX};
-use super::{AgingEvolution, RandomSearch, Reinforce};
+use super::{AgingEvolution, RandomSearch, Reinforce, ReinforceLstm};
+use crate::backend::cpu::Cpu;
 use crate::error::{Error, Result};
 use crate::io::{append_jsonl, atomic_write, atomic_write_json, check_resume_options};
 use crate::nas::run_dir::{RunDir, Start};
@@ -100,9 +101,13 @@ pub struct TrainSearchOutcome {
 
 /// Whether `strategy` can be asked for a proposal before the previous one's score is known:
 /// random search and aging evolution can (neither reads a pending proposal's score to make
-/// the next); REINFORCE cannot (its policy gradient is for the policy that sampled).
+/// the next); REINFORCE cannot, on either controller (its policy gradient is for the policy
+/// that sampled).
 pub fn concurrent(strategy: &StrategyConfig) -> bool {
-    !matches!(strategy, StrategyConfig::Reinforce(_))
+    !matches!(
+        strategy,
+        StrategyConfig::Reinforce(_) | StrategyConfig::ReinforceLstm(_)
+    )
 }
 
 /// What the journal of the run being resumed holds.
@@ -153,12 +158,17 @@ pub fn run_train_search<S: SearchSpace>(
         dir.epoch_saved(&[CONFIG, JOURNAL, TRIALS])?;
         Earlier::default()
     };
+    let mut rng = search_rng(config.seed);
     let mut strategy: Box<dyn Strategy<S>> = match &config.strategy {
         StrategyConfig::Random => Box::new(RandomSearch::new()),
         StrategyConfig::Evolution(c) => Box::new(AgingEvolution::new(c.clone())?),
         StrategyConfig::Reinforce(c) => Box::new(Reinforce::new(space, c.clone())?),
+        // The controller's weights come from the search's stream first, as in a table
+        // search (`StrategyConfig::search`), so a seed fixes the whole search.
+        StrategyConfig::ReinforceLstm(c) => {
+            Box::new(ReinforceLstm::new(space, c.clone(), Cpu::new(), &mut rng)?)
+        }
     };
-    let mut rng = search_rng(config.seed);
     let accept = |_: &S::Arch| true;
     let mut archs: Vec<S::Arch> = Vec::with_capacity(config.budget.min(RESERVE_MAX));
     let mut finished = earlier.finished.clone();

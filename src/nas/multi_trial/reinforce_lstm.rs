@@ -1,0 +1,128 @@
+//! REINFORCE with an LSTM controller (Zoph and Le 2017, ENAS): the controller (`lstm.rs`)
+//! samples an architecture decision by decision, reward = its score, and Adam (`optim::Adam`
+//! over the controller's `ParamStore`, PyTorch's rule) descends
+//! `-(reward - baseline) * log p(arch) - entropy_coef * H`, one update per query. The
+//! baseline, its decay, the learning rate and the entropy coefficient are REINFORCE's
+//! (`ReinforceConfig`, the per-decision policy's settings); only the controller differs.
+//!
+//! Under a constraint, draws outside it are redrawn (not queried, no update), as `reinforce.rs`.
+
+use super::lstm::LstmController;
+use super::reinforce::{MovingAverage, ReinforceConfig};
+use super::{Strategy, MAX_TRIES};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::nas::space::SearchSpace;
+use crate::optim::Adam;
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+/// REINFORCE-LSTM's settings: REINFORCE's, and the controller's size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LstmReinforceConfig {
+    #[serde(flatten)]
+    pub reinforce: ReinforceConfig,
+    /// The LSTM's hidden size, also its embeddings' (ENAS: 64; 32 keeps a query, sampling
+    /// and update, near 1.4 ms on the CPU for NB201's 6 decisions: BENCHMARKS.md).
+    pub hidden: usize,
+}
+
+impl Default for LstmReinforceConfig {
+    fn default() -> Self {
+        LstmReinforceConfig {
+            reinforce: ReinforceConfig::default(),
+            hidden: 32,
+        }
+    }
+}
+
+impl LstmReinforceConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.reinforce.validate()?;
+        if !(1..=4096).contains(&self.hidden) {
+            return Err(Error::invalid(
+                "--lstm-hidden",
+                format!("{} is not in 1..=4096", self.hidden),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// REINFORCE on an LSTM controller, ask-and-tell.
+pub struct ReinforceLstm<B: Backend> {
+    config: LstmReinforceConfig,
+    controller: LstmController<B>,
+    adam: Adam<B>,
+    baseline: MovingAverage,
+}
+
+impl<B: Backend> ReinforceLstm<B> {
+    /// A controller for `space` on `backend`, its weights drawn from `rng`.
+    pub fn new<S: SearchSpace>(
+        space: &S,
+        config: LstmReinforceConfig,
+        backend: B,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        config.validate()?;
+        let controller = LstmController::new(backend, space.choices(), config.hidden, rng)?;
+        // PyTorch's Adam defaults (betas 0.9, 0.999; eps 1e-8), as the host Adam of
+        // `reinforce.rs`, no weight decay.
+        let adam = Adam::new(
+            controller.backend(),
+            controller.store(),
+            (0.9, 0.999),
+            1e-8,
+            0.0,
+        )?;
+        Ok(ReinforceLstm {
+            baseline: MovingAverage::new(config.reinforce.baseline_decay),
+            config,
+            controller,
+            adam,
+        })
+    }
+
+    pub fn controller(&self) -> &LstmController<B> {
+        &self.controller
+    }
+
+    /// The baseline's current value (None before the first reward).
+    pub fn baseline(&self) -> Option<f64> {
+        self.baseline.value()
+    }
+}
+
+impl<S: SearchSpace, B: Backend> Strategy<S> for ReinforceLstm<B> {
+    fn propose(
+        &mut self,
+        space: &S,
+        rng: &mut Rng,
+        accept: &dyn Fn(&S::Arch) -> bool,
+    ) -> Result<Option<S::Arch>> {
+        for _ in 0..MAX_TRIES {
+            let arch = space.decode(&self.controller.sample(rng)?)?;
+            if accept(&arch) {
+                return Ok(Some(arch));
+            }
+        }
+        Err(Error::invalid(
+            "constraint",
+            "the LSTM controller drew no architecture that satisfies it",
+        ))
+    }
+
+    fn observe(&mut self, space: &S, arch: &S::Arch, reward: f64) -> Result<()> {
+        let decisions = space.encode(arch);
+        self.baseline.update(reward);
+        let advantage = reward - self.baseline.value().unwrap_or(reward);
+        let r = &self.config.reinforce;
+        let (_, grads) = self
+            .controller
+            .loss_and_gradient(&decisions, advantage, r.entropy)?;
+        let backend = self.controller.backend().clone();
+        self.adam
+            .step(&backend, self.controller.store_mut(), &grads, r.lr)
+    }
+}
