@@ -462,3 +462,86 @@ fn spos_step_matches_the_cpu<B: nasrs::Backend<Elem = f32>>(be: &B) -> nasrs::Re
 }
 
 test_device!(spos_steps_match_the_cpu, spos_step_matches_the_cpu);
+
+#[test]
+fn multi_trial_strategies_search_a_trained_supernet() {
+    let out = tmp_dir("spos_nb201", "cli-supernet-eval");
+    let bin = env!("CARGO_BIN_EXE_nasrs");
+    let train = Command::new(bin)
+        .args([
+            "search",
+            "spos",
+            "--space",
+            "nb201",
+            "--phase",
+            "train",
+            "--epochs",
+            "1",
+            "--batch",
+            "16",
+            "--channels",
+            "2",
+            "--train-limit",
+            "96",
+            "--recalibration-batches",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        train.status.success(),
+        "{}",
+        String::from_utf8_lossy(&train.stderr)
+    );
+    assert!(!out.join("search.jsonl").exists());
+    let search = |seed: &str| {
+        Command::new(bin)
+            .args([
+                "search",
+                "evolution",
+                "--evaluator",
+                "supernet",
+                "--budget",
+                "7",
+                "--population",
+                "3",
+                "--sample-size",
+                "2",
+                "--seed",
+                seed,
+                "--supernet",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let first = search("4");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let printed = String::from_utf8(first.stdout).unwrap();
+    Nb201Arch::parse(printed.trim()).unwrap();
+    let journal = String::from_utf8(read(&out, "search.jsonl")).unwrap();
+    assert_eq!(journal.lines().count(), 7, "{journal}");
+    // The same seed searches the same way; the supernet is left as it was.
+    let again = search("4");
+    assert!(again.status.success());
+    assert_eq!(read(&out, "search.jsonl"), journal.as_bytes());
+    let missing = Command::new(bin)
+        .args([
+            "search",
+            "random",
+            "--evaluator",
+            "supernet",
+            "--budget",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--supernet"));
+}

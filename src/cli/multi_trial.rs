@@ -152,9 +152,14 @@ pub(crate) struct TrialSearchArgs {
     #[command(flatten)]
     table: TableArgs,
     /// How an architecture is scored: table (a look-up) | train (a training trial per
-    /// query; supernet is not available yet).
+    /// query) | supernet (inherited weights of the SPOS supernet in --supernet, BN
+    /// recalibrated).
     #[arg(long, default_value = "table")]
     evaluator: String,
+    /// With --evaluator supernet: the run folder of a finished `nasrs search spos --phase
+    /// train` (its search files are written there).
+    #[arg(long)]
+    supernet: Option<PathBuf>,
     #[command(flatten)]
     train: super::train_search::TrainEvalArgs,
     /// Queries (architectures scored).
@@ -213,16 +218,19 @@ fn trial_search(a: TrialSearchArgs, strategy: StrategyConfig) -> Result<()> {
                 &a.run,
             )
         }
-        other @ "supernet" => {
-            return Err(Error::invalid(
-                "--evaluator",
-                format!("'{other}' is not available for multi-trial search yet; use table"),
-            ))
+        "supernet" => {
+            let dir = a.supernet.as_deref().ok_or_else(|| {
+                Error::invalid(
+                    "--supernet",
+                    "is required with --evaluator supernet (a SPOS run folder)",
+                )
+            })?;
+            return super::spos::search_supernet(dir, &a.train, strategy, a.budget, a.seed);
         }
         other => {
             return Err(Error::invalid(
                 "--evaluator",
-                format!("'{other}' (expected table or train)"),
+                format!("'{other}' (expected table, train or supernet)"),
             ))
         }
     }

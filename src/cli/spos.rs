@@ -10,6 +10,7 @@ use nasrs::data::Dataset;
 use nasrs::data::DatasetKind;
 use nasrs::nas::classifier::NetworkConfig;
 use nasrs::nas::darts::DartsHyper;
+use nasrs::nas::multi_trial::StrategyConfig;
 use nasrs::nas::nb201_model::Nb201SupernetConfig;
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::sizing;
@@ -274,4 +275,84 @@ fn report(score: &f64, query: usize, generation: usize) {
         "best: validation accuracy {score:.4} (inherited weights), found at query {query} \
          (generation {generation})"
     );
+}
+
+/// `nasrs search random|evolution|reinforce --evaluator supernet --supernet DIR`: the search
+/// phase of the SPOS run in `dir` (its space, sizes and data split from its `config.json`)
+/// with a multi-trial strategy; the search files are written to `dir`.
+pub(crate) fn search_supernet(
+    dir: &Path,
+    data: &super::train_search::TrainEvalArgs,
+    strategy: StrategyConfig,
+    budget: usize,
+    seed: u64,
+) -> Result<()> {
+    let file = dir.join("config.json");
+    let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::bad_file(&file, e.to_string()))?;
+    let space = value
+        .get("space")
+        .and_then(|v| v.as_str())
+        .unwrap_or("darts")
+        .to_string();
+    let kind: DatasetKind = data.dataset.parse()?;
+    let dir_data = data
+        .data
+        .clone()
+        .unwrap_or_else(nasrs::data::default_data_dir);
+    let (train, _test) = nasrs::data::load(kind, &dir_data)?;
+    let device = open_device(&data.device)?;
+    eprintln!(
+        "nasrs search {} --evaluator supernet: the {space} supernet in {} on {}",
+        strategy.name(),
+        dir.display(),
+        device.name()
+    );
+    fn prepare<M: SupernetConfig>(
+        value: serde_json::Value,
+        file: &Path,
+        strategy: StrategyConfig,
+        budget: usize,
+        seed: u64,
+    ) -> Result<SposRunConfig<M>> {
+        let mut config: SposRunConfig<M> =
+            serde_json::from_value(value).map_err(|e| Error::bad_file(file, e.to_string()))?;
+        config.search = SposSearch::Strategy {
+            strategy,
+            budget,
+            seed,
+        };
+        Ok(config)
+    }
+    if space == "nb201" {
+        let config = prepare::<Nb201SupernetConfig>(value, &file, strategy, budget, seed)?;
+        let found = with_backend!(device, |be| run(
+            be,
+            config,
+            dir,
+            &train,
+            Start::Resume,
+            Phase::Search
+        )?);
+        if let Some(best) = found {
+            out!("{}", best.arch.to_arch_string());
+            report(&best.score, best.query, best.generation);
+        }
+        return Ok(());
+    }
+    let config = prepare::<SearchConfig>(value, &file, strategy, budget, seed)?;
+    let found = with_backend!(device, |be| run(
+        be,
+        config,
+        dir,
+        &train,
+        Start::Resume,
+        Phase::Search
+    )?);
+    if let Some(best) = found {
+        out!("{}", best.arch.to_genotype().to_json());
+        report(&best.score, best.query, best.generation);
+    }
+    Ok(())
 }

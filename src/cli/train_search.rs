@@ -44,14 +44,14 @@ pub(crate) struct TrainEvalArgs {
     batch: usize,
     /// cifar10 | mnist | fashion-mnist | synthetic
     #[arg(long, default_value = "mnist")]
-    dataset: String,
+    pub(crate) dataset: String,
     /// Data folder (default: the bundled MNIST subset); trials on Slurm read it from the
     /// compute nodes, so it must be on a shared filesystem there.
     #[arg(long)]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// Each trial's device: auto | cpu | cuda | cuda:N | cuda-sim
     #[arg(long, default_value = "auto")]
-    device: String,
+    pub(crate) device: String,
     /// CPU threads per trial (default: the cores shared among the workers locally,
     /// --cpus-per-trial on Slurm).
     #[arg(long)]

@@ -31,6 +31,7 @@ use crate::io::{
     save_safetensors_with_i64, write_jsonl,
 };
 use crate::nas::darts::{DeviceBatch, StepStats};
+use crate::nas::multi_trial::StrategyConfig;
 use crate::nas::progress::{Progress, Silent};
 use crate::nas::run_dir::{RunDir, Start};
 use crate::nas::search_model::SearchConfig;
@@ -49,6 +50,14 @@ pub enum SposSearch {
     Evolution(EvolutionConfig),
     /// Random search with weight sharing: this many architectures.
     Random(usize),
+    /// A multi-trial strategy (aging evolution, REINFORCE, ...) with the supernet as its
+    /// evaluator: `budget` queries drawn with `seed` (`nasrs search evolution|reinforce
+    /// --evaluator supernet`; the run's own seed fixed the supernet and the data split).
+    Strategy {
+        strategy: StrategyConfig,
+        budget: usize,
+        seed: u64,
+    },
 }
 
 /// Which part of a SPOS run a command does.
@@ -176,8 +185,17 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
                 format!("{} is not in (0, 1)", config.train_portion),
             ));
         }
-        if let SposSearch::Evolution(e) = &config.search {
-            e.validate()?;
+        match &config.search {
+            SposSearch::Evolution(e) => e.validate()?,
+            SposSearch::Strategy {
+                strategy, budget, ..
+            } => {
+                strategy.validate()?;
+                if *budget == 0 {
+                    return Err(Error::invalid("--budget", "must be at least 1 query"));
+                }
+            }
+            SposSearch::Random(_) => {}
         }
         Ok(SposRun {
             backend,
@@ -427,6 +445,14 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
         let history = match &c.search {
             SposSearch::Evolution(e) => evolution_search(space, e, &mut rng, &accept, &mut score)?,
             SposSearch::Random(n) => random_search(space, *n, &mut rng, &accept, &mut score)?,
+            SposSearch::Strategy {
+                strategy,
+                budget,
+                seed,
+            } => {
+                let mut rng = Rng::fork(*seed, "spos search");
+                strategy.search(space, *budget, &mut rng, &accept, &mut score)?
+            }
         };
         let records = history
             .iter()
