@@ -164,6 +164,7 @@ fn reinforce_lstm_concentrates_on_the_optimum_of_a_synthetic_table() {
         report: "test".into(),
         params_max_m: None,
         flops_max_m: None,
+        penalty: None,
     };
     let eval = TableEvaluator::open(Nb201Space, spec).expect("synthetic table");
     for seed in 0..2 {

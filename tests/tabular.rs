@@ -25,6 +25,7 @@ fn spec(path: &Path) -> TableSpec {
         report: "cifar10_test_acc".into(),
         params_max_m: None,
         flops_max_m: None,
+        penalty: None,
     }
 }
 

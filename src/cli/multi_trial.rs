@@ -6,8 +6,8 @@ use super::args::RunFolderArgs;
 use clap::Args;
 use nasrs::nas::multi_trial::run::{run_table_search, TableRunConfig, BEST, JOURNAL};
 use nasrs::nas::multi_trial::{
-    default_table, AgingConfig, LstmReinforceConfig, ReinforceConfig, StrategyConfig,
-    TableEvaluator, TableSpec,
+    default_table, AgingConfig, LstmReinforceConfig, ReinforceConfig, SizePenalty, StrategyConfig,
+    TableEvaluator, TableSpec, MNAS_WEIGHT,
 };
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::space::darts::DartsSpace;
@@ -39,6 +39,15 @@ pub(crate) struct TableArgs {
     /// Search only architectures with at most this many million FLOPs (flops_m).
     #[arg(long)]
     pub flops_max_m: Option<f64>,
+    /// Search on MnasNet's soft reward: the metric times (params_m / this)^w.
+    #[arg(long, allow_negative_numbers = true)]
+    pub params_target_m: Option<f64>,
+    /// Search on MnasNet's soft reward: the metric times (flops_m / this)^w.
+    #[arg(long, allow_negative_numbers = true)]
+    pub flops_target_m: Option<f64>,
+    /// The reward's exponent w (MnasNet's -0.07), with a target.
+    #[arg(long, default_value_t = MNAS_WEIGHT, allow_negative_numbers = true)]
+    pub penalty_weight: f64,
 }
 
 impl TableArgs {
@@ -66,6 +75,13 @@ impl TableArgs {
             report: self.report.clone(),
             params_max_m: self.params_max_m,
             flops_max_m: self.flops_max_m,
+            penalty: (self.params_target_m.is_some() || self.flops_target_m.is_some()).then(|| {
+                SizePenalty {
+                    params_target_m: self.params_target_m,
+                    flops_target_m: self.flops_target_m,
+                    weight: self.penalty_weight,
+                }
+            }),
         })
     }
 }

@@ -2,7 +2,8 @@
 //! `cifar10_valid_acc`), the column reported for what the search returns (`--report`, e.g.
 //! `cifar10_test_acc`; NB201's protocol: search on validation, report test) and optional
 //! size limits read from the table's `params_m` / `flops_m` columns (the multi-objective
-//! option: a constraint every strategy honours, never a query outside it).
+//! option as a constraint every strategy honours, never a query outside it), or a soft size
+//! penalty on the searched value (MnasNet's reward `ACC x (SIZE / TARGET)^w`, w = -0.07).
 
 use super::table::{Table, Wanted};
 use crate::error::{Error, Result};
@@ -43,7 +44,26 @@ pub struct TableSpec {
     /// Only architectures with `flops_m` at most this (`--flops-max-m`).
     #[serde(default)]
     pub flops_max_m: Option<f64>,
+    /// The searched value multiplied by a size penalty (absent: the metric as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub penalty: Option<SizePenalty>,
 }
+
+/// MnasNet's soft multi-objective reward on the table's sizes: the searched value is
+/// `metric x (params_m / params_target_m)^weight x (flops_m / flops_target_m)^weight` over
+/// the targets set (a negative weight favours the smaller of two equally accurate cells).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SizePenalty {
+    #[serde(default)]
+    pub params_target_m: Option<f64>,
+    #[serde(default)]
+    pub flops_target_m: Option<f64>,
+    /// MnasNet's w (-0.07 in the paper).
+    pub weight: f64,
+}
+
+/// MnasNet's soft-constraint exponent.
+pub const MNAS_WEIGHT: f64 = -0.07;
 
 /// One size limit: the column it reads, its bound, the flag that set it.
 #[derive(Clone, Debug)]
@@ -59,6 +79,9 @@ pub struct TableEvaluator<S: SearchSpace> {
     pub table: Table<S::Arch>,
     pub spec: TableSpec,
     limits: Vec<Limit>,
+    /// The penalty's (column, target) pairs and its weight.
+    targets: Vec<(usize, f64)>,
+    weight: f64,
 }
 
 impl<S: SearchSpace> TableEvaluator<S> {
@@ -97,6 +120,40 @@ impl<S: SearchSpace> TableEvaluator<S> {
                 asked_by: flag,
             });
         }
+        let mut targets = Vec::new();
+        let mut weight = 0.0;
+        if let Some(p) = &spec.penalty {
+            if !p.weight.is_finite() {
+                return Err(Error::invalid(
+                    "--penalty-weight",
+                    format!("{} is not finite", p.weight),
+                ));
+            }
+            weight = p.weight;
+            for (target, column, flag) in [
+                (p.params_target_m, PARAMS_COLUMN, "--params-target-m"),
+                (p.flops_target_m, FLOPS_COLUMN, "--flops-target-m"),
+            ] {
+                let Some(target) = target else { continue };
+                if !target.is_finite() || target <= 0.0 {
+                    return Err(Error::invalid(
+                        flag,
+                        format!("{target} is not a positive size"),
+                    ));
+                }
+                targets.push((wanted.len(), target));
+                wanted.push(Wanted {
+                    column,
+                    asked_by: flag,
+                });
+            }
+            if targets.is_empty() {
+                return Err(Error::invalid(
+                    "--penalty-weight",
+                    "needs --params-target-m or --flops-target-m",
+                ));
+            }
+        }
         let table = Table::load(&space, &spec.path, &wanted)?;
         for l in &limits {
             let smallest = table
@@ -120,12 +177,42 @@ impl<S: SearchSpace> TableEvaluator<S> {
             table,
             spec,
             limits,
+            targets,
+            weight,
         })
     }
 
     /// The searched column's value of `arch` (an error names an architecture not in the table).
     pub fn metric(&self, arch: &S::Arch) -> Result<f64> {
         self.table.value(&self.space, arch, 0)
+    }
+
+    /// What the search maximises: the metric times the size penalty (the metric itself
+    /// without one). A size of 0 with a negative weight is refused, naming the architecture.
+    pub fn objective(&self, arch: &S::Arch) -> Result<f64> {
+        let metric = self.metric(arch)?;
+        let mut factor = 1.0;
+        for &(column, target) in &self.targets {
+            let size = self.table.value(&self.space, arch, column)?;
+            let f = (size / target).powf(self.weight);
+            if !f.is_finite() {
+                return Err(Error::invalid(
+                    "size penalty",
+                    format!(
+                        "{} has size {size}, which the penalty (size / {target})^{} cannot weigh",
+                        self.space.to_string(arch),
+                        self.weight
+                    ),
+                ));
+            }
+            factor *= f;
+        }
+        Ok(metric * factor)
+    }
+
+    /// Whether the searched value is the metric times a size penalty.
+    pub fn penalized(&self) -> bool {
+        !self.targets.is_empty()
     }
 
     /// The reported column's value of `arch`.

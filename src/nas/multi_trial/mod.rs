@@ -34,7 +34,7 @@ pub mod table;
 pub mod train_search;
 pub mod trial;
 
-pub use evaluator::{default_table, TableEvaluator, TableSpec};
+pub use evaluator::{default_table, SizePenalty, TableEvaluator, TableSpec, MNAS_WEIGHT};
 pub use evolution::{AgingConfig, AgingEvolution};
 pub use random::RandomSearch;
 pub use reinforce::{Reinforce, ReinforceConfig};

@@ -51,6 +51,9 @@ pub struct JournalRecord {
     pub arch: String,
     pub metric: f64,
     pub report: f64,
+    /// What the search maximised, with a size penalty (absent: the metric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<f64>,
 }
 
 /// `best.json`.
@@ -121,15 +124,20 @@ pub fn run_table_search<S: SearchSpace>(
                 ));
             }
             records.push(r.clone());
-            return Ok(r.metric);
+            return Ok(r.objective.unwrap_or(r.metric));
         }
         let record = JournalRecord {
             query,
             arch: arch_s,
             metric: eval.metric(arch)?,
             report: eval.report(arch)?,
+            objective: if eval.penalized() {
+                Some(eval.objective(arch)?)
+            } else {
+                None
+            },
         };
-        let metric = record.metric;
+        let metric = record.objective.unwrap_or(record.metric);
         records.push(record);
         if flushed.elapsed() >= FLUSH_EVERY {
             save_journal(&mut dir, config, &records)?;

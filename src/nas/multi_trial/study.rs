@@ -103,7 +103,7 @@ pub fn reference<S: SearchSpace>(eval: &TableEvaluator<S>) -> Result<Reference> 
     let mut reports = Vec::new();
     let mut top: Option<(f64, f64)> = None;
     for a in eval.feasible() {
-        let (m, r) = (eval.metric(a)?, eval.report(a)?);
+        let (m, r) = (eval.objective(a)?, eval.report(a)?);
         reports.push(r);
         // The first in file order on a tie of the metric.
         if top.is_none_or(|(tm, _)| m > tm) {
@@ -145,7 +145,7 @@ pub fn run_study<S: SearchSpace + Sync>(
             .map(|seed| {
                 let mut rng = search_rng(seed);
                 let accept = |a: &S::Arch| eval.accepts(a);
-                let mut score = |a: &S::Arch| eval.metric(a);
+                let mut score = |a: &S::Arch| eval.objective(a);
                 let history =
                     strategy.search(&eval.space, config.budget, &mut rng, &accept, &mut score)?;
                 let mut curve = Vec::with_capacity(history.len());
