@@ -336,6 +336,13 @@ fn every_mode_runs_end_to_end_and_resumes() {
         for (v, (_, epochs)) in f.iter().zip(&b) {
             assert_eq!(v["epochs"].as_u64(), Some(*epochs), "{mode}: {v}");
         }
+        if mode == "asha" {
+            // Deterministic given the seed: a second run from scratch schedules the same.
+            let twin = tmp("es-asha-twin");
+            assert!(search(&twin, &flags).0);
+            assert_eq!(budgets(&twin), b);
+            assert_eq!(finished(&twin), f);
+        }
         let best = json(&out.join("best.json"));
         assert_eq!(best["epochs"].as_u64(), Some(max), "{mode}: {best}");
         // Resumed: every trial answered from the journal, the same best.

@@ -14,6 +14,7 @@ use super::curve_stop::CurveStop;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::ops::Range;
 
 /// Which early-stopping rule a training search uses, with its settings (`config.json`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -214,6 +215,10 @@ pub struct Brackets {
     current: Option<(usize, usize)>,
     /// The current bracket's first configuration.
     first: usize,
+    /// New configurations of the bottom rung not started yet (a range, not a list: a huge
+    /// --budget must not be allocated up front).
+    fresh: Range<usize>,
+    /// Promoted configurations not started yet.
     queue: VecDeque<usize>,
     results: Vec<(usize, f64)>,
     pending: usize,
@@ -230,6 +235,7 @@ impl Brackets {
             bracket: 0,
             current: None,
             first: 0,
+            fresh: 0..0,
             queue: VecDeque::new(),
             results: Vec::new(),
             pending: 0,
@@ -252,7 +258,7 @@ impl Scheduler for Brackets {
     fn next(&mut self) -> Next {
         loop {
             if let Some((n, rung)) = self.current {
-                if let Some(config) = self.queue.pop_front() {
+                if let Some(config) = self.queue.pop_front().or_else(|| self.fresh.next()) {
                     self.pending += 1;
                     let epochs = self.epochs()[rung];
                     return Next::Run(Job { config, epochs });
@@ -278,7 +284,8 @@ impl Scheduler for Brackets {
             let n = self.cycle[self.bracket % self.cycle.len()].n.min(left);
             self.bracket += 1;
             self.first = self.started;
-            self.queue = (self.started..self.started + n).collect();
+            self.fresh = self.started..self.started + n;
+            self.queue.clear();
             self.started += n;
             self.results.clear();
             self.pending = 0;
@@ -298,7 +305,7 @@ impl Scheduler for Brackets {
     fn exhausted(&mut self, job: Job) {
         self.pending = self.pending.saturating_sub(1);
         self.exhausted = true;
-        self.queue.retain(|&c| c < job.config);
+        self.fresh = 0..0;
         self.started = job.config;
     }
 }
