@@ -2,7 +2,8 @@
 //! against Hyperband's published schedule (R=81, eta=3); successive halving keeps the top
 //! 1/eta of each rung and ASHA promotes by its rule (synthetic scores, no training); the pow3
 //! fit recovers a synthetic curve's parameters; and one tiny end-to-end search per mode
-//! through the binary, with a resumed run answered from its journal.
+//! through the binary, with a resumed run answered from its journal, and a run whose journal
+//! was cut mid-schedule (a torn last line) resumed to the uninterrupted run's trials and best.
 
 #[path = "common/trials.rs"]
 mod trials;
@@ -359,4 +360,48 @@ fn every_mode_runs_end_to_end_and_resumes() {
     let (ok, err) = search(&tmp("es-bad"), &["--early-stop", "median"]);
     assert!(!ok);
     assert!(err.contains("--early-stop"), "{err}");
+}
+
+#[test]
+fn a_search_cut_mid_schedule_resumes_to_the_uninterrupted_one() {
+    for mode in ["hyperband", "asha"] {
+        let flags = [
+            "--early-stop",
+            mode,
+            "--budget",
+            "5",
+            "--epochs",
+            "3",
+            "--min-epochs",
+            "1",
+            "--seed",
+            "2",
+        ];
+        let whole = tmp(&format!("cut-whole-{mode}"));
+        let (ok, err) = search(&whole, &flags);
+        assert!(ok, "{mode}: {err}");
+        // What a kill leaves: the journal's first half, the last line torn.
+        let cut = tmp(&format!("cut-{mode}"));
+        let (ok, err) = search(&cut, &flags);
+        assert!(ok, "{mode}: {err}");
+        let text = read(&cut.join("journal.jsonl"));
+        let lines: Vec<&str> = text.lines().collect();
+        let keep = lines.len() / 2;
+        let mut torn = lines[..keep].join("\n");
+        torn.push('\n');
+        torn.push_str(&lines[keep][..lines[keep].len() / 2]);
+        std::fs::write(cut.join("journal.jsonl"), torn).unwrap();
+        std::fs::remove_file(cut.join("best.json")).unwrap();
+        let mut again = flags.to_vec();
+        again.push("--resume");
+        let (ok, err) = search(&cut, &again);
+        assert!(ok, "{mode}: {err}");
+        assert_eq!(budgets(&cut), budgets(&whole), "{mode}");
+        assert_eq!(finished(&cut), finished(&whole), "{mode}");
+        assert_eq!(
+            json(&cut.join("best.json")),
+            json(&whole.join("best.json")),
+            "{mode}"
+        );
+    }
 }

@@ -71,7 +71,8 @@ pub trait Strategy<S: SearchSpace> {
     /// The score of the architecture `propose` returned last; under the training search's
     /// driver with several trials in flight (`train_search.rs`, random search and aging
     /// evolution only), the score of the oldest proposal not yet observed: scores come in
-    /// proposal order, after later proposals were made.
+    /// proposal order, after later proposals were made. With early stopping (`fidelity.rs`)
+    /// it is the score at the architecture's first (smallest) budget.
     fn observe(&mut self, space: &S, arch: &S::Arch, score: f64) -> Result<()>;
 }
 
