@@ -1,12 +1,14 @@
 //! `nasrs search random|evolution|reinforce --evaluator train`: each query a training trial
 //! (`nasrs trial`, this binary) run by an executor: local child processes (`--executor local
 //! --workers N`) or Slurm jobs (`--executor slurm`), into a run folder with a crash-safe
-//! journal (`nas::multi_trial::train_search`).
+//! journal (`nas::multi_trial::train_search`); `--early-stop` trains most of them for fewer
+//! epochs (`nas::multi_trial::fidelity`).
 
 use super::args::RunFolderArgs;
 use clap::Args;
 use nasrs::data::{default_data_dir, DatasetKind};
 use nasrs::nas::multi_trial::executor::{Executor, ExecutorConfig, LocalExecutor};
+use nasrs::nas::multi_trial::fidelity::EarlyStop;
 use nasrs::nas::multi_trial::slurm::{SlurmConfig, SlurmExecutor};
 use nasrs::nas::multi_trial::train_search::{
     concurrent, run_train_search, TrainSearchConfig, BEST, JOURNAL,
@@ -24,9 +26,24 @@ use std::time::Duration;
 /// The training evaluator's flags (`--evaluator train`).
 #[derive(Args)]
 pub(crate) struct TrainEvalArgs {
-    /// Epochs each trial trains.
+    /// Epochs each trial trains (with --early-stop: the full budget R).
     #[arg(long, default_value_t = 1)]
     epochs: usize,
+    /// none | sh (successive halving) | hyperband | asha | curve (learning-curve rule);
+    /// with sh, hyperband, asha and curve --budget counts architectures, not trials.
+    #[arg(long, default_value = "none")]
+    early_stop: String,
+    /// --early-stop: the smallest budget r (sh, hyperband, asha), or the checkpoint where
+    /// curve fits the learning curve.
+    #[arg(long, default_value_t = 1)]
+    min_epochs: usize,
+    /// --early-stop sh|hyperband|asha: keep the top 1/eta at each rung.
+    #[arg(long, default_value_t = 3)]
+    eta: usize,
+    /// --early-stop curve: extend a trial when its predicted accuracy plus this beats the
+    /// incumbent's.
+    #[arg(long, default_value_t = 0.0)]
+    curve_margin: f64,
     /// Initial channels C of each trial's network (default: 8 for nb201, 4 for darts).
     #[arg(long)]
     channels: Option<usize>,
@@ -163,6 +180,24 @@ pub(crate) fn run(
         device: a.device.clone(),
         threads: Some(a.trial_threads.unwrap_or(threads)),
     };
+    let (min_epochs, eta) = (a.min_epochs, a.eta);
+    let early_stop = match a.early_stop.as_str() {
+        "none" => EarlyStop::None,
+        "sh" => EarlyStop::Sh { min_epochs, eta },
+        "hyperband" => EarlyStop::Hyperband { min_epochs, eta },
+        "asha" => EarlyStop::Asha { min_epochs, eta },
+        "curve" => EarlyStop::Curve {
+            min_epochs,
+            margin: a.curve_margin,
+        },
+        other => {
+            return Err(Error::invalid(
+                "--early-stop",
+                format!("'{other}' (expected none, sh, hyperband, asha or curve)"),
+            ))
+        }
+    };
+    early_stop.validate(a.epochs)?;
     let config = TrainSearchConfig {
         space: space_name.to_string(),
         strategy,
@@ -172,6 +207,7 @@ pub(crate) fn run(
         workers,
         executor,
         retries: a.retries,
+        early_stop,
     };
     let out = run.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
@@ -211,7 +247,7 @@ fn search_in<S: SearchSpace>(
     };
     eprintln!(
         "nasrs search {}: {} space, training trials ({} epochs, C={}, layers {}, {} images of {}), \
-         {} trials, {} workers on {executor_name}, seed {}, run folder {}",
+         {} {}, early stop {}, {} workers on {executor_name}, seed {}, run folder {}",
         config.strategy.name(),
         config.space,
         config.trial.epochs,
@@ -220,6 +256,12 @@ fn search_in<S: SearchSpace>(
         config.trial.train_limit,
         config.trial.dataset,
         config.budget,
+        if config.early_stop == EarlyStop::None {
+            "trials"
+        } else {
+            "architectures"
+        },
+        config.early_stop.name(),
         config.workers,
         config.seed,
         out.display()
@@ -252,8 +294,12 @@ fn search_in<S: SearchSpace>(
     })?;
     out!("{}", super::to_json(&best)?);
     eprintln!(
-        "best: valid_acc {} at trial {} of {}: {}",
-        best.valid_acc, best.trial, outcome.trials, best.arch
+        "trained {} epochs in {} trials of {} architectures",
+        outcome.epochs_trained, outcome.trials, outcome.configs
+    );
+    eprintln!(
+        "best: valid_acc {} at trial {} of {} ({} epochs): {}",
+        best.valid_acc, best.trial, outcome.trials, best.epochs, best.arch
     );
     eprintln!("written to {}", out.join(BEST).display());
     Ok(())

@@ -16,12 +16,19 @@
 //! on a table as a run folder), `study.rs` (every strategy over many seeds, summarized);
 //! the training evaluator: `trial.rs` (one training trial, spec in, result out),
 //! `executor.rs` (trials as local processes), `slurm.rs` (trials as Slurm jobs),
-//! `train_search.rs` (a search of training trials as a run folder with a crash-safe journal).
+//! `train_search.rs` (a search of training trials as a run folder with a crash-safe journal);
+//! early stopping with epochs as the budget: `fidelity.rs` (rungs, brackets, the scheduler,
+//! successive halving and Hyperband), `asha.rs` (ASHA), `curve_fit.rs` (pow3 learning-curve
+//! fit) and `curve_stop.rs` (the learning-curve stopping rule).
 
 pub mod adam;
+pub mod asha;
+pub mod curve_fit;
+pub mod curve_stop;
 pub mod evaluator;
 pub mod evolution;
 pub mod executor;
+pub mod fidelity;
 pub mod lstm;
 pub mod policy;
 pub mod random;
@@ -69,7 +76,8 @@ pub trait Strategy<S: SearchSpace> {
     /// The score of the architecture `propose` returned last; under the training search's
     /// driver with several trials in flight (`train_search.rs`, random search and aging
     /// evolution only), the score of the oldest proposal not yet observed: scores come in
-    /// proposal order, after later proposals were made.
+    /// proposal order, after later proposals were made. With early stopping (`fidelity.rs`)
+    /// it is the score at the architecture's first (smallest) budget.
     fn observe(&mut self, space: &S, arch: &S::Arch, score: f64) -> Result<()>;
 }
 

@@ -1,12 +1,19 @@
 //! A multi-trial search whose queries are training trials (`nasrs search ... --evaluator
 //! train`), run by an [`Executor`], as a run folder:
 //! - `config.json`: the space, the strategy, the trial template, budget, seed, workers,
-//!   executor and retries;
+//!   executor, retries and early-stopping rule;
 //! - `journal.jsonl`: every event as it happens, appended and fsync'd: `proposed` (trial,
-//!   arch), `attempt_failed` (a failed attempt that will be retried) and `finished` (the
+//!   arch, its configuration and its epoch budget), `attempt_failed` (a failed attempt that will be retried) and `finished` (the
 //!   trial's result: `ok` with its score, or `failed` after its retries);
 //! - `trials/<trial>/<attempt>/`: each attempt's `trial.json`, `result.json` and log;
-//! - `best.json`: the best finished trial (the earliest on a tie).
+//! - `best.json`: the best finished trial at the largest budget trained (the earliest on a
+//!   tie).
+//!
+//! Which configuration trains for how many epochs is a [`Scheduler`](super::fidelity) 's
+//! call (`--early-stop`: every one to the full budget, successive halving, Hyperband, ASHA or
+//! the learning-curve rule); a promoted configuration is a new trial of the same architecture
+//! with more epochs, and the strategy is told each configuration's score once, at its first
+//! budget.
 //!
 //! Up to `workers` trials are in flight. The driver asks the strategy for the next proposal
 //! while earlier trials still run, but tells it their scores in proposal order (a trial that
@@ -18,6 +25,7 @@
 //! lowest accuracy), the journal and `best.json` as failed.
 
 use super::executor::{Executor, ExecutorConfig, TrialJob};
+use super::fidelity::{EarlyStop, Job, Next};
 use super::trial::{TrialResult, TrialSpec, TrialStatus};
 use super::{search_rng, Strategy, StrategyConfig, RESERVE_MAX};
 use super::{AgingEvolution, RandomSearch, Reinforce, ReinforceLstm};
@@ -53,6 +61,9 @@ pub struct TrainSearchConfig {
     pub executor: ExecutorConfig,
     /// Attempts after the first for a failed trial.
     pub retries: usize,
+    /// Early stopping with epochs as the budget (`trial.epochs` the full budget).
+    #[serde(default)]
+    pub early_stop: EarlyStop,
 }
 
 /// One line of `journal.jsonl`.
@@ -62,6 +73,12 @@ pub enum JournalEvent {
     Proposed {
         trial: usize,
         arch: String,
+        /// The configuration this trial trains (0-based; a promotion repeats one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<usize>,
+        /// The epochs this trial trains (its budget).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epochs: Option<usize>,
     },
     AttemptFailed {
         trial: usize,
@@ -85,6 +102,9 @@ pub struct TrainBest {
     pub arch_json: serde_json::Value,
     pub trial: usize,
     pub valid_acc: f64,
+    /// The epochs the best trial trained.
+    #[serde(default)]
+    pub epochs: usize,
     pub curve: Vec<f64>,
 }
 
@@ -97,6 +117,10 @@ pub struct TrainSearchOutcome {
     pub failed: usize,
     /// Trials answered from an earlier journal (`--resume`).
     pub replayed: usize,
+    /// Configurations (architectures) tried; equal to `trials` without early stopping.
+    pub configs: usize,
+    /// Epochs trained by all finished trials together (replayed ones included).
+    pub epochs_trained: usize,
 }
 
 /// Whether `strategy` can be asked for a proposal before the previous one's score is known:
@@ -113,7 +137,8 @@ pub fn concurrent(strategy: &StrategyConfig) -> bool {
 /// What the journal of the run being resumed holds.
 #[derive(Default)]
 struct Earlier {
-    proposed: Vec<String>,
+    /// (arch, epochs) of each proposed trial (epochs None in a journal that predates them).
+    proposed: Vec<(String, Option<usize>)>,
     finished: BTreeMap<usize, (usize, TrialResult)>,
 }
 
@@ -128,6 +153,7 @@ pub fn run_train_search<S: SearchSpace>(
     start: Start,
 ) -> Result<TrainSearchOutcome> {
     config.strategy.validate()?;
+    config.early_stop.validate(config.trial.epochs)?;
     for (flag, v) in [("--budget", config.budget), ("--workers", config.workers)] {
         if v == 0 {
             return Err(Error::invalid(flag, "must be at least 1"));
@@ -170,37 +196,67 @@ pub fn run_train_search<S: SearchSpace>(
         }
     };
     let accept = |_: &S::Arch| true;
+    let mut scheduler = config
+        .early_stop
+        .scheduler(config.trial.epochs, config.budget)?;
     let mut archs: Vec<S::Arch> = Vec::with_capacity(config.budget.min(RESERVE_MAX));
+    let mut jobs: Vec<Job> = Vec::with_capacity(config.budget.min(RESERVE_MAX));
+    let mut observed = 0;
     let mut finished = earlier.finished.clone();
     let mut attempts: BTreeMap<usize, usize> = BTreeMap::new();
     let mut window: VecDeque<usize> = VecDeque::new();
-    let mut exhausted = false;
-    let submit = |executor: &mut dyn Executor, trial: usize, arch: &str| {
+    let mut done = false;
+    let submit = |executor: &mut dyn Executor, trial: usize, arch: &str, epochs: usize| {
         let dir = attempt_dir(&root, trial);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let job = TrialJob::in_dir(trial, exe, &dir);
         let spec = TrialSpec {
             arch: arch.to_string(),
+            epochs,
             ..config.trial.clone()
         };
         atomic_write_json(&job.spec, &spec)?;
         executor.submit(job)
     };
     loop {
-        while window.len() < config.workers && archs.len() < config.budget && !exhausted {
-            let Some(arch) = strategy.propose(space, &mut rng, &accept)? else {
-                exhausted = true;
-                break;
+        while window.len() < config.workers && !done {
+            let job = match scheduler.next() {
+                Next::Run(job) => job,
+                Next::Wait => break,
+                Next::Done => {
+                    done = true;
+                    break;
+                }
             };
-            let trial = archs.len() + 1;
-            let text = space.to_string(&arch);
+            if job.config == archs.len() {
+                match strategy.propose(space, &mut rng, &accept)? {
+                    Some(arch) => archs.push(arch),
+                    None => {
+                        scheduler.exhausted(job);
+                        continue;
+                    }
+                }
+            } else if job.config > archs.len() {
+                return Err(Error::invalid(
+                    "--early-stop",
+                    format!(
+                        "the scheduler asked for configuration {} unseen",
+                        job.config
+                    ),
+                ));
+            }
+            jobs.push(job);
+            let trial = jobs.len();
+            let text = space.to_string(&archs[job.config]);
             match earlier.proposed.get(trial - 1) {
-                Some(e) if *e != text => {
+                Some((e, epochs)) if *e != text || epochs.is_some_and(|n| n != job.epochs) => {
                     return Err(Error::bad_file(
                         &journal,
                         format!(
-                            "trial {trial} is '{e}' where this run proposes '{text}'; the \
-                             journal is not this run's (start over with --force)"
+                            "trial {trial} is '{e}' ({epochs:?} epochs) where this run proposes \
+                             '{text}' ({} epochs); the journal is not this run's (start over \
+                             with --force)",
+                            job.epochs
                         ),
                     ))
                 }
@@ -210,28 +266,38 @@ pub fn run_train_search<S: SearchSpace>(
                     &JournalEvent::Proposed {
                         trial,
                         arch: text.clone(),
+                        config: Some(job.config),
+                        epochs: Some(job.epochs),
                     },
                 )?,
             }
             if !finished.contains_key(&trial) {
                 attempts.insert(trial, 1);
-                submit(executor, trial, &text)?;
+                submit(executor, trial, &text, job.epochs)?;
             }
-            archs.push(arch);
             window.push_back(trial);
         }
-        let Some(&head) = window.front() else { break };
+        let Some(&head) = window.front() else {
+            if done {
+                break;
+            }
+            return Err(Error::invalid(
+                "--early-stop",
+                "the scheduler waits with no trial running",
+            ));
+        };
         while !finished.contains_key(&head) {
-            let done = executor.wait()?;
-            if done.is_empty() {
+            let batch = executor.wait()?;
+            if batch.is_empty() {
                 return Err(Error::invalid(
                     "executor",
                     format!("trial {head} is neither running nor finished"),
                 ));
             }
-            for (trial, result) in done {
+            for (trial, result) in batch {
                 let attempt = attempts.get(&trial).copied().unwrap_or(1);
-                let text = space.to_string(&archs[trial - 1]);
+                let job = jobs[trial - 1];
+                let text = space.to_string(&archs[job.config]);
                 if result.status == TrialStatus::Failed && attempt <= config.retries {
                     append_jsonl(
                         &journal,
@@ -242,7 +308,7 @@ pub fn run_train_search<S: SearchSpace>(
                         },
                     )?;
                     attempts.insert(trial, attempt + 1);
-                    submit(executor, trial, &text)?;
+                    submit(executor, trial, &text, job.epochs)?;
                     continue;
                 }
                 append_jsonl(
@@ -257,19 +323,27 @@ pub fn run_train_search<S: SearchSpace>(
                 finished.insert(trial, (attempt, result));
             }
         }
-        let score = match &finished[&head].1 {
+        let result = &finished[&head].1;
+        let score = match result {
             r if r.status == TrialStatus::Ok => r.valid_acc.unwrap_or(FAILED_SCORE),
             _ => FAILED_SCORE,
         };
-        strategy.observe(space, &archs[head - 1], score)?;
+        let job = jobs[head - 1];
+        scheduler.report(job, score, &result.curve);
+        // The strategy hears each configuration once, at its first (smallest) budget, in
+        // proposal order.
+        if job.config == observed {
+            strategy.observe(space, &archs[job.config], score)?;
+            observed += 1;
+        }
         window.pop_front();
     }
     let replayed = earlier
         .finished
         .keys()
-        .filter(|&&t| t <= archs.len())
+        .filter(|&&t| t <= jobs.len())
         .count();
-    let best = best_trial(space, &archs, &finished);
+    let best = best_trial(space, &archs, &jobs, &finished);
     if let Some(b) = &best {
         atomic_write_json(&root.join(BEST), b)?;
     }
@@ -277,11 +351,18 @@ pub fn run_train_search<S: SearchSpace>(
         .values()
         .filter(|(_, r)| r.status == TrialStatus::Failed)
         .count();
+    let epochs_trained = finished
+        .iter()
+        .filter(|(t, _)| **t <= jobs.len())
+        .map(|(_, (_, r))| r.epochs)
+        .sum();
     Ok(TrainSearchOutcome {
         best,
-        trials: archs.len(),
+        trials: jobs.len(),
         failed,
         replayed,
+        configs: archs.len(),
+        epochs_trained,
     })
 }
 
@@ -295,29 +376,36 @@ fn attempt_dir(root: &Path, trial: usize) -> PathBuf {
         .unwrap_or(base)
 }
 
-/// The best ok trial: the highest accuracy, the earliest on a tie.
+/// The best ok trial among those trained for the most epochs any ok trial trained (all of
+/// them without early stopping): the highest accuracy, the earliest on a tie.
 fn best_trial<S: SearchSpace>(
     space: &S,
     archs: &[S::Arch],
+    jobs: &[Job],
     finished: &BTreeMap<usize, (usize, TrialResult)>,
 ) -> Option<TrainBest> {
+    let ok = || {
+        finished
+            .iter()
+            .filter(|(t, (_, r))| **t <= jobs.len() && r.status == TrialStatus::Ok)
+            .filter_map(|(&t, (_, r))| r.valid_acc.map(|acc| (t, r.epochs, acc)))
+    };
+    let top = ok().map(|(_, e, _)| e).max()?;
     let mut best: Option<(usize, f64)> = None;
-    for (&trial, (_, r)) in finished.iter().filter(|(t, _)| **t <= archs.len()) {
-        let Some(acc) = r.valid_acc.filter(|_| r.status == TrialStatus::Ok) else {
-            continue;
-        };
+    for (trial, _, acc) in ok().filter(|(_, e, _)| *e == top) {
         if best.is_none_or(|(_, b)| acc > b) {
             best = Some((trial, acc));
         }
     }
     let (trial, valid_acc) = best?;
-    let arch = &archs[trial - 1];
+    let arch = &archs[jobs[trial - 1].config];
     Some(TrainBest {
         space: space.name().to_string(),
         arch: space.to_string(arch),
         arch_json: space.to_json(arch),
         trial,
         valid_acc,
+        epochs: top,
         curve: finished[&trial].1.curve.clone(),
     })
 }
@@ -330,7 +418,10 @@ fn read_earlier(root: &Path, config: &TrainSearchConfig) -> Result<Earlier> {
     let mut saved: TrainSearchConfig = serde_json::from_str(&text).map_err(|e| {
         Error::bad_file(&config_path, format!("not a training search's config: {e}"))
     })?;
-    saved.budget = config.budget;
+    // With early stopping the budget shapes the rungs and brackets: it may not change.
+    if saved.early_stop == EarlyStop::None {
+        saved.budget = config.budget;
+    }
     saved.executor = config.executor.clone();
     saved.retries = config.retries;
     saved.trial.threads = config.trial.threads;
@@ -347,14 +438,19 @@ fn read_earlier(root: &Path, config: &TrainSearchConfig) -> Result<Earlier> {
             Err(e) => return Err(Error::bad_file(&path, format!("line {}: {e}", i + 1))),
         };
         match event {
-            JournalEvent::Proposed { trial, arch } => {
+            JournalEvent::Proposed {
+                trial,
+                arch,
+                epochs,
+                ..
+            } => {
                 if trial != earlier.proposed.len() + 1 {
                     return Err(Error::bad_file(
                         &path,
                         format!("line {}: trial {trial} proposed out of order", i + 1),
                     ));
                 }
-                earlier.proposed.push(arch);
+                earlier.proposed.push((arch, epochs));
             }
             JournalEvent::AttemptFailed { .. } => {}
             JournalEvent::Finished {
@@ -372,7 +468,7 @@ fn read_earlier(root: &Path, config: &TrainSearchConfig) -> Result<Earlier> {
         let keep = text.rfind('\n').map_or(0, |p| p + 1);
         atomic_write(&path, &text.as_bytes()[..keep])?;
     }
-    if earlier.proposed.len() > config.budget {
+    if config.early_stop == EarlyStop::None && earlier.proposed.len() > config.budget {
         return Err(Error::invalid(
             "--budget",
             format!(
