@@ -88,6 +88,11 @@ pub(crate) struct TrainEvalArgs {
     /// slurm: GPUs per trial (--gres=gpu:N).
     #[arg(long, default_value_t = 0)]
     gpus_per_trial: usize,
+    /// local: GPU ids to spread trials over, comma-separated (e.g. 0,1,2,3; each trial gets
+    /// the least used as CUDA_VISIBLE_DEVICES and runs on it as cuda:0); use as many
+    /// --workers as GPUs for one trial per GPU.
+    #[arg(long)]
+    gpus: Option<String>,
     /// slurm: CPUs per trial (--cpus-per-task).
     #[arg(long, default_value_t = 1)]
     cpus_per_trial: usize,
@@ -219,9 +224,18 @@ pub(crate) fn run(
     });
     let exe = std::env::current_exe().map_err(|e| Error::io("the nasrs binary", e))?;
     let poll = Duration::from_secs_f64(a.poll_seconds);
+    let gpus = gpu_list(a)?;
     match space_name {
-        "nb201" => search_in(&Nb201Space, &config, &exe, &out, start, poll),
-        "darts" => search_in(&DartsSpace::default(), &config, &exe, &out, start, poll),
+        "nb201" => search_in(&Nb201Space, &config, &exe, &out, start, poll, gpus),
+        "darts" => search_in(
+            &DartsSpace::default(),
+            &config,
+            &exe,
+            &out,
+            start,
+            poll,
+            gpus,
+        ),
         other => Err(Error::invalid(
             "--space",
             format!("'{other}' (expected nb201 or darts)"),
@@ -236,9 +250,10 @@ fn search_in<S: SearchSpace>(
     out: &Path,
     start: Start,
     poll: Duration,
+    gpus: Vec<String>,
 ) -> Result<()> {
     let mut executor: Box<dyn Executor> = match &config.executor {
-        ExecutorConfig::Local => Box::new(LocalExecutor::new()),
+        ExecutorConfig::Local => Box::new(LocalExecutor::with_gpus(gpus)),
         ExecutorConfig::Slurm(c) => Box::new(SlurmExecutor::new(c.clone(), poll)?),
     };
     let executor_name = match &config.executor {
@@ -303,4 +318,28 @@ fn search_in<S: SearchSpace>(
     );
     eprintln!("written to {}", out.join(BEST).display());
     Ok(())
+}
+
+/// The GPU ids of `--gpus` (local executor only), each non-empty and without spaces.
+fn gpu_list(a: &TrainEvalArgs) -> Result<Vec<String>> {
+    let Some(list) = &a.gpus else {
+        return Ok(Vec::new());
+    };
+    if a.executor != "local" {
+        return Err(Error::invalid(
+            "--gpus",
+            "spreads local trials over GPUs; on Slurm use --gpus-per-trial",
+        ));
+    }
+    let ids: Vec<String> = list.split(',').map(|g| g.trim().to_string()).collect();
+    if let Some(bad) = ids
+        .iter()
+        .find(|g| g.is_empty() || g.chars().any(char::is_whitespace))
+    {
+        return Err(Error::invalid(
+            "--gpus",
+            format!("'{list}': GPU id '{bad}' is empty or has spaces (expected e.g. 0,1)"),
+        ));
+    }
+    Ok(ids)
 }

@@ -97,15 +97,38 @@ pub trait Executor {
     fn wait(&mut self) -> Result<Vec<(usize, TrialResult)>>;
 }
 
-/// Trials as child processes of this one.
+/// Trials as child processes of this one, optionally each given one GPU of a list.
 #[derive(Default)]
 pub struct LocalExecutor {
-    running: Vec<(TrialJob, Child)>,
+    /// Running trials, each with the index in `gpus` of the GPU it was given.
+    running: Vec<(TrialJob, Child, Option<usize>)>,
+    /// GPU ids (`CUDA_VISIBLE_DEVICES` values) trials are spread over; empty: none given.
+    gpus: Vec<String>,
 }
 
 impl LocalExecutor {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Trials spread over `gpus`: each starts with `CUDA_VISIBLE_DEVICES` set to the one
+    /// running the fewest trials (the first on a tie), so with as many workers as GPUs each
+    /// trial has a GPU to itself and sees it as `cuda:0`.
+    pub fn with_gpus(gpus: Vec<String>) -> Self {
+        LocalExecutor {
+            running: Vec::new(),
+            gpus,
+        }
+    }
+
+    /// The GPU the next trial gets: the least used, the first on a tie.
+    fn next_gpu(&self) -> Option<usize> {
+        (0..self.gpus.len()).min_by_key(|&g| {
+            self.running
+                .iter()
+                .filter(|(_, _, used)| *used == Some(g))
+                .count()
+        })
     }
 }
 
@@ -113,14 +136,18 @@ impl Executor for LocalExecutor {
     fn submit(&mut self, job: TrialJob) -> Result<()> {
         let log = std::fs::File::create(&job.log).map_err(|e| Error::io(&job.log, e))?;
         let err = log.try_clone().map_err(|e| Error::io(&job.log, e))?;
-        let child = Command::new(&job.exe)
+        let gpu = self.next_gpu();
+        let mut command = Command::new(&job.exe);
+        command
             .args(job.args())
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| Error::io(&job.exe, e))?;
-        self.running.push((job, child));
+            .stderr(err);
+        if let Some(g) = gpu {
+            command.env("CUDA_VISIBLE_DEVICES", &self.gpus[g]);
+        }
+        let child = command.spawn().map_err(|e| Error::io(&job.exe, e))?;
+        self.running.push((job, child, gpu));
         Ok(())
     }
 
@@ -132,10 +159,10 @@ impl Executor for LocalExecutor {
             let mut done = Vec::new();
             let mut i = 0;
             while i < self.running.len() {
-                let (job, child) = &mut self.running[i];
+                let (job, child, _) = &mut self.running[i];
                 match child.try_wait().map_err(|e| Error::io(&job.exe, e))? {
                     Some(status) => {
-                        let (job, _) = self.running.swap_remove(i);
+                        let (job, _, _) = self.running.swap_remove(i);
                         let how = format!("the trial process ended with {status}");
                         done.push((job.trial, job.read_result(&how)));
                     }

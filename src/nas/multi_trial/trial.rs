@@ -84,6 +84,14 @@ pub struct TrialResult {
     /// Why a failed trial failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The trial process's `CUDA_VISIBLE_DEVICES` (the GPU a local executor gave it), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_devices: Option<String>,
+}
+
+/// This process's `CUDA_VISIBLE_DEVICES`, recorded with its result.
+fn visible_devices() -> Option<String> {
+    std::env::var("CUDA_VISIBLE_DEVICES").ok()
 }
 
 impl TrialResult {
@@ -96,6 +104,7 @@ impl TrialResult {
             seconds,
             curve: Vec::new(),
             error: Some(message.into()),
+            visible_devices: visible_devices(),
         }
     }
 }
@@ -226,6 +235,7 @@ pub fn run_trial<B: Backend>(backend: &B, spec: &TrialSpec) -> Result<TrialResul
         seconds: started.elapsed().as_secs_f64(),
         curve,
         error: None,
+        visible_devices: visible_devices(),
     })
 }
 
