@@ -331,8 +331,7 @@ fn an_nb201_checkpoint_is_not_resumed_as_darts() {
     let err = SposRun::new(Cpu::new(), darts, &dir)
         .unwrap()
         .run(&data, Start::from_flags(true, false).unwrap())
-        .err()
-        .expect("a checkpoint of another space is refused");
+        .expect_err("a checkpoint of another space is refused");
     let msg = err.to_string();
     assert!(
         msg.contains("nb201 space") && msg.contains("--space nb201"),

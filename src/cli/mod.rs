@@ -58,6 +58,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process and matched at once: boxing the large variants saves nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Run an architecture search.

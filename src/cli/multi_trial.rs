@@ -75,13 +75,13 @@ impl TableArgs {
             report: self.report.clone(),
             params_max_m: self.params_max_m,
             flops_max_m: self.flops_max_m,
-            penalty: (self.params_target_m.is_some() || self.flops_target_m.is_some()).then(|| {
+            penalty: (self.params_target_m.is_some() || self.flops_target_m.is_some()).then_some(
                 SizePenalty {
                     params_target_m: self.params_target_m,
                     flops_target_m: self.flops_target_m,
                     weight: self.penalty_weight,
-                }
-            }),
+                },
+            ),
         })
     }
 }

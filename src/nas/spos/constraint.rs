@@ -54,6 +54,9 @@ impl PathLimits {
     }
 }
 
+/// Each measured path's weight count and FLOPs.
+type Measured<C> = HashMap<<<C as SupernetConfig>::Space as SearchSpace>::Arch, (u64, u64)>;
+
 /// Measures paths of one supernet configuration and tells whether they lie in the limits.
 /// Measurements are cached per path (the evolution meets paths again).
 pub struct PathMeter<C: SupernetConfig> {
@@ -62,7 +65,7 @@ pub struct PathMeter<C: SupernetConfig> {
     twin: RefCell<C::Net<Counting>>,
     /// Images of one forward: channels, height, width.
     image: (usize, usize, usize),
-    cache: RefCell<HashMap<<C::Space as SearchSpace>::Arch, (u64, u64)>>,
+    cache: RefCell<Measured<C>>,
 }
 
 impl<C: SupernetConfig> PathMeter<C> {

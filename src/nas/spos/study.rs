@@ -325,6 +325,9 @@ fn standalone_accuracy<B: Backend, M: SupernetConfig>(
     Ok(correct as f64 / count.max(1) as f64)
 }
 
+/// A trained supernet and its recalibration batches.
+type Trained<B, M> = (<M as SupernetConfig>::Net<B>, Vec<DeviceBatch<B>>);
+
 /// Trains a supernet (seed `seed`, paths drawn by `sampling`) and returns it with the
 /// recalibration batches (the first batches of the training order after training, as a SPOS
 /// run takes them).
@@ -335,7 +338,7 @@ fn train_supernet<B: Backend, M: SupernetConfig>(
     seed: u64,
     data: &Dataset,
     train_idx: &[usize],
-) -> Result<(M::Net<B>, Vec<DeviceBatch<B>>)> {
+) -> Result<Trained<B, M>> {
     let net = cfg.model.build(be, seed)?;
     let mut trainer = SposTrainer::new(be.clone(), net, cfg.hyper.clone())?;
     let mut order = BatchIterator::new(
