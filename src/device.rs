@@ -123,6 +123,19 @@ pub fn open_cuda(_ordinal: usize) -> Result<Resolved> {
     ))
 }
 
+/// The number of GPUs this build can use: what the driver reports with `--features cuda`,
+/// else 0.
+pub fn gpu_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        crate::backend::cuda::Cuda::gpu_count()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
+}
+
 /// Resolves a choice to a device. Returns the device and, when `auto` fell back to the CPU,
 /// a one-line notice for the CLI to print.
 pub fn resolve(choice: DeviceChoice) -> Result<(Resolved, Option<String>)> {

@@ -90,7 +90,8 @@ pub(crate) struct TrainEvalArgs {
     gpus_per_trial: usize,
     /// local: GPU ids to spread trials over, comma-separated (e.g. 0,1,2,3; each trial gets
     /// the least used as CUDA_VISIBLE_DEVICES and runs on it as cuda:0); use as many
-    /// --workers as GPUs for one trial per GPU.
+    /// --workers as GPUs for one trial per GPU. Default with --device auto or cuda: every
+    /// GPU the driver reports.
     #[arg(long)]
     gpus: Option<String>,
     /// slurm: CPUs per trial (--cpus-per-task).
@@ -321,9 +322,33 @@ fn search_in<S: SearchSpace>(
 }
 
 /// The GPU ids of `--gpus` (local executor only), each non-empty and without spaces.
+/// Without the flag, local trials on `--device auto` or `cuda` are spread over every GPU the
+/// driver reports (one per GPU with as many `--workers`); none on the CPU.
 fn gpu_list(a: &TrainEvalArgs) -> Result<Vec<String>> {
     let Some(list) = &a.gpus else {
-        return Ok(Vec::new());
+        let on_gpu = a.executor == "local" && matches!(a.device.as_str(), "auto" | "cuda");
+        let n = if on_gpu {
+            nasrs::device::gpu_count()
+        } else {
+            0
+        };
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // The GPUs this process may use are the ones the trials may: an inherited
+        // CUDA_VISIBLE_DEVICES names them (the driver's ordinals count within it).
+        let visible = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
+        let inherited: Vec<String> = visible
+            .split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(String::from)
+            .collect();
+        return Ok(if inherited.len() == n {
+            inherited
+        } else {
+            (0..n).map(|g| g.to_string()).collect()
+        });
     };
     if a.executor != "local" {
         return Err(Error::invalid(

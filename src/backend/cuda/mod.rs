@@ -150,6 +150,12 @@ impl Cuda {
         Ok(Cuda::on(driver::gpu::open(ordinal)?))
     }
 
+    /// The number of GPUs the driver reports (0 without a driver, or on any error).
+    #[cfg(feature = "cuda")]
+    pub fn gpu_count() -> usize {
+        driver::gpu::count()
+    }
+
     /// Opens the host simulation of the GPU (`--device cuda-sim`): the same kernels and
     /// launch code, run thread by thread on the CPU with guarded, NaN-filled memory.
     #[cfg(feature = "cuda-sim")]

@@ -14,6 +14,18 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// The number of GPUs the driver reports: 0 without a driver library, or when it reports
+/// an error (the caller then runs on the CPU, as `auto` does).
+pub(crate) fn count() -> usize {
+    // cudarc panics on the first call if the library is missing: check before any call.
+    if !unsafe { sys::is_culib_present() } {
+        return 0;
+    }
+    result::init()
+        .and_then(|()| result::device::get_count())
+        .map_or(0, |c| c.max(0) as usize)
+}
+
 /// Opens GPU `ordinal`. Every failure is an `Error::Device` with one line saying why (no
 /// driver library, no device, no cuBLAS, a kernel that would not load); never panics.
 pub(crate) fn open(ordinal: usize) -> Result<Arc<dyn Driver>> {

@@ -41,7 +41,7 @@ use device::Inner;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-pub(crate) use device::open;
+pub(crate) use device::{count, open};
 
 /// The GPU driver: shares [`Inner`] with the graphs it instantiated.
 struct Gpu {
