@@ -526,6 +526,8 @@ fn multi_trial_strategies_search_a_trained_supernet() {
     Nb201Arch::parse(printed.trim()).unwrap();
     let journal = String::from_utf8(read(&out, "search.jsonl")).unwrap();
     assert_eq!(journal.lines().count(), 7, "{journal}");
+    let config: serde_json::Value = serde_json::from_slice(&read(&out, "config.json")).unwrap();
+    assert_eq!(config["search"]["Strategy"]["budget"], 7, "{config}");
     // The same seed searches the same way; the supernet is left as it was.
     let again = search("4");
     assert!(again.status.success());

@@ -469,6 +469,9 @@ impl<B: Backend, M: SupernetConfig> SposRun<B, M> {
             })
             .collect::<Result<Vec<_>>>()?;
         write_jsonl(&self.out.join("search.jsonl"), &records)?;
+        // The configuration that produced these search files (a search phase may have
+        // changed the search settings).
+        atomic_write_json(&self.out.join("config.json"), &self.config)?;
         let top = best(&history)
             .cloned()
             .ok_or_else(|| Error::invalid("search", "no architecture was scored"))?;
