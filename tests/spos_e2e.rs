@@ -125,6 +125,8 @@ fn every_path_searched_lies_in_the_parameter_range() {
             .unwrap();
         assert!((lo..=hi).contains(&n), "{n} outside {lo}..={hi}");
         assert_eq!(r.weights, n as u64);
+        // FLOPs are measured whether or not they are limited.
+        assert!(r.flops > 0, "{line}");
     }
 }
 

@@ -92,18 +92,14 @@ impl<C: SupernetConfig> PathMeter<C> {
             .try_borrow_mut()
             .map_err(|_| Error::invalid("path meter", "measured re-entrantly"))?;
         let params = twin.path_weights(path)? as u64;
-        let flops = if self.limits.flops.is_some() {
-            let (c, h, w) = self.image;
-            self.be.reset()?;
-            let mut tape = Tape::new(self.be.clone());
-            tape.set_grad_enabled(false);
-            let x = tape.constant(Tensor::zeros(&self.be, Shape::new(&[1, c, h, w]))?);
-            twin.run_path(&mut tape, x, Mode::EVAL, path)?;
-            drop(tape);
-            self.be.snapshot()?.total.flops
-        } else {
-            0
-        };
+        let (c, h, w) = self.image;
+        self.be.reset()?;
+        let mut tape = Tape::new(self.be.clone());
+        tape.set_grad_enabled(false);
+        let x = tape.constant(Tensor::zeros(&self.be, Shape::new(&[1, c, h, w]))?);
+        twin.run_path(&mut tape, x, Mode::EVAL, path)?;
+        drop(tape);
+        let flops = self.be.snapshot()?.total.flops;
         self.cache
             .borrow_mut()
             .insert(path.clone(), (params, flops));
