@@ -51,7 +51,7 @@ mod trial;
 #[command(
     name = "nasrs",
     version,
-    about = "Neural architecture search (DARTS) on CPU and CUDA"
+    about = "Neural architecture search (DARTS, SPOS, multi-trial) on CPU and CUDA"
 )]
 pub struct Cli {
     #[command(subcommand)]
