@@ -532,6 +532,32 @@ fn multi_trial_strategies_search_a_trained_supernet() {
     let again = search("4");
     assert!(again.status.success());
     assert_eq!(read(&out, "search.jsonl"), journal.as_bytes());
+    let other_data = Command::new(bin)
+        .args([
+            "search",
+            "random",
+            "--evaluator",
+            "supernet",
+            "--budget",
+            "3",
+            "--dataset",
+            "fashion-mnist",
+            "--supernet",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!other_data.status.success());
+    let err = String::from_utf8_lossy(&other_data.stderr);
+    assert!(
+        err.contains("--dataset") && err.contains("'mnist'"),
+        "{err}"
+    );
+    assert_eq!(
+        read(&out, "search.jsonl"),
+        journal.as_bytes(),
+        "nothing written"
+    );
     let missing = Command::new(bin)
         .args([
             "search",

@@ -297,6 +297,19 @@ pub(crate) fn search_supernet(
         .unwrap_or("darts")
         .to_string();
     let kind: DatasetKind = data.dataset.parse()?;
+    // The supernet scores on the split of the data it was trained on: the same dataset.
+    let trained_on = value.get("dataset").and_then(|v| v.as_str()).unwrap_or("");
+    if trained_on != kind.name() {
+        return Err(Error::invalid(
+            "--dataset",
+            format!(
+                "{}: the supernet in {} was trained on '{trained_on}'; pass --dataset \
+                 {trained_on}",
+                kind.name(),
+                dir.display()
+            ),
+        ));
+    }
     let dir_data = data
         .data
         .clone()
