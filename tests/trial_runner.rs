@@ -1,8 +1,10 @@
 //! The trial runner end to end through the binary, on tiny trials (a few dozen bundled MNIST
 //! images, one epoch, C=2): `nasrs trial` writes its result (and a failed result naming the
 //! field of a bad spec); `--evaluator train` with local workers; a search killed with
-//! `kill -9` in the middle and resumed gives the proposals, results and best of an
-//! uninterrupted run; failed trials are retried, then recorded as failed.
+//! `kill -9` in the middle and resumed continues from the strategy state it journaled and
+//! gives the proposals, states, results and best of an uninterrupted run, as does a
+//! REINFORCE-LSTM search resumed from a journal cut after a state (a damaged state is refused,
+//! naming the journal); failed trials are retried, then recorded as failed.
 
 #[path = "common/trials.rs"]
 mod trials;
@@ -10,7 +12,7 @@ mod trials;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use trials::{finished, json, nasrs, proposals, read, tmp, TINY};
+use trials::{finished, json, nasrs, proposals, read, states, tmp, TINY};
 
 const ARCH: &str =
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|";
@@ -146,7 +148,10 @@ fn kill_9_then_resume_gives_the_uninterrupted_search() {
     let journal = cut.join("journal.jsonl");
     let t = Instant::now();
     // (a trial finishing and the next proposal are two appends: wait for one in flight)
-    while finished(&cut).len() < 3 || proposals(&cut).len() <= finished(&cut).len() {
+    while finished(&cut).len() < 3
+        || proposals(&cut).len() <= finished(&cut).len()
+        || states(&cut).is_empty()
+    {
         assert!(t.elapsed() < Duration::from_secs(120), "no progress");
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -172,10 +177,121 @@ fn kill_9_then_resume_gives_the_uninterrupted_search() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("resumed:"), "{err}");
+    // It continued from the strategy's journaled state, not by running it again.
+    assert!(err.contains("its state after"), "{err}");
     assert_eq!(proposals(&cut), proposals(&whole));
+    // One state per score, each the uninterrupted run's (population and generator).
+    let (cut_states, whole_states) = (states(&cut), states(&whole));
+    assert_eq!(whole_states.len(), 8);
+    assert_eq!(cut_states, whole_states);
     assert_eq!(finished(&cut), finished(&whole));
     assert_eq!(read(&cut.join("best.json")), read(&whole.join("best.json")));
     assert!(journal.exists());
+}
+
+/// `nasrs search reinforce --controller lstm --evaluator train` on tiny trials into `out`.
+fn lstm_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "search",
+        "reinforce",
+        "--controller",
+        "lstm",
+        "--evaluator",
+        "train",
+        "--budget",
+        "6",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push(out.display().to_string());
+    a.extend(TINY.iter().chain(extra).map(|s| s.to_string()));
+    a
+}
+
+/// The journal cut where a kill could leave it (after the state of the `keep`-th score, with
+/// a torn half line after it), and `best.json` gone.
+fn cut_after_state(run: &Path, keep: usize) {
+    let path = run.join("journal.jsonl");
+    let text = read(&path);
+    let mut seen = 0;
+    let mut end = 0;
+    for line in text.split_inclusive('\n') {
+        end += line.len();
+        if line.contains("\"event\":\"state\"") {
+            seen += 1;
+            if seen == keep {
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, keep, "fewer states than {keep}");
+    let mut cut = text[..end].to_string();
+    cut.push_str("{\"event\":\"proposed\",\"tri");
+    std::fs::write(&path, cut).unwrap();
+    std::fs::remove_file(run.join("best.json")).unwrap();
+}
+
+#[test]
+fn reinforce_lstm_resumes_from_its_journaled_controller() {
+    let whole = tmp("lstm-whole");
+    let args = lstm_args(&whole, &[]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = nasrs(&a);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(states(&whole).len(), 6);
+
+    let cut = tmp("lstm-cut");
+    let out = nasrs(
+        &a.iter()
+            .map(|s| {
+                if *s == whole.to_str().unwrap() {
+                    cut.to_str().unwrap()
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cut_after_state(&cut, 3);
+    let args = lstm_args(&cut, &["--resume"]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = nasrs(&a);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("its state after 3 scores"), "{err}");
+    assert_eq!(proposals(&cut), proposals(&whole));
+    // The controller's weights, Adam's moments and the baseline of every later score.
+    assert_eq!(states(&cut), states(&whole));
+    assert_eq!(finished(&cut), finished(&whole));
+    assert_eq!(read(&cut.join("best.json")), read(&whole.join("best.json")));
+
+    // A journal whose state is damaged is refused, naming the journal.
+    let path = cut.join("journal.jsonl");
+    let mut text = read(&path);
+    // The last state, the one a resume reads.
+    let at = text.rfind("\"f32le\":\"").unwrap() + "\"f32le\":\"".len();
+    text.insert(at, '!');
+    std::fs::write(&path, &text).unwrap();
+    let out = nasrs(&a);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("journal.jsonl") && err.contains("strategy state"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(read(&path), text, "the journal was changed");
 }
 
 #[test]

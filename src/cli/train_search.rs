@@ -284,8 +284,12 @@ fn search_in<S: SearchSpace>(
     );
     let outcome = run_train_search(space, config, executor.as_mut(), exe, out, start)?;
     if outcome.replayed > 0 {
+        let from = match outcome.restored_at {
+            Some(n) => format!("from its state after {n} scores"),
+            None => "from the start (no state journaled yet)".to_string(),
+        };
         eprintln!(
-            "resumed: {} of {} trials answered from {}",
+            "resumed: {} of {} trials answered from {}, the strategy continued {from}",
             outcome.replayed,
             outcome.trials,
             out.join(JOURNAL).display()

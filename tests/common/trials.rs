@@ -77,3 +77,13 @@ pub fn finished(run: &Path) -> Vec<serde_json::Value> {
     f.sort_by_key(|e| e["trial"].as_u64());
     f
 }
+
+/// The journaled strategy states, by the number of scores told (each appears once).
+pub fn states(run: &Path) -> Vec<serde_json::Value> {
+    let mut s: Vec<serde_json::Value> = events(run)
+        .into_iter()
+        .filter(|e| e["event"] == "state")
+        .collect();
+    s.sort_by_key(|e| e["observed"].as_u64());
+    s
+}

@@ -30,6 +30,11 @@ impl Adam {
         }
     }
 
+    /// Whether the moments are those of `n` parameters (a restored state's check).
+    pub fn fits(&self, n: usize) -> bool {
+        self.m.len() == n && self.v.len() == n
+    }
+
     /// The steps taken so far.
     pub fn steps(&self) -> u64 {
         self.t

@@ -9,6 +9,7 @@
 //! Under a constraint the mutation is redrawn until the child satisfies it; a parent with no
 //! such neighbour after [`MAX_TRIES`] draws gets a random child inside the constraint.
 
+use super::snapshot::{mismatch, parse, to_value};
 use super::{draw_accepted, Strategy, MAX_TRIES, RESERVE_MAX};
 use crate::error::{Error, Result};
 use crate::nas::space::SearchSpace;
@@ -76,12 +77,28 @@ pub struct Member<A> {
 }
 
 /// The last cycle's tournament, by the `born` of the members (for tests and reports).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tournament {
     /// The members sampled, in draw order (a member may be drawn twice).
     pub sampled: Vec<usize>,
     /// The winner: the highest score of the sample, the first drawn on a tie.
     pub parent: usize,
+}
+
+/// A member in a snapshot: the architecture in the space's canonical form.
+#[derive(Serialize, Deserialize)]
+struct SavedMember {
+    arch: String,
+    score: f64,
+    born: usize,
+}
+
+/// Aging evolution's snapshot: the population (oldest first) and the queries scored.
+#[derive(Serialize, Deserialize)]
+struct EvolutionState {
+    observed: usize,
+    population: Vec<SavedMember>,
+    last_tournament: Option<Tournament>,
 }
 
 /// Aging evolution, ask-and-tell.
@@ -170,6 +187,45 @@ impl<S: SearchSpace> Strategy<S> for AgingEvolution<S::Arch> {
             // Aging: the oldest dies, not the worst.
             self.population.pop_front();
         }
+        Ok(())
+    }
+
+    fn snapshot(&self, space: &S) -> Result<serde_json::Value> {
+        to_value(&EvolutionState {
+            observed: self.observed,
+            population: self
+                .population
+                .iter()
+                .map(|m| SavedMember {
+                    arch: space.to_string(&m.arch),
+                    score: m.score,
+                    born: m.born,
+                })
+                .collect(),
+            last_tournament: self.last_tournament.clone(),
+        })
+    }
+
+    fn restore(&mut self, space: &S, state: &serde_json::Value) -> Result<()> {
+        let saved: EvolutionState = parse(state, "aging evolution")?;
+        if saved.population.len() > self.config.population {
+            return Err(mismatch(format!(
+                "a population of {} where P is {}",
+                saved.population.len(),
+                self.config.population
+            )));
+        }
+        let mut population = VecDeque::with_capacity(self.config.population.min(RESERVE_MAX));
+        for m in saved.population {
+            population.push_back(Member {
+                arch: space.parse(&m.arch)?,
+                score: m.score,
+                born: m.born,
+            });
+        }
+        self.population = population;
+        self.observed = saved.observed;
+        self.last_tournament = saved.last_tournament;
         Ok(())
     }
 }

@@ -11,7 +11,8 @@
 //! Files: `random.rs` (random search), `evolution.rs` (regularized / aging evolution),
 //! `policy.rs` and `adam.rs` (a per-decision categorical policy and the Adam that trains it),
 //! `reinforce.rs` (REINFORCE on that policy), `lstm.rs` and `reinforce_lstm.rs` (an LSTM
-//! controller on the tape, and REINFORCE on it), `table.rs` (a tabular benchmark read from CSV),
+//! controller on the tape, and REINFORCE on it), `snapshot.rs` (a strategy's state as JSON),
+//! `table.rs` (a tabular benchmark read from CSV),
 //! `evaluator.rs` (a table as the score: metric, report and size limits), `run.rs` (a search
 //! on a table as a run folder), `study.rs` (every strategy over many seeds, summarized);
 //! the training evaluator: `trial.rs` (one training trial, spec in, result out),
@@ -36,6 +37,7 @@ pub mod reinforce;
 pub mod reinforce_lstm;
 pub mod run;
 pub mod slurm;
+pub mod snapshot;
 pub mod study;
 pub mod table;
 pub mod train_search;
@@ -79,6 +81,17 @@ pub trait Strategy<S: SearchSpace> {
     /// proposal order, after later proposals were made. With early stopping (`fidelity.rs`)
     /// it is the score at the architecture's first (smallest) budget.
     fn observe(&mut self, space: &S, arch: &S::Arch, score: f64) -> Result<()>;
+
+    /// The strategy's whole state as JSON: what it learned and holds (the architectures it
+    /// has seen, its population, its controller's weights and optimizer moments), not its
+    /// settings and not the generator it is handed. The training search journals it after
+    /// every score (`train_search.rs`), so that `--resume` continues from it.
+    fn snapshot(&self, space: &S) -> Result<serde_json::Value>;
+
+    /// Sets the state [`Strategy::snapshot`] returned, on a strategy built with the same
+    /// settings for the same space. A state that does not fit (another strategy's, another
+    /// space's) is an error naming what differs, after which the strategy is not to be used.
+    fn restore(&mut self, space: &S, state: &serde_json::Value) -> Result<()>;
 }
 
 /// Runs `strategy` for `budget` queries (fewer only when it runs out of proposals), each
@@ -172,6 +185,25 @@ impl StrategyConfig {
         }
     }
 
+    /// This strategy, new, for `space`. The LSTM controller's weights are drawn from `rng`
+    /// (the search's own stream, before its first proposal), so a seed fixes the whole search.
+    pub fn build<'s, S: SearchSpace + 's>(
+        &self,
+        space: &S,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn Strategy<S> + 's>> {
+        Ok(match self {
+            StrategyConfig::Random => Box::new(RandomSearch::<S::Arch>::new()),
+            StrategyConfig::Evolution(c) => Box::new(AgingEvolution::<S::Arch>::new(c.clone())?),
+            StrategyConfig::Reinforce(c) => Box::new(Reinforce::new(space, c.clone())?),
+            // The controller on the CPU in f32 (the product's element type): a few thousand
+            // weights, one update per query.
+            StrategyConfig::ReinforceLstm(c) => {
+                Box::new(ReinforceLstm::new(space, c.clone(), Cpu::new(), rng)?)
+            }
+        })
+    }
+
     /// Runs this strategy from scratch with `rng` (see [`search`]).
     pub fn search<S: SearchSpace>(
         &self,
@@ -181,26 +213,8 @@ impl StrategyConfig {
         accept: &dyn Fn(&S::Arch) -> bool,
         score: &mut dyn FnMut(&S::Arch) -> Result<f64>,
     ) -> Result<Vec<Scored<S::Arch>>> {
-        match self {
-            StrategyConfig::Random => {
-                search(space, &mut RandomSearch::new(), budget, rng, accept, score)
-            }
-            StrategyConfig::Evolution(c) => {
-                let mut s = AgingEvolution::new(c.clone())?;
-                search(space, &mut s, budget, rng, accept, score)
-            }
-            StrategyConfig::Reinforce(c) => {
-                let mut s = Reinforce::new(space, c.clone())?;
-                search(space, &mut s, budget, rng, accept, score)
-            }
-            StrategyConfig::ReinforceLstm(c) => {
-                // The controller on the CPU in f32 (the product's element type): a few
-                // thousand weights, one update per query. Its weights come from `rng`, so a
-                // seed fixes the whole search.
-                let mut s = ReinforceLstm::new(space, c.clone(), Cpu::new(), rng)?;
-                search(space, &mut s, budget, rng, accept, score)
-            }
-        }
+        let mut strategy = self.build(space, rng)?;
+        search(space, strategy.as_mut(), budget, rng, accept, score)
     }
 }
 

@@ -6,10 +6,12 @@
 //! budget up to the space's size is always met (`spos::random_search` is the same search
 //! written for a fixed sample count, without that last step).
 
+use super::snapshot::{parse, to_value};
 use super::{draw_accepted, Strategy};
 use crate::error::Result;
 use crate::nas::space::SearchSpace;
 use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 /// Spaces up to this size are enumerated when rejection stops finding new architectures.
@@ -61,4 +63,27 @@ impl<S: SearchSpace> Strategy<S> for RandomSearch<S::Arch> {
     fn observe(&mut self, _space: &S, _arch: &S::Arch, _score: f64) -> Result<()> {
         Ok(())
     }
+
+    /// The architectures proposed so far (sorted, so that equal states write equal JSON).
+    fn snapshot(&self, space: &S) -> Result<serde_json::Value> {
+        let mut seen: Vec<String> = self.seen.iter().map(|a| space.to_string(a)).collect();
+        seen.sort();
+        to_value(&RandomState { seen })
+    }
+
+    fn restore(&mut self, space: &S, state: &serde_json::Value) -> Result<()> {
+        let saved: RandomState = parse(state, "random search")?;
+        self.seen = saved
+            .seen
+            .iter()
+            .map(|a| space.parse(a))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+}
+
+/// Random search's snapshot: what it will not propose again.
+#[derive(Serialize, Deserialize)]
+struct RandomState {
+    seen: Vec<String>,
 }

@@ -9,6 +9,7 @@
 //! uses the unconstrained policy's log-probability of the accepted draw.
 
 use super::policy::CategoricalPolicy;
+use super::snapshot::{mismatch, parse, to_value};
 use super::{adam::Adam, Strategy, MAX_TRIES};
 use crate::error::{Error, Result};
 use crate::nas::space::SearchSpace;
@@ -171,4 +172,42 @@ impl<S: SearchSpace> Strategy<S> for Reinforce {
         self.policy.set_flat(&flat);
         Ok(())
     }
+
+    fn snapshot(&self, _space: &S) -> Result<serde_json::Value> {
+        to_value(&ReinforceState {
+            policy: self.policy.clone(),
+            adam: self.adam.clone(),
+            baseline: self.baseline.clone(),
+        })
+    }
+
+    fn restore(&mut self, space: &S, state: &serde_json::Value) -> Result<()> {
+        let saved: ReinforceState = parse(state, "REINFORCE")?;
+        let shape = |p: &CategoricalPolicy| p.logits.iter().map(Vec::len).collect::<Vec<_>>();
+        if shape(&saved.policy) != space.choices() {
+            return Err(mismatch(format!(
+                "a policy over {:?} values where the {} space has {:?}",
+                shape(&saved.policy),
+                space.name(),
+                space.choices()
+            )));
+        }
+        if !saved.adam.fits(saved.policy.flat().len()) {
+            return Err(mismatch("Adam's moments do not match the policy's logits"));
+        }
+        self.policy = saved.policy;
+        self.adam = saved.adam;
+        // The settings are the run's (its config), the moments the snapshot's.
+        self.adam.lr = self.config.lr;
+        self.baseline = saved.baseline;
+        Ok(())
+    }
+}
+
+/// REINFORCE's snapshot: the logits, Adam's moments and step, the baseline.
+#[derive(Serialize, Deserialize)]
+struct ReinforceState {
+    policy: CategoricalPolicy,
+    adam: Adam,
+    baseline: MovingAverage,
 }

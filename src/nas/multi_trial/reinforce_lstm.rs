@@ -9,6 +9,7 @@
 
 use super::lstm::LstmController;
 use super::reinforce::{MovingAverage, ReinforceConfig};
+use super::snapshot::{parse, restore_store, save_store, to_value, SavedStore};
 use super::{Strategy, MAX_TRIES};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -125,4 +126,42 @@ impl<S: SearchSpace, B: Backend> Strategy<S> for ReinforceLstm<B> {
         self.adam
             .step(&backend, self.controller.store_mut(), &grads, r.lr)
     }
+
+    fn snapshot(&self, _space: &S) -> Result<serde_json::Value> {
+        let b = self.controller.backend();
+        to_value(&LstmState {
+            weights: save_store(b, self.controller.store())?,
+            adam_step: self.adam.step,
+            exp_avg: save_store(b, &self.adam.exp_avg)?,
+            exp_avg_sq: save_store(b, &self.adam.exp_avg_sq)?,
+            baseline: self.baseline.clone(),
+        })
+    }
+
+    fn restore(&mut self, _space: &S, state: &serde_json::Value) -> Result<()> {
+        let saved: LstmState = parse(state, "REINFORCE-LSTM")?;
+        let b = self.controller.backend().clone();
+        restore_store(&b, self.controller.store_mut(), &saved.weights, "weights")?;
+        restore_store(&b, &mut self.adam.exp_avg, &saved.exp_avg, "exp_avg")?;
+        restore_store(
+            &b,
+            &mut self.adam.exp_avg_sq,
+            &saved.exp_avg_sq,
+            "exp_avg_sq",
+        )?;
+        self.adam.step = saved.adam_step;
+        self.baseline = saved.baseline;
+        Ok(())
+    }
+}
+
+/// REINFORCE-LSTM's snapshot: the controller's weights, Adam's moments and step (its
+/// settings are the run's), the baseline.
+#[derive(Serialize, Deserialize)]
+struct LstmState {
+    weights: SavedStore,
+    adam_step: u64,
+    exp_avg: SavedStore,
+    exp_avg_sq: SavedStore,
+    baseline: MovingAverage,
 }

@@ -3,8 +3,10 @@
 //! - `config.json`: the space, the strategy, the trial template, budget, seed, workers,
 //!   executor, retries and early-stopping rule;
 //! - `journal.jsonl`: every event as it happens, appended and fsync'd: `proposed` (trial,
-//!   arch, its configuration and its epoch budget), `attempt_failed` (a failed attempt that will be retried) and `finished` (the
-//!   trial's result: `ok` with its score, or `failed` after its retries);
+//!   arch, its configuration and its epoch budget), `attempt_failed` (a failed attempt that
+//!   will be retried), `finished` (the trial's result: `ok` with its score, or `failed` after
+//!   its retries) and `state` (after each score the strategy is told: its whole state, see
+//!   [`Strategy::snapshot`](super::Strategy::snapshot), and the search's generator);
 //! - `trials/<trial>/<attempt>/`: each attempt's `trial.json`, `result.json` and log;
 //! - `best.json`: the best finished trial at the largest budget trained (the earliest on a
 //!   tie).
@@ -18,22 +20,25 @@
 //! Up to `workers` trials are in flight. The driver asks the strategy for the next proposal
 //! while earlier trials still run, but tells it their scores in proposal order (a trial that
 //! finished early waits for the ones proposed before it): the proposals then depend only on
-//! the seed and the scores, never on which trial happened to finish first. So `--resume`
-//! (after a `kill -9` too) replays the journal exactly: the same proposals again, answered
-//! from the journal where it holds the result, and the trials that were running when the run
-//! stopped re-queued. A failed trial counts as a query; the strategy sees it as score 0 (the
-//! lowest accuracy), the journal and `best.json` as failed.
+//! the seed and the scores, never on which trial happened to finish first. `--resume` (after
+//! a `kill -9` too) walks the journal's events again without running the strategy: its
+//! proposals are read back and the scheduler (early stopping) is told the journal's scores,
+//! up to the last `state` event, where the strategy and the generator are set from it; from
+//! there the strategy proposes again (checked against the proposals the journal holds after
+//! that state), results in the journal answer the trials that have them, and the trials that
+//! were running when the run stopped are re-queued. A journal with no `state` yet (a kill
+//! before the first score) is replayed from the start. A failed trial counts as a query; the
+//! strategy sees it as score 0 (the lowest accuracy), the journal and `best.json` as failed.
 
 use super::executor::{Executor, ExecutorConfig, TrialJob};
 use super::fidelity::{EarlyStop, Job, Next};
 use super::trial::{TrialResult, TrialSpec, TrialStatus};
-use super::{search_rng, Strategy, StrategyConfig, RESERVE_MAX};
-use super::{AgingEvolution, RandomSearch, Reinforce, ReinforceLstm};
-use crate::backend::cpu::Cpu;
+use super::{search_rng, StrategyConfig, RESERVE_MAX};
 use crate::error::{Error, Result};
 use crate::io::{append_jsonl, atomic_write, atomic_write_json, check_resume_options};
 use crate::nas::run_dir::{RunDir, Start};
 use crate::nas::space::SearchSpace;
+use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -92,6 +97,21 @@ pub enum JournalEvent {
         #[serde(flatten)]
         result: TrialResult,
     },
+    /// After the strategy was told the score of configuration `observed - 1`: its state, the
+    /// search's generator, and the configurations proposed by then.
+    State(Box<Snapshot>),
+}
+
+/// The search's state after a score: what `--resume` continues from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Configurations whose score the strategy has been told.
+    pub observed: usize,
+    /// Configurations proposed so far (some may still be training).
+    pub proposed: usize,
+    pub rng: Rng,
+    /// [`Strategy::snapshot`](super::Strategy::snapshot).
+    pub strategy: serde_json::Value,
 }
 
 /// `best.json`.
@@ -117,6 +137,9 @@ pub struct TrainSearchOutcome {
     pub failed: usize,
     /// Trials answered from an earlier journal (`--resume`).
     pub replayed: usize,
+    /// With `--resume`: the scores the strategy had been told at the journal's last state,
+    /// which the resumed run continued from (None: replayed from the start).
+    pub restored_at: Option<usize>,
     /// Configurations (architectures) tried; equal to `trials` without early stopping.
     pub configs: usize,
     /// Epochs trained by all finished trials together (replayed ones included).
@@ -140,6 +163,8 @@ struct Earlier {
     /// (arch, epochs) of each proposed trial (epochs None in a journal that predates them).
     proposed: Vec<(String, Option<usize>)>,
     finished: BTreeMap<usize, (usize, TrialResult)>,
+    /// The last state journaled.
+    state: Option<Snapshot>,
 }
 
 /// Runs (or resumes) the search `config` asks for, each trial by `executor` running `exe
@@ -172,7 +197,7 @@ pub fn run_train_search<S: SearchSpace>(
     // Result files must be found by trials running elsewhere (Slurm): absolute paths.
     let root = std::fs::canonicalize(&dir.path).map_err(|e| Error::io(&dir.path, e))?;
     let journal = root.join(JOURNAL);
-    let earlier = if resume {
+    let mut earlier = if resume {
         read_earlier(&root, config)?
     } else {
         let trials = root.join(TRIALS);
@@ -185,17 +210,12 @@ pub fn run_train_search<S: SearchSpace>(
         Earlier::default()
     };
     let mut rng = search_rng(config.seed);
-    let mut strategy: Box<dyn Strategy<S>> = match &config.strategy {
-        StrategyConfig::Random => Box::new(RandomSearch::new()),
-        StrategyConfig::Evolution(c) => Box::new(AgingEvolution::new(c.clone())?),
-        StrategyConfig::Reinforce(c) => Box::new(Reinforce::new(space, c.clone())?),
-        // The controller's weights come from the search's stream first, as in a table
-        // search (`StrategyConfig::search`), so a seed fixes the whole search.
-        StrategyConfig::ReinforceLstm(c) => {
-            Box::new(ReinforceLstm::new(space, c.clone(), Cpu::new(), &mut rng)?)
-        }
-    };
+    let mut strategy = config.strategy.build(space, &mut rng)?;
     let accept = |_: &S::Arch| true;
+    // Until the journal's last state, the strategy is not run (see the module docs).
+    let restore = earlier.state.take();
+    let mut live = restore.is_none();
+    let mut restored_at = None;
     let mut scheduler = config
         .early_stop
         .scheduler(config.trial.epochs, config.budget)?;
@@ -229,7 +249,12 @@ pub fn run_train_search<S: SearchSpace>(
                 }
             };
             if job.config == archs.len() {
-                match strategy.propose(space, &mut rng, &accept)? {
+                let next = if live {
+                    strategy.propose(space, &mut rng, &accept)?
+                } else {
+                    Some(journaled_arch(space, &earlier, jobs.len() + 1, &journal)?)
+                };
+                match next {
                     Some(arch) => archs.push(arch),
                     None => {
                         scheduler.exhausted(job);
@@ -333,8 +358,41 @@ pub fn run_train_search<S: SearchSpace>(
         // The strategy hears each configuration once, at its first (smallest) budget, in
         // proposal order.
         if job.config == observed {
-            strategy.observe(space, &archs[job.config], score)?;
+            if live {
+                strategy.observe(space, &archs[job.config], score)?;
+            }
             observed += 1;
+            match &restore {
+                Some(saved) if !live && saved.observed == observed => {
+                    if saved.proposed != archs.len() {
+                        return Err(Error::bad_file(
+                            &journal,
+                            format!(
+                                "its state after {observed} scores has {} configurations \
+                                 proposed where the journal's events give {}",
+                                saved.proposed,
+                                archs.len()
+                            ),
+                        ));
+                    }
+                    strategy
+                        .restore(space, &saved.strategy)
+                        .map_err(|e| Error::bad_file(&journal, format!("{e}")))?;
+                    rng = saved.rng.clone();
+                    live = true;
+                    restored_at = Some(observed);
+                }
+                _ if live => append_jsonl(
+                    &journal,
+                    &JournalEvent::State(Box::new(Snapshot {
+                        observed,
+                        proposed: archs.len(),
+                        rng: rng.clone(),
+                        strategy: strategy.snapshot(space)?,
+                    })),
+                )?,
+                _ => {}
+            }
         }
         window.pop_front();
     }
@@ -361,9 +419,28 @@ pub fn run_train_search<S: SearchSpace>(
         trials: jobs.len(),
         failed,
         replayed,
+        restored_at,
         configs: archs.len(),
         epochs_trained,
     })
+}
+
+/// Trial `trial`'s architecture as the journal proposed it (replaying up to its last state).
+fn journaled_arch<S: SearchSpace>(
+    space: &S,
+    earlier: &Earlier,
+    trial: usize,
+    journal: &Path,
+) -> Result<S::Arch> {
+    let (text, _) = earlier.proposed.get(trial - 1).ok_or_else(|| {
+        Error::bad_file(
+            journal,
+            format!("trial {trial} comes before its last state but was never proposed"),
+        )
+    })?;
+    space
+        .parse(text)
+        .map_err(|e| Error::bad_file(journal, format!("trial {trial}: {e}")))
 }
 
 /// The first attempt folder of `trial` not used yet (a trial re-queued after a kill starts
@@ -453,6 +530,7 @@ fn read_earlier(root: &Path, config: &TrainSearchConfig) -> Result<Earlier> {
                 earlier.proposed.push((arch, epochs));
             }
             JournalEvent::AttemptFailed { .. } => {}
+            JournalEvent::State(state) => earlier.state = Some(*state),
             JournalEvent::Finished {
                 trial,
                 attempts,
