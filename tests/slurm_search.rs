@@ -1,6 +1,7 @@
 //! A tiny training search through a real Slurm (`--executor slurm`): four trials as
 //! `sbatch` jobs, polled with `squeue`, their results read from absolute paths; then a
-//! search whose every trial fails, retried once as a new job and recorded as failed.
+//! search whose every trial fails, retried once as a new job and recorded as failed; a trial
+//! that outruns `--time-limit` is ended by Slurm and recorded as failed with its TIMEOUT.
 //!
 //! CI (`.ci/run`) starts a single-node Slurm and sets `NASRS_SLURM_TESTS=1`: there a missing
 //! Slurm fails these tests. Elsewhere, without `sinfo` answering, they print a notice and
@@ -143,4 +144,52 @@ fn slurm_failed_jobs_are_retried_then_recorded() {
         assert_eq!(t["attempts"], 2, "{t}");
     }
     assert!(out.join("trials/00001/attempt-2/job.sh").is_file());
+}
+
+#[test]
+fn slurm_timed_out_job_is_a_failed_trial() {
+    if !slurm_here("slurm_timed_out_job_is_a_failed_trial") {
+        return;
+    }
+    // A trial that cannot finish inside Slurm's smallest time limit (one minute; Slurm ends
+    // it within about 30 s more): Slurm kills the job, and the search records the trial as
+    // failed with the job's TIMEOUT, rather than waiting for a result that never comes.
+    let out = tmp("slurm-timeout");
+    let mut a = vec![
+        "search",
+        "random",
+        "--evaluator",
+        "train",
+        "--executor",
+        "slurm",
+        "--poll-seconds",
+        "1",
+        "--time-limit",
+        "1",
+        "--budget",
+        "1",
+        "--retries",
+        "0",
+        "--trial-threads",
+        "1",
+        "--out",
+    ];
+    let out_s = out.display().to_string();
+    a.push(&out_s);
+    // TINY, but far more epochs than a minute holds.
+    let mut tiny = TINY.to_vec();
+    let at = tiny.iter().position(|&s| s == "--epochs").unwrap() + 1;
+    tiny[at] = "1000000";
+    a.extend_from_slice(&tiny);
+    let o = nasrs(&a);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("every trial failed"),
+        "{err}"
+    );
+    let f = finished(&out);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0]["status"], "failed", "{}", f[0]);
+    let why = f[0]["error"].as_str().unwrap_or("");
+    assert!(why.contains("TIMEOUT"), "{why}");
 }
