@@ -37,6 +37,11 @@ fn all_strategies() -> Vec<StrategyConfig> {
             lr: 0.1,
             baseline_decay: 0.5,
             entropy: 0.01,
+            batch: 1,
+        }),
+        StrategyConfig::Reinforce(ReinforceConfig {
+            batch: 5,
+            ..ReinforceConfig::default()
         }),
     ]
 }

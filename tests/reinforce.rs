@@ -4,6 +4,8 @@
 //! `E[reward] + beta * H` (any baseline); the moving-average baseline; the host Adam; and
 //! REINFORCE concentrating its policy on the optimum of a known synthetic NB201 table.
 
+#[path = "common/synthetic_table.rs"]
+mod synthetic_table;
 #[path = "common/toy_space.rs"]
 mod toy_space;
 
@@ -14,6 +16,7 @@ use nasrs::nas::multi_trial::{search, Reinforce, ReinforceConfig, TableEvaluator
 use nasrs::nas::space::nb201::Nb201Space;
 use nasrs::nas::space::SearchSpace;
 use nasrs::rng::Rng;
+use synthetic_table::synthetic_table;
 use toy_space::ToySpace;
 
 const CHOICES: [usize; 3] = [2, 3, 4];
@@ -163,33 +166,6 @@ fn adam_steps_by_lr_first_and_converges_on_a_quadratic() {
         "{x:?}"
     );
     assert_eq!(adam.steps(), 2000);
-}
-
-/// A synthetic NB201 table: a score that adds one weight per edge and operation, so the
-/// optimum is the best operation of every edge; each edge's best beats its second by at
-/// least 1 (of scores spread over about 20).
-fn synthetic_table(dir: &std::path::Path) -> (std::path::PathBuf, Vec<usize>) {
-    let mut rng = Rng::new(2024);
-    let optimum: Vec<usize> = (0..6).map(|_| rng.below(5)).collect();
-    let w: Vec<Vec<f64>> = optimum
-        .iter()
-        .map(|&best| {
-            (0..5)
-                .map(|k| 2.0 * rng.uniform() + if k == best { 3.0 } else { 0.0 })
-                .collect()
-        })
-        .collect();
-    let space = Nb201Space;
-    let mut csv = String::from("arch,valid,test\n");
-    for a in space.enumerate(20_000).expect("enumerate") {
-        let d = space.encode(&a);
-        let s: f64 = 50.0 + d.iter().enumerate().map(|(e, &k)| w[e][k]).sum::<f64>();
-        csv += &format!("{},{s},{}\n", space.to_string(&a), s + 1.0);
-    }
-    std::fs::create_dir_all(dir).expect("dir");
-    let path = dir.join("synthetic.csv");
-    std::fs::write(&path, csv).expect("write");
-    (path, optimum)
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! seeded; a search repeated with one seed giving the same queries; and REINFORCE-LSTM
 //! concentrating on the optimum of a known synthetic NB201 table.
 
+#[path = "common/synthetic_table.rs"]
+mod synthetic_table;
 #[path = "common/toy_space.rs"]
 mod toy_space;
 
@@ -18,6 +20,7 @@ use nasrs::nas::space::nb201::Nb201Space;
 use nasrs::nas::space::SearchSpace;
 use nasrs::rng::Rng;
 use nasrs::Tensor;
+use synthetic_table::synthetic_table;
 use toy_space::ToySpace;
 
 type B = Cpu<f64>;
@@ -126,32 +129,6 @@ fn a_seed_fixes_the_whole_search() {
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));
     assert_eq!(strategy.name(), "reinforce-lstm");
-}
-
-/// A synthetic NB201 table (as `tests/reinforce.rs`): one weight per edge and operation, so
-/// the optimum is each edge's best operation, which beats its second by at least 1.
-fn synthetic_table(dir: &std::path::Path) -> (std::path::PathBuf, Vec<usize>) {
-    let mut rng = Rng::new(2024);
-    let optimum: Vec<usize> = (0..6).map(|_| rng.below(5)).collect();
-    let w: Vec<Vec<f64>> = optimum
-        .iter()
-        .map(|&best| {
-            (0..5)
-                .map(|k| 2.0 * rng.uniform() + if k == best { 3.0 } else { 0.0 })
-                .collect()
-        })
-        .collect();
-    let space = Nb201Space;
-    let mut csv = String::from("arch,valid,test\n");
-    for a in space.enumerate(20_000).expect("enumerate") {
-        let d = space.encode(&a);
-        let s: f64 = 50.0 + d.iter().enumerate().map(|(e, &k)| w[e][k]).sum::<f64>();
-        csv += &format!("{},{s},{}\n", space.to_string(&a), s + 1.0);
-    }
-    std::fs::create_dir_all(dir).expect("dir");
-    let path = dir.join("synthetic.csv");
-    std::fs::write(&path, csv).expect("write");
-    (path, optimum)
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! REINFORCE on both controllers), on the NB201 and DARTS spaces, snapshotted in the middle
 //! of a search, written to JSON text and restored into a strategy built anew (an LSTM with
 //! other weights), continues with exactly the proposals and final state of the strategy that
-//! was never stopped. A snapshot of another strategy or space is refused.
+//! was never stopped, REINFORCE with scores of a batch pending included. A snapshot of another strategy or space is refused.
 
 use nasrs::nas::multi_trial::evolution::AgingConfig;
 use nasrs::nas::multi_trial::{LstmReinforceConfig, ReinforceConfig, Strategy, StrategyConfig};
@@ -31,9 +31,22 @@ fn strategies() -> Vec<StrategyConfig> {
             lr: 0.1,
             baseline_decay: 0.5,
             entropy: 0.01,
+            batch: 1,
+        }),
+        // Batches that the snapshot (after 9 scores) cuts in the middle: scores pending.
+        StrategyConfig::Reinforce(ReinforceConfig {
+            batch: 4,
+            ..ReinforceConfig::default()
         }),
         StrategyConfig::ReinforceLstm(LstmReinforceConfig {
             reinforce: ReinforceConfig::default(),
+            hidden: 8,
+        }),
+        StrategyConfig::ReinforceLstm(LstmReinforceConfig {
+            reinforce: ReinforceConfig {
+                batch: 2,
+                ..ReinforceConfig::default()
+            },
             hidden: 8,
         }),
     ]
@@ -117,7 +130,9 @@ fn a_snapshot_of_another_strategy_or_space_is_refused() {
         steps(&nb201, from.as_mut(), &mut rng, 5);
         let state = from.snapshot(&nb201).unwrap();
         for (j, b) in configs.iter().enumerate() {
-            if i == j {
+            // Another batch size of the same strategy takes its state (pending scores
+            // permitting): only other strategies are refused.
+            if i == j || a.name() == b.name() {
                 continue;
             }
             let mut to = b.build(&nb201, &mut Rng::new(1)).unwrap();

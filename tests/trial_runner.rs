@@ -3,7 +3,8 @@
 //! field of a bad spec); `--evaluator train` with local workers; a search killed with
 //! `kill -9` in the middle and resumed continues from the strategy state it journaled and
 //! gives the proposals, states, results and best of an uninterrupted run, as does a
-//! REINFORCE-LSTM search resumed from a journal cut after a state (a damaged state is refused,
+//! REINFORCE-LSTM search (batches of two trials in flight) resumed from a journal cut after
+//! a state with a score of its batch pending (a damaged state is refused,
 //! naming the journal); failed trials are retried, then recorded as failed.
 
 #[path = "common/trials.rs"]
@@ -189,7 +190,8 @@ fn kill_9_then_resume_gives_the_uninterrupted_search() {
     assert!(journal.exists());
 }
 
-/// `nasrs search reinforce --controller lstm --evaluator train` on tiny trials into `out`.
+/// `nasrs search reinforce --controller lstm --controller-batch 2 --workers 2 --evaluator
+/// train` on tiny trials into `out`.
 fn lstm_args(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "search",
@@ -200,6 +202,10 @@ fn lstm_args(out: &Path, extra: &[&str]) -> Vec<String> {
         "train",
         "--budget",
         "6",
+        "--controller-batch",
+        "2",
+        "--workers",
+        "2",
         "--out",
     ]
     .iter()
@@ -245,6 +251,11 @@ fn reinforce_lstm_resumes_from_its_journaled_controller() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(states(&whole).len(), 6);
+    // Batches of two: two trials drawn from one policy, the third only after both scores.
+    let journal = read(&whole.join("journal.jsonl"));
+    let at = |needle: &str| journal.find(needle).unwrap_or_else(|| panic!("{needle}"));
+    assert!(at("\"event\":\"proposed\",\"trial\":2") < at("\"event\":\"state\",\"observed\":1,"));
+    assert!(at("\"event\":\"state\",\"observed\":2,") < at("\"event\":\"proposed\",\"trial\":3"));
 
     let cut = tmp("lstm-cut");
     let out = nasrs(

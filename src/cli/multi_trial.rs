@@ -122,6 +122,11 @@ pub(crate) struct ReinforceOptions {
     /// Coefficient of the entropy bonus.
     #[arg(long, default_value_t = 0.0)]
     pub entropy: f64,
+    /// Architectures drawn from one policy per update (Zoph and Le's controller batch m):
+    /// the update ascends their mean direction, and with --evaluator train up to m trials
+    /// train at once (--workers).
+    #[arg(long, default_value_t = 1)]
+    pub controller_batch: usize,
     /// Hidden (and embedding) size of the LSTM controller (`--controller lstm`,
     /// `reinforce-lstm`).
     #[arg(long, default_value_t = 32)]
@@ -134,6 +139,7 @@ impl ReinforceOptions {
             lr: self.lr,
             baseline_decay: self.baseline_decay,
             entropy: self.entropy,
+            batch: self.controller_batch,
         };
         c.validate()?;
         Ok(c)

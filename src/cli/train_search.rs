@@ -10,9 +10,7 @@ use nasrs::data::{default_data_dir, DatasetKind};
 use nasrs::nas::multi_trial::executor::{Executor, ExecutorConfig, LocalExecutor};
 use nasrs::nas::multi_trial::fidelity::EarlyStop;
 use nasrs::nas::multi_trial::slurm::{SlurmConfig, SlurmExecutor};
-use nasrs::nas::multi_trial::train_search::{
-    concurrent, run_train_search, TrainSearchConfig, BEST, JOURNAL,
-};
+use nasrs::nas::multi_trial::train_search::{run_train_search, TrainSearchConfig, BEST, JOURNAL};
 use nasrs::nas::multi_trial::trial::TrialSpec;
 use nasrs::nas::multi_trial::StrategyConfig;
 use nasrs::nas::run_dir::Start;
@@ -122,12 +120,14 @@ pub(crate) fn run(
     if workers == 0 {
         return Err(Error::invalid("--workers", "must be at least 1"));
     }
-    if workers > 1 && !concurrent(&strategy) {
+    let most = strategy.max_in_flight();
+    if workers > most {
         eprintln!(
-            "note: {} proposes only after the previous trial's score: running it with --workers 1",
+            "note: {} draws {most} architecture(s) per policy update (--controller-batch): \
+             running it with --workers {most}",
             strategy.name()
         );
-        workers = 1;
+        workers = most;
     }
     if !(a.poll_seconds > 0.0 && a.poll_seconds.is_finite()) {
         return Err(Error::invalid(

@@ -76,8 +76,8 @@ pub trait Strategy<S: SearchSpace> {
     ) -> Result<Option<S::Arch>>;
 
     /// The score of the architecture `propose` returned last; under the training search's
-    /// driver with several trials in flight (`train_search.rs`, random search and aging
-    /// evolution only), the score of the oldest proposal not yet observed: scores come in
+    /// driver with several trials in flight (`train_search.rs`; REINFORCE up to its batch),
+    /// the score of the oldest proposal not yet observed: scores come in
     /// proposal order, after later proposals were made. With early stopping (`fidelity.rs`)
     /// it is the score at the architecture's first (smallest) budget.
     fn observe(&mut self, space: &S, arch: &S::Arch, score: f64) -> Result<()>;
@@ -182,6 +182,27 @@ impl StrategyConfig {
             StrategyConfig::Evolution(c) => c.validate(),
             StrategyConfig::Reinforce(c) => c.validate(),
             StrategyConfig::ReinforceLstm(c) => c.validate(),
+        }
+    }
+
+    /// Whether the strategy may be asked for its next architecture after `proposed`
+    /// proposals and `observed` scores (a driver with several trials in flight asks): always,
+    /// but for REINFORCE while its batch waits for scores
+    /// ([`ReinforceConfig::may_propose`]).
+    pub fn may_propose(&self, proposed: usize, observed: usize) -> bool {
+        match self {
+            StrategyConfig::Random | StrategyConfig::Evolution(_) => true,
+            StrategyConfig::Reinforce(c) => c.may_propose(proposed, observed),
+            StrategyConfig::ReinforceLstm(c) => c.reinforce.may_propose(proposed, observed),
+        }
+    }
+
+    /// The most trials a driver can keep in flight with this strategy (REINFORCE: its batch).
+    pub fn max_in_flight(&self) -> usize {
+        match self {
+            StrategyConfig::Random | StrategyConfig::Evolution(_) => usize::MAX,
+            StrategyConfig::Reinforce(c) => c.batch,
+            StrategyConfig::ReinforceLstm(c) => c.reinforce.batch,
         }
     }
 

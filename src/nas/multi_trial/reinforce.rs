@@ -7,6 +7,12 @@
 //!
 //! Under a constraint, draws outside it are redrawn (not queried, no update); the update then
 //! uses the unconstrained policy's log-probability of the accepted draw.
+//!
+//! `batch` m > 1 is Zoph and Le's controller batch: m architectures are drawn from the same
+//! policy and one update ascends the mean of their m directions, so that m trials can train
+//! at once ([`ReinforceConfig::may_propose`] tells a driver when the batch is full). Each
+//! reward still updates the baseline in turn and its advantage is taken then; m = 1 is the
+//! update per query above.
 
 use super::policy::CategoricalPolicy;
 use super::snapshot::{mismatch, parse, to_value};
@@ -25,6 +31,13 @@ pub struct ReinforceConfig {
     pub baseline_decay: f64,
     /// The entropy bonus's coefficient.
     pub entropy: f64,
+    /// Architectures drawn from one policy per update (Zoph and Le's m).
+    #[serde(default = "one")]
+    pub batch: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for ReinforceConfig {
@@ -33,6 +46,7 @@ impl Default for ReinforceConfig {
             lr: 0.01,
             baseline_decay: 0.9,
             entropy: 0.0,
+            batch: 1,
         }
     }
 }
@@ -57,9 +71,26 @@ impl ReinforceConfig {
                 format!("{} is not a coefficient >= 0", self.entropy),
             ));
         }
+        if !(1..=4096).contains(&self.batch) {
+            return Err(Error::invalid(
+                "--controller-batch",
+                format!("{} is not in 1..=4096", self.batch),
+            ));
+        }
         Ok(())
     }
+
+    /// Whether the strategy may draw its next architecture after `proposed` draws and
+    /// `observed` scores: not while a full batch waits for its scores (the next draw must
+    /// come from the updated policy). A function of the counts alone, so that a driver
+    /// replaying a journal knows it without running the strategy.
+    pub fn may_propose(&self, proposed: usize, observed: usize) -> bool {
+        proposed < (observed / self.batch + 1) * self.batch
+    }
 }
+
+/// The scores of a batch not yet applied: each draw's decisions and advantage.
+pub type Pending = Vec<(Vec<usize>, f64)>;
 
 /// An exponential moving average with bias correction (NB201's `ExponentialMovingAverage`):
 /// `sum_k d^(n-k) (1-d) x_k / sum_k d^(n-k) (1-d)`, so the first value is the first reward.
@@ -116,6 +147,7 @@ pub struct Reinforce {
     policy: CategoricalPolicy,
     adam: Adam,
     baseline: MovingAverage,
+    pending: Pending,
 }
 
 impl Reinforce {
@@ -126,6 +158,7 @@ impl Reinforce {
         Ok(Reinforce {
             adam: Adam::new(policy.flat().len(), config.lr),
             baseline: MovingAverage::new(config.baseline_decay),
+            pending: Vec::new(),
             policy,
             config,
         })
@@ -161,12 +194,21 @@ impl<S: SearchSpace> Strategy<S> for Reinforce {
     }
 
     fn observe(&mut self, space: &S, arch: &S::Arch, reward: f64) -> Result<()> {
-        let decisions = space.encode(arch);
         self.baseline.update(reward);
         let advantage = reward - self.baseline.value().unwrap_or(reward);
-        let ascent = sample_gradient(&self.policy, &decisions, advantage, self.config.entropy);
-        // Adam minimizes: the loss is the negated objective.
-        let descent: Vec<f64> = ascent.iter().map(|g| -g).collect();
+        self.pending.push((space.encode(arch), advantage));
+        if self.pending.len() < self.config.batch {
+            return Ok(());
+        }
+        let m = self.pending.len() as f64;
+        let mut descent = vec![0.0; self.policy.flat().len()];
+        for (decisions, advantage) in self.pending.drain(..) {
+            let ascent = sample_gradient(&self.policy, &decisions, advantage, self.config.entropy);
+            // Adam minimizes: the loss is the negated objective, averaged over the batch.
+            for (d, g) in descent.iter_mut().zip(ascent) {
+                *d -= g / m;
+            }
+        }
         let mut flat = self.policy.flat();
         self.adam.step(&mut flat, &descent);
         self.policy.set_flat(&flat);
@@ -178,6 +220,7 @@ impl<S: SearchSpace> Strategy<S> for Reinforce {
             policy: self.policy.clone(),
             adam: self.adam.clone(),
             baseline: self.baseline.clone(),
+            pending: self.pending.clone(),
         })
     }
 
@@ -195,19 +238,42 @@ impl<S: SearchSpace> Strategy<S> for Reinforce {
         if !saved.adam.fits(saved.policy.flat().len()) {
             return Err(mismatch("Adam's moments do not match the policy's logits"));
         }
+        check_pending(space, &saved.pending, self.config.batch)?;
         self.policy = saved.policy;
         self.adam = saved.adam;
         // The settings are the run's (its config), the moments the snapshot's.
         self.adam.lr = self.config.lr;
         self.baseline = saved.baseline;
+        self.pending = saved.pending;
         Ok(())
     }
 }
 
-/// REINFORCE's snapshot: the logits, Adam's moments and step, the baseline.
+/// Refuses a restored batch that could not have been pending: a full one, or decisions
+/// outside the space.
+pub(crate) fn check_pending<S: SearchSpace>(
+    space: &S,
+    pending: &Pending,
+    batch: usize,
+) -> Result<()> {
+    if pending.len() >= batch {
+        return Err(mismatch(format!(
+            "{} scores pending in a batch of {batch}",
+            pending.len()
+        )));
+    }
+    for (decisions, _) in pending {
+        space.decode(decisions)?;
+    }
+    Ok(())
+}
+
+/// REINFORCE's snapshot: the logits, Adam's moments and step, the baseline, the scores of
+/// the batch not yet applied.
 #[derive(Serialize, Deserialize)]
 struct ReinforceState {
     policy: CategoricalPolicy,
     adam: Adam,
     baseline: MovingAverage,
+    pending: Pending,
 }

@@ -8,7 +8,7 @@
 //! Under a constraint, draws outside it are redrawn (not queried, no update), as `reinforce.rs`.
 
 use super::lstm::LstmController;
-use super::reinforce::{MovingAverage, ReinforceConfig};
+use super::reinforce::{check_pending, MovingAverage, Pending, ReinforceConfig};
 use super::snapshot::{parse, restore_store, save_store, to_value, SavedStore};
 use super::{Strategy, MAX_TRIES};
 use crate::backend::Backend;
@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::nas::space::SearchSpace;
 use crate::optim::Adam;
 use crate::rng::Rng;
+use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// REINFORCE-LSTM's settings: REINFORCE's, and the controller's size.
@@ -56,6 +57,7 @@ pub struct ReinforceLstm<B: Backend> {
     controller: LstmController<B>,
     adam: Adam<B>,
     baseline: MovingAverage,
+    pending: Pending,
 }
 
 impl<B: Backend> ReinforceLstm<B> {
@@ -79,6 +81,7 @@ impl<B: Backend> ReinforceLstm<B> {
         )?;
         Ok(ReinforceLstm {
             baseline: MovingAverage::new(config.reinforce.baseline_decay),
+            pending: Vec::new(),
             config,
             controller,
             adam,
@@ -115,14 +118,38 @@ impl<S: SearchSpace, B: Backend> Strategy<S> for ReinforceLstm<B> {
     }
 
     fn observe(&mut self, space: &S, arch: &S::Arch, reward: f64) -> Result<()> {
-        let decisions = space.encode(arch);
         self.baseline.update(reward);
         let advantage = reward - self.baseline.value().unwrap_or(reward);
+        self.pending.push((space.encode(arch), advantage));
         let r = &self.config.reinforce;
-        let (_, grads) = self
-            .controller
-            .loss_and_gradient(&decisions, advantage, r.entropy)?;
+        if self.pending.len() < r.batch {
+            return Ok(());
+        }
+        // The batch's mean loss: its gradient is the mean of the draws' gradients.
         let backend = self.controller.backend().clone();
+        let scale = 1.0 / self.pending.len() as f64;
+        let mut mean: Option<Vec<Tensor<B>>> = None;
+        for (decisions, advantage) in self.pending.drain(..) {
+            let (_, grads) = self
+                .controller
+                .loss_and_gradient(&decisions, advantage, r.entropy)?;
+            match &mut mean {
+                None if r.batch == 1 => mean = Some(grads),
+                None => {
+                    let mut m = Vec::with_capacity(grads.len());
+                    for g in &grads {
+                        m.push(Tensor::new(backend.scale(&g.buf, scale)?, g.shape.clone()));
+                    }
+                    mean = Some(m);
+                }
+                Some(m) => {
+                    for (acc, g) in m.iter_mut().zip(&grads) {
+                        backend.axpy(acc.buf_mut("a controller gradient")?, scale, &g.buf)?;
+                    }
+                }
+            }
+        }
+        let grads = mean.ok_or_else(|| Error::invalid("--controller-batch", "an empty batch"))?;
         self.adam
             .step(&backend, self.controller.store_mut(), &grads, r.lr)
     }
@@ -135,11 +162,13 @@ impl<S: SearchSpace, B: Backend> Strategy<S> for ReinforceLstm<B> {
             exp_avg: save_store(b, &self.adam.exp_avg)?,
             exp_avg_sq: save_store(b, &self.adam.exp_avg_sq)?,
             baseline: self.baseline.clone(),
+            pending: self.pending.clone(),
         })
     }
 
-    fn restore(&mut self, _space: &S, state: &serde_json::Value) -> Result<()> {
+    fn restore(&mut self, space: &S, state: &serde_json::Value) -> Result<()> {
         let saved: LstmState = parse(state, "REINFORCE-LSTM")?;
+        check_pending(space, &saved.pending, self.config.reinforce.batch)?;
         let b = self.controller.backend().clone();
         restore_store(&b, self.controller.store_mut(), &saved.weights, "weights")?;
         restore_store(&b, &mut self.adam.exp_avg, &saved.exp_avg, "exp_avg")?;
@@ -151,12 +180,13 @@ impl<S: SearchSpace, B: Backend> Strategy<S> for ReinforceLstm<B> {
         )?;
         self.adam.step = saved.adam_step;
         self.baseline = saved.baseline;
+        self.pending = saved.pending;
         Ok(())
     }
 }
 
 /// REINFORCE-LSTM's snapshot: the controller's weights, Adam's moments and step (its
-/// settings are the run's), the baseline.
+/// settings are the run's), the baseline, the scores of the batch not yet applied.
 #[derive(Serialize, Deserialize)]
 struct LstmState {
     weights: SavedStore,
@@ -164,4 +194,5 @@ struct LstmState {
     exp_avg: SavedStore,
     exp_avg_sq: SavedStore,
     baseline: MovingAverage,
+    pending: Pending,
 }

@@ -146,17 +146,6 @@ pub struct TrainSearchOutcome {
     pub epochs_trained: usize,
 }
 
-/// Whether `strategy` can be asked for a proposal before the previous one's score is known:
-/// random search and aging evolution can (neither reads a pending proposal's score to make
-/// the next); REINFORCE cannot, on either controller (its policy gradient is for the policy
-/// that sampled).
-pub fn concurrent(strategy: &StrategyConfig) -> bool {
-    !matches!(
-        strategy,
-        StrategyConfig::Reinforce(_) | StrategyConfig::ReinforceLstm(_)
-    )
-}
-
 /// What the journal of the run being resumed holds.
 #[derive(Default)]
 struct Earlier {
@@ -184,11 +173,13 @@ pub fn run_train_search<S: SearchSpace>(
             return Err(Error::invalid(flag, "must be at least 1"));
         }
     }
-    if config.workers > 1 && !concurrent(&config.strategy) {
+    let most = config.strategy.max_in_flight();
+    if config.workers > most {
         return Err(Error::invalid(
             "--workers",
             format!(
-                "{} proposes only after the previous score; run it with --workers 1",
+                "{} draws at most {most} architectures before their scores (its \
+                 --controller-batch); run it with --workers {most} at most",
                 config.strategy.name()
             ),
         ));
@@ -226,6 +217,9 @@ pub fn run_train_search<S: SearchSpace>(
     let mut attempts: BTreeMap<usize, usize> = BTreeMap::new();
     let mut window: VecDeque<usize> = VecDeque::new();
     let mut done = false;
+    // A job that needs a new configuration while the strategy may not propose yet (a
+    // REINFORCE batch waiting for its scores): it is started first once it may.
+    let mut held: Option<Job> = None;
     let submit = |executor: &mut dyn Executor, trial: usize, arch: &str, epochs: usize| {
         let dir = attempt_dir(&root, trial);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -240,7 +234,7 @@ pub fn run_train_search<S: SearchSpace>(
     };
     loop {
         while window.len() < config.workers && !done {
-            let job = match scheduler.next() {
+            let job = match held.take().map_or_else(|| scheduler.next(), Next::Run) {
                 Next::Run(job) => job,
                 Next::Wait => break,
                 Next::Done => {
@@ -248,6 +242,10 @@ pub fn run_train_search<S: SearchSpace>(
                     break;
                 }
             };
+            if job.config == archs.len() && !config.strategy.may_propose(archs.len(), observed) {
+                held = Some(job);
+                break;
+            }
             if job.config == archs.len() {
                 let next = if live {
                     strategy.propose(space, &mut rng, &accept)?
