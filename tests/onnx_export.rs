@@ -462,3 +462,84 @@ fn export_refuses_what_it_cannot_write_or_read_and_leaves_files_alone() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The library API without files: DARTS_V2 at the paper's C=36, L=20 on 32x32 CIFAR images,
+/// its graph holding every weight the paper counts plus the BN statistics, nothing more.
+#[test]
+fn the_library_exports_a_network_in_memory() {
+    use nasrs::nas::eval_model::{EvalConfig, EvalNetwork};
+    use nasrs::nas::onnx::{export, BatchDim, ExportOptions};
+    let cpu = nasrs::Cpu::new();
+    let cfg = EvalConfig {
+        genotype: nasrs::nas::Genotype::builtin("DARTS_V2").unwrap(),
+        channels: 36,
+        layers: 20,
+        classes: 10,
+        in_channels: 3,
+        auxiliary: true,
+    };
+    let net = EvalNetwork::new(&cpu, cfg, 0).unwrap();
+    let opts = ExportOptions {
+        batch: BatchDim::Dynamic,
+        ..ExportOptions::default()
+    };
+    let e = export(&cpu, &net, Some("cifar10"), &opts, "in memory").unwrap();
+    assert_eq!(e.input_shape, ["batch", "3", "32", "32"]);
+    assert_eq!(e.output_shape, ["batch", "10"]);
+    let stats: usize = net.buffers.shapes().map(|(_, s)| s.numel()).sum();
+    let aux_stats: usize = net
+        .buffers
+        .shapes()
+        .filter(|(n, _)| n.starts_with("auxiliary"))
+        .map(|(_, s)| s.numel())
+        .sum();
+    assert_eq!(e.elements, net.num_weights() + stats - aux_stats);
+    let input = e
+        .model
+        .metadata_props
+        .iter()
+        .find(|p| p.key() == "nasrs.input")
+        .unwrap();
+    assert!(input.value().contains("0.4913"), "{}", input.value());
+    // The options are checked by the library too, naming the flag.
+    let bad = ExportOptions {
+        opset: 9,
+        ..ExportOptions::default()
+    };
+    let err = export(&cpu, &net, Some("cifar10"), &bad, "in memory")
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("--opset"), "{err}");
+}
+
+/// `nasrs bench eval`: the forward `nasrs eval` runs, timed (the figure BENCHMARKS.md sets
+/// beside ONNX Runtime's latency of the exported model).
+#[test]
+fn bench_eval_times_a_trained_networks_forward() {
+    let dir = tmp("bench");
+    let model = train(
+        &dir.join("run"),
+        &["--genotype", "DARTS_V2", "--layers", "3"],
+    );
+    let out = ok(&[
+        "bench",
+        "eval",
+        "--checkpoint",
+        s(&model),
+        "--device",
+        "cpu",
+        "--batch",
+        "2",
+        "--size",
+        "28",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(r["forward_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(r["samples"].as_array().unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
