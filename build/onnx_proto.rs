@@ -12,6 +12,9 @@ pub fn generate(out_dir: &Path) {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
     config.out_dir(out_dir);
+    // The schema's comments are not Markdown: rustdoc would read their indented examples as
+    // Rust doctests. `proto/onnx.proto` is the documentation.
+    config.disable_comments(["."]);
     config
         .compile_protos(&["proto/onnx.proto"], &["proto"])
         .unwrap_or_else(|e| panic!("cannot compile proto/onnx.proto: {e}"));

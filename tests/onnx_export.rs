@@ -501,6 +501,13 @@ fn the_library_exports_a_network_in_memory() {
         .find(|p| p.key() == "nasrs.input")
         .unwrap();
     assert!(input.value().contains("0.4913"), "{}", input.value());
+    // The auxiliary head (trained at 32x32 only) is not exported, so it limits no size.
+    let larger = ExportOptions {
+        image_size: Some((64, 64)),
+        ..ExportOptions::default()
+    };
+    let e = export(&cpu, &net, Some("cifar10"), &larger, "in memory").unwrap();
+    assert_eq!(e.input_shape, ["1", "3", "64", "64"]);
     // The options are checked by the library too, naming the flag.
     let bad = ExportOptions {
         opset: 9,

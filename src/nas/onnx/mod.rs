@@ -140,6 +140,10 @@ pub trait Exportable: NetworkConfig {
     fn build_graph(&self, g: &mut GraphBuilder) -> Result<graph::Value>;
     /// The cell, as metadata: (key, value).
     fn cell_meta(&self) -> (&'static str, String);
+    /// Checks that `h x w` images pass the inference graph.
+    fn check_inference_size(&self, h: usize, w: usize) -> Result<()> {
+        self.check_image_size(h, w)
+    }
 }
 
 impl Exportable for super::eval_model::EvalConfig {
@@ -149,6 +153,14 @@ impl Exportable for super::eval_model::EvalConfig {
     }
     fn cell_meta(&self) -> (&'static str, String) {
         (META_GENOTYPE, self.genotype.to_json())
+    }
+    /// The auxiliary head's 32x32 requirement does not apply: the graph leaves it out.
+    fn check_inference_size(&self, h: usize, w: usize) -> Result<()> {
+        let without_head = super::eval_model::EvalConfig {
+            auxiliary: false,
+            ..self.clone()
+        };
+        without_head.check_image_size(h, w)
     }
 }
 
@@ -198,7 +210,7 @@ where
             ))
         }
     };
-    cfg.check_image_size(h, w)
+    cfg.check_inference_size(h, w)
         .map_err(|e| Error::invalid("--image-size", e.to_string()))?;
     let (tensors, _counters) = net.state_dict(backend)?;
     let mut g = GraphBuilder::new(&tensors, source);
