@@ -446,6 +446,43 @@ fn export_refuses_what_it_cannot_write_or_read_and_leaves_files_alone() {
     )
     .unwrap();
     let missing = dir.join("missing.safetensors");
+    let data = data();
+    let search = dir.join("search");
+    ok(&[
+        "search",
+        "darts",
+        "--data",
+        &data,
+        "--dataset",
+        "mnist",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "32",
+        "--batch",
+        "16",
+        "--channels",
+        "2",
+        "--layers",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        s(&search),
+    ]);
+    let supernet = search.join("checkpoint.safetensors");
+    refused(
+        &[
+            "export",
+            "onnx",
+            "--checkpoint",
+            s(&supernet),
+            "--out",
+            s(&fresh),
+        ],
+        "search checkpoint",
+    );
+    assert!(!fresh.exists());
     for bad in [&damaged, &missing] {
         refused(
             &["export", "onnx", "--checkpoint", s(bad), "--out", s(&fresh)],
