@@ -13,8 +13,10 @@
 //!   kernels/sim/cuda_sim.h, with one generated trampoline per kernel, into the simulation
 //!   library (no nvcc needed). With `cuda` alone the host compiler still checks them
 //!   (syntax only), so the struct layout asserts run in every CUDA build.
+//! - whatever the features: the ONNX message types, `proto/onnx.proto` compiled by
+//!   prost-build into `$OUT_DIR/onnx.rs` (build/onnx_proto.rs).
 //!
-//! Without either feature it does nothing.
+//! Without either CUDA feature it does nothing else.
 
 use std::env;
 use std::fmt::Write as _;
@@ -29,18 +31,21 @@ export NVCC=$(.cuda-venv/bin/python -c 'import nvidia.cu13 as m; print(m.__path_
 
 #[path = "build/kernel_abi.rs"]
 mod kernel_abi;
+#[path = "build/onnx_proto.rs"]
+mod onnx_proto;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     // build/kernel_abi.rs and the files of build/kernel_abi/ (cargo watches a folder whole).
     println!("cargo:rerun-if-changed=build");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    onnx_proto::generate(&out_dir);
     let gpu = env::var_os("CARGO_FEATURE_CUDA").is_some();
     let sim = env::var_os("CARGO_FEATURE_CUDA_SIM").is_some();
     if !gpu && !sim {
         return;
     }
     println!("cargo:rerun-if-changed=kernels");
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
     let mut sources: Vec<PathBuf> = fs::read_dir("kernels")
         .unwrap_or_else(|e| panic!("cannot read kernels/: {e}"))

@@ -282,3 +282,55 @@ pub fn bench_train<B: Backend>(
         config: c,
     })
 }
+
+/// `nasrs bench eval`: the eval-mode forward of a trained network (what `nasrs eval` runs per
+/// batch: `evaluate::eval_logits`, logits copied back to the host), on random images.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalBenchResult {
+    pub device: String,
+    /// The network's sizes (`C=36 L=20`).
+    pub network: String,
+    pub batch: usize,
+    pub size: usize,
+    /// Median seconds per forward, and every sample.
+    pub forward_s: f64,
+    pub images_per_s: f64,
+    pub samples: Vec<f64>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Times `net`'s eval-mode forward on `batch` random `size x size` images: `warmup`
+/// untimed forwards, then the median of `steps`.
+pub fn bench_eval<B: Backend, N: crate::nas::classifier::Classifier<B>>(
+    backend: &B,
+    net: &mut N,
+    batch: usize,
+    size: usize,
+    warmup: usize,
+    steps: usize,
+) -> Result<EvalBenchResult> {
+    use crate::nas::classifier::NetworkConfig;
+    let cfg = net.config().clone();
+    cfg.check_image_size(size, size)?;
+    let shape = crate::shape::Shape::new(&[batch, cfg.in_channels(), size, size]);
+    let mut rng = Rng::new(0);
+    let host: Vec<B::Elem> = (0..shape.numel())
+        .map(|_| crate::backend::Element::from_f64(rng.normal()))
+        .collect();
+    let images = crate::tensor::Tensor::from_host(backend, &host, shape)?;
+    let samples = time_phase(backend, "eval_forward", warmup, steps, || {
+        crate::nas::evaluate::eval_logits(backend, net, &images).map(|_| ())
+    })?
+    .samples;
+    let forward_s = median(&samples);
+    Ok(EvalBenchResult {
+        device: backend.device_name(),
+        network: cfg.describe(),
+        batch,
+        size,
+        forward_s,
+        images_per_s: batch as f64 / forward_s,
+        samples,
+        peak_rss_bytes: crate::host::peak_rss_bytes(),
+    })
+}

@@ -1,10 +1,10 @@
-//! `nasrs bench`: timed DARTS steps (`darts`), their counted cost model (`darts-model`) and
-//! training throughput (`train`).
+//! `nasrs bench`: timed DARTS steps (`darts`), their counted cost model (`darts-model`),
+//! training throughput (`train`) and the eval-mode forward of a trained network (`eval`).
 
 use super::{in_pool, open_device, to_json};
 use clap::Subcommand;
 use nasrs::autograd::Precision;
-use nasrs::bench::{bench_darts, bench_train, DartsBenchResult, TrainBenchConfig};
+use nasrs::bench::{bench_darts, bench_eval, bench_train, DartsBenchResult, TrainBenchConfig};
 use nasrs::bench_model::{format_model, model_darts, DartsBenchConfig, DeviceRates};
 use nasrs::nas::darts::DartsHyper;
 use nasrs::nas::eval_model::resolve_genotype;
@@ -114,6 +114,32 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Median time of the eval-mode forward `nasrs eval` runs per batch (logits copied to
+    /// the host), for a trained network on random images: the figure beside an exported
+    /// model's ONNX Runtime latency.
+    Eval {
+        /// model.safetensors or checkpoint.safetensors of `nasrs train` (either space).
+        #[arg(long)]
+        checkpoint: std::path::PathBuf,
+        /// The genotype, for checkpoints without nasrs metadata (PyTorch state_dicts).
+        #[arg(long)]
+        genotype: Option<String>,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Image side.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) fn bench(cmd: BenchCommand) -> Result<()> {
@@ -206,6 +232,7 @@ pub(crate) fn bench(cmd: BenchCommand) -> Result<()> {
             Ok(())
         }
         train @ BenchCommand::Train { .. } => bench_train_cmd(train),
+        eval @ BenchCommand::Eval { .. } => bench_eval_cmd(eval),
     }
 }
 
@@ -373,6 +400,52 @@ fn bench_train_cmd(cmd: BenchCommand) -> Result<()> {
         if let Some(p) = r.peak_rss_bytes {
             out!("peak memory (RSS) {:>7.1} MiB", p as f64 / (1 << 20) as f64);
         }
+    }
+    Ok(())
+}
+
+fn bench_eval_cmd(cmd: BenchCommand) -> Result<()> {
+    let BenchCommand::Eval {
+        checkpoint,
+        genotype,
+        device,
+        batch,
+        size,
+        warmup,
+        steps,
+        threads,
+        json,
+    } = cmd
+    else {
+        return Err(Error::invalid("bench", "not an eval benchmark"));
+    };
+    if steps == 0 || batch == 0 {
+        return Err(Error::invalid("--steps/--batch", "must be at least 1"));
+    }
+    let g = genotype.as_deref().map(resolve_genotype).transpose()?;
+    let dev = open_device(&device)?;
+    let r = with_backend!(dev, |be| in_pool(threads, || {
+        use nasrs::nas::evaluate::{load_any_network, LoadedNetwork};
+        match load_any_network(&be, &checkpoint, g)? {
+            LoadedNetwork::Darts(mut net, _) => {
+                bench_eval(&be, &mut *net, batch, size, warmup, steps)
+            }
+            LoadedNetwork::Nb201(mut net, _) => {
+                bench_eval(&be, &mut *net, batch, size, warmup, steps)
+            }
+        }
+    })?);
+    if json {
+        out!("{}", to_json(&r)?);
+    } else {
+        out!(
+            "device: {}  {} ({})  batch {batch} of {size}x{size}",
+            r.device,
+            checkpoint.display(),
+            r.network
+        );
+        out!("eval forward    {:>9.2} ms", 1e3 * r.forward_s);
+        out!("throughput      {:>9.1} images/s", r.images_per_s);
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The `nasrs` command line: the schema of every command and the dispatch to one file per
-//! command (`search`, `spos`, `multi_trial`, `train`, `eval`, `model`, `bench`, `selftest`,
-//! `study_strategies`, `trial`; `train_search` holds `--evaluator train`), plus what they share:
-//! device opening, the worker pool, output that tolerates a closed pipe, run-folder notices.
+//! command (`search`, `spos`, `multi_trial`, `train`, `eval`, `export`, `model`, `bench`,
+//! `selftest`, `study_strategies`, `trial`; `train_search` holds `--evaluator train`), plus
+//! what they share: device opening, the worker pool, output that tolerates a closed pipe,
+//! run-folder notices.
 //! Every error ends the program with a one-line message (exit code 2 for usage and input
 //! errors, 1 for failures during a run), never a panic.
 
@@ -35,6 +36,7 @@ macro_rules! with_backend {
 mod args;
 mod bench;
 mod eval;
+mod export;
 mod model;
 mod multi_trial;
 mod progress;
@@ -85,6 +87,9 @@ pub enum Command {
     Trial(trial::TrialArgs),
     /// Evaluate a trained network: test accuracy, per-class accuracy, confusion matrix.
     Eval(eval::EvalArgs),
+    /// Export a trained network for deployment (ONNX).
+    #[command(subcommand)]
+    Export(export::ExportCommand),
     /// Print a network's parameter count and per-module summary.
     Model(model::ModelArgs),
     /// Time search and training steps.
@@ -145,6 +150,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::train(a),
         Command::Trial(a) => trial::trial(a),
         Command::Eval(a) => eval::eval(a),
+        Command::Export(c) => export::export(c),
         Command::Model(a) => model::model(a),
         Command::Bench(b) => bench::bench(b),
         Command::Study(StudyCommand::Ranking(a)) => study_ranking::ranking(a),

@@ -18,6 +18,7 @@ pub mod history;
 pub mod modules;
 pub mod multi_trial;
 pub mod nb201_model;
+pub mod onnx;
 pub mod progress;
 pub mod ranking;
 pub mod report;
