@@ -1,5 +1,5 @@
 //! A tiny training search through a real Slurm (`--executor slurm`): four trials as
-//! `sbatch` jobs, polled with `squeue`, their results read from absolute paths; then a
+//! `sbatch` jobs (the two that start together as one job array), polled with `squeue`, their results read from absolute paths; then a
 //! search whose every trial fails, retried once as a new job and recorded as failed; a trial
 //! that outruns `--time-limit` is ended by Slurm and recorded as failed with its TIMEOUT.
 //!
@@ -81,6 +81,12 @@ fn slurm_search_runs_its_trials_as_jobs() {
         assert!(dir.join("job.sh").is_file());
         assert!(dir.join("log.txt").is_file());
     }
+    // The first two, submitted together to fill both slots, went in as one job array.
+    let first = out.join("trials/00001/attempt-1");
+    let array = std::fs::read_to_string(first.join("array.sh")).expect("array.sh");
+    assert!(array.contains("00002/attempt-1/job.sh"), "{array}");
+    assert!(first.join("array-0.out").is_file() && first.join("array-1.out").is_file());
+    assert!(std::fs::read_to_string(first.join("log.txt")).is_ok_and(|l| !l.is_empty()));
     let best = json(&out.join("best.json"));
     assert!(best["valid_acc"].as_f64().is_some());
 

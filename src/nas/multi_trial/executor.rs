@@ -90,7 +90,8 @@ pub enum ExecutorConfig {
 
 /// Runs trial jobs and reports the finished ones.
 pub trait Executor {
-    /// Starts `job` (its spec file is written).
+    /// Starts `job` (its spec file is written), or queues it to start at the next `wait`
+    /// (Slurm: the trials submitted between two waits go in as one job array).
     fn submit(&mut self, job: TrialJob) -> Result<()>;
     /// Waits until at least one submitted job has finished and returns every finished one
     /// (trial number, result); empty only when nothing is running.
