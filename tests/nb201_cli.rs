@@ -3,8 +3,11 @@
 //! checkpoint and model bytes of the uninterrupted run; `nasrs eval` reads the NB201
 //! checkpoint by its metadata; flags the NB201 space has no use for are one-line errors.
 
+#[path = "common/cli.rs"]
+mod cli;
+
+use cli::{data, nasrs, ok, refused};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const ARCH: &str =
     "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|";
@@ -13,41 +16,6 @@ fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("nasrs-nb201-cli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-fn nasrs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nasrs"))
-        .args(args)
-        .output()
-        .expect("run nasrs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = nasrs(args);
-    assert!(
-        out.status.success(),
-        "nasrs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Exit code 2 and a one-line error naming `flag`.
-fn refused(args: &[&str], flag: &str) {
-    let out = nasrs(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "nasrs {args:?}: {err}");
-    assert!(
-        err.starts_with("error: ") && err.contains(flag) && !err.contains("panicked"),
-        "nasrs {args:?}: {err}"
-    );
-}
-
-fn data() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/mnist-10k")
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// `nasrs train --space nb201` on 64 MNIST images, C=4, one cell per stage.

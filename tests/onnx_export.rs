@@ -12,10 +12,14 @@
 //! `NASRS_ONNX_TESTS=1` (CI, `.ci/run`) a missing package fails the test; without it the
 //! Python part is skipped, saying why, and the Rust-side checks still run.
 
+#[path = "common/cli.rs"]
+mod cli;
+
+use cli::{data, ok, refused};
 use nasrs::nas::onnx::proto::ModelProto;
 use prost::Message;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 const ARCH_ZERO_NODE: &str =
     "|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|";
@@ -30,41 +34,6 @@ fn tmp(name: &str) -> PathBuf {
 
 fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn nasrs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nasrs"))
-        .args(args)
-        .output()
-        .expect("run nasrs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = nasrs(args);
-    assert!(
-        out.status.success(),
-        "nasrs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Exit code 2 and a one-line error naming `what`.
-fn refused(args: &[&str], what: &str) {
-    let out = nasrs(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "nasrs {args:?}: {err}");
-    assert!(
-        err.starts_with("error: ") && err.contains(what) && !err.contains("panicked"),
-        "nasrs {args:?}: {err}"
-    );
-}
-
-fn data() -> String {
-    manifest()
-        .join("data/mnist-10k")
-        .to_string_lossy()
-        .into_owned()
 }
 
 fn s(p: &Path) -> &str {

@@ -12,11 +12,11 @@ mod toy_space;
 use nasrs::nas::multi_trial::adam::Adam;
 use nasrs::nas::multi_trial::policy::CategoricalPolicy;
 use nasrs::nas::multi_trial::reinforce::{sample_gradient, MovingAverage};
-use nasrs::nas::multi_trial::{search, Reinforce, ReinforceConfig, TableEvaluator, TableSpec};
+use nasrs::nas::multi_trial::{search, Reinforce, ReinforceConfig};
 use nasrs::nas::space::nb201::Nb201Space;
 use nasrs::nas::space::SearchSpace;
 use nasrs::rng::Rng;
-use synthetic_table::synthetic_table;
+use synthetic_table::synthetic_evaluator;
 use toy_space::ToySpace;
 
 const CHOICES: [usize; 3] = [2, 3, 4];
@@ -171,16 +171,7 @@ fn adam_steps_by_lr_first_and_converges_on_a_quadratic() {
 #[test]
 fn reinforce_concentrates_on_the_optimum_of_a_synthetic_table() {
     let dir = std::env::temp_dir().join(format!("nasrs-reinforce-{}", std::process::id()));
-    let (path, optimum) = synthetic_table(&dir);
-    let spec = TableSpec {
-        path,
-        metric: "valid".into(),
-        report: "test".into(),
-        params_max_m: None,
-        flops_max_m: None,
-        penalty: None,
-    };
-    let eval = TableEvaluator::open(Nb201Space, spec).expect("synthetic table");
+    let (eval, optimum) = synthetic_evaluator(&dir);
     for seed in 0..3 {
         let config = ReinforceConfig {
             lr: 0.1,

@@ -12,14 +12,14 @@ use nasrs::nas::multi_trial::adam::Adam;
 use nasrs::nas::multi_trial::reinforce::{sample_gradient, MovingAverage};
 use nasrs::nas::multi_trial::{
     search, LstmReinforceConfig, Reinforce, ReinforceConfig, ReinforceLstm, Strategy,
-    StrategyConfig, TableEvaluator, TableSpec,
+    StrategyConfig,
 };
 use nasrs::nas::space::nb201::Nb201Space;
 use nasrs::nas::space::SearchSpace;
 use nasrs::optim;
 use nasrs::rng::Rng;
 use nasrs::Tensor;
-use synthetic_table::synthetic_table;
+use synthetic_table::synthetic_evaluator;
 
 fn batched(m: usize) -> ReinforceConfig {
     ReinforceConfig {
@@ -168,16 +168,7 @@ fn the_lstm_moves_once_per_batch_by_the_mean_gradient() {
 #[test]
 fn a_batch_of_four_still_concentrates_on_the_optimum() {
     let dir = std::env::temp_dir().join(format!("nasrs-reinforce-batch-{}", std::process::id()));
-    let (path, optimum) = synthetic_table(&dir);
-    let spec = TableSpec {
-        path,
-        metric: "valid".into(),
-        report: "test".into(),
-        params_max_m: None,
-        flops_max_m: None,
-        penalty: None,
-    };
-    let eval = TableEvaluator::open(Nb201Space, spec).expect("synthetic table");
+    let (eval, optimum) = synthetic_evaluator(&dir);
     let config = ReinforceConfig {
         lr: 0.1,
         batch: 4,

@@ -13,14 +13,13 @@ mod toy_space;
 use nasrs::backend::cpu::Cpu;
 use nasrs::nas::multi_trial::lstm::LstmController;
 use nasrs::nas::multi_trial::{
-    search, LstmReinforceConfig, ReinforceConfig, ReinforceLstm, StrategyConfig, TableEvaluator,
-    TableSpec,
+    search, LstmReinforceConfig, ReinforceConfig, ReinforceLstm, StrategyConfig,
 };
 use nasrs::nas::space::nb201::Nb201Space;
 use nasrs::nas::space::SearchSpace;
 use nasrs::rng::Rng;
 use nasrs::Tensor;
-use synthetic_table::synthetic_table;
+use synthetic_table::synthetic_evaluator;
 use toy_space::ToySpace;
 
 type B = Cpu<f64>;
@@ -134,16 +133,7 @@ fn a_seed_fixes_the_whole_search() {
 #[test]
 fn reinforce_lstm_concentrates_on_the_optimum_of_a_synthetic_table() {
     let dir = std::env::temp_dir().join(format!("nasrs-reinforce-lstm-{}", std::process::id()));
-    let (path, optimum) = synthetic_table(&dir);
-    let spec = TableSpec {
-        path,
-        metric: "valid".into(),
-        report: "test".into(),
-        params_max_m: None,
-        flops_max_m: None,
-        penalty: None,
-    };
-    let eval = TableEvaluator::open(Nb201Space, spec).expect("synthetic table");
+    let (eval, optimum) = synthetic_evaluator(&dir);
     for seed in 0..2 {
         let config = LstmReinforceConfig {
             reinforce: ReinforceConfig {

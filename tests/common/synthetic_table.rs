@@ -2,6 +2,9 @@
 //! operation, so the optimum is known (each edge's best operation, which beats its second by
 //! at least 1) and a strategy can be checked to find it.
 
+#![allow(dead_code)]
+
+use nasrs::nas::multi_trial::{TableEvaluator, TableSpec};
 use nasrs::nas::space::nb201::Nb201Space;
 use nasrs::nas::space::SearchSpace;
 use nasrs::rng::Rng;
@@ -31,4 +34,20 @@ pub fn synthetic_table(dir: &Path) -> (PathBuf, Vec<usize>) {
     let path = dir.join("synthetic.csv");
     std::fs::write(&path, csv).expect("write");
     (path, optimum)
+}
+
+/// The table of [`synthetic_table`] in `dir` as an evaluator (search on `valid`, report
+/// `test`, no limits), and the optimum's decisions.
+pub fn synthetic_evaluator(dir: &Path) -> (TableEvaluator<Nb201Space>, Vec<usize>) {
+    let (path, optimum) = synthetic_table(dir);
+    let spec = TableSpec {
+        path,
+        metric: "valid".into(),
+        report: "test".into(),
+        params_max_m: None,
+        flops_max_m: None,
+        penalty: None,
+    };
+    let eval = TableEvaluator::open(Nb201Space, spec).expect("synthetic table");
+    (eval, optimum)
 }
