@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_close, host_batch, Outputs, TOL};
+use common::{assert_close_with, host_batch, Outputs, TOL};
 use nasrs::autograd::{ParamStore, Tape};
 use nasrs::backend::counting::Counting;
 use nasrs::backend::cpu::Cpu;
@@ -204,7 +204,10 @@ fn matches_the_cpu<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
     fn outputs<D: Backend<Elem = f32>>(be: &D, seed: u64) -> nasrs::Result<Outputs> {
         let mut net = MbConvNetwork::new(be, tiny(3, 10), seed)?;
         let mut rng = Rng::new(9);
-        let batch = DeviceBatch::from_batch(be, &host_batch(&mut rng, 2, 3, 16, 10), 10)?;
+        // 64x64 images, 4 of them: the last stages' training-mode BN still sees 16 values
+        // per channel (on 1x1 maps of 2 images it normalises two values, and amplifies
+        // rounding differences far past the tolerance).
+        let batch = DeviceBatch::from_batch(be, &host_batch(&mut rng, 4, 3, 64, 10), 10)?;
         let mut tape = Tape::new(be.clone());
         let x = tape.constant(batch.images.clone());
         let logits = net.run(&mut tape, x, Mode::WEIGHT_STEP, 0.0, &mut rng)?;
@@ -230,7 +233,16 @@ fn matches_the_cpu<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
     }
     let got = outputs(be, 11)?;
     let want = outputs(&Cpu::<f32>::new(), 11)?;
-    assert_close(be, "MBConv network", &got, &want, TOL);
+    // The gradients cross 17 training-mode batch norms and 7 SE gates, each reducing in
+    // the device's order: on cuda-sim every weight gradient differs from the CPU's by 5e-5
+    // to 1.1e-4 (measured; no single op stands out), so they get 3e-4; everything else TOL.
+    assert_close_with(be, "MBConv network", &got, &want, |name| {
+        if name.starts_with("grad.") {
+            3e-4
+        } else {
+            TOL
+        }
+    });
     Ok(())
 }
 
