@@ -96,7 +96,8 @@ fn train_resume_and_eval_an_mbconv_network() {
     assert_eq!(config["model"]["arch"], ARCH);
     assert_eq!(config["model"]["width_mult"], 0.25);
     assert_eq!(config["model"]["in_channels"], 1);
-    assert_eq!(config["model"]["bn_momentum"], 0.01);
+    assert_eq!(config["model"]["bn_momentum"], 0.1);
+    assert_eq!(config["model"]["bn_eps"], 1e-3);
     assert_eq!(config["hyper"]["drop_path"], 0.2);
 
     let data = data();

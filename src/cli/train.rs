@@ -50,6 +50,10 @@ pub(crate) struct TrainArgs {
     /// mbconv: dropout before the classifier (default 0.2, or the --arch bN row's).
     #[arg(long)]
     dropout: Option<f64>,
+    /// mbconv: batch norm momentum, PyTorch's convention (default 0.1; EfficientNet's 0.01
+    /// suits long runs only: its running statistics need thousands of steps to settle).
+    #[arg(long)]
+    bn_momentum: Option<f64>,
     #[command(flatten)]
     data: DataArgs,
     /// Epochs (default: 600 for darts, 200 for nb201, 50 for mbconv; NB201's short
@@ -121,6 +125,7 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
             ("--width-mult", a.width_mult.is_some()),
             ("--depth-mult", a.depth_mult.is_some()),
             ("--dropout", a.dropout.is_some()),
+            ("--bn-momentum", a.bn_momentum.is_some()),
         ] {
             unused(&a.space, flag, given, "it sizes the MBConv network")?;
         }
@@ -274,6 +279,7 @@ fn train_mbconv(a: &TrainArgs) -> Result<()> {
         width_mult,
         depth_mult,
         dropout,
+        bn_momentum: a.bn_momentum.unwrap_or(MbConvConfig::BN_MOMENTUM),
         ..MbConvConfig::new(arch, classes, in_channels)
     };
     // The sizes are checked before the data is read (the dataset fills in the rest).
