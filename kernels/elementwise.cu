@@ -106,6 +106,28 @@ extern "C" __global__ void drop_path_f32(int n, int per, const float* x, const f
     GRID_STRIDE(i, n) y[i] = x[i] * scale[i / per];
 }
 
+// Squeeze-and-excitation's channel scale: y = x * s[plane], `plane_len` = H * W elements per
+// (sample, channel) plane.
+extern "C" __global__ void channel_scale_fwd_f32(int n, int plane_len, const float* x, const float* s, float* y) {
+    GRID_STRIDE(i, n) y[i] = x[i] * s[i / plane_len];
+}
+
+// Its backward fused in one pass over dy and x: one block per plane writes dx = dy * s and
+// reduces ds = sum(dy * x) (block_sum's fixed tree: deterministic).
+extern "C" __global__ void channel_scale_bwd_f32(int plane_len, const float* x, const float* s,
+                                                 const float* dy, float* dx, float* ds) {
+    const size_t base = (size_t)blockIdx.x * plane_len;
+    const float sc = s[blockIdx.x];
+    float acc = 0.0f;
+    for (int i = threadIdx.x; i < plane_len; i += blockDim.x) {
+        const float g = dy[base + i];
+        dx[base + i] = g * sc;
+        acc += g * x[base + i];
+    }
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) ds[blockIdx.x] = acc;
+}
+
 // One double partial of sum(a[i] * b[i]) per block (b == a gives sum_squares).
 extern "C" __global__ void dot_f32(int n, const float* a, const float* b, double* partials) {
     double acc = 0.0;

@@ -1,7 +1,8 @@
 //! The activations and the product the LSTM controller is built of (`sigmoid`, `tanh`,
 //! `silu`, `mul`: forward and backward) on every device against the CPU reference
 //! (`test_device!`), on fresh random inputs at odd sizes with NaN, infinities and saturating
-//! values mixed in (NaN must stay NaN, as in PyTorch); and what the counting backend counts.
+//! values mixed in (NaN must stay NaN, as in PyTorch); what the counting backend counts (the
+//! SE channel scale too); and the tape's seeded dropout.
 
 mod common;
 
@@ -104,6 +105,15 @@ fn the_counting_backend_counts_the_new_ops() {
     c.silu_fwd(&x).unwrap();
     c.silu_bwd(&x, &y).unwrap();
     c.mul(&x, &y).unwrap();
+    let xd = nasrs::Nchw {
+        n: 1,
+        c: 2,
+        h: 1,
+        w: 5,
+    };
+    let s = c.upload(&[0.0f32; 2]).unwrap();
+    c.channel_scale_fwd(&x, xd, &s).unwrap();
+    c.channel_scale_bwd(&x, &s, &y, xd).unwrap();
     let ops = c.snapshot().unwrap().ops;
     let flops = |op: &str| ops.get(op).map(|o| (o.calls, o.flops, o.bytes_read));
     assert_eq!(flops("sigmoid_fwd"), Some((1, 40, 40)));
@@ -113,4 +123,32 @@ fn the_counting_backend_counts_the_new_ops() {
     assert_eq!(flops("silu_fwd"), Some((1, 40, 40)));
     assert_eq!(flops("silu_bwd"), Some((1, 90, 80)));
     assert_eq!(flops("mul"), Some((1, 10, 80)));
+    assert_eq!(flops("channel_scale_fwd"), Some((1, 10, 48)));
+    assert_eq!(flops("channel_scale_bwd"), Some((1, 30, 88)));
+}
+
+/// Dropout: the same seed gives the same mask on every call, kept values are scaled by
+/// 1 / (1 - p), about p of them are dropped, and p = 0 is the identity.
+#[test]
+fn dropout_is_seeded_inverted_dropout() {
+    use nasrs::autograd::Tape;
+    use nasrs::{Shape, Tensor};
+    let be = Cpu::<f32>::new();
+    let run = |p: f64, seed: u64| {
+        let mut t = Tape::new(be.clone());
+        let x = Tensor::from_host(&be, &vec![1.0f32; 10_000], Shape::new(&[100, 100])).unwrap();
+        let x = t.constant(x);
+        let y = t.dropout(x, p, &mut Rng::new(seed)).unwrap();
+        t.value(y).unwrap().to_host(&be).unwrap()
+    };
+    let a = run(0.3, 7);
+    assert_eq!(a, run(0.3, 7));
+    assert_ne!(a, run(0.3, 8));
+    let kept = a.iter().filter(|&&v| v != 0.0).count();
+    assert!((6700..7300).contains(&kept), "{kept} of 10000 kept");
+    assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
+    assert!(run(0.0, 7).iter().all(|&v| v == 1.0));
+    let mut t = Tape::new(be.clone());
+    let x = t.constant(Tensor::from_host(&be, &[1.0f32], Shape::new(&[1])).unwrap());
+    assert!(t.dropout(x, 1.0, &mut Rng::new(0)).is_err());
 }

@@ -56,6 +56,8 @@ const OPS: &[&str] = &[
     "softmax_cross_entropy_fwd",
     "softmax_cross_entropy_bwd",
     "drop_path",
+    "channel_scale_fwd",
+    "channel_scale_bwd",
     "to_bf16",
     "from_bf16",
     "mixed_op_fwd",

@@ -126,7 +126,7 @@ fn conv2d_grouped() {
     conv_case("groups 2", 2, 4, 6, (6, 5), 3, 1, 1, 1, 2);
 }
 #[test]
-fn conv2d_depthwise_3x3_and_5x5_all_strides_dilations() {
+fn conv2d_depthwise_3x3_5x5_7x7_all_strides_dilations() {
     for (k, s, d) in [
         (3, 1, 1),
         (3, 2, 1),
@@ -136,6 +136,8 @@ fn conv2d_depthwise_3x3_and_5x5_all_strides_dilations() {
         (5, 2, 1),
         (5, 1, 2),
         (5, 2, 2),
+        (7, 1, 1),
+        (7, 2, 1),
     ] {
         let pad = d * (k - 1) / 2;
         conv_case(
@@ -289,6 +291,28 @@ fn elementwise_and_layout_ops() {
     gradcheck("mul", vec![a.clone(), b.clone()], |t, v| t.mul(v[0], v[1]));
     gradcheck("mul of a value by itself", vec![a.clone()], |t, v| {
         t.mul(v[0], v[0])
+    });
+    let s = random(&mut rng, &[2, 3]);
+    gradcheck("channel_scale", vec![a.clone(), s], |t, v| {
+        t.channel_scale(v[0], v[1])
+    });
+    // Squeeze-and-excitation as MBConv composes it: the gate is a function of x itself.
+    let (w1, w2) = (
+        random(&mut rng, &[2, 3, 1, 1]),
+        random(&mut rng, &[3, 2, 1, 1]),
+    );
+    gradcheck("squeeze-and-excitation", vec![a.clone(), w1, w2], |t, v| {
+        let p = t.global_avg_pool(v[0])?;
+        let (w1, w2) = (t.reshape(v[1], &[2, 3])?, t.reshape(v[2], &[3, 2])?);
+        let h = t.linear(p, w1, None)?;
+        let h = t.silu(h)?;
+        let g = t.linear(h, w2, None)?;
+        let g = t.sigmoid(g)?;
+        t.channel_scale(v[0], g)
+    });
+    // A fixed seed fixes the mask, so the objective is the same function at every probe.
+    gradcheck("dropout 0.3", vec![a.clone()], |t, v| {
+        t.dropout(v[0], 0.3, &mut Rng::new(8))
     });
     gradcheck(
         "an LSTM cell's update",

@@ -1,7 +1,8 @@
 //! NaN is never hidden, forward and backward, on every device (`test_device!`), as PyTorch
 //! puts it: ReLU and the conv's fused ReLU (PyTorch's `threshold_backward`: a NaN output
 //! passes its gradient), max pooling (a NaN is a window's maximum and takes its gradient;
-//! the last NaN of a window, as `max_pool2d`), average and global pooling. The helpers are
+//! the last NaN of a window, as `max_pool2d`), average and global pooling, and SE's channel
+//! scale (a NaN scale spoils its plane, a NaN input its plane's scale gradient). The helpers are
 //! shared with the other `tests/nan_*.rs` files (common/nan.rs).
 
 mod common;
@@ -266,3 +267,29 @@ fn avg_and_global_pool_keep_nan<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result
     Ok(())
 }
 test_device!(avg_and_global_pool, avg_and_global_pool_keep_nan);
+
+fn channel_scale_keeps_nan<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<()> {
+    let mut rng = Rng::new(12);
+    let xd = Nchw {
+        n: 2,
+        c: 3,
+        h: 5,
+        w: 7,
+    };
+    let mut x = randn(&mut rng, xd.numel());
+    let mut s = randn(&mut rng, xd.n * xd.c);
+    s[4] = NAN;
+    x[xd.plane() + 3] = NAN;
+    let (bx, bs) = (be.upload(&x)?, be.upload(&s)?);
+    let plane = |p: usize| (p * xd.plane()..(p + 1) * xd.plane()).collect::<Vec<_>>();
+    let y = down(be, &be.channel_scale_fwd(&bx, xd, &bs)?)?;
+    let mut want = plane(1)[3..4].to_vec();
+    want.extend(plane(4));
+    assert_eq!(nans(&y), want, "channel_scale_fwd");
+    let dy = randn(&mut rng, xd.numel());
+    let (dx, ds) = be.channel_scale_bwd(&bx, &bs, &be.upload(&dy)?, xd)?;
+    assert_eq!(nans(&down(be, &dx)?), plane(4), "channel_scale_bwd dx");
+    assert_eq!(nans(&down(be, &ds)?), vec![1], "channel_scale_bwd ds");
+    Ok(())
+}
+test_device!(channel_scale, channel_scale_keeps_nan);

@@ -423,6 +423,7 @@ fn saved_networks_load_back_and_lying_metadata_is_refused() {
             assert_eq!(eval_logits(&be, &mut *back, &x).unwrap(), want);
         }
         LoadedNetwork::Darts(..) => panic!("read as a DARTS network"),
+        LoadedNetwork::MbConv(..) => panic!("read as an MBConv network"),
     }
     let err = match load_network(&be, &path, None) {
         Ok(_) => panic!("the DARTS loader read an NB201 file"),

@@ -76,6 +76,9 @@ fn eval_in_pool(a: EvalArgs) -> Result<()> {
         match load_any_network(&be, &a.checkpoint, genotype)? {
             LoadedNetwork::Darts(net, meta) => report(&a, &be, *net, meta, available, &device_name),
             LoadedNetwork::Nb201(net, meta) => report(&a, &be, *net, meta, available, &device_name),
+            LoadedNetwork::MbConv(net, meta) => {
+                report(&a, &be, *net, meta, available, &device_name)
+            }
         }
     })
 }

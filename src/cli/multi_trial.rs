@@ -19,7 +19,8 @@ use std::path::PathBuf;
 /// The table an architecture is scored by.
 #[derive(Args)]
 pub(crate) struct TableArgs {
-    /// The search space: nb201 | darts (darts has no bundled table: give --table).
+    /// The search space: nb201 | darts (darts has no bundled table: give --table) | mbconv
+    /// (--evaluator train only).
     #[arg(long, default_value = "nb201")]
     pub space: String,
     /// CSV file with an `arch` column and numeric columns (default for nb201: the bundled
@@ -229,6 +230,13 @@ pub(crate) fn reinforce(a: ReinforceArgs) -> Result<()> {
 
 fn trial_search(a: TrialSearchArgs, strategy: StrategyConfig) -> Result<()> {
     match a.evaluator.as_str() {
+        "table" if a.table.space == "mbconv" => {
+            return Err(Error::invalid(
+                "--evaluator",
+                "table does not apply to --space mbconv (no table holds MBConv networks): use \
+                 --evaluator train",
+            ))
+        }
         "table" => {}
         "train" => {
             return super::train_search::run(
@@ -281,7 +289,7 @@ fn trial_search(a: TrialSearchArgs, strategy: StrategyConfig) -> Result<()> {
         "darts" => search_in(DartsSpace::default(), &config, out, start),
         other => Err(Error::invalid(
             "--space",
-            format!("'{other}' (expected nb201 or darts)"),
+            format!("'{other}' (expected nb201, darts or mbconv)"),
         )),
     }
 }

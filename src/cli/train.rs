@@ -1,7 +1,8 @@
 //! `nasrs train`: train a cell's network from scratch into a run folder: a DARTS genotype's
-//! evaluation network (`--space darts`, the DARTS paper's recipe) or a NAS-Bench-201 cell's
-//! network (`--space nb201 --arch ...`, NB201's recipe). Flags left out take the space's
-//! defaults; flags a space has no use for are refused.
+//! evaluation network (`--space darts`, the DARTS paper's recipe), a NAS-Bench-201 cell's
+//! network (`--space nb201 --arch ...`, NB201's recipe) or an MBConv network (`--space mbconv
+//! --arch ...|b0..b7`, SGD with NB201's settings, stochastic depth and dropout). Flags left
+//! out take the space's defaults; flags a space has no use for are refused.
 
 use super::args::{DataArgs, DeviceArgs, RunFolderArgs};
 use super::progress::EpochBar;
@@ -10,9 +11,12 @@ use clap::Args;
 use nasrs::data::{Augment, Dataset, DatasetKind};
 use nasrs::nas::classifier::{Classifier, NetworkConfig};
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
+use nasrs::nas::mbconv_model::plan::ScalingRow;
+use nasrs::nas::mbconv_model::MbConvConfig;
 use nasrs::nas::nb201_model::Nb201Config;
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::sizing;
+use nasrs::nas::space::mbconv::MbConvArch;
 use nasrs::nas::space::nb201::Nb201Arch;
 use nasrs::nas::train_run::{TrainHyper, TrainRun, TrainRunConfig, MODEL};
 use nasrs::{Error, Result};
@@ -21,7 +25,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub(crate) struct TrainArgs {
     /// darts (a --genotype's evaluation network) | nb201 (the NAS-Bench-201 network of an
-    /// --arch cell).
+    /// --arch cell) | mbconv (the MBConv network of an --arch).
     #[arg(long, default_value = "darts")]
     space: String,
     /// darts: a built-in (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS, ...), a genotype.json or
@@ -32,15 +36,31 @@ pub(crate) struct TrainArgs {
     /// nb201: the cell as an NB201 arch string,
     /// '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'
     /// (ops none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3).
+    /// mbconv: an MBConv arch string (`e1k3l1se-e6k3l2se-...`, seven stages of expansion,
+    /// kernel, layers and optional SE), or b0..b7 (EfficientNet: B0's arch at that row's
+    /// width, depth and dropout of data/efficientnet/scaling.csv).
     #[arg(long)]
     arch: Option<String>,
+    /// mbconv: channel multiplier (default 1, or the --arch bN row's).
+    #[arg(long)]
+    width_mult: Option<f64>,
+    /// mbconv: depth multiplier (default 1, or the --arch bN row's).
+    #[arg(long)]
+    depth_mult: Option<f64>,
+    /// mbconv: dropout before the classifier (default 0.2, or the --arch bN row's).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// mbconv: batch norm momentum, PyTorch's convention (default 0.1; EfficientNet's 0.01
+    /// suits long runs only: its running statistics need thousands of steps to settle).
+    #[arg(long)]
+    bn_momentum: Option<f64>,
     #[command(flatten)]
     data: DataArgs,
-    /// Epochs (default: 600 for darts, 200 for nb201; NB201's short tabulated schedule,
-    /// data/nb201-12ep, is 12).
+    /// Epochs (default: 600 for darts, 200 for nb201, 50 for mbconv; NB201's short
+    /// tabulated schedule, data/nb201-12ep, is 12).
     #[arg(long)]
     epochs: Option<usize>,
-    /// Batch size (default: 96 for darts, 256 for nb201).
+    /// Batch size (default: 96 for darts, 256 for nb201, 128 for mbconv).
     #[arg(long)]
     batch: Option<usize>,
     /// Initial channels C (default: 36 for darts, 16 for nb201).
@@ -61,10 +81,12 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     cutout: Option<usize>,
     /// darts: final drop-path probability, raised linearly from 0 over the epochs (default
-    /// 0.2; nb201 has no drop-path).
+    /// 0.2; nb201 has no drop-path); mbconv: stochastic depth's (block i of n drops its
+    /// residual branch with p * i / n), raised the same way (default 0.2).
     #[arg(long)]
     drop_path: Option<f64>,
-    /// Initial learning rate, cosine-annealed to 0 (default: 0.025 for darts, 0.1 for nb201).
+    /// Initial learning rate, cosine-annealed to 0 (default: 0.025 for darts, 0.1 for nb201
+    /// and mbconv).
     #[arg(long)]
     lr: Option<f64>,
     #[arg(long, default_value_t = 0)]
@@ -98,7 +120,18 @@ fn unused(space: &str, flag: &str, given: bool, why: &str) -> Result<()> {
 }
 
 fn train_in_pool(a: TrainArgs) -> Result<()> {
+    if a.space != "mbconv" {
+        for (flag, given) in [
+            ("--width-mult", a.width_mult.is_some()),
+            ("--depth-mult", a.depth_mult.is_some()),
+            ("--dropout", a.dropout.is_some()),
+            ("--bn-momentum", a.bn_momentum.is_some()),
+        ] {
+            unused(&a.space, flag, given, "it sizes the MBConv network")?;
+        }
+    }
     match a.space.as_str() {
+        "mbconv" => train_mbconv(&a),
         "darts" => {
             unused(
                 "darts",
@@ -194,9 +227,71 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
         }
         other => Err(Error::invalid(
             "--space",
-            format!("'{other}' (expected darts or nb201)"),
+            format!("'{other}' (expected darts, nb201 or mbconv)"),
         )),
     }
+}
+
+/// `--space mbconv`: the network of `--arch` (a string or b0..b7) at the multipliers.
+fn train_mbconv(a: &TrainArgs) -> Result<()> {
+    let cells = "an MBConv network has no cells: use --width-mult and --depth-mult";
+    unused("mbconv", "--genotype", a.genotype.is_some(), "give --arch")?;
+    unused("mbconv", "--channels", a.channels.is_some(), cells)?;
+    unused("mbconv", "--layers", a.layers.is_some(), cells)?;
+    let no_aux = "the MBConv network has no auxiliary head";
+    unused("mbconv", "--auxiliary", a.auxiliary, no_aux)?;
+    unused(
+        "mbconv",
+        "--auxiliary-weight",
+        a.auxiliary_weight.is_some(),
+        no_aux,
+    )?;
+    let text = a.arch.as_deref().ok_or_else(|| {
+        Error::invalid(
+            "--arch",
+            "is required with --space mbconv (b0..b7, or a string such as \
+             e1k3l1se-e6k3l2se-e6k5l2se-e6k3l3se-e6k5l3se-e6k5l4se-e6k3l1se)",
+        )
+    })?;
+    let named = text.len() == 2 && text.to_ascii_lowercase().starts_with('b');
+    let (arch, row) = if named {
+        let row = ScalingRow::named(text).map_err(|e| Error::invalid("--arch", e.to_string()))?;
+        (MbConvArch::b0(), Some(row))
+    } else {
+        let arch = MbConvArch::parse(text).map_err(|e| Error::invalid("--arch", e.to_string()))?;
+        (arch, None)
+    };
+    let hyper = TrainHyper {
+        lr_max: a.lr.unwrap_or(0.1),
+        drop_path: a.drop_path.unwrap_or(0.2),
+        ..TrainHyper::nb201()
+    };
+    let width_mult = a
+        .width_mult
+        .or(row.as_ref().map(|r| r.width))
+        .unwrap_or(1.0);
+    let depth_mult = a
+        .depth_mult
+        .or(row.as_ref().map(|r| r.depth))
+        .unwrap_or(1.0);
+    let dropout = a.dropout.or(row.as_ref().map(|r| r.dropout)).unwrap_or(0.2);
+    let config = |classes, in_channels| MbConvConfig {
+        width_mult,
+        depth_mult,
+        dropout,
+        bn_momentum: a.bn_momentum.unwrap_or(MbConvConfig::BN_MOMENTUM),
+        ..MbConvConfig::new(arch, classes, in_channels)
+    };
+    // The sizes are checked before the data is read (the dataset fills in the rest).
+    config(1, 1).validate()?;
+    let plan = Plan {
+        epochs: a.epochs.unwrap_or(50),
+        batch: a.batch.unwrap_or(128),
+        cutout_on_cifar: 0,
+        out_prefix: "train-mbconv",
+        hyper,
+    };
+    run(a, plan, |train| config(train.classes, train.c))
 }
 
 /// What a space decides of a run beyond its network.

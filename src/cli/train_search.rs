@@ -15,6 +15,7 @@ use nasrs::nas::multi_trial::trial::TrialSpec;
 use nasrs::nas::multi_trial::StrategyConfig;
 use nasrs::nas::run_dir::Start;
 use nasrs::nas::space::darts::DartsSpace;
+use nasrs::nas::space::mbconv::MbConvSpace;
 use nasrs::nas::space::nb201::Nb201Space;
 use nasrs::nas::space::SearchSpace;
 use nasrs::{Error, Result};
@@ -48,6 +49,12 @@ pub(crate) struct TrainEvalArgs {
     /// darts: cells L (default 5); nb201: cells per stage N (default 1).
     #[arg(long)]
     layers: Option<usize>,
+    /// mbconv: each trial's width multiplier (default 0.25).
+    #[arg(long)]
+    width_mult: Option<f64>,
+    /// mbconv: each trial's depth multiplier (default 1).
+    #[arg(long)]
+    depth_mult: Option<f64>,
     /// Train on the first N training images (0 = all), the last --valid-fraction of them
     /// held out for the score.
     #[arg(long, default_value_t = 1000)]
@@ -167,8 +174,27 @@ pub(crate) fn run(
             }
         }
     }
+    let mbconv = space_name == "mbconv";
+    for (flag, given) in [
+        ("--channels", mbconv && a.channels.is_some()),
+        ("--layers", mbconv && a.layers.is_some()),
+        ("--width-mult", !mbconv && a.width_mult.is_some()),
+        ("--depth-mult", !mbconv && a.depth_mult.is_some()),
+    ] {
+        if given {
+            return Err(Error::invalid(
+                flag,
+                format!(
+                    "does not apply to --space {space_name} (mbconv takes --width-mult and \
+                     --depth-mult, the cell spaces --channels and --layers)"
+                ),
+            ));
+        }
+    }
     let (channels, layers) = match space_name {
         "nb201" => (a.channels.unwrap_or(8), a.layers.unwrap_or(1)),
+        // Unused by mbconv trials (the arch and the multipliers give the network).
+        "mbconv" => (1, 1),
         _ => (a.channels.unwrap_or(4), a.layers.unwrap_or(5)),
     };
     let trial = TrialSpec {
@@ -185,6 +211,8 @@ pub(crate) fn run(
         seed,
         device: a.device.clone(),
         threads: Some(a.trial_threads.unwrap_or(threads)),
+        width_mult: a.width_mult.filter(|_| mbconv),
+        depth_mult: a.depth_mult.filter(|_| mbconv),
     };
     let (min_epochs, eta) = (a.min_epochs, a.eta);
     let early_stop = match a.early_stop.as_str() {
@@ -237,9 +265,18 @@ pub(crate) fn run(
             poll,
             gpus,
         ),
+        "mbconv" => search_in(
+            &MbConvSpace::default(),
+            &config,
+            &exe,
+            &out,
+            start,
+            poll,
+            gpus,
+        ),
         other => Err(Error::invalid(
             "--space",
-            format!("'{other}' (expected nb201 or darts)"),
+            format!("'{other}' (expected nb201, darts or mbconv)"),
         )),
     }
 }

@@ -2,10 +2,12 @@
 //! space its cell comes from: [`NetworkConfig`] (the shape a checkpoint records, and how to
 //! build it) and [`Classifier`] (the network: forward to logits, its parameter stores, its
 //! `state_dict`). The DARTS evaluation network ([`EvalConfig`] / [`EvalNetwork`]) and the
-//! NAS-Bench-201 network ([`Nb201Config`] / [`Nb201Network`]) implement both; `train_run`,
+//! NAS-Bench-201 network ([`Nb201Config`] / [`Nb201Network`]) and the MBConv network
+//! ([`MbConvConfig`] / [`MbConvNetwork`]) implement both; `train_run`,
 //! `evaluate` and `sizing` are written against these traits only.
 
 use super::eval_model::{self, EvalConfig, EvalNetwork};
+use super::mbconv_model::{self, MbConvConfig, MbConvNetwork};
 use super::modules::Mode;
 use super::nb201_model::{self, Nb201Config, Nb201Network};
 use crate::autograd::{ParamStore, Tape, Var};
@@ -275,5 +277,95 @@ impl<B: Backend> Classifier<B> for Nb201Network<B> {
         path: &Path,
     ) -> Result<()> {
         Nb201Network::load_state_dict(self, backend, tensors, ignore_prefixes, path)
+    }
+}
+
+impl NetworkConfig for MbConvConfig {
+    const SPACE: &'static str = "mbconv";
+    type Network<B: Backend> = MbConvNetwork<B>;
+
+    fn validate(&self) -> Result<()> {
+        MbConvConfig::validate(self)
+    }
+    fn classes(&self) -> usize {
+        self.classes
+    }
+    fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+    fn auxiliary(&self) -> bool {
+        false
+    }
+    fn check_image_size(&self, h: usize, w: usize) -> Result<()> {
+        MbConvConfig::check_image_size(self, h, w)
+    }
+    fn describe(&self) -> String {
+        MbConvConfig::describe(self)
+    }
+    fn build<B: Backend>(&self, backend: &B, seed: u64) -> Result<MbConvNetwork<B>> {
+        MbConvNetwork::new(backend, self.clone(), seed)
+    }
+    fn memory_lower_bound(&self, batch: usize, h: usize, w: usize) -> Result<u64> {
+        super::sizing::mbconv_bound(self, batch, h, w)
+    }
+    fn check_against_tensors(
+        &self,
+        tensors: &BTreeMap<String, HostTensor>,
+        path: &Path,
+    ) -> Result<()> {
+        mbconv_model::check_against_tensors(self, tensors, path)
+    }
+}
+
+impl<B: Backend> Classifier<B> for MbConvNetwork<B> {
+    type Config = MbConvConfig;
+
+    fn config(&self) -> &MbConvConfig {
+        &self.config
+    }
+    fn weights(&self) -> &ParamStore<B> {
+        &self.weights
+    }
+    fn weights_mut(&mut self) -> &mut ParamStore<B> {
+        &mut self.weights
+    }
+    fn buffers(&self) -> &ParamStore<B> {
+        &self.buffers
+    }
+    fn bn_batches(&self) -> u64 {
+        self.bn_batches
+    }
+    fn set_bn_batches(&mut self, batches: u64) {
+        self.bn_batches = batches;
+    }
+    fn num_weights(&self) -> usize {
+        MbConvNetwork::num_weights(self)
+    }
+    /// `drop_prob` is stochastic depth's (the last block's drop probability, torchvision's
+    /// `stochastic_depth_prob`); dropout is the config's.
+    fn run(
+        &mut self,
+        tape: &mut Tape<B>,
+        x: Var,
+        mode: Mode,
+        drop_prob: f64,
+        rng: &mut Rng,
+    ) -> Result<(Var, Option<Var>)> {
+        Ok((
+            MbConvNetwork::run(self, tape, x, mode, drop_prob, rng)?,
+            None,
+        ))
+    }
+    fn state_dict(&self, backend: &B) -> Result<StateDict> {
+        MbConvNetwork::state_dict(self, backend)
+    }
+    fn load_state_dict(
+        &mut self,
+        backend: &B,
+        tensors: &BTreeMap<String, HostTensor>,
+        ignore_prefixes: &[&str],
+        path: &Path,
+    ) -> Result<()> {
+        MbConvNetwork::load_state_dict(self, backend, tensors, ignore_prefixes, path)
     }
 }

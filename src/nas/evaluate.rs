@@ -8,6 +8,7 @@ use super::classifier::{Classifier, NetworkConfig};
 use super::darts::DeviceBatch;
 use super::eval_model::{infer_config, EvalConfig, EvalNetwork};
 use super::genotype::Genotype;
+use super::mbconv_model::{MbConvConfig, MbConvNetwork};
 use super::modules::Mode;
 use super::nb201_model::{Nb201Config, Nb201Network};
 use crate::autograd::Tape;
@@ -172,14 +173,15 @@ pub fn load_network<B: Backend>(
     load_darts(backend, path, tensors, &metadata, genotype)
 }
 
-/// A network of either space, as [`load_any_network`] read it.
+/// A network of any space, as [`load_any_network`] read it.
 pub enum LoadedNetwork<B: Backend> {
     Darts(Box<EvalNetwork<B>>, ModelMeta<EvalConfig>),
     Nb201(Box<Nb201Network<B>>, ModelMeta<Nb201Config>),
+    MbConv(Box<MbConvNetwork<B>>, ModelMeta<MbConvConfig>),
 }
 
-/// Loads the network a file holds, whichever space its metadata names: an NB201 network
-/// (nasrs files only) or a DARTS one ([`load_network`]'s rules; `genotype` applies to these).
+/// Loads the network a file holds, whichever space its metadata names: an NB201 or MBConv
+/// network (nasrs files only) or a DARTS one ([`load_network`]'s rules; `genotype` applies to these).
 pub fn load_any_network<B: Backend>(
     backend: &B,
     path: &Path,
@@ -203,6 +205,20 @@ pub fn load_any_network<B: Backend>(
             }
             let (net, meta) = load_model::<B, Nb201Config>(backend, path, &tensors, &metadata)?;
             Ok(LoadedNetwork::Nb201(Box::new(net), meta))
+        }
+        space if space == MbConvConfig::SPACE => {
+            if genotype.is_some() {
+                return Err(Error::invalid(
+                    "--genotype",
+                    format!(
+                        "{} holds an MBConv network, whose architecture its metadata names; \
+                         drop --genotype",
+                        path.display()
+                    ),
+                ));
+            }
+            let (net, meta) = load_model::<B, MbConvConfig>(backend, path, &tensors, &metadata)?;
+            Ok(LoadedNetwork::MbConv(Box::new(net), meta))
         }
         other => Err(Error::bad_file(
             path,

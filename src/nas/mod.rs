@@ -2,8 +2,9 @@
 //! batch norm, ReLUConvBN, FactorizedReduce, SepConv, DilConv) and the eight primitives;
 //! `search_model` the one-shot supernet with its architecture parameters; `genotype` the
 //! discrete architecture derived from them; `darts` the search strategy. `space` holds the
-//! search spaces (DARTS, NAS-Bench-201); `eval_model` and `nb201_model` the networks trained
-//! from a cell of each, both driven through `classifier` by `train_run` and `evaluate`.
+//! search spaces (DARTS, NAS-Bench-201, MBConv); `eval_model`, `nb201_model` and
+//! `mbconv_model` the networks trained from an architecture of each, all driven through
+//! `classifier` by `train_run` and `evaluate`.
 //! `history` is what every search strategy returns (the architectures scored, in query order);
 //! `multi_trial` the strategies that score one architecture at a time (random search, aging
 //! evolution, REINFORCE) and the tabular benchmark they are scored on.
@@ -15,6 +16,7 @@ pub mod evaluate;
 pub mod genotype;
 pub mod genotypes_builtin;
 pub mod history;
+pub mod mbconv_model;
 pub mod modules;
 pub mod multi_trial;
 pub mod nb201_model;

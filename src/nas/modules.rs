@@ -143,6 +143,13 @@ impl<'a, B: Backend> Builder<'a, B> {
         )
     }
 
+    /// A weight named `leaf` under the current scope, drawn from U(-bound, bound) (a conv's
+    /// bias, for one).
+    pub fn uniform_param(&mut self, leaf: &str, shape: Shape, bound: f64) -> Result<ParamId> {
+        let t = self.uniform(shape, bound)?;
+        Ok(self.weights.add(self.name(leaf), t))
+    }
+
     /// A bias-free conv, PyTorch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     pub fn conv(&mut self, spec: Conv2dSpec) -> Result<Conv> {
         let shape = spec.weight_shape();
@@ -154,7 +161,20 @@ impl<'a, B: Backend> Builder<'a, B> {
         })
     }
 
+    /// A batch norm with PyTorch's defaults (momentum [`BN_MOMENTUM`], eps [`BN_EPS`]).
     pub fn batch_norm(&mut self, channels: usize, affine: bool) -> Result<BatchNorm> {
+        self.batch_norm_with(channels, affine, BN_MOMENTUM, BN_EPS)
+    }
+
+    /// A batch norm with its own momentum and eps in PyTorch's terms (EfficientNet's are
+    /// 0.01 and 1e-3).
+    pub fn batch_norm_with(
+        &mut self,
+        channels: usize,
+        affine: bool,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<BatchNorm> {
         let affine = if affine {
             let g = self.filled(Shape::new(&[channels]), 1.0)?;
             let b = self.filled(Shape::new(&[channels]), 0.0)?;
@@ -173,6 +193,8 @@ impl<'a, B: Backend> Builder<'a, B> {
             affine,
             running_mean,
             running_var,
+            momentum,
+            eps,
         })
     }
 
@@ -204,6 +226,9 @@ pub struct BatchNorm {
     pub affine: Option<(ParamId, ParamId)>,
     pub running_mean: ParamId,
     pub running_var: ParamId,
+    /// PyTorch's momentum: `running = (1 - momentum) * running + momentum * batch`.
+    pub momentum: f64,
+    pub eps: f64,
 }
 
 impl BatchNorm {
@@ -215,16 +240,16 @@ impl BatchNorm {
                     .buffers
                     .get_disjoint_mut([self.running_mean, self.running_var])?;
                 cx.tape
-                    .batch_norm_train(x, affine, Some((rm, rv, BN_MOMENTUM)), BN_EPS)
+                    .batch_norm_train(x, affine, Some((rm, rv, self.momentum)), self.eps)
             } else {
-                cx.tape.batch_norm_train(x, affine, None, BN_EPS)
+                cx.tape.batch_norm_train(x, affine, None, self.eps)
             }
         } else {
             let (rm, rv) = (
                 cx.buffers.get(self.running_mean).clone(),
                 cx.buffers.get(self.running_var).clone(),
             );
-            cx.tape.batch_norm_eval(x, affine, &rm, &rv, BN_EPS)
+            cx.tape.batch_norm_eval(x, affine, &rm, &rv, self.eps)
         }
     }
 }

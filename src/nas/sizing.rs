@@ -1,6 +1,6 @@
 //! Whether a network fits, decided before any of it is built: the image size its reduction
 //! cells (DARTS) or residual blocks (NB201) need, and the memory a step needs against what
-//! the device has.
+//! the device has (DARTS, NB201 and MBConv networks).
 //!
 //! Memory is judged in two stages. First a lower bound in checked arithmetic (one output
 //! per cell edge kept for backward, the 1x1 preprocessing weights): it needs no network, so
@@ -13,6 +13,8 @@ use super::classifier::NetworkConfig;
 use super::darts::{Darts, DartsHyper, DeviceBatch};
 use super::eval_model::EvalConfig;
 use super::evaluate::eval_logits;
+use super::mbconv_model::plan::blocks;
+use super::mbconv_model::MbConvConfig;
 use super::nb201_model::Nb201Config;
 use super::search_model::{SearchConfig, SearchNetwork};
 use super::train_run::{TrainHyper, Trainer};
@@ -218,6 +220,33 @@ pub(crate) fn nb201_bound(cfg: &Nb201Config, batch: usize, h: usize, w: usize) -
             elems = elems.checked_add(per.checked_mul(outputs)?)?;
         }
         elems.checked_mul(4)
+    };
+    bound().ok_or_else(|| exceeds("size"))
+}
+
+/// The lower bound of the MBConv network on `batch` images: the stem output and each
+/// block's expanded and output activations (kept for backward), and the weights (the
+/// counted parameters), in f32.
+pub(crate) fn mbconv_bound(cfg: &MbConvConfig, batch: usize, h: usize, w: usize) -> Result<u64> {
+    cfg.validate()?;
+    cfg.check_image_size(h, w)?;
+    let (plan, stem, head) = blocks(&cfg.arch, cfg.width_mult, cfg.depth_mult)?;
+    let bound = || -> Option<u64> {
+        let batch = batch as u64;
+        let (mut fh, mut fw) = ((h as u64).div_ceil(2), (w as u64).div_ceil(2));
+        let mut elems = batch.checked_mul(stem as u64)?.checked_mul(fh * fw)?;
+        for b in &plan {
+            if b.stride == 2 {
+                (fh, fw) = (fh.div_ceil(2), fw.div_ceil(2));
+            }
+            let (e, o) = (b.expanded as u64, b.out_channels as u64);
+            let acts = batch.checked_mul(e.checked_add(o)?)?.checked_mul(fh * fw)?;
+            let k = b.kernel as u64;
+            let weights = e.checked_mul(b.in_channels as u64 + k * k + o)?;
+            elems = elems.checked_add(acts)?.checked_add(weights)?;
+        }
+        let head_acts = batch.checked_mul(head as u64)?.checked_mul(fh * fw)?;
+        elems.checked_add(head_acts)?.checked_mul(4)
     };
     bound().ok_or_else(|| exceeds("size"))
 }

@@ -1,6 +1,7 @@
 //! Tape ops applied element by element: `add` (and `sum` over several values), `scale`,
 //! `mul`, the activations `relu` (one var per input: see `Tape::relu_of`), `sigmoid`,
-//! `tanh` and `silu`, and drop-path (a per-sample scale), each with its backward.
+//! `tanh` and `silu`, squeeze-and-excitation's channel scale, drop-path (a per-sample scale)
+//! and dropout, each with its backward.
 
 use super::{Tape, Var};
 use crate::autograd::saved::Saved;
@@ -132,6 +133,30 @@ impl<B: Backend> Tape<B> {
         Ok(y)
     }
 
+    /// Squeeze-and-excitation's channel scale: `x` [N, C, H, W] times `s` [N, C] per plane;
+    /// backward is one fused op giving both gradients (`Backend::channel_scale_bwd`).
+    pub fn channel_scale(&mut self, x: Var, s: Var) -> Result<Var> {
+        let xd = self.nchw(x, "channel_scale")?;
+        if self.shape(s).dims() != [xd.n, xd.c] {
+            return Err(Error::shape(
+                "channel_scale",
+                format!("scale {} for input {}", self.shape(s), xd.shape()),
+            ));
+        }
+        let y = self
+            .backend
+            .channel_scale_fwd(&self.value(x)?.buf, xd, &self.value(s)?.buf)?;
+        let (xs, ss) = (self.save(x)?, self.save(s)?);
+        Ok(self.push(
+            Tensor::new(y, xd.shape()),
+            &[x, s],
+            Box::new(move |be, dy, _, _| {
+                let (dx, ds) = be.channel_scale_bwd(&*xs.read(be)?, &*ss.read(be)?, dy, xd)?;
+                Ok(vec![Some(dx), Some(ds)])
+            }),
+        ))
+    }
+
     // ---- regularisation ------------------------------------------------------------------------------
 
     /// Drop-path: each sample kept with probability `keep_prob` and scaled by `1 / keep_prob`,
@@ -161,5 +186,27 @@ impl<B: Backend> Tape<B> {
             &[x],
             Box::new(move |be, dy, _, _| Ok(vec![Some(be.drop_path(dy, n, &s)?)])),
         ))
+    }
+
+    /// Dropout with probability `p`: each element kept with probability `1 - p` and scaled by
+    /// `1 / (1 - p)` (PyTorch's inverted dropout), the mask drawn from `rng` on the host, so a
+    /// seed reproduces it on every device. `p = 0` returns `x` itself (eval mode passes 0).
+    pub fn dropout(&mut self, x: Var, p: f64, rng: &mut crate::rng::Rng) -> Result<Var> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid(
+                "dropout probability",
+                format!("{p} is not in [0, 1)"),
+            ));
+        }
+        if p == 0.0 {
+            return Ok(x);
+        }
+        let keep = 1.0 - p;
+        let shape = self.shape(x).clone();
+        let mask: Vec<B::Elem> = (0..shape.numel())
+            .map(|_| B::Elem::from_f64(if rng.bernoulli(keep) { 1.0 / keep } else { 0.0 }))
+            .collect();
+        let mask = self.constant(Tensor::from_host(&self.backend, &mask, shape)?);
+        self.mul(x, mask)
     }
 }

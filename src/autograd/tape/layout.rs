@@ -1,10 +1,11 @@
 //! The tape's layout ops, which move values without arithmetic: channel concatenation (its
-//! backward splits the gradient) and the one-pixel shift-crop, each with its backward.
+//! backward splits the gradient), the one-pixel shift-crop and reshape (a new shape over the
+//! same buffer), each with its backward.
 
 use super::{Tape, Var};
 use crate::backend::Backend;
-use crate::error::Result;
-use crate::shape::Nchw;
+use crate::error::{Error, Result};
+use crate::shape::{Nchw, Shape};
 use crate::tensor::Tensor;
 
 impl<B: Backend> Tape<B> {
@@ -51,6 +52,28 @@ impl<B: Backend> Tape<B> {
             Tensor::new(y, yd.shape()),
             &[x],
             Box::new(move |be, dy, _, _| Ok(vec![Some(be.shift_crop_bwd(dy, xd)?)])),
+        ))
+    }
+
+    /// The same elements under another shape of as many elements (a 1x1 conv weight
+    /// `[O, I, 1, 1]` read as a linear layer's `[O, I]`); no copy forward, a copy of `dy`
+    /// backward.
+    pub fn reshape(&mut self, x: Var, dims: &[usize]) -> Result<Var> {
+        let shape = Shape::new(dims);
+        if shape.numel() != self.shape(x).numel() {
+            return Err(Error::shape(
+                "reshape",
+                format!("{} into {shape}", self.shape(x)),
+            ));
+        }
+        let y = Tensor {
+            buf: self.value(x)?.buf.clone(),
+            shape,
+        };
+        Ok(self.push(
+            y,
+            &[x],
+            Box::new(|be, dy, _, _| Ok(vec![Some(be.copy(dy)?)])),
         ))
     }
 }

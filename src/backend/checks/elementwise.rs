@@ -1,8 +1,10 @@
-//! Checks of the elementwise ops, reductions, the activations and drop-path (`ElementwiseOps`).
+//! Checks of the elementwise ops, reductions, the activations, drop-path and the channel scale
+//! (`ElementwiseOps`).
 
 use super::{expect_len, same_len, scalar};
 use crate::backend::{DeviceOps, ScalarRef};
 use crate::error::{Error, Result};
+use crate::shape::Nchw;
 
 pub fn add<B: DeviceOps>(b: &B, x: &B::Storage, y: &B::Storage) -> Result<()> {
     same_len(b, "add", x, y)
@@ -62,4 +64,30 @@ pub fn drop_path<B: DeviceOps>(
         ));
     }
     Ok(())
+}
+
+/// `x` is `x_dims`, `s` one value per (sample, channel).
+pub fn channel_scale_fwd<B: DeviceOps>(
+    b: &B,
+    x: &B::Storage,
+    x_dims: Nchw,
+    s: &B::Storage,
+) -> Result<()> {
+    let op = "channel_scale_fwd";
+    expect_len(b, op, "input", x, x_dims.numel())?;
+    expect_len(b, op, "channel scale", s, x_dims.n * x_dims.c)
+}
+
+/// As the forward, and `dy` shaped as `x`.
+pub fn channel_scale_bwd<B: DeviceOps>(
+    b: &B,
+    x: &B::Storage,
+    s: &B::Storage,
+    dy: &B::Storage,
+    x_dims: Nchw,
+) -> Result<()> {
+    let op = "channel_scale_bwd";
+    expect_len(b, op, "input", x, x_dims.numel())?;
+    expect_len(b, op, "output gradient", dy, x_dims.numel())?;
+    expect_len(b, op, "channel scale", s, x_dims.n * x_dims.c)
 }

@@ -1,10 +1,12 @@
 //! What the counting backend counts for elementwise ops, reductions, the activations (ReLU,
-//! sigmoid, tanh, SiLU), bf16 conversion and drop-path (`ElementwiseOps`). A transcendental
+//! sigmoid, tanh, SiLU), bf16 conversion, drop-path and the SE channel scale
+//! (`ElementwiseOps`). A transcendental
 //! (`exp`, `tanh`) counts as one FLOP, as the cross-entropy's `exp` does.
 
 use super::{elem_check, flops, u, CountBuf, Counting, Io, ELEM_BYTES, HALF_BYTES};
 use crate::backend::{checks, norm_scalars, ElementwiseOps, ScalarRef};
 use crate::error::Result;
+use crate::shape::Nchw;
 
 impl ElementwiseOps for Counting {
     fn fill(&self, len: usize, _value: f64) -> Result<CountBuf> {
@@ -154,5 +156,30 @@ impl ElementwiseOps for Counting {
     fn drop_path(&self, x: &CountBuf, n: usize, sample_scale: &CountBuf) -> Result<CountBuf> {
         checks::drop_path(self, x, n, sample_scale)?;
         self.unary("drop_path", u(x.len), &[x, sample_scale], x.len)
+    }
+    fn channel_scale_fwd(&self, x: &CountBuf, xd: Nchw, s: &CountBuf) -> Result<CountBuf> {
+        checks::channel_scale_fwd(self, x, xd, s)?;
+        self.unary("channel_scale_fwd", u(x.len), &[x, s], x.len)
+    }
+    /// One product for dx and a multiply-add for ds per element.
+    fn channel_scale_bwd(
+        &self,
+        x: &CountBuf,
+        s: &CountBuf,
+        dy: &CountBuf,
+        xd: Nchw,
+    ) -> Result<(CountBuf, CountBuf)> {
+        checks::channel_scale_bwd(self, x, s, dy, xd)?;
+        let dx = self.alloc_sized(x.len, ELEM_BYTES)?;
+        let ds = self.alloc_sized(s.len, ELEM_BYTES)?;
+        self.rec(
+            "channel_scale_bwd",
+            3 * u(x.len),
+            Io {
+                reads: vec![x, s, dy],
+                writes: vec![&dx, &ds],
+            },
+        )?;
+        Ok((dx, ds))
     }
 }

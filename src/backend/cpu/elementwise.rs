@@ -1,10 +1,11 @@
 //! The CPU's elementwise ops, reductions, the activations (ReLU, sigmoid, tanh, SiLU), bf16
-//! conversion and drop-path (`ElementwiseOps`): the reference the CUDA kernels of `kernels/elementwise.cu` are
+//! conversion, drop-path and the SE channel scale (`ElementwiseOps`): the reference the CUDA kernels of `kernels/elementwise.cu` are
 //! checked against.
 
 use super::{chunked_sum, group_tasks, scalar_at, zip_map, Cpu, ELEMS_PER_TASK};
 use crate::backend::{checks, Element, ElementwiseOps, ScalarRef};
 use crate::error::Result;
+use crate::shape::Nchw;
 use rayon::prelude::*;
 
 impl<T: Element> ElementwiseOps for Cpu<T> {
@@ -149,6 +150,50 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
                 }
             });
         Ok(y)
+    }
+    /// One plane per task; `ds` sums its plane in order (the kernel's block sum differs only
+    /// in rounding).
+    fn channel_scale_fwd(&self, x: &Vec<T>, xd: Nchw, s: &Vec<T>) -> Result<Vec<T>> {
+        checks::channel_scale_fwd(self, x, xd, s)?;
+        let mut y = vec![T::ZERO; x.len()];
+        if xd.plane() > 0 {
+            y.par_chunks_mut(xd.plane())
+                .zip(x.par_chunks(xd.plane()))
+                .zip(s.par_iter())
+                .for_each(|((y, x), &s)| {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = x * s;
+                    }
+                });
+        }
+        Ok(y)
+    }
+    fn channel_scale_bwd(
+        &self,
+        x: &Vec<T>,
+        s: &Vec<T>,
+        dy: &Vec<T>,
+        xd: Nchw,
+    ) -> Result<(Vec<T>, Vec<T>)> {
+        checks::channel_scale_bwd(self, x, s, dy, xd)?;
+        let mut dx = vec![T::ZERO; x.len()];
+        let mut ds = vec![T::ZERO; s.len()];
+        if xd.plane() > 0 {
+            dx.par_chunks_mut(xd.plane())
+                .zip(ds.par_iter_mut())
+                .zip(x.par_chunks(xd.plane()))
+                .zip(dy.par_chunks(xd.plane()))
+                .zip(s.par_iter())
+                .for_each(|((((dx, ds), x), dy), &s)| {
+                    let mut acc = T::ZERO;
+                    for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                        *dx = g * s;
+                        acc += g * x;
+                    }
+                    *ds = acc;
+                });
+        }
+        Ok((dx, ds))
     }
 }
 

@@ -1,12 +1,13 @@
 //! Launchers for kernels/elementwise.cu: add, scale, axpy (also by a device scalar), fill,
-//! scale_assign, relu, sigmoid, tanh, silu, mul, the bf16 conversions (`to_bf16`, `from_bf16`), drop_path, and the double-precision reductions behind `dot`,
+//! scale_assign, relu, sigmoid, tanh, silu, mul, the bf16 conversions (`to_bf16`, `from_bf16`), drop_path, the SE channel scale, and the double-precision reductions behind `dot`,
 //! `sum_squares` and the on-device gradient norm scalars.
 
 use super::driver::{Dev, DevMut, DeviceSlice, Driver, LaunchConfig};
 use super::kernels;
 use super::{cfg1d, int, scalar_ptr, Cuda, CudaBuf, CudaHalf, BLOCK, ONE_BLOCK};
-use crate::backend::{checks, norm_scalars, ElementwiseOps, ScalarRef};
+use crate::backend::{checks, norm_scalars, DeviceOps, ElementwiseOps, ScalarRef};
 use crate::error::Result;
+use crate::shape::Nchw;
 
 /// Blocks of partial sums for the reductions: enough to fill the GPU, few enough for one
 /// finishing block. Fixed per length, so the summation order (and result) is reproducible.
@@ -183,6 +184,68 @@ pub(super) fn drop_path(d: &Cuda, x: &CudaBuf, n: usize, scale: &CudaBuf) -> Res
         }?;
     }
     Ok(y)
+}
+
+pub(super) fn channel_scale_fwd(d: &Cuda, x: &CudaBuf, xd: Nchw, s: &CudaBuf) -> Result<CudaBuf> {
+    checks::channel_scale_fwd(d, x, xd, s)?;
+    let mut y = d.alloc(x.len)?;
+    if x.len > 0 {
+        let (total, plane) = (int(x.len)?, int(xd.plane())?);
+        // SAFETY: x and y (alloc) hold `total` = n*c*plane elements, s one per plane (checked).
+        unsafe {
+            kernels::channel_scale_fwd_f32(
+                d.drv(),
+                cfg1d(x.len),
+                total,
+                plane,
+                x.data.dev(),
+                s.data.dev(),
+                y.data.dev_mut(),
+            )
+        }?;
+    }
+    Ok(y)
+}
+
+pub(super) fn channel_scale_bwd(
+    d: &Cuda,
+    x: &CudaBuf,
+    s: &CudaBuf,
+    dy: &CudaBuf,
+    xd: Nchw,
+) -> Result<(CudaBuf, CudaBuf)> {
+    checks::channel_scale_bwd(d, x, s, dy, xd)?;
+    let planes = xd.n * xd.c;
+    let mut dx = d.alloc(x.len)?;
+    // An empty plane has ds = 0 (the kernel would not run for it).
+    let mut ds = d.zeros(planes)?;
+    if planes > 0 && xd.plane() > 0 {
+        let plane = int(xd.plane())?;
+        // CUDA only: one block per plane, within the grid's limit.
+        let blocks = u32::try_from(planes).map_err(|_| {
+            crate::error::Error::invalid("channel_scale_bwd", format!("{planes} planes"))
+        })?;
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: x, dy (checked) and dx (alloc) hold planes * plane elements, s and ds
+        // (checked, zeros) one per plane; one block per plane.
+        unsafe {
+            kernels::channel_scale_bwd_f32(
+                d.drv(),
+                cfg,
+                plane,
+                x.data.dev(),
+                s.data.dev(),
+                dy.data.dev(),
+                dx.data.dev_mut(),
+                ds.data.dev_mut(),
+            )
+        }?;
+    }
+    Ok((dx, ds))
 }
 
 use kernels::consts::NORM_MANY_TENSORS;
@@ -424,5 +487,17 @@ impl ElementwiseOps for Cuda {
     }
     fn drop_path(&self, x: &CudaBuf, n: usize, sample_scale: &CudaBuf) -> Result<CudaBuf> {
         drop_path(self, x, n, sample_scale)
+    }
+    fn channel_scale_fwd(&self, x: &CudaBuf, xd: Nchw, s: &CudaBuf) -> Result<CudaBuf> {
+        channel_scale_fwd(self, x, xd, s)
+    }
+    fn channel_scale_bwd(
+        &self,
+        x: &CudaBuf,
+        s: &CudaBuf,
+        dy: &CudaBuf,
+        xd: Nchw,
+    ) -> Result<(CudaBuf, CudaBuf)> {
+        channel_scale_bwd(self, x, s, dy, xd)
     }
 }

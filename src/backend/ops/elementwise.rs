@@ -1,11 +1,12 @@
 //! Elementwise arithmetic, reductions to a host scalar, the activations (ReLU, sigmoid, tanh,
-//! SiLU), bf16 conversion and drop-path.
+//! SiLU), bf16 conversion, drop-path and the per-channel scale of squeeze-and-excitation.
 //! One family of the [`Backend`](crate::backend::Backend) op set; conventions in the
 //! `crate::backend` module docs.
 
 use super::DeviceOps;
 use crate::backend::{norm_scalar_values, Element, ScalarRef};
 use crate::error::Result;
+use crate::shape::Nchw;
 
 pub trait ElementwiseOps: DeviceOps {
     /// A buffer of `len` elements all equal to `value`, filled on the device (no upload).
@@ -89,4 +90,21 @@ pub trait ElementwiseOps: DeviceOps {
         n: usize,
         sample_scale: &Self::Storage,
     ) -> Result<Self::Storage>;
+    /// Squeeze-and-excitation's channel scale: `y[n, c, h, w] = x[n, c, h, w] * s[n, c]`,
+    /// with `s` of `n * c` elements.
+    fn channel_scale_fwd(
+        &self,
+        x: &Self::Storage,
+        x_dims: Nchw,
+        s: &Self::Storage,
+    ) -> Result<Self::Storage>;
+    /// The backward of `channel_scale_fwd` in one pass: `(dx, ds)` with
+    /// `dx = dy * s[n, c]` and `ds[n, c] = sum over h, w of dy * x`.
+    fn channel_scale_bwd(
+        &self,
+        x: &Self::Storage,
+        s: &Self::Storage,
+        dy: &Self::Storage,
+        x_dims: Nchw,
+    ) -> Result<(Self::Storage, Self::Storage)>;
 }

@@ -1,6 +1,6 @@
 //! Parity cases for the elementwise family: arithmetic, reductions to a host scalar, the
 //! activations (ReLU, sigmoid, tanh, SiLU) and the product, copies, the bf16 conversions
-//! (bit for bit), drop-path, and the device-scalar ops a captured step uses (gradient-norm
+//! (bit for bit), drop-path, the SE channel scale, and the device-scalar ops a captured step uses (gradient-norm
 //! scalars, scaled axpy, fill, upload into a buffer).
 
 use super::{Harness, TOL};
@@ -113,6 +113,25 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let r = self.cpu.drop_path(&x, n, &scale)?;
         let y = self.dev.drop_path(&self.up(&x)?, n, &self.up(&scale)?)?;
         self.check("drop_path", &format!("n {n} x {per}"), &y, &r, TOL)
+    }
+
+    /// The SE channel scale and its fused backward on `xd` (the plane of `ds` is reduced
+    /// in a different order on a GPU: tolerance, not bits).
+    pub(super) fn channel_scale(&mut self, xd: crate::shape::Nchw) -> Result<()> {
+        let s = format!("{xd:?}");
+        let (x, sc, dy) = (
+            self.randn(xd.numel()),
+            self.randn(xd.n * xd.c),
+            self.randn(xd.numel()),
+        );
+        let (dx_, ds_, ddy) = (self.up(&x)?, self.up(&sc)?, self.up(&dy)?);
+        let r = self.cpu.channel_scale_fwd(&x, xd, &sc)?;
+        let y = self.dev.channel_scale_fwd(&dx_, xd, &ds_)?;
+        self.check("channel_scale_fwd", &s, &y, &r, TOL)?;
+        let (rdx, rds) = self.cpu.channel_scale_bwd(&x, &sc, &dy, xd)?;
+        let (ydx, yds) = self.dev.channel_scale_bwd(&dx_, &ds_, &ddy, xd)?;
+        self.check("channel_scale_bwd", &format!("{s} dx"), &ydx, &rdx, TOL)?;
+        self.check("channel_scale_bwd", &format!("{s} ds"), &yds, &rds, TOL)
     }
 
     /// The ops a captured step uses instead of host round trips.

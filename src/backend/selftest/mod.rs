@@ -190,7 +190,12 @@ pub fn run_parity<B: Backend<Elem = f32>>(dev: &B, seed: u64) -> Result<Vec<Pari
     }
     h.drop_path(1, 35)?;
     h.drop_path(8, 13 * 11 * 3)?;
-    // Depthwise (the DARTS sep / dil convs): k 3 and 5, stride 1 and 2, dilation 1 and 2.
+    // SE's channel scale: a 1x1 plane, odd planes, and planes longer than a block.
+    for xd in [nchw(3, 5, 1, 1), nchw(2, 7, 13, 11), nchw(2, 3, 40, 37)] {
+        h.channel_scale(xd)?;
+    }
+    // Depthwise (the DARTS sep / dil convs, MBConv's): k 3, 5 and 7, stride 1 and 2,
+    // dilation 1 and 2.
     // General: stem 3x3, pointwise 1x1 (direct GEMM), 1x1 stride 2 (FactorizedReduce),
     // grouped, and k 5 dilated.
     let convs = [
@@ -198,6 +203,8 @@ pub fn run_parity<B: Backend<Elem = f32>>(dev: &B, seed: u64) -> Result<Vec<Pari
         (nchw(1, 4, 13, 11), 4, 5, 2, 2, 1, 4),
         (nchw(3, 5, 5, 7), 5, 3, 1, 2, 2, 5),
         (nchw(2, 3, 13, 11), 3, 5, 2, 4, 2, 3),
+        (nchw(2, 5, 13, 11), 5, 7, 1, 3, 1, 5),
+        (nchw(2, 4, 15, 12), 4, 7, 2, 3, 1, 4),
         (nchw(16, 8, 16, 16), 8, 3, 1, 1, 1, 8),
         (nchw(2, 4, 40, 37), 4, 3, 2, 0, 1, 4),
         (nchw(2, 3, 13, 11), 8, 3, 1, 1, 1, 1),

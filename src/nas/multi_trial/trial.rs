@@ -1,7 +1,7 @@
 //! One training trial (`nasrs trial --spec FILE --result FILE`): a JSON spec in (the space,
 //! the architecture, the network's sizes, the data, the budget), the architecture's network
-//! trained from scratch with its space's recipe (NAS-Bench-201's for nb201, DARTS' without
-//! drop-path and auxiliary head for darts), and a JSON result out: the validation accuracy on
+//! trained from scratch with its space's recipe (NAS-Bench-201's for nb201 and mbconv, DARTS'
+//! without drop-path and auxiliary head for darts), and a JSON result out: the validation accuracy on
 //! a held-out split of the training data after each epoch (the curve early stopping reads)
 //! and after the last. A trial is a process of its own so that anything that can launch a
 //! process (a local pool, Slurm) can run it.
@@ -10,8 +10,10 @@ use super::super::classifier::NetworkConfig;
 use super::super::darts::DeviceBatch;
 use super::super::eval_model::EvalConfig;
 use super::super::evaluate::evaluate;
+use super::super::mbconv_model::MbConvConfig;
 use super::super::nb201_model::Nb201Config;
 use super::super::space::darts::DartsSpace;
+use super::super::space::mbconv::MbConvSpace;
 use super::super::space::nb201::Nb201Space;
 use super::super::space::SearchSpace;
 use super::super::train_run::{TrainHyper, Trainer};
@@ -28,14 +30,20 @@ use std::time::Instant;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrialSpec {
-    /// nb201 | darts
+    /// nb201 | darts | mbconv
     pub space: String,
     /// The cell in the space's canonical one-line form.
     pub arch: String,
     /// Initial channels C.
     pub channels: usize,
-    /// darts: cells L; nb201: cells per stage N.
+    /// darts: cells L; nb201: cells per stage N; mbconv: unused (the arch gives the depth).
     pub layers: usize,
+    /// mbconv: the width multiplier (None: [`MBCONV_WIDTH`]); unused by the other spaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width_mult: Option<f64>,
+    /// mbconv: the depth multiplier (None: 1); unused by the other spaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth_mult: Option<f64>,
     /// cifar10 | mnist | fashion-mnist | synthetic
     pub dataset: String,
     /// The data folder (absolute for a trial run elsewhere).
@@ -54,6 +62,10 @@ pub struct TrialSpec {
     #[serde(default)]
     pub threads: Option<usize>,
 }
+
+/// An mbconv trial's width multiplier unless the spec gives one: B0's channels / 4 (the
+/// 8-channel floor for most stages), small enough for a CPU trial.
+pub const MBCONV_WIDTH: f64 = 0.25;
 
 fn default_valid_fraction() -> f64 {
     0.5
@@ -150,10 +162,11 @@ impl TrialSpec {
         match self.space.as_str() {
             "nb201" => Nb201Space.parse(&self.arch).map(|_| ()),
             "darts" => DartsSpace::default().parse(&self.arch).map(|_| ()),
+            "mbconv" => MbConvSpace::default().parse(&self.arch).map(|_| ()),
             other => {
                 return Err(Error::invalid(
                     "field 'space'",
-                    format!("'{other}' (expected nb201 or darts)"),
+                    format!("'{other}' (expected nb201, darts or mbconv)"),
                 ))
             }
         }
@@ -207,6 +220,21 @@ pub fn run_trial<B: Backend>(backend: &B, spec: &TrialSpec) -> Result<TrialResul
                 train_idx,
                 &valid,
                 augment,
+            )?
+        }
+        "mbconv" => {
+            let model = MbConvConfig {
+                width_mult: spec.width_mult.unwrap_or(MBCONV_WIDTH),
+                depth_mult: spec.depth_mult.unwrap_or(1.0),
+                ..MbConvConfig::new(
+                    MbConvSpace::default().parse(&spec.arch)?,
+                    data.classes,
+                    data.c,
+                )
+            };
+            let hyper = TrainHyper::nb201();
+            train_curve(
+                backend, spec, model, hyper, &data, train_idx, &valid, augment,
             )?
         }
         _ => {

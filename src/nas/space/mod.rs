@@ -7,10 +7,13 @@
 //!
 //! Spaces: [`darts::DartsSpace`] (the DARTS cell: normal and reduction cell, 4 nodes of two
 //! inputs each, 7 operations) and [`nb201::Nb201Space`] (the NAS-Bench-201 cell: 6 edges, 5
-//! operations). The networks built from their cells: `nas::eval_model` (DARTS) and
-//! `nas::nb201_model` (NB201), both trained by `nas::train_run` through `nas::classifier`.
+//! operations), and [`mbconv::MbConvSpace`] (MnasNet / EfficientNet-B0 style: seven stages
+//! of MBConv blocks, each choosing kernel, expansion, depth and SE). The networks built from
+//! them: `nas::eval_model` (DARTS), `nas::nb201_model` (NB201) and `nas::mbconv_model`
+//! (MBConv), all trained by `nas::train_run` through `nas::classifier`.
 
 pub mod darts;
+pub mod mbconv;
 pub mod nb201;
 
 use crate::error::{Error, Result};
@@ -21,7 +24,7 @@ pub trait SearchSpace {
     /// One architecture of the space.
     type Arch: Clone + PartialEq + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync;
 
-    /// The space's name on the command line (`darts`, `nb201`).
+    /// The space's name on the command line (`darts`, `nb201`, `mbconv`).
     fn name(&self) -> &'static str;
     /// The number of values of each decision, in order (the action sizes of a controller).
     fn choices(&self) -> &[usize];
