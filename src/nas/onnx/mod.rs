@@ -129,6 +129,10 @@ pub fn export_checkpoint(
         LoadedNetwork::Nb201(net, meta) => {
             export(&cpu, &*net, meta.dataset.as_deref(), opts, &source)
         }
+        LoadedNetwork::MbConv(..) => Err(Error::invalid(
+            "--checkpoint",
+            format!("{source} holds an MBConv network, which nasrs cannot export to ONNX yet"),
+        )),
     }
 }
 
