@@ -14,12 +14,14 @@
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/onnx.rs"]
+mod onnx;
 
 use cli::{data, ok, refused};
 use nasrs::nas::onnx::proto::ModelProto;
+use onnx::{check_with_onnx_runtime, eval_logits, manifest, python, s};
 use prost::Message;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const ARCH_ZERO_NODE: &str =
     "|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|";
@@ -30,14 +32,6 @@ fn tmp(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn manifest() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// A short training run on 64 bundled MNIST images (`extra` picks the network).
@@ -66,24 +60,6 @@ fn train(out: &Path, extra: &[&str]) -> PathBuf {
     ];
     ok(&[&args[..], extra].concat());
     out.join("model.safetensors")
-}
-
-/// `nasrs eval --logits`: 16 test images and nasrs' eval-mode logits of them.
-fn eval_logits(model: &Path, out: &Path) {
-    let data = data();
-    ok(&[
-        "eval",
-        "--checkpoint",
-        s(model),
-        "--data",
-        &data,
-        "--logits",
-        s(out),
-        "--logits-count",
-        "16",
-        "--device",
-        "cpu",
-    ]);
 }
 
 /// The model file, decoded, with the inputs, outputs and metadata every export has.
@@ -148,64 +124,6 @@ fn inspect(path: &Path, batch: &str, image: [i64; 3], classes: i64) -> ModelProt
         assert!(OPS.contains(&n.op_type()), "unexpected op {}", n.op_type());
     }
     model
-}
-
-/// The interpreter for tools/check_onnx.py, or None (saying why) when it lacks the packages
-/// and the ONNX checks are not required.
-fn python() -> Option<PathBuf> {
-    let required = std::env::var("NASRS_ONNX_TESTS").is_ok_and(|v| v == "1");
-    let venv = manifest().join(".onnx-venv/bin/python");
-    let py = std::env::var_os("NASRS_ONNX_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            if venv.exists() {
-                venv
-            } else {
-                "python3".into()
-            }
-        });
-    let probe = Command::new(&py)
-        .args(["-c", "import onnx, onnxruntime, numpy"])
-        .output();
-    match probe {
-        Ok(o) if o.status.success() => Some(py),
-        other => {
-            let why = match other {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                Err(e) => e.to_string(),
-            };
-            assert!(
-                !required,
-                "NASRS_ONNX_TESTS=1 but {} cannot import onnx, onnxruntime and numpy: {why}",
-                py.display()
-            );
-            eprintln!(
-                "skipped: the ONNX Runtime checks ({} lacks onnx/onnxruntime: {why}; set \
-                 NASRS_ONNX_PYTHON or NASRS_ONNX_TESTS=1)",
-                py.display()
-            );
-            None
-        }
-    }
-}
-
-/// tools/check_onnx.py: the checker, then ONNX Runtime's logits against `logits`' (1e-4).
-fn check_with_onnx_runtime(py: &Path, model: &Path, logits: &Path) -> serde_json::Value {
-    let out = Command::new(py)
-        .arg(manifest().join("tools/check_onnx.py"))
-        .args(["--model", s(model), "--logits", s(logits), "--tol", "1e-4"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "check_onnx.py {}: {}{}",
-        model.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{}", line.trim());
-    serde_json::from_str(line.trim()).unwrap()
 }
 
 #[test]

@@ -139,6 +139,11 @@ impl<'a> GraphBuilder<'a> {
     /// Eval-mode batch norm of `{prefix}`: its running statistics, its affine weight and bias
     /// when it has them, else a unit scale and zero shift (what a non-affine BN computes).
     pub fn batch_norm(&mut self, x: &str, prefix: &str) -> Result<Value> {
+        self.batch_norm_eps(x, prefix, BN_EPS)
+    }
+
+    /// [`GraphBuilder::batch_norm`] with the network's own epsilon (MBConv's 1e-3).
+    pub fn batch_norm_eps(&mut self, x: &str, prefix: &str, eps: f64) -> Result<Value> {
         let mean = self.weight(&format!("{prefix}.running_mean"))?;
         let var = self.weight(&format!("{prefix}.running_var"))?;
         let c = self.tensor(&mean)?.shape.iter().product::<usize>();
@@ -157,7 +162,7 @@ impl<'a> GraphBuilder<'a> {
                 }),
             )
         };
-        let attrs = vec![float("epsilon", BN_EPS as f32)];
+        let attrs = vec![float("epsilon", eps as f32)];
         Ok(self.node(
             "BatchNormalization",
             &[x, &scale, &bias, &mean, &var],
@@ -188,6 +193,42 @@ impl<'a> GraphBuilder<'a> {
         }
         let op = if max { "MaxPool" } else { "AveragePool" };
         self.node(op, &[x], out, attrs)
+    }
+
+    /// A conv with the weight `{prefix}.weight` and the bias `{prefix}.bias`.
+    pub fn conv_with_bias(&mut self, x: &str, prefix: &str, spec: ConvAttrs) -> Result<Value> {
+        let conv = self.conv(x, prefix, spec)?;
+        let b = self.weight(&format!("{prefix}.bias"))?;
+        // The bias as the Conv node's third input.
+        if let Some(node) = self
+            .nodes
+            .iter_mut()
+            .rev()
+            .find(|n| n.output == [conv.clone()])
+        {
+            node.input.push(b);
+        }
+        Ok(conv)
+    }
+
+    pub fn sigmoid(&mut self, x: &str, out: &str) -> Value {
+        self.node("Sigmoid", &[x], out, vec![])
+    }
+
+    /// Swish (SiLU), `x * sigmoid(x)`: ONNX has no SiLU operator before opset 22.
+    pub fn swish(&mut self, x: &str, out: &str) -> Value {
+        let s = self.sigmoid(x, &format!("{out}.sigmoid"));
+        self.mul(x, &s, out)
+    }
+
+    /// The element-wise product, broadcasting (a [N, C, 1, 1] gate over [N, C, H, W]).
+    pub fn mul(&mut self, a: &str, b: &str, out: &str) -> Value {
+        self.node("Mul", &[a, b], out, vec![])
+    }
+
+    /// Global average pooling, keeping [N, C, 1, 1].
+    pub fn global_avg_pool(&mut self, x: &str, out: &str) -> Value {
+        self.node("GlobalAveragePool", &[x], out, vec![])
     }
 
     pub fn add(&mut self, a: &str, b: &str, out: &str) -> Value {
@@ -240,7 +281,7 @@ impl<'a> GraphBuilder<'a> {
     /// Global average pooling, flattened to [N, C], then the linear layer `{prefix}`
     /// (`x W^T + b`).
     pub fn pool_and_classify(&mut self, x: &str, prefix: &str, out: &str) -> Result<Value> {
-        let pooled = self.node("GlobalAveragePool", &[x], "global_pool", vec![]);
+        let pooled = self.global_avg_pool(x, "global_pool");
         let flat = self.node("Flatten", &[&pooled], "flatten", vec![int("axis", 1)]);
         let w = self.weight(&format!("{prefix}.weight"))?;
         let b = self.weight(&format!("{prefix}.bias"))?;

@@ -1,6 +1,7 @@
 //! ONNX export of a trained network, for deployment stacks (ONNX Runtime, TensorRT,
 //! OpenVINO, TVM, tract): the eval-mode inference graph of the DARTS evaluation network
-//! ([`darts`]) or the NAS-Bench-201 network ([`nb201`]), built over the network's own
+//! ([`darts`]), the NAS-Bench-201 network ([`nb201`]) or the MBConv network ([`mbconv`]),
+//! built over the network's own
 //! `state_dict` by [`graph::GraphBuilder`] and encoded with the message types generated from
 //! the official `onnx.proto` ([`proto`]).
 //!
@@ -17,6 +18,7 @@
 
 pub mod darts;
 pub mod graph;
+pub mod mbconv;
 pub mod nb201;
 pub mod proto;
 
@@ -102,7 +104,7 @@ impl Default for ExportOptions {
 /// An exported model and what it is, for a summary.
 pub struct Exported {
     pub model: ModelProto,
-    /// `darts-eval` or `nb201`.
+    /// `darts-eval`, `nb201` or `mbconv`.
     pub network: &'static str,
     /// The network's sizes in one phrase (`C=36 L=20`).
     pub describe: String,
@@ -129,10 +131,9 @@ pub fn export_checkpoint(
         LoadedNetwork::Nb201(net, meta) => {
             export(&cpu, &*net, meta.dataset.as_deref(), opts, &source)
         }
-        LoadedNetwork::MbConv(..) => Err(Error::invalid(
-            "--checkpoint",
-            format!("{source} holds an MBConv network, which nasrs cannot export to ONNX yet"),
-        )),
+        LoadedNetwork::MbConv(net, meta) => {
+            export(&cpu, &*net, meta.dataset.as_deref(), opts, &source)
+        }
     }
 }
 
@@ -165,6 +166,16 @@ impl Exportable for super::eval_model::EvalConfig {
             ..self.clone()
         };
         without_head.check_image_size(h, w)
+    }
+}
+
+impl Exportable for super::mbconv_model::MbConvConfig {
+    const NETWORK: &'static str = "mbconv";
+    fn build_graph(&self, g: &mut GraphBuilder) -> Result<graph::Value> {
+        mbconv::build(g, self, INPUT)
+    }
+    fn cell_meta(&self) -> (&'static str, String) {
+        (META_ARCH, self.arch.to_arch_string())
     }
 }
 
