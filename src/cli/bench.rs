@@ -433,6 +433,9 @@ fn bench_eval_cmd(cmd: BenchCommand) -> Result<()> {
             LoadedNetwork::Nb201(mut net, _) => {
                 bench_eval(&be, &mut *net, batch, size, warmup, steps)
             }
+            LoadedNetwork::MbConv(mut net, _) => {
+                bench_eval(&be, &mut *net, batch, size, warmup, steps)
+            }
         }
     })?);
     if json {

@@ -129,6 +129,10 @@ pub fn export_checkpoint(
         LoadedNetwork::Nb201(net, meta) => {
             export(&cpu, &*net, meta.dataset.as_deref(), opts, &source)
         }
+        LoadedNetwork::MbConv(..) => Err(Error::invalid(
+            source,
+            "is an MBConv network; ONNX export covers the DARTS and NB201 networks only",
+        )),
     }
 }
 
