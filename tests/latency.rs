@@ -1,0 +1,165 @@
+//! Latency lookup tables (`nas::latency`, `nasrs latency`): a table built at a tiny scale has
+//! one entry per piece the MBConv space produces there (every architecture's blocks found),
+//! finite positive times, round-trips through its file, and predicts stem + blocks + head
+//! exactly; a table of another scale is refused naming the signature it lacks. Through the
+//! binary: build and check run and report finite errors; bad flags and an existing --out
+//! are refused. Timings' magnitudes are not asserted (the machine is shared and noisy).
+
+#[path = "common/cli.rs"]
+mod cli;
+
+#[allow(unused_imports)]
+use cli::{nasrs, ok, refused};
+use nasrs::nas::latency::{
+    arch_pieces, build_table, space_pieces, LatencyTable, PieceSpec, Protocol, Scale,
+};
+use nasrs::nas::space::mbconv::{MbConvArch, MbConvSpace};
+use nasrs::nas::space::SearchSpace;
+use nasrs::{Cpu, Rng};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nasrs-latency-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tiny() -> Scale {
+    Scale {
+        batch: 2,
+        size: 16,
+        width_mult: 0.25,
+        depth_mult: 1.0,
+        in_channels: 1,
+        classes: 10,
+    }
+}
+
+/// The tiny table, built once for the library tests.
+fn table() -> &'static LatencyTable {
+    static TABLE: OnceLock<LatencyTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let proto = Protocol {
+            warmup: 0,
+            repeats: 2,
+        };
+        build_table(&Cpu::new(), &tiny(), proto, 0, |_, _, _| {}).unwrap()
+    })
+}
+
+#[test]
+fn the_enumeration_counts_first_and_repeated_blocks() {
+    // 7 stages x (first block + repeated block) x 3 kernels x 4 expansions x 2 SE = 336; at
+    // width 0.25 stage 0's first block (stride 1, 8 -> 8 channels, after an 8-channel stem)
+    // is its repeated block: 24 fewer. Plus the stem and the head.
+    let pieces = space_pieces(&tiny()).unwrap();
+    assert_eq!(pieces.len(), 336 - 24 + 2);
+    let stems = pieces
+        .iter()
+        .filter(|p| matches!(p.spec, PieceSpec::Stem { .. }))
+        .count();
+    let heads = pieces
+        .iter()
+        .filter(|p| matches!(p.spec, PieceSpec::Head { .. }))
+        .count();
+    assert_eq!((stems, heads), (1, 1));
+    // At depth 0.5 stages 0 and 6 (at most 2 layers -> 1) lose their repeated blocks, and
+    // stage 0's first block no longer coincides with one.
+    let half = Scale {
+        depth_mult: 0.5,
+        ..tiny()
+    };
+    assert_eq!(space_pieces(&half).unwrap().len(), 5 * 48 + 2 * 24 + 2);
+}
+
+#[test]
+fn a_table_covers_every_architecture_and_predicts_the_sum() {
+    let t = table();
+    let pieces = space_pieces(&tiny()).unwrap();
+    assert_eq!(t.blocks.len() + 2, pieces.len());
+    let timings = t.blocks.values().chain([&t.stem.timing, &t.head.timing]);
+    for timing in timings {
+        for v in [
+            timing.median_ms,
+            timing.mean_ms,
+            timing.p10_ms,
+            timing.p90_ms,
+        ] {
+            assert!(v.is_finite() && v > 0.0, "{timing:?}");
+        }
+        assert!(timing.min_ms <= timing.median_ms && timing.median_ms <= timing.max_ms);
+        assert_eq!(timing.runs, 2);
+    }
+    assert_eq!(t.scale, tiny());
+    assert!(t.device.starts_with("cpu"));
+    let space = MbConvSpace::default();
+    let mut rng = Rng::new(7);
+    let mut archs = vec![MbConvArch::b0()];
+    archs.extend((0..50).map(|_| space.sample(&mut rng)));
+    for arch in &archs {
+        let p = t.predict(arch).unwrap();
+        let mut sum = 0.0;
+        for piece in arch_pieces(&tiny(), arch).unwrap() {
+            sum += match piece.spec {
+                PieceSpec::Stem { .. } => t.stem.timing.median_ms,
+                PieceSpec::Head { .. } => t.head.timing.median_ms,
+                PieceSpec::Block(_) => t.blocks[&piece.key].median_ms,
+            };
+        }
+        assert_eq!(p.total_ms, p.stem_ms + p.blocks_ms + p.head_ms);
+        assert!(
+            (p.total_ms - sum).abs() <= 1e-12 * sum,
+            "{} vs {sum}",
+            p.total_ms
+        );
+        assert_eq!(p.stem_ms, t.stem.timing.median_ms);
+        assert_eq!(p.head_ms, t.head.timing.median_ms);
+    }
+    // B0 at depth 1: 16 blocks.
+    assert_eq!(t.predict(&MbConvArch::b0()).unwrap().blocks, 16);
+}
+
+#[test]
+fn a_table_round_trips_and_refuses_another_scale() {
+    let t = table();
+    let path = tmp("round-trip").join("table.json");
+    t.save(&path).unwrap();
+    assert_eq!(&LatencyTable::load(&path).unwrap(), t);
+    let bigger = Scale { size: 32, ..tiny() };
+    let err = t
+        .predict_at(&MbConvArch::b0(), &bigger)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no entry for `stem in1 out8 @ [1,32,32]`"),
+        "{err}"
+    );
+    let wider = Scale {
+        width_mult: 0.5,
+        ..tiny()
+    };
+    let err = t
+        .predict_at(&MbConvArch::b0(), &wider)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no entry for `stem in1 out16"), "{err}");
+    let batch = Scale { batch: 4, ..tiny() };
+    let err = t
+        .predict_at(&MbConvArch::b0(), &batch)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--batch"), "{err}");
+    // A block missing from a damaged table is named.
+    let mut damaged = t.clone();
+    let b0_pieces = arch_pieces(&tiny(), &MbConvArch::b0()).unwrap();
+    let key = b0_pieces[3].key.clone();
+    damaged.blocks.remove(&key);
+    let err = damaged.predict(&MbConvArch::b0()).unwrap_err().to_string();
+    assert!(err.contains(&key), "{err}");
+    // Not a table, or another version.
+    std::fs::write(&path, "{\"format\": \"other\"}").unwrap();
+    let err = LatencyTable::load(&path).unwrap_err().to_string();
+    assert!(err.contains("not a latency table"), "{err}");
+}
