@@ -8,7 +8,6 @@
 #[path = "common/cli.rs"]
 mod cli;
 
-#[allow(unused_imports)]
 use cli::{nasrs, ok, refused};
 use nasrs::nas::latency::{
     arch_pieces, build_table, space_pieces, LatencyTable, PieceSpec, Protocol, Scale,
@@ -162,4 +161,156 @@ fn a_table_round_trips_and_refuses_another_scale() {
     std::fs::write(&path, "{\"format\": \"other\"}").unwrap();
     let err = LatencyTable::load(&path).unwrap_err().to_string();
     assert!(err.contains("not a latency table"), "{err}");
+}
+
+const TINY: &[&str] = &[
+    "--space",
+    "mbconv",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--batch",
+    "2",
+    "--size",
+    "16",
+    "--width-mult",
+    "0.25",
+    "--in-channels",
+    "1",
+    "--classes",
+    "10",
+    "--warmup",
+    "1",
+    "--repeats",
+    "2",
+];
+
+/// `latency build` at the tiny scale into `out`, with `extra` flags replacing or adding
+/// to [`TINY`]'s (clap refuses a flag given twice).
+fn build_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["latency", "build", "--out", out];
+    for pair in TINY.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            args.extend_from_slice(pair);
+        }
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn the_cli_builds_and_checks_a_table() {
+    let dir = tmp("cli");
+    let table = dir.join("table.json");
+    let table = table.to_str().unwrap();
+    let text = ok(&build_args(table, &[]));
+    assert!(text.contains("312 blocks + stem + head"), "{text}");
+    let t = LatencyTable::load(std::path::Path::new(table)).unwrap();
+    assert_eq!(t.blocks.len(), 312);
+    assert_eq!((t.warmup, t.repeats), (1, 2));
+    assert!(t.device.starts_with("cpu (1 threads"), "{}", t.device);
+
+    let report = dir.join("report.json");
+    let report = report.to_str().unwrap();
+    let check = [
+        "latency",
+        "check",
+        "--table",
+        table,
+        "--samples",
+        "3",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        report,
+    ];
+    let text = ok(&check);
+    assert_eq!(
+        text.lines().filter(|l| l.contains('%')).count(),
+        4,
+        "{text}"
+    );
+    assert!(text.contains("3 networks, mean |relative error|"), "{text}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let (p, m, e) = (
+            row["predicted_ms"].as_f64().unwrap(),
+            row["measured"]["median_ms"].as_f64().unwrap(),
+            row["relative_error"].as_f64().unwrap(),
+        );
+        assert!(p > 0.0 && m > 0.0 && e.is_finite());
+        assert!((e - (p - m) / m).abs() < 1e-12);
+    }
+    for key in ["mean_abs_relative_error", "worst_abs_relative_error"] {
+        assert!(json[key].as_f64().unwrap().is_finite(), "{key}");
+    }
+    // --json prints the same report.
+    let mut with_json = check[..8].to_vec();
+    with_json.extend(["--threads", "1", "--json"]);
+    let printed: serde_json::Value = serde_json::from_str(&ok(&with_json)).unwrap();
+    assert_eq!(printed["rows"].as_array().unwrap().len(), 3);
+
+    // Refusals: the existing report and table untouched without --force.
+    let before = std::fs::read(table).unwrap();
+    refused(&build_args(table, &[]), "--out");
+    assert_eq!(std::fs::read(table).unwrap(), before);
+    let before = std::fs::read(report).unwrap();
+    refused(&check, "--out");
+    assert_eq!(std::fs::read(report).unwrap(), before);
+    // Another image size or width than the table's: the missing signature is named.
+    let mut other = check[..8].to_vec();
+    other.extend(["--threads", "1", "--size", "32"]);
+    refused(&other, "no entry for `stem in1 out8 @ [1,32,32]`");
+    let mut other = check[..8].to_vec();
+    other.extend(["--threads", "1", "--width-mult", "0.5"]);
+    refused(&other, "no entry for `stem");
+    let mut other = check[..8].to_vec();
+    other.extend(["--threads", "1", "--batch", "3"]);
+    refused(&other, "--batch");
+    // Another thread count than the table's.
+    let mut other = check[..8].to_vec();
+    other.extend(["--threads", "2"]);
+    refused(&other, "--device");
+    let mut other = check[..8].to_vec();
+    other.extend(["--threads", "1", "--samples", "0"]);
+    refused(&other, "--samples");
+    // Not a table.
+    refused(
+        &["latency", "check", "--table", report, "--device", "cpu"],
+        "not a latency table",
+    );
+    // --force replaces it.
+    ok(&build_args(table, &["--force", "--repeats", "1"]));
+    let t = LatencyTable::load(std::path::Path::new(table)).unwrap();
+    assert_eq!(t.repeats, 1);
+}
+
+#[test]
+fn the_cli_refuses_bad_flags_before_measuring() {
+    let dir = tmp("bad");
+    let out = dir.join("t.json");
+    let out = out.to_str().unwrap();
+    for (flag, value) in [
+        ("--size", "0"),
+        ("--batch", "0"),
+        ("--repeats", "0"),
+        ("--width-mult", "0"),
+        ("--depth-mult", "0"),
+        ("--classes", "0"),
+        ("--threads", "0"),
+    ] {
+        refused(&build_args(out, &[flag, value]), flag);
+    }
+    refused(&build_args(out, &["--space", "nb201"]), "--space");
+    refused(&build_args(out, &["--depth-mult", "nan"]), "--depth-mult");
+    refused(&build_args(out, &["--device", "tpu"]), "tpu");
+    assert!(!std::path::Path::new(out).exists());
+    // A missing table.
+    let out = nasrs(&["latency", "check", "--table", "/nonexistent/t.json"]);
+    assert_eq!(out.status.code(), Some(2));
 }

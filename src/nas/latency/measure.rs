@@ -212,6 +212,17 @@ pub fn check<B: Backend>(
     if samples == 0 {
         return Err(Error::invalid("--samples", "must be at least 1"));
     }
+    if backend.device_name() != table.device {
+        return Err(Error::invalid(
+            "--device",
+            format!(
+                "this is {}, but the latency table was measured on {} (match --device and \
+                 --threads)",
+                backend.device_name(),
+                table.device
+            ),
+        ));
+    }
     let space = MbConvSpace::default();
     let mut rng = Rng::fork(seed, "latency check");
     let archs: Vec<MbConvArch> = (0..samples).map(|_| space.sample(&mut rng)).collect();
