@@ -43,6 +43,7 @@ fn table() -> &'static LatencyTable {
         let proto = Protocol {
             warmup: 0,
             repeats: 2,
+            flush_mib: 0,
         };
         build_table(&Cpu::new(), &tiny(), proto, 0, |_, _, _| {}).unwrap()
     })
@@ -285,9 +286,13 @@ fn the_cli_builds_and_checks_a_table() {
         "not a latency table",
     );
     // --force replaces it.
-    ok(&build_args(table, &["--force", "--repeats", "1"]));
+    ok(&build_args(
+        table,
+        &["--force", "--repeats", "1", "--flush-mib", "1"],
+    ));
     let t = LatencyTable::load(std::path::Path::new(table)).unwrap();
-    assert_eq!(t.repeats, 1);
+    assert_eq!((t.repeats, t.flush_mib), (1, 1));
+    assert_eq!(t.blocks.len(), 312);
 }
 
 #[test]
@@ -303,6 +308,7 @@ fn the_cli_refuses_bad_flags_before_measuring() {
         ("--depth-mult", "0"),
         ("--classes", "0"),
         ("--threads", "0"),
+        ("--flush-mib", "100000"),
     ] {
         refused(&build_args(out, &[flag, value]), flag);
     }

@@ -50,6 +50,9 @@ pub struct BuildArgs {
     /// Timed runs per piece.
     #[arg(long, default_value_t = 10)]
     repeats: usize,
+    /// MiB copied on the device before each timed run to evict the caches (0: none).
+    #[arg(long, default_value_t = 0)]
+    flush_mib: usize,
     /// CPU threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -135,6 +138,7 @@ fn build(a: BuildArgs) -> Result<()> {
     let proto = Protocol {
         warmup: a.warmup,
         repeats: a.repeats,
+        flush_mib: a.flush_mib,
     };
     proto.validate()?;
     nasrs::io::check_output(&a.out, "--out", &[], a.force)?;
@@ -183,6 +187,7 @@ fn check_table(a: CheckArgs) -> Result<()> {
     let proto = Protocol {
         warmup: a.warmup.unwrap_or(table.warmup),
         repeats: a.repeats.unwrap_or(table.repeats),
+        flush_mib: 0,
     };
     proto.validate()?;
     let dev = open_device(&a.device)?;

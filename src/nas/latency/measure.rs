@@ -2,7 +2,9 @@
 //! eval mode (the inference forward `nasrs eval` runs, no gradients recorded), on random
 //! inputs of the piece's shape: `warmup` untimed runs, then `repeats` timed with the
 //! backend's timer (`Backend::time_region`: the host clock on the CPU, CUDA events on a
-//! GPU). Building a table times every piece the space produces at one scale; checking one
+//! GPU), optionally after a copy of `flush_mib` MiB that evicts the caches (a piece timed
+//! alone again and again runs with its weights and input in cache; inside a network its
+//! weights are cold). Building a table times every piece the space produces at one scale; checking one
 //! times random architectures whole and compares with the table's prediction.
 
 use super::signature::{space_pieces, Piece, PieceSpec, Scale};
@@ -25,12 +27,18 @@ use std::collections::BTreeMap;
 pub struct Protocol {
     pub warmup: usize,
     pub repeats: usize,
+    /// MiB copied on the device before each timed run (outside the timing) to evict the
+    /// caches, so that a piece runs with cold weights as it does inside a network; 0: none.
+    pub flush_mib: usize,
 }
 
 impl Protocol {
     pub fn validate(&self) -> Result<()> {
         if self.repeats == 0 {
             return Err(Error::invalid("--repeats", "must be at least 1"));
+        }
+        if self.flush_mib > 4096 {
+            return Err(Error::invalid("--flush-mib", "is over 4096"));
         }
         Ok(())
     }
@@ -46,8 +54,17 @@ fn time<B: Backend>(
         f()?;
     }
     backend.synchronize()?;
+    let flush_len = proto.flush_mib * (1 << 20) / std::mem::size_of::<B::Elem>();
+    let mut flush = if flush_len > 0 {
+        Some((backend.zeros(flush_len)?, backend.zeros(flush_len)?))
+    } else {
+        None
+    };
     let mut samples = Vec::with_capacity(proto.repeats);
     for _ in 0..proto.repeats {
+        if let Some((src, dst)) = &mut flush {
+            backend.copy_into(dst, src)?;
+        }
         samples.push(backend.time_region(&mut f)?);
     }
     Timing::from_seconds(&samples).ok_or_else(|| Error::invalid("--repeats", "must be at least 1"))
@@ -162,6 +179,7 @@ pub fn build_table<B: Backend>(
         scale: scale.clone(),
         warmup: proto.warmup,
         repeats: proto.repeats,
+        flush_mib: proto.flush_mib,
         build_seconds: start.elapsed().as_secs_f64(),
         stem,
         head,

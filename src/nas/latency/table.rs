@@ -79,6 +79,8 @@ pub struct LatencyTable {
     /// Untimed runs before the timed ones, and timed runs, per piece.
     pub warmup: usize,
     pub repeats: usize,
+    /// MiB copied before each timed run to evict the caches (0: none).
+    pub flush_mib: usize,
     /// Seconds the whole build took.
     pub build_seconds: f64,
     pub stem: KeyedTiming,

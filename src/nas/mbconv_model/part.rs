@@ -16,7 +16,7 @@ use crate::tensor::Tensor;
 
 enum Piece {
     Stem(ConvBn),
-    Block(MbConvBlock),
+    Block(Box<MbConvBlock>),
     Head(ConvBn, Linear),
 }
 
@@ -69,7 +69,7 @@ impl<B: Backend> MbConvPart<B> {
     pub fn block(backend: &B, config: &MbConvConfig, plan: BlockPlan, seed: u64) -> Result<Self> {
         let bn = (config.bn_momentum, config.bn_eps);
         Self::build(backend, seed, |b| {
-            Ok(Piece::Block(MbConvBlock::new(b, plan, bn)?))
+            Ok(Piece::Block(Box::new(MbConvBlock::new(b, plan, bn)?)))
         })
     }
 
