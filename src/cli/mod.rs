@@ -1,6 +1,6 @@
 //! The `nasrs` command line: the schema of every command and the dispatch to one file per
 //! command (`search`, `spos`, `multi_trial`, `train`, `eval`, `export`, `model`, `bench`,
-//! `selftest`, `study_strategies`, `trial`; `train_search` holds `--evaluator train`), plus
+//! `latency`, `selftest`, `study_strategies`, `trial`; `train_search` holds `--evaluator train`), plus
 //! what they share: device opening, the worker pool, output that tolerates a closed pipe,
 //! run-folder notices.
 //! Every error ends the program with a one-line message (exit code 2 for usage and input
@@ -37,6 +37,7 @@ mod args;
 mod bench;
 mod eval;
 mod export;
+mod latency;
 mod model;
 mod multi_trial;
 mod progress;
@@ -95,6 +96,9 @@ pub enum Command {
     /// Time search and training steps.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Latency lookup tables for hardware-aware search: build one, check its predictions.
+    #[command(subcommand)]
+    Latency(latency::LatencyCommand),
     /// Measure search quality: strategies over many seeds, supernet ranking quality.
     #[command(subcommand)]
     Study(StudyCommand),
@@ -153,6 +157,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(c) => export::export(c),
         Command::Model(a) => model::model(a),
         Command::Bench(b) => bench::bench(b),
+        Command::Latency(c) => latency::latency(c),
         Command::Study(StudyCommand::Ranking(a)) => study_ranking::ranking(a),
         Command::Selftest { device, seed } => selftest::selftest(&device, seed),
     }

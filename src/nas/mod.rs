@@ -16,6 +16,7 @@ pub mod evaluate;
 pub mod genotype;
 pub mod genotypes_builtin;
 pub mod history;
+pub mod latency;
 pub mod mbconv_model;
 pub mod modules;
 pub mod multi_trial;

@@ -14,6 +14,7 @@
 //! `state_dict`).
 
 mod block;
+pub mod part;
 pub mod plan;
 
 use super::classifier::StateDict;
