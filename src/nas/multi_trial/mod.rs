@@ -17,7 +17,9 @@
 //! on a table as a run folder), `study.rs` (every strategy over many seeds, summarized);
 //! the training evaluator: `trial.rs` (one training trial, spec in, result out),
 //! `executor.rs` (trials as local processes), `slurm.rs` (trials as Slurm jobs),
-//! `train_search.rs` (a search of training trials as a run folder with a crash-safe journal);
+//! `train_search.rs` (a search of training trials as a run folder with a crash-safe journal,
+//! `journal.rs` its events and their reading on `--resume`, `latency_terms.rs` its latency
+//! objective and Pareto front);
 //! early stopping with epochs as the budget: `fidelity.rs` (rungs, brackets, the scheduler,
 //! successive halving and Hyperband), `asha.rs` (ASHA), `curve_fit.rs` (pow3 learning-curve
 //! fit) and `curve_stop.rs` (the learning-curve stopping rule).
@@ -30,6 +32,8 @@ pub mod evaluator;
 pub mod evolution;
 pub mod executor;
 pub mod fidelity;
+pub mod journal;
+pub mod latency_terms;
 pub mod lstm;
 pub mod policy;
 pub mod random;
