@@ -7,10 +7,14 @@
 use super::args::RunFolderArgs;
 use clap::Args;
 use nasrs::data::{default_data_dir, DatasetKind};
+use nasrs::nas::latency::{LatencyObjective, LatencyReward, MNAS_SOFT_WEIGHT};
 use nasrs::nas::multi_trial::executor::{Executor, ExecutorConfig, LocalExecutor};
 use nasrs::nas::multi_trial::fidelity::EarlyStop;
+use nasrs::nas::multi_trial::latency_terms::LatencyTerms;
 use nasrs::nas::multi_trial::slurm::{SlurmConfig, SlurmExecutor};
-use nasrs::nas::multi_trial::train_search::{run_train_search, TrainSearchConfig, BEST, JOURNAL};
+use nasrs::nas::multi_trial::train_search::{
+    run_train_search, TrainSearchConfig, BEST, JOURNAL, PARETO_JSON,
+};
 use nasrs::nas::multi_trial::trial::TrialSpec;
 use nasrs::nas::multi_trial::StrategyConfig;
 use nasrs::nas::run_dir::Start;
@@ -108,6 +112,53 @@ pub(crate) struct TrainEvalArgs {
     /// Attempts after the first for a failed trial (a crash, a failed or timed-out job).
     #[arg(long, default_value_t = 0)]
     retries: usize,
+    /// mbconv: a table of `nasrs latency build`; the strategy is told the latency reward
+    /// of --latency-reward, and the run writes the accuracy-latency Pareto front
+    /// (pareto.json, pareto.svg).
+    #[arg(long, requires = "latency_target")]
+    latency_table: Option<PathBuf>,
+    /// --latency-table: the target latency T in milliseconds (at the table's device, batch
+    /// and image size).
+    #[arg(long, requires = "latency_table", allow_hyphen_values = true)]
+    latency_target: Option<f64>,
+    /// soft (MnasNet: accuracy * (latency/T)^w) | hard (w = 0 at or under T, -1 over it) |
+    /// limit (architectures over T are never proposed; the reward is the accuracy).
+    #[arg(long, default_value = "soft", requires = "latency_table")]
+    latency_reward: String,
+    /// --latency-reward soft: the exponent w (MnasNet's -0.07).
+    #[arg(long, default_value_t = MNAS_SOFT_WEIGHT, allow_hyphen_values = true,
+          requires = "latency_table")]
+    latency_weight: f64,
+}
+
+/// The latency objective of the flags, if `--latency-table` is given.
+fn latency_objective(a: &TrainEvalArgs, space_name: &str) -> Result<Option<LatencyObjective>> {
+    let (Some(table), Some(target_ms)) = (&a.latency_table, a.latency_target) else {
+        return Ok(None);
+    };
+    let reward = match a.latency_reward.as_str() {
+        "soft" => LatencyReward::Soft {
+            weight: a.latency_weight,
+        },
+        "hard" => LatencyReward::Hard,
+        "limit" => LatencyReward::Limit,
+        other => {
+            return Err(Error::invalid(
+                "--latency-reward",
+                format!("'{other}' (expected soft, hard or limit)"),
+            ))
+        }
+    };
+    // Absolute, so that config.json names the same file from any working directory.
+    let table = std::fs::canonicalize(table).map_err(|e| Error::io(table, e))?;
+    let objective = LatencyObjective {
+        table,
+        target_ms,
+        reward,
+    };
+    // Loaded here to refuse a bad table before the run starts; the search loads it again.
+    LatencyTerms::open(&objective, space_name)?;
+    Ok(Some(objective))
 }
 
 /// Runs the training search `strategy` on `space_name` as the flags ask.
@@ -232,6 +283,7 @@ pub(crate) fn run(
         }
     };
     early_stop.validate(a.epochs)?;
+    let latency = latency_objective(a, space_name)?;
     let config = TrainSearchConfig {
         space: space_name.to_string(),
         strategy,
@@ -242,6 +294,7 @@ pub(crate) fn run(
         executor,
         retries: a.retries,
         early_stop,
+        latency,
     };
     let out = run.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
@@ -358,6 +411,13 @@ fn search_in<S: SearchSpace>(
         "best: valid_acc {} at trial {} of {} ({} epochs): {}",
         best.valid_acc, best.trial, outcome.trials, best.epochs, best.arch
     );
+    if let (Some(ms), Some(objective)) = (best.latency_ms, best.objective) {
+        eprintln!(
+            "best by the latency reward: predicted {ms:.3} ms, reward {objective:.4}; the \
+             accuracy-latency Pareto front is in {}",
+            out.join(PARETO_JSON).display()
+        );
+    }
     eprintln!("written to {}", out.join(BEST).display());
     Ok(())
 }

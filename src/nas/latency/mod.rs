@@ -17,7 +17,7 @@ pub mod signature;
 pub mod table;
 
 pub use measure::{build_table, check, CheckReport, CheckRow, Protocol};
-pub use signature::{arch_pieces, space_pieces, Piece, PieceSpec, Scale};
-pub use table::{LatencyTable, Prediction, Timing};
 pub use objective::{LatencyObjective, LatencyReward, MNAS_SOFT_WEIGHT};
 pub use pareto::{front, pareto_svg, ParetoPoint};
+pub use signature::{arch_pieces, space_pieces, Piece, PieceSpec, Scale};
+pub use table::{LatencyTable, Prediction, Timing};

@@ -38,7 +38,10 @@ impl LatencyObjective {
         if !(self.target_ms.is_finite() && self.target_ms > 0.0) {
             return Err(Error::invalid(
                 "--latency-target",
-                format!("{} is not a positive number of milliseconds", self.target_ms),
+                format!(
+                    "{} is not a positive number of milliseconds",
+                    self.target_ms
+                ),
             ));
         }
         if let LatencyReward::Soft { weight } = self.reward {

@@ -39,6 +39,12 @@ pub enum JournalEvent {
         attempts: usize,
         #[serde(flatten)]
         result: TrialResult,
+        /// With a latency objective: the architecture's predicted latency and the reward the
+        /// strategy was told (ok trials).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        latency_ms: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        objective: Option<f64>,
     },
     /// After the strategy was told the score of configuration `observed - 1`: its state, the
     /// search's generator, and the configurations proposed by then.

@@ -31,13 +31,16 @@
 //! strategy sees it as score 0 (the lowest accuracy), the journal and `best.json` as failed.
 
 use super::executor::{Executor, ExecutorConfig, TrialJob};
-pub use super::journal::{JournalEvent, Snapshot};
-use super::journal::{journaled_arch, read_earlier, Earlier};
 use super::fidelity::{EarlyStop, Job, Next};
+use super::journal::{journaled_arch, read_earlier, Earlier};
+pub use super::journal::{JournalEvent, Snapshot};
+use super::latency_terms::LatencyTerms;
+pub use super::latency_terms::{PARETO_JSON, PARETO_SVG};
 use super::trial::{TrialResult, TrialSpec, TrialStatus};
 use super::{search_rng, StrategyConfig, RESERVE_MAX};
 use crate::error::{Error, Result};
 use crate::io::{append_jsonl, atomic_write, atomic_write_json};
+use crate::nas::latency::{LatencyObjective, ParetoPoint};
 use crate::nas::run_dir::{RunDir, Start};
 use crate::nas::space::SearchSpace;
 use serde::{Deserialize, Serialize};
@@ -48,7 +51,7 @@ pub const CONFIG: &str = "config.json";
 pub const JOURNAL: &str = "journal.jsonl";
 pub const BEST: &str = "best.json";
 pub const TRIALS: &str = "trials";
-pub const RUN_FILES: &[&str] = &[CONFIG, JOURNAL, BEST, TRIALS];
+pub const RUN_FILES: &[&str] = &[CONFIG, JOURNAL, BEST, TRIALS, PARETO_JSON, PARETO_SVG];
 
 /// The score a failed trial gives the strategy: no accuracy at all.
 pub const FAILED_SCORE: f64 = 0.0;
@@ -70,6 +73,10 @@ pub struct TrainSearchConfig {
     /// Early stopping with epochs as the budget (`trial.epochs` the full budget).
     #[serde(default)]
     pub early_stop: EarlyStop,
+    /// Latency in the objective (`--latency-table`, mbconv): the strategy is told the
+    /// reward, and the run writes the accuracy-latency Pareto front.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyObjective>,
 }
 
 /// `best.json`.
@@ -84,6 +91,12 @@ pub struct TrainBest {
     #[serde(default)]
     pub epochs: usize,
     pub curve: Vec<f64>,
+    /// With a latency objective: the best's predicted latency and reward (it is the best by
+    /// the reward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<f64>,
 }
 
 /// What a run returns.
@@ -132,6 +145,10 @@ pub fn run_train_search<S: SearchSpace>(
             ),
         ));
     }
+    let latency = match &config.latency {
+        Some(o) => Some(LatencyTerms::open(o, space.name())?),
+        None => None,
+    };
     let (mut dir, resume) = RunDir::open(out, RUN_FILES, JOURNAL, start)?;
     // Result files must be found by trials running elsewhere (Slurm): absolute paths.
     let root = std::fs::canonicalize(&dir.path).map_err(|e| Error::io(&dir.path, e))?;
@@ -150,7 +167,18 @@ pub fn run_train_search<S: SearchSpace>(
     };
     let mut rng = search_rng(config.seed);
     let mut strategy = config.strategy.build(space, &mut rng)?;
-    let accept = |_: &S::Arch| true;
+    // The strategy's score of an ok trial of `arch` at accuracy `acc`, and the latency.
+    let rank = |arch: &str, acc: f64| -> Result<(f64, Option<f64>)> {
+        match &latency {
+            Some(l) => l.reward(arch, acc).map(|(r, ms)| (r, Some(ms))),
+            None => Ok((acc, None)),
+        }
+    };
+    let accept = |a: &S::Arch| {
+        latency
+            .as_ref()
+            .is_none_or(|l| l.accepts(&space.to_string(a)))
+    };
     // Until the journal's last state, the strategy is not run (see the module docs).
     let restore = earlier.state.take();
     let mut live = restore.is_none();
@@ -282,6 +310,13 @@ pub fn run_train_search<S: SearchSpace>(
                     submit(executor, trial, &text, job.epochs)?;
                     continue;
                 }
+                let (objective, latency_ms) = match result.valid_acc {
+                    Some(acc) if latency.is_some() && result.status == TrialStatus::Ok => {
+                        let (r, ms) = rank(&text, acc)?;
+                        (Some(r), ms)
+                    }
+                    _ => (None, None),
+                };
                 append_jsonl(
                     &journal,
                     &JournalEvent::Finished {
@@ -289,17 +324,22 @@ pub fn run_train_search<S: SearchSpace>(
                         arch: text,
                         attempts: attempt,
                         result: result.clone(),
+                        latency_ms,
+                        objective,
                     },
                 )?;
                 finished.insert(trial, (attempt, result));
             }
         }
         let result = &finished[&head].1;
+        let job = jobs[head - 1];
         let score = match result {
-            r if r.status == TrialStatus::Ok => r.valid_acc.unwrap_or(FAILED_SCORE),
+            r if r.status == TrialStatus::Ok => match r.valid_acc {
+                Some(acc) => rank(&space.to_string(&archs[job.config]), acc)?.0,
+                None => FAILED_SCORE,
+            },
             _ => FAILED_SCORE,
         };
-        let job = jobs[head - 1];
         scheduler.report(job, score, &result.curve);
         // The strategy hears each configuration once, at its first (smallest) budget, in
         // proposal order.
@@ -347,9 +387,25 @@ pub fn run_train_search<S: SearchSpace>(
         .keys()
         .filter(|&&t| t <= jobs.len())
         .count();
-    let best = best_trial(space, &archs, &jobs, &finished);
+    let best = best_trial(space, &archs, &jobs, &finished, &rank)?;
     if let Some(b) = &best {
         atomic_write_json(&root.join(BEST), b)?;
+    }
+    if let Some(l) = &latency {
+        let points = top_results(space, &archs, &jobs, &finished)
+            .into_iter()
+            .map(|(trial, arch, acc)| {
+                let (objective, ms) = l.reward(&arch, acc)?;
+                Ok(ParetoPoint {
+                    trial,
+                    arch,
+                    accuracy: acc,
+                    latency_ms: ms,
+                    objective,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        l.write_front(&root, &points)?;
     }
     let failed = finished
         .values()
@@ -381,36 +437,57 @@ fn attempt_dir(root: &Path, trial: usize) -> PathBuf {
         .unwrap_or(base)
 }
 
-/// The best ok trial among those trained for the most epochs any ok trial trained (all of
-/// them without early stopping): the highest accuracy, the earliest on a tie.
+/// The ok trials trained for the most epochs any ok trial trained (all of them without
+/// early stopping), in trial order: (trial, arch, accuracy).
+fn top_results<S: SearchSpace>(
+    space: &S,
+    archs: &[S::Arch],
+    jobs: &[Job],
+    finished: &BTreeMap<usize, (usize, TrialResult)>,
+) -> Vec<(usize, String, f64)> {
+    let ok: Vec<(usize, usize, f64)> = finished
+        .iter()
+        .filter(|(t, (_, r))| **t <= jobs.len() && r.status == TrialStatus::Ok)
+        .filter_map(|(&t, (_, r))| r.valid_acc.map(|acc| (t, r.epochs, acc)))
+        .collect();
+    let Some(top) = ok.iter().map(|&(_, e, _)| e).max() else {
+        return Vec::new();
+    };
+    ok.into_iter()
+        .filter(|&(_, e, _)| e == top)
+        .map(|(t, _, acc)| (t, space.to_string(&archs[jobs[t - 1].config]), acc))
+        .collect()
+}
+
+/// The best of [`top_results`] by `rank` (the accuracy, or the latency reward), the
+/// earliest on a tie.
 fn best_trial<S: SearchSpace>(
     space: &S,
     archs: &[S::Arch],
     jobs: &[Job],
     finished: &BTreeMap<usize, (usize, TrialResult)>,
-) -> Option<TrainBest> {
-    let ok = || {
-        finished
-            .iter()
-            .filter(|(t, (_, r))| **t <= jobs.len() && r.status == TrialStatus::Ok)
-            .filter_map(|(&t, (_, r))| r.valid_acc.map(|acc| (t, r.epochs, acc)))
-    };
-    let top = ok().map(|(_, e, _)| e).max()?;
-    let mut best: Option<(usize, f64)> = None;
-    for (trial, _, acc) in ok().filter(|(_, e, _)| *e == top) {
-        if best.is_none_or(|(_, b)| acc > b) {
-            best = Some((trial, acc));
+    rank: &dyn Fn(&str, f64) -> Result<(f64, Option<f64>)>,
+) -> Result<Option<TrainBest>> {
+    let mut best: Option<(usize, f64, f64, Option<f64>)> = None;
+    for (trial, arch, acc) in top_results(space, archs, jobs, finished) {
+        let (r, ms) = rank(&arch, acc)?;
+        if best.is_none_or(|(_, b, _, _)| r > b) {
+            best = Some((trial, r, acc, ms));
         }
     }
-    let (trial, valid_acc) = best?;
+    let Some((trial, r, valid_acc, latency_ms)) = best else {
+        return Ok(None);
+    };
     let arch = &archs[jobs[trial - 1].config];
-    Some(TrainBest {
+    Ok(Some(TrainBest {
         space: space.name().to_string(),
         arch: space.to_string(arch),
         arch_json: space.to_json(arch),
         trial,
         valid_acc,
-        epochs: top,
+        epochs: finished[&trial].1.epochs,
         curve: finished[&trial].1.curve.clone(),
-    })
+        objective: latency_ms.map(|_| r),
+        latency_ms,
+    }))
 }

@@ -1,0 +1,335 @@
+//! Latency in a training search (`--latency-table`, `nas::multi_trial::latency_terms`): under a
+//! plain limit no architecture over the target is ever trained; under MnasNet's soft reward
+//! the strategy is told `acc * (lat / T)^-0.07`, journaled beside the accuracy, and the best
+//! is the best by that reward; every run writes the accuracy-latency Pareto front (its front
+//! non-dominated, drawn from the results) and its SVG; a resumed finished run answers the
+//! same. Bad latency flags are refused naming the flag.
+
+#[path = "common/cli.rs"]
+mod cli;
+
+use cli::{data, ok, refused};
+use nasrs::nas::latency::LatencyTable;
+use nasrs::nas::space::mbconv::{MbConvArch, MbConvSpace};
+use nasrs::nas::space::SearchSpace;
+use nasrs::Rng;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "nasrs-latency-search-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A tiny CPU table (batch 1, 16x16, width 0.25, MNIST's one channel), built once.
+fn table() -> &'static Path {
+    static TABLE: OnceLock<PathBuf> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let path = tmp("table").join("latency.json");
+        let p = path.to_str().unwrap();
+        ok(&[
+            "latency",
+            "build",
+            "--space",
+            "mbconv",
+            "--device",
+            "cpu",
+            "--batch",
+            "1",
+            "--size",
+            "16",
+            "--width-mult",
+            "0.25",
+            "--in-channels",
+            "1",
+            "--classes",
+            "10",
+            "--warmup",
+            "0",
+            "--repeats",
+            "2",
+            "--out",
+            p,
+        ]);
+        path
+    })
+}
+
+/// The median predicted latency of 41 random architectures: a target about half exceed.
+fn median_target() -> f64 {
+    let t = LatencyTable::load(table()).unwrap();
+    let space = MbConvSpace::default();
+    let mut rng = Rng::new(11);
+    let mut ms: Vec<f64> = (0..41)
+        .map(|_| t.predict(&space.sample(&mut rng)).unwrap().total_ms)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms[20]
+}
+
+fn search(strategy: &str, out: &Path, extra: &[&str]) -> Value {
+    let d = data();
+    let mut args = vec![
+        "search",
+        strategy,
+        "--space",
+        "mbconv",
+        "--evaluator",
+        "train",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--batch",
+        "16",
+        "--data",
+        &d,
+        "--device",
+        "cpu",
+        "--trial-threads",
+        "1",
+        "--seed",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "--latency-table",
+        table().to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&args)).unwrap()
+}
+
+fn read(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The journal's finished events.
+fn finished(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("journal.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "finished")
+        .collect()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap()
+}
+
+/// `front` holds exactly the results no other result beats on both accuracy and latency.
+fn check_front(pareto: &Value) {
+    let results = pareto["results"].as_array().unwrap();
+    let front = pareto["front"].as_array().unwrap();
+    assert!(!front.is_empty());
+    let dominated = |p: &Value| {
+        results.iter().any(|q| {
+            f(&q["accuracy"]) >= f(&p["accuracy"])
+                && f(&q["latency_ms"]) <= f(&p["latency_ms"])
+                && (f(&q["accuracy"]) > f(&p["accuracy"])
+                    || f(&q["latency_ms"]) < f(&p["latency_ms"]))
+        })
+    };
+    for p in results {
+        let on_front = front.iter().any(|q| q["trial"] == p["trial"]);
+        assert_eq!(on_front, !dominated(p), "{p}");
+    }
+    let lat: Vec<f64> = front.iter().map(|p| f(&p["latency_ms"])).collect();
+    assert!(
+        lat.windows(2).all(|w| w[0] <= w[1]),
+        "fastest first: {lat:?}"
+    );
+}
+
+#[test]
+fn a_limit_never_trains_an_architecture_over_the_target() {
+    let target = median_target();
+    let run = tmp("limit").join("run");
+    let t = format!("{target}");
+    let best = search(
+        "evolution",
+        &run,
+        &[
+            "--budget",
+            "6",
+            "--population",
+            "3",
+            "--sample-size",
+            "2",
+            "--latency-target",
+            &t,
+            "--latency-reward",
+            "limit",
+        ],
+    );
+    let table = LatencyTable::load(table()).unwrap();
+    let events = finished(&run);
+    assert_eq!(events.len(), 6);
+    for e in &events {
+        let arch = MbConvArch::parse(e["arch"].as_str().unwrap()).unwrap();
+        let ms = table.predict(&arch).unwrap().total_ms;
+        assert!(
+            ms <= target,
+            "{} predicted {ms} ms over {target}",
+            e["arch"]
+        );
+        assert_eq!(f(&e["latency_ms"]), ms);
+        // Under a limit the reward is the accuracy.
+        assert_eq!(f(&e["objective"]), f(&e["valid_acc"]));
+    }
+    assert_eq!(f(&best["objective"]), f(&best["valid_acc"]));
+    let pareto = read(&run.join("pareto.json"));
+    assert_eq!(pareto["results"].as_array().unwrap().len(), 6);
+    check_front(&pareto);
+    let svg = std::fs::read_to_string(run.join("pareto.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("</svg>"));
+}
+
+#[test]
+fn the_soft_reward_is_mnasnets_and_picks_the_best() {
+    let target = median_target();
+    let run = tmp("soft").join("run");
+    let t = format!("{target}");
+    let args = ["--budget", "5", "--latency-target", &t];
+    let best = search("random", &run, &args);
+    let events = finished(&run);
+    assert_eq!(events.len(), 5);
+    let mut top = f64::NEG_INFINITY;
+    for e in &events {
+        let (acc, ms) = (f(&e["valid_acc"]), f(&e["latency_ms"]));
+        let want = acc * (ms / target).powf(-0.07);
+        assert!((f(&e["objective"]) - want).abs() < 1e-12, "{e}");
+        top = top.max(want);
+    }
+    assert_eq!(f(&best["objective"]), top);
+    check_front(&read(&run.join("pareto.json")));
+    // A finished run resumed answers every trial from its journal and the same best.
+    let again = search("random", &run, &[&args[..], &["--resume"]].concat());
+    assert_eq!(again, best);
+}
+
+#[test]
+fn bad_latency_flags_are_refused() {
+    let d = data();
+    let dir = tmp("refused");
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    let tab = table().to_str().unwrap();
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [base, extra].concat()
+    }
+    let base = [
+        "search",
+        "random",
+        "--evaluator",
+        "train",
+        "--budget",
+        "1",
+        "--data",
+        &d,
+        "--out",
+        o,
+    ];
+    refused(
+        &with(
+            &base,
+            &[
+                "--space",
+                "nb201",
+                "--latency-table",
+                tab,
+                "--latency-target",
+                "1",
+            ],
+        ),
+        "--latency-table",
+    );
+    refused(
+        &with(&base, &["--space", "mbconv", "--latency-target", "1"]),
+        "--latency-table",
+    );
+    refused(
+        &with(
+            &base,
+            &[
+                "--space",
+                "mbconv",
+                "--latency-table",
+                tab,
+                "--latency-target",
+                "-2",
+            ],
+        ),
+        "--latency-target",
+    );
+    refused(
+        &with(
+            &base,
+            &[
+                "--space",
+                "mbconv",
+                "--latency-table",
+                tab,
+                "--latency-target",
+                "1",
+                "--latency-reward",
+                "fast",
+            ],
+        ),
+        "--latency-reward",
+    );
+    refused(
+        &with(
+            &base,
+            &[
+                "--space",
+                "mbconv",
+                "--latency-table",
+                tab,
+                "--latency-target",
+                "1",
+                "--latency-weight",
+                "0.5",
+            ],
+        ),
+        "--latency-weight",
+    );
+    let missing = dir.join("none.json");
+    refused(
+        &with(
+            &base,
+            &[
+                "--space",
+                "mbconv",
+                "--latency-table",
+                missing.to_str().unwrap(),
+                "--latency-target",
+                "1",
+            ],
+        ),
+        "none.json",
+    );
+    let junk = dir.join("junk.json");
+    std::fs::write(&junk, "{\"not\": \"a table\"}").unwrap();
+    refused(
+        &with(
+            &base,
+            &[
+                "--space",
+                "mbconv",
+                "--latency-table",
+                junk.to_str().unwrap(),
+                "--latency-target",
+                "1",
+            ],
+        ),
+        "junk.json",
+    );
+    assert!(!out.exists(), "a refused search writes nothing");
+}
