@@ -333,3 +333,43 @@ fn bad_latency_flags_are_refused() {
     );
     assert!(!out.exists(), "a refused search writes nothing");
 }
+
+#[test]
+fn predict_answers_from_the_table_alone() {
+    let tab = table().to_str().unwrap();
+    let t = LatencyTable::load(table()).unwrap();
+    let b0 = t.predict(&MbConvArch::b0()).unwrap().total_ms;
+    let line = ok(&["latency", "predict", "--table", tab, "--arch", "b0"]);
+    let printed: f64 = line.split_whitespace().next().unwrap().parse().unwrap();
+    assert!((printed - b0).abs() < 1e-4, "{line}");
+    let spread: Value = serde_json::from_str(&ok(&[
+        "latency",
+        "predict",
+        "--table",
+        tab,
+        "--samples",
+        "30",
+    ]))
+    .unwrap();
+    let q: Vec<f64> = [
+        "min_ms",
+        "p10_ms",
+        "p25_ms",
+        "median_ms",
+        "p75_ms",
+        "p90_ms",
+        "max_ms",
+    ]
+    .iter()
+    .map(|k| f(&spread[k]))
+    .collect();
+    assert!(q[0] > 0.0 && q.windows(2).all(|w| w[0] <= w[1]), "{spread}");
+    refused(
+        &["latency", "predict", "--table", tab, "--samples", "0"],
+        "--samples",
+    );
+    refused(
+        &["latency", "predict", "--table", tab, "--arch", "e1k3"],
+        "e1k3",
+    );
+}

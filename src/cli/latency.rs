@@ -2,11 +2,14 @@
 //! `build` times every piece the MBConv space produces at one scale on a device into a JSON
 //! table (written atomically, never over an existing file without `--force`); `check`
 //! times random architectures as whole networks and reports the table's prediction error
-//! per network, its mean and its worst.
+//! per network, its mean and its worst; `predict` answers from a table alone (given
+//! architectures, or the spread over random ones: where a search's target can sit).
 
 use super::{in_pool, open_device, to_json};
 use clap::{Args, Subcommand};
 use nasrs::nas::latency::{build_table, check, CheckReport, LatencyTable, Protocol, Scale};
+use nasrs::nas::space::mbconv::{MbConvArch, MbConvSpace};
+use nasrs::nas::space::SearchSpace;
 use nasrs::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +24,40 @@ pub enum LatencyCommand {
     /// (same protocol): per network predicted vs measured ms and relative error, then the
     /// mean and worst relative error.
     Check(CheckArgs),
+    /// Predict latency from a table without timing anything: the given architectures' (one
+    /// line each), or the spread over random architectures of the space (to choose a
+    /// search's --latency-target).
+    Predict(PredictArgs),
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// A table of `nasrs latency build`.
+    #[arg(long)]
+    table: PathBuf,
+    /// Architectures to predict (the MBConv string form, or b0); none: random ones.
+    /// Repeatable.
+    #[arg(long)]
+    arch: Vec<String>,
+    /// Random architectures drawn without --arch.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// Seed of the architectures drawn.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// `latency predict` over random architectures: quantiles of the predicted milliseconds.
+#[derive(serde::Serialize)]
+struct Spread {
+    samples: usize,
+    min_ms: f64,
+    p10_ms: f64,
+    p25_ms: f64,
+    median_ms: f64,
+    p75_ms: f64,
+    p90_ms: f64,
+    max_ms: f64,
 }
 
 #[derive(Args)]
@@ -113,7 +150,52 @@ pub fn latency(cmd: LatencyCommand) -> Result<()> {
     match cmd {
         LatencyCommand::Build(a) => build(a),
         LatencyCommand::Check(a) => check_table(a),
+        LatencyCommand::Predict(a) => predict(a),
     }
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    let table = LatencyTable::load(&a.table)?;
+    let at = |arch: &MbConvArch| {
+        table
+            .predict(arch)
+            .map(|p| p.total_ms)
+            .map_err(|e| Error::bad_file(&a.table, e.to_string()))
+    };
+    if !a.arch.is_empty() {
+        for text in &a.arch {
+            let arch = MbConvArch::parse(text)?;
+            out!(
+                "{:.4} {}",
+                at(&arch)?,
+                MbConvSpace::default().to_string(&arch)
+            );
+        }
+        return Ok(());
+    }
+    if a.samples == 0 {
+        return Err(Error::invalid("--samples", "must be at least 1"));
+    }
+    let space = MbConvSpace::default();
+    let mut rng = nasrs::Rng::new(a.seed);
+    let mut ms = (0..a.samples)
+        .map(|_| at(&space.sample(&mut rng)))
+        .collect::<Result<Vec<f64>>>()?;
+    ms.sort_by(f64::total_cmp);
+    // The nearest-rank quantile.
+    let q = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    let spread = Spread {
+        samples: ms.len(),
+        min_ms: ms[0],
+        p10_ms: q(0.1),
+        p25_ms: q(0.25),
+        median_ms: q(0.5),
+        p75_ms: q(0.75),
+        p90_ms: q(0.9),
+        max_ms: ms[ms.len() - 1],
+    };
+    out!("{}", to_json(&spread)?);
+    Ok(())
 }
 
 fn build(a: BuildArgs) -> Result<()> {
@@ -152,7 +234,7 @@ fn build(a: BuildArgs) -> Result<()> {
         })
     })?);
     table.save(&a.out)?;
-    let b0 = table.predict(&nasrs::nas::space::mbconv::MbConvArch::b0())?;
+    let b0 = table.predict(&MbConvArch::b0())?;
     out!(
         "{}: {} blocks + stem + head on {} ({}), {} in {:.1} s",
         a.out.display(),
