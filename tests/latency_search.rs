@@ -3,12 +3,13 @@
 //! the strategy is told `acc * (lat / T)^-0.07`, journaled beside the accuracy, and the best
 //! is the best by that reward; every run writes the accuracy-latency Pareto front (its front
 //! non-dominated, drawn from the results) and its SVG; a resumed finished run answers the
-//! same. Bad latency flags are refused naming the flag.
+//! same, and one whose table changed since it started is refused. `latency predict` answers
+//! from the table. Bad latency flags are refused naming the flag.
 
 #[path = "common/cli.rs"]
 mod cli;
 
-use cli::{data, ok, refused};
+use cli::{data, nasrs, ok, refused};
 use nasrs::nas::latency::LatencyTable;
 use nasrs::nas::space::mbconv::{MbConvArch, MbConvSpace};
 use nasrs::nas::space::SearchSpace;
@@ -371,5 +372,81 @@ fn predict_answers_from_the_table_alone() {
     refused(
         &["latency", "predict", "--table", tab, "--arch", "e1k3"],
         "e1k3",
+    );
+}
+
+#[test]
+fn resuming_with_a_changed_table_is_refused() {
+    let dir = tmp("changed");
+    let own = dir.join("latency.json");
+    std::fs::copy(table(), &own).unwrap();
+    let run = dir.join("run");
+    let target = format!("{}", median_target());
+    let d = data();
+    let args = |more: &[&str]| -> Vec<String> {
+        [
+            "search",
+            "random",
+            "--space",
+            "mbconv",
+            "--evaluator",
+            "train",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "64",
+            "--batch",
+            "16",
+            "--data",
+            &d,
+            "--device",
+            "cpu",
+            "--trial-threads",
+            "1",
+            "--out",
+            run.to_str().unwrap(),
+            "--latency-table",
+            own.to_str().unwrap(),
+            "--latency-target",
+            &target,
+        ]
+        .iter()
+        .chain(more)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let first = args(&["--budget", "2"]);
+    ok(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    // Every timing doubled: the journaled rewards no longer follow from the table.
+    let mut t: Value = read(&own);
+    fn double(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k.ends_with("_ms") {
+                        if let Some(n) = x.as_f64() {
+                            *x = Value::from(2.0 * n);
+                        }
+                    } else {
+                        double(x);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(double),
+            _ => {}
+        }
+    }
+    double(&mut t);
+    std::fs::write(&own, serde_json::to_string(&t).unwrap()).unwrap();
+    let again = args(&["--resume", "--budget", "3"]);
+    // Refused after the run's banner line: the journal is read once the run folder opens.
+    let out = nasrs(&again.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("error: ")
+            && err.contains("the table changed since the run started")
+            && !err.contains("panicked"),
+        "{err}"
     );
 }

@@ -71,6 +71,8 @@ pub(crate) struct Earlier {
     pub(crate) finished: BTreeMap<usize, (usize, TrialResult)>,
     /// The last state journaled.
     pub(crate) state: Option<Snapshot>,
+    /// (trial, arch, predicted ms) of each finished trial whose latency was journaled.
+    pub(crate) latencies: Vec<(usize, String, f64)>,
 }
 
 /// Trial `trial`'s architecture as the journal proposed it (replaying up to its last state).
@@ -137,10 +139,15 @@ pub(crate) fn read_earlier(root: &Path, config: &TrainSearchConfig) -> Result<Ea
             JournalEvent::State(state) => earlier.state = Some(*state),
             JournalEvent::Finished {
                 trial,
+                arch,
                 attempts,
                 result,
+                latency_ms,
                 ..
             } => {
+                if let Some(ms) = latency_ms {
+                    earlier.latencies.push((trial, arch, ms));
+                }
                 earlier.finished.insert(trial, (attempts, result));
             }
         }

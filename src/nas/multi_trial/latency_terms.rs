@@ -71,6 +71,22 @@ impl LatencyTerms {
         Ok((self.objective.reward(acc, ms), ms))
     }
 
+    /// Refuses to resume a run whose table changed: trial `trial` of `arch` was journaled
+    /// at `journaled_ms`, and the strategy's state was built on the rewards of then.
+    pub fn check_journaled(&self, trial: usize, arch: &str, journaled_ms: f64) -> Result<()> {
+        let ms = self.latency_ms(arch)?;
+        if (ms - journaled_ms).abs() > 1e-9 * journaled_ms.abs().max(1.0) {
+            return Err(Error::bad_file(
+                &self.objective.table,
+                format!(
+                    "it predicts {ms} ms for trial {trial} ({arch}) but the run journaled \
+                     {journaled_ms} ms: the table changed since the run started"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Writes `pareto.json` and `pareto.svg` of `results` into `root`.
     pub fn write_front(&self, root: &Path, results: &[ParetoPoint]) -> Result<()> {
         let file = ParetoFile {

@@ -165,6 +165,11 @@ pub fn run_train_search<S: SearchSpace>(
         dir.epoch_saved(&[CONFIG, JOURNAL, TRIALS])?;
         Earlier::default()
     };
+    if let Some(l) = &latency {
+        for (trial, arch, ms) in &earlier.latencies {
+            l.check_journaled(*trial, arch, *ms)?;
+        }
+    }
     let mut rng = search_rng(config.seed);
     let mut strategy = config.strategy.build(space, &mut rng)?;
     // The strategy's score of an ok trial of `arch` at accuracy `acc`, and the latency.
