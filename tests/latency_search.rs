@@ -34,30 +34,11 @@ fn table() -> &'static Path {
     TABLE.get_or_init(|| {
         let path = tmp("table").join("latency.json");
         let p = path.to_str().unwrap();
-        ok(&[
-            "latency",
-            "build",
-            "--space",
-            "mbconv",
-            "--device",
-            "cpu",
-            "--batch",
-            "1",
-            "--size",
-            "16",
-            "--width-mult",
-            "0.25",
-            "--in-channels",
-            "1",
-            "--classes",
-            "10",
-            "--warmup",
-            "0",
-            "--repeats",
-            "2",
-            "--out",
-            p,
-        ]);
+        let flags = "latency build --space mbconv --device cpu --batch 1 --size 16 \
+                     --width-mult 0.25 --in-channels 1 --classes 10 --warmup 0 --repeats 2";
+        let mut args: Vec<&str> = flags.split_whitespace().collect();
+        args.extend(["--out", path.to_str().unwrap()]);
+        ok(&args);
         path
     })
 }
@@ -74,36 +55,27 @@ fn median_target() -> f64 {
     ms[20]
 }
 
+/// The flags of a tiny training search of the MBConv space under the latency table `table`.
+fn search_args(strategy: &str, out: &Path, table: &Path, extra: &[&str]) -> Vec<String> {
+    let fixed = "--space mbconv --evaluator train --epochs 1 --train-limit 64 --batch 16 \
+                 --device cpu --trial-threads 1 --seed 5";
+    let mut args: Vec<String> = vec!["search".into(), strategy.into()];
+    args.extend(fixed.split_whitespace().map(String::from));
+    for (flag, path) in [
+        ("--data", Path::new(&data())),
+        ("--out", out),
+        ("--latency-table", table),
+    ] {
+        args.push(flag.into());
+        args.push(path.to_str().unwrap().into());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 fn search(strategy: &str, out: &Path, extra: &[&str]) -> Value {
-    let d = data();
-    let mut args = vec![
-        "search",
-        strategy,
-        "--space",
-        "mbconv",
-        "--evaluator",
-        "train",
-        "--epochs",
-        "1",
-        "--train-limit",
-        "64",
-        "--batch",
-        "16",
-        "--data",
-        &d,
-        "--device",
-        "cpu",
-        "--trial-threads",
-        "1",
-        "--seed",
-        "5",
-        "--out",
-        out.to_str().unwrap(),
-        "--latency-table",
-        table().to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    serde_json::from_str(&ok(&args)).unwrap()
+    let args = search_args(strategy, out, table(), extra);
+    serde_json::from_str(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>())).unwrap()
 }
 
 fn read(path: &Path) -> Value {
@@ -217,121 +189,55 @@ fn the_soft_reward_is_mnasnets_and_picks_the_best() {
 
 #[test]
 fn bad_latency_flags_are_refused() {
-    let d = data();
     let dir = tmp("refused");
     let out = dir.join("run");
-    let o = out.to_str().unwrap();
-    let tab = table().to_str().unwrap();
-    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
-        [base, extra].concat()
-    }
-    let base = [
-        "search",
-        "random",
-        "--evaluator",
-        "train",
-        "--budget",
-        "1",
-        "--data",
-        &d,
-        "--out",
-        o,
-    ];
-    refused(
-        &with(
-            &base,
-            &[
-                "--space",
-                "nb201",
-                "--latency-table",
-                tab,
-                "--latency-target",
-                "1",
-            ],
-        ),
-        "--latency-table",
-    );
-    refused(
-        &with(&base, &["--space", "mbconv", "--latency-target", "1"]),
-        "--latency-table",
-    );
-    refused(
-        &with(
-            &base,
-            &[
-                "--space",
-                "mbconv",
-                "--latency-table",
-                tab,
-                "--latency-target",
-                "-2",
-            ],
-        ),
-        "--latency-target",
-    );
-    refused(
-        &with(
-            &base,
-            &[
-                "--space",
-                "mbconv",
-                "--latency-table",
-                tab,
-                "--latency-target",
-                "1",
-                "--latency-reward",
-                "fast",
-            ],
-        ),
-        "--latency-reward",
-    );
-    refused(
-        &with(
-            &base,
-            &[
-                "--space",
-                "mbconv",
-                "--latency-table",
-                tab,
-                "--latency-target",
-                "1",
-                "--latency-weight",
-                "0.5",
-            ],
-        ),
-        "--latency-weight",
-    );
+    let tab = table().to_str().unwrap().to_string();
     let missing = dir.join("none.json");
-    refused(
-        &with(
-            &base,
-            &[
-                "--space",
-                "mbconv",
-                "--latency-table",
-                missing.to_str().unwrap(),
-                "--latency-target",
-                "1",
-            ],
-        ),
-        "none.json",
-    );
     let junk = dir.join("junk.json");
     std::fs::write(&junk, "{\"not\": \"a table\"}").unwrap();
-    refused(
-        &with(
-            &base,
-            &[
-                "--space",
-                "mbconv",
-                "--latency-table",
-                junk.to_str().unwrap(),
-                "--latency-target",
-                "1",
-            ],
+    let (missing, junk) = (missing.to_str().unwrap(), junk.to_str().unwrap());
+    // (space, table, the flags after it, what the error names)
+    let cases: [(&str, Option<&str>, &str, &str); 7] = [
+        ("nb201", Some(&tab), "--latency-target 1", "--latency-table"),
+        ("mbconv", None, "--latency-target 1", "--latency-table"),
+        (
+            "mbconv",
+            Some(&tab),
+            "--latency-target -2",
+            "--latency-target",
         ),
-        "junk.json",
-    );
+        (
+            "mbconv",
+            Some(&tab),
+            "--latency-target 1 --latency-reward fast",
+            "--latency-reward",
+        ),
+        (
+            "mbconv",
+            Some(&tab),
+            "--latency-target 1 --latency-weight 0.5",
+            "--latency-weight",
+        ),
+        ("mbconv", Some(missing), "--latency-target 1", "none.json"),
+        ("mbconv", Some(junk), "--latency-target 1", "junk.json"),
+    ];
+    let d = data();
+    for (space, table, flags, what) in cases {
+        let mut args = vec!["search", "random", "--evaluator", "train", "--budget", "1"];
+        args.extend([
+            "--data",
+            &d,
+            "--out",
+            out.to_str().unwrap(),
+            "--space",
+            space,
+        ]);
+        if let Some(t) = table {
+            args.extend(["--latency-table", t]);
+        }
+        args.extend(flags.split_whitespace());
+        refused(&args, what);
+    }
     assert!(!out.exists(), "a refused search writes nothing");
 }
 
@@ -382,38 +288,13 @@ fn resuming_with_a_changed_table_is_refused() {
     std::fs::copy(table(), &own).unwrap();
     let run = dir.join("run");
     let target = format!("{}", median_target());
-    let d = data();
     let args = |more: &[&str]| -> Vec<String> {
-        [
-            "search",
+        search_args(
             "random",
-            "--space",
-            "mbconv",
-            "--evaluator",
-            "train",
-            "--epochs",
-            "1",
-            "--train-limit",
-            "64",
-            "--batch",
-            "16",
-            "--data",
-            &d,
-            "--device",
-            "cpu",
-            "--trial-threads",
-            "1",
-            "--out",
-            run.to_str().unwrap(),
-            "--latency-table",
-            own.to_str().unwrap(),
-            "--latency-target",
-            &target,
-        ]
-        .iter()
-        .chain(more)
-        .map(|s| s.to_string())
-        .collect()
+            &run,
+            &own,
+            &[&["--latency-target", &target][..], more].concat(),
+        )
     };
     let first = args(&["--budget", "2"]);
     ok(&first.iter().map(String::as_str).collect::<Vec<_>>());
