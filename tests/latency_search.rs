@@ -197,7 +197,13 @@ fn bad_latency_flags_are_refused() {
     std::fs::write(&junk, "{\"not\": \"a table\"}").unwrap();
     let (missing, junk) = (missing.to_str().unwrap(), junk.to_str().unwrap());
     // (space, table, the flags after it, what the error names)
-    let cases: [(&str, Option<&str>, &str, &str); 7] = [
+    let cases: [(&str, Option<&str>, &str, &str); 8] = [
+        (
+            "nb201",
+            Some(&tab),
+            "--latency-target 1 --evaluator table",
+            "--latency-table",
+        ),
         ("nb201", Some(&tab), "--latency-target 1", "--latency-table"),
         ("mbconv", None, "--latency-target 1", "--latency-table"),
         (
@@ -223,7 +229,10 @@ fn bad_latency_flags_are_refused() {
     ];
     let d = data();
     for (space, table, flags, what) in cases {
-        let mut args = vec!["search", "random", "--evaluator", "train", "--budget", "1"];
+        let mut args = vec!["search", "random", "--budget", "1"];
+        if !flags.contains("--evaluator") {
+            args.extend(["--evaluator", "train"]);
+        }
         args.extend([
             "--data",
             &d,

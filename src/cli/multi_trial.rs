@@ -229,6 +229,15 @@ pub(crate) fn reinforce(a: ReinforceArgs) -> Result<()> {
 }
 
 fn trial_search(a: TrialSearchArgs, strategy: StrategyConfig) -> Result<()> {
+    if a.evaluator != "train" && a.train.has_latency() {
+        return Err(Error::invalid(
+            "--latency-table",
+            format!(
+                "applies to --evaluator train (the MBConv space), not {}",
+                a.evaluator
+            ),
+        ));
+    }
     match a.evaluator.as_str() {
         "table" if a.table.space == "mbconv" => {
             return Err(Error::invalid(

@@ -131,6 +131,13 @@ pub(crate) struct TrainEvalArgs {
     latency_weight: f64,
 }
 
+impl TrainEvalArgs {
+    /// Whether `--latency-table` was given.
+    pub(crate) fn has_latency(&self) -> bool {
+        self.latency_table.is_some()
+    }
+}
+
 /// The latency objective of the flags, if `--latency-table` is given.
 fn latency_objective(a: &TrainEvalArgs, space_name: &str) -> Result<Option<LatencyObjective>> {
     let (Some(table), Some(target_ms)) = (&a.latency_table, a.latency_target) else {
