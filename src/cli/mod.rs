@@ -49,6 +49,7 @@ mod study_strategies;
 mod train;
 mod train_search;
 mod trial;
+mod trial_args;
 
 #[derive(Parser)]
 #[command(

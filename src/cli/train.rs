@@ -97,6 +97,15 @@ pub(crate) struct TrainArgs {
     /// Use only the first N test images (0 = all).
     #[arg(long, default_value_t = 0)]
     test_limit: usize,
+    /// Resize every training and test image to R x R (bilinear, once at load time; 1..=1024)
+    /// before training: EfficientNet's resolution. Default: the dataset's own size.
+    #[arg(long)]
+    resolution: Option<usize>,
+    /// mbconv: the scaled network `nasrs scale apply` wrote (its arch, width and depth
+    /// multipliers and resolution), instead of --arch, --width-mult, --depth-mult and
+    /// --resolution.
+    #[arg(long, conflicts_with_all = ["arch", "width_mult", "depth_mult", "resolution"])]
+    scaled: Option<PathBuf>,
     #[command(flatten)]
     dev: DeviceArgs,
     #[command(flatten)]
@@ -335,6 +344,7 @@ fn run<M: NetworkConfig>(
         augment,
         train_limit: (a.train_limit > 0).then_some(a.train_limit),
         test_limit: (a.test_limit > 0).then_some(a.test_limit),
+        resolution: None,
     };
     let out = a.run.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(

@@ -26,6 +26,7 @@ pub mod progress;
 pub mod ranking;
 pub mod report;
 pub mod run_dir;
+pub mod scaling;
 pub mod search_model;
 pub mod search_run;
 pub mod sizing;

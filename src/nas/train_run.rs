@@ -131,6 +131,10 @@ pub struct TrainRunConfig<M = EvalConfig> {
     /// Use only the first N training / test samples (quick runs); None = all.
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
+    /// The side the images were resized to before training and testing (`--resolution`);
+    /// None: the dataset's own size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<usize>,
 }
 
 /// One line of `metrics.jsonl`.
