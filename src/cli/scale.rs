@@ -15,7 +15,7 @@ use nasrs::nas::run_dir::Start;
 use nasrs::nas::scaling::apply::apply;
 use nasrs::nas::scaling::base::{read_base, ScalingBase};
 use nasrs::nas::scaling::search::{
-    run_scale_search, ScaleSearchConfig, ScalingReport, JOURNAL, SCALING,
+    open_scale_search, run_scale_search, ScaleSearchConfig, ScalingReport, JOURNAL, SCALING,
 };
 use nasrs::nas::scaling::{parse_range, Coefficients, Grid};
 use nasrs::{Error, Result};
@@ -62,24 +62,26 @@ impl BaseArgs {
     /// The base of `--base` (required unless `fallback` gives one), with the multipliers
     /// the flags override.
     fn read(&self, fallback: Option<ScalingBase>) -> Result<ScalingBase> {
-        let mut base = match (&self.base, fallback) {
-            (Some(spec), _) => read_base(spec)?,
-            (None, Some(b)) => b,
-            (None, None) => {
-                return Err(Error::invalid(
+        let mut base =
+            match (&self.base, fallback) {
+                (Some(spec), _) => read_base(spec)?,
+                (None, Some(b)) => b,
+                (None, None) => return Err(Error::invalid(
                     "--base",
                     "is required (a best.json of an mbconv search, a scaled network's JSON, an \
                      arch string file, or b0..b7)",
-                ))
-            }
-        };
+                )),
+            };
         for (flag, v, slot) in [
             ("--base-width", self.base_width, &mut base.width_mult),
             ("--base-depth", self.base_depth, &mut base.depth_mult),
         ] {
             if let Some(v) = v {
                 if !(v.is_finite() && v > 0.0) {
-                    return Err(Error::invalid(flag, format!("{v} is not a positive number")));
+                    return Err(Error::invalid(
+                        flag,
+                        format!("{v} is not a positive number"),
+                    ));
                 }
                 *slot = v;
             }
@@ -210,6 +212,7 @@ fn search(a: ScaleSearchArgs) -> Result<()> {
     });
     let exe = std::env::current_exe().map_err(|e| Error::io("the nasrs binary", e))?;
     let mut runner = t.open_executor(&config.executor)?;
+    let opened = open_scale_search(&config, &out, start)?;
     eprintln!(
         "nasrs scale search: base {} ({}, width {} depth {} at {}px), {candidates} candidates \
          (step {}, tolerance {}), {} epochs each on {} images of {}, {} workers, run folder {}",
@@ -226,7 +229,7 @@ fn search(a: ScaleSearchArgs) -> Result<()> {
         config.workers,
         out.display()
     );
-    let outcome = run_scale_search(&config, runner.as_mut(), &exe, &out, start)?;
+    let outcome = run_scale_search(opened, runner.as_mut(), &exe)?;
     if outcome.replayed > 0 {
         eprintln!(
             "resumed: {} of {candidates} candidates answered from {}",

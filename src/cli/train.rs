@@ -346,10 +346,10 @@ fn run<M: NetworkConfig>(
 ) -> Result<()> {
     let kind = a.data.kind()?;
     let start = Start::from_flags(a.run.resume, a.run.force)?;
-    let device = open_device(&a.dev.device)?;
     if let Some(side) = plan.resolution {
         check_resolution(side)?;
     }
+    let device = open_device(&a.dev.device)?;
     let (train, test) = a.data.load()?;
     let (train_limit, test_limit) = (
         (a.train_limit > 0).then_some(a.train_limit),

@@ -306,4 +306,3 @@ fn search_in<S: SearchSpace>(
     eprintln!("written to {}", out.join(BEST).display());
     Ok(())
 }
-

@@ -15,8 +15,8 @@ pub mod resize;
 pub mod synthetic;
 
 pub use augment::Augment;
-pub use resize::{check_resolution, resize_dataset};
 pub use loader::{split_indices, Batch, BatchIterator, BatchIteratorState, SequentialBatches};
+pub use resize::{check_resolution, resize_dataset};
 pub use synthetic::synthetic;
 
 use crate::error::{Error, Result};

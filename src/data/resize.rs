@@ -96,7 +96,16 @@ mod tests {
 
     fn set(images: Vec<u8>, c: usize, h: usize, w: usize) -> Dataset {
         let n = images.len() / (c * h * w);
-        Dataset::new("t", images, vec![0; n], (c, h, w), 1, vec![0.5; c], vec![0.5; c]).unwrap()
+        Dataset::new(
+            "t",
+            images,
+            vec![0; n],
+            (c, h, w),
+            1,
+            vec![0.5; c],
+            vec![0.5; c],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -142,7 +151,10 @@ mod tests {
         let d = set(vec![0; 4], 1, 2, 2);
         for side in [0, MAX_RESOLUTION + 1, 100_000] {
             let e = resize_dataset(&d, side).unwrap_err().to_string();
-            assert!(e.contains("--resolution") && e.contains(&side.to_string()), "{e}");
+            assert!(
+                e.contains("--resolution") && e.contains(&side.to_string()),
+                "{e}"
+            );
         }
         let big = set(vec![0; 64 * 4], 1, 2, 2);
         // 64 images are small at any accepted side: only the byte limit could refuse them.

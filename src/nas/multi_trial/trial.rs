@@ -18,7 +18,10 @@ use super::super::space::nb201::Nb201Space;
 use super::super::space::SearchSpace;
 use super::super::train_run::{TrainHyper, Trainer};
 use crate::backend::Backend;
-use crate::data::{check_resolution, load, resize_dataset, split_indices, Augment, BatchIterator, Dataset, DatasetKind};
+use crate::data::{
+    check_resolution, load, resize_dataset, split_indices, Augment, BatchIterator, Dataset,
+    DatasetKind,
+};
 use crate::error::{Error, Result};
 use crate::optim::cosine_lr;
 use crate::rng::Rng;
@@ -152,7 +155,8 @@ impl TrialSpec {
             }
         }
         if let Some(side) = self.resolution {
-            check_resolution(side).map_err(|e| Error::invalid("field 'resolution'", e.to_string()))?;
+            check_resolution(side)
+                .map_err(|e| Error::invalid("field 'resolution'", e.to_string()))?;
         }
         if self.threads == Some(0) {
             return Err(Error::invalid("field 'threads'", "must be at least 1"));

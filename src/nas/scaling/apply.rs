@@ -75,20 +75,20 @@ pub fn apply(
     }
     check_resolution(base_resolution)
         .map_err(|e| Error::invalid("--base-resolution", e.to_string()))?;
-    let arch = MbConvArch::parse(&base.arch).map_err(|e| Error::invalid("--base", e.to_string()))?;
+    let arch =
+        MbConvArch::parse(&base.arch).map_err(|e| Error::invalid("--base", e.to_string()))?;
     let width_mult = tidy(base.width_mult * c.beta.powf(phi));
     let depth_mult = tidy(base.depth_mult * c.alpha.powf(phi));
     let side = (base_resolution as f64 * c.gamma.powf(phi)).round();
     if side > usize::MAX as f64 {
-        return Err(Error::invalid("--phi", format!("{phi} overflows the resolution")));
+        return Err(Error::invalid(
+            "--phi",
+            format!("{phi} overflows the resolution"),
+        ));
     }
     let resolution = side as usize;
-    check_resolution(resolution).map_err(|e| {
-        Error::invalid(
-            "--phi",
-            format!("the scaled resolution {resolution}: {e}"),
-        )
-    })?;
+    check_resolution(resolution)
+        .map_err(|e| Error::invalid("--phi", format!("the scaled resolution {resolution}: {e}")))?;
     let (plan, stem_channels, head_channels) = blocks(&arch, width_mult, depth_mult)?;
     let mut stages: Vec<StageSize> = Vec::new();
     for b in &plan {

@@ -32,7 +32,8 @@ pub fn read_base(spec: &str) -> Result<ScalingBase> {
     if !path.exists() {
         let named = spec.len() == 2 && spec.to_ascii_lowercase().starts_with('b');
         if named {
-            let row = ScalingRow::named(spec).map_err(|e| Error::invalid("--base", e.to_string()))?;
+            let row =
+                ScalingRow::named(spec).map_err(|e| Error::invalid("--base", e.to_string()))?;
             return Ok(ScalingBase {
                 arch: MbConvArch::b0().to_arch_string(),
                 width_mult: row.width,

@@ -118,7 +118,9 @@ impl Grid {
             ));
         }
         let n = ((hi - lo) / self.step + 1e-9).floor() as usize;
-        Ok((0..=n).map(|i| round_grid(lo + i as f64 * self.step)).collect())
+        Ok((0..=n)
+            .map(|i| round_grid(lo + i as f64 * self.step))
+            .collect())
     }
 
     /// Every grid point within the tolerance, alpha outermost, then beta, then gamma, each

@@ -160,9 +160,8 @@ fn read_earlier(
 ) -> Result<BTreeMap<usize, (usize, TrialResult)>> {
     let config_path = root.join(CONFIG);
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-    let mut saved: ScaleSearchConfig = serde_json::from_str(&text).map_err(|e| {
-        Error::bad_file(&config_path, format!("not a scale search's config: {e}"))
-    })?;
+    let mut saved: ScaleSearchConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(&config_path, format!("not a scale search's config: {e}")))?;
     saved.executor = config.executor.clone();
     saved.workers = config.workers;
     saved.retries = config.retries;
@@ -221,23 +220,29 @@ fn attempt_dir(root: &Path, trial: usize) -> PathBuf {
         .unwrap_or(base)
 }
 
-/// Runs (or resumes) the scale search `config` asks for, each trial by `executor` running
-/// `exe trial`, in the folder `out`.
-pub fn run_scale_search(
-    config: &ScaleSearchConfig,
-    executor: &mut dyn Executor,
-    exe: &Path,
+/// A scale search whose run folder is open: what the journal of an earlier run answered.
+pub struct ScaleSearch<'a> {
+    config: &'a ScaleSearchConfig,
+    nets: Vec<ScaledNetwork>,
+    /// The run folder, absolute (trials running elsewhere, on Slurm, find their files).
+    root: PathBuf,
+    earlier: BTreeMap<usize, (usize, TrialResult)>,
+}
+
+/// Opens the run folder `out` for the search `config` asks for (new, `--resume`d or
+/// `--force`d): refuses a bad grid, a folder holding another run, or a journal that is not
+/// this run's, before any trial starts.
+pub fn open_scale_search<'a>(
+    config: &'a ScaleSearchConfig,
     out: &Path,
     start: Start,
-) -> Result<ScaleSearchOutcome> {
+) -> Result<ScaleSearch<'a>> {
     if config.workers == 0 {
         return Err(Error::invalid("--workers", "must be at least 1"));
     }
     let nets = scaled_candidates(config)?;
     let (mut dir, resume) = RunDir::open(out, RUN_FILES, JOURNAL, start)?;
-    // Result files must be found by trials running elsewhere (Slurm): absolute paths.
     let root = std::fs::canonicalize(&dir.path).map_err(|e| Error::io(&dir.path, e))?;
-    let journal = root.join(JOURNAL);
     let earlier = if resume {
         read_earlier(&root, config, &nets)?
     } else {
@@ -246,10 +251,32 @@ pub fn run_scale_search(
             std::fs::remove_dir_all(&trials).map_err(|e| Error::io(&trials, e))?;
         }
         atomic_write_json(&root.join(CONFIG), config)?;
-        atomic_write(&journal, b"")?;
+        atomic_write(&root.join(JOURNAL), b"")?;
         dir.epoch_saved(&[CONFIG, JOURNAL, TRIALS])?;
         BTreeMap::new()
     };
+    Ok(ScaleSearch {
+        config,
+        nets,
+        root,
+        earlier,
+    })
+}
+
+/// Runs the candidates the journal has no result for, each by `executor` running `exe
+/// trial`, then writes `scaling.json`.
+pub fn run_scale_search(
+    search: ScaleSearch,
+    executor: &mut dyn Executor,
+    exe: &Path,
+) -> Result<ScaleSearchOutcome> {
+    let ScaleSearch {
+        config,
+        nets,
+        root,
+        earlier,
+    } = search;
+    let journal = root.join(JOURNAL);
     let replayed = earlier.len();
     let mut finished = earlier;
     let submit = |executor: &mut dyn Executor, trial: usize| -> Result<()> {
