@@ -165,6 +165,14 @@ fn phi_two_rounds_as_efficientnet() {
     // make_divisible(c * 1.21): 19.36 -> 24 (16 is under 90%), 29.04 -> 32, ...
     assert_eq!(channels, [24, 32, 48, 96, 136, 232, 384]);
     assert_eq!((net.stem_channels, net.head_channels), (40, 1536));
+    // A product of 2.0449 per phi: the FLOPs about double (up to the rounding).
+    let flops: Vec<f64> = [0.0, 1.0, 2.0]
+        .iter()
+        .map(|&phi| apply(&b0(), 224, c, phi, 1000, 3).unwrap().flops as f64)
+        .collect();
+    for w in flops.windows(2) {
+        assert!((1.6..2.6).contains(&(w[1] / w[0])), "{flops:?}");
+    }
     let e = apply(&b0(), 224, c, -1.0, 10, 1).unwrap_err().to_string();
     assert!(e.contains("--phi"), "{e}");
 }

@@ -237,10 +237,12 @@ fn search(a: ScaleSearchArgs) -> Result<()> {
             out.join(JOURNAL).display()
         );
     }
-    eprintln!("trial  alpha  beta  gamma  product  width   depth   res  params     valid_acc");
+    eprintln!(
+        "trial  alpha  beta  gamma  product  width   depth   res  params     MFLOPs    valid_acc"
+    );
     for c in &outcome.report.candidates {
         eprintln!(
-            "{:>5}  {:<5}  {:<4}  {:<5}  {:<7.4}  {:<6}  {:<6}  {:>3}  {:>9}  {}",
+            "{:>5}  {:<5}  {:<4}  {:<5}  {:<7.4}  {:<6}  {:<6}  {:>3}  {:>9}  {:>8.2}  {}",
             c.trial,
             c.alpha,
             c.beta,
@@ -250,6 +252,7 @@ fn search(a: ScaleSearchArgs) -> Result<()> {
             c.depth_mult,
             c.resolution,
             c.params,
+            c.flops as f64 / 1e6,
             c.valid_acc
                 .map_or_else(|| "failed".to_string(), |v| format!("{v:.4}"))
         );
@@ -361,8 +364,14 @@ fn apply_command(a: ScaleApplyArgs) -> Result<()> {
     }
     out!("{}", to_json(&net)?);
     eprintln!(
-        "scaled: width {} depth {} resolution {} ({} parameters at {} classes)",
-        net.width_mult, net.depth_mult, net.resolution, net.params, net.classes
+        "scaled: width {} depth {} resolution {} ({} parameters at {} classes, {:.2} MFLOPs \
+         per image)",
+        net.width_mult,
+        net.depth_mult,
+        net.resolution,
+        net.params,
+        net.classes,
+        net.flops as f64 / 1e6
     );
     Ok(())
 }

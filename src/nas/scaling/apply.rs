@@ -3,16 +3,21 @@
 //! `base depth * alpha^phi` (each stage's blocks `ceil(n * depth)`), width multiplier `base
 //! width * beta^phi` (channels to multiples of 8, `make_divisible`), resolution
 //! `round(base resolution * gamma^phi)`. The JSON it is written as (per-stage channels and
-//! blocks, parameter count) is what `nasrs train --space mbconv --scaled FILE` trains.
+//! blocks, parameter count, forward FLOPs) is what `nasrs train --space mbconv --scaled FILE` trains.
 
 use super::base::ScalingBase;
 use super::Coefficients;
+use crate::autograd::Tape;
 use crate::backend::counting::Counting;
 use crate::data::check_resolution;
 use crate::error::{Error, Result};
 use crate::nas::mbconv_model::plan::blocks;
 use crate::nas::mbconv_model::{MbConvConfig, MbConvNetwork};
 use crate::nas::space::mbconv::MbConvArch;
+use crate::nas::Mode;
+use crate::rng::Rng;
+use crate::shape::Shape;
+use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -49,6 +54,10 @@ pub struct ScaledNetwork {
     pub classes: usize,
     pub in_channels: usize,
     pub params: usize,
+    /// Multiply-adds counted as FLOPs of one image's eval-mode forward at `resolution` (the
+    /// counting backend's count).
+    #[serde(default)]
+    pub flops: u64,
 }
 
 /// A multiplier rounded to 9 decimals, so that `1.1^2` is 1.21 and `ceil(100 * 1.21)` 121.
@@ -106,8 +115,7 @@ pub fn apply(
         depth_mult,
         ..MbConvConfig::new(arch.clone(), classes, in_channels)
     };
-    // Shapes only: the counting backend allocates and computes nothing.
-    let params = MbConvNetwork::new(&Counting::new(), config, 0)?.num_weights();
+    let (params, flops) = count(config, resolution)?;
     Ok(ScaledNetwork {
         space: "mbconv".to_string(),
         arch: arch.to_arch_string(),
@@ -124,7 +132,26 @@ pub fn apply(
         classes,
         in_channels,
         params,
+        flops,
     })
+}
+
+/// The network's parameters and one image's forward FLOPs at `side`, on the counting
+/// backend (shapes only: it allocates and computes nothing).
+fn count(config: MbConvConfig, side: usize) -> Result<(usize, u64)> {
+    let be = Counting::new();
+    let in_channels = config.in_channels;
+    let mut net = MbConvNetwork::new(&be, config, 0)?;
+    be.reset()?;
+    let mut tape = Tape::new(be.clone());
+    tape.set_grad_enabled(false);
+    let x = tape.constant(Tensor::zeros(
+        &be,
+        Shape::new(&[1, in_channels, side, side]),
+    )?);
+    net.run(&mut tape, x, Mode::EVAL, 0.0, &mut Rng::new(0))?;
+    drop(tape);
+    Ok((net.num_weights(), be.snapshot()?.total.flops))
 }
 
 impl ScaledNetwork {

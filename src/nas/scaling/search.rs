@@ -8,7 +8,7 @@
 //! each candidate's coefficients and result, `attempt_failed` for an attempt that is retried),
 //! `trials/<trial>/attempt-<n>/` (the trial's spec, result and log) and `scaling.json`
 //! (every candidate with its coefficients, product, multipliers, resolution, parameters and
-//! accuracy, and the chosen one: the best accuracy, the earliest on a tie), written
+//! FLOPs and accuracy, and the chosen one: the best accuracy, the earliest on a tie), written
 //! atomically at the end. Every trial has the same seed, so the scores depend on the
 //! coefficients only; `--resume` re-runs only the candidates the journal has no result for.
 
@@ -80,6 +80,8 @@ pub struct Candidate {
     pub depth_mult: f64,
     pub resolution: usize,
     pub params: usize,
+    /// One image's forward FLOPs at `resolution`.
+    pub flops: u64,
     pub status: TrialStatus,
     /// Validation accuracy after the last epoch (None for a failed trial).
     pub valid_acc: Option<f64>,
@@ -359,6 +361,7 @@ pub fn run_scale_search(
                 depth_mult: net.depth_mult,
                 resolution: net.resolution,
                 params: net.params,
+                flops: net.flops,
                 status: r.status,
                 valid_acc: r.valid_acc.filter(|_| r.status == TrialStatus::Ok),
                 seconds: r.seconds,
