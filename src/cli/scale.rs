@@ -21,6 +21,8 @@ use nasrs::nas::scaling::{parse_range, Coefficients, Grid};
 use nasrs::{Error, Result};
 use std::path::{Path, PathBuf};
 
+// Parsed once per process and matched at once: boxing the large variant saves nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum ScaleCommand {
     /// Grid-search the compound-scaling coefficients alpha (depth), beta (width) and gamma

@@ -113,7 +113,7 @@ pub fn apply(
     let config = MbConvConfig {
         width_mult,
         depth_mult,
-        ..MbConvConfig::new(arch.clone(), classes, in_channels)
+        ..MbConvConfig::new(arch, classes, in_channels)
     };
     let (params, flops) = count(config, resolution)?;
     Ok(ScaledNetwork {
