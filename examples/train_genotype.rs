@@ -33,6 +33,7 @@ fn main() -> nasrs::Result<()> {
         augment: Augment::none(),
         train_limit: Some(512),
         test_limit: Some(256),
+        resolution: None,
     };
     let out = std::env::temp_dir().join(format!("nasrs-train-genotype-{}", std::process::id()));
     let run = TrainRun::new(be.clone(), config, &out)?;

@@ -115,6 +115,7 @@ fn a_training_trial_trains_an_mbconv_arch() {
         layers: 1,
         width_mult: Some(0.25),
         depth_mult: Some(0.5),
+        resolution: None,
         dataset: "mnist".into(),
         data: data(),
         train_limit: 64,

@@ -6,7 +6,7 @@ use super::args::DeviceArgs;
 use super::{in_pool, open_device};
 use clap::Args;
 use nasrs::backend::Backend;
-use nasrs::data::{default_data_dir, load, DatasetKind};
+use nasrs::data::{default_data_dir, load, resize_dataset, DatasetKind};
 use nasrs::nas::classifier::{Classifier, NetworkConfig};
 use nasrs::nas::darts::DeviceBatch;
 use nasrs::nas::eval_model::resolve_genotype;
@@ -108,6 +108,11 @@ fn report<B: Backend, N: Classifier<B>>(
     let kind: DatasetKind = dataset.parse()?;
     let dir = a.data.clone().unwrap_or_else(default_data_dir);
     let (_train, test) = load(kind, &dir)?;
+    // A network trained at another resolution is tested at it (`nasrs train --resolution`).
+    let test = match meta.resolution {
+        Some(side) => resize_dataset(&test, side)?,
+        None => test,
+    };
     let config = net.config().clone();
     if test.c != config.in_channels() {
         return Err(Error::invalid(

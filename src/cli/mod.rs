@@ -1,6 +1,7 @@
 //! The `nasrs` command line: the schema of every command and the dispatch to one file per
 //! command (`search`, `spos`, `multi_trial`, `train`, `eval`, `export`, `model`, `bench`,
-//! `latency`, `selftest`, `study_strategies`, `trial`; `train_search` holds `--evaluator train`), plus
+//! `latency`, `scale`, `selftest`, `study_strategies`, `trial`; `train_search` holds `--evaluator train`,
+//! `trial_args` the trial-running flags it shares with `scale search`), plus
 //! what they share: device opening, the worker pool, output that tolerates a closed pipe,
 //! run-folder notices.
 //! Every error ends the program with a one-line message (exit code 2 for usage and input
@@ -41,6 +42,7 @@ mod latency;
 mod model;
 mod multi_trial;
 mod progress;
+mod scale;
 mod search;
 mod selftest;
 mod spos;
@@ -49,6 +51,7 @@ mod study_strategies;
 mod train;
 mod train_search;
 mod trial;
+mod trial_args;
 
 #[derive(Parser)]
 #[command(
@@ -99,6 +102,10 @@ pub enum Command {
     /// Latency lookup tables for hardware-aware search: build one, check its predictions.
     #[command(subcommand)]
     Latency(latency::LatencyCommand),
+    /// EfficientNet's compound scaling of an MBConv network: search the coefficients,
+    /// apply them at a phi.
+    #[command(subcommand)]
+    Scale(scale::ScaleCommand),
     /// Measure search quality: strategies over many seeds, supernet ranking quality.
     #[command(subcommand)]
     Study(StudyCommand),
@@ -158,6 +165,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model(a) => model::model(a),
         Command::Bench(b) => bench::bench(b),
         Command::Latency(c) => latency::latency(c),
+        Command::Scale(c) => scale::scale(c),
         Command::Study(StudyCommand::Ranking(a)) => study_ranking::ranking(a),
         Command::Selftest { device, seed } => selftest::selftest(&device, seed),
     }

@@ -296,7 +296,7 @@ pub(crate) fn search_supernet(
         .and_then(|v| v.as_str())
         .unwrap_or("darts")
         .to_string();
-    let kind: DatasetKind = data.dataset.parse()?;
+    let kind: DatasetKind = data.trials.dataset.parse()?;
     // The supernet scores on the split of the data it was trained on: the same dataset.
     let trained_on = value.get("dataset").and_then(|v| v.as_str()).unwrap_or("");
     if trained_on != kind.name() {
@@ -311,11 +311,12 @@ pub(crate) fn search_supernet(
         ));
     }
     let dir_data = data
+        .trials
         .data
         .clone()
         .unwrap_or_else(nasrs::data::default_data_dir);
     let (train, _test) = nasrs::data::load(kind, &dir_data)?;
-    let device = open_device(&data.device)?;
+    let device = open_device(&data.trials.device)?;
     eprintln!(
         "nasrs search {} --evaluator supernet: the {space} supernet in {} on {}",
         strategy.name(),

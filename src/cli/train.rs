@@ -1,20 +1,22 @@
 //! `nasrs train`: train a cell's network from scratch into a run folder: a DARTS genotype's
 //! evaluation network (`--space darts`, the DARTS paper's recipe), a NAS-Bench-201 cell's
 //! network (`--space nb201 --arch ...`, NB201's recipe) or an MBConv network (`--space mbconv
-//! --arch ...|b0..b7`, SGD with NB201's settings, stochastic depth and dropout). Flags left
-//! out take the space's defaults; flags a space has no use for are refused.
+//! --arch ...|b0..b7`, or `--scaled FILE` of `nasrs scale apply`; SGD with NB201's settings,
+//! stochastic depth and dropout). `--resolution` resizes the images first (`data::resize`).
+//! Flags left out take the space's defaults; flags a space has no use for are refused.
 
 use super::args::{DataArgs, DeviceArgs, RunFolderArgs};
 use super::progress::EpochBar;
 use super::{check_memory, in_pool, open_device, resume_notice};
 use clap::Args;
-use nasrs::data::{Augment, Dataset, DatasetKind};
+use nasrs::data::{check_resolution, resize_dataset, Augment, Dataset, DatasetKind};
 use nasrs::nas::classifier::{Classifier, NetworkConfig};
 use nasrs::nas::eval_model::{resolve_genotype, EvalConfig};
 use nasrs::nas::mbconv_model::plan::ScalingRow;
 use nasrs::nas::mbconv_model::MbConvConfig;
 use nasrs::nas::nb201_model::Nb201Config;
 use nasrs::nas::run_dir::Start;
+use nasrs::nas::scaling::apply::ScaledNetwork;
 use nasrs::nas::sizing;
 use nasrs::nas::space::mbconv::MbConvArch;
 use nasrs::nas::space::nb201::Nb201Arch;
@@ -97,6 +99,15 @@ pub(crate) struct TrainArgs {
     /// Use only the first N test images (0 = all).
     #[arg(long, default_value_t = 0)]
     test_limit: usize,
+    /// Resize every training and test image to R x R (bilinear, once at load time; 1..=1024)
+    /// before training: EfficientNet's resolution. Default: the dataset's own size.
+    #[arg(long)]
+    resolution: Option<usize>,
+    /// mbconv: the scaled network `nasrs scale apply` wrote (its arch, width and depth
+    /// multipliers and resolution), instead of --arch, --width-mult, --depth-mult and
+    /// --resolution.
+    #[arg(long, conflicts_with_all = ["arch", "width_mult", "depth_mult", "resolution"])]
+    scaled: Option<PathBuf>,
     #[command(flatten)]
     dev: DeviceArgs,
     #[command(flatten)]
@@ -126,6 +137,7 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
             ("--depth-mult", a.depth_mult.is_some()),
             ("--dropout", a.dropout.is_some()),
             ("--bn-momentum", a.bn_momentum.is_some()),
+            ("--scaled", a.scaled.is_some()),
         ] {
             unused(&a.space, flag, given, "it sizes the MBConv network")?;
         }
@@ -163,6 +175,7 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
                 cutout_on_cifar: 16,
                 out_prefix: "train",
                 hyper,
+                resolution: a.resolution,
             };
             run(&a, plan, |train| EvalConfig {
                 genotype,
@@ -216,6 +229,7 @@ fn train_in_pool(a: TrainArgs) -> Result<()> {
                 cutout_on_cifar: 0,
                 out_prefix: "train-nb201",
                 hyper,
+                resolution: a.resolution,
             };
             run(&a, plan, |train| Nb201Config {
                 arch,
@@ -246,20 +260,20 @@ fn train_mbconv(a: &TrainArgs) -> Result<()> {
         a.auxiliary_weight.is_some(),
         no_aux,
     )?;
-    let text = a.arch.as_deref().ok_or_else(|| {
-        Error::invalid(
-            "--arch",
-            "is required with --space mbconv (b0..b7, or a string such as \
-             e1k3l1se-e6k3l2se-e6k5l2se-e6k3l3se-e6k5l3se-e6k5l4se-e6k3l1se)",
-        )
-    })?;
-    let named = text.len() == 2 && text.to_ascii_lowercase().starts_with('b');
-    let (arch, row) = if named {
-        let row = ScalingRow::named(text).map_err(|e| Error::invalid("--arch", e.to_string()))?;
-        (MbConvArch::b0(), Some(row))
-    } else {
-        let arch = MbConvArch::parse(text).map_err(|e| Error::invalid("--arch", e.to_string()))?;
-        (arch, None)
+    let scaled = a.scaled.as_deref().map(ScaledNetwork::read).transpose()?;
+    let (arch, row) = match &scaled {
+        Some(net) => (net.mbconv_arch()?, None),
+        None => {
+            let text = a.arch.as_deref().ok_or_else(|| {
+                Error::invalid(
+                    "--arch",
+                    "is required with --space mbconv (b0..b7, a string such as \
+                     e1k3l1se-e6k3l2se-e6k5l2se-e6k3l3se-e6k5l3se-e6k5l4se-e6k3l1se, or \
+                     --scaled FILE of `nasrs scale apply`)",
+                )
+            })?;
+            mbconv_arch(text)?
+        }
     };
     let hyper = TrainHyper {
         lr_max: a.lr.unwrap_or(0.1),
@@ -268,10 +282,12 @@ fn train_mbconv(a: &TrainArgs) -> Result<()> {
     };
     let width_mult = a
         .width_mult
+        .or(scaled.as_ref().map(|n| n.width_mult))
         .or(row.as_ref().map(|r| r.width))
         .unwrap_or(1.0);
     let depth_mult = a
         .depth_mult
+        .or(scaled.as_ref().map(|n| n.depth_mult))
         .or(row.as_ref().map(|r| r.depth))
         .unwrap_or(1.0);
     let dropout = a.dropout.or(row.as_ref().map(|r| r.dropout)).unwrap_or(0.2);
@@ -290,8 +306,22 @@ fn train_mbconv(a: &TrainArgs) -> Result<()> {
         cutout_on_cifar: 0,
         out_prefix: "train-mbconv",
         hyper,
+        resolution: scaled.as_ref().map(|n| n.resolution).or(a.resolution),
     };
     run(a, plan, |train| config(train.classes, train.c))
+}
+
+/// `--arch`: an EfficientNet name (B0's architecture and its row of the scaling table) or
+/// an MBConv arch string.
+fn mbconv_arch(text: &str) -> Result<(MbConvArch, Option<ScalingRow>)> {
+    let named = text.len() == 2 && text.to_ascii_lowercase().starts_with('b');
+    if named {
+        let row = ScalingRow::named(text).map_err(|e| Error::invalid("--arch", e.to_string()))?;
+        Ok((MbConvArch::b0(), Some(row)))
+    } else {
+        let arch = MbConvArch::parse(text).map_err(|e| Error::invalid("--arch", e.to_string()))?;
+        Ok((arch, None))
+    }
 }
 
 /// What a space decides of a run beyond its network.
@@ -303,6 +333,8 @@ struct Plan {
     /// The default run folder is `runs/<out_prefix>-<dataset>-s<seed>`.
     out_prefix: &'static str,
     hyper: TrainHyper,
+    /// `--resolution` (or a scaled network's): the side the images are resized to.
+    resolution: Option<usize>,
 }
 
 /// Loads the data, builds the network `model` makes for the training set, checks sizes and
@@ -314,8 +346,23 @@ fn run<M: NetworkConfig>(
 ) -> Result<()> {
     let kind = a.data.kind()?;
     let start = Start::from_flags(a.run.resume, a.run.force)?;
+    if let Some(side) = plan.resolution {
+        check_resolution(side)?;
+    }
     let device = open_device(&a.dev.device)?;
     let (train, test) = a.data.load()?;
+    let (train_limit, test_limit) = (
+        (a.train_limit > 0).then_some(a.train_limit),
+        (a.test_limit > 0).then_some(a.test_limit),
+    );
+    // Only the images used are resized (the run takes the same first ones).
+    let (train, test) = match plan.resolution {
+        Some(side) => (
+            resize_dataset(&train.first(train_limit)?, side)?,
+            resize_dataset(&test.first(test_limit)?, side)?,
+        ),
+        None => (train, test),
+    };
     let cifar = kind == DatasetKind::Cifar10;
     let cutout = a
         .cutout
@@ -333,8 +380,9 @@ fn run<M: NetworkConfig>(
         batch: plan.batch,
         seed: a.seed,
         augment,
-        train_limit: (a.train_limit > 0).then_some(a.train_limit),
-        test_limit: (a.test_limit > 0).then_some(a.test_limit),
+        train_limit,
+        test_limit,
+        resolution: plan.resolution,
     };
     let out = a.run.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(

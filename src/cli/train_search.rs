@@ -5,13 +5,12 @@
 //! epochs (`nas::multi_trial::fidelity`).
 
 use super::args::RunFolderArgs;
+use super::trial_args::TrialRunArgs;
 use clap::Args;
-use nasrs::data::{default_data_dir, DatasetKind};
 use nasrs::nas::latency::{LatencyObjective, LatencyReward, MNAS_SOFT_WEIGHT};
-use nasrs::nas::multi_trial::executor::{Executor, ExecutorConfig, LocalExecutor};
+use nasrs::nas::multi_trial::executor::{Executor, ExecutorConfig};
 use nasrs::nas::multi_trial::fidelity::EarlyStop;
 use nasrs::nas::multi_trial::latency_terms::LatencyTerms;
-use nasrs::nas::multi_trial::slurm::{SlurmConfig, SlurmExecutor};
 use nasrs::nas::multi_trial::train_search::{
     run_train_search, TrainSearchConfig, BEST, JOURNAL, PARETO_JSON,
 };
@@ -24,7 +23,6 @@ use nasrs::nas::space::nb201::Nb201Space;
 use nasrs::nas::space::SearchSpace;
 use nasrs::{Error, Result};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The training evaluator's flags (`--evaluator train`).
 #[derive(Args)]
@@ -59,59 +57,8 @@ pub(crate) struct TrainEvalArgs {
     /// mbconv: each trial's depth multiplier (default 1).
     #[arg(long)]
     depth_mult: Option<f64>,
-    /// Train on the first N training images (0 = all), the last --valid-fraction of them
-    /// held out for the score.
-    #[arg(long, default_value_t = 1000)]
-    train_limit: usize,
-    /// The share of the training images held out for validation.
-    #[arg(long, default_value_t = 0.5)]
-    valid_fraction: f64,
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-    /// cifar10 | mnist | fashion-mnist | synthetic
-    #[arg(long, default_value = "mnist")]
-    pub(crate) dataset: String,
-    /// Data folder (default: the bundled MNIST subset); trials on Slurm read it from the
-    /// compute nodes, so it must be on a shared filesystem there.
-    #[arg(long)]
-    pub(crate) data: Option<PathBuf>,
-    /// Each trial's device: auto | cpu | cuda | cuda:N | cuda-sim
-    #[arg(long, default_value = "auto")]
-    pub(crate) device: String,
-    /// CPU threads per trial (default: the cores shared among the workers locally,
-    /// --cpus-per-trial on Slurm).
-    #[arg(long)]
-    trial_threads: Option<usize>,
-    /// Trials in flight at once.
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
-    /// local (child processes) | slurm (sbatch jobs)
-    #[arg(long, default_value = "local")]
-    executor: String,
-    /// slurm: the partition (default: the cluster's default).
-    #[arg(long)]
-    partition: Option<String>,
-    /// slurm: each job's time limit (MM, HH:MM:SS, D-HH; default: the partition's).
-    #[arg(long)]
-    time_limit: Option<String>,
-    /// slurm: GPUs per trial (--gres=gpu:N).
-    #[arg(long, default_value_t = 0)]
-    gpus_per_trial: usize,
-    /// local: GPU ids to spread trials over, comma-separated (e.g. 0,1,2,3; each trial gets
-    /// the least used as CUDA_VISIBLE_DEVICES and runs on it as cuda:0); use as many
-    /// --workers as GPUs for one trial per GPU. Default with --device auto or cuda: every
-    /// GPU the driver reports.
-    #[arg(long)]
-    gpus: Option<String>,
-    /// slurm: CPUs per trial (--cpus-per-task).
-    #[arg(long, default_value_t = 1)]
-    cpus_per_trial: usize,
-    /// slurm: seconds between polls of the queue.
-    #[arg(long, default_value_t = 2.0)]
-    poll_seconds: f64,
-    /// Attempts after the first for a failed trial (a crash, a failed or timed-out job).
-    #[arg(long, default_value_t = 0)]
-    retries: usize,
+    #[command(flatten)]
+    pub(crate) trials: TrialRunArgs,
     /// mbconv: a table of `nasrs latency build`; the strategy is told the latency reward
     /// of --latency-reward, and the run writes the accuracy-latency Pareto front
     /// (pareto.json, pareto.svg).
@@ -178,13 +125,8 @@ pub(crate) fn run(
     run: &RunFolderArgs,
 ) -> Result<()> {
     let start = Start::from_flags(run.resume, run.force)?;
-    let kind: DatasetKind = a.dataset.parse()?;
-    let data = a.data.clone().unwrap_or_else(default_data_dir);
-    let data = std::fs::canonicalize(&data).map_err(|e| Error::io(&data, e))?;
-    let mut workers = a.workers;
-    if workers == 0 {
-        return Err(Error::invalid("--workers", "must be at least 1"));
-    }
+    let t = &a.trials;
+    let mut workers = t.workers;
     let most = strategy.max_in_flight();
     if workers > most {
         eprintln!(
@@ -194,44 +136,7 @@ pub(crate) fn run(
         );
         workers = most;
     }
-    if !(a.poll_seconds > 0.0 && a.poll_seconds.is_finite()) {
-        return Err(Error::invalid(
-            "--poll-seconds",
-            format!("{} is not a positive number", a.poll_seconds),
-        ));
-    }
-    let (executor, threads) = match a.executor.as_str() {
-        "local" => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (ExecutorConfig::Local, (cores / workers).max(1))
-        }
-        "slurm" => (
-            ExecutorConfig::Slurm(SlurmConfig {
-                partition: a.partition.clone(),
-                time_limit: a.time_limit.clone(),
-                gpus_per_trial: a.gpus_per_trial,
-                cpus_per_trial: a.cpus_per_trial.max(1),
-            }),
-            a.cpus_per_trial.max(1),
-        ),
-        other => {
-            return Err(Error::invalid(
-                "--executor",
-                format!("'{other}' (expected local or slurm)"),
-            ))
-        }
-    };
-    if a.executor == "local" {
-        for (flag, given) in [
-            ("--partition", a.partition.is_some()),
-            ("--time-limit", a.time_limit.is_some()),
-            ("--gpus-per-trial", a.gpus_per_trial > 0),
-        ] {
-            if given {
-                return Err(Error::invalid(flag, "is a --executor slurm option"));
-            }
-        }
-    }
+    let (executor, threads) = t.executor_config(workers)?;
     let mbconv = space_name == "mbconv";
     for (flag, given) in [
         ("--channels", mbconv && a.channels.is_some()),
@@ -256,21 +161,9 @@ pub(crate) fn run(
         _ => (a.channels.unwrap_or(4), a.layers.unwrap_or(5)),
     };
     let trial = TrialSpec {
-        space: space_name.to_string(),
-        arch: String::new(),
-        channels,
-        layers,
-        dataset: kind.name().to_string(),
-        data,
-        train_limit: a.train_limit,
-        valid_fraction: a.valid_fraction,
-        epochs: a.epochs,
-        batch: a.batch,
-        seed,
-        device: a.device.clone(),
-        threads: Some(a.trial_threads.unwrap_or(threads)),
         width_mult: a.width_mult.filter(|_| mbconv),
         depth_mult: a.depth_mult.filter(|_| mbconv),
+        ..t.trial_template(space_name, (channels, layers), a.epochs, seed, threads)?
     };
     let (min_epochs, eta) = (a.min_epochs, a.eta);
     let early_stop = match a.early_stop.as_str() {
@@ -299,7 +192,7 @@ pub(crate) fn run(
         seed,
         workers,
         executor,
-        retries: a.retries,
+        retries: t.retries,
         early_stop,
         latency,
     };
@@ -312,27 +205,24 @@ pub(crate) fn run(
         ))
     });
     let exe = std::env::current_exe().map_err(|e| Error::io("the nasrs binary", e))?;
-    let poll = Duration::from_secs_f64(a.poll_seconds);
-    let gpus = gpu_list(a)?;
+    let mut executor = t.open_executor(&config.executor)?;
     match space_name {
-        "nb201" => search_in(&Nb201Space, &config, &exe, &out, start, poll, gpus),
+        "nb201" => search_in(&Nb201Space, &config, executor.as_mut(), &exe, &out, start),
         "darts" => search_in(
             &DartsSpace::default(),
             &config,
+            executor.as_mut(),
             &exe,
             &out,
             start,
-            poll,
-            gpus,
         ),
         "mbconv" => search_in(
             &MbConvSpace::default(),
             &config,
+            executor.as_mut(),
             &exe,
             &out,
             start,
-            poll,
-            gpus,
         ),
         other => Err(Error::invalid(
             "--space",
@@ -344,16 +234,11 @@ pub(crate) fn run(
 fn search_in<S: SearchSpace>(
     space: &S,
     config: &TrainSearchConfig,
+    executor: &mut dyn Executor,
     exe: &Path,
     out: &Path,
     start: Start,
-    poll: Duration,
-    gpus: Vec<String>,
 ) -> Result<()> {
-    let mut executor: Box<dyn Executor> = match &config.executor {
-        ExecutorConfig::Local => Box::new(LocalExecutor::with_gpus(gpus)),
-        ExecutorConfig::Slurm(c) => Box::new(SlurmExecutor::new(c.clone(), poll)?),
-    };
     let executor_name = match &config.executor {
         ExecutorConfig::Local => "local",
         ExecutorConfig::Slurm(_) => "slurm",
@@ -379,7 +264,7 @@ fn search_in<S: SearchSpace>(
         config.seed,
         out.display()
     );
-    let outcome = run_train_search(space, config, executor.as_mut(), exe, out, start)?;
+    let outcome = run_train_search(space, config, executor, exe, out, start)?;
     if outcome.replayed > 0 {
         let from = match outcome.restored_at {
             Some(n) => format!("from its state after {n} scores"),
@@ -427,52 +312,4 @@ fn search_in<S: SearchSpace>(
     }
     eprintln!("written to {}", out.join(BEST).display());
     Ok(())
-}
-
-/// The GPU ids of `--gpus` (local executor only), each non-empty and without spaces.
-/// Without the flag, local trials on `--device auto` or `cuda` are spread over every GPU the
-/// driver reports (one per GPU with as many `--workers`); none on the CPU.
-fn gpu_list(a: &TrainEvalArgs) -> Result<Vec<String>> {
-    let Some(list) = &a.gpus else {
-        let on_gpu = a.executor == "local" && matches!(a.device.as_str(), "auto" | "cuda");
-        let n = if on_gpu {
-            nasrs::device::gpu_count()
-        } else {
-            0
-        };
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        // The GPUs this process may use are the ones the trials may: an inherited
-        // CUDA_VISIBLE_DEVICES names them (the driver's ordinals count within it).
-        let visible = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
-        let inherited: Vec<String> = visible
-            .split(',')
-            .map(str::trim)
-            .filter(|g| !g.is_empty())
-            .map(String::from)
-            .collect();
-        return Ok(if inherited.len() == n {
-            inherited
-        } else {
-            (0..n).map(|g| g.to_string()).collect()
-        });
-    };
-    if a.executor != "local" {
-        return Err(Error::invalid(
-            "--gpus",
-            "spreads local trials over GPUs; on Slurm use --gpus-per-trial",
-        ));
-    }
-    let ids: Vec<String> = list.split(',').map(|g| g.trim().to_string()).collect();
-    if let Some(bad) = ids
-        .iter()
-        .find(|g| g.is_empty() || g.chars().any(char::is_whitespace))
-    {
-        return Err(Error::invalid(
-            "--gpus",
-            format!("'{list}': GPU id '{bad}' is empty or has spaces (expected e.g. 0,1)"),
-        ));
-    }
-    Ok(ids)
 }

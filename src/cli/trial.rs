@@ -14,7 +14,8 @@ use std::time::Instant;
 #[derive(Args)]
 pub(crate) struct TrialArgs {
     /// The trial's spec (JSON: space, arch, channels, layers, dataset, data, train_limit,
-    /// valid_fraction, epochs, batch, seed, device, threads; mbconv: width_mult, depth_mult).
+    /// valid_fraction, epochs, batch, seed, device, threads; optional resolution (images resized to
+    /// that side); mbconv: width_mult, depth_mult).
     #[arg(long)]
     spec: PathBuf,
     /// Where the result goes (JSON: status, valid_acc, epochs, seconds, curve, error);

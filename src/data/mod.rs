@@ -4,16 +4,19 @@
 //!
 //! Readers live one format per file: `idx` (MNIST, Fashion-MNIST), `cifar` (CIFAR-10
 //! binary), `synthetic` (a generated, learnable task for tests). Turning samples into
-//! normalised, augmented f32 batches is `loader`'s job; the augmentations are in `augment`.
+//! normalised, augmented f32 batches is `loader`'s job; the augmentations are in `augment`,
+//! resizing to another resolution (once, at load time) in `resize`.
 
 pub mod augment;
 pub mod cifar;
 pub mod idx;
 pub mod loader;
+pub mod resize;
 pub mod synthetic;
 
 pub use augment::Augment;
 pub use loader::{split_indices, Batch, BatchIterator, BatchIteratorState, SequentialBatches};
+pub use resize::{check_resolution, resize_dataset};
 pub use synthetic::synthetic;
 
 use crate::error::{Error, Result};

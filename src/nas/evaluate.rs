@@ -47,6 +47,10 @@ pub struct ModelMeta<M = EvalConfig> {
     pub model: M,
     /// The dataset it was trained on (`cifar10`, `mnist`, ...), if known.
     pub dataset: Option<String>,
+    /// The side its images were resized to (`nasrs train --resolution`); evaluation
+    /// resizes the test images the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<usize>,
 }
 
 /// Test-set results: loss, accuracy, per-class accuracy and the confusion matrix.
@@ -140,11 +144,24 @@ pub fn save_network<B: Backend, N: Classifier<B>>(
     extra: BTreeMap<String, HostTensor>,
     extra_meta: HashMap<String, String>,
 ) -> Result<()> {
+    save_network_at(backend, net, (dataset, None), path, extra, extra_meta)
+}
+
+/// [`save_network`] of a network trained on images resized to `resolution`.
+pub fn save_network_at<B: Backend, N: Classifier<B>>(
+    backend: &B,
+    net: &N,
+    (dataset, resolution): (Option<&str>, Option<usize>),
+    path: &Path,
+    extra: BTreeMap<String, HostTensor>,
+    extra_meta: HashMap<String, String>,
+) -> Result<()> {
     let (mut floats, ints) = net.state_dict(backend)?;
     floats.extend(extra);
     let meta = ModelMeta {
         model: net.config().clone(),
         dataset: dataset.map(str::to_string),
+        resolution,
     };
     let mut metadata = extra_meta;
     let space = <N::Config as NetworkConfig>::SPACE;
@@ -315,6 +332,7 @@ fn load_darts<B: Backend>(
             ModelMeta {
                 model: infer_config(&tensors, g, path)?,
                 dataset: None,
+                resolution: None,
             }
         }
     };

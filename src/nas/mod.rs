@@ -7,7 +7,8 @@
 //! `classifier` by `train_run` and `evaluate`.
 //! `history` is what every search strategy returns (the architectures scored, in query order);
 //! `multi_trial` the strategies that score one architecture at a time (random search, aging
-//! evolution, REINFORCE) and the tabular benchmark they are scored on.
+//! evolution, REINFORCE) and the tabular benchmark they are scored on; `scaling`
+//! EfficientNet's compound scaling of an MBConv network.
 
 pub mod classifier;
 pub mod darts;
@@ -26,6 +27,7 @@ pub mod progress;
 pub mod ranking;
 pub mod report;
 pub mod run_dir;
+pub mod scaling;
 pub mod search_model;
 pub mod search_run;
 pub mod sizing;

@@ -48,7 +48,7 @@ use std::time::Instant;
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const MODEL: &str = "model.safetensors";
 const TRAIN_META: &str = "nasrs.train";
-use super::evaluate::{evaluate, file_space, save_network, MOMENTUM_PREFIX};
+use super::evaluate::{evaluate, file_space, save_network_at, MOMENTUM_PREFIX};
 /// Every file a training run writes in its folder.
 pub const RUN_FILES: &[&str] = &[
     "config.json",
@@ -131,6 +131,10 @@ pub struct TrainRunConfig<M = EvalConfig> {
     /// Use only the first N training / test samples (quick runs); None = all.
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
+    /// The side the images were resized to before training and testing (`--resolution`);
+    /// None: the dataset's own size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<usize>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -344,10 +348,10 @@ impl<B: Backend, M: NetworkConfig> TrainRun<B, M> {
         };
         let json = serde_json::to_string(&meta)
             .map_err(|e| Error::invalid("checkpoint metadata", e.to_string()))?;
-        save_network(
+        save_network_at(
             be,
             &st.trainer.net,
-            Some(&self.config.dataset),
+            (Some(&self.config.dataset), self.config.resolution),
             &self.out.join(CHECKPOINT),
             extra,
             HashMap::from([(TRAIN_META.to_string(), json)]),
@@ -516,10 +520,10 @@ impl<B: Backend, M: NetworkConfig> TrainRun<B, M> {
             dir.epoch_saved(EPOCH_FILES)?;
         }
         self.write_outputs(&st)?;
-        save_network(
+        save_network_at(
             &self.backend,
             &st.trainer.net,
-            Some(&self.config.dataset),
+            (Some(&self.config.dataset), self.config.resolution),
             &self.out.join(MODEL),
             BTreeMap::new(),
             HashMap::new(),

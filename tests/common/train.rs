@@ -34,6 +34,7 @@ pub fn train_config(genotype: Genotype, epochs: usize, aux: bool, c: usize) -> T
         augment: Augment::none(),
         train_limit: None,
         test_limit: None,
+        resolution: None,
     }
 }
 

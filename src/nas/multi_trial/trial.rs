@@ -18,7 +18,10 @@ use super::super::space::nb201::Nb201Space;
 use super::super::space::SearchSpace;
 use super::super::train_run::{TrainHyper, Trainer};
 use crate::backend::Backend;
-use crate::data::{load, split_indices, Augment, BatchIterator, Dataset, DatasetKind};
+use crate::data::{
+    check_resolution, load, resize_dataset, split_indices, Augment, BatchIterator, Dataset,
+    DatasetKind,
+};
 use crate::error::{Error, Result};
 use crate::optim::cosine_lr;
 use crate::rng::Rng;
@@ -44,6 +47,10 @@ pub struct TrialSpec {
     /// mbconv: the depth multiplier (None: 1); unused by the other spaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth_mult: Option<f64>,
+    /// Images resized (bilinear, at load time) to this square side (None: the dataset's
+    /// own size); compound scaling's resolution coefficient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<usize>,
     /// cifar10 | mnist | fashion-mnist | synthetic
     pub dataset: String,
     /// The data folder (absolute for a trial run elsewhere).
@@ -147,6 +154,10 @@ impl TrialSpec {
                 ));
             }
         }
+        if let Some(side) = self.resolution {
+            check_resolution(side)
+                .map_err(|e| Error::invalid("field 'resolution'", e.to_string()))?;
+        }
         if self.threads == Some(0) {
             return Err(Error::invalid("field 'threads'", "must be at least 1"));
         }
@@ -182,6 +193,10 @@ pub fn run_trial<B: Backend>(backend: &B, spec: &TrialSpec) -> Result<TrialResul
     let kind: DatasetKind = spec.dataset.parse()?;
     let (train, _) = load(kind, &spec.data)?;
     let data = train.first((spec.train_limit > 0).then_some(spec.train_limit))?;
+    let data = match spec.resolution {
+        Some(side) => resize_dataset(&data, side)?,
+        None => data,
+    };
     let (train_idx, valid_idx) = split_indices(data.n, 1.0 - spec.valid_fraction)?;
     if train_idx.len() < spec.batch || valid_idx.is_empty() {
         return Err(Error::invalid(
