@@ -393,3 +393,60 @@ pub fn append_jsonl<T: serde::Serialize>(path: &Path, row: &T) -> Result<()> {
     };
     append().map_err(|e| Error::io(path, e))
 }
+
+/// The rows of a journal written by [`append_jsonl`], each with its 1-based line number. A
+/// torn last line (a kill in the middle of its append: no newline after it) that does not
+/// parse never happened: it is skipped and cut from the file; one that parses lacks only its
+/// newline, which is added; either way appends start on a line of their own. Any other line
+/// that does not parse is an error naming the file and the line.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<(usize, T)>> {
+    let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let torn = !text.is_empty() && !text.ends_with('\n');
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    let mut rows = Vec::with_capacity(lines.len());
+    let mut last_parsed = true;
+    for (k, &(i, line)) in lines.iter().enumerate() {
+        match serde_json::from_str(line) {
+            Ok(row) => rows.push((i + 1, row)),
+            Err(_) if torn && k + 1 == lines.len() => last_parsed = false,
+            Err(e) => return Err(Error::bad_file(path, format!("line {}: {e}", i + 1))),
+        }
+    }
+    if torn && last_parsed {
+        atomic_write(path, format!("{text}\n").as_bytes())?;
+    } else if torn {
+        let keep = text.rfind('\n').map_or(0, |p| p + 1);
+        atomic_write(path, &text.as_bytes()[..keep])?;
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(name: &str, text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("nasrs-io-{}-{name}.jsonl", std::process::id()));
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_or_completed() {
+        let p = journal("cut", "{\"a\":1}\n{\"a\":2}\n{\"a\":");
+        let rows: Vec<(usize, serde_json::Value)> = read_jsonl(&p).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(fs::read_to_string(&p).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        let p = journal("complete", "{\"a\":1}\n{\"a\":2}");
+        let rows: Vec<(usize, serde_json::Value)> = read_jsonl(&p).unwrap();
+        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(fs::read_to_string(&p).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        let p = journal("bad", "{\"a\":1}\nnot json\n{\"a\":3}\n");
+        let err = read_jsonl::<serde_json::Value>(&p).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+}

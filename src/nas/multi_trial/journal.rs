@@ -7,7 +7,7 @@ use super::fidelity::EarlyStop;
 use super::train_search::{TrainSearchConfig, CONFIG, JOURNAL};
 use super::trial::TrialResult;
 use crate::error::{Error, Result};
-use crate::io::{atomic_write, check_resume_options};
+use crate::io::{check_resume_options, read_jsonl};
 use crate::nas::space::SearchSpace;
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -110,16 +110,8 @@ pub(crate) fn read_earlier(root: &Path, config: &TrainSearchConfig) -> Result<Ea
     saved.trial.threads = config.trial.threads;
     check_resume_options(&saved, config, &config_path)?;
     let path = root.join(JOURNAL);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let mut earlier = Earlier::default();
-    for (i, line) in lines.iter().enumerate() {
-        let event: JournalEvent = match serde_json::from_str(line) {
-            Ok(e) => e,
-            // A kill in the middle of the last append: that event never happened.
-            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => break,
-            Err(e) => return Err(Error::bad_file(&path, format!("line {}: {e}", i + 1))),
-        };
+    for (line, event) in read_jsonl::<JournalEvent>(&path)? {
         match event {
             JournalEvent::Proposed {
                 trial,
@@ -130,7 +122,7 @@ pub(crate) fn read_earlier(root: &Path, config: &TrainSearchConfig) -> Result<Ea
                 if trial != earlier.proposed.len() + 1 {
                     return Err(Error::bad_file(
                         &path,
-                        format!("line {}: trial {trial} proposed out of order", i + 1),
+                        format!("line {line}: trial {trial} proposed out of order"),
                     ));
                 }
                 earlier.proposed.push((arch, epochs));
@@ -151,11 +143,6 @@ pub(crate) fn read_earlier(root: &Path, config: &TrainSearchConfig) -> Result<Ea
                 earlier.finished.insert(trial, (attempts, result));
             }
         }
-    }
-    if !text.is_empty() && !text.ends_with('\n') {
-        // Drop the torn line so that appends start on a line of their own.
-        let keep = text.rfind('\n').map_or(0, |p| p + 1);
-        atomic_write(&path, &text.as_bytes()[..keep])?;
     }
     if config.early_stop == EarlyStop::None && earlier.proposed.len() > config.budget {
         return Err(Error::invalid(

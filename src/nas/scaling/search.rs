@@ -16,7 +16,7 @@ use super::apply::{apply, ScaledNetwork};
 use super::base::ScalingBase;
 use super::{Coefficients, Grid};
 use crate::error::{Error, Result};
-use crate::io::{append_jsonl, atomic_write, atomic_write_json, check_resume_options};
+use crate::io::{append_jsonl, atomic_write, atomic_write_json, check_resume_options, read_jsonl};
 use crate::nas::multi_trial::executor::{Executor, ExecutorConfig, TrialJob};
 use crate::nas::multi_trial::trial::{TrialResult, TrialSpec, TrialStatus};
 use crate::nas::run_dir::{RunDir, Start};
@@ -170,16 +170,8 @@ fn read_earlier(
     saved.trial.threads = config.trial.threads;
     check_resume_options(&saved, config, &config_path)?;
     let path = root.join(JOURNAL);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let mut finished = BTreeMap::new();
-    for (i, line) in lines.iter().enumerate() {
-        let event: ScaleEvent = match serde_json::from_str(line) {
-            Ok(e) => e,
-            // A kill in the middle of the last append: that event never happened.
-            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => break,
-            Err(e) => return Err(Error::bad_file(&path, format!("line {}: {e}", i + 1))),
-        };
+    for (line, event) in read_jsonl::<ScaleEvent>(&path)? {
         if let ScaleEvent::Finished {
             trial,
             coefficients,
@@ -195,19 +187,13 @@ fn read_earlier(
                 return Err(Error::bad_file(
                     &path,
                     format!(
-                        "line {}: trial {trial} is {coefficients:?}, not this grid's \
-                         candidate {want:?}; start over with --force",
-                        i + 1
+                        "line {line}: trial {trial} is {coefficients:?}, not this grid's \
+                         candidate {want:?}; start over with --force"
                     ),
                 ));
             }
             finished.insert(trial, (attempts, result));
         }
-    }
-    if !text.is_empty() && !text.ends_with('\n') {
-        // Drop the torn line so that appends start on a line of their own.
-        let keep = text.rfind('\n').map_or(0, |p| p + 1);
-        atomic_write(&path, &text.as_bytes()[..keep])?;
     }
     Ok(finished)
 }
