@@ -33,7 +33,6 @@ fn table() -> &'static Path {
     static TABLE: OnceLock<PathBuf> = OnceLock::new();
     TABLE.get_or_init(|| {
         let path = tmp("table").join("latency.json");
-        let p = path.to_str().unwrap();
         let flags = "latency build --space mbconv --device cpu --batch 1 --size 16 \
                      --width-mult 0.25 --in-channels 1 --classes 10 --warmup 0 --repeats 2";
         let mut args: Vec<&str> = flags.split_whitespace().collect();

@@ -464,6 +464,10 @@ fn top_results<S: SearchSpace>(
         .collect()
 }
 
+/// The strategy's score of an ok trial of an architecture (its canonical form) at an
+/// accuracy: the accuracy, or the latency reward with the predicted latency.
+type Rank<'a> = dyn Fn(&str, f64) -> Result<(f64, Option<f64>)> + 'a;
+
 /// The best of [`top_results`] by `rank` (the accuracy, or the latency reward), the
 /// earliest on a tie.
 fn best_trial<S: SearchSpace>(
@@ -471,7 +475,7 @@ fn best_trial<S: SearchSpace>(
     archs: &[S::Arch],
     jobs: &[Job],
     finished: &BTreeMap<usize, (usize, TrialResult)>,
-    rank: &dyn Fn(&str, f64) -> Result<(f64, Option<f64>)>,
+    rank: &Rank,
 ) -> Result<Option<TrainBest>> {
     let mut best: Option<(usize, f64, f64, Option<f64>)> = None;
     for (trial, arch, acc) in top_results(space, archs, jobs, finished) {
