@@ -180,6 +180,8 @@ fn the_soft_reward_is_mnasnets_and_picks_the_best() {
         top = top.max(want);
     }
     assert_eq!(f(&best["objective"]), top);
+    // The trials' scale, for `nasrs scale --base best.json` (the default width 0.25).
+    assert_eq!(f(&best["width_mult"]), 0.25);
     check_front(&read(&run.join("pareto.json")));
     // A finished run resumed answers every trial from its journal and the same best.
     let again = search("random", &run, &[&args[..], &["--resume"]].concat());

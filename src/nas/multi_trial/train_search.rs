@@ -97,6 +97,14 @@ pub struct TrainBest {
     pub latency_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective: Option<f64>,
+    /// The trials' network scale where the space has one (mbconv): what `nasrs scale`
+    /// takes as the base's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width_mult: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth_mult: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<usize>,
 }
 
 /// What a run returns.
@@ -392,8 +400,13 @@ pub fn run_train_search<S: SearchSpace>(
         .keys()
         .filter(|&&t| t <= jobs.len())
         .count();
-    let best = best_trial(space, &archs, &jobs, &finished, &rank)?;
-    if let Some(b) = &best {
+    let mut best = best_trial(space, &archs, &jobs, &finished, &rank)?;
+    if let Some(b) = &mut best {
+        if space.name() == "mbconv" {
+            b.width_mult = Some(config.trial.mbconv_width());
+            b.depth_mult = Some(config.trial.mbconv_depth());
+            b.resolution = config.trial.resolution;
+        }
         atomic_write_json(&root.join(BEST), b)?;
     }
     if let Some(l) = &latency {
@@ -498,5 +511,8 @@ fn best_trial<S: SearchSpace>(
         curve: finished[&trial].1.curve.clone(),
         objective: latency_ms.map(|_| r),
         latency_ms,
+        width_mult: None,
+        depth_mult: None,
+        resolution: None,
     }))
 }

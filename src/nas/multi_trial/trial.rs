@@ -74,6 +74,18 @@ pub struct TrialSpec {
 /// 8-channel floor for most stages), small enough for a CPU trial.
 pub const MBCONV_WIDTH: f64 = 0.25;
 
+impl TrialSpec {
+    /// An mbconv trial's width multiplier.
+    pub fn mbconv_width(&self) -> f64 {
+        self.width_mult.unwrap_or(MBCONV_WIDTH)
+    }
+
+    /// An mbconv trial's depth multiplier.
+    pub fn mbconv_depth(&self) -> f64 {
+        self.depth_mult.unwrap_or(1.0)
+    }
+}
+
 fn default_valid_fraction() -> f64 {
     0.5
 }
@@ -239,8 +251,8 @@ pub fn run_trial<B: Backend>(backend: &B, spec: &TrialSpec) -> Result<TrialResul
         }
         "mbconv" => {
             let model = MbConvConfig {
-                width_mult: spec.width_mult.unwrap_or(MBCONV_WIDTH),
-                depth_mult: spec.depth_mult.unwrap_or(1.0),
+                width_mult: spec.mbconv_width(),
+                depth_mult: spec.mbconv_depth(),
                 ..MbConvConfig::new(
                     MbConvSpace::default().parse(&spec.arch)?,
                     data.classes,

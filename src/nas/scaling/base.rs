@@ -1,7 +1,8 @@
 //! The network compound scaling starts from (`--base`): a JSON file with `arch` (and
 //! `space: "mbconv"` if it says a space): the `best.json` of `nasrs search ... --space mbconv
-//! --evaluator train`, or the scaled network `nasrs scale apply` wrote (whose `width_mult`,
-//! `depth_mult` and `resolution` are then the base's); a text file holding one MBConv arch
+//! --evaluator train` (which records the trials' `width_mult`, `depth_mult` and `resolution`),
+//! or the scaled network `nasrs scale apply` wrote (the same three), whose scale is then the
+//! base's; a text file holding one MBConv arch
 //! string; or, when no such file exists, an EfficientNet name `b0`..`b7` (B0's architecture at
 //! that row's width and depth of `data/efficientnet/scaling.csv`; the table's resolution is
 //! ImageNet's, so the base resolution is then the dataset's unless given).
