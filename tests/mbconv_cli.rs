@@ -4,8 +4,11 @@
 //! checkpoint by its metadata; `--arch b1` takes the scaling table's row; flags the MBConv
 //! space has no use for are one-line errors.
 
+#[path = "common/cli.rs"]
+mod cli;
+
+use cli::{data, nasrs, refused};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const ARCH: &str = "e1k3l1se-e3k5l1-e4k7l1se-e6k3l2-e3k7l2se-e4k5l3-e6k7l1se";
 
@@ -15,36 +18,11 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-fn nasrs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nasrs"))
-        .args(args)
-        .output()
-        .expect("run nasrs")
-}
-
 fn ok(args: &[&str]) -> (String, String) {
     let out = nasrs(args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "nasrs {args:?}: {err}");
     (String::from_utf8_lossy(&out.stdout).into_owned(), err)
-}
-
-/// Exit code 2 and a one-line error naming `flag`.
-fn refused(args: &[&str], flag: &str) {
-    let out = nasrs(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "nasrs {args:?}: {err}");
-    assert!(
-        err.starts_with("error: ") && err.contains(flag) && !err.contains("panicked"),
-        "nasrs {args:?}: {err}"
-    );
-}
-
-fn data() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/mnist-10k")
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// `nasrs train --space mbconv` on 64 MNIST images at width 0.25, depth 0.5.
