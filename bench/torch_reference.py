@@ -269,7 +269,7 @@ def main():
         else:
             peak, peak_kind = max_rss_bytes(), "max_rss_cumulative"
         result["phases"][name] = dict(median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times),
-                                      peak_bytes=peak, peak_kind=peak_kind)
+                                      samples_ms=times, peak_bytes=peak, peak_kind=peak_kind)
         if not args.json:
             print(f"{name:>7}: median {statistics.median(times):9.2f} ms  (min {min(times):.2f}, max {max(times):.2f}), "
                   f"peak {peak / 2**20:.1f} MiB ({peak_kind})", file=sys.stderr)

@@ -1,7 +1,6 @@
 //! CPU conv2d (no bias), forward and both backwards. Two paths, named as in kernels/conv.cu:
-//! - depthwise (groups == in == out channels, the DARTS separable and dilated convs):
-//!   `dwconv2d_fwd`, `dwconv2d_bwd_data_into`, `dwconv2d_bwd_weight` (a plane each in
-//!   `dwconv2d_*_plane`), loops over valid output ranges (no bounds checks, vectorised);
+//! - depthwise (groups == in == out channels, the DARTS separable and dilated convs): sent
+//!   to `dwconv.rs` (`dwconv2d_fwd`, `dwconv2d_bwd_data_into`, `dwconv2d_bwd_weight`);
 //! - everything else (stem, 1x1 pointwise, grouped): `im2col` + GEMM (matrixmultiply) and
 //!   `col2im`; a 1x1 stride-1 unpadded conv skips im2col and multiplies the input in place.
 //!
@@ -17,7 +16,8 @@
 //! `conv2d_bwd_data_into` adds the data gradient into a pending one (the tape's
 //! accumulation): the depthwise loops and `col2im` already add, the direct GEMM takes beta 1.
 
-use super::{par_planes, Cpu, SAMPLES_PER_CHUNK};
+use super::dwconv::{dwconv2d_bwd_data_into, dwconv2d_bwd_weight, dwconv2d_fwd};
+use super::{Cpu, SAMPLES_PER_CHUNK};
 use crate::backend::{checks, ConvOps, Element};
 use crate::error::Result;
 use crate::shape::{Conv2dSpec, Nchw};
@@ -26,7 +26,7 @@ use rayon::prelude::*;
 /// `relu(v)` when `RELU` (the fused ReLU as an input is read; `relu_fwd`'s rule: NaN stays
 /// NaN).
 #[inline(always)]
-fn pre<T: Element, const RELU: bool>(v: T) -> T {
+pub(super) fn pre<T: Element, const RELU: bool>(v: T) -> T {
     if RELU && v <= T::ZERO {
         T::ZERO
     } else {
@@ -36,7 +36,8 @@ fn pre<T: Element, const RELU: bool>(v: T) -> T {
 
 /// `dx = 0 where x <= 0`: the fused ReLU's backward (`relu_bwd`'s rule: a NaN input passes
 /// its gradient), applied as the data gradient is finished.
-fn mask_by_input<T: Element>(dx: &mut [T], x: &[T]) {
+#[inline(always)]
+pub(super) fn mask_by_input<T: Element>(dx: &mut [T], x: &[T]) {
     for (d, &v) in dx.iter_mut().zip(x) {
         *d = if v <= T::ZERO { T::ZERO } else { *d };
     }
@@ -221,7 +222,8 @@ pub fn conv2d_bwd_data_into<T: Element>(
 /// `acc += (x <= 0 ? 0 : g)`: a fused ReLU's masked contribution added to a pending
 /// gradient (`mask_by_input`'s rule). A select, not a branch, so it vectorises and does not
 /// mispredict on half-negative inputs.
-fn add_masked<T: Element>(acc: &mut [T], g: &[T], x: &[T]) {
+#[inline(always)]
+pub(super) fn add_masked<T: Element>(acc: &mut [T], g: &[T], x: &[T]) {
     for ((a, &gv), &v) in acc.iter_mut().zip(g).zip(x) {
         *a += if v <= T::ZERO { T::ZERO } else { gv };
     }
@@ -370,187 +372,6 @@ fn col2im<T: Element>(col: &[T], cg: usize, xd: Nchw, spec: &Conv2dSpec, yd: Nch
             }
         }
     }
-}
-
-/// Calls `f(tap, oh, ih, ow_lo, ow_hi, stride, off_w)` for every kernel tap and output row
-/// that reads real input, where output column `ow` in `ow_lo..ow_hi` reads input column
-/// `ow * stride + off_w`.
-#[inline(always)]
-fn for_each_tap(
-    xd: Nchw,
-    spec: &Conv2dSpec,
-    yd: Nchw,
-    mut f: impl FnMut(usize, usize, usize, usize, usize, usize, isize),
-) {
-    let k = spec.kernel;
-    let (s, p, d) = (spec.stride, spec.padding as isize, spec.dilation as isize);
-    for kh in 0..k {
-        let (oh_lo, oh_hi) = valid_range(yd.h, xd.h, s, kh as isize * d - p);
-        for kw in 0..k {
-            let off_w = kw as isize * d - p;
-            let (ow_lo, ow_hi) = valid_range(yd.w, xd.w, s, off_w);
-            if ow_lo >= ow_hi {
-                continue; // this tap only ever reads padding (small inputs, large dilation)
-            }
-            for oh in oh_lo..oh_hi {
-                let ih = ((oh * s) as isize + kh as isize * d - p) as usize;
-                f(kh * k + kw, oh, ih, ow_lo, ow_hi, s, off_w);
-            }
-        }
-    }
-}
-
-/// The twin of `dwconv2d_fwd_f32`: the depthwise convolution, one channel plane per task.
-pub fn dwconv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
-    let mut y = vec![T::ZERO; yd.numel()];
-    par_planes(&mut y, yd.plane(), |plane, yp| {
-        let c = plane % xd.c;
-        let (xp, wc) = (
-            &x[plane * xd.plane()..][..xd.plane()],
-            &w[c * spec.kernel * spec.kernel..],
-        );
-        if spec.relu_input {
-            dwconv2d_fwd_plane::<T, true>(xp, xd, wc, spec, yd, yp);
-        } else {
-            dwconv2d_fwd_plane::<T, false>(xp, xd, wc, spec, yd, yp);
-        }
-    });
-    y
-}
-
-/// The twin of `dwconv2d_bwd_data_f32` (its `accumulate` flag included): the depthwise data
-/// gradient added into `dx`, as `conv2d_bwd_data_into` describes.
-#[allow(clippy::too_many_arguments)]
-pub fn dwconv2d_bwd_data_into<T: Element>(
-    x: &[T],
-    dy: &[T],
-    w: &[T],
-    xd: Nchw,
-    spec: &Conv2dSpec,
-    yd: Nchw,
-    dx: &mut [T],
-    accumulate: bool,
-) {
-    let masked_add = accumulate && spec.relu_input;
-    par_planes(dx, xd.plane(), |plane, dxp| {
-        let c = plane % xd.c;
-        let (dyp, wc) = (
-            &dy[plane * yd.plane()..][..yd.plane()],
-            &w[c * spec.kernel * spec.kernel..],
-        );
-        let xp = &x[plane * xd.plane()..][..xd.plane()];
-        // One call site, so the tap loop stays inlined into this closure.
-        let mut tmp = Vec::new();
-        let out: &mut [T] = if masked_add {
-            tmp.resize(xd.plane(), T::ZERO);
-            &mut tmp
-        } else {
-            &mut *dxp
-        };
-        dwconv2d_bwd_data_plane(dyp, xd, wc, spec, yd, out);
-        if masked_add {
-            add_masked(dxp, &tmp, xp);
-        } else if spec.relu_input {
-            mask_by_input(dxp, xp);
-        }
-    });
-}
-
-/// The twin of `dwconv2d_bwd_weight_f32`: one channel per task, summing samples in order
-/// (deterministic and contention-free).
-pub fn dwconv2d_bwd_weight<T: Element>(
-    x: &[T],
-    dy: &[T],
-    xd: Nchw,
-    spec: &Conv2dSpec,
-    yd: Nchw,
-) -> Vec<T> {
-    let kk = spec.kernel * spec.kernel;
-    let mut dw = vec![T::ZERO; xd.c * kk];
-    dw.par_chunks_mut(kk).enumerate().for_each(|(c, dwc)| {
-        for n in 0..xd.n {
-            let plane = n * xd.c + c;
-            let (xp, dyp) = (
-                &x[plane * xd.plane()..][..xd.plane()],
-                &dy[plane * yd.plane()..][..yd.plane()],
-            );
-            if spec.relu_input {
-                dwconv2d_bwd_weight_plane::<T, true>(xp, dyp, xd, spec, yd, dwc);
-            } else {
-                dwconv2d_bwd_weight_plane::<T, false>(xp, dyp, xd, spec, yd, dwc);
-            }
-        }
-    });
-    dw
-}
-
-fn dwconv2d_fwd_plane<T: Element, const RELU: bool>(
-    xp: &[T],
-    xd: Nchw,
-    wc: &[T],
-    spec: &Conv2dSpec,
-    yd: Nchw,
-    yp: &mut [T],
-) {
-    for_each_tap(xd, spec, yd, |tap, oh, ih, lo, hi, s, off| {
-        let wv = wc[tap];
-        let xr = &xp[ih * xd.w..][..xd.w];
-        let yr = &mut yp[oh * yd.w..][..yd.w];
-        if s == 1 {
-            let base = (lo as isize + off) as usize;
-            for (yv, &xv) in yr[lo..hi].iter_mut().zip(&xr[base..base + (hi - lo)]) {
-                *yv += wv * pre::<T, RELU>(xv);
-            }
-        } else {
-            for ow in lo..hi {
-                yr[ow] += wv * pre::<T, RELU>(xr[((ow * s) as isize + off) as usize]);
-            }
-        }
-    });
-}
-
-fn dwconv2d_bwd_data_plane<T: Element>(
-    dyp: &[T],
-    xd: Nchw,
-    wc: &[T],
-    spec: &Conv2dSpec,
-    yd: Nchw,
-    dxp: &mut [T],
-) {
-    for_each_tap(xd, spec, yd, |tap, oh, ih, lo, hi, s, off| {
-        let wv = wc[tap];
-        let dyr = &dyp[oh * yd.w..][..yd.w];
-        let dxr = &mut dxp[ih * xd.w..][..xd.w];
-        if s == 1 {
-            let base = (lo as isize + off) as usize;
-            for (dxv, &dyv) in dxr[base..base + (hi - lo)].iter_mut().zip(&dyr[lo..hi]) {
-                *dxv += wv * dyv;
-            }
-        } else {
-            for ow in lo..hi {
-                dxr[((ow * s) as isize + off) as usize] += wv * dyr[ow];
-            }
-        }
-    });
-}
-
-fn dwconv2d_bwd_weight_plane<T: Element, const RELU: bool>(
-    xp: &[T],
-    dyp: &[T],
-    xd: Nchw,
-    spec: &Conv2dSpec,
-    yd: Nchw,
-    dwc: &mut [T],
-) {
-    for_each_tap(xd, spec, yd, |tap, oh, ih, lo, hi, s, off| {
-        let dyr = &dyp[oh * yd.w..][..yd.w];
-        let xr = &xp[ih * xd.w..][..xd.w];
-        let mut acc = T::ZERO;
-        for ow in lo..hi {
-            acc += dyr[ow] * pre::<T, RELU>(xr[((ow * s) as isize + off) as usize]);
-        }
-        dwc[tap] += acc;
-    });
 }
 
 impl<T: Element> ConvOps for Cpu<T> {

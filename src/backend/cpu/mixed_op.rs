@@ -4,6 +4,7 @@
 //! products are accumulated in f64 over fixed chunks summed in order, so the result does not
 //! depend on the thread count.
 
+use super::simd::{wide, Lanes};
 use super::Cpu;
 use crate::backend::{checks, softmax, Element, MixedOpOps};
 use crate::error::Result;
@@ -30,22 +31,11 @@ pub fn mixed_op_fwd<T: Element>(xs: &[Option<&[T]>], alpha: &[T], len: usize) ->
     y
 }
 
-/// `<a, b>` over one chunk: eight lanes of `T` (so the loop vectorises), summed in f64.
+/// `<a, b>` over one chunk, in lanes (`Lanes`: vectorised, summed in f64).
 fn dot_lanes<T: Element>(a: &[T], b: &[T]) -> f64 {
-    let mut acc = [T::ZERO; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x.to_f64() * y.to_f64())
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for j in 0..8 {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    acc.iter().map(|v| v.to_f64()).sum::<f64>() + tail
+    let mut lanes = Lanes::new();
+    wide(|| lanes.add_dot(a, b, |v| v));
+    lanes.sum()
 }
 
 /// `mixed_op_bwd`, with a wanted `dx_k` added into `acc[k]` (`acc[k] += w_k dy`, returned as

@@ -5,12 +5,14 @@
 
 mod conv;
 mod dense;
+mod dwconv;
 mod elementwise;
 mod layout;
 mod mixed_op;
 mod norm;
 mod optim;
 mod pool;
+mod simd;
 
 use crate::backend::{checks, DeviceOps};
 use crate::backend::{AdamStep, Element, ScalarRef, SgdStep};

@@ -5,6 +5,8 @@
 //! `pool2d_bwd_into`). Max pooling's backward recomputes the arg-max from the input (first
 //! maximum in window order, or the last NaN, as PyTorch) instead of storing indices.
 
+use super::conv::valid_range;
+use super::simd::wide;
 use super::{par_planes, Cpu};
 use crate::backend::{checks, Element, PoolOps};
 use crate::error::Result;
@@ -23,30 +25,131 @@ fn window_ranges(out: usize, input: usize, spec: &Pool2dSpec) -> Vec<(usize, usi
         .collect()
 }
 
-/// Index (into the plane) of the first maximum of a window, scanning rows then columns; a
-/// NaN is a maximum, and the last NaN wins (PyTorch's max_pool2d: `val > max || isnan(val)`).
-#[inline(always)]
-fn argmax<T: Element>(
-    xp: &[T],
-    w: usize,
-    (h0, h1): (usize, usize),
-    (w0, w1): (usize, usize),
-) -> usize {
-    let mut best = h0 * w + w0;
-    let mut m = xp[best];
-    for ih in h0..h1 {
-        let row = &xp[ih * w..][..w];
-        for (iw, &v) in row.iter().enumerate().take(w1).skip(w0) {
-            if v > m || v.is_nan() {
-                m = v;
-                best = ih * w + iw;
-            }
-        }
-    }
-    best
+/// The columns each kernel column `kw` reads along a row: output columns `lo..hi` read input
+/// column `ow * stride + off` (in bounds), as `(lo, hi, off)`; a column that reads only
+/// padding is left out.
+fn col_taps(out: usize, input: usize, spec: &Pool2dSpec) -> Vec<(usize, usize, isize)> {
+    (0..spec.kernel)
+        .filter_map(|kw| {
+            let off = kw as isize - spec.padding as isize;
+            let (lo, hi) = valid_range(out, input, spec.stride, off);
+            (lo < hi).then_some((lo, hi, off))
+        })
+        .collect()
 }
 
-/// The forward of both windowed poolings, one body (`kind` picks the window's reduction).
+/// Where `row_pass` writes the maxima's columns, and each window's first column.
+type ArgOut<'a> = Option<(&'a mut [u32], &'a [(usize, usize)])>;
+
+/// `v` replaces the running maximum `m` (PyTorch's rule: greater, or NaN).
+#[inline(always)]
+fn beats<T: Element>(v: T, m: T) -> bool {
+    v > m || v.is_nan()
+}
+
+/// The horizontal pass of a separable pooling: `out[ow]` = the sum (Avg) or maximum (Max)
+/// of input row `xr` over output column `ow`'s window columns, taken in column order; with
+/// `arg`, the column of that maximum (the first, or the last NaN) goes to `arg[ow]`
+/// (`first[ow]` while nothing beats minus infinity: the window's first column).
+#[inline(always)]
+fn row_pass<T: Element>(
+    kind: PoolKind,
+    xr: &[T],
+    taps: &[(usize, usize, isize)],
+    stride: usize,
+    out: &mut [T],
+    mut arg: ArgOut<'_>,
+) {
+    let start = match kind {
+        PoolKind::Avg => T::ZERO,
+        PoolKind::Max => T::from_f64(f64::NEG_INFINITY),
+    };
+    out.fill(start);
+    if let Some((a, first)) = arg.as_mut() {
+        for (a, f) in a.iter_mut().zip(first.iter()) {
+            *a = f.0 as u32;
+        }
+    }
+    for &(lo, hi, off) in taps {
+        let col = |ow: usize| ((ow * stride) as isize + off) as usize;
+        match (kind, arg.as_mut()) {
+            (PoolKind::Avg, _) if stride == 1 => {
+                for (o, &v) in out[lo..hi].iter_mut().zip(&xr[col(lo)..col(hi - 1) + 1]) {
+                    *o += v;
+                }
+            }
+            (PoolKind::Avg, _) => (lo..hi).for_each(|ow| out[ow] += xr[col(ow)]),
+            (PoolKind::Max, None) if stride == 1 => {
+                for (o, &v) in out[lo..hi].iter_mut().zip(&xr[col(lo)..col(hi - 1) + 1]) {
+                    *o = if beats(v, *o) { v } else { *o };
+                }
+            }
+            (PoolKind::Max, None) => (lo..hi).for_each(|ow| {
+                let v = xr[col(ow)];
+                out[ow] = if beats(v, out[ow]) { v } else { out[ow] };
+            }),
+            (PoolKind::Max, Some((a, _))) => (lo..hi).for_each(|ow| {
+                let v = xr[col(ow)];
+                let win = beats(v, out[ow]);
+                out[ow] = if win { v } else { out[ow] };
+                a[ow] = if win { col(ow) as u32 } else { a[ow] };
+            }),
+        }
+    }
+}
+
+/// A pooling's windows on one plane: the in-bounds input rows (`rows`) and columns (`cols`)
+/// of every output row and column, the column taps (`col_taps`) and the stride.
+struct Windows {
+    rows: Vec<(usize, usize)>,
+    cols: Vec<(usize, usize)>,
+    taps: Vec<(usize, usize, isize)>,
+    stride: usize,
+}
+
+impl Windows {
+    fn new(xd: Nchw, spec: &Pool2dSpec, yd: Nchw) -> Self {
+        Windows {
+            rows: window_ranges(yd.h, xd.h, spec),
+            cols: window_ranges(yd.w, xd.w, spec),
+            taps: col_taps(yd.w, xd.w, spec),
+            stride: spec.stride,
+        }
+    }
+
+    /// The per-row results of one plane (`row_pass` over every input row), `[h_in, w_out]`,
+    /// with the maxima's columns when `args`.
+    #[inline(always)]
+    fn row_passes<T: Element>(
+        &self,
+        kind: PoolKind,
+        xp: &[T],
+        xd: Nchw,
+        yd: Nchw,
+        args: bool,
+    ) -> (Vec<T>, Vec<u32>) {
+        let mut rows = vec![T::ZERO; xd.h * yd.w];
+        let mut cols = vec![0u32; if args { xd.h * yd.w } else { 0 }];
+        for ih in 0..xd.h {
+            let arg = args.then(|| (&mut cols[ih * yd.w..][..yd.w], &self.cols[..]));
+            let out = &mut rows[ih * yd.w..][..yd.w];
+            row_pass(
+                kind,
+                &xp[ih * xd.w..][..xd.w],
+                &self.taps,
+                self.stride,
+                out,
+                arg,
+            );
+        }
+        (rows, cols)
+    }
+}
+
+/// The forward of both windowed poolings, one body: separable, a horizontal pass over every
+/// input row (`row_pass`), then each output row combines its window's rows (vectorised
+/// across the row). Each window's maximum is the first in row-major order, as a direct scan
+/// finds it; sums are taken row by row.
 fn pool2d_fwd<T: Element>(
     kind: PoolKind,
     x: &[T],
@@ -54,37 +157,46 @@ fn pool2d_fwd<T: Element>(
     spec: &Pool2dSpec,
     yd: Nchw,
 ) -> Vec<T> {
-    let (rh, rw) = (
-        window_ranges(yd.h, xd.h, spec),
-        window_ranges(yd.w, xd.w, spec),
-    );
+    let win = Windows::new(xd, spec, yd);
     let mut y = vec![T::ZERO; yd.numel()];
     par_planes(&mut y, yd.plane(), |plane, yp| {
         let xp = &x[plane * xd.plane()..][..xd.plane()];
-        for (oh, &hr) in rh.iter().enumerate() {
-            let yr = &mut yp[oh * yd.w..][..yd.w];
-            for (yv, &wr) in yr.iter_mut().zip(&rw) {
-                *yv = match kind {
-                    PoolKind::Max => xp[argmax(xp, xd.w, hr, wr)],
-                    PoolKind::Avg => {
-                        let mut s = T::ZERO;
-                        for ih in hr.0..hr.1 {
-                            for &v in &xp[ih * xd.w + wr.0..ih * xd.w + wr.1] {
-                                s += v;
+        wide(|| {
+            let (rows, _) = win.row_passes(kind, xp, xd, yd, false);
+            for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
+                let yr = &mut yp[oh * yd.w..][..yd.w];
+                yr.copy_from_slice(&rows[h0 * yd.w..][..yd.w]);
+                for ih in h0 + 1..h1 {
+                    let r = &rows[ih * yd.w..][..yd.w];
+                    for (o, &v) in yr.iter_mut().zip(r) {
+                        *o = match kind {
+                            PoolKind::Avg => *o + v,
+                            PoolKind::Max => {
+                                if beats(v, *o) {
+                                    v
+                                } else {
+                                    *o
+                                }
                             }
-                        }
-                        s / T::from_f64(((hr.1 - hr.0) * (wr.1 - wr.0)) as f64)
+                        };
                     }
-                };
+                }
+                if kind == PoolKind::Avg {
+                    for (o, &(w0, w1)) in yr.iter_mut().zip(&win.cols) {
+                        *o = *o / T::from_f64(((h1 - h0) * (w1 - w0)) as f64);
+                    }
+                }
             }
-        }
+        })
     });
     y
 }
 
 /// `dx += ` the gradient of both windowed poolings, one body: the backward scatters into
 /// `dx` anyway, so a pending gradient is accumulated into at no extra cost (a fresh one
-/// starts from zeros). `x` is read only for `PoolKind::Max`.
+/// starts from zeros). `x` is read only for `PoolKind::Max`, whose arg-max is re-found
+/// separably (the same element the forward's scan picks) and gets the whole gradient; an
+/// average's share is spread back over rows, then along each row (the forward's transpose).
 fn pool2d_bwd_into<T: Element>(
     kind: PoolKind,
     x: &[T],
@@ -94,31 +206,56 @@ fn pool2d_bwd_into<T: Element>(
     yd: Nchw,
     dx: &mut [T],
 ) {
-    let (rh, rw) = (
-        window_ranges(yd.h, xd.h, spec),
-        window_ranges(yd.w, xd.w, spec),
-    );
+    let win = Windows::new(xd, spec, yd);
+    let s = spec.stride;
     par_planes(dx, xd.plane(), |plane, dxp| {
         let dyp = &dy[plane * yd.plane()..][..yd.plane()];
-        for (oh, &hr) in rh.iter().enumerate() {
-            let dyr = &dyp[oh * yd.w..][..yd.w];
-            for (&g, &wr) in dyr.iter().zip(&rw) {
-                match kind {
-                    PoolKind::Max => {
-                        let xp = &x[plane * xd.plane()..][..xd.plane()];
-                        dxp[argmax(xp, xd.w, hr, wr)] += g;
-                    }
-                    PoolKind::Avg => {
-                        let share = g / T::from_f64(((hr.1 - hr.0) * (wr.1 - wr.0)) as f64);
-                        for ih in hr.0..hr.1 {
-                            for d in &mut dxp[ih * xd.w + wr.0..ih * xd.w + wr.1] {
-                                *d += share;
+        wide(|| match kind {
+            PoolKind::Max => {
+                let xp = &x[plane * xd.plane()..][..xd.plane()];
+                let (rows, cols) = win.row_passes(kind, xp, xd, yd, true);
+                for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
+                    for ow in 0..yd.w {
+                        let (mut m, mut at) = (T::from_f64(f64::NEG_INFINITY), h0 * yd.w + ow);
+                        for ih in h0..h1 {
+                            let v = rows[ih * yd.w + ow];
+                            if beats(v, m) {
+                                (m, at) = (v, ih * yd.w + ow);
                             }
+                        }
+                        let ih = at / yd.w;
+                        dxp[ih * xd.w + cols[at] as usize] += dyp[oh * yd.w + ow];
+                    }
+                }
+            }
+            PoolKind::Avg => {
+                // The output gradients' shares, summed per input row.
+                let mut rows = vec![T::ZERO; xd.h * yd.w];
+                for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
+                    let dyr = &dyp[oh * yd.w..][..yd.w];
+                    for ih in h0..h1 {
+                        let r = &mut rows[ih * yd.w..][..yd.w];
+                        for ((o, &g), &(w0, w1)) in r.iter_mut().zip(dyr).zip(&win.cols) {
+                            *o += g / T::from_f64(((h1 - h0) * (w1 - w0)) as f64);
+                        }
+                    }
+                }
+                for ih in 0..xd.h {
+                    let (r, dxr) = (&rows[ih * yd.w..][..yd.w], &mut dxp[ih * xd.w..][..xd.w]);
+                    for &(lo, hi, off) in &win.taps {
+                        let col = |ow: usize| ((ow * s) as isize + off) as usize;
+                        if s == 1 {
+                            for (d, &g) in dxr[col(lo)..col(hi - 1) + 1].iter_mut().zip(&r[lo..hi])
+                            {
+                                *d += g;
+                            }
+                        } else {
+                            (lo..hi).for_each(|ow| dxr[col(ow)] += r[ow]);
                         }
                     }
                 }
             }
-        }
+        })
     });
 }
 

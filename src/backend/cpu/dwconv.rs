@@ -1,0 +1,235 @@
+//! CPU depthwise conv2d (groups == in == out channels: the DARTS separable and dilated
+//! convs), forward and both backwards, by the names of kernels/conv.cu: `dwconv2d_fwd`,
+//! `dwconv2d_bwd_data_into`, `dwconv2d_bwd_weight`. `conv.rs` sends depthwise specs here.
+//!
+//! Each output row is built tap by tap over the valid output range (no bounds checks, so the
+//! stride-1 loops vectorise); the loops are compiled for AVX2 where the CPU has it (`wide`).
+//! Forward and data gradient run a channel plane per task; the weight gradient a channel per
+//! task, its products summed in lanes over every sample in order (deterministic, and no
+//! running sum the loop waits on). The fused input ReLU is applied as in `conv.rs`.
+
+use super::conv::{add_masked, mask_by_input, pre, valid_range};
+use super::par_planes;
+use super::simd::{wide, Lanes};
+use crate::backend::Element;
+use crate::shape::{Conv2dSpec, Nchw};
+use rayon::prelude::*;
+
+/// One kernel tap, as the plane loops walk it: output rows `rows` read real input, output
+/// row `oh` reads input row `oh * stride + row_off`, and output column `ow` in `lo..hi` reads
+/// input column `ow * stride + col_off`.
+struct Tap {
+    index: usize,
+    rows: std::ops::Range<usize>,
+    row_off: isize,
+    lo: usize,
+    hi: usize,
+    col_off: isize,
+}
+
+impl Tap {
+    #[inline(always)]
+    fn input_row(&self, oh: usize, stride: usize) -> usize {
+        ((oh * stride) as isize + self.row_off) as usize
+    }
+    /// The input columns a stride-1 tap reads, for output columns `lo..hi`.
+    #[inline(always)]
+    fn input_cols(&self) -> std::ops::Range<usize> {
+        let base = (self.lo as isize + self.col_off) as usize;
+        base..base + (self.hi - self.lo)
+    }
+}
+
+/// The taps that read any real input (a tap that only ever reads padding, as with small
+/// inputs and a large dilation, is skipped). An iterator rather than a callback, so the hot
+/// loops stay in the plane functions, compiled wherever `wide` compiles them.
+fn taps(xd: Nchw, spec: &Conv2dSpec, yd: Nchw) -> impl Iterator<Item = Tap> {
+    let k = spec.kernel;
+    let (s, p, d) = (spec.stride, spec.padding as isize, spec.dilation as isize);
+    (0..k * k).filter_map(move |index| {
+        let (kh, kw) = ((index / k) as isize, (index % k) as isize);
+        let (row_off, col_off) = (kh * d - p, kw * d - p);
+        let (oh_lo, oh_hi) = valid_range(yd.h, xd.h, s, row_off);
+        let (lo, hi) = valid_range(yd.w, xd.w, s, col_off);
+        (lo < hi && oh_lo < oh_hi).then_some(Tap {
+            index,
+            rows: oh_lo..oh_hi,
+            row_off,
+            lo,
+            hi,
+            col_off,
+        })
+    })
+}
+
+/// The twin of `dwconv2d_fwd_f32`: the depthwise convolution, one channel plane per task.
+pub fn dwconv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
+    let mut y = vec![T::ZERO; yd.numel()];
+    par_planes(&mut y, yd.plane(), |plane, yp| {
+        let c = plane % xd.c;
+        let (xp, wc) = (
+            &x[plane * xd.plane()..][..xd.plane()],
+            &w[c * spec.kernel * spec.kernel..],
+        );
+        wide(|| {
+            if spec.relu_input {
+                dwconv2d_fwd_plane::<T, true>(xp, xd, wc, spec, yd, yp);
+            } else {
+                dwconv2d_fwd_plane::<T, false>(xp, xd, wc, spec, yd, yp);
+            }
+        })
+    });
+    y
+}
+
+/// The twin of `dwconv2d_bwd_data_f32` (its `accumulate` flag included): the depthwise data
+/// gradient added into `dx`, as `conv2d_bwd_data_into` describes.
+#[allow(clippy::too_many_arguments)]
+pub fn dwconv2d_bwd_data_into<T: Element>(
+    x: &[T],
+    dy: &[T],
+    w: &[T],
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    dx: &mut [T],
+    accumulate: bool,
+) {
+    let masked_add = accumulate && spec.relu_input;
+    par_planes(dx, xd.plane(), |plane, dxp| {
+        let c = plane % xd.c;
+        let (dyp, wc) = (
+            &dy[plane * yd.plane()..][..yd.plane()],
+            &w[c * spec.kernel * spec.kernel..],
+        );
+        let xp = &x[plane * xd.plane()..][..xd.plane()];
+        wide(|| {
+            if masked_add {
+                let mut tmp = vec![T::ZERO; xd.plane()];
+                dwconv2d_bwd_data_plane(dyp, xd, wc, spec, yd, &mut tmp);
+                add_masked(dxp, &tmp, xp);
+            } else {
+                dwconv2d_bwd_data_plane(dyp, xd, wc, spec, yd, dxp);
+                if spec.relu_input {
+                    mask_by_input(dxp, xp);
+                }
+            }
+        })
+    });
+}
+
+/// The twin of `dwconv2d_bwd_weight_f32`: one channel per task, summing samples in order
+/// (deterministic and contention-free).
+pub fn dwconv2d_bwd_weight<T: Element>(
+    x: &[T],
+    dy: &[T],
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+) -> Vec<T> {
+    let kk = spec.kernel * spec.kernel;
+    let mut dw = vec![T::ZERO; xd.c * kk];
+    dw.par_chunks_mut(kk).enumerate().for_each(|(c, dwc)| {
+        // (x offset, dy offset) of this channel's plane in every sample, in order.
+        let planes = (0..xd.n).map(|n| ((n * xd.c + c) * xd.plane(), (n * xd.c + c) * yd.plane()));
+        wide(|| {
+            if spec.relu_input {
+                dwconv2d_bwd_weight_channel::<T, true>(planes, x, dy, xd, spec, yd, dwc);
+            } else {
+                dwconv2d_bwd_weight_channel::<T, false>(planes, x, dy, xd, spec, yd, dwc);
+            }
+        })
+    });
+    dw
+}
+
+#[inline(always)]
+fn dwconv2d_fwd_plane<T: Element, const RELU: bool>(
+    xp: &[T],
+    xd: Nchw,
+    wc: &[T],
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    yp: &mut [T],
+) {
+    let s = spec.stride;
+    for t in taps(xd, spec, yd) {
+        let wv = wc[t.index];
+        for oh in t.rows.clone() {
+            let xr = &xp[t.input_row(oh, s) * xd.w..][..xd.w];
+            let yr = &mut yp[oh * yd.w..][..yd.w];
+            if s == 1 {
+                for (yv, &xv) in yr[t.lo..t.hi].iter_mut().zip(&xr[t.input_cols()]) {
+                    *yv += wv * pre::<T, RELU>(xv);
+                }
+            } else {
+                for ow in t.lo..t.hi {
+                    yr[ow] += wv * pre::<T, RELU>(xr[((ow * s) as isize + t.col_off) as usize]);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn dwconv2d_bwd_data_plane<T: Element>(
+    dyp: &[T],
+    xd: Nchw,
+    wc: &[T],
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    dxp: &mut [T],
+) {
+    let s = spec.stride;
+    for t in taps(xd, spec, yd) {
+        let wv = wc[t.index];
+        for oh in t.rows.clone() {
+            let dyr = &dyp[oh * yd.w..][..yd.w];
+            let dxr = &mut dxp[t.input_row(oh, s) * xd.w..][..xd.w];
+            if s == 1 {
+                for (dxv, &dyv) in dxr[t.input_cols()].iter_mut().zip(&dyr[t.lo..t.hi]) {
+                    *dxv += wv * dyv;
+                }
+            } else {
+                for ow in t.lo..t.hi {
+                    dxr[((ow * s) as isize + t.col_off) as usize] += wv * dyr[ow];
+                }
+            }
+        }
+    }
+}
+
+/// One channel's weight gradient over all its samples' planes (`planes`: the x and dy
+/// offsets of each, in order): per tap, the products of every row are summed in lanes and
+/// reduced once, in f64.
+#[inline(always)]
+fn dwconv2d_bwd_weight_channel<T: Element, const RELU: bool>(
+    planes: impl Iterator<Item = (usize, usize)> + Clone,
+    x: &[T],
+    dy: &[T],
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    dwc: &mut [T],
+) {
+    let s = spec.stride;
+    for t in taps(xd, spec, yd) {
+        let mut lanes = Lanes::new();
+        for (xo, yo) in planes.clone() {
+            for oh in t.rows.clone() {
+                let dyr = &dy[yo + oh * yd.w..][..yd.w];
+                let xr = &x[xo + t.input_row(oh, s) * xd.w..][..xd.w];
+                if s == 1 {
+                    lanes.add_dot(&dyr[t.lo..t.hi], &xr[t.input_cols()], pre::<T, RELU>);
+                } else {
+                    let mut acc = T::ZERO;
+                    for (ow, &g) in dyr.iter().enumerate().take(t.hi).skip(t.lo) {
+                        acc += g * pre::<T, RELU>(xr[((ow * s) as isize + t.col_off) as usize]);
+                    }
+                    lanes.add(acc);
+                }
+            }
+        }
+        dwc[t.index] += T::from_f64(lanes.sum());
+    }
+}
