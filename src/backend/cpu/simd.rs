@@ -67,3 +67,25 @@ impl<T: crate::backend::Element> Lanes<T> {
         self.acc.iter().map(|v| v.to_f64()).sum::<f64>() + self.tail.to_f64()
     }
 }
+
+/// `sum_i f(a[i], b[i])` in eight f64 lanes (vectorised, a fixed order for a given length):
+/// the statistics that must stay f64 whatever the element type (batch norm).
+#[inline(always)]
+pub(crate) fn sum_f64<T: crate::backend::Element>(
+    a: &[T],
+    b: &[T],
+    f: impl Fn(T, T) -> f64,
+) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut tail = 0.0;
+    for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
+        tail += f(*x, *y);
+    }
+    for (x, y) in ac.zip(bc) {
+        for j in 0..8 {
+            acc[j] += f(x[j], y[j]);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
