@@ -41,8 +41,7 @@ impl Tap {
 }
 
 /// The taps that read any real input (a tap that only ever reads padding, as with small
-/// inputs and a large dilation, is skipped). An iterator rather than a callback, so the hot
-/// loops stay in the plane functions, compiled wherever `wide` compiles them.
+/// inputs and a large dilation, is skipped); listed once per op, walked by every plane.
 fn taps(xd: Nchw, spec: &Conv2dSpec, yd: Nchw) -> impl Iterator<Item = Tap> {
     let k = spec.kernel;
     let (s, p, d) = (spec.stride, spec.padding as isize, spec.dilation as isize);
@@ -64,6 +63,7 @@ fn taps(xd: Nchw, spec: &Conv2dSpec, yd: Nchw) -> impl Iterator<Item = Tap> {
 
 /// The twin of `dwconv2d_fwd_f32`: the depthwise convolution, one channel plane per task.
 pub fn dwconv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
+    let taps: Vec<Tap> = taps(xd, spec, yd).collect();
     let mut y = vec![T::ZERO; yd.numel()];
     par_planes(&mut y, yd.plane(), |plane, yp| {
         let c = plane % xd.c;
@@ -71,13 +71,16 @@ pub fn dwconv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, y
             &x[plane * xd.plane()..][..xd.plane()],
             &w[c * spec.kernel * spec.kernel..],
         );
-        wide(|| {
-            if spec.relu_input {
-                dwconv2d_fwd_plane::<T, true>(xp, xd, wc, spec, yd, yp);
-            } else {
-                dwconv2d_fwd_plane::<T, false>(xp, xd, wc, spec, yd, yp);
-            }
-        })
+        wide(
+            #[inline(always)]
+            || {
+                if spec.relu_input {
+                    dwconv2d_fwd_plane::<T, true>(&taps, xp, xd, wc, spec, yd, yp);
+                } else {
+                    dwconv2d_fwd_plane::<T, false>(&taps, xp, xd, wc, spec, yd, yp);
+                }
+            },
+        )
     });
     y
 }
@@ -96,6 +99,7 @@ pub fn dwconv2d_bwd_data_into<T: Element>(
     accumulate: bool,
 ) {
     let masked_add = accumulate && spec.relu_input;
+    let taps: Vec<Tap> = taps(xd, spec, yd).collect();
     par_planes(dx, xd.plane(), |plane, dxp| {
         let c = plane % xd.c;
         let (dyp, wc) = (
@@ -103,18 +107,21 @@ pub fn dwconv2d_bwd_data_into<T: Element>(
             &w[c * spec.kernel * spec.kernel..],
         );
         let xp = &x[plane * xd.plane()..][..xd.plane()];
-        wide(|| {
-            if masked_add {
-                let mut tmp = vec![T::ZERO; xd.plane()];
-                dwconv2d_bwd_data_plane(dyp, xd, wc, spec, yd, &mut tmp);
-                add_masked(dxp, &tmp, xp);
-            } else {
-                dwconv2d_bwd_data_plane(dyp, xd, wc, spec, yd, dxp);
-                if spec.relu_input {
-                    mask_by_input(dxp, xp);
+        wide(
+            #[inline(always)]
+            || {
+                if masked_add {
+                    let mut tmp = vec![T::ZERO; xd.plane()];
+                    dwconv2d_bwd_data_plane(&taps, dyp, xd, wc, spec, yd, &mut tmp);
+                    add_masked(dxp, &tmp, xp);
+                } else {
+                    dwconv2d_bwd_data_plane(&taps, dyp, xd, wc, spec, yd, dxp);
+                    if spec.relu_input {
+                        mask_by_input(dxp, xp);
+                    }
                 }
-            }
-        })
+            },
+        )
     });
 }
 
@@ -128,23 +135,30 @@ pub fn dwconv2d_bwd_weight<T: Element>(
     yd: Nchw,
 ) -> Vec<T> {
     let kk = spec.kernel * spec.kernel;
+    let taps: Vec<Tap> = taps(xd, spec, yd).collect();
     let mut dw = vec![T::ZERO; xd.c * kk];
     dw.par_chunks_mut(kk).enumerate().for_each(|(c, dwc)| {
         // (x offset, dy offset) of this channel's plane in every sample, in order.
         let planes = (0..xd.n).map(|n| ((n * xd.c + c) * xd.plane(), (n * xd.c + c) * yd.plane()));
-        wide(|| {
-            if spec.relu_input {
-                dwconv2d_bwd_weight_channel::<T, true>(planes, x, dy, xd, spec, yd, dwc);
-            } else {
-                dwconv2d_bwd_weight_channel::<T, false>(planes, x, dy, xd, spec, yd, dwc);
-            }
-        })
+        wide(
+            #[inline(always)]
+            || {
+                if spec.relu_input {
+                    dwconv2d_bwd_weight_channel::<T, true>(&taps, planes, x, dy, xd, spec, yd, dwc);
+                } else {
+                    dwconv2d_bwd_weight_channel::<T, false>(
+                        &taps, planes, x, dy, xd, spec, yd, dwc,
+                    );
+                }
+            },
+        )
     });
     dw
 }
 
 #[inline(always)]
 fn dwconv2d_fwd_plane<T: Element, const RELU: bool>(
+    taps: &[Tap],
     xp: &[T],
     xd: Nchw,
     wc: &[T],
@@ -153,7 +167,7 @@ fn dwconv2d_fwd_plane<T: Element, const RELU: bool>(
     yp: &mut [T],
 ) {
     let s = spec.stride;
-    for t in taps(xd, spec, yd) {
+    for t in taps {
         let wv = wc[t.index];
         for oh in t.rows.clone() {
             let xr = &xp[t.input_row(oh, s) * xd.w..][..xd.w];
@@ -173,6 +187,7 @@ fn dwconv2d_fwd_plane<T: Element, const RELU: bool>(
 
 #[inline(always)]
 fn dwconv2d_bwd_data_plane<T: Element>(
+    taps: &[Tap],
     dyp: &[T],
     xd: Nchw,
     wc: &[T],
@@ -181,7 +196,7 @@ fn dwconv2d_bwd_data_plane<T: Element>(
     dxp: &mut [T],
 ) {
     let s = spec.stride;
-    for t in taps(xd, spec, yd) {
+    for t in taps {
         let wv = wc[t.index];
         for oh in t.rows.clone() {
             let dyr = &dyp[oh * yd.w..][..yd.w];
@@ -204,6 +219,7 @@ fn dwconv2d_bwd_data_plane<T: Element>(
 /// reduced once, in f64.
 #[inline(always)]
 fn dwconv2d_bwd_weight_channel<T: Element, const RELU: bool>(
+    taps: &[Tap],
     planes: impl Iterator<Item = (usize, usize)> + Clone,
     x: &[T],
     dy: &[T],
@@ -213,7 +229,7 @@ fn dwconv2d_bwd_weight_channel<T: Element, const RELU: bool>(
     dwc: &mut [T],
 ) {
     let s = spec.stride;
-    for t in taps(xd, spec, yd) {
+    for t in taps {
         let mut lanes = Lanes::new();
         for (xo, yo) in planes.clone() {
             for oh in t.rows.clone() {

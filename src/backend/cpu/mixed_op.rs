@@ -34,7 +34,10 @@ pub fn mixed_op_fwd<T: Element>(xs: &[Option<&[T]>], alpha: &[T], len: usize) ->
 /// `<a, b>` over one chunk, in lanes (`Lanes`: vectorised, summed in f64).
 fn dot_lanes<T: Element>(a: &[T], b: &[T]) -> f64 {
     let mut lanes = Lanes::new();
-    wide(|| lanes.add_dot(a, b, |v| v));
+    wide(
+        #[inline(always)]
+        || lanes.add_dot(a, b, |v| v),
+    );
     lanes.sum()
 }
 

@@ -23,18 +23,21 @@ pub fn channel_stats<T: Element>(x: &[T], xd: Nchw) -> Vec<(f64, f64)> {
     (0..xd.c)
         .into_par_iter()
         .map(|c| {
-            wide(|| {
-                let mut s = 0.0;
-                for p in channel_planes(x, xd, c) {
-                    s += sum_f64(p, p, |v, _| v.to_f64());
-                }
-                let mean = s / count;
-                let mut q = 0.0;
-                for p in channel_planes(x, xd, c) {
-                    q += sum_f64(p, p, |v, _| (v.to_f64() - mean) * (v.to_f64() - mean));
-                }
-                (mean, q / count)
-            })
+            wide(
+                #[inline(always)]
+                || {
+                    let mut s = 0.0;
+                    for p in channel_planes(x, xd, c) {
+                        s += sum_f64(p, p, |v, _| v.to_f64());
+                    }
+                    let mean = s / count;
+                    let mut q = 0.0;
+                    for p in channel_planes(x, xd, c) {
+                        q += sum_f64(p, p, |v, _| (v.to_f64() - mean) * (v.to_f64() - mean));
+                    }
+                    (mean, q / count)
+                },
+            )
         })
         .collect()
 }
@@ -56,11 +59,14 @@ pub fn batch_norm_apply<T: Element>(
             let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c].to_f64(), b[c].to_f64()));
             let a = T::from_f64(invstd[c] * g);
             let shift = T::from_f64(b - mean[c] * invstd[c] * g);
-            wide(|| {
-                for (yv, &xv) in yp.iter_mut().zip(&x[plane * xd.plane()..][..xd.plane()]) {
-                    *yv = xv * a + shift;
-                }
-            })
+            wide(
+                #[inline(always)]
+                || {
+                    for (yv, &xv) in yp.iter_mut().zip(&x[plane * xd.plane()..][..xd.plane()]) {
+                        *yv = xv * a + shift;
+                    }
+                },
+            )
         });
     y
 }
@@ -125,12 +131,15 @@ pub fn batch_norm_bwd<T: Element>(
         .map(|c| {
             let (m, is) = (saved.mean[c].to_f64(), saved.invstd[c].to_f64());
             let (mut sdy, mut sdyx) = (0.0, 0.0);
-            wide(|| {
-                for (xp, dyp) in channel_planes(x, xd, c).zip(channel_planes(dy, xd, c)) {
-                    sdy += sum_f64(dyp, dyp, |g, _| g.to_f64());
-                    sdyx += sum_f64(xp, dyp, |xv, g| g.to_f64() * (xv.to_f64() - m) * is);
-                }
-            });
+            wide(
+                #[inline(always)]
+                || {
+                    for (xp, dyp) in channel_planes(x, xd, c).zip(channel_planes(dy, xd, c)) {
+                        sdy += sum_f64(dyp, dyp, |g, _| g.to_f64());
+                        sdyx += sum_f64(xp, dyp, |xv, g| g.to_f64() * (xv.to_f64() - m) * is);
+                    }
+                },
+            );
             (sdy, sdyx)
         })
         .collect();
@@ -147,12 +156,15 @@ pub fn batch_norm_bwd<T: Element>(
             let mean_dyx = sdyx / count;
             let xp = &x[plane * xd.plane()..][..xd.plane()];
             let dyp = &dy[plane * xd.plane()..][..xd.plane()];
-            wide(|| {
-                for ((d, &xv), &gy) in dxp.iter_mut().zip(xp).zip(dyp) {
-                    let xhat = (xv.to_f64() - m) * is;
-                    *d = T::from_f64(k * (gy.to_f64() - mean_dy - xhat * mean_dyx));
-                }
-            })
+            wide(
+                #[inline(always)]
+                || {
+                    for ((d, &xv), &gy) in dxp.iter_mut().zip(xp).zip(dyp) {
+                        let xhat = (xv.to_f64() - m) * is;
+                        *d = T::from_f64(k * (gy.to_f64() - mean_dy - xhat * mean_dyx));
+                    }
+                },
+            )
         });
     let param_grads = gamma.map(|_| {
         let dgamma = sums.iter().map(|s| T::from_f64(s.1)).collect();

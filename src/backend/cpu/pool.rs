@@ -161,33 +161,36 @@ fn pool2d_fwd<T: Element>(
     let mut y = vec![T::ZERO; yd.numel()];
     par_planes(&mut y, yd.plane(), |plane, yp| {
         let xp = &x[plane * xd.plane()..][..xd.plane()];
-        wide(|| {
-            let (rows, _) = win.row_passes(kind, xp, xd, yd, false);
-            for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
-                let yr = &mut yp[oh * yd.w..][..yd.w];
-                yr.copy_from_slice(&rows[h0 * yd.w..][..yd.w]);
-                for ih in h0 + 1..h1 {
-                    let r = &rows[ih * yd.w..][..yd.w];
-                    for (o, &v) in yr.iter_mut().zip(r) {
-                        *o = match kind {
-                            PoolKind::Avg => *o + v,
-                            PoolKind::Max => {
-                                if beats(v, *o) {
-                                    v
-                                } else {
-                                    *o
+        wide(
+            #[inline(always)]
+            || {
+                let (rows, _) = win.row_passes(kind, xp, xd, yd, false);
+                for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
+                    let yr = &mut yp[oh * yd.w..][..yd.w];
+                    yr.copy_from_slice(&rows[h0 * yd.w..][..yd.w]);
+                    for ih in h0 + 1..h1 {
+                        let r = &rows[ih * yd.w..][..yd.w];
+                        for (o, &v) in yr.iter_mut().zip(r) {
+                            *o = match kind {
+                                PoolKind::Avg => *o + v,
+                                PoolKind::Max => {
+                                    if beats(v, *o) {
+                                        v
+                                    } else {
+                                        *o
+                                    }
                                 }
-                            }
-                        };
+                            };
+                        }
+                    }
+                    if kind == PoolKind::Avg {
+                        for (o, &(w0, w1)) in yr.iter_mut().zip(&win.cols) {
+                            *o = *o / T::from_f64(((h1 - h0) * (w1 - w0)) as f64);
+                        }
                     }
                 }
-                if kind == PoolKind::Avg {
-                    for (o, &(w0, w1)) in yr.iter_mut().zip(&win.cols) {
-                        *o = *o / T::from_f64(((h1 - h0) * (w1 - w0)) as f64);
-                    }
-                }
-            }
-        })
+            },
+        )
     });
     y
 }
@@ -210,52 +213,56 @@ fn pool2d_bwd_into<T: Element>(
     let s = spec.stride;
     par_planes(dx, xd.plane(), |plane, dxp| {
         let dyp = &dy[plane * yd.plane()..][..yd.plane()];
-        wide(|| match kind {
-            PoolKind::Max => {
-                let xp = &x[plane * xd.plane()..][..xd.plane()];
-                let (rows, cols) = win.row_passes(kind, xp, xd, yd, true);
-                for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
-                    for ow in 0..yd.w {
-                        let (mut m, mut at) = (T::from_f64(f64::NEG_INFINITY), h0 * yd.w + ow);
+        wide(
+            #[inline(always)]
+            || match kind {
+                PoolKind::Max => {
+                    let xp = &x[plane * xd.plane()..][..xd.plane()];
+                    let (rows, cols) = win.row_passes(kind, xp, xd, yd, true);
+                    for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
+                        for ow in 0..yd.w {
+                            let (mut m, mut at) = (T::from_f64(f64::NEG_INFINITY), h0 * yd.w + ow);
+                            for ih in h0..h1 {
+                                let v = rows[ih * yd.w + ow];
+                                if beats(v, m) {
+                                    (m, at) = (v, ih * yd.w + ow);
+                                }
+                            }
+                            let ih = at / yd.w;
+                            dxp[ih * xd.w + cols[at] as usize] += dyp[oh * yd.w + ow];
+                        }
+                    }
+                }
+                PoolKind::Avg => {
+                    // The output gradients' shares, summed per input row.
+                    let mut rows = vec![T::ZERO; xd.h * yd.w];
+                    for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
+                        let dyr = &dyp[oh * yd.w..][..yd.w];
                         for ih in h0..h1 {
-                            let v = rows[ih * yd.w + ow];
-                            if beats(v, m) {
-                                (m, at) = (v, ih * yd.w + ow);
+                            let r = &mut rows[ih * yd.w..][..yd.w];
+                            for ((o, &g), &(w0, w1)) in r.iter_mut().zip(dyr).zip(&win.cols) {
+                                *o += g / T::from_f64(((h1 - h0) * (w1 - w0)) as f64);
                             }
                         }
-                        let ih = at / yd.w;
-                        dxp[ih * xd.w + cols[at] as usize] += dyp[oh * yd.w + ow];
                     }
-                }
-            }
-            PoolKind::Avg => {
-                // The output gradients' shares, summed per input row.
-                let mut rows = vec![T::ZERO; xd.h * yd.w];
-                for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
-                    let dyr = &dyp[oh * yd.w..][..yd.w];
-                    for ih in h0..h1 {
-                        let r = &mut rows[ih * yd.w..][..yd.w];
-                        for ((o, &g), &(w0, w1)) in r.iter_mut().zip(dyr).zip(&win.cols) {
-                            *o += g / T::from_f64(((h1 - h0) * (w1 - w0)) as f64);
-                        }
-                    }
-                }
-                for ih in 0..xd.h {
-                    let (r, dxr) = (&rows[ih * yd.w..][..yd.w], &mut dxp[ih * xd.w..][..xd.w]);
-                    for &(lo, hi, off) in &win.taps {
-                        let col = |ow: usize| ((ow * s) as isize + off) as usize;
-                        if s == 1 {
-                            for (d, &g) in dxr[col(lo)..col(hi - 1) + 1].iter_mut().zip(&r[lo..hi])
-                            {
-                                *d += g;
+                    for ih in 0..xd.h {
+                        let (r, dxr) = (&rows[ih * yd.w..][..yd.w], &mut dxp[ih * xd.w..][..xd.w]);
+                        for &(lo, hi, off) in &win.taps {
+                            let col = |ow: usize| ((ow * s) as isize + off) as usize;
+                            if s == 1 {
+                                for (d, &g) in
+                                    dxr[col(lo)..col(hi - 1) + 1].iter_mut().zip(&r[lo..hi])
+                                {
+                                    *d += g;
+                                }
+                            } else {
+                                (lo..hi).for_each(|ow| dxr[col(ow)] += r[ow]);
                             }
-                        } else {
-                            (lo..hi).for_each(|ow| dxr[col(ow)] += r[ow]);
                         }
                     }
                 }
-            }
-        })
+            },
+        )
     });
 }
 
