@@ -47,10 +47,17 @@ fn beats<T: Element>(v: T, m: T) -> bool {
     v > m || v.is_nan()
 }
 
-/// The horizontal pass of a separable pooling: `out[ow]` = the sum (Avg) or maximum (Max)
-/// of input row `xr` over output column `ow`'s window columns, taken in column order; with
-/// `arg`, the column of that maximum (the first, or the last NaN) goes to `arg[ow]`
-/// (`first[ow]` while nothing beats minus infinity: the window's first column).
+/// The value a window's sum (Avg) or maximum (Max) starts from.
+fn start<T: Element>(kind: PoolKind) -> T {
+    match kind {
+        PoolKind::Avg => T::ZERO,
+        PoolKind::Max => T::from_f64(f64::NEG_INFINITY),
+    }
+}
+
+/// One input row's part of each window: `out[ow]` += (Avg) or max= (Max) input row `xr` over
+/// output column `ow`'s window columns, taken in column order; with `arg`, the column of a
+/// new maximum (the first, or the last NaN) goes to `arg[ow]`.
 #[inline(always)]
 fn row_pass<T: Element>(
     kind: PoolKind,
@@ -60,16 +67,6 @@ fn row_pass<T: Element>(
     out: &mut [T],
     mut arg: ArgOut<'_>,
 ) {
-    let start = match kind {
-        PoolKind::Avg => T::ZERO,
-        PoolKind::Max => T::from_f64(f64::NEG_INFINITY),
-    };
-    out.fill(start);
-    if let Some((a, first)) = arg.as_mut() {
-        for (a, f) in a.iter_mut().zip(first.iter()) {
-            *a = f.0 as u32;
-        }
-    }
     for &(lo, hi, off) in taps {
         let col = |ow: usize| ((ow * stride) as isize + off) as usize;
         match (kind, arg.as_mut()) {
@@ -130,7 +127,14 @@ impl Windows {
     ) -> (Vec<T>, Vec<u32>) {
         let mut rows = vec![T::ZERO; xd.h * yd.w];
         let mut cols = vec![0u32; if args { xd.h * yd.w } else { 0 }];
+        rows.fill(start(kind));
         for ih in 0..xd.h {
+            // Until something beats minus infinity, a window's maximum is its first column.
+            if args {
+                for (a, c) in cols[ih * yd.w..][..yd.w].iter_mut().zip(&self.cols) {
+                    *a = c.0 as u32;
+                }
+            }
             let arg = args.then(|| (&mut cols[ih * yd.w..][..yd.w], &self.cols[..]));
             let out = &mut rows[ih * yd.w..][..yd.w];
             row_pass(
@@ -164,24 +168,15 @@ fn pool2d_fwd<T: Element>(
         wide(
             #[inline(always)]
             || {
-                let (rows, _) = win.row_passes(kind, xp, xd, yd, false);
+                // Each output row takes its window's input rows in order, each row's
+                // columns in order: the row-major order of a direct scan (the same sums
+                // and maximum as a scalar scan), vectorised across the output row.
                 for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
                     let yr = &mut yp[oh * yd.w..][..yd.w];
-                    yr.copy_from_slice(&rows[h0 * yd.w..][..yd.w]);
-                    for ih in h0 + 1..h1 {
-                        let r = &rows[ih * yd.w..][..yd.w];
-                        for (o, &v) in yr.iter_mut().zip(r) {
-                            *o = match kind {
-                                PoolKind::Avg => *o + v,
-                                PoolKind::Max => {
-                                    if beats(v, *o) {
-                                        v
-                                    } else {
-                                        *o
-                                    }
-                                }
-                            };
-                        }
+                    yr.fill(start(kind));
+                    for ih in h0..h1 {
+                        let xr = &xp[ih * xd.w..][..xd.w];
+                        row_pass(kind, xr, &win.taps, win.stride, yr, None);
                     }
                     if kind == PoolKind::Avg {
                         for (o, &(w0, w1)) in yr.iter_mut().zip(&win.cols) {

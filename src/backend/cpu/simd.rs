@@ -1,5 +1,5 @@
 //! Runtime choice of the vector width the CPU kernels' inner loops are compiled for, and the
-//! lane-wise dot product they share.
+//! lane-wise sums they share (`Lanes`, `sum_f64`).
 //!
 //! The crate is built for the x86-64 baseline (SSE2: four f32 lanes, no FMA) so one binary
 //! runs on every node a Slurm job may land on. `wide(f)` runs `f` compiled a second time with
@@ -8,8 +8,10 @@
 //! neither reorders float sums nor contracts `a * b + c` into an FMA without being told, so
 //! both copies compute the same values in the same order.
 
-/// Runs `f` compiled for AVX2 + FMA when the CPU has both, else for the baseline. `f` and
-/// what it calls must be inlinable (`#[inline]`) for the wider copy to cover them.
+/// Runs `f` compiled for AVX2 + FMA when the CPU has both, else for the baseline. The wider
+/// copy covers only code inlined into it: pass `#[inline(always)] || ...` and mark what it
+/// calls `#[inline(always)]` (a closure the compiler kept out of line ran at the baseline
+/// width: perf showed the depthwise loops there until it was marked).
 #[inline(always)]
 pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
