@@ -217,6 +217,7 @@ fn dwconv2d_bwd_data_plane<T: Element>(
 /// One channel's weight gradient over all its samples' planes (`planes`: the x and dy
 /// offsets of each, in order): per tap, the products of every row are summed in lanes and
 /// reduced once, in f64.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dwconv2d_bwd_weight_channel<T: Element, const RELU: bool>(
     taps: &[Tap],

@@ -150,10 +150,9 @@ impl Windows {
     }
 }
 
-/// The forward of both windowed poolings, one body: separable, a horizontal pass over every
-/// input row (`row_pass`), then each output row combines its window's rows (vectorised
-/// across the row). Each window's maximum is the first in row-major order, as a direct scan
-/// finds it; sums are taken row by row.
+/// The forward of both windowed poolings, one body: each output row takes its window's input
+/// rows one by one (`row_pass`, vectorised across the row), so every window is reduced in
+/// row-major order, as a direct scan (and the GPU kernel) reduces it.
 fn pool2d_fwd<T: Element>(
     kind: PoolKind,
     x: &[T],
