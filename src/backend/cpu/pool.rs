@@ -38,9 +38,6 @@ fn col_taps(out: usize, input: usize, spec: &Pool2dSpec) -> Vec<(usize, usize, i
         .collect()
 }
 
-/// Where `row_pass` writes the maxima's columns, and each window's first column.
-type ArgOut<'a> = Option<(&'a mut [u32], &'a [(usize, usize)])>;
-
 /// `v` replaces the running maximum `m` (PyTorch's rule: greater, or NaN).
 #[inline(always)]
 fn beats<T: Element>(v: T, m: T) -> bool {
@@ -65,7 +62,7 @@ fn row_pass<T: Element>(
     taps: &[(usize, usize, isize)],
     stride: usize,
     out: &mut [T],
-    mut arg: ArgOut<'_>,
+    mut arg: Option<&mut [u32]>,
 ) {
     for &(lo, hi, off) in taps {
         let col = |ow: usize| ((ow * stride) as isize + off) as usize;
@@ -85,7 +82,7 @@ fn row_pass<T: Element>(
                 let v = xr[col(ow)];
                 out[ow] = if beats(v, out[ow]) { v } else { out[ow] };
             }),
-            (PoolKind::Max, Some((a, _))) => (lo..hi).for_each(|ow| {
+            (PoolKind::Max, Some(a)) => (lo..hi).for_each(|ow| {
                 let v = xr[col(ow)];
                 let win = beats(v, out[ow]);
                 out[ow] = if win { v } else { out[ow] };
@@ -114,36 +111,23 @@ impl Windows {
         }
     }
 
-    /// The per-row results of one plane (`row_pass` over every input row), `[h_in, w_out]`,
-    /// with the maxima's columns when `args`.
+    /// Every input row's maximum over each output column's window columns (`row_pass`),
+    /// `[h_in, w_out]`, with the column of each maximum: the first half of re-finding the
+    /// arg-max separably.
     #[inline(always)]
-    fn row_passes<T: Element>(
-        &self,
-        kind: PoolKind,
-        xp: &[T],
-        xd: Nchw,
-        yd: Nchw,
-        args: bool,
-    ) -> (Vec<T>, Vec<u32>) {
-        let mut rows = vec![T::ZERO; xd.h * yd.w];
-        let mut cols = vec![0u32; if args { xd.h * yd.w } else { 0 }];
-        rows.fill(start(kind));
+    fn row_maxima<T: Element>(&self, xp: &[T], xd: Nchw, yd: Nchw) -> (Vec<T>, Vec<u32>) {
+        let mut rows = vec![start(PoolKind::Max); xd.h * yd.w];
+        // Until something beats minus infinity, a window's maximum is its first column.
+        let first: Vec<u32> = self.cols.iter().map(|c| c.0 as u32).collect();
+        let mut cols: Vec<u32> = first.repeat(xd.h);
         for ih in 0..xd.h {
-            // Until something beats minus infinity, a window's maximum is its first column.
-            if args {
-                for (a, c) in cols[ih * yd.w..][..yd.w].iter_mut().zip(&self.cols) {
-                    *a = c.0 as u32;
-                }
-            }
-            let arg = args.then(|| (&mut cols[ih * yd.w..][..yd.w], &self.cols[..]));
-            let out = &mut rows[ih * yd.w..][..yd.w];
             row_pass(
-                kind,
+                PoolKind::Max,
                 &xp[ih * xd.w..][..xd.w],
                 &self.taps,
                 self.stride,
-                out,
-                arg,
+                &mut rows[ih * yd.w..][..yd.w],
+                Some(&mut cols[ih * yd.w..][..yd.w]),
             );
         }
         (rows, cols)
@@ -204,7 +188,7 @@ fn pool2d_bwd_into<T: Element>(
     dx: &mut [T],
 ) {
     let win = Windows::new(xd, spec, yd);
-    let s = spec.stride;
+    let s = win.stride;
     par_planes(dx, xd.plane(), |plane, dxp| {
         let dyp = &dy[plane * yd.plane()..][..yd.plane()];
         wide(
@@ -212,10 +196,10 @@ fn pool2d_bwd_into<T: Element>(
             || match kind {
                 PoolKind::Max => {
                     let xp = &x[plane * xd.plane()..][..xd.plane()];
-                    let (rows, cols) = win.row_passes(kind, xp, xd, yd, true);
+                    let (rows, cols) = win.row_maxima(xp, xd, yd);
                     for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
                         for ow in 0..yd.w {
-                            let (mut m, mut at) = (T::from_f64(f64::NEG_INFINITY), h0 * yd.w + ow);
+                            let (mut m, mut at) = (start(PoolKind::Max), h0 * yd.w + ow);
                             for ih in h0..h1 {
                                 let v = rows[ih * yd.w + ow];
                                 if beats(v, m) {
