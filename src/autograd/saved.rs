@@ -117,6 +117,8 @@ pub struct ReleaseStats {
     pub compressed_elements: usize,
     /// Values no backward needs, dropped.
     pub dropped: usize,
+    /// Saved values kept as they are (f32 activations).
+    pub kept: usize,
     /// Saved values left in f32 because something besides the tape held their buffer.
     pub shared: usize,
     /// Saved values left in f32 because a backward needs them exactly (max-pool inputs).

@@ -11,8 +11,9 @@
 //! `Precision::Bf16` the network can release them: [`Tape::release_activations`] rounds every
 //! saved value recorded so far (except those the forward still reads) to bf16 and drops the
 //! f32 buffers, and backward widens them back into transient f32 buffers. Values nobody saved
-//! are dropped outright. Leaves (parameters, the input batch) are never released; gradients,
-//! weights and all arithmetic stay f32. With `Precision::F32` (the default) nothing changes.
+//! are dropped outright, in f32 as in bf16. Leaves (parameters, the input batch) are never
+//! released; gradients, weights and all arithmetic stay f32. With `Precision::F32` (the
+//! default) saved values stay as they are.
 //!
 //! This file owns the tape itself: its records (`Node`), the value ids (`Var`), leaves and
 //! parameters, the bf16 release of saved activations, and the `backward` walk that sums the
@@ -30,11 +31,12 @@ mod pool;
 
 use super::params::{ParamId, ParamStore};
 use super::saved::{Precision, ReleaseStats, Saved};
-use crate::backend::{Backend, DeviceOps};
+use crate::backend::{Backend, BatchNormSaved, DeviceOps};
 use crate::error::{Error, Result};
 use crate::shape::{Nchw, Shape};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// A value recorded on a tape (an index into it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,6 +82,9 @@ pub struct Tape<B: Backend> {
     /// still both rectify the same cell output (PyTorch's in-place ReLU).
     relu_of: HashMap<usize, Var>,
     activations: Precision,
+    /// Mean 0 / invstd 1 statistics by channel count, shared by the backward of every
+    /// non-affine batch norm (see `batch_norm_from_output`).
+    unit_stats: HashMap<usize, Rc<BatchNormSaved<B::Storage>>>,
     /// Op outputs not yet released (`release_activations`), in recording order.
     pending: Vec<usize>,
     released: ReleaseStats,
@@ -122,6 +127,7 @@ impl<B: Backend> Tape<B> {
             param_vars: HashMap::new(),
             relu_of: HashMap::new(),
             activations: Precision::F32,
+            unit_stats: HashMap::new(),
             pending: Vec::new(),
             released: ReleaseStats::default(),
         }
@@ -138,17 +144,17 @@ impl<B: Backend> Tape<B> {
         self.released
     }
 
-    /// With bf16 activations: every op output recorded since the last call, except `keep`
-    /// (values the forward pass still reads), is released: a value some backward saved is
-    /// rounded to bf16 and its f32 buffer freed (unless that backward needs it exactly:
-    /// `save_exact`, then it stays f32), any other value is dropped. Reading a
-    /// released value (`value`, or an op taking it as input) is then an error. Leaves are
-    /// never released. Kept values are considered again at the next call. With f32
-    /// activations this does nothing.
+    /// Every op output recorded since the last call, except `keep` (values the forward pass
+    /// still reads), is released: a value no backward saved is dropped; a value some
+    /// backward saved stays in its handle, in f32 with f32 activations, else rounded to bf16
+    /// and its f32 buffer freed (unless that backward needs it exactly: `save_exact`, then it
+    /// stays f32). Reading a released value (`value`, or an op taking it as input) is then an
+    /// error. Leaves are never released. Kept values are considered again at the next call.
+    ///
+    /// Dropping the unsaved values matters in f32 too: a DARTS edge's MixedOp output, each
+    /// node's partial sums and each pool's output feed only ops whose backward does not read
+    /// them, and keeping them to the end of the step was a third of the step's peak memory.
     pub fn release_activations(&mut self, keep: &[Var]) -> Result<()> {
-        if self.activations == Precision::F32 {
-            return Ok(());
-        }
         let pending = std::mem::take(&mut self.pending);
         for i in pending {
             if keep.iter().any(|k| k.0 == i) {
@@ -162,6 +168,10 @@ impl<B: Backend> Tape<B> {
             // The node's own reference goes first, so the handle can own the only one.
             drop(value);
             match node.saved.take() {
+                Some(h) if h.in_use() && self.activations == Precision::F32 => {
+                    self.released.kept += 1;
+                    drop(h);
+                }
                 Some(h) if h.in_use() && node.exact => {
                     self.released.exact += 1;
                     drop(h);
@@ -215,6 +225,7 @@ impl<B: Backend> Tape<B> {
         self.nodes.clear();
         self.param_vars.clear();
         self.relu_of.clear();
+        self.unit_stats.clear();
         self.pending.clear();
         self.released = ReleaseStats::default();
     }
@@ -226,14 +237,14 @@ impl<B: Backend> Tape<B> {
         self.nodes.is_empty()
     }
 
-    /// The value of `v`; an error once it was released to bf16 (`release_activations`).
+    /// The value of `v`; an error once it was released (`release_activations`).
     pub fn value(&self, v: Var) -> Result<&Tensor<B>> {
         self.nodes[v.0].value.as_ref().ok_or_else(|| {
             Error::invalid(
                 "tape value",
                 format!(
-                    "value {} ({}) was released by bf16 activations; only backward reads it now",
-                    v.0, self.nodes[v.0].shape
+                    "value {} ({}) was released ({} activations); only backward reads it now",
+                    v.0, self.nodes[v.0].shape, self.activations
                 ),
             )
         })

@@ -3,9 +3,11 @@
 //! its backward.
 
 use super::{Tape, Var};
-use crate::backend::{Backend, Element, RunningStats};
+use crate::autograd::saved::Saved;
+use crate::backend::{Backend, BatchNormSaved, Element, RunningStats};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use std::rc::Rc;
 
 impl<B: Backend> Tape<B> {
     /// Training-mode batch norm (batch statistics). `affine` is (gamma, beta); `running`
@@ -63,6 +65,9 @@ impl<B: Backend> Tape<B> {
             .backend
             .batch_norm_train_fwd(&xt.buf, xd, aff, running, eps)?;
         drop((xt, gamma_f32, beta));
+        if affine.is_none() {
+            return self.batch_norm_from_output(x, Tensor::new(y, xd.shape()), saved);
+        }
         let xs = self.save(x)?;
         let mut parents = vec![x];
         if let Some((g, b)) = affine {
@@ -81,6 +86,46 @@ impl<B: Backend> Tape<B> {
                 Ok(out)
             }),
         ))
+    }
+
+    /// Records a non-affine training-mode batch norm whose backward reads its output `y`,
+    /// not its input: without gamma and beta, y is the normalised input x-hat itself, so the
+    /// input need not be kept (every batch norm in a DARTS search cell: the input is a conv's
+    /// or a pool's output that nothing else saves).
+    fn batch_norm_from_output(
+        &mut self,
+        x: Var,
+        y: Tensor<B>,
+        stats: BatchNormSaved<B::Storage>,
+    ) -> Result<Var> {
+        let xd = y.shape.nchw("batch_norm")?;
+        // The backward of the input x-hat (mean 0, invstd 1) with gamma = invstd is exactly
+        // the backward of x: x-hat is the same and dx carries the factor gamma * 1 = invstd.
+        // Its gamma/beta gradients are not wanted.
+        let unit = match self.unit_stats.get(&xd.c) {
+            Some(u) => u.clone(),
+            None => {
+                let u = Rc::new(BatchNormSaved {
+                    mean: self.backend.zeros(xd.c)?,
+                    invstd: self.backend.fill(xd.c, 1.0)?,
+                });
+                self.unit_stats.insert(xd.c, u.clone());
+                u
+            }
+        };
+        let invstd = stats.invstd;
+        let ys = Saved::new(&y);
+        let held = ys.clone();
+        let out = self.push(
+            y,
+            &[x],
+            Box::new(move |be, dy, _, _| {
+                let (dx, _) = be.batch_norm_bwd(&*held.read(be)?, dy, xd, Some(&invstd), &unit)?;
+                Ok(vec![Some(dx)])
+            }),
+        );
+        self.nodes[out.0].saved = Some(ys);
+        Ok(out)
     }
 
     /// Eval-mode batch norm (running statistics).
