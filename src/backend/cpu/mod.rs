@@ -13,6 +13,7 @@ mod norm;
 mod optim;
 mod pool;
 mod simd;
+mod tiles;
 
 use crate::backend::{checks, DeviceOps};
 use crate::backend::{AdamStep, Element, ScalarRef, SgdStep};

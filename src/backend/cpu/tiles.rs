@@ -1,0 +1,165 @@
+//! Register tiles for convolutions that add up shifted runs of one plane (the depthwise
+//! forward and stride-1 data gradient in `dwconv.rs`): the plane is copied once into a
+//! zero-padded buffer (`Padded`), then each R x N tile of the output keeps its sums in
+//! registers while every tap's run is added, where the plane loops re-load and re-store the
+//! output row once per tap. Each output element still adds its taps in the order given,
+//! starting from its value in the output, so the results are bit-identical to those loops.
+
+use super::conv::pre;
+use crate::backend::Element;
+
+/// A channel plane copied once into a zero-padded buffer (the fused ReLU applied on the
+/// way), its columns split into `stride` phases, so that every tap of the conv reads one
+/// contiguous run per output row with no bounds to clip: output (oh, ow) of the tap at
+/// padded offset (row, col) reads padded row `oh * stride + row`, phase `col % stride`,
+/// column `ow + col / stride`.
+pub(super) struct Padded<T> {
+    buf: Vec<T>,
+    /// Columns per phase.
+    width: usize,
+    /// Elements per padded row (`stride` phases).
+    row_len: usize,
+    stride: usize,
+}
+
+impl<T: Element> Padded<T> {
+    /// `src` (h x w) with `top` / `left` zeros before it, sized for an `out_h x out_w`
+    /// output of taps reaching `reach` padded rows/columns past an output's first.
+    #[inline(always)]
+    pub(super) fn new<const RELU: bool>(
+        src: &[T],
+        (h, w): (usize, usize),
+        (top, left): (usize, usize),
+        (out_h, out_w): (usize, usize),
+        reach: usize,
+        stride: usize,
+    ) -> Self {
+        let rows = (out_h - 1) * stride + reach + 1;
+        let width = ((out_w - 1) * stride + reach) / stride + 1;
+        let row_len = width * stride;
+        let mut buf = vec![T::ZERO; rows * row_len];
+        for (ih, sr) in src.chunks_exact(w).take(h).enumerate() {
+            let r = ih + top;
+            if r >= rows {
+                break;
+            }
+            let dst = &mut buf[r * row_len..][..row_len];
+            if stride == 1 {
+                let n = w.min(row_len - left);
+                for (d, &v) in dst[left..left + n].iter_mut().zip(sr) {
+                    *d = pre::<T, RELU>(v);
+                }
+            } else {
+                for (iw, &v) in sr.iter().enumerate() {
+                    let pc = iw + left;
+                    let (phase, col) = (pc % stride, pc / stride);
+                    if col < width {
+                        dst[phase * width + col] = pre::<T, RELU>(v);
+                    }
+                }
+            }
+        }
+        Padded {
+            buf,
+            width,
+            row_len,
+            stride,
+        }
+    }
+
+    /// Where the tap at padded offset (`row`, `col`) starts reading in a row block.
+    pub(super) fn tap(&self, w: T, row: usize, col: usize) -> PadTap<T> {
+        PadTap {
+            w,
+            row,
+            start: (col % self.stride) * self.width + col / self.stride,
+        }
+    }
+}
+
+/// One tap on a `Padded` plane: its weight, its padded row offset and where its run starts
+/// within a padded row.
+pub(super) struct PadTap<T> {
+    w: T,
+    row: usize,
+    start: usize,
+}
+
+/// Rows per register tile: with 16 columns, 4 rows are 8 AVX accumulators, enough
+/// independent sums to cover the add latency.
+const TILE_ROWS: usize = 4;
+
+/// `out` (out_h x out_w) += every tap's weighted run of `src`, tile by tile. Each output
+/// element adds its taps in the order given, starting from its value in `out`: the same sum,
+/// in the same order, as the tap-by-tap plane loops, but kept in registers across taps.
+#[inline(always)]
+pub(super) fn tiled_plane<T: Element>(
+    src: &Padded<T>,
+    taps: &[PadTap<T>],
+    out: &mut [T],
+    out_w: usize,
+) {
+    let out_h = out.len() / out_w;
+    let mut oh = 0;
+    while oh + TILE_ROWS <= out_h {
+        tiled_rows::<T, TILE_ROWS>(src, taps, out, out_w, oh);
+        oh += TILE_ROWS;
+    }
+    for oh in oh..out_h {
+        tiled_rows::<T, 1>(src, taps, out, out_w, oh);
+    }
+}
+
+#[inline(always)]
+fn tiled_rows<T: Element, const R: usize>(
+    src: &Padded<T>,
+    taps: &[PadTap<T>],
+    out: &mut [T],
+    out_w: usize,
+    oh: usize,
+) {
+    let mut ow = 0;
+    while ow + 16 <= out_w {
+        tile::<T, R, 16>(src, taps, out, out_w, oh, ow);
+        ow += 16;
+    }
+    if ow + 8 <= out_w {
+        tile::<T, R, 8>(src, taps, out, out_w, oh, ow);
+        ow += 8;
+    }
+    if ow + 4 <= out_w {
+        tile::<T, R, 4>(src, taps, out, out_w, oh, ow);
+        ow += 4;
+    }
+    for ow in ow..out_w {
+        tile::<T, R, 1>(src, taps, out, out_w, oh, ow);
+    }
+}
+
+/// One R x N tile of the output, its sums held in registers across every tap.
+#[inline(always)]
+fn tile<T: Element, const R: usize, const N: usize>(
+    src: &Padded<T>,
+    taps: &[PadTap<T>],
+    out: &mut [T],
+    out_w: usize,
+    oh: usize,
+    ow: usize,
+) {
+    let mut acc = [[T::ZERO; N]; R];
+    for (r, a) in acc.iter_mut().enumerate() {
+        a.copy_from_slice(&out[(oh + r) * out_w + ow..][..N]);
+    }
+    let s = src.stride;
+    for t in taps {
+        for (r, a) in acc.iter_mut().enumerate() {
+            let run = &src.buf[((oh + r) * s + t.row) * src.row_len + t.start + ow..][..N];
+            for (av, &v) in a.iter_mut().zip(run) {
+                *av += t.w * v;
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        out[(oh + r) * out_w + ow..][..N].copy_from_slice(a);
+    }
+}
