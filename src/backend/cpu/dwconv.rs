@@ -152,16 +152,12 @@ pub fn dwconv2d_bwd_data_into<T: Element>(
                 let tiled = spec.stride == 1
                     && spec.padding <= (spec.kernel - 1) * spec.dilation
                     && tiles_apply(&taps, wc, 1);
-                let data_grad = |into: &mut [T]| match tiled {
-                    true => dwconv2d_bwd_data_tiled(&taps, dyp, xd, wc, spec, yd, into),
-                    false => dwconv2d_bwd_data_plane(&taps, dyp, xd, wc, spec, yd, into),
-                };
                 if masked_add {
                     let mut tmp = vec![T::ZERO; xd.plane()];
-                    data_grad(&mut tmp);
+                    dwconv2d_bwd_data_either(tiled, &taps, dyp, xd, wc, spec, yd, &mut tmp);
                     add_masked(dxp, &tmp, xp);
                 } else {
-                    data_grad(dxp);
+                    dwconv2d_bwd_data_either(tiled, &taps, dyp, xd, wc, spec, yd, dxp);
                     if spec.relu_input {
                         mask_by_input(dxp, xp);
                     }
@@ -257,6 +253,26 @@ fn dwconv2d_bwd_data_plane<T: Element>(
                 }
             }
         }
+    }
+}
+
+/// The data gradient of one plane on register tiles or by the plane loops (a function, not
+/// a closure, so that it is inlined into `wide`'s AVX2 copy).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn dwconv2d_bwd_data_either<T: Element>(
+    tiled: bool,
+    taps: &[Tap],
+    dyp: &[T],
+    xd: Nchw,
+    wc: &[T],
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    dxp: &mut [T],
+) {
+    match tiled {
+        true => dwconv2d_bwd_data_tiled(taps, dyp, xd, wc, spec, yd, dxp),
+        false => dwconv2d_bwd_data_plane(taps, dyp, xd, wc, spec, yd, dxp),
     }
 }
 
