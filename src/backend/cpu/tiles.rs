@@ -14,11 +14,11 @@ use crate::backend::Element;
 /// padded offset (row, col) reads padded row `oh * stride + row`, phase `col % stride`,
 /// column `ow + col / stride`.
 pub(super) struct Padded<T> {
-    buf: Vec<T>,
+    pub(super) buf: Vec<T>,
     /// Columns per phase.
     width: usize,
     /// Elements per padded row (`stride` phases).
-    row_len: usize,
+    pub(super) row_len: usize,
     stride: usize,
 }
 
@@ -82,7 +82,7 @@ impl<T: Element> Padded<T> {
 pub(super) struct PadTap<T> {
     w: T,
     row: usize,
-    start: usize,
+    pub(super) start: usize,
 }
 
 /// Rows per register tile: with 16 columns, 4 rows are 8 AVX accumulators, enough
