@@ -34,8 +34,9 @@ impl<T: Element> Padded<T> {
         reach: usize,
         stride: usize,
     ) -> Self {
-        let rows = (out_h - 1) * stride + reach + 1;
-        let width = ((out_w - 1) * stride + reach) / stride + 1;
+        // (An empty output never reaches here: its op has no planes to run.)
+        let rows = (out_h.max(1) - 1) * stride + reach + 1;
+        let width = ((out_w.max(1) - 1) * stride + reach) / stride + 1;
         let row_len = width * stride;
         let mut buf = vec![T::ZERO; rows * row_len];
         for (ih, sr) in src.chunks_exact(w).take(h).enumerate() {
@@ -45,8 +46,8 @@ impl<T: Element> Padded<T> {
             }
             let dst = &mut buf[r * row_len..][..row_len];
             if stride == 1 {
-                let n = w.min(row_len - left);
-                for (d, &v) in dst[left..left + n].iter_mut().zip(sr) {
+                let n = w.min(row_len.saturating_sub(left));
+                for (d, &v) in dst[left.min(row_len)..][..n].iter_mut().zip(sr) {
                     *d = pre::<T, RELU>(v);
                 }
             } else {
