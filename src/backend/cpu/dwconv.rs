@@ -437,10 +437,10 @@ mod tests {
         (0..n).map(|_| rng.normal() as f32).collect()
     }
 
-    #[test]
-    fn tiles_match_the_plane_loops_bit_for_bit() {
-        let mut rng = Rng::new(7);
-        let mut cases = 0;
+    /// Every case both tests run: odd and even planes of `n` samples, 3x3 and 5x5, dilation
+    /// 1 and 2, stride 1 and 2, every padding up to the kernel's reach: (input, spec, output).
+    fn cases(n: usize) -> Vec<(Nchw, Conv2dSpec, Nchw)> {
+        let mut out = Vec::new();
         for (h, w) in [(7, 9), (32, 32), (13, 5), (4, 4), (1, 21), (18, 37)] {
             for (k, d, s) in [
                 (3, 1, 1),
@@ -451,37 +451,42 @@ mod tests {
                 (5, 2, 2),
             ] {
                 for p in 0..=(k - 1) * d {
-                    let xd = Nchw { n: 1, c: 1, h, w };
-                    let base = Conv2dSpec::new(1, 1, k).stride(s).padding(p).dilation(d);
-                    let Ok(yd) = base.groups(1).output(xd) else {
-                        continue;
-                    };
-                    for spec in [base.groups(1), base.groups(1).relu_input()] {
-                        let x = random(&mut rng, xd.plane());
-                        let wc = random(&mut rng, k * k);
-                        let taps: Vec<Tap> = taps(xd, &spec, yd).collect();
-                        let (mut a, mut b) = (vec![0.0; yd.plane()], vec![0.0; yd.plane()]);
-                        dwconv2d_fwd_plane::<f32, false>(&taps, &x, xd, &wc, &spec, yd, &mut a);
-                        dwconv2d_fwd_tiled::<f32, false>(&taps, &x, xd, &wc, &spec, yd, &mut b);
-                        assert_eq!(a, b, "forward {xd:?} {spec:?}");
-                        dwconv2d_fwd_plane::<f32, true>(&taps, &x, xd, &wc, &spec, yd, &mut a);
-                        dwconv2d_fwd_tiled::<f32, true>(&taps, &x, xd, &wc, &spec, yd, &mut b);
-                        assert_eq!(a, b, "forward with ReLU {xd:?} {spec:?}");
-                        if s == 1 {
-                            // Onto an existing gradient, as the accumulating backward does.
-                            let dy = random(&mut rng, yd.plane());
-                            let start = random(&mut rng, xd.plane());
-                            let (mut a, mut b) = (start.clone(), start);
-                            dwconv2d_bwd_data_plane(&taps, &dy, xd, &wc, &spec, yd, &mut a);
-                            dwconv2d_bwd_data_tiled(&taps, &dy, xd, &wc, &spec, yd, &mut b);
-                            assert_eq!(a, b, "data gradient {xd:?} {spec:?}");
-                        }
-                        cases += 1;
+                    let xd = Nchw { n, c: 1, h, w };
+                    let spec = Conv2dSpec::new(1, 1, k).stride(s).padding(p).dilation(d);
+                    if let Ok(yd) = spec.output(xd) {
+                        out.push((xd, spec, yd));
                     }
                 }
             }
         }
-        assert!(cases > 200, "{cases} cases");
+        out
+    }
+
+    #[test]
+    fn tiles_match_the_plane_loops_bit_for_bit() {
+        let mut rng = Rng::new(7);
+        for (xd, spec, yd) in cases(1) {
+            let x = random(&mut rng, xd.plane());
+            let wc = random(&mut rng, spec.kernel * spec.kernel);
+            let taps: Vec<Tap> = taps(xd, &spec, yd).collect();
+            let (mut a, mut b) = (vec![0.0; yd.plane()], vec![0.0; yd.plane()]);
+            dwconv2d_fwd_plane::<f32, false>(&taps, &x, xd, &wc, &spec, yd, &mut a);
+            dwconv2d_fwd_tiled::<f32, false>(&taps, &x, xd, &wc, &spec, yd, &mut b);
+            assert_eq!(a, b, "forward {xd:?} {spec:?}");
+            dwconv2d_fwd_plane::<f32, true>(&taps, &x, xd, &wc, &spec, yd, &mut a);
+            dwconv2d_fwd_tiled::<f32, true>(&taps, &x, xd, &wc, &spec, yd, &mut b);
+            assert_eq!(a, b, "forward with ReLU {xd:?} {spec:?}");
+            if spec.stride == 1 {
+                // Onto an existing gradient, as the accumulating backward does.
+                let dy = random(&mut rng, yd.plane());
+                let start = random(&mut rng, xd.plane());
+                let (mut a, mut b) = (start.clone(), start);
+                dwconv2d_bwd_data_plane(&taps, &dy, xd, &wc, &spec, yd, &mut a);
+                dwconv2d_bwd_data_tiled(&taps, &dy, xd, &wc, &spec, yd, &mut b);
+                assert_eq!(a, b, "data gradient {xd:?} {spec:?}");
+            }
+        }
+        assert!(cases(1).len() > 100);
     }
 
     /// The weight gradient by the plane loops and by `weight_rows` (f32), by the plane loops
@@ -535,46 +540,31 @@ mod tests {
     #[test]
     fn weight_rows_match_the_plane_loops() {
         let mut rng = Rng::new(8);
-        for (h, w) in [(7, 9), (32, 32), (13, 5), (4, 4), (18, 37)] {
-            for (k, d, s) in [
-                (3, 1, 1),
-                (5, 1, 1),
-                (3, 2, 1),
-                (5, 2, 1),
-                (3, 1, 2),
-                (5, 2, 2),
-            ] {
-                for p in 0..=(k - 1) * d {
-                    let xd = Nchw { n: 3, c: 1, h, w };
-                    let spec = Conv2dSpec::new(1, 1, k).stride(s).padding(p).dilation(d);
-                    let Ok(yd) = spec.output(xd) else {
-                        continue;
-                    };
-                    let x = random(&mut rng, xd.numel());
-                    let dy = random(&mut rng, yd.numel());
-                    let relu = spec.relu_input();
-                    let runs = match k {
-                        3 => [
-                            weight_grads::<false, 3>(&x, &dy, xd, &spec, yd),
-                            weight_grads::<true, 3>(&x, &dy, xd, &relu, yd),
-                        ],
-                        _ => [
-                            weight_grads::<false, 5>(&x, &dy, xd, &spec, yd),
-                            weight_grads::<true, 5>(&x, &dy, xd, &relu, yd),
-                        ],
-                    };
-                    for [loops, rows, exact, scale] in runs {
-                        for i in 0..k * k {
-                            let tol = 1e-6 * scale[i] + 1e-6;
-                            for (name, v) in [("loops", loops[i]), ("rows", rows[i])] {
-                                let e = (v - exact[i]).abs();
-                                assert!(
-                                    e <= tol,
-                                    "{name} tap {i}: {v} vs {}, {xd:?} {spec:?}",
-                                    exact[i]
-                                );
-                            }
-                        }
+        for (xd, spec, yd) in cases(3) {
+            let k = spec.kernel;
+            let x = random(&mut rng, xd.numel());
+            let dy = random(&mut rng, yd.numel());
+            let relu = spec.relu_input();
+            let runs = match k {
+                3 => [
+                    weight_grads::<false, 3>(&x, &dy, xd, &spec, yd),
+                    weight_grads::<true, 3>(&x, &dy, xd, &relu, yd),
+                ],
+                _ => [
+                    weight_grads::<false, 5>(&x, &dy, xd, &spec, yd),
+                    weight_grads::<true, 5>(&x, &dy, xd, &relu, yd),
+                ],
+            };
+            for [loops, rows, exact, scale] in runs {
+                for i in 0..k * k {
+                    let tol = 1e-6 * scale[i] + 1e-6;
+                    for (name, v) in [("loops", loops[i]), ("rows", rows[i])] {
+                        let e = (v - exact[i]).abs();
+                        assert!(
+                            e <= tol,
+                            "{name} tap {i}: {v} vs {}, {xd:?} {spec:?}",
+                            exact[i]
+                        );
                     }
                 }
             }
