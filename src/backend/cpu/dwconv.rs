@@ -252,7 +252,7 @@ fn weight_lanes<T: Element, const RELU: bool, const K: usize, const L: usize>(
     for (xo, yo) in planes {
         let xp = &x[xo..][..xd.plane()];
         let src = Padded::new::<RELU>(xp, (xd.h, xd.w), (p, p), (yd.h, yd.w), (K - 1) * d, s);
-        let starts: [usize; K] = std::array::from_fn(|kw| src.tap(T::ZERO, 0, kw * d).start);
+        let starts: [usize; K] = std::array::from_fn(|kw| src.start(kw * d));
         for kh in 0..K {
             let (mut acc, mut tail) = (lanes[kh], tails[kh]);
             for oh in 0..yd.h {

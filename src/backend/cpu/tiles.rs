@@ -68,12 +68,17 @@ impl<T: Element> Padded<T> {
         }
     }
 
-    /// Where the tap at padded offset (`row`, `col`) starts reading in a row block.
+    /// Where a tap at padded column offset `col` starts reading within a padded row.
+    pub(super) fn start(&self, col: usize) -> usize {
+        (col % self.stride) * self.width + col / self.stride
+    }
+
+    /// The tap at padded offset (`row`, `col`) with weight `w`.
     pub(super) fn tap(&self, w: T, row: usize, col: usize) -> PadTap<T> {
         PadTap {
             w,
             row,
-            start: (col % self.stride) * self.width + col / self.stride,
+            start: self.start(col),
         }
     }
 }
@@ -83,7 +88,7 @@ impl<T: Element> Padded<T> {
 pub(super) struct PadTap<T> {
     w: T,
     row: usize,
-    pub(super) start: usize,
+    start: usize,
 }
 
 /// Rows per register tile: with 16 columns, 4 rows are 8 AVX accumulators, enough
