@@ -4,6 +4,9 @@
 //! set). Max and average pooling share one body per direction (`pool2d_fwd`,
 //! `pool2d_bwd_into`). Max pooling's backward recomputes the arg-max from the input (first
 //! maximum in window order, or the last NaN, as PyTorch) instead of storing indices.
+//! Windows are reduced separably, a row at a time across the output row; at stride 2 the
+//! plane is first split into column phases (`phased`) so every tap still reads a contiguous
+//! run and the loops vectorise.
 
 use super::conv::valid_range;
 use super::simd::wide;
@@ -25,17 +28,55 @@ fn window_ranges(out: usize, input: usize, spec: &Pool2dSpec) -> Vec<(usize, usi
         .collect()
 }
 
-/// The columns each kernel column `kw` reads along a row: output columns `lo..hi` read input
-/// column `ow * stride + off` (in bounds), as `(lo, hi, off)`; a column that reads only
-/// padding is left out.
-fn col_taps(out: usize, input: usize, spec: &Pool2dSpec) -> Vec<(usize, usize, isize)> {
+/// One kernel column's reads along a row: output columns `lo..hi` read input columns
+/// `col + (ow - lo) * stride`, found at `at + (ow - lo)` in the row's phased copy (`phased`).
+#[derive(Clone, Copy)]
+struct Tap {
+    lo: usize,
+    hi: usize,
+    col: usize,
+    at: usize,
+}
+
+/// The taps of every kernel column (left to right) that reads an input column; a column
+/// that reads only padding is left out. `phase_len` is the length of one stride phase of a
+/// phased row.
+fn col_taps(out: usize, input: usize, spec: &Pool2dSpec, phase_len: usize) -> Vec<Tap> {
+    let s = spec.stride as isize;
     (0..spec.kernel)
         .filter_map(|kw| {
             let off = kw as isize - spec.padding as isize;
             let (lo, hi) = valid_range(out, input, spec.stride, off);
-            (lo < hi).then_some((lo, hi, off))
+            // Input column s * ow + off is element ow + off / s of phase off % s.
+            let (phase, shift) = (off.rem_euclid(s) as usize, off.div_euclid(s));
+            (lo < hi).then(|| Tap {
+                lo,
+                hi,
+                col: (lo as isize * s + off) as usize,
+                at: phase * phase_len + (lo as isize + shift) as usize,
+            })
         })
         .collect()
+}
+
+/// Plane `xp`'s rows with each row's columns split into stride phases (columns `p`, `p + s`,
+/// `p + 2s`, .. then the next phase), so every tap reads a contiguous run (`Tap::at`) and the
+/// row loops vectorise at any stride. At stride 1 the plane is its own phased copy.
+fn phased<'a, T: Element>(xp: &'a [T], xd: Nchw, stride: usize, buf: &'a mut Vec<T>) -> &'a [T] {
+    if stride == 1 {
+        return xp;
+    }
+    let len = xd.w.div_ceil(stride);
+    buf.clear();
+    buf.resize(xd.h * stride * len, T::ZERO);
+    for (row, xr) in buf.chunks_mut(stride * len).zip(xp.chunks(xd.w)) {
+        for (p, phase) in row.chunks_mut(len).enumerate() {
+            for (d, &v) in phase.iter_mut().zip(xr.iter().skip(p).step_by(stride)) {
+                *d = v;
+            }
+        }
+    }
+    buf
 }
 
 /// `v` replaces the running maximum `m` (PyTorch's rule: greater, or NaN).
@@ -52,53 +93,49 @@ fn start<T: Element>(kind: PoolKind) -> T {
     }
 }
 
-/// One input row's part of each window: `out[ow]` += (Avg) or max= (Max) input row `xr` over
-/// output column `ow`'s window columns, taken in column order; with `arg`, the column of a
-/// new maximum (the first, or the last NaN) goes to `arg[ow]`.
+/// One input row's part of each window: `out[ow]` += (Avg) or max= (Max) input row `xr`
+/// (phased, `phased`) over output column `ow`'s window columns, taken in column order; with
+/// `arg`, the column of a new maximum (the first, or the last NaN) goes to `arg[ow]`. Every
+/// tap is a run of zipped slices without a branch, so each loop vectorises.
 #[inline(always)]
 fn row_pass<T: Element>(
     kind: PoolKind,
     xr: &[T],
-    taps: &[(usize, usize, isize)],
+    taps: &[Tap],
     stride: usize,
     out: &mut [T],
     mut arg: Option<&mut [u32]>,
 ) {
-    for &(lo, hi, off) in taps {
-        let col = |ow: usize| ((ow * stride) as isize + off) as usize;
+    for t in taps {
+        let (o, x) = (&mut out[t.lo..t.hi], &xr[t.at..][..t.hi - t.lo]);
         match (kind, arg.as_mut()) {
-            (PoolKind::Avg, _) if stride == 1 => {
-                for (o, &v) in out[lo..hi].iter_mut().zip(&xr[col(lo)..col(hi - 1) + 1]) {
-                    *o += v;
-                }
-            }
-            (PoolKind::Avg, _) => (lo..hi).for_each(|ow| out[ow] += xr[col(ow)]),
-            (PoolKind::Max, None) if stride == 1 => {
-                for (o, &v) in out[lo..hi].iter_mut().zip(&xr[col(lo)..col(hi - 1) + 1]) {
+            (PoolKind::Avg, _) => o.iter_mut().zip(x).for_each(|(o, &v)| *o += v),
+            (PoolKind::Max, None) => {
+                for (o, &v) in o.iter_mut().zip(x) {
                     *o = if beats(v, *o) { v } else { *o };
                 }
             }
-            (PoolKind::Max, None) => (lo..hi).for_each(|ow| {
-                let v = xr[col(ow)];
-                out[ow] = if beats(v, out[ow]) { v } else { out[ow] };
-            }),
-            (PoolKind::Max, Some(a)) => (lo..hi).for_each(|ow| {
-                let v = xr[col(ow)];
-                let win = beats(v, out[ow]);
-                out[ow] = if win { v } else { out[ow] };
-                a[ow] = if win { col(ow) as u32 } else { a[ow] };
-            }),
+            (PoolKind::Max, Some(a)) => {
+                let run = o.iter_mut().zip(&mut a[t.lo..t.hi]).zip(x);
+                for (j, ((o, a), &v)) in run.enumerate() {
+                    let win = beats(v, *o);
+                    *o = if win { v } else { *o };
+                    *a = if win { (t.col + j * stride) as u32 } else { *a };
+                }
+            }
         }
     }
 }
 
 /// A pooling's windows on one plane: the in-bounds input rows (`rows`) and columns (`cols`)
-/// of every output row and column, the column taps (`col_taps`) and the stride.
+/// of every output row and column, the column taps (`col_taps`), the stride and the width of
+/// a phased row (`phased`).
 struct Windows {
     rows: Vec<(usize, usize)>,
     cols: Vec<(usize, usize)>,
-    taps: Vec<(usize, usize, isize)>,
+    taps: Vec<Tap>,
     stride: usize,
+    row_w: usize,
 }
 
 impl Windows {
@@ -106,8 +143,9 @@ impl Windows {
         Windows {
             rows: window_ranges(yd.h, xd.h, spec),
             cols: window_ranges(yd.w, xd.w, spec),
-            taps: col_taps(yd.w, xd.w, spec),
+            taps: col_taps(yd.w, xd.w, spec, xd.w.div_ceil(spec.stride)),
             stride: spec.stride,
+            row_w: spec.stride * xd.w.div_ceil(spec.stride),
         }
     }
 
@@ -116,6 +154,8 @@ impl Windows {
     /// arg-max separably.
     #[inline(always)]
     fn row_maxima<T: Element>(&self, xp: &[T], xd: Nchw, yd: Nchw) -> (Vec<T>, Vec<u32>) {
+        let mut buf = Vec::new();
+        let xp = phased(xp, xd, self.stride, &mut buf);
         let mut rows = vec![start(PoolKind::Max); xd.h * yd.w];
         // Until something beats minus infinity, a window's maximum is its first column.
         let first: Vec<u32> = self.cols.iter().map(|c| c.0 as u32).collect();
@@ -123,7 +163,7 @@ impl Windows {
         for ih in 0..xd.h {
             row_pass(
                 PoolKind::Max,
-                &xp[ih * xd.w..][..xd.w],
+                &xp[ih * self.row_w..][..self.row_w],
                 &self.taps,
                 self.stride,
                 &mut rows[ih * yd.w..][..yd.w],
@@ -131,6 +171,66 @@ impl Windows {
             );
         }
         (rows, cols)
+    }
+
+    /// Every output's arg-max as a flat index into the input plane, `[h_out, w_out]`: the
+    /// row maxima (`row_maxima`) compared down each window's rows, vectorised across the
+    /// output row. A later row wins only if it `beats` the maximum so far, so the pick is the
+    /// forward scan's (first maximum in row-major order, or the last NaN).
+    #[inline(always)]
+    fn arg_max<T: Element>(&self, xp: &[T], xd: Nchw, yd: Nchw) -> Vec<u32> {
+        let (rows, cols) = self.row_maxima(xp, xd, yd);
+        let mut arg = vec![0u32; yd.plane()];
+        let mut max = vec![start::<T>(PoolKind::Max); yd.w];
+        for (oh, &(h0, h1)) in self.rows.iter().enumerate() {
+            let a = &mut arg[oh * yd.w..][..yd.w];
+            max.fill(start(PoolKind::Max));
+            // Until something beats minus infinity, the arg-max is the window's first row's.
+            for (o, &c) in a.iter_mut().zip(&cols[h0 * yd.w..][..yd.w]) {
+                *o = (h0 * xd.w) as u32 + c;
+            }
+            for ih in h0..h1 {
+                let (r, c) = (&rows[ih * yd.w..][..yd.w], &cols[ih * yd.w..][..yd.w]);
+                let base = (ih * xd.w) as u32;
+                for (((m, o), &v), &c) in max.iter_mut().zip(a.iter_mut()).zip(r).zip(c) {
+                    let win = beats(v, *m);
+                    *m = if win { v } else { *m };
+                    *o = if win { base + c } else { *o };
+                }
+            }
+        }
+        arg
+    }
+
+    /// `dxp +=` max pooling's stride-1 gradient as a gather: each input row sums, across its
+    /// columns, `dy` of every output that covers it and picked it (`arg`), then adds the sum
+    /// to `dx`. The covering outputs are taken in (oh, ow) order starting from zero, exactly
+    /// the order of kernels/pool.cu's `max_pool2d_bwd_f32`; an output that picked another
+    /// input adds zero, which leaves the sum as it was (a NaN `dy` there is not read in).
+    #[inline(always)]
+    fn gather_rows<T: Element>(&self, arg: &[u32], dyp: &[T], xd: Nchw, yd: Nchw, dxp: &mut [T]) {
+        let mut acc = vec![T::ZERO; xd.w];
+        for ih in 0..xd.h {
+            // The output rows whose window holds input row `ih`, in ascending order.
+            let first = self.rows.partition_point(|&(_, h1)| h1 <= ih);
+            let last = self.rows.partition_point(|&(h0, _)| h0 <= ih);
+            acc.fill(T::ZERO);
+            for oh in first..last {
+                let (a, g) = (&arg[oh * yd.w..][..yd.w], &dyp[oh * yd.w..][..yd.w]);
+                // Kernel columns right to left: output columns left to right.
+                for t in self.taps.iter().rev() {
+                    let (lo, hi) = (t.lo, t.hi);
+                    let me = (ih * xd.w + t.col) as u32;
+                    let run = acc[t.col..].iter_mut().zip(&a[lo..hi]).zip(&g[lo..hi]);
+                    for (j, ((s, &at), &g)) in run.enumerate() {
+                        *s += if at == me + j as u32 { g } else { T::ZERO };
+                    }
+                }
+            }
+            for (d, &s) in dxp[ih * xd.w..][..xd.w].iter_mut().zip(&acc) {
+                *d += s;
+            }
+        }
     }
 }
 
@@ -151,6 +251,8 @@ fn pool2d_fwd<T: Element>(
         wide(
             #[inline(always)]
             || {
+                let mut buf = Vec::new();
+                let xp = phased(xp, xd, win.stride, &mut buf);
                 // Each output row takes its window's input rows in order, each row's
                 // columns in order: the row-major order of a direct scan (the same sums
                 // and maximum as a scalar scan), vectorised across the output row.
@@ -158,7 +260,7 @@ fn pool2d_fwd<T: Element>(
                     let yr = &mut yp[oh * yd.w..][..yd.w];
                     yr.fill(start(kind));
                     for ih in h0..h1 {
-                        let xr = &xp[ih * xd.w..][..xd.w];
+                        let xr = &xp[ih * win.row_w..][..win.row_w];
                         row_pass(kind, xr, &win.taps, win.stride, yr, None);
                     }
                     if kind == PoolKind::Avg {
@@ -173,11 +275,13 @@ fn pool2d_fwd<T: Element>(
     y
 }
 
-/// `dx += ` the gradient of both windowed poolings, one body: the backward scatters into
-/// `dx` anyway, so a pending gradient is accumulated into at no extra cost (a fresh one
-/// starts from zeros). `x` is read only for `PoolKind::Max`, whose arg-max is re-found
-/// separably (the same element the forward's scan picks) and gets the whole gradient; an
-/// average's share is spread back over rows, then along each row (the forward's transpose).
+/// `dx += ` the gradient of both windowed poolings, one body (a fresh gradient is this into
+/// zeros). `x` is read only for `PoolKind::Max`, whose arg-max is re-found separably
+/// (`arg_max`: the element the forward's scan picks) and gets the whole gradient: each
+/// input sums the `dy` of the outputs that picked it from zero in (oh, ow) order, then adds
+/// the sum to `dx`, as kernels/pool.cu does (a gather across each row at stride 1,
+/// `gather_rows`; a scatter in output order otherwise). An average's share is spread back
+/// over rows, then along each row (the forward's transpose).
 fn pool2d_bwd_into<T: Element>(
     kind: PoolKind,
     x: &[T],
@@ -196,18 +300,18 @@ fn pool2d_bwd_into<T: Element>(
             || match kind {
                 PoolKind::Max => {
                     let xp = &x[plane * xd.plane()..][..xd.plane()];
-                    let (rows, cols) = win.row_maxima(xp, xd, yd);
-                    for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
-                        for ow in 0..yd.w {
-                            let (mut m, mut at) = (start(PoolKind::Max), h0 * yd.w + ow);
-                            for ih in h0..h1 {
-                                let v = rows[ih * yd.w + ow];
-                                if beats(v, m) {
-                                    (m, at) = (v, ih * yd.w + ow);
-                                }
-                            }
-                            let ih = at / yd.w;
-                            dxp[ih * xd.w + cols[at] as usize] += dyp[oh * yd.w + ow];
+                    let arg = win.arg_max(xp, xd, yd);
+                    if s == 1 {
+                        win.gather_rows(&arg, dyp, xd, yd, dxp);
+                    } else {
+                        // At stride 2 and up the outputs covering an input row are not a
+                        // run of columns; scatter in output order (the gather's sum order).
+                        let mut acc = vec![T::ZERO; xd.plane()];
+                        for (&at, &g) in arg.iter().zip(dyp) {
+                            acc[at as usize] += g;
+                        }
+                        for (d, &a) in dxp.iter_mut().zip(&acc) {
+                            *d += a;
                         }
                     }
                 }
@@ -225,16 +329,15 @@ fn pool2d_bwd_into<T: Element>(
                     }
                     for ih in 0..xd.h {
                         let (r, dxr) = (&rows[ih * yd.w..][..yd.w], &mut dxp[ih * xd.w..][..xd.w]);
-                        for &(lo, hi, off) in &win.taps {
-                            let col = |ow: usize| ((ow * s) as isize + off) as usize;
+                        for t in &win.taps {
+                            let r = &r[t.lo..t.hi];
                             if s == 1 {
-                                for (d, &g) in
-                                    dxr[col(lo)..col(hi - 1) + 1].iter_mut().zip(&r[lo..hi])
-                                {
+                                for (d, &g) in dxr[t.col..].iter_mut().zip(r) {
                                     *d += g;
                                 }
                             } else {
-                                (lo..hi).for_each(|ow| dxr[col(ow)] += r[ow]);
+                                let cols = dxr[t.col..].iter_mut().step_by(s);
+                                cols.zip(r).for_each(|(d, &g)| *d += g);
                             }
                         }
                     }
@@ -358,5 +461,135 @@ impl<T: Element> PoolOps for Cpu<T> {
     fn global_avg_pool_bwd(&self, dy: &Vec<T>, xd: Nchw) -> Result<Vec<T>> {
         checks::global_avg_pool_bwd(self, dy, xd)?;
         Ok(global_avg_pool_bwd(dy, xd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The separable, vectorised passes against a direct scan of each window in the order of
+    //! kernels/pool.cu (row-major, first maximum or last NaN; a max backward's covering
+    //! outputs summed from zero in (oh, ow) order, then added to `dx`): bit for bit, at odd
+    //! shapes, strides 1 to 3, kernels 2 and 3, every padding, with ties and NaNs in `x`.
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Window of output (oh, ow): in-bounds rows `h0..h1` and columns `w0..w1`.
+    fn window(oh: usize, ow: usize, xd: Nchw, sp: &Pool2dSpec) -> (usize, usize, usize, usize) {
+        let at = |o: usize| (o * sp.stride) as isize - sp.padding as isize;
+        let clip = |v: isize, n: usize| (v.max(0) as usize).min(n);
+        let (h, w) = (at(oh), at(ow));
+        let k = sp.kernel as isize;
+        (
+            clip(h, xd.h),
+            clip(h + k, xd.h),
+            clip(w, xd.w),
+            clip(w + k, xd.w),
+        )
+    }
+
+    /// Forward and `dx0 +` backward of one plane by direct scan.
+    fn scan(
+        kind: PoolKind,
+        x: &[f32],
+        dy: &[f32],
+        dx0: &[f32],
+        xd: Nchw,
+        sp: &Pool2dSpec,
+        yd: Nchw,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut y = vec![0.0; yd.plane()];
+        let mut acc = vec![0.0f32; xd.plane()];
+        for oh in 0..yd.h {
+            for ow in 0..yd.w {
+                let (h0, h1, w0, w1) = window(oh, ow, xd, sp);
+                let (mut s, mut best) = (0.0f32, h0 * xd.w + w0);
+                for r in h0..h1 {
+                    for q in w0..w1 {
+                        let v = x[r * xd.w + q];
+                        s += v;
+                        if v > x[best] || v.is_nan() {
+                            best = r * xd.w + q;
+                        }
+                    }
+                }
+                let o = oh * yd.w + ow;
+                let count = ((h1 - h0) * (w1 - w0)) as f32;
+                match kind {
+                    PoolKind::Max => {
+                        y[o] = x[best];
+                        acc[best] += dy[o];
+                    }
+                    PoolKind::Avg => {
+                        y[o] = s / count;
+                        for r in h0..h1 {
+                            for q in w0..w1 {
+                                acc[r * xd.w + q] += dy[o] / count;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (y, dx0.iter().zip(&acc).map(|(d, a)| d + a).collect())
+    }
+
+    #[test]
+    fn separable_passes_match_a_direct_scan() {
+        let mut rng = Rng::new(3);
+        let mut cases = 0;
+        for (h, w) in [
+            (7, 9),
+            (13, 5),
+            (1, 6),
+            (8, 8),
+            (5, 17),
+            (32, 32),
+            (2, 3),
+            (16, 15),
+        ] {
+            for (kernel, stride) in [(3, 1), (3, 2), (2, 2), (2, 1), (3, 3)] {
+                for padding in 0..kernel {
+                    let sp = Pool2dSpec {
+                        kernel,
+                        stride,
+                        padding,
+                    };
+                    let xd = Nchw { n: 1, c: 1, h, w };
+                    let Ok(yd) = sp.output(xd, "test") else {
+                        continue;
+                    };
+                    // Small integers: many ties; a few NaNs.
+                    let mut x: Vec<f32> = (0..xd.plane())
+                        .map(|_| (rng.below(5) as f32) - 2.0)
+                        .collect();
+                    for _ in 0..xd.plane() / 10 {
+                        x[rng.below(xd.plane())] = f32::NAN;
+                    }
+                    let dy: Vec<f32> = (0..yd.plane()).map(|_| rng.normal() as f32).collect();
+                    let dx0: Vec<f32> = (0..xd.plane()).map(|_| rng.normal() as f32).collect();
+                    for kind in [PoolKind::Max, PoolKind::Avg] {
+                        let (y, dx) = scan(kind, &x, &dy, &dx0, xd, &sp, yd);
+                        let mut got = dx0.clone();
+                        pool2d_bwd_into(kind, &x, &dy, xd, &sp, yd, &mut got);
+                        let fwd = pool2d_fwd(kind, &x, xd, &sp, yd);
+                        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&fwd), bits(&y), "{kind:?} forward {xd:?} {sp:?}");
+                        if kind == PoolKind::Max {
+                            assert_eq!(got, dx, "max backward {xd:?} {sp:?}");
+                        } else {
+                            // The average's shares are summed per row first: another order.
+                            for (g, d) in got.iter().zip(&dx) {
+                                assert!(
+                                    (g - d).abs() <= 1e-5 * (1.0 + d.abs()),
+                                    "avg backward {xd:?} {sp:?}"
+                                );
+                            }
+                        }
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        assert!(cases > 60, "{cases} cases");
     }
 }
