@@ -116,11 +116,13 @@ fn row_pass<T: Element>(
                 }
             }
             (PoolKind::Max, Some(a)) => {
+                // Column arithmetic in u32 lanes, as the arg-max is kept: vectorises.
+                let (c0, step) = (t.col as u32, stride as u32);
                 let run = o.iter_mut().zip(&mut a[t.lo..t.hi]).zip(x);
-                for (j, ((o, a), &v)) in run.enumerate() {
+                for (j, ((o, a), &v)) in (0u32..).zip(run) {
                     let win = beats(v, *o);
                     *o = if win { v } else { *o };
-                    *a = if win { (t.col + j * stride) as u32 } else { *a };
+                    *a = if win { c0 + j * step } else { *a };
                 }
             }
         }
