@@ -1,6 +1,7 @@
 //! CPU conv2d (no bias), forward and both backwards. Two paths, named as in kernels/conv.cu:
 //! - depthwise (groups == in == out channels, the DARTS separable and dilated convs): sent
-//!   to `dwconv.rs` (`dwconv2d_fwd`, `dwconv2d_bwd_data_into`, `dwconv2d_bwd_weight`);
+//!   to `dwconv.rs` (`dwconv2d_fwd`, `dwconv2d_bwd_data_into`) and `dwconv_weight.rs`
+//!   (`dwconv2d_bwd_weight`);
 //! - everything else (stem, 1x1 pointwise, grouped): `im2col` + GEMM (matrixmultiply) and
 //!   `col2im`; a 1x1 stride-1 unpadded conv skips im2col and multiplies the input in place.
 //!
@@ -16,7 +17,8 @@
 //! `conv2d_bwd_data_into` adds the data gradient into a pending one (the tape's
 //! accumulation): the depthwise loops and `col2im` already add, the direct GEMM takes beta 1.
 
-use super::dwconv::{dwconv2d_bwd_data_into, dwconv2d_bwd_weight, dwconv2d_fwd};
+use super::dwconv::{dwconv2d_bwd_data_into, dwconv2d_fwd};
+use super::dwconv_weight::dwconv2d_bwd_weight;
 use super::{Cpu, SAMPLES_PER_CHUNK};
 use crate::backend::{checks, ConvOps, Element};
 use crate::error::Result;

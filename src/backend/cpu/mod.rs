@@ -6,11 +6,13 @@
 mod conv;
 mod dense;
 mod dwconv;
+mod dwconv_weight;
 mod elementwise;
 mod layout;
 mod mixed_op;
 mod norm;
 mod optim;
+mod phases;
 mod pool;
 mod simd;
 mod tiles;

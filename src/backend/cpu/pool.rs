@@ -5,10 +5,11 @@
 //! `pool2d_bwd_into`). Max pooling's backward recomputes the arg-max from the input (first
 //! maximum in window order, or the last NaN, as PyTorch) instead of storing indices.
 //! Windows are reduced separably, a row at a time across the output row; at stride 2 the
-//! plane is first split into column phases (`phased`) so every tap still reads a contiguous
+//! plane is first split into column phases (`Phases`) so every tap still reads a contiguous
 //! run and the loops vectorise.
 
 use super::conv::valid_range;
+use super::phases::Phases;
 use super::simd::wide;
 use super::{par_planes, Cpu};
 use crate::backend::{checks, Element, PoolOps};
@@ -29,7 +30,7 @@ fn window_ranges(out: usize, input: usize, spec: &Pool2dSpec) -> Vec<(usize, usi
 }
 
 /// One kernel column's reads along a row: output columns `lo..hi` read input columns
-/// `col + (ow - lo) * stride`, found at `at + (ow - lo)` in the row's phased copy (`phased`).
+/// `col + (ow - lo) * stride`, found at `at + (ow - lo)` in the phased row (`Phases`).
 #[derive(Clone, Copy)]
 struct Tap {
     lo: usize,
@@ -39,43 +40,31 @@ struct Tap {
 }
 
 /// The taps of every kernel column (left to right) that reads an input column; a column
-/// that reads only padding is left out. `phase_len` is the length of one stride phase of a
-/// phased row.
-fn col_taps(out: usize, input: usize, spec: &Pool2dSpec, phase_len: usize) -> Vec<Tap> {
-    let s = spec.stride as isize;
+/// that reads only padding is left out.
+fn col_taps(out: usize, input: usize, spec: &Pool2dSpec, ph: &Phases) -> Vec<Tap> {
     (0..spec.kernel)
         .filter_map(|kw| {
             let off = kw as isize - spec.padding as isize;
             let (lo, hi) = valid_range(out, input, spec.stride, off);
-            // Input column s * ow + off is element ow + off / s of phase off % s.
-            let (phase, shift) = (off.rem_euclid(s) as usize, off.div_euclid(s));
+            let col = ((lo * spec.stride) as isize + off) as usize;
             (lo < hi).then(|| Tap {
                 lo,
                 hi,
-                col: (lo as isize * s + off) as usize,
-                at: phase * phase_len + (lo as isize + shift) as usize,
+                col,
+                at: ph.at(col),
             })
         })
         .collect()
 }
 
-/// Plane `xp`'s rows with each row's columns split into stride phases (columns `p`, `p + s`,
-/// `p + 2s`, .. then the next phase), so every tap reads a contiguous run (`Tap::at`) and the
-/// row loops vectorise at any stride. At stride 1 the plane is its own phased copy.
-fn phased<'a, T: Element>(xp: &'a [T], xd: Nchw, stride: usize, buf: &'a mut Vec<T>) -> &'a [T] {
-    if stride == 1 {
+/// Plane `xp` as the row passes read it: itself at stride 1, else its columns split into
+/// stride phases (`Phases`) so that every tap reads a contiguous run and the loops vectorise.
+#[inline(always)]
+fn phased<'a, T: Element>(xp: &'a [T], xd: Nchw, ph: &Phases, buf: &'a mut Vec<T>) -> &'a [T] {
+    if ph.is_identity() {
         return xp;
     }
-    let len = xd.w.div_ceil(stride);
-    buf.clear();
-    buf.resize(xd.h * stride * len, T::ZERO);
-    for (row, xr) in buf.chunks_mut(stride * len).zip(xp.chunks(xd.w)) {
-        for (p, phase) in row.chunks_mut(len).enumerate() {
-            for (d, &v) in phase.iter_mut().zip(xr.iter().skip(p).step_by(stride)) {
-                *d = v;
-            }
-        }
-    }
+    *buf = ph.split(xp, xd.w);
     buf
 }
 
@@ -130,24 +119,25 @@ fn row_pass<T: Element>(
 }
 
 /// A pooling's windows on one plane: the in-bounds input rows (`rows`) and columns (`cols`)
-/// of every output row and column, the column taps (`col_taps`), the stride and the width of
-/// a phased row (`phased`).
+/// of every output row and column, the column taps (`col_taps`), the stride and the layout
+/// the row passes read rows in (`phased`).
 struct Windows {
     rows: Vec<(usize, usize)>,
     cols: Vec<(usize, usize)>,
     taps: Vec<Tap>,
     stride: usize,
-    row_w: usize,
+    phases: Phases,
 }
 
 impl Windows {
     fn new(xd: Nchw, spec: &Pool2dSpec, yd: Nchw) -> Self {
+        let phases = Phases::new(xd.w, spec.stride);
         Windows {
             rows: window_ranges(yd.h, xd.h, spec),
             cols: window_ranges(yd.w, xd.w, spec),
-            taps: col_taps(yd.w, xd.w, spec, xd.w.div_ceil(spec.stride)),
+            taps: col_taps(yd.w, xd.w, spec, &phases),
             stride: spec.stride,
-            row_w: spec.stride * xd.w.div_ceil(spec.stride),
+            phases,
         }
     }
 
@@ -157,7 +147,7 @@ impl Windows {
     #[inline(always)]
     fn row_maxima<T: Element>(&self, xp: &[T], xd: Nchw, yd: Nchw) -> (Vec<T>, Vec<u32>) {
         let mut buf = Vec::new();
-        let xp = phased(xp, xd, self.stride, &mut buf);
+        let xp = phased(xp, xd, &self.phases, &mut buf);
         let mut rows = vec![start(PoolKind::Max); xd.h * yd.w];
         // Until something beats minus infinity, a window's maximum is its first column.
         let first: Vec<u32> = self.cols.iter().map(|c| c.0 as u32).collect();
@@ -165,7 +155,7 @@ impl Windows {
         for ih in 0..xd.h {
             row_pass(
                 PoolKind::Max,
-                &xp[ih * self.row_w..][..self.row_w],
+                &xp[ih * self.phases.row_len..][..self.phases.row_len],
                 &self.taps,
                 self.stride,
                 &mut rows[ih * yd.w..][..yd.w],
@@ -254,7 +244,7 @@ fn pool2d_fwd<T: Element>(
             #[inline(always)]
             || {
                 let mut buf = Vec::new();
-                let xp = phased(xp, xd, win.stride, &mut buf);
+                let xp = phased(xp, xd, &win.phases, &mut buf);
                 // Each output row takes its window's input rows in order, each row's
                 // columns in order: the row-major order of a direct scan (the same sums
                 // and maximum as a scalar scan), vectorised across the output row.
@@ -262,7 +252,7 @@ fn pool2d_fwd<T: Element>(
                     let yr = &mut yp[oh * yd.w..][..yd.w];
                     yr.fill(start(kind));
                     for ih in h0..h1 {
-                        let xr = &xp[ih * win.row_w..][..win.row_w];
+                        let xr = &xp[ih * win.phases.row_len..][..win.phases.row_len];
                         row_pass(kind, xr, &win.taps, win.stride, yr, None);
                     }
                     if kind == PoolKind::Avg {

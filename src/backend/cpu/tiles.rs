@@ -1,5 +1,6 @@
 //! Register tiles for convolutions that add up shifted runs of one plane (the depthwise
-//! forward and stride-1 data gradient in `dwconv.rs`): the plane is copied once into a
+//! forward and stride-1 data gradient in `dwconv.rs`; the weight gradient in
+//! `dwconv_weight.rs` reads the same padded copy): the plane is copied once into a
 //! zero-padded buffer (`Padded`), then each R x N tile of the output keeps its sums in
 //! registers while every tap's run is added, where the plane loops re-load and re-store the
 //! output row once per tap. Each output element still adds its taps in the order given,
