@@ -193,37 +193,6 @@ impl Windows {
         }
         arg
     }
-
-    /// `dxp +=` max pooling's stride-1 gradient as a gather: each input row sums, across its
-    /// columns, `dy` of every output that covers it and picked it (`arg`), then adds the sum
-    /// to `dx`. The covering outputs are taken in (oh, ow) order starting from zero, exactly
-    /// the order of kernels/pool.cu's `max_pool2d_bwd_f32`; an output that picked another
-    /// input adds zero, which leaves the sum as it was (a NaN `dy` there is not read in).
-    #[inline(always)]
-    fn gather_rows<T: Element>(&self, arg: &[u32], dyp: &[T], xd: Nchw, yd: Nchw, dxp: &mut [T]) {
-        let mut acc = vec![T::ZERO; xd.w];
-        for ih in 0..xd.h {
-            // The output rows whose window holds input row `ih`, in ascending order.
-            let first = self.rows.partition_point(|&(_, h1)| h1 <= ih);
-            let last = self.rows.partition_point(|&(h0, _)| h0 <= ih);
-            acc.fill(T::ZERO);
-            for oh in first..last {
-                let (a, g) = (&arg[oh * yd.w..][..yd.w], &dyp[oh * yd.w..][..yd.w]);
-                // Kernel columns right to left: output columns left to right.
-                for t in self.taps.iter().rev() {
-                    let (lo, hi) = (t.lo, t.hi);
-                    let me = (ih * xd.w + t.col) as u32;
-                    let run = acc[t.col..].iter_mut().zip(&a[lo..hi]).zip(&g[lo..hi]);
-                    for (j, ((s, &at), &g)) in run.enumerate() {
-                        *s += if at == me + j as u32 { g } else { T::ZERO };
-                    }
-                }
-            }
-            for (d, &s) in dxp[ih * xd.w..][..xd.w].iter_mut().zip(&acc) {
-                *d += s;
-            }
-        }
-    }
 }
 
 /// The forward of both windowed poolings, one body: each output row takes its window's input
@@ -271,9 +240,8 @@ fn pool2d_fwd<T: Element>(
 /// zeros). `x` is read only for `PoolKind::Max`, whose arg-max is re-found separably
 /// (`arg_max`: the element the forward's scan picks) and gets the whole gradient: each
 /// input sums the `dy` of the outputs that picked it from zero in (oh, ow) order, then adds
-/// the sum to `dx`, as kernels/pool.cu does (a gather across each row at stride 1,
-/// `gather_rows`; a scatter in output order otherwise). An average's share is spread back
-/// over rows, then along each row (the forward's transpose).
+/// the sum to `dx`, as kernels/pool.cu does. An average's share is spread back over rows,
+/// then along each row (the forward's transpose).
 fn pool2d_bwd_into<T: Element>(
     kind: PoolKind,
     x: &[T],
@@ -292,19 +260,16 @@ fn pool2d_bwd_into<T: Element>(
             || match kind {
                 PoolKind::Max => {
                     let xp = &x[plane * xd.plane()..][..xd.plane()];
+                    // Each input's sum starts from zero and takes its outputs in (oh, ow)
+                    // order, then goes to dx: kernels/pool.cu's order. (A vectorised
+                    // gather over each input's covering outputs was 2x slower: criterion.)
                     let arg = win.arg_max(xp, xd, yd);
-                    if s == 1 {
-                        win.gather_rows(&arg, dyp, xd, yd, dxp);
-                    } else {
-                        // At stride 2 and up the outputs covering an input row are not a
-                        // run of columns; scatter in output order (the gather's sum order).
-                        let mut acc = vec![T::ZERO; xd.plane()];
-                        for (&at, &g) in arg.iter().zip(dyp) {
-                            acc[at as usize] += g;
-                        }
-                        for (d, &a) in dxp.iter_mut().zip(&acc) {
-                            *d += a;
-                        }
+                    let mut acc = vec![T::ZERO; xd.plane()];
+                    for (&at, &g) in arg.iter().zip(dyp) {
+                        acc[at as usize] += g;
+                    }
+                    for (d, &a) in dxp.iter_mut().zip(&acc) {
+                        *d += a;
                     }
                 }
                 PoolKind::Avg => {
