@@ -29,7 +29,8 @@ pub fn dwconv2d_bwd_weight<T: Element>(
     dw.par_chunks_mut(kk).enumerate().for_each(|(c, dwc)| {
         // (x offset, dy offset) of this channel's plane in every sample, in order.
         let planes = (0..xd.n).map(|n| ((n * xd.c + c) * xd.plane(), (n * xd.c + c) * yd.plane()));
-        // Products with padding are exact zeros only for a finite dy (see `tiles_apply`).
+        // Products with padding are exact zeros only for a finite dy (see `dwconv.rs`,
+        // `tiles_apply`).
         // Stride 2 stays on the plane loops: with the phase-split copy, criterion showed 3x3
         // slower (+30-60%) and 5x5 faster (-20-45%), under this box's noise; not worth a rule.
         let rows = spec.stride == 1
