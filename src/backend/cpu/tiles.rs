@@ -51,6 +51,25 @@ impl<T: Element> Padded<T> {
                 for (d, &v) in dst[left.min(row_len)..][..n].iter_mut().zip(sr) {
                     *d = pre::<T, RELU>(v);
                 }
+            } else if stride == 2 {
+                // Column pairs from an even padded column on: the compiler deinterleaves
+                // them with vector shuffles (per element, the `%` and `/` kept it scalar).
+                let (even, odd) = dst.split_at_mut(width);
+                let skip = left % 2;
+                if skip == 1 && left / 2 < width {
+                    odd[left / 2] = pre::<T, RELU>(sr[0]);
+                }
+                let c0 = ((skip + left) / 2).min(width);
+                let pairs = sr[skip.min(w)..].chunks_exact(2);
+                if let [v] = pairs.remainder() {
+                    if (w - 1 + left) / 2 < width {
+                        even[(w - 1 + left) / 2] = pre::<T, RELU>(*v);
+                    }
+                }
+                let run = even[c0..].iter_mut().zip(&mut odd[c0..]).zip(pairs);
+                for ((e, o), p) in run {
+                    (*e, *o) = (pre::<T, RELU>(p[0]), pre::<T, RELU>(p[1]));
+                }
             } else {
                 for (iw, &v) in sr.iter().enumerate() {
                     let pc = iw + left;
