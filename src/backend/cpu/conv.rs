@@ -19,11 +19,13 @@
 
 use super::dwconv::{dwconv2d_bwd_data_into, dwconv2d_fwd};
 use super::dwconv_weight::dwconv2d_bwd_weight;
+use super::fresh::{out_ptr, written};
 use super::{Cpu, SAMPLES_PER_CHUNK};
 use crate::backend::{checks, ConvOps, Element};
 use crate::error::Result;
 use crate::shape::{Conv2dSpec, Nchw};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// `relu(v)` when `RELU` (the fused ReLU as an input is read; `relu_fwd`'s rule: NaN stays
 /// NaN).
@@ -79,54 +81,63 @@ pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd:
     if spec.is_depthwise() {
         return dwconv2d_fwd(x, xd, w, spec, yd);
     }
-    let mut y = vec![T::ZERO; yd.numel()];
     let g = spec.groups;
     let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
     let kk = spec.kernel * spec.kernel;
     let rows = cg * kk;
     let cols = yd.plane();
     let direct = direct(spec);
-    y.par_chunks_mut(yd.c * cols)
-        .enumerate()
-        .for_each(|(n, ys)| {
-            let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
-            let mut col = if direct {
-                Vec::new()
+    let sample = |(n, ys): (usize, &mut [MaybeUninit<T>])| {
+        let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
+        let mut col = Vec::new();
+        if !direct {
+            col.reserve_exact(rows * cols);
+        }
+        for gi in 0..g {
+            let xg = &xs[gi * cg * xd.plane()..][..cg * xd.plane()];
+            let b: &[T] = if direct {
+                xg
             } else {
-                vec![T::ZERO; rows * cols]
+                im2col(
+                    xg,
+                    cg,
+                    xd,
+                    spec,
+                    yd,
+                    &mut col.spare_capacity_mut()[..rows * cols],
+                )
             };
-            for gi in 0..g {
-                let xg = &xs[gi * cg * xd.plane()..][..cg * xd.plane()];
-                let b: &[T] = if direct {
-                    xg
-                } else {
-                    im2col(xg, cg, xd, spec, yd, &mut col);
-                    &col
-                };
-                let wg = &w[gi * og * rows..][..og * rows];
-                let yg = &mut ys[gi * og * cols..][..og * cols];
-                // y_g [og, cols] = w_g [og, rows] * col [rows, cols]
-                unsafe {
-                    T::gemm(
-                        og,
-                        rows,
-                        cols,
-                        T::ONE,
-                        wg.as_ptr(),
-                        rows as isize,
-                        1,
-                        b.as_ptr(),
-                        cols as isize,
-                        1,
-                        T::ZERO,
-                        yg.as_mut_ptr(),
-                        cols as isize,
-                        1,
-                    );
-                }
+            let wg = &w[gi * og * rows..][..og * rows];
+            let yg = &mut ys[gi * og * cols..][..og * cols];
+            // y_g [og, cols] = w_g [og, rows] * col [rows, cols], written with beta 0.
+            unsafe {
+                T::gemm(
+                    og,
+                    rows,
+                    cols,
+                    T::ONE,
+                    wg.as_ptr(),
+                    rows as isize,
+                    1,
+                    b.as_ptr(),
+                    cols as isize,
+                    1,
+                    T::ZERO,
+                    out_ptr(yg),
+                    cols as isize,
+                    1,
+                );
             }
-        });
-    y
+        }
+    };
+    // SAFETY: the samples' groups cover y, each written by a GEMM with beta 0.
+    unsafe {
+        written(yd.numel(), |y| {
+            y.par_chunks_mut((yd.c * cols).max(1))
+                .enumerate()
+                .for_each(sample)
+        })
+    }
 }
 
 /// The data gradient added into `dx`: with `accumulate`, to the gradient it holds (the
@@ -159,11 +170,11 @@ pub fn conv2d_bwd_data_into<T: Element>(
         .enumerate()
         .for_each(|(n, dxs_acc)| {
             let dys = &dy[n * yd.c * cols..][..yd.c * cols];
-            let mut col = if direct {
-                Vec::new()
-            } else {
-                vec![T::ZERO; rows * cols]
-            };
+            // The GEMM writes col whole (beta 0) before col2im reads it: no zero fill.
+            let mut col: Vec<T> = Vec::new();
+            if !direct {
+                col.reserve_exact(rows * cols);
+            }
             // With a masked accumulation, this sample's contribution goes to a scratch buffer.
             let mut scratch = if masked_add {
                 vec![T::ZERO; xd.c * xd.plane()]
@@ -209,6 +220,8 @@ pub fn conv2d_bwd_data_into<T: Element>(
                     );
                 }
                 if !direct {
+                    // SAFETY: the GEMM above wrote all rows * cols elements (beta 0).
+                    unsafe { col.set_len(rows * cols) };
                     col2im(&col, cg, xd, spec, yd, dxg);
                 }
             }
@@ -219,6 +232,49 @@ pub fn conv2d_bwd_data_into<T: Element>(
                 mask_by_input(dxs_acc, xs);
             }
         });
+}
+
+/// A fresh data gradient of a direct (1x1 stride-1, unfused) conv: one GEMM per sample and
+/// group writing its part of dx with beta 0, so dx needs no zero fill first.
+fn direct_bwd_data<T: Element>(dy: &[T], w: &[T], xd: Nchw, spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
+    let g = spec.groups;
+    let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
+    let cols = yd.plane();
+    let sample = |(n, dxs): (usize, &mut [MaybeUninit<T>])| {
+        let dys = &dy[n * yd.c * cols..][..yd.c * cols];
+        for gi in 0..g {
+            let wg = &w[gi * og * cg..][..og * cg];
+            let dyg = &dys[gi * og * cols..][..og * cols];
+            let dxg = &mut dxs[gi * cg * cols..][..cg * cols];
+            // dx_g [cg, cols] = w_g^T [cg, og] * dy_g [og, cols]
+            unsafe {
+                T::gemm(
+                    cg,
+                    og,
+                    cols,
+                    T::ONE,
+                    wg.as_ptr(),
+                    1,
+                    cg as isize,
+                    dyg.as_ptr(),
+                    cols as isize,
+                    1,
+                    T::ZERO,
+                    out_ptr(dxg),
+                    cols as isize,
+                    1,
+                );
+            }
+        }
+    };
+    // SAFETY: the samples' groups cover dx, each written by a GEMM with beta 0.
+    unsafe {
+        written(xd.numel(), |dx| {
+            dx.par_chunks_mut((xd.c * xd.plane()).max(1))
+                .enumerate()
+                .for_each(sample)
+        })
+    }
 }
 
 /// `acc += (x <= 0 ? 0 : g)`: a fused ReLU's masked contribution added to a pending
@@ -256,11 +312,10 @@ pub fn conv2d_bwd_weight<T: Element>(
         .par_iter()
         .map(|&(s, e)| {
             let mut dw = vec![T::ZERO; wlen];
-            let mut col = if direct {
-                Vec::new()
-            } else {
-                vec![T::ZERO; rows * cols]
-            };
+            let mut col = Vec::new();
+            if !direct {
+                col.reserve_exact(rows * cols);
+            }
             for n in s..e {
                 let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
                 let dys = &dy[n * yd.c * cols..][..yd.c * cols];
@@ -269,8 +324,14 @@ pub fn conv2d_bwd_weight<T: Element>(
                     let b: &[T] = if direct {
                         xg
                     } else {
-                        im2col(xg, cg, xd, spec, yd, &mut col);
-                        &col
+                        im2col(
+                            xg,
+                            cg,
+                            xd,
+                            spec,
+                            yd,
+                            &mut col.spare_capacity_mut()[..rows * cols],
+                        )
                     };
                     let dyg = &dys[gi * og * cols..][..og * cols];
                     let dwg = &mut dw[gi * og * rows..][..og * rows];
@@ -309,13 +370,23 @@ pub fn conv2d_bwd_weight<T: Element>(
 }
 
 /// Lays out every k x k window of `cg` input channels as columns: col [cg*k*k, Ho*Wo],
-/// rectified as gathered when `spec.relu_input`.
-fn im2col<T: Element>(xg: &[T], cg: usize, xd: Nchw, spec: &Conv2dSpec, yd: Nchw, col: &mut [T]) {
+/// rectified as gathered when `spec.relu_input`. Writes every element of `col` (a buffer
+/// reused without a zero fill) and returns it.
+fn im2col<'a, T: Element>(
+    xg: &[T],
+    cg: usize,
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    col: &'a mut [MaybeUninit<T>],
+) -> &'a [T] {
     if spec.relu_input {
         im2col_impl::<T, true>(xg, cg, xd, spec, yd, col)
     } else {
         im2col_impl::<T, false>(xg, cg, xd, spec, yd, col)
     }
+    // SAFETY: `im2col_impl` wrote every row of `col` (each is filled before its taps).
+    unsafe { std::slice::from_raw_parts(col.as_ptr().cast::<T>(), col.len()) }
 }
 
 fn im2col_impl<T: Element, const RELU: bool>(
@@ -324,7 +395,7 @@ fn im2col_impl<T: Element, const RELU: bool>(
     xd: Nchw,
     spec: &Conv2dSpec,
     yd: Nchw,
-    col: &mut [T],
+    col: &mut [MaybeUninit<T>],
 ) {
     let k = spec.kernel;
     let (s, p, d) = (spec.stride, spec.padding as isize, spec.dilation);
@@ -335,14 +406,14 @@ fn im2col_impl<T: Element, const RELU: bool>(
             for kw in 0..k {
                 let (ow_lo, ow_hi) = valid_range(yd.w, xd.w, s, kw as isize * d as isize - p);
                 let row = &mut col[((c * k + kh) * k + kw) * yd.plane()..][..yd.plane()];
-                row.fill(T::ZERO);
+                row.fill(MaybeUninit::new(T::ZERO));
                 for oh in oh_lo..oh_hi {
                     let ih = (oh * s) as isize + kh as isize * d as isize - p;
                     let xr = &xp[ih as usize * xd.w..][..xd.w];
                     let rr = &mut row[oh * yd.w..][..yd.w];
                     for ow in ow_lo..ow_hi {
                         let iw = (ow * s) as isize + kw as isize * d as isize - p;
-                        rr[ow] = pre::<T, RELU>(xr[iw as usize]);
+                        rr[ow].write(pre::<T, RELU>(xr[iw as usize]));
                     }
                 }
             }
@@ -390,6 +461,9 @@ impl<T: Element> ConvOps for Cpu<T> {
         spec: &Conv2dSpec,
     ) -> Result<Vec<T>> {
         let yd = checks::conv2d_bwd_data(self, x, dy, w, xd, spec)?;
+        if direct(spec) {
+            return Ok(direct_bwd_data(dy, w, xd, spec, yd));
+        }
         let mut dx = vec![T::ZERO; xd.numel()];
         conv2d_bwd_data_into(x, dy, w, xd, spec, yd, &mut dx, false);
         Ok(dx)

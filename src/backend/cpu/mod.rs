@@ -8,6 +8,7 @@ mod dense;
 mod dwconv;
 mod dwconv_weight;
 mod elementwise;
+mod fresh;
 mod layout;
 mod mixed_op;
 mod norm;

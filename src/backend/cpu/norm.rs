@@ -3,6 +3,7 @@
 //! accumulated in f64 whatever the element type (in eight lanes, so the sums vectorise), one
 //! channel per rayon task; the per-element loops are compiled for AVX2 where the CPU has it.
 
+use super::fresh::written;
 use super::simd::{sum_f64, wide};
 use super::Cpu;
 use crate::backend::{checks, BatchNormSaved, Element};
@@ -10,6 +11,7 @@ use crate::backend::{NormOps, RunningStats};
 use crate::error::Result;
 use crate::shape::Nchw;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Visits the values of channel `c` plane by plane.
 #[inline(always)]
@@ -51,24 +53,28 @@ pub fn batch_norm_apply<T: Element>(
     invstd: &[f64],
     affine: Option<(&[T], &[T])>,
 ) -> Vec<T> {
-    let mut y = vec![T::ZERO; xd.numel()];
-    y.par_chunks_mut(xd.plane())
-        .enumerate()
-        .for_each(|(plane, yp)| {
-            let c = plane % xd.c;
-            let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c].to_f64(), b[c].to_f64()));
-            let a = T::from_f64(invstd[c] * g);
-            let shift = T::from_f64(b - mean[c] * invstd[c] * g);
-            wide(
-                #[inline(always)]
-                || {
-                    for (yv, &xv) in yp.iter_mut().zip(&x[plane * xd.plane()..][..xd.plane()]) {
-                        *yv = xv * a + shift;
-                    }
-                },
-            )
-        });
-    y
+    let plane_apply = |(plane, yp): (usize, &mut [MaybeUninit<T>])| {
+        let c = plane % xd.c;
+        let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c].to_f64(), b[c].to_f64()));
+        let a = T::from_f64(invstd[c] * g);
+        let shift = T::from_f64(b - mean[c] * invstd[c] * g);
+        wide(
+            #[inline(always)]
+            || {
+                for (yv, &xv) in yp.iter_mut().zip(&x[plane * xd.plane()..][..xd.plane()]) {
+                    yv.write(xv * a + shift);
+                }
+            },
+        )
+    };
+    // SAFETY: the planes cover y, and every element of a plane is written.
+    unsafe {
+        written(xd.numel(), |y| {
+            y.par_chunks_mut(xd.plane().max(1))
+                .enumerate()
+                .for_each(plane_apply)
+        })
+    }
 }
 
 pub fn batch_norm_train_fwd<T: Element>(
@@ -143,29 +149,34 @@ pub fn batch_norm_bwd<T: Element>(
             (sdy, sdyx)
         })
         .collect();
-    let mut dx = vec![T::ZERO; xd.numel()];
-    dx.par_chunks_mut(xd.plane())
-        .enumerate()
-        .for_each(|(plane, dxp)| {
-            let c = plane % xd.c;
-            let (m, is) = (saved.mean[c].to_f64(), saved.invstd[c].to_f64());
-            let g = gamma.map_or(1.0, |g| g[c].to_f64());
-            let (sdy, sdyx) = sums[c];
-            let k = g * is;
-            let mean_dy = sdy / count;
-            let mean_dyx = sdyx / count;
-            let xp = &x[plane * xd.plane()..][..xd.plane()];
-            let dyp = &dy[plane * xd.plane()..][..xd.plane()];
-            wide(
-                #[inline(always)]
-                || {
-                    for ((d, &xv), &gy) in dxp.iter_mut().zip(xp).zip(dyp) {
-                        let xhat = (xv.to_f64() - m) * is;
-                        *d = T::from_f64(k * (gy.to_f64() - mean_dy - xhat * mean_dyx));
-                    }
-                },
-            )
-        });
+    let plane_grad = |(plane, dxp): (usize, &mut [MaybeUninit<T>])| {
+        let c = plane % xd.c;
+        let (m, is) = (saved.mean[c].to_f64(), saved.invstd[c].to_f64());
+        let g = gamma.map_or(1.0, |g| g[c].to_f64());
+        let (sdy, sdyx) = sums[c];
+        let k = g * is;
+        let mean_dy = sdy / count;
+        let mean_dyx = sdyx / count;
+        let xp = &x[plane * xd.plane()..][..xd.plane()];
+        let dyp = &dy[plane * xd.plane()..][..xd.plane()];
+        wide(
+            #[inline(always)]
+            || {
+                for ((d, &xv), &gy) in dxp.iter_mut().zip(xp).zip(dyp) {
+                    let xhat = (xv.to_f64() - m) * is;
+                    d.write(T::from_f64(k * (gy.to_f64() - mean_dy - xhat * mean_dyx)));
+                }
+            },
+        )
+    };
+    // SAFETY: the planes cover dx, and every element of a plane is written.
+    let dx = unsafe {
+        written(xd.numel(), |dx| {
+            dx.par_chunks_mut(xd.plane().max(1))
+                .enumerate()
+                .for_each(plane_grad)
+        })
+    };
     let param_grads = gamma.map(|_| {
         let dgamma = sums.iter().map(|s| T::from_f64(s.1)).collect();
         let dbeta = sums.iter().map(|s| T::from_f64(s.0)).collect();
