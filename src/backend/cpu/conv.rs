@@ -1,6 +1,6 @@
 //! CPU conv2d (no bias), forward and both backwards. Two paths, named as in kernels/conv.cu:
 //! - depthwise (groups == in == out channels, the DARTS separable and dilated convs): sent
-//!   to `dwconv.rs` (`dwconv2d_fwd`, `dwconv2d_bwd_data_into`) and `dwconv_weight.rs`
+//!   to `dwconv.rs` (`dwconv2d_fwd`, `dwconv2d_bwd_data`) and `dwconv_weight.rs`
 //!   (`dwconv2d_bwd_weight`);
 //! - everything else (stem, 1x1 pointwise, grouped): `im2col` + GEMM (matrixmultiply) and
 //!   `col2im`; a 1x1 stride-1 unpadded conv skips im2col and multiplies the input in place.
@@ -17,7 +17,7 @@
 //! `conv2d_bwd_data_into` adds the data gradient into a pending one (the tape's
 //! accumulation): the depthwise loops and `col2im` already add, the direct GEMM takes beta 1.
 
-use super::dwconv::{dwconv2d_bwd_data_into, dwconv2d_fwd};
+use super::dwconv::{dwconv2d_bwd_data, dwconv2d_fwd};
 use super::dwconv_weight::dwconv2d_bwd_weight;
 use super::fresh::{out_ptr, written};
 use super::{Cpu, SAMPLES_PER_CHUNK};
@@ -157,7 +157,12 @@ pub fn conv2d_bwd_data_into<T: Element>(
     accumulate: bool,
 ) {
     if spec.is_depthwise() {
-        return dwconv2d_bwd_data_into(x, dy, w, xd, spec, yd, dx, accumulate);
+        if accumulate {
+            dwconv2d_bwd_data(x, dy, w, xd, spec, yd, Some(dx));
+        } else {
+            dx.copy_from_slice(&dwconv2d_bwd_data(x, dy, w, xd, spec, yd, None));
+        }
+        return;
     }
     let masked_add = accumulate && spec.relu_input;
     let g = spec.groups;
@@ -463,6 +468,9 @@ impl<T: Element> ConvOps for Cpu<T> {
         let yd = checks::conv2d_bwd_data(self, x, dy, w, xd, spec)?;
         if direct(spec) {
             return Ok(direct_bwd_data(dy, w, xd, spec, yd));
+        }
+        if spec.is_depthwise() {
+            return Ok(dwconv2d_bwd_data(x, dy, w, xd, spec, yd, None));
         }
         let mut dx = vec![T::ZERO; xd.numel()];
         conv2d_bwd_data_into(x, dy, w, xd, spec, yd, &mut dx, false);

@@ -1,6 +1,6 @@
 //! CPU depthwise conv2d (groups == in == out channels: the DARTS separable and dilated
 //! convs), forward and data gradient, by the names of kernels/conv.cu: `dwconv2d_fwd`,
-//! `dwconv2d_bwd_data_into`; the taps both walk (`Tap`), which the weight gradient
+//! `dwconv2d_bwd_data`; the taps both walk (`Tap`), which the weight gradient
 //! (`dwconv_weight.rs`) walks too. `conv.rs` sends depthwise specs here.
 //!
 //! The forward (stride 1 and 2) and the stride-1 data gradient run on register tiles over a
@@ -13,7 +13,7 @@
 //! The fused input ReLU is applied as in `conv.rs`.
 
 use super::conv::{add_masked, mask_by_input, pre, valid_range};
-use super::par_planes;
+use super::fresh::{par_planes_into, par_planes_zeroed};
 use super::phases::Phases;
 use super::simd::wide;
 use super::tiles::{tiled_plane, PadTap, Padded};
@@ -69,8 +69,7 @@ pub(super) fn taps(xd: Nchw, spec: &Conv2dSpec, yd: Nchw) -> impl Iterator<Item 
 /// The twin of `dwconv2d_fwd_f32`: the depthwise convolution, one channel plane per task.
 pub fn dwconv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
     let taps: Vec<Tap> = taps(xd, spec, yd).collect();
-    let mut y = vec![T::ZERO; yd.numel()];
-    par_planes(&mut y, yd.plane(), |plane, yp| {
+    par_planes_zeroed(yd.numel(), yd.plane(), |plane, yp| {
         let c = plane % xd.c;
         let (xp, wc) = (
             &x[plane * xd.plane()..][..xd.plane()],
@@ -85,8 +84,7 @@ pub fn dwconv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, y
                 (false, false) => dwconv2d_fwd_plane::<T, false>(&taps, xp, xd, wc, spec, yd, yp),
             },
         )
-    });
-    y
+    })
 }
 
 /// Whether the register tiles (`tiled_plane`) take this plane: a stride the padded copy
@@ -124,22 +122,22 @@ fn dwconv2d_fwd_tiled<T: Element, const RELU: bool>(
     tiled_plane(&src, &taps, yp, yd.w);
 }
 
-/// The twin of `dwconv2d_bwd_data_f32` (its `accumulate` flag included): the depthwise data
-/// gradient added into `dx`, as `conv2d_bwd_data_into` describes.
+/// The twin of `dwconv2d_bwd_data_f32` (its `accumulate` flag is `dx.is_some()`): the
+/// depthwise data gradient added into `dx`, as `conv2d_bwd_data_into` describes, or without
+/// `dx` a fresh one, returned (empty when `dx` was given).
 #[allow(clippy::too_many_arguments)]
-pub fn dwconv2d_bwd_data_into<T: Element>(
+pub fn dwconv2d_bwd_data<T: Element>(
     x: &[T],
     dy: &[T],
     w: &[T],
     xd: Nchw,
     spec: &Conv2dSpec,
     yd: Nchw,
-    dx: &mut [T],
-    accumulate: bool,
-) {
-    let masked_add = accumulate && spec.relu_input;
+    dx: Option<&mut [T]>,
+) -> Vec<T> {
+    let masked_add = dx.is_some() && spec.relu_input;
     let taps: Vec<Tap> = taps(xd, spec, yd).collect();
-    par_planes(dx, xd.plane(), |plane, dxp| {
+    par_planes_into(dx, xd.numel(), xd.plane(), |plane, dxp| {
         let c = plane % xd.c;
         let (dyp, wc) = (
             &dy[plane * yd.plane()..][..yd.plane()],
@@ -164,7 +162,7 @@ pub fn dwconv2d_bwd_data_into<T: Element>(
                 }
             },
         )
-    });
+    })
 }
 
 #[inline(always)]

@@ -1,10 +1,14 @@
-//! Output buffers an op writes in full before anything reads them, allocated without the
-//! zero fill `vec![ZERO; n]` pays: that fill is a whole extra pass over the output's memory
-//! (perf, C16 L8: 9% of a DARTS step was mimalloc's memset for outputs the op then
-//! overwrote). The op gets the elements as `MaybeUninit`, so no element can be read before
-//! it is written; a GEMM with beta 0 writes through a raw pointer (matrixmultiply: "if beta
-//! is zero, then C does not need to be initialized").
+//! New output buffers without the up-front zero fill `vec![ZERO; n]` pays: that fill is a
+//! whole extra pass over the output's memory, which then leaves the cache before the op
+//! comes back to it (perf, C16 L8: 9% of a DARTS step was mimalloc's memset).
+//! - `written`: an op that writes every element gets them as `MaybeUninit`, so none can be
+//!   read before it is written; a GEMM with beta 0 writes through a raw pointer
+//!   (matrixmultiply: "if beta is zero, then C does not need to be initialized").
+//! - `par_planes_zeroed` / `par_planes_into`: an op that adds into its output from zero
+//!   gets each plane zeroed by the task about to use it, while it is in that core's cache.
 
+use super::par_planes;
+use crate::backend::Element;
 use std::mem::MaybeUninit;
 
 /// A vector of `len` elements, every one written by `fill`.
@@ -28,4 +32,45 @@ pub(super) unsafe fn written<T: Copy>(
 #[inline(always)]
 pub(super) fn out_ptr<T>(s: &mut [MaybeUninit<T>]) -> *mut T {
     s.as_mut_ptr().cast::<T>()
+}
+
+/// `par_planes` over a new vector of `len` zeros, each plane zeroed by the task that then
+/// runs `f` on it (while the plane is in that core's cache), not all at once up front: for
+/// ops that add into their output from zero (the depthwise forward's taps, the MixedOp
+/// sum), the same values without a separate pass over the whole output.
+pub(super) fn par_planes_zeroed<T: Element>(
+    len: usize,
+    plane: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) -> Vec<T> {
+    if plane == 0 {
+        return vec![T::ZERO; len];
+    }
+    let run = |i: usize, p: &mut [MaybeUninit<T>]| {
+        p.fill(MaybeUninit::new(T::ZERO));
+        // SAFETY: every element of `p` was just written.
+        let p = unsafe { std::slice::from_raw_parts_mut(p.as_mut_ptr().cast::<T>(), p.len()) };
+        f(i, p)
+    };
+    // SAFETY: `par_planes` hands every element of the buffer to `run` (consecutive planes,
+    // the last one possibly short), which writes all of it first.
+    unsafe { written(len, |buf| par_planes(buf, plane, run)) }
+}
+
+/// `par_planes` into `dst` when given (an op adding into a pending gradient), else into a
+/// new vector of `len` zeros zeroed plane by plane (`par_planes_zeroed`), returned (empty
+/// when `dst` was given).
+pub(super) fn par_planes_into<T: Element>(
+    dst: Option<&mut [T]>,
+    len: usize,
+    plane: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) -> Vec<T> {
+    match dst {
+        Some(dst) => {
+            par_planes(dst, plane, f);
+            Vec::new()
+        }
+        None => par_planes_zeroed(len, plane, f),
+    }
 }

@@ -4,6 +4,7 @@
 //! products are accumulated in f64 over fixed chunks summed in order, so the result does not
 //! depend on the thread count.
 
+use super::fresh::par_planes_zeroed;
 use super::simd::{wide, Lanes};
 use super::Cpu;
 use crate::backend::{checks, softmax, Element, MixedOpOps};
@@ -17,8 +18,7 @@ pub fn mixed_op_fwd<T: Element>(xs: &[Option<&[T]>], alpha: &[T], len: usize) ->
         .into_iter()
         .map(T::from_f64)
         .collect();
-    let mut y = vec![T::ZERO; len];
-    y.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, yc)| {
+    par_planes_zeroed(len, CHUNK, |ci, yc| {
         let base = ci * CHUNK;
         let n = yc.len();
         for (x, &wk) in xs.iter().zip(&w) {
@@ -27,8 +27,7 @@ pub fn mixed_op_fwd<T: Element>(xs: &[Option<&[T]>], alpha: &[T], len: usize) ->
                 *yv += wk * xv;
             }
         }
-    });
-    y
+    })
 }
 
 /// `<a, b>` over one chunk, in lanes (`Lanes`: vectorised, summed in f64).

@@ -9,9 +9,10 @@
 //! run and the loops vectorise.
 
 use super::conv::valid_range;
+use super::fresh::{par_planes_into, par_planes_zeroed};
 use super::phases::Phases;
 use super::simd::wide;
-use super::{par_planes, Cpu};
+use super::Cpu;
 use crate::backend::{checks, Element, PoolOps};
 use crate::error::Result;
 use crate::shape::{Nchw, Pool2dSpec, PoolKind};
@@ -206,8 +207,7 @@ fn pool2d_fwd<T: Element>(
     yd: Nchw,
 ) -> Vec<T> {
     let win = Windows::new(xd, spec, yd);
-    let mut y = vec![T::ZERO; yd.numel()];
-    par_planes(&mut y, yd.plane(), |plane, yp| {
+    par_planes_zeroed(yd.numel(), yd.plane(), |plane, yp| {
         let xp = &x[plane * xd.plane()..][..xd.plane()];
         wide(
             #[inline(always)]
@@ -232,28 +232,27 @@ fn pool2d_fwd<T: Element>(
                 }
             },
         )
-    });
-    y
+    })
 }
 
-/// `dx += ` the gradient of both windowed poolings, one body (a fresh gradient is this into
-/// zeros). `x` is read only for `PoolKind::Max`, whose arg-max is re-found separably
+/// `dx += ` the gradient of both windowed poolings, one body; without `dx`, a fresh
+/// gradient (this into zeros), returned. `x` is read only for `PoolKind::Max`, whose arg-max is re-found separably
 /// (`arg_max`: the element the forward's scan picks) and gets the whole gradient: each
 /// input sums the `dy` of the outputs that picked it from zero in (oh, ow) order, then adds
 /// the sum to `dx`, as kernels/pool.cu does. An average's share is spread back over rows,
 /// then along each row (the forward's transpose).
-fn pool2d_bwd_into<T: Element>(
+fn pool2d_bwd<T: Element>(
     kind: PoolKind,
     x: &[T],
     dy: &[T],
     xd: Nchw,
     spec: &Pool2dSpec,
     yd: Nchw,
-    dx: &mut [T],
-) {
+    dx: Option<&mut [T]>,
+) -> Vec<T> {
     let win = Windows::new(xd, spec, yd);
     let s = win.stride;
-    par_planes(dx, xd.plane(), |plane, dxp| {
+    par_planes_into(dx, xd.numel(), xd.plane(), |plane, dxp| {
         let dyp = &dy[plane * yd.plane()..][..yd.plane()];
         wide(
             #[inline(always)]
@@ -301,7 +300,7 @@ fn pool2d_bwd_into<T: Element>(
                 }
             },
         )
-    });
+    })
 }
 
 /// The twin of `max_pool2d_fwd_f32`.
@@ -324,7 +323,7 @@ pub fn max_pool2d_bwd_into<T: Element>(
     yd: Nchw,
     dx: &mut [T],
 ) {
-    pool2d_bwd_into(PoolKind::Max, x, dy, xd, spec, yd, dx)
+    pool2d_bwd(PoolKind::Max, x, dy, xd, spec, yd, Some(dx));
 }
 
 /// The twin of `avg_pool2d_bwd_f32` with `accumulate` set: `dx +=` each output gradient
@@ -336,7 +335,7 @@ pub fn avg_pool2d_bwd_into<T: Element>(
     yd: Nchw,
     dx: &mut [T],
 ) {
-    pool2d_bwd_into(PoolKind::Avg, &[], dy, xd, spec, yd, dx)
+    pool2d_bwd(PoolKind::Avg, &[], dy, xd, spec, yd, Some(dx));
 }
 
 pub fn global_avg_pool_fwd<T: Element>(x: &[T], xd: Nchw) -> Vec<T> {
@@ -374,9 +373,7 @@ impl<T: Element> PoolOps for Cpu<T> {
         spec: &Pool2dSpec,
     ) -> Result<Vec<T>> {
         let yd = checks::max_pool2d_bwd(self, x, dy, xd, spec)?;
-        let mut dx = vec![T::ZERO; xd.numel()];
-        max_pool2d_bwd_into(x, dy, xd, spec, yd, &mut dx);
-        Ok(dx)
+        Ok(pool2d_bwd(PoolKind::Max, x, dy, xd, spec, yd, None))
     }
     fn max_pool2d_bwd_into(
         &self,
@@ -396,9 +393,7 @@ impl<T: Element> PoolOps for Cpu<T> {
     }
     fn avg_pool2d_bwd(&self, dy: &Vec<T>, xd: Nchw, spec: &Pool2dSpec) -> Result<Vec<T>> {
         let yd = checks::avg_pool2d_bwd(self, dy, xd, spec)?;
-        let mut dx = vec![T::ZERO; xd.numel()];
-        avg_pool2d_bwd_into(dy, xd, spec, yd, &mut dx);
-        Ok(dx)
+        Ok(pool2d_bwd(PoolKind::Avg, &[], dy, xd, spec, yd, None))
     }
     fn avg_pool2d_bwd_into(
         &self,
@@ -527,7 +522,7 @@ mod tests {
                     for kind in [PoolKind::Max, PoolKind::Avg] {
                         let (y, dx) = scan(kind, &x, &dy, &dx0, xd, &sp, yd);
                         let mut got = dx0.clone();
-                        pool2d_bwd_into(kind, &x, &dy, xd, &sp, yd, &mut got);
+                        pool2d_bwd(kind, &x, &dy, xd, &sp, yd, Some(&mut got));
                         let fwd = pool2d_fwd(kind, &x, xd, &sp, yd);
                         let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(&fwd), bits(&y), "{kind:?} forward {xd:?} {sp:?}");
