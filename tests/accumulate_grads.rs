@@ -1,5 +1,6 @@
 //! The accumulating backward ops (`conv2d_bwd_data_into`, `max_pool2d_bwd_into`,
-//! `avg_pool2d_bwd_into`, `mixed_op_bwd_into`: `dx += gradient`) against the fresh op plus an
+//! `avg_pool2d_bwd_into`, `mixed_op_bwd_into` and its dalpha-less `mixed_op_bwd_dx`:
+//! `dx += gradient`) against the fresh op plus an
 //! `axpy`, on the CPU in f64 (1e-12 relative) and f32 (1e-6), at odd shapes, stride 2,
 //! dilation 2 and with the fused ReLU (whose mask must touch the contribution only); and
 //! that the tape routes a value's later consumers to them, so a DARTS-like graph needs no
@@ -162,6 +163,25 @@ fn into_matches_fresh_plus_axpy<T: Element>(tol: f64) {
             .unwrap()
     };
     assert_eq!(got_da, fresh_da, "dalpha does not depend on accumulation");
+    // Without dalpha (a weight step): the same input gradients, bit for bit.
+    let mut accs_dx = before.clone();
+    let got_dx = {
+        let mut acc: Vec<Option<&mut Vec<T>>> = accs_dx
+            .iter_mut()
+            .enumerate()
+            .map(|(i, a)| [0, 1, 4, 5].contains(&i).then_some(a))
+            .collect();
+        be.mixed_op_bwd_dx(&dy, &refs, &alpha, len, &need, &mut acc)
+            .unwrap()
+    };
+    assert_eq!(
+        got_dx, got,
+        "mixed_op_bwd_dx returns what mixed_op_bwd_into does"
+    );
+    assert_eq!(
+        accs_dx, accs,
+        "mixed_op_bwd_dx accumulates as mixed_op_bwd_into does"
+    );
     for i in 0..6 {
         match i {
             1 | 4 => {
@@ -354,6 +374,32 @@ fn into_ops_on<B: Backend<Elem = f32>>(be: &B) -> nasrs::Result<Outputs> {
             .collect();
         be.mixed_op_bwd_into(&dy, &refs, &alpha, len, &need, &mut acc)?
     };
+    let mut accs_dx = before
+        .iter()
+        .map(|b| be.upload(b))
+        .collect::<nasrs::Result<Vec<_>>>()?;
+    let got_dx = {
+        let mut acc: Vec<Option<&mut B::Storage>> = accs_dx
+            .iter_mut()
+            .enumerate()
+            .map(|(i, a)| [0, 1, 4, 5].contains(&i).then_some(a))
+            .collect();
+        be.mixed_op_bwd_dx(&dy, &refs, &alpha, len, &need, &mut acc)?
+    };
+    // Without dalpha (a weight step): the same input gradients, bit for bit.
+    for i in 0..6 {
+        let (a, b) = (&got_dx[i], &got[i]);
+        assert_eq!(
+            a.is_some(),
+            b.is_some(),
+            "mixed_op_bwd_dx dx[{i}] returned or not"
+        );
+        if let (Some(a), Some(b)) = (a, b) {
+            assert_eq!(be.download(a)?, be.download(b)?, "mixed_op_bwd_dx dx[{i}]");
+        }
+        let (a, b) = (be.download(&accs_dx[i])?, be.download(&accs[i])?);
+        assert_eq!(a, b, "mixed_op_bwd_dx accumulator {i}");
+    }
     let got_da = be.download(&got_da)?;
     assert_eq!(
         got_da,

@@ -71,14 +71,22 @@ impl<B: Backend> Tape<B> {
                     into[i] = a.as_mut();
                 }
                 let ab = at.read(be)?;
-                let (mut dxs, dalpha) = if into.iter().any(Option::is_some) {
-                    be.mixed_op_bwd_into(dy, &bufs, &ab, len, &need_dx, &mut into)?
+                // Without a wanted dalpha (a weight step) the dots over every input are
+                // skipped.
+                let (mut dxs, dalpha) = if !need[np] {
+                    let dxs = be.mixed_op_bwd_dx(dy, &bufs, &ab, len, &need_dx, &mut into)?;
+                    (dxs, None)
+                } else if into.iter().any(Option::is_some) {
+                    let (dxs, da) =
+                        be.mixed_op_bwd_into(dy, &bufs, &ab, len, &need_dx, &mut into)?;
+                    (dxs, Some(da))
                 } else {
-                    be.mixed_op_bwd(dy, &bufs, &ab, len, &need_dx)?
+                    let (dxs, da) = be.mixed_op_bwd(dy, &bufs, &ab, len, &need_dx)?;
+                    (dxs, Some(da))
                 };
                 let mut out: Vec<Option<B::Storage>> =
                     slot.iter().map(|&i| dxs[i].take()).collect();
-                out.push(if need[np] { Some(dalpha) } else { None });
+                out.push(dalpha);
                 Ok(out)
             }),
         ))

@@ -41,7 +41,8 @@ fn dot_lanes<T: Element>(a: &[T], b: &[T]) -> f64 {
 }
 
 /// `mixed_op_bwd`, with a wanted `dx_k` added into `acc[k]` (`acc[k] += w_k dy`, returned as
-/// None) where one is given.
+/// None) where one is given. Without `want_dalpha` the dots are skipped and the returned
+/// `dalpha` is empty.
 #[allow(clippy::type_complexity)]
 pub fn mixed_op_bwd<T: Element>(
     dy: &[T],
@@ -50,32 +51,15 @@ pub fn mixed_op_bwd<T: Element>(
     len: usize,
     need_dx: &[bool],
     acc: &mut [Option<&mut [T]>],
+    want_dalpha: bool,
 ) -> (Vec<Option<Vec<T>>>, Vec<T>) {
     let w = softmax(&alpha.iter().map(|a| a.to_f64()).collect::<Vec<_>>());
     let k = xs.len();
-    // <dy, x_k> for every k: per chunk (read while dy's chunk is in cache), then the chunk
-    // partials summed in order.
-    let partials: Vec<Vec<f64>> = (0..len.div_ceil(CHUNK))
-        .into_par_iter()
-        .map(|ci| {
-            let r = ci * CHUNK..((ci + 1) * CHUNK).min(len);
-            xs.iter()
-                .map(|x| x.map_or(0.0, |x| dot_lanes(&dy[r.clone()], &x[r.clone()])))
-                .collect()
-        })
-        .collect();
-    let mut dots = vec![0.0; k];
-    for p in &partials {
-        for (d, v) in dots.iter_mut().zip(p) {
-            *d += v;
-        }
-    }
-    let mean: f64 = w.iter().zip(&dots).map(|(a, b)| a * b).sum();
-    let dalpha = w
-        .iter()
-        .zip(&dots)
-        .map(|(&wk, &d)| T::from_f64(wk * (d - mean)))
-        .collect();
+    let dalpha = if want_dalpha {
+        alpha_grad(dy, xs, &w, len)
+    } else {
+        Vec::new()
+    };
     let dxs = (0..k)
         .map(|i| {
             let wanted = xs[i].is_some() && need_dx.get(i).copied().unwrap_or(false);
@@ -92,6 +76,32 @@ pub fn mixed_op_bwd<T: Element>(
         })
         .collect();
     (dxs, dalpha)
+}
+
+/// `dalpha_k = w_k (<dy, x_k> - sum_j w_j <dy, x_j>)`.
+fn alpha_grad<T: Element>(dy: &[T], xs: &[Option<&[T]>], w: &[f64], len: usize) -> Vec<T> {
+    // <dy, x_k> for every k: per chunk (read while dy's chunk is in cache), then the chunk
+    // partials summed in order.
+    let partials: Vec<Vec<f64>> = (0..len.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|ci| {
+            let r = ci * CHUNK..((ci + 1) * CHUNK).min(len);
+            xs.iter()
+                .map(|x| x.map_or(0.0, |x| dot_lanes(&dy[r.clone()], &x[r.clone()])))
+                .collect()
+        })
+        .collect();
+    let mut dots = vec![0.0; xs.len()];
+    for p in &partials {
+        for (d, v) in dots.iter_mut().zip(p) {
+            *d += v;
+        }
+    }
+    let mean: f64 = w.iter().zip(&dots).map(|(a, b)| a * b).sum();
+    w.iter()
+        .zip(&dots)
+        .map(|(&wk, &d)| T::from_f64(wk * (d - mean)))
+        .collect()
 }
 
 /// The inputs as slices (`None` stays absent).
@@ -114,7 +124,15 @@ impl<T: Element> MixedOpOps for Cpu<T> {
         need_dx: &[bool],
     ) -> Result<(Vec<Option<Vec<T>>>, Vec<T>)> {
         checks::mixed_op_bwd(self, dy, xs, alpha, len)?;
-        Ok(mixed_op_bwd(dy, &slices(xs), alpha, len, need_dx, &mut []))
+        Ok(mixed_op_bwd(
+            dy,
+            &slices(xs),
+            alpha,
+            len,
+            need_dx,
+            &mut [],
+            true,
+        ))
     }
     #[allow(clippy::type_complexity)]
     fn mixed_op_bwd_into(
@@ -138,6 +156,24 @@ impl<T: Element> MixedOpOps for Cpu<T> {
             len,
             need_dx,
             &mut into,
+            true,
         ))
+    }
+    fn mixed_op_bwd_dx(
+        &self,
+        dy: &Vec<T>,
+        xs: &[Option<&Vec<T>>],
+        alpha: &Vec<T>,
+        len: usize,
+        need_dx: &[bool],
+        acc: &mut [Option<&mut Vec<T>>],
+    ) -> Result<Vec<Option<Vec<T>>>> {
+        checks::mixed_op_bwd_into(self, dy, xs, alpha, len, acc)?;
+        let mut into: Vec<Option<&mut [T]>> = acc
+            .iter_mut()
+            .map(|a| a.as_deref_mut().map(Vec::as_mut_slice))
+            .collect();
+        let (dxs, _) = mixed_op_bwd(dy, &slices(xs), alpha, len, need_dx, &mut into, false);
+        Ok(dxs)
     }
 }

@@ -52,4 +52,24 @@ pub trait MixedOpOps: ElementwiseOps {
         }
         Ok((dxs, dalpha))
     }
+    /// The input gradients of `mixed_op_bwd_into` (`acc[k]` may be None throughout) without
+    /// `dalpha`, for a step whose alphas are constants (a weight step): a backend may skip
+    /// the dot products `<dy, x_k>`, a full read of every input. By default, the full op
+    /// with `dalpha` dropped.
+    fn mixed_op_bwd_dx(
+        &self,
+        dy: &Self::Storage,
+        xs: &[Option<&Self::Storage>],
+        alpha: &Self::Storage,
+        len: usize,
+        need_dx: &[bool],
+        acc: &mut [Option<&mut Self::Storage>],
+    ) -> Result<Vec<Option<Self::Storage>>> {
+        let (dxs, _) = if acc.iter().any(Option::is_some) {
+            self.mixed_op_bwd_into(dy, xs, alpha, len, need_dx, acc)?
+        } else {
+            self.mixed_op_bwd(dy, xs, alpha, len, need_dx)?
+        };
+        Ok(dxs)
+    }
 }
