@@ -86,27 +86,11 @@ pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd:
     let kk = spec.kernel * spec.kernel;
     let rows = cg * kk;
     let cols = yd.plane();
-    let direct = direct(spec);
     let sample = |(n, ys): (usize, &mut [MaybeUninit<T>])| {
         let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
         let mut col = Vec::new();
-        if !direct {
-            col.reserve_exact(rows * cols);
-        }
         for gi in 0..g {
-            let xg = &xs[gi * cg * xd.plane()..][..cg * xd.plane()];
-            let b: &[T] = if direct {
-                xg
-            } else {
-                im2col(
-                    xg,
-                    cg,
-                    xd,
-                    spec,
-                    yd,
-                    &mut col.spare_capacity_mut()[..rows * cols],
-                )
-            };
+            let b = gemm_input(xs, gi, cg, xd, spec, yd, &mut col);
             let wg = &w[gi * og * rows..][..og * rows];
             let yg = &mut ys[gi * og * cols..][..og * cols];
             // y_g [og, cols] = w_g [og, rows] * col [rows, cols], written with beta 0.
@@ -308,7 +292,6 @@ pub fn conv2d_bwd_weight<T: Element>(
     let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
     let rows = cg * kk;
     let cols = yd.plane();
-    let direct = direct(spec);
     let chunks: Vec<(usize, usize)> = (0..xd.n)
         .step_by(SAMPLES_PER_CHUNK)
         .map(|s| (s, (s + SAMPLES_PER_CHUNK).min(xd.n)))
@@ -318,26 +301,11 @@ pub fn conv2d_bwd_weight<T: Element>(
         .map(|&(s, e)| {
             let mut dw = vec![T::ZERO; wlen];
             let mut col = Vec::new();
-            if !direct {
-                col.reserve_exact(rows * cols);
-            }
             for n in s..e {
                 let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
                 let dys = &dy[n * yd.c * cols..][..yd.c * cols];
                 for gi in 0..g {
-                    let xg = &xs[gi * cg * xd.plane()..][..cg * xd.plane()];
-                    let b: &[T] = if direct {
-                        xg
-                    } else {
-                        im2col(
-                            xg,
-                            cg,
-                            xd,
-                            spec,
-                            yd,
-                            &mut col.spare_capacity_mut()[..rows * cols],
-                        )
-                    };
+                    let b = gemm_input(xs, gi, cg, xd, spec, yd, &mut col);
                     let dyg = &dys[gi * og * cols..][..og * cols];
                     let dwg = &mut dw[gi * og * rows..][..og * rows];
                     // dw_g [og, rows] += dy_g [og, cols] * col^T [cols, rows]
@@ -372,6 +340,27 @@ pub fn conv2d_bwd_weight<T: Element>(
         }
     }
     dw
+}
+
+/// Group `gi`'s input (of sample `xs`) as the GEMM reads it: in place for a direct conv,
+/// else gathered by `im2col` into `col` (grown to size once, reused without a zero fill).
+#[allow(clippy::too_many_arguments)]
+fn gemm_input<'a, T: Element>(
+    xs: &'a [T],
+    gi: usize,
+    cg: usize,
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+    col: &'a mut Vec<T>,
+) -> &'a [T] {
+    let xg = &xs[gi * cg * xd.plane()..][..cg * xd.plane()];
+    if direct(spec) {
+        return xg;
+    }
+    let len = cg * spec.kernel * spec.kernel * yd.plane();
+    col.reserve_exact(len);
+    im2col(xg, cg, xd, spec, yd, &mut col.spare_capacity_mut()[..len])
 }
 
 /// Lays out every k x k window of `cg` input channels as columns: col [cg*k*k, Ho*Wo],

@@ -104,6 +104,13 @@ fn alpha_grad<T: Element>(dy: &[T], xs: &[Option<&[T]>], w: &[f64], len: usize) 
         .collect()
 }
 
+/// The accumulators as slices (`None` stays absent).
+fn slices_mut<'a, T>(acc: &'a mut [Option<&mut Vec<T>>]) -> Vec<Option<&'a mut [T]>> {
+    acc.iter_mut()
+        .map(|a| a.as_deref_mut().map(Vec::as_mut_slice))
+        .collect()
+}
+
 /// The inputs as slices (`None` stays absent).
 fn slices<'a, T>(xs: &[Option<&'a Vec<T>>]) -> Vec<Option<&'a [T]>> {
     xs.iter().map(|x| x.map(Vec::as_slice)).collect()
@@ -145,10 +152,7 @@ impl<T: Element> MixedOpOps for Cpu<T> {
         acc: &mut [Option<&mut Vec<T>>],
     ) -> Result<(Vec<Option<Vec<T>>>, Vec<T>)> {
         checks::mixed_op_bwd_into(self, dy, xs, alpha, len, acc)?;
-        let mut into: Vec<Option<&mut [T]>> = acc
-            .iter_mut()
-            .map(|a| a.as_deref_mut().map(Vec::as_mut_slice))
-            .collect();
+        let mut into = slices_mut(acc);
         Ok(mixed_op_bwd(
             dy,
             &slices(xs),
@@ -169,10 +173,7 @@ impl<T: Element> MixedOpOps for Cpu<T> {
         acc: &mut [Option<&mut Vec<T>>],
     ) -> Result<Vec<Option<Vec<T>>>> {
         checks::mixed_op_bwd_into(self, dy, xs, alpha, len, acc)?;
-        let mut into: Vec<Option<&mut [T]>> = acc
-            .iter_mut()
-            .map(|a| a.as_deref_mut().map(Vec::as_mut_slice))
-            .collect();
+        let mut into = slices_mut(acc);
         let (dxs, _) = mixed_op_bwd(dy, &slices(xs), alpha, len, need_dx, &mut into, false);
         Ok(dxs)
     }
