@@ -236,11 +236,11 @@ fn pool2d_fwd<T: Element>(
 }
 
 /// `dx += ` the gradient of both windowed poolings, one body; without `dx`, a fresh
-/// gradient (this into zeros), returned. `x` is read only for `PoolKind::Max`, whose arg-max is re-found separably
-/// (`arg_max`: the element the forward's scan picks) and gets the whole gradient: each
-/// input sums the `dy` of the outputs that picked it from zero in (oh, ow) order, then adds
-/// the sum to `dx`, as kernels/pool.cu does. An average's share is spread back over rows,
-/// then along each row (the forward's transpose).
+/// gradient (this into zeros), returned. `x` is read only for `PoolKind::Max`, whose
+/// arg-max is re-found separably (`arg_max`: the element the forward's scan picks) and
+/// gets the whole gradient: each input sums the `dy` of the outputs that picked it from
+/// zero in (oh, ow) order, then adds the sum to `dx`, as kernels/pool.cu does. An average's
+/// share is spread back over rows, then along each row (the forward's transpose).
 fn pool2d_bwd<T: Element>(
     kind: PoolKind,
     x: &[T],
