@@ -337,6 +337,13 @@ fn mixed_op(c: &mut Criterion) {
         g.bench_function(format!("{label}/bwd"), |b| {
             b.iter(|| ok(cpu.mixed_op_bwd(black_box(&dy), &refs, &alpha, len, &[true; K])))
         });
+        // The same without dalpha (a weight step): no dots over the inputs.
+        g.bench_function(format!("{label}/bwd_dx"), |b| {
+            b.iter(|| {
+                let mut acc: Vec<Option<&mut Vec<f32>>> = (0..K).map(|_| None).collect();
+                ok(cpu.mixed_op_bwd_dx(black_box(&dy), &refs, &alpha, len, &[true; K], &mut acc))
+            })
+        });
     }
     g.finish();
 }
