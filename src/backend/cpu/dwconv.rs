@@ -16,7 +16,7 @@ use super::conv::{add_masked, mask_by_input, pre, valid_range};
 use super::fresh::{par_planes_into, par_planes_zeroed};
 use super::phases::Phases;
 use super::simd::wide;
-use super::tiles::{tiled_plane, PadTap, Padded};
+use super::tiles::{tiled_plane, PadTap, Padded, Weighted};
 use crate::backend::Element;
 use crate::shape::{Conv2dSpec, Nchw};
 
@@ -108,6 +108,7 @@ fn dwconv2d_fwd_tiled<T: Element, const RELU: bool>(
 ) {
     let (k, d, p) = (spec.kernel, spec.dilation, spec.padding);
     let src = Padded::new::<RELU>(
+        T::ZERO,
         xp,
         (xd.h, xd.w),
         (p, p),
@@ -119,7 +120,7 @@ fn dwconv2d_fwd_tiled<T: Element, const RELU: bool>(
         .iter()
         .map(|t| src.tap(wc[t.index], t.index / k * d, t.index % k * d))
         .collect();
-    tiled_plane(&src, &taps, yp, yd.w);
+    tiled_plane::<T, Weighted>(&src, &taps, yp, yd.w);
 }
 
 /// The twin of `dwconv2d_bwd_data_f32` (its `accumulate` flag is `dx.is_some()`): the
@@ -269,7 +270,7 @@ fn dwconv2d_bwd_data_tiled<T: Element>(
     let (k, d) = (spec.kernel, spec.dilation);
     let reach = (k - 1) * d;
     let q = reach - spec.padding;
-    let src = Padded::new::<false>(dyp, (yd.h, yd.w), (q, q), (xd.h, xd.w), reach, 1);
+    let src = Padded::new::<false>(T::ZERO, dyp, (yd.h, yd.w), (q, q), (xd.h, xd.w), reach, 1);
     let taps: Vec<PadTap<T>> = taps
         .iter()
         .map(|t| {
@@ -277,7 +278,7 @@ fn dwconv2d_bwd_data_tiled<T: Element>(
             src.tap(wc[t.index], (k - 1 - kh) * d, (k - 1 - kw) * d)
         })
         .collect();
-    tiled_plane(&src, &taps, dxp, xd.w);
+    tiled_plane::<T, Weighted>(&src, &taps, dxp, xd.w);
 }
 
 #[cfg(test)]

@@ -97,7 +97,15 @@ fn weight_lanes<T: Element, const RELU: bool, const K: usize, const L: usize>(
     let chunks = yd.w / L;
     for (xo, yo) in planes {
         let xp = &x[xo..][..xd.plane()];
-        let src = Padded::new::<RELU>(xp, (xd.h, xd.w), (p, p), (yd.h, yd.w), (K - 1) * d, s);
+        let src = Padded::new::<RELU>(
+            T::ZERO,
+            xp,
+            (xd.h, xd.w),
+            (p, p),
+            (yd.h, yd.w),
+            (K - 1) * d,
+            s,
+        );
         let starts: [usize; K] = std::array::from_fn(|kw| src.start(kw * d));
         for kh in 0..K {
             let (mut acc, mut tail) = (lanes[kh], tails[kh]);

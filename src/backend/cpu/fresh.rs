@@ -43,11 +43,22 @@ pub(super) fn par_planes_zeroed<T: Element>(
     plane: usize,
     f: impl Fn(usize, &mut [T]) + Sync + Send,
 ) -> Vec<T> {
+    par_planes_filled(len, plane, T::ZERO, f)
+}
+
+/// `par_planes_zeroed` with planes that start as `fill` (a maximum starts from minus
+/// infinity).
+pub(super) fn par_planes_filled<T: Element>(
+    len: usize,
+    plane: usize,
+    fill: T,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) -> Vec<T> {
     if plane == 0 {
-        return vec![T::ZERO; len];
+        return vec![fill; len];
     }
     let run = |i: usize, p: &mut [MaybeUninit<T>]| {
-        p.fill(MaybeUninit::new(T::ZERO));
+        p.fill(MaybeUninit::new(fill));
         // SAFETY: every element of `p` was just written.
         let p = unsafe { std::slice::from_raw_parts_mut(p.as_mut_ptr().cast::<T>(), p.len()) };
         f(i, p)

@@ -1,9 +1,9 @@
 //! A plane's columns split into stride phases: row by row, columns `0, s, 2s, ..`, then
 //! `1, 1 + s, ..`, up to phase `s - 1`. A strided op's tap reads (or writes) input columns
 //! `c, c + s, c + 2s, ..`, which in the phased copy are one contiguous run (`Phases::at`), so
-//! its loop vectorises where the strided one stays scalar. Pooling reads its input this way
-//! and the strided depthwise data gradient adds into its output this way (`pool.rs`,
-//! `dwconv.rs`); the register tiles' padded copy (`tiles.rs`) splits the same way, with
+//! its loop vectorises where the strided one stays scalar. The strided depthwise data
+//! gradient adds into its output this way (`dwconv.rs`); the register tiles' padded copy
+//! (`tiles.rs`, which the depthwise forward and pooling read) splits the same way, with
 //! padding around it.
 
 use crate::backend::Element;
@@ -26,11 +26,6 @@ impl Phases {
             len,
             row_len: stride * len,
         }
-    }
-
-    /// Stride 1: the phased layout is the plain one.
-    pub(super) fn is_identity(&self) -> bool {
-        self.stride == 1
     }
 
     /// Where input column `col` lies within a phased row; columns `col + j * stride` follow

@@ -1,17 +1,18 @@
 //! CPU max / average pooling and global average pooling, forward and backward, one channel
 //! plane per rayon task: the twins of kernels/pool.cu, by the same names (`max_pool2d_fwd`
 //! is `max_pool2d_fwd_f32`; the backwards add into `dx`, as the kernels with `accumulate`
-//! set). Max and average pooling share one body per direction (`pool2d_fwd`,
-//! `pool2d_bwd_into`). Max pooling's backward recomputes the arg-max from the input (first
-//! maximum in window order, or the last NaN, as PyTorch) instead of storing indices.
-//! Windows are reduced separably, a row at a time across the output row; at stride 2 the
-//! plane is first split into column phases (`Phases`) so every tap still reads a contiguous
-//! run and the loops vectorise.
+//! set). Max and average pooling share one body per direction (`pool2d_fwd`, `pool2d_bwd`).
+//! Max pooling's backward recomputes the arg-max from the input (first maximum in window
+//! order, or the last NaN, as PyTorch) instead of storing indices. The forward and the
+//! arg-max read each plane padded once with a value the reduction ignores (`tiles.rs`'s
+//! `Padded`: minus infinity, zero), split into column phases at stride 2, so every tap of a
+//! window reads a full contiguous run of each output row: no clipping at the edges, and
+//! the loops vectorise across the row (the forward on `tiles.rs`'s register tiles).
 
 use super::conv::valid_range;
-use super::fresh::{par_planes_into, par_planes_zeroed};
-use super::phases::Phases;
+use super::fresh::{par_planes_filled, par_planes_into};
 use super::simd::wide;
+use super::tiles::{tiled_plane, Combine, PadTap, Padded};
 use super::Cpu;
 use crate::backend::{checks, Element, PoolOps};
 use crate::error::Result;
@@ -31,51 +32,36 @@ fn window_ranges(out: usize, input: usize, spec: &Pool2dSpec) -> Vec<(usize, usi
 }
 
 /// One kernel column's reads along a row: output columns `lo..hi` read input columns
-/// `col + (ow - lo) * stride`, found at `at + (ow - lo)` in the phased row (`Phases`).
+/// `col + (ow - lo) * stride`.
 #[derive(Clone, Copy)]
 struct Tap {
     lo: usize,
     hi: usize,
     col: usize,
-    at: usize,
 }
 
 /// The taps of every kernel column (left to right) that reads an input column; a column
 /// that reads only padding is left out.
-fn col_taps(out: usize, input: usize, spec: &Pool2dSpec, ph: &Phases) -> Vec<Tap> {
+fn col_taps(out: usize, input: usize, spec: &Pool2dSpec) -> Vec<Tap> {
     (0..spec.kernel)
         .filter_map(|kw| {
             let off = kw as isize - spec.padding as isize;
             let (lo, hi) = valid_range(out, input, spec.stride, off);
             let col = ((lo * spec.stride) as isize + off) as usize;
-            (lo < hi).then(|| Tap {
-                lo,
-                hi,
-                col,
-                at: ph.at(col),
-            })
+            (lo < hi).then_some(Tap { lo, hi, col })
         })
         .collect()
 }
 
-/// Plane `xp` as the row passes read it: itself at stride 1, else its columns split into
-/// stride phases (`Phases`) so that every tap reads a contiguous run and the loops vectorise.
-#[inline(always)]
-fn phased<'a, T: Element>(xp: &'a [T], xd: Nchw, ph: &Phases, buf: &'a mut Vec<T>) -> &'a [T] {
-    if ph.is_identity() {
-        return xp;
-    }
-    *buf = ph.split(xp, xd.w);
-    buf
-}
-
-/// `v` replaces the running maximum `m` (PyTorch's rule: greater, or NaN).
+/// `v` replaces the running maximum `m` (PyTorch's rule: greater, or NaN). Both tests are
+/// evaluated (`|`, not `||`): without the short circuit's branch the loops vectorise.
 #[inline(always)]
 fn beats<T: Element>(v: T, m: T) -> bool {
-    v > m || v.is_nan()
+    (v > m) | v.is_nan()
 }
 
-/// The value a window's sum (Avg) or maximum (Max) starts from.
+/// The value a window's sum (Avg) or maximum (Max) starts from, and the padding that leaves
+/// it unchanged.
 fn start<T: Element>(kind: PoolKind) -> T {
     match kind {
         PoolKind::Avg => T::ZERO,
@@ -83,122 +69,153 @@ fn start<T: Element>(kind: PoolKind) -> T {
     }
 }
 
-/// One input row's part of each window: `out[ow]` += (Avg) or max= (Max) input row `xr`
-/// (phased, `phased`) over output column `ow`'s window columns, taken in column order; with
-/// `arg`, the column of a new maximum (the first, or the last NaN) goes to `arg[ow]`. Every
-/// tap is a run of zipped slices without a branch, so each loop vectorises.
-#[inline(always)]
-fn row_pass<T: Element>(
-    kind: PoolKind,
-    xr: &[T],
-    taps: &[Tap],
-    stride: usize,
-    out: &mut [T],
-    mut arg: Option<&mut [u32]>,
-) {
-    for t in taps {
-        let (o, x) = (&mut out[t.lo..t.hi], &xr[t.at..][..t.hi - t.lo]);
-        match (kind, arg.as_mut()) {
-            (PoolKind::Avg, _) => o.iter_mut().zip(x).for_each(|(o, &v)| *o += v),
-            (PoolKind::Max, None) => {
-                for (o, &v) in o.iter_mut().zip(x) {
-                    *o = if beats(v, *o) { v } else { *o };
-                }
-            }
-            (PoolKind::Max, Some(a)) => {
-                // Column arithmetic in u32 lanes, as the arg-max is kept: vectorises.
-                let (c0, step) = (t.col as u32, stride as u32);
-                let run = o.iter_mut().zip(&mut a[t.lo..t.hi]).zip(x);
-                for (j, ((o, a), &v)) in (0u32..).zip(run) {
-                    let win = beats(v, *o);
-                    *o = if win { v } else { *o };
-                    *a = if win { c0 + j * step } else { *a };
-                }
-            }
-        }
-    }
-}
-
 /// A pooling's windows on one plane: the in-bounds input rows (`rows`) and columns (`cols`)
-/// of every output row and column, the column taps (`col_taps`), the stride and the layout
-/// the row passes read rows in (`phased`).
+/// of every output row and column, and the column taps (`col_taps`) of the average's
+/// backward.
 struct Windows {
     rows: Vec<(usize, usize)>,
     cols: Vec<(usize, usize)>,
     taps: Vec<Tap>,
     stride: usize,
-    phases: Phases,
 }
 
 impl Windows {
     fn new(xd: Nchw, spec: &Pool2dSpec, yd: Nchw) -> Self {
-        let phases = Phases::new(xd.w, spec.stride);
         Windows {
             rows: window_ranges(yd.h, xd.h, spec),
             cols: window_ranges(yd.w, xd.w, spec),
-            taps: col_taps(yd.w, xd.w, spec, &phases),
+            taps: col_taps(yd.w, xd.w, spec),
             stride: spec.stride,
-            phases,
         }
-    }
-
-    /// Every input row's maximum over each output column's window columns (`row_pass`),
-    /// `[h_in, w_out]`, with the column of each maximum: the first half of re-finding the
-    /// arg-max separably.
-    #[inline(always)]
-    fn row_maxima<T: Element>(&self, xp: &[T], xd: Nchw, yd: Nchw) -> (Vec<T>, Vec<u32>) {
-        let mut buf = Vec::new();
-        let xp = phased(xp, xd, &self.phases, &mut buf);
-        let mut rows = vec![start(PoolKind::Max); xd.h * yd.w];
-        // Until something beats minus infinity, a window's maximum is its first column.
-        let first: Vec<u32> = self.cols.iter().map(|c| c.0 as u32).collect();
-        let mut cols: Vec<u32> = first.repeat(xd.h);
-        for ih in 0..xd.h {
-            row_pass(
-                PoolKind::Max,
-                &xp[ih * self.phases.row_len..][..self.phases.row_len],
-                &self.taps,
-                self.stride,
-                &mut rows[ih * yd.w..][..yd.w],
-                Some(&mut cols[ih * yd.w..][..yd.w]),
-            );
-        }
-        (rows, cols)
-    }
-
-    /// Every output's arg-max as a flat index into the input plane, `[h_out, w_out]`: the
-    /// row maxima (`row_maxima`) compared down each window's rows, vectorised across the
-    /// output row. A later row wins only if it `beats` the maximum so far, so the pick is the
-    /// forward scan's (first maximum in row-major order, or the last NaN).
-    #[inline(always)]
-    fn arg_max<T: Element>(&self, xp: &[T], xd: Nchw, yd: Nchw) -> Vec<u32> {
-        let (rows, cols) = self.row_maxima(xp, xd, yd);
-        let mut arg = vec![0u32; yd.plane()];
-        let mut max = vec![start::<T>(PoolKind::Max); yd.w];
-        for (oh, &(h0, h1)) in self.rows.iter().enumerate() {
-            let a = &mut arg[oh * yd.w..][..yd.w];
-            max.fill(start(PoolKind::Max));
-            // Until something beats minus infinity, the arg-max is the window's first row's.
-            for (o, &c) in a.iter_mut().zip(&cols[h0 * yd.w..][..yd.w]) {
-                *o = (h0 * xd.w) as u32 + c;
-            }
-            for ih in h0..h1 {
-                let (r, c) = (&rows[ih * yd.w..][..yd.w], &cols[ih * yd.w..][..yd.w]);
-                let base = (ih * xd.w) as u32;
-                for (((m, o), &v), &c) in max.iter_mut().zip(a.iter_mut()).zip(r).zip(c) {
-                    let win = beats(v, *m);
-                    *m = if win { v } else { *m };
-                    *o = if win { base + c } else { *o };
-                }
-            }
-        }
-        arg
     }
 }
 
-/// The forward of both windowed poolings, one body: each output row takes its window's input
-/// rows one by one (`row_pass`, vectorised across the row), so every window is reduced in
-/// row-major order, as a direct scan (and the GPU kernel) reduces it.
+/// Plane `xp` padded once with `start(kind)` (`Padded`), so that every tap of the window
+/// reads a full run of each output row: the forward's tiles and the arg-max read it.
+#[inline(always)]
+fn padded<T: Element>(
+    kind: PoolKind,
+    xp: &[T],
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    yd: Nchw,
+) -> Padded<T> {
+    let p = spec.padding;
+    Padded::new::<false>(
+        start(kind),
+        xp,
+        (xd.h, xd.w),
+        (p, p),
+        (yd.h, yd.w),
+        spec.kernel - 1,
+        spec.stride,
+    )
+}
+
+/// Every output's arg-max as a flat index into the input plane, `[h_out, w_out]`: each
+/// output takes its window's taps in row-major order over the minus-infinity-padded plane
+/// (`padded`); a tap wins only if it `beats` the maximum so far, starting from minus
+/// infinity at the window's first in-bounds element, so the pick is a direct scan's (first
+/// maximum in row-major order, or the last NaN). Padding beats nothing, so the wrapped
+/// indices of padded taps are never kept. Runs of 8, 4 and 1 outputs of a row keep their
+/// maxima and picks in registers across the taps (`arg_max_run`).
+#[inline(always)]
+fn arg_max<T: Element>(
+    src: &Padded<T>,
+    win: &Windows,
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    yd: Nchw,
+) -> Vec<u32> {
+    let mut arg = vec![0u32; yd.plane()];
+    for (oh, a) in arg.chunks_exact_mut(yd.w).enumerate() {
+        let h0 = win.rows[oh].0;
+        for (o, &(w0, _)) in a.iter_mut().zip(&win.cols) {
+            *o = (h0 * xd.w + w0) as u32;
+        }
+        let mut ow = 0;
+        while ow + 8 <= yd.w {
+            arg_max_run::<T, 8>(src, xd, spec, oh, ow, &mut a[ow..][..8]);
+            ow += 8;
+        }
+        if ow + 4 <= yd.w {
+            arg_max_run::<T, 4>(src, xd, spec, oh, ow, &mut a[ow..][..4]);
+            ow += 4;
+        }
+        for ow in ow..yd.w {
+            arg_max_run::<T, 1>(src, xd, spec, oh, ow, &mut a[ow..][..1]);
+        }
+    }
+    arg
+}
+
+/// The arg-max of outputs `ow..ow + N` of row `oh` (`arg_max`), onto their first in-bounds
+/// elements in `a`.
+#[inline(always)]
+fn arg_max_run<T: Element, const N: usize>(
+    src: &Padded<T>,
+    xd: Nchw,
+    spec: &Pool2dSpec,
+    oh: usize,
+    ow: usize,
+    a: &mut [u32],
+) {
+    let (k, p, s) = (spec.kernel, spec.padding as u32, spec.stride);
+    let mut max = [start::<T>(PoolKind::Max); N];
+    let mut pick: [u32; N] = std::array::from_fn(|j| a[j]);
+    for kh in 0..k {
+        let row = &src.buf[(oh * s + kh) * src.row_len..][..src.row_len];
+        // Input row and column of this tap's first output, wrapped where they fall in the
+        // padding (such a tap never wins).
+        let ih = ((oh * s + kh) as u32).wrapping_sub(p);
+        let iw0 = ((ow * s) as u32).wrapping_sub(p);
+        for kw in 0..k {
+            let base = ih
+                .wrapping_mul(xd.w as u32)
+                .wrapping_add(iw0)
+                .wrapping_add(kw as u32);
+            let run = &row[src.start(kw) + ow..][..N];
+            for j in 0..N {
+                let win = beats(run[j], max[j]);
+                max[j] = if win { run[j] } else { max[j] };
+                let at = base.wrapping_add((j * s) as u32);
+                pick[j] = if win { at } else { pick[j] };
+            }
+        }
+    }
+    a.copy_from_slice(&pick);
+}
+
+/// A window's running maximum takes `v` when `v` beats it (`beats`): the max pooling's
+/// register tiles, over a plane padded with minus infinity (which beats nothing).
+struct MaxOf;
+
+impl<T: Element> Combine<T> for MaxOf {
+    #[inline(always)]
+    fn step(acc: T, _: T, v: T) -> T {
+        if beats(v, acc) {
+            v
+        } else {
+            acc
+        }
+    }
+}
+
+/// A window's running sum adds `v`: the average pooling's register tiles, over a plane
+/// padded with zeros (adding +0 to a sum started from +0 leaves every bit as it was).
+struct SumOf;
+
+impl<T: Element> Combine<T> for SumOf {
+    #[inline(always)]
+    fn step(acc: T, _: T, v: T) -> T {
+        acc + v
+    }
+}
+
+/// The forward of both windowed poolings, one body: each plane is padded once with a value
+/// that leaves the reduction unchanged (`start`: minus infinity, zero), then every window is
+/// reduced on register tiles (`tiled_plane`) over its taps in row-major order, as a direct
+/// scan (and the GPU kernel) reduces it; an average then divides by its in-bounds count.
 fn pool2d_fwd<T: Element>(
     kind: PoolKind,
     x: &[T],
@@ -207,26 +224,23 @@ fn pool2d_fwd<T: Element>(
     yd: Nchw,
 ) -> Vec<T> {
     let win = Windows::new(xd, spec, yd);
-    par_planes_zeroed(yd.numel(), yd.plane(), |plane, yp| {
+    let k = spec.kernel;
+    par_planes_filled(yd.numel(), yd.plane(), start(kind), |plane, yp| {
         let xp = &x[plane * xd.plane()..][..xd.plane()];
         wide(
             #[inline(always)]
             || {
-                let mut buf = Vec::new();
-                let xp = phased(xp, xd, &win.phases, &mut buf);
-                // Each output row takes its window's input rows in order, each row's
-                // columns in order: the row-major order of a direct scan (the same sums
-                // and maximum as a scalar scan), vectorised across the output row.
-                for (oh, &(h0, h1)) in win.rows.iter().enumerate() {
-                    let yr = &mut yp[oh * yd.w..][..yd.w];
-                    yr.fill(start(kind));
-                    for ih in h0..h1 {
-                        let xr = &xp[ih * win.phases.row_len..][..win.phases.row_len];
-                        row_pass(kind, xr, &win.taps, win.stride, yr, None);
-                    }
-                    if kind == PoolKind::Avg {
-                        for (o, &(w0, w1)) in yr.iter_mut().zip(&win.cols) {
-                            *o = *o / T::from_f64(((h1 - h0) * (w1 - w0)) as f64);
+                let src = padded(kind, xp, xd, spec, yd);
+                let taps: Vec<PadTap<T>> =
+                    (0..k * k).map(|i| src.tap(T::ONE, i / k, i % k)).collect();
+                match kind {
+                    PoolKind::Max => tiled_plane::<T, MaxOf>(&src, &taps, yp, yd.w),
+                    PoolKind::Avg => {
+                        tiled_plane::<T, SumOf>(&src, &taps, yp, yd.w);
+                        for (yr, &(h0, h1)) in yp.chunks_exact_mut(yd.w).zip(&win.rows) {
+                            for (o, &(w0, w1)) in yr.iter_mut().zip(&win.cols) {
+                                *o = *o / T::from_f64(((h1 - h0) * (w1 - w0)) as f64);
+                            }
                         }
                     }
                 }
@@ -262,7 +276,7 @@ fn pool2d_bwd<T: Element>(
                     // Each input's sum starts from zero and takes its outputs in (oh, ow)
                     // order, then goes to dx: kernels/pool.cu's order. (A vectorised
                     // gather over each input's covering outputs was 2x slower: criterion.)
-                    let arg = win.arg_max(xp, xd, yd);
+                    let arg = arg_max(&padded(kind, xp, xd, spec, yd), &win, xd, spec, yd);
                     let mut acc = vec![T::ZERO; xd.plane()];
                     for (&at, &g) in arg.iter().zip(dyp) {
                         acc[at as usize] += g;

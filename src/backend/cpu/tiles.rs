@@ -1,16 +1,19 @@
-//! Register tiles for convolutions that add up shifted runs of one plane (the depthwise
-//! forward and stride-1 data gradient in `dwconv.rs`; the weight gradient in
-//! `dwconv_weight.rs` reads the same padded copy): the plane is copied once into a
-//! zero-padded buffer (`Padded`), then each R x N tile of the output keeps its sums in
-//! registers while every tap's run is added, where the plane loops re-load and re-store the
-//! output row once per tap. Each output element still adds its taps in the order given,
-//! starting from its value in the output, so the results are bit-identical to those loops.
+//! Register tiles for ops that combine shifted runs of one plane (the depthwise forward and
+//! stride-1 data gradient in `dwconv.rs`, the pooling forward in `pool.rs`; the weight
+//! gradient in `dwconv_weight.rs` reads the same padded copy): the plane is copied once into
+//! a padded buffer (`Padded`), then each R x N tile of the output keeps its running values
+//! in registers while every tap's run is combined in (`Combine`: a weighted sum, a sum, a
+//! maximum), where plane loops re-load and re-store the output row once per tap and clip
+//! every tap at the plane's edges. Each output element still takes its taps in the order
+//! given, starting from its value in the output, so the results are bit-identical to those
+//! loops wherever the padding value leaves a combination unchanged (zero for the sums, minus
+//! infinity for the maximum).
 
 use super::conv::pre;
 use crate::backend::Element;
 
-/// A channel plane copied once into a zero-padded buffer (the fused ReLU applied on the
-/// way), its columns split into `stride` phases, so that every tap of the conv reads one
+/// A channel plane copied once into a buffer padded with a given value (the fused ReLU
+/// applied on the way), its columns split into `stride` phases, so that every tap of the conv reads one
 /// contiguous run per output row with no bounds to clip: output (oh, ow) of the tap at
 /// padded offset (row, col) reads padded row `oh * stride + row`, phase `col % stride`,
 /// column `ow + col / stride`.
@@ -24,10 +27,12 @@ pub(super) struct Padded<T> {
 }
 
 impl<T: Element> Padded<T> {
-    /// `src` (h x w) with `top` / `left` zeros before it, sized for an `out_h x out_w`
-    /// output of taps reaching `reach` padded rows/columns past an output's first.
+    /// `src` (h x w) with `top` / `left` elements of `fill` before it, sized for an
+    /// `out_h x out_w` output of taps reaching `reach` padded rows/columns past an output's
+    /// first.
     #[inline(always)]
     pub(super) fn new<const RELU: bool>(
+        fill: T,
         src: &[T],
         (h, w): (usize, usize),
         (top, left): (usize, usize),
@@ -39,7 +44,7 @@ impl<T: Element> Padded<T> {
         let rows = (out_h.max(1) - 1) * stride + reach + 1;
         let width = ((out_w.max(1) - 1) * stride + reach) / stride + 1;
         let row_len = width * stride;
-        let mut buf = vec![T::ZERO; rows * row_len];
+        let mut buf = vec![fill; rows * row_len];
         for (ih, sr) in src.chunks_exact(w).take(h).enumerate() {
             let r = ih + top;
             if r >= rows {
@@ -115,11 +120,27 @@ pub(super) struct PadTap<T> {
 /// independent sums to cover the add latency.
 const TILE_ROWS: usize = 4;
 
-/// `out` (out_h x out_w) += every tap's weighted run of `src`, tile by tile. Each output
-/// element adds its taps in the order given, starting from its value in `out`: the same sum,
-/// in the same order, as the tap-by-tap plane loops, but kept in registers across taps.
+/// How a tile takes one tap's value `v` (weight `w`) into an output's running value `acc`.
+pub(super) trait Combine<T> {
+    fn step(acc: T, w: T, v: T) -> T;
+}
+
+/// `acc + w * v`: the convolutions (a product then a sum, as the plane loops round them).
+pub(super) struct Weighted;
+
+impl<T: Element> Combine<T> for Weighted {
+    #[inline(always)]
+    fn step(acc: T, w: T, v: T) -> T {
+        acc + w * v
+    }
+}
+
+/// `out` (out_h x out_w) combined with every tap's run of `src` (`C`), tile by tile. Each
+/// output element takes its taps in the order given, starting from its value in `out`: the
+/// same values, in the same order, as tap-by-tap plane loops, but kept in registers across
+/// taps.
 #[inline(always)]
-pub(super) fn tiled_plane<T: Element>(
+pub(super) fn tiled_plane<T: Element, C: Combine<T>>(
     src: &Padded<T>,
     taps: &[PadTap<T>],
     out: &mut [T],
@@ -128,16 +149,16 @@ pub(super) fn tiled_plane<T: Element>(
     let out_h = out.len() / out_w;
     let mut oh = 0;
     while oh + TILE_ROWS <= out_h {
-        tiled_rows::<T, TILE_ROWS>(src, taps, out, out_w, oh);
+        tiled_rows::<T, C, TILE_ROWS>(src, taps, out, out_w, oh);
         oh += TILE_ROWS;
     }
     for oh in oh..out_h {
-        tiled_rows::<T, 1>(src, taps, out, out_w, oh);
+        tiled_rows::<T, C, 1>(src, taps, out, out_w, oh);
     }
 }
 
 #[inline(always)]
-fn tiled_rows<T: Element, const R: usize>(
+fn tiled_rows<T: Element, C: Combine<T>, const R: usize>(
     src: &Padded<T>,
     taps: &[PadTap<T>],
     out: &mut [T],
@@ -146,25 +167,25 @@ fn tiled_rows<T: Element, const R: usize>(
 ) {
     let mut ow = 0;
     while ow + 16 <= out_w {
-        tile::<T, R, 16>(src, taps, out, out_w, oh, ow);
+        tile::<T, C, R, 16>(src, taps, out, out_w, oh, ow);
         ow += 16;
     }
     if ow + 8 <= out_w {
-        tile::<T, R, 8>(src, taps, out, out_w, oh, ow);
+        tile::<T, C, R, 8>(src, taps, out, out_w, oh, ow);
         ow += 8;
     }
     if ow + 4 <= out_w {
-        tile::<T, R, 4>(src, taps, out, out_w, oh, ow);
+        tile::<T, C, R, 4>(src, taps, out, out_w, oh, ow);
         ow += 4;
     }
     for ow in ow..out_w {
-        tile::<T, R, 1>(src, taps, out, out_w, oh, ow);
+        tile::<T, C, R, 1>(src, taps, out, out_w, oh, ow);
     }
 }
 
 /// One R x N tile of the output, its sums held in registers across every tap.
 #[inline(always)]
-fn tile<T: Element, const R: usize, const N: usize>(
+fn tile<T: Element, C: Combine<T>, const R: usize, const N: usize>(
     src: &Padded<T>,
     taps: &[PadTap<T>],
     out: &mut [T],
@@ -181,7 +202,7 @@ fn tile<T: Element, const R: usize, const N: usize>(
         for (r, a) in acc.iter_mut().enumerate() {
             let run = &src.buf[((oh + r) * s + t.row) * src.row_len + t.start + ow..][..N];
             for (av, &v) in a.iter_mut().zip(run) {
-                *av += t.w * v;
+                *av = C::step(*av, t.w, v);
             }
         }
     }
