@@ -16,7 +16,7 @@ use super::conv::{add_masked, mask_by_input, pre, valid_range};
 use super::fresh::{par_planes_into, par_planes_zeroed};
 use super::phases::Phases;
 use super::simd::wide;
-use super::tiles::{tiled_plane, PadTap, Padded, Weighted};
+use super::tiles::{tiled_plane, Padded, TileScratch, Weighted};
 use crate::backend::Element;
 use crate::shape::{Conv2dSpec, Nchw};
 
@@ -69,22 +69,33 @@ pub(super) fn taps(xd: Nchw, spec: &Conv2dSpec, yd: Nchw) -> impl Iterator<Item 
 /// The twin of `dwconv2d_fwd_f32`: the depthwise convolution, one channel plane per task.
 pub fn dwconv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd: Nchw) -> Vec<T> {
     let taps: Vec<Tap> = taps(xd, spec, yd).collect();
-    par_planes_zeroed(yd.numel(), yd.plane(), |plane, yp| {
-        let c = plane % xd.c;
-        let (xp, wc) = (
-            &x[plane * xd.plane()..][..xd.plane()],
-            &w[c * spec.kernel * spec.kernel..],
-        );
-        wide(
-            #[inline(always)]
-            || match (spec.relu_input, tiles_apply(&taps, wc, spec.stride)) {
-                (true, true) => dwconv2d_fwd_tiled::<T, true>(&taps, xp, xd, wc, spec, yd, yp),
-                (false, true) => dwconv2d_fwd_tiled::<T, false>(&taps, xp, xd, wc, spec, yd, yp),
-                (true, false) => dwconv2d_fwd_plane::<T, true>(&taps, xp, xd, wc, spec, yd, yp),
-                (false, false) => dwconv2d_fwd_plane::<T, false>(&taps, xp, xd, wc, spec, yd, yp),
-            },
-        )
-    })
+    par_planes_zeroed(
+        yd.numel(),
+        yd.plane(),
+        || None,
+        |scratch, plane, yp| {
+            let c = plane % xd.c;
+            let (xp, wc) = (
+                &x[plane * xd.plane()..][..xd.plane()],
+                &w[c * spec.kernel * spec.kernel..],
+            );
+            wide(
+                #[inline(always)]
+                || match (spec.relu_input, tiles_apply(&taps, wc, spec.stride)) {
+                    (true, true) => {
+                        dwconv2d_fwd_tiled::<T, true>(scratch, &taps, xp, xd, wc, spec, yd, yp)
+                    }
+                    (false, true) => {
+                        dwconv2d_fwd_tiled::<T, false>(scratch, &taps, xp, xd, wc, spec, yd, yp)
+                    }
+                    (true, false) => dwconv2d_fwd_plane::<T, true>(&taps, xp, xd, wc, spec, yd, yp),
+                    (false, false) => {
+                        dwconv2d_fwd_plane::<T, false>(&taps, xp, xd, wc, spec, yd, yp)
+                    }
+                },
+            )
+        },
+    )
 }
 
 /// Whether the register tiles (`tiled_plane`) take this plane: a stride the padded copy
@@ -94,10 +105,13 @@ fn tiles_apply<T: Element>(taps: &[Tap], wc: &[T], stride: usize) -> bool {
     stride <= 2 && taps.iter().all(|t| wc[t.index].to_f64().is_finite())
 }
 
-/// The forward on register tiles: the input plane padded once, then every output tile sums
-/// its taps in the plane loop's order (bit-identical to `dwconv2d_fwd_plane`).
+/// The forward on register tiles: the input plane padded (into the task's `scratch`), then
+/// every output tile sums its taps in the plane loop's order (bit-identical to
+/// `dwconv2d_fwd_plane`).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dwconv2d_fwd_tiled<T: Element, const RELU: bool>(
+    scratch: &mut TileScratch<T>,
     taps: &[Tap],
     xp: &[T],
     xd: Nchw,
@@ -107,20 +121,27 @@ fn dwconv2d_fwd_tiled<T: Element, const RELU: bool>(
     yp: &mut [T],
 ) {
     let (k, d, p) = (spec.kernel, spec.dilation, spec.padding);
-    let src = Padded::new::<RELU>(
-        T::ZERO,
-        xp,
-        (xd.h, xd.w),
-        (p, p),
-        (yd.h, yd.w),
-        (k - 1) * d,
-        spec.stride,
-    );
-    let taps: Vec<PadTap<T>> = taps
-        .iter()
-        .map(|t| src.tap(wc[t.index], t.index / k * d, t.index % k * d))
-        .collect();
-    tiled_plane::<T, Weighted>(&src, &taps, yp, yd.w);
+    let (src, pads) = scratch.get_or_insert_with(|| {
+        let reach = (k - 1) * d;
+        let src = Padded::blank(
+            T::ZERO,
+            (xd.h, xd.w),
+            (p, p),
+            (yd.h, yd.w),
+            reach,
+            spec.stride,
+        );
+        let pads = taps
+            .iter()
+            .map(|t| src.tap(T::ZERO, t.index / k * d, t.index % k * d))
+            .collect();
+        (src, pads)
+    });
+    src.load::<RELU>(xp);
+    for (pt, t) in pads.iter_mut().zip(taps) {
+        pt.w = wc[t.index];
+    }
+    tiled_plane::<T, Weighted>(src, pads, yp, yd.w);
 }
 
 /// The twin of `dwconv2d_bwd_data_f32` (its `accumulate` flag is `dx.is_some()`): the
@@ -138,32 +159,41 @@ pub fn dwconv2d_bwd_data<T: Element>(
 ) -> Vec<T> {
     let masked_add = dx.is_some() && spec.relu_input;
     let taps: Vec<Tap> = taps(xd, spec, yd).collect();
-    par_planes_into(dx, xd.numel(), xd.plane(), |plane, dxp| {
-        let c = plane % xd.c;
-        let (dyp, wc) = (
-            &dy[plane * yd.plane()..][..yd.plane()],
-            &w[c * spec.kernel * spec.kernel..],
-        );
-        let xp = &x[plane * xd.plane()..][..xd.plane()];
-        wide(
-            #[inline(always)]
-            || {
-                let tiled = spec.stride == 1
-                    && spec.padding <= (spec.kernel - 1) * spec.dilation
-                    && tiles_apply(&taps, wc, 1);
-                if masked_add {
-                    let mut tmp = vec![T::ZERO; xd.plane()];
-                    dwconv2d_bwd_data_either(tiled, &taps, dyp, xd, wc, spec, yd, &mut tmp);
-                    add_masked(dxp, &tmp, xp);
-                } else {
-                    dwconv2d_bwd_data_either(tiled, &taps, dyp, xd, wc, spec, yd, dxp);
-                    if spec.relu_input {
-                        mask_by_input(dxp, xp);
+    par_planes_into(
+        dx,
+        xd.numel(),
+        xd.plane(),
+        || None,
+        |scratch, plane, dxp| {
+            let c = plane % xd.c;
+            let (dyp, wc) = (
+                &dy[plane * yd.plane()..][..yd.plane()],
+                &w[c * spec.kernel * spec.kernel..],
+            );
+            let xp = &x[plane * xd.plane()..][..xd.plane()];
+            wide(
+                #[inline(always)]
+                || {
+                    let tiled = spec.stride == 1
+                        && spec.padding <= (spec.kernel - 1) * spec.dilation
+                        && tiles_apply(&taps, wc, 1);
+                    if masked_add {
+                        let mut tmp = vec![T::ZERO; xd.plane()];
+                        let tmp_p = &mut tmp;
+                        dwconv2d_bwd_data_either(
+                            scratch, tiled, &taps, dyp, xd, wc, spec, yd, tmp_p,
+                        );
+                        add_masked(dxp, &tmp, xp);
+                    } else {
+                        dwconv2d_bwd_data_either(scratch, tiled, &taps, dyp, xd, wc, spec, yd, dxp);
+                        if spec.relu_input {
+                            mask_by_input(dxp, xp);
+                        }
                     }
-                }
-            },
-        )
-    })
+                },
+            )
+        },
+    )
 }
 
 #[inline(always)]
@@ -239,6 +269,7 @@ fn dwconv2d_bwd_data_plane<T: Element>(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dwconv2d_bwd_data_either<T: Element>(
+    scratch: &mut TileScratch<T>,
     tiled: bool,
     taps: &[Tap],
     dyp: &[T],
@@ -249,16 +280,19 @@ fn dwconv2d_bwd_data_either<T: Element>(
     dxp: &mut [T],
 ) {
     match tiled {
-        true => dwconv2d_bwd_data_tiled(taps, dyp, xd, wc, spec, yd, dxp),
+        true => dwconv2d_bwd_data_tiled(scratch, taps, dyp, xd, wc, spec, yd, dxp),
         false => dwconv2d_bwd_data_plane(taps, dyp, xd, wc, spec, yd, dxp),
     }
 }
 
 /// The stride-1 data gradient on register tiles: a correlation of `dy`, padded by
-/// `(k - 1) * d - padding`, with the flipped kernel; each tile adds its taps in the plane
-/// loop's order onto the values already in `dxp` (bit-identical to `dwconv2d_bwd_data_plane`).
+/// `(k - 1) * d - padding` (into the task's `scratch`), with the flipped kernel; each tile
+/// adds its taps in the plane loop's order onto the values already in `dxp` (bit-identical
+/// to `dwconv2d_bwd_data_plane`).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dwconv2d_bwd_data_tiled<T: Element>(
+    scratch: &mut TileScratch<T>,
     taps: &[Tap],
     dyp: &[T],
     xd: Nchw,
@@ -268,17 +302,24 @@ fn dwconv2d_bwd_data_tiled<T: Element>(
     dxp: &mut [T],
 ) {
     let (k, d) = (spec.kernel, spec.dilation);
-    let reach = (k - 1) * d;
-    let q = reach - spec.padding;
-    let src = Padded::new::<false>(T::ZERO, dyp, (yd.h, yd.w), (q, q), (xd.h, xd.w), reach, 1);
-    let taps: Vec<PadTap<T>> = taps
-        .iter()
-        .map(|t| {
-            let (kh, kw) = (t.index / k, t.index % k);
-            src.tap(wc[t.index], (k - 1 - kh) * d, (k - 1 - kw) * d)
-        })
-        .collect();
-    tiled_plane::<T, Weighted>(&src, &taps, dxp, xd.w);
+    let (src, pads) = scratch.get_or_insert_with(|| {
+        let reach = (k - 1) * d;
+        let q = reach - spec.padding;
+        let src = Padded::blank(T::ZERO, (yd.h, yd.w), (q, q), (xd.h, xd.w), reach, 1);
+        let pads = taps
+            .iter()
+            .map(|t| {
+                let (kh, kw) = (t.index / k, t.index % k);
+                src.tap(T::ZERO, (k - 1 - kh) * d, (k - 1 - kw) * d)
+            })
+            .collect();
+        (src, pads)
+    });
+    src.load::<false>(dyp);
+    for (pt, t) in pads.iter_mut().zip(taps) {
+        pt.w = wc[t.index];
+    }
+    tiled_plane::<T, Weighted>(src, pads, dxp, xd.w);
 }
 
 #[cfg(test)]
@@ -326,10 +367,10 @@ pub(super) mod tests {
             let taps: Vec<Tap> = taps(xd, &spec, yd).collect();
             let (mut a, mut b) = (vec![0.0; yd.plane()], vec![0.0; yd.plane()]);
             dwconv2d_fwd_plane::<f32, false>(&taps, &x, xd, &wc, &spec, yd, &mut a);
-            dwconv2d_fwd_tiled::<f32, false>(&taps, &x, xd, &wc, &spec, yd, &mut b);
+            dwconv2d_fwd_tiled::<f32, false>(&mut None, &taps, &x, xd, &wc, &spec, yd, &mut b);
             assert_eq!(a, b, "forward {xd:?} {spec:?}");
             dwconv2d_fwd_plane::<f32, true>(&taps, &x, xd, &wc, &spec, yd, &mut a);
-            dwconv2d_fwd_tiled::<f32, true>(&taps, &x, xd, &wc, &spec, yd, &mut b);
+            dwconv2d_fwd_tiled::<f32, true>(&mut None, &taps, &x, xd, &wc, &spec, yd, &mut b);
             assert_eq!(a, b, "forward with ReLU {xd:?} {spec:?}");
             if spec.stride == 1 {
                 // Onto an existing gradient, as the accumulating backward does.
@@ -337,7 +378,7 @@ pub(super) mod tests {
                 let start = random(&mut rng, xd.plane());
                 let (mut a, mut b) = (start.clone(), start);
                 dwconv2d_bwd_data_plane(&taps, &dy, xd, &wc, &spec, yd, &mut a);
-                dwconv2d_bwd_data_tiled(&taps, &dy, xd, &wc, &spec, yd, &mut b);
+                dwconv2d_bwd_data_tiled(&mut None, &taps, &dy, xd, &wc, &spec, yd, &mut b);
                 assert_eq!(a, b, "data gradient {xd:?} {spec:?}");
             } else {
                 // The phase-split copy against a strided scatter, tap by tap.

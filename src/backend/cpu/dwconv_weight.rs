@@ -95,18 +95,11 @@ fn weight_lanes<T: Element, const RELU: bool, const K: usize, const L: usize>(
     let mut lanes = [[[T::ZERO; L]; K]; K];
     let mut tails = [[T::ZERO; K]; K];
     let chunks = yd.w / L;
+    // One padded buffer for every sample's plane: the padding is written once.
+    let mut src = Padded::blank(T::ZERO, (xd.h, xd.w), (p, p), (yd.h, yd.w), (K - 1) * d, s);
+    let starts: [usize; K] = std::array::from_fn(|kw| src.start(kw * d));
     for (xo, yo) in planes {
-        let xp = &x[xo..][..xd.plane()];
-        let src = Padded::new::<RELU>(
-            T::ZERO,
-            xp,
-            (xd.h, xd.w),
-            (p, p),
-            (yd.h, yd.w),
-            (K - 1) * d,
-            s,
-        );
-        let starts: [usize; K] = std::array::from_fn(|kw| src.start(kw * d));
+        src.load::<RELU>(&x[xo..][..xd.plane()]);
         for kh in 0..K {
             let (mut acc, mut tail) = (lanes[kh], tails[kh]);
             for oh in 0..yd.h {

@@ -18,16 +18,21 @@ pub fn mixed_op_fwd<T: Element>(xs: &[Option<&[T]>], alpha: &[T], len: usize) ->
         .into_iter()
         .map(T::from_f64)
         .collect();
-    par_planes_zeroed(len, CHUNK, |ci, yc| {
-        let base = ci * CHUNK;
-        let n = yc.len();
-        for (x, &wk) in xs.iter().zip(&w) {
-            let Some(x) = x else { continue };
-            for (yv, &xv) in yc.iter_mut().zip(&x[base..base + n]) {
-                *yv += wk * xv;
+    par_planes_zeroed(
+        len,
+        CHUNK,
+        || (),
+        |_, ci, yc| {
+            let base = ci * CHUNK;
+            let n = yc.len();
+            for (x, &wk) in xs.iter().zip(&w) {
+                let Some(x) = x else { continue };
+                for (yv, &xv) in yc.iter_mut().zip(&x[base..base + n]) {
+                    *yv += wk * xv;
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// `<a, b>` over one chunk, in lanes (`Lanes`: vectorised, summed in f64).

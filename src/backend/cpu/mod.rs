@@ -57,12 +57,15 @@ impl<T: Element> Clone for Cpu<T> {
     }
 }
 
-/// Runs `f(plane_index, plane)` over consecutive planes of `buf` in parallel, batching small
-/// planes so that each task has enough work.
-pub(crate) fn par_planes<T: Send>(
+/// Runs `f(&mut scratch, plane_index, plane)` over consecutive planes of `buf` in parallel,
+/// batching small planes so that each task has enough work. `init` makes one scratch value
+/// per task, which `f` reuses for each of the task's planes (a padded copy, a tap table):
+/// made per plane, it costs more than a small plane's work.
+pub(crate) fn par_planes<T: Send, S>(
     buf: &mut [T],
     plane: usize,
-    f: impl Fn(usize, &mut [T]) + Sync + Send,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [T]) + Sync + Send,
 ) {
     if plane == 0 {
         return;
@@ -71,8 +74,9 @@ pub(crate) fn par_planes<T: Send>(
     buf.par_chunks_mut(plane * per_task)
         .enumerate()
         .for_each(|(t, chunk)| {
+            let mut scratch = init();
             for (i, p) in chunk.chunks_mut(plane).enumerate() {
-                f(t * per_task + i, p);
+                f(&mut scratch, t * per_task + i, p);
             }
         });
 }

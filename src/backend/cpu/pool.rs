@@ -12,7 +12,7 @@
 use super::conv::valid_range;
 use super::fresh::{par_planes_filled, par_planes_into};
 use super::simd::wide;
-use super::tiles::{tiled_plane, Combine, PadTap, Padded};
+use super::tiles::{tiled_plane, Combine, Padded, TileScratch};
 use super::Cpu;
 use crate::backend::{checks, Element, PoolOps};
 use crate::error::Result;
@@ -90,20 +90,13 @@ impl Windows {
     }
 }
 
-/// Plane `xp` padded once with `start(kind)` (`Padded`), so that every tap of the window
-/// reads a full run of each output row: the forward's tiles and the arg-max read it.
-#[inline(always)]
-fn padded<T: Element>(
-    kind: PoolKind,
-    xp: &[T],
-    xd: Nchw,
-    spec: &Pool2dSpec,
-    yd: Nchw,
-) -> Padded<T> {
+/// A plane padded with `start(kind)` (`Padded`, all padding until a plane is loaded), so
+/// that every tap of the window reads a full run of each output row: the forward's tiles
+/// and the arg-max read it. A task makes one and loads each of its planes into it.
+fn padded<T: Element>(kind: PoolKind, xd: Nchw, spec: &Pool2dSpec, yd: Nchw) -> Padded<T> {
     let p = spec.padding;
-    Padded::new::<false>(
+    Padded::blank(
         start(kind),
-        xp,
         (xd.h, xd.w),
         (p, p),
         (yd.h, yd.w),
@@ -225,28 +218,39 @@ fn pool2d_fwd<T: Element>(
 ) -> Vec<T> {
     let win = Windows::new(xd, spec, yd);
     let k = spec.kernel;
-    par_planes_filled(yd.numel(), yd.plane(), start(kind), |plane, yp| {
-        let xp = &x[plane * xd.plane()..][..xd.plane()];
-        wide(
-            #[inline(always)]
-            || {
-                let src = padded(kind, xp, xd, spec, yd);
-                let taps: Vec<PadTap<T>> =
-                    (0..k * k).map(|i| src.tap(T::ONE, i / k, i % k)).collect();
-                match kind {
-                    PoolKind::Max => tiled_plane::<T, MaxOf>(&src, &taps, yp, yd.w),
-                    PoolKind::Avg => {
-                        tiled_plane::<T, SumOf>(&src, &taps, yp, yd.w);
-                        for (yr, &(h0, h1)) in yp.chunks_exact_mut(yd.w).zip(&win.rows) {
-                            for (o, &(w0, w1)) in yr.iter_mut().zip(&win.cols) {
-                                *o = *o / T::from_f64(((h1 - h0) * (w1 - w0)) as f64);
+    let init = || -> TileScratch<T> { None };
+    par_planes_filled(
+        yd.numel(),
+        yd.plane(),
+        start(kind),
+        init,
+        |scratch, plane, yp| {
+            let xp = &x[plane * xd.plane()..][..xd.plane()];
+            wide(
+                #[inline(always)]
+                || {
+                    let (src, taps) = scratch.get_or_insert_with(|| {
+                        let src = padded(kind, xd, spec, yd);
+                        let taps = (0..k * k).map(|i| src.tap(T::ONE, i / k, i % k)).collect();
+                        (src, taps)
+                    });
+                    src.load::<false>(xp);
+                    let (src, taps) = (&*src, &taps[..]);
+                    match kind {
+                        PoolKind::Max => tiled_plane::<T, MaxOf>(src, taps, yp, yd.w),
+                        PoolKind::Avg => {
+                            tiled_plane::<T, SumOf>(src, taps, yp, yd.w);
+                            for (yr, &(h0, h1)) in yp.chunks_exact_mut(yd.w).zip(&win.rows) {
+                                for (o, &(w0, w1)) in yr.iter_mut().zip(&win.cols) {
+                                    *o = *o / T::from_f64(((h1 - h0) * (w1 - w0)) as f64);
+                                }
                             }
                         }
                     }
-                }
-            },
-        )
-    })
+                },
+            )
+        },
+    )
 }
 
 /// `dx += ` the gradient of both windowed poolings, one body; without `dx`, a fresh
@@ -266,7 +270,8 @@ fn pool2d_bwd<T: Element>(
 ) -> Vec<T> {
     let win = Windows::new(xd, spec, yd);
     let s = win.stride;
-    par_planes_into(dx, xd.numel(), xd.plane(), |plane, dxp| {
+    let init = || -> Option<Padded<T>> { None };
+    par_planes_into(dx, xd.numel(), xd.plane(), init, |scratch, plane, dxp| {
         let dyp = &dy[plane * yd.plane()..][..yd.plane()];
         wide(
             #[inline(always)]
@@ -276,7 +281,9 @@ fn pool2d_bwd<T: Element>(
                     // Each input's sum starts from zero and takes its outputs in (oh, ow)
                     // order, then goes to dx: kernels/pool.cu's order. (A vectorised
                     // gather over each input's covering outputs was 2x slower: criterion.)
-                    let arg = arg_max(&padded(kind, xp, xd, spec, yd), &win, xd, spec, yd);
+                    let src = scratch.get_or_insert_with(|| padded(kind, xd, spec, yd));
+                    src.load::<false>(xp);
+                    let arg = arg_max(src, &win, xd, spec, yd);
                     let mut acc = vec![T::ZERO; xd.plane()];
                     for (&at, &g) in arg.iter().zip(dyp) {
                         acc[at as usize] += g;

@@ -12,8 +12,8 @@
 use super::conv::pre;
 use crate::backend::Element;
 
-/// A channel plane copied once into a buffer padded with a given value (the fused ReLU
-/// applied on the way), its columns split into `stride` phases, so that every tap of the conv reads one
+/// A channel plane copied into a buffer padded with a given value (the fused ReLU applied
+/// on the way), its columns split into `stride` phases, so that every tap reads one
 /// contiguous run per output row with no bounds to clip: output (oh, ow) of the tap at
 /// padded offset (row, col) reads padded row `oh * stride + row`, phase `col % stride`,
 /// column `ow + col / stride`.
@@ -24,16 +24,20 @@ pub(super) struct Padded<T> {
     /// Elements per padded row (`stride` phases).
     pub(super) row_len: usize,
     stride: usize,
+    /// The source plane's rows and columns, and where it starts in the padded one.
+    src: (usize, usize),
+    at: (usize, usize),
 }
 
 impl<T: Element> Padded<T> {
-    /// `src` (h x w) with `top` / `left` elements of `fill` before it, sized for an
-    /// `out_h x out_w` output of taps reaching `reach` padded rows/columns past an output's
-    /// first.
+    /// A padded buffer, all `fill`, for planes of h x w with `top` / `left` elements of
+    /// padding before them, sized for an `out_h x out_w` output of taps reaching `reach`
+    /// padded rows/columns past an output's first. `load` copies a plane in; a task reuses
+    /// one buffer for all its planes, as `load` writes the same elements each time and
+    /// leaves the padding as it is.
     #[inline(always)]
-    pub(super) fn new<const RELU: bool>(
+    pub(super) fn blank(
         fill: T,
-        src: &[T],
         (h, w): (usize, usize),
         (top, left): (usize, usize),
         (out_h, out_w): (usize, usize),
@@ -44,13 +48,28 @@ impl<T: Element> Padded<T> {
         let rows = (out_h.max(1) - 1) * stride + reach + 1;
         let width = ((out_w.max(1) - 1) * stride + reach) / stride + 1;
         let row_len = width * stride;
-        let mut buf = vec![fill; rows * row_len];
+        Padded {
+            buf: vec![fill; rows * row_len],
+            width,
+            row_len,
+            stride,
+            src: (h, w),
+            at: (top, left),
+        }
+    }
+
+    /// Copies plane `src` into the padded buffer (the fused ReLU applied on the way).
+    #[inline(always)]
+    pub(super) fn load<const RELU: bool>(&mut self, src: &[T]) {
+        let ((h, w), (top, left)) = (self.src, self.at);
+        let (width, row_len, stride) = (self.width, self.row_len, self.stride);
+        let rows = self.buf.len() / row_len;
         for (ih, sr) in src.chunks_exact(w).take(h).enumerate() {
             let r = ih + top;
             if r >= rows {
                 break;
             }
-            let dst = &mut buf[r * row_len..][..row_len];
+            let dst = &mut self.buf[r * row_len..][..row_len];
             if stride == 1 {
                 let n = w.min(row_len.saturating_sub(left));
                 for (d, &v) in dst[left.min(row_len)..][..n].iter_mut().zip(sr) {
@@ -85,12 +104,6 @@ impl<T: Element> Padded<T> {
                 }
             }
         }
-        Padded {
-            buf,
-            width,
-            row_len,
-            stride,
-        }
     }
 
     /// Where a tap at padded column offset `col` starts reading within a padded row.
@@ -108,10 +121,15 @@ impl<T: Element> Padded<T> {
     }
 }
 
+/// A task's padded plane and taps on it, made for its first plane and reused for the rest
+/// (`par_planes`'s scratch): the padding is written once, the taps' offsets found once.
+pub(super) type TileScratch<T> = Option<(Padded<T>, Vec<PadTap<T>>)>;
+
 /// One tap on a `Padded` plane: its weight, its padded row offset and where its run starts
 /// within a padded row.
 pub(super) struct PadTap<T> {
-    w: T,
+    /// The weight (set per plane where taps are reused across channels).
+    pub(super) w: T,
     row: usize,
     start: usize,
 }
