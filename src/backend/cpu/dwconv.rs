@@ -3,20 +3,22 @@
 //! `dwconv2d_bwd_data`; the taps both walk (`Tap`), which the weight gradient
 //! (`dwconv_weight.rs`) walks too. `conv.rs` sends depthwise specs here.
 //!
-//! The forward (stride 1 and 2) and the stride-1 data gradient run on register tiles over a
-//! zero-padded copy of the plane (`tiles.rs`: 2-3x faster, same values bit for bit). The
-//! plane loops remain for the strided data gradient and for non-finite weights (where
-//! `w * padding` would not be zero): each output row built tap by tap over the valid output
-//! range (no bounds checks, so the loops vectorise; the strided data gradient adds into a
-//! copy of the plane split into column phases, `Phases`, where a tap's columns are one run).
-//! All loops are compiled for AVX2 where the CPU has it (`wide`), a channel plane per task.
-//! The fused input ReLU is applied as in `conv.rs`.
+//! The forward and the data gradient (stride 1 and 2) run on register tiles over a
+//! zero-padded copy of the plane (`tiles.rs`: 2-3x faster, same values bit for bit; the
+//! strided data gradient one input phase at a time, `Phase`, each a stride-1 correlation of
+//! `dy` with the taps that reach it). A task pads into one buffer for all its planes. The
+//! plane loops remain for larger strides and non-finite weights (where `w * padding` would
+//! not be zero): each output row built tap by tap over the valid output range (no bounds
+//! checks, so the loops vectorise; the strided data gradient adds into a copy of the plane
+//! split into column phases, `Phases`, where a tap's columns are one run). All loops are
+//! compiled for AVX2 where the CPU has it (`wide`), a channel plane per task. The fused
+//! input ReLU is applied as in `conv.rs`.
 
 use super::conv::{add_masked, mask_by_input, pre, valid_range};
 use super::fresh::{par_planes_into, par_planes_zeroed};
 use super::phases::Phases;
 use super::simd::wide;
-use super::tiles::{tiled_plane, Padded, TileScratch, Weighted};
+use super::tiles::{tiled_plane, PadTap, Padded, TileScratch, Weighted};
 use crate::backend::Element;
 use crate::shape::{Conv2dSpec, Nchw};
 
@@ -141,7 +143,7 @@ fn dwconv2d_fwd_tiled<T: Element, const RELU: bool>(
     for (pt, t) in pads.iter_mut().zip(taps) {
         pt.w = wc[t.index];
     }
-    tiled_plane::<T, Weighted>(src, pads, yp, yd.w);
+    tiled_plane::<T, Weighted>(src, pads, yp, (yd.h, yd.w), yd.w);
 }
 
 /// The twin of `dwconv2d_bwd_data_f32` (its `accumulate` flag is `dx.is_some()`): the
@@ -174,9 +176,7 @@ pub fn dwconv2d_bwd_data<T: Element>(
             wide(
                 #[inline(always)]
                 || {
-                    let tiled = spec.stride == 1
-                        && spec.padding <= (spec.kernel - 1) * spec.dilation
-                        && tiles_apply(&taps, wc, 1);
+                    let tiled = tiles_apply(&taps, wc, spec.stride);
                     if masked_add {
                         let mut tmp = vec![T::ZERO; xd.plane()];
                         let tmp_p = &mut tmp;
@@ -269,7 +269,7 @@ fn dwconv2d_bwd_data_plane<T: Element>(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dwconv2d_bwd_data_either<T: Element>(
-    scratch: &mut TileScratch<T>,
+    scratch: &mut PhaseScratch<T>,
     tiled: bool,
     taps: &[Tap],
     dyp: &[T],
@@ -285,14 +285,88 @@ fn dwconv2d_bwd_data_either<T: Element>(
     }
 }
 
-/// The stride-1 data gradient on register tiles: a correlation of `dy`, padded by
-/// `(k - 1) * d - padding` (into the task's `scratch`), with the flipped kernel; each tile
-/// adds its taps in the plane loop's order onto the values already in `dxp` (bit-identical
-/// to `dwconv2d_bwd_data_plane`).
+/// One phase of the data gradient on register tiles: the input elements (rows `a + i * s`,
+/// columns `b + j * s`, an `h x w` plane) that the taps congruent to (a, b) mod the stride
+/// reach. For them the strided transposed conv is a stride-1 correlation of `dy` (a padded
+/// copy shared by every phase) with those taps, shifted (`pads`, weights from kernel index
+/// `index`).
+struct Phase<T> {
+    a: usize,
+    b: usize,
+    h: usize,
+    w: usize,
+    pads: Vec<PadTap<T>>,
+    index: Vec<usize>,
+}
+
+/// A task's padded copy of `dy` and every phase with a tap (`Phase`), made once per task.
+type PhaseScratch<T> = Option<(Padded<T>, Vec<Phase<T>>)>;
+
+/// The padded copy of `dy` and the phases of `PhaseScratch`.
+fn phases<T: Element>(
+    taps: &[Tap],
+    xd: Nchw,
+    spec: &Conv2dSpec,
+    yd: Nchw,
+) -> (Padded<T>, Vec<Phase<T>>) {
+    let s = spec.stride as isize;
+    let (k, d, p) = (spec.kernel, spec.dilation as isize, spec.padding as isize);
+    // Tap (row_off, col_off) adds dy[oh][ow] into input (oh * s + row_off, ...): for input
+    // row a + i * s that is oh = i + (a - row_off) / s, where it divides. Each phase's taps
+    // with their (row, column) shifts in dy:
+    let mut found = Vec::new();
+    for (a, b) in (0..spec.stride).flat_map(|a| (0..spec.stride).map(move |b| (a, b))) {
+        let h = xd.h.saturating_sub(a).div_ceil(spec.stride);
+        let w = xd.w.saturating_sub(b).div_ceil(spec.stride);
+        let mine: Vec<(usize, isize, isize)> = taps
+            .iter()
+            .filter_map(|t| {
+                let r = (t.index / k) as isize * d - p;
+                let c = (t.index % k) as isize * d - p;
+                let (dr, dc) = (a as isize - r, b as isize - c);
+                (dr % s == 0 && dc % s == 0).then_some((t.index, dr / s, dc / s))
+            })
+            .collect();
+        if !mine.is_empty() && h > 0 && w > 0 {
+            found.push((a, b, h, w, mine));
+        }
+    }
+    // One padded copy for all: padding before dy for the most negative shift, and after it
+    // for the furthest reach (phase (0, 0) has the most rows and columns).
+    let all = || found.iter().flat_map(|f| f.4.iter());
+    let top = (-all().map(|m| m.1).min().unwrap_or(0)).max(0);
+    let left = (-all().map(|m| m.2).min().unwrap_or(0)).max(0);
+    let reach = all()
+        .map(|m| (m.1 + top).max(m.2 + left))
+        .max()
+        .unwrap_or(0);
+    let (h0, w0) = (xd.h.div_ceil(spec.stride), xd.w.div_ceil(spec.stride));
+    let at = (top as usize, left as usize);
+    let src = Padded::blank(T::ZERO, (yd.h, yd.w), at, (h0, w0), reach as usize, 1);
+    let phases = found
+        .into_iter()
+        .map(|(a, b, h, w, mine)| Phase {
+            a,
+            b,
+            h,
+            w,
+            pads: mine
+                .iter()
+                .map(|m| src.tap(T::ZERO, (m.1 + top) as usize, (m.2 + left) as usize))
+                .collect(),
+            index: mine.iter().map(|m| m.0).collect(),
+        })
+        .collect();
+    (src, phases)
+}
+
+/// The data gradient on register tiles, phase by phase (`Phase`; one phase, the plane
+/// itself, at stride 1): each tile adds its taps in the plane loop's order onto the values
+/// already in `dxp` (bit-identical to `dwconv2d_bwd_data_plane`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dwconv2d_bwd_data_tiled<T: Element>(
-    scratch: &mut TileScratch<T>,
+    scratch: &mut PhaseScratch<T>,
     taps: &[Tap],
     dyp: &[T],
     xd: Nchw,
@@ -301,25 +375,31 @@ fn dwconv2d_bwd_data_tiled<T: Element>(
     yd: Nchw,
     dxp: &mut [T],
 ) {
-    let (k, d) = (spec.kernel, spec.dilation);
-    let (src, pads) = scratch.get_or_insert_with(|| {
-        let reach = (k - 1) * d;
-        let q = reach - spec.padding;
-        let src = Padded::blank(T::ZERO, (yd.h, yd.w), (q, q), (xd.h, xd.w), reach, 1);
-        let pads = taps
-            .iter()
-            .map(|t| {
-                let (kh, kw) = (t.index / k, t.index % k);
-                src.tap(T::ZERO, (k - 1 - kh) * d, (k - 1 - kw) * d)
-            })
-            .collect();
-        (src, pads)
-    });
+    let s = spec.stride;
+    // At stride 2 and more the gradient is split into column phases (`Phases`), so that a
+    // phase's rows are runs the tiles add into in place (rows `s` apart).
+    let cols = Phases::new(xd.w, s);
+    let mut split = if s == 1 {
+        Vec::new()
+    } else {
+        cols.split(dxp, xd.w)
+    };
+    let (buf, row_len) = match s {
+        1 => (&mut *dxp, xd.w),
+        _ => (&mut split[..], cols.row_len),
+    };
+    let (src, phases) = scratch.get_or_insert_with(|| phases(taps, xd, spec, yd));
     src.load::<false>(dyp);
-    for (pt, t) in pads.iter_mut().zip(taps) {
-        pt.w = wc[t.index];
+    for ph in phases {
+        for (pt, &i) in ph.pads.iter_mut().zip(&ph.index) {
+            pt.w = wc[i];
+        }
+        let out = &mut buf[ph.a * row_len + cols.at(ph.b)..];
+        tiled_plane::<T, Weighted>(src, &ph.pads, out, (ph.h, ph.w), s * row_len);
     }
-    tiled_plane::<T, Weighted>(src, pads, dxp, xd.w);
+    if s != 1 {
+        cols.merge(&split, dxp, xd.w);
+    }
 }
 
 #[cfg(test)]
@@ -372,31 +452,26 @@ pub(super) mod tests {
             dwconv2d_fwd_plane::<f32, true>(&taps, &x, xd, &wc, &spec, yd, &mut a);
             dwconv2d_fwd_tiled::<f32, true>(&mut None, &taps, &x, xd, &wc, &spec, yd, &mut b);
             assert_eq!(a, b, "forward with ReLU {xd:?} {spec:?}");
-            if spec.stride == 1 {
-                // Onto an existing gradient, as the accumulating backward does.
-                let dy = random(&mut rng, yd.plane());
-                let start = random(&mut rng, xd.plane());
-                let (mut a, mut b) = (start.clone(), start);
-                dwconv2d_bwd_data_plane(&taps, &dy, xd, &wc, &spec, yd, &mut a);
-                dwconv2d_bwd_data_tiled(&mut None, &taps, &dy, xd, &wc, &spec, yd, &mut b);
-                assert_eq!(a, b, "data gradient {xd:?} {spec:?}");
-            } else {
-                // The phase-split copy against a strided scatter, tap by tap.
-                let dy = random(&mut rng, yd.plane());
-                let mut want = random(&mut rng, xd.plane());
-                let mut got = want.clone();
-                dwconv2d_bwd_data_plane(&taps, &dy, xd, &wc, &spec, yd, &mut got);
-                for t in &taps {
-                    for oh in t.rows.clone() {
-                        for ow in t.lo..t.hi {
-                            let iw = ((ow * spec.stride) as isize + t.col_off) as usize;
-                            want[t.input_row(oh, spec.stride) * xd.w + iw] +=
-                                wc[t.index] * dy[oh * yd.w + ow];
-                        }
+            // Onto an existing gradient, as the accumulating backward does: the tiles
+            // (phase by phase at stride 2) against the plane loops...
+            let dy = random(&mut rng, yd.plane());
+            let start = random(&mut rng, xd.plane());
+            let (mut a, mut b) = (start.clone(), start.clone());
+            dwconv2d_bwd_data_plane(&taps, &dy, xd, &wc, &spec, yd, &mut a);
+            dwconv2d_bwd_data_tiled(&mut None, &taps, &dy, xd, &wc, &spec, yd, &mut b);
+            assert_eq!(a, b, "data gradient {xd:?} {spec:?}");
+            // ...and the plane loops against a strided scatter, tap by tap.
+            let mut want = start;
+            for t in &taps {
+                for oh in t.rows.clone() {
+                    for ow in t.lo..t.hi {
+                        let iw = ((ow * spec.stride) as isize + t.col_off) as usize;
+                        want[t.input_row(oh, spec.stride) * xd.w + iw] +=
+                            wc[t.index] * dy[oh * yd.w + ow];
                     }
                 }
-                assert_eq!(got, want, "strided data gradient {xd:?} {spec:?}");
             }
+            assert_eq!(a, want, "data gradient scatter {xd:?} {spec:?}");
         }
         assert!(cases(1).len() > 100);
     }

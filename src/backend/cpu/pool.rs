@@ -237,9 +237,9 @@ fn pool2d_fwd<T: Element>(
                     src.load::<false>(xp);
                     let (src, taps) = (&*src, &taps[..]);
                     match kind {
-                        PoolKind::Max => tiled_plane::<T, MaxOf>(src, taps, yp, yd.w),
+                        PoolKind::Max => tiled_plane::<T, MaxOf>(src, taps, yp, (yd.h, yd.w), yd.w),
                         PoolKind::Avg => {
-                            tiled_plane::<T, SumOf>(src, taps, yp, yd.w);
+                            tiled_plane::<T, SumOf>(src, taps, yp, (yd.h, yd.w), yd.w);
                             for (yr, &(h0, h1)) in yp.chunks_exact_mut(yd.w).zip(&win.rows) {
                                 for (o, &(w0, w1)) in yr.iter_mut().zip(&win.cols) {
                                     *o = *o / T::from_f64(((h1 - h0) * (w1 - w0)) as f64);

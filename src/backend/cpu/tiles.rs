@@ -153,25 +153,25 @@ impl<T: Element> Combine<T> for Weighted {
     }
 }
 
-/// `out` (out_h x out_w) combined with every tap's run of `src` (`C`), tile by tile. Each
-/// output element takes its taps in the order given, starting from its value in `out`: the
-/// same values, in the same order, as tap-by-tap plane loops, but kept in registers across
-/// taps.
+/// `out` (out_h x out_w, rows `row_stride` apart) combined with every tap's run of `src`
+/// (`C`), tile by tile. Each output element takes its taps in the order given, starting from
+/// its value in `out`: the same values, in the same order, as tap-by-tap plane loops, but
+/// kept in registers across taps.
 #[inline(always)]
 pub(super) fn tiled_plane<T: Element, C: Combine<T>>(
     src: &Padded<T>,
     taps: &[PadTap<T>],
     out: &mut [T],
-    out_w: usize,
+    (out_h, out_w): (usize, usize),
+    row_stride: usize,
 ) {
-    let out_h = out.len() / out_w;
     let mut oh = 0;
     while oh + TILE_ROWS <= out_h {
-        tiled_rows::<T, C, TILE_ROWS>(src, taps, out, out_w, oh);
+        tiled_rows::<T, C, TILE_ROWS>(src, taps, out, (out_w, row_stride), oh);
         oh += TILE_ROWS;
     }
     for oh in oh..out_h {
-        tiled_rows::<T, C, 1>(src, taps, out, out_w, oh);
+        tiled_rows::<T, C, 1>(src, taps, out, (out_w, row_stride), oh);
     }
 }
 
@@ -180,24 +180,24 @@ fn tiled_rows<T: Element, C: Combine<T>, const R: usize>(
     src: &Padded<T>,
     taps: &[PadTap<T>],
     out: &mut [T],
-    out_w: usize,
+    (out_w, row_stride): (usize, usize),
     oh: usize,
 ) {
     let mut ow = 0;
     while ow + 16 <= out_w {
-        tile::<T, C, R, 16>(src, taps, out, out_w, oh, ow);
+        tile::<T, C, R, 16>(src, taps, out, row_stride, oh, ow);
         ow += 16;
     }
     if ow + 8 <= out_w {
-        tile::<T, C, R, 8>(src, taps, out, out_w, oh, ow);
+        tile::<T, C, R, 8>(src, taps, out, row_stride, oh, ow);
         ow += 8;
     }
     if ow + 4 <= out_w {
-        tile::<T, C, R, 4>(src, taps, out, out_w, oh, ow);
+        tile::<T, C, R, 4>(src, taps, out, row_stride, oh, ow);
         ow += 4;
     }
     for ow in ow..out_w {
-        tile::<T, C, R, 1>(src, taps, out, out_w, oh, ow);
+        tile::<T, C, R, 1>(src, taps, out, row_stride, oh, ow);
     }
 }
 
@@ -207,13 +207,13 @@ fn tile<T: Element, C: Combine<T>, const R: usize, const N: usize>(
     src: &Padded<T>,
     taps: &[PadTap<T>],
     out: &mut [T],
-    out_w: usize,
+    row_stride: usize,
     oh: usize,
     ow: usize,
 ) {
     let mut acc = [[T::ZERO; N]; R];
     for (r, a) in acc.iter_mut().enumerate() {
-        a.copy_from_slice(&out[(oh + r) * out_w + ow..][..N]);
+        a.copy_from_slice(&out[(oh + r) * row_stride + ow..][..N]);
     }
     let s = src.stride;
     for t in taps {
@@ -225,6 +225,6 @@ fn tile<T: Element, C: Combine<T>, const R: usize, const N: usize>(
         }
     }
     for (r, a) in acc.iter().enumerate() {
-        out[(oh + r) * out_w + ow..][..N].copy_from_slice(a);
+        out[(oh + r) * row_stride + ow..][..N].copy_from_slice(a);
     }
 }
