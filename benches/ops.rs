@@ -1,7 +1,8 @@
 //! Criterion benchmarks of every `Backend` op on the CPU backend (f32) at the shapes the DARTS
 //! CIFAR-10 search supernet really runs: batch 64; normal cells at C=16@32x32, 32@16x16,
 //! 64@8x8; reduction cells' stride-2 ops at 32@32x32 -> 16x16 and 64@16x16 -> 8x8; the stem
-//! conv 3->48@32x32; the classifier 256 -> 10; optimizers over the supernet's ~1.9M weights.
+//! conv 3->48@32x32; the classifier 256 -> 10; optimizers over the supernet's ~1.9M weights;
+//! and the small planes of the C8 L5 batch-16 16x16 network (`small_planes`).
 //!
 //! Throughput: convolutions and the linear layer report multiply-adds as "elements" (so
 //! criterion's elem/s reads as MAC/s); every other op reports the elements it writes.
@@ -143,6 +144,33 @@ fn conv2d(c: &mut Criterion) {
     g.finish();
 }
 
+/// Max and average 3x3 pooling (padding 1) forward and backward on `xd` at `stride`.
+fn bench_pool(g: &mut BenchmarkGroup<'_, WallTime>, cpu: &Cpu, xd: Nchw, stride: usize) {
+    let spec = Pool2dSpec {
+        kernel: 3,
+        stride,
+        padding: 1,
+    };
+    let yd = ok(spec.output(xd, "bench"));
+    let x = random(xd.numel(), 4);
+    let dy = random(yd.numel(), 5);
+    let label = format!("c{}_{}x{}_s{stride}", xd.c, xd.h, xd.w);
+    g.throughput(Throughput::Elements(yd.numel() as u64));
+    g.bench_function(format!("max3x3_{label}/fwd"), |b| {
+        b.iter(|| ok(cpu.max_pool2d_fwd(black_box(&x), xd, &spec)))
+    });
+    g.bench_function(format!("avg3x3_{label}/fwd"), |b| {
+        b.iter(|| ok(cpu.avg_pool2d_fwd(black_box(&x), xd, &spec)))
+    });
+    g.throughput(Throughput::Elements(xd.numel() as u64));
+    g.bench_function(format!("max3x3_{label}/bwd"), |b| {
+        b.iter(|| ok(cpu.max_pool2d_bwd(black_box(&x), &dy, xd, &spec)))
+    });
+    g.bench_function(format!("avg3x3_{label}/bwd"), |b| {
+        b.iter(|| ok(cpu.avg_pool2d_bwd(black_box(&dy), xd, &spec)))
+    });
+}
+
 fn pool(c: &mut Criterion) {
     let cpu = Cpu::new();
     let mut g = group(c, "pool");
@@ -151,30 +179,7 @@ fn pool(c: &mut Criterion) {
         .map(|&(ch, s)| (ch, s, 1))
         .chain(REDUCE.iter().map(|&(ch, s)| (ch, s, 2)));
     for (ch, side, stride) in shapes {
-        let xd = dims(ch, side);
-        let spec = Pool2dSpec {
-            kernel: 3,
-            stride,
-            padding: 1,
-        };
-        let yd = ok(spec.output(xd, "bench"));
-        let x = random(xd.numel(), 4);
-        let dy = random(yd.numel(), 5);
-        let label = format!("c{ch}_{side}x{side}_s{stride}");
-        g.throughput(Throughput::Elements(yd.numel() as u64));
-        g.bench_function(format!("max3x3_{label}/fwd"), |b| {
-            b.iter(|| ok(cpu.max_pool2d_fwd(black_box(&x), xd, &spec)))
-        });
-        g.bench_function(format!("avg3x3_{label}/fwd"), |b| {
-            b.iter(|| ok(cpu.avg_pool2d_fwd(black_box(&x), xd, &spec)))
-        });
-        g.throughput(Throughput::Elements(xd.numel() as u64));
-        g.bench_function(format!("max3x3_{label}/bwd"), |b| {
-            b.iter(|| ok(cpu.max_pool2d_bwd(black_box(&x), &dy, xd, &spec)))
-        });
-        g.bench_function(format!("avg3x3_{label}/bwd"), |b| {
-            b.iter(|| ok(cpu.avg_pool2d_bwd(black_box(&dy), xd, &spec)))
-        });
+        bench_pool(&mut g, &cpu, dims(ch, side), stride);
     }
     // The classifier's global pooling over the last cell's 4 x 64 channels.
     let xd = dims(256, 8);
@@ -411,9 +416,37 @@ fn optim(c: &mut Criterion) {
     g.finish();
 }
 
+/// The small planes of the C8 L5 batch-16 16x16 search network (`nasrs bench darts
+/// --channels 8 --layers 5 --batch 16 --size 16`): its last normal cell's 32@4x4 and its
+/// first reduction cell's stride-2 ops on 16@16x16, where per-plane setup and short rows,
+/// not arithmetic, bound the depthwise and pooling kernels.
+fn small_planes(c: &mut Criterion) {
+    let cpu = Cpu::new();
+    let mut g = group(c, "small_planes");
+    for (ch, side, stride) in [(32, 4, 1), (16, 16, 2)] {
+        let xd = Nchw {
+            n: 16,
+            c: ch,
+            h: side,
+            w: side,
+        };
+        for (name, k, d) in [("dw3x3", 3, 1), ("dw5x5", 5, 1), ("dw5x5_d2", 5, 2)] {
+            let spec = Conv2dSpec::new(ch, ch, k)
+                .stride(stride)
+                .padding(d * (k - 1) / 2)
+                .dilation(d)
+                .groups(ch);
+            let label = format!("{name}_c{ch}_{side}x{side}_s{stride}");
+            bench_conv(&mut g, &cpu, &label, xd, spec);
+        }
+        bench_pool(&mut g, &cpu, xd, stride);
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = conv2d, pool, batch_norm, elementwise, layout, mixed_op, dense, optim
+    targets = conv2d, pool, batch_norm, elementwise, layout, mixed_op, dense, optim, small_planes
 }
 criterion_main!(benches);
