@@ -5,8 +5,9 @@
 //! - everything else (stem, 1x1 pointwise, grouped): `im2col` + GEMM (matrixmultiply) and
 //!   `col2im`; a 1x1 stride-1 unpadded conv skips im2col and multiplies the input in place.
 //!
-//! Work is split over samples (or channel planes) with rayon. Weight gradients are summed
-//! over fixed chunks of samples in a fixed order, so results do not depend on the thread count.
+//! Work is split over samples (or channel planes) on the team (`team.rs`). Weight gradients
+//! are summed over fixed chunks of samples in a fixed order, so results do not depend on the
+//! thread count.
 //!
 //! `spec.relu_input` (a ReLU fused into the conv): the depthwise loops read `relu(x)`
 //! (`RELU` const generic, so the unfused loops are unchanged) and zero each data-gradient
@@ -20,11 +21,10 @@
 use super::dwconv::{dwconv2d_bwd_data, dwconv2d_fwd};
 use super::dwconv_weight::dwconv2d_bwd_weight;
 use super::fresh::{out_ptr, written};
-use super::{Cpu, SAMPLES_PER_CHUNK};
+use super::{team, Cpu, SAMPLES_PER_CHUNK};
 use crate::backend::{checks, ConvOps, Element};
 use crate::error::Result;
 use crate::shape::{Conv2dSpec, Nchw};
-use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// `relu(v)` when `RELU` (the fused ReLU as an input is read; `relu_fwd`'s rule: NaN stays
@@ -86,7 +86,7 @@ pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd:
     let kk = spec.kernel * spec.kernel;
     let rows = cg * kk;
     let cols = yd.plane();
-    let sample = |(n, ys): (usize, &mut [MaybeUninit<T>])| {
+    let sample = |n: usize, ys: &mut [MaybeUninit<T>]| {
         let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
         let mut col = Vec::new();
         for gi in 0..g {
@@ -115,13 +115,7 @@ pub fn conv2d_fwd<T: Element>(x: &[T], xd: Nchw, w: &[T], spec: &Conv2dSpec, yd:
         }
     };
     // SAFETY: the samples' groups cover y, each written by a GEMM with beta 0.
-    unsafe {
-        written(yd.numel(), |y| {
-            y.par_chunks_mut((yd.c * cols).max(1))
-                .enumerate()
-                .for_each(sample)
-        })
-    }
+    unsafe { written(yd.numel(), |y| team::chunks_mut(y, yd.c * cols, sample)) }
 }
 
 /// The data gradient added into `dx`: with `accumulate`, to the gradient it holds (the
@@ -155,72 +149,70 @@ pub fn conv2d_bwd_data_into<T: Element>(
     let rows = cg * kk;
     let cols = yd.plane();
     let direct = direct(spec);
-    dx.par_chunks_mut(xd.c * xd.plane())
-        .enumerate()
-        .for_each(|(n, dxs_acc)| {
-            let dys = &dy[n * yd.c * cols..][..yd.c * cols];
-            // The GEMM writes col whole (beta 0) before col2im reads it: no zero fill.
-            let mut col: Vec<T> = Vec::new();
+    team::chunks_mut(dx, xd.c * xd.plane(), |n, dxs_acc| {
+        let dys = &dy[n * yd.c * cols..][..yd.c * cols];
+        // The GEMM writes col whole (beta 0) before col2im reads it: no zero fill.
+        let mut col: Vec<T> = Vec::new();
+        if !direct {
+            col.reserve_exact(rows * cols);
+        }
+        // With a masked accumulation, this sample's contribution goes to a scratch buffer.
+        let mut scratch = if masked_add {
+            vec![T::ZERO; xd.c * xd.plane()]
+        } else {
+            Vec::new()
+        };
+        let dxs: &mut [T] = if masked_add {
+            &mut scratch
+        } else {
+            &mut *dxs_acc
+        };
+        // col2im and the direct GEMM add into dx only when accumulating in place.
+        let add_in_place = accumulate && !masked_add;
+        for gi in 0..g {
+            let wg = &w[gi * og * rows..][..og * rows];
+            let dyg = &dys[gi * og * cols..][..og * cols];
+            let dxg = &mut dxs[gi * cg * xd.plane()..][..cg * xd.plane()];
+            // dcol [rows, cols] = w_g^T [rows, og] * dy_g [og, cols]
+            let (out, beta): (*mut T, T) = if direct {
+                (
+                    dxg.as_mut_ptr(),
+                    if add_in_place { T::ONE } else { T::ZERO },
+                )
+            } else {
+                (col.as_mut_ptr(), T::ZERO)
+            };
+            unsafe {
+                T::gemm(
+                    rows,
+                    og,
+                    cols,
+                    T::ONE,
+                    wg.as_ptr(),
+                    1,
+                    rows as isize,
+                    dyg.as_ptr(),
+                    cols as isize,
+                    1,
+                    beta,
+                    out,
+                    cols as isize,
+                    1,
+                );
+            }
             if !direct {
-                col.reserve_exact(rows * cols);
+                // SAFETY: the GEMM above wrote all rows * cols elements (beta 0).
+                unsafe { col.set_len(rows * cols) };
+                col2im(&col, cg, xd, spec, yd, dxg);
             }
-            // With a masked accumulation, this sample's contribution goes to a scratch buffer.
-            let mut scratch = if masked_add {
-                vec![T::ZERO; xd.c * xd.plane()]
-            } else {
-                Vec::new()
-            };
-            let dxs: &mut [T] = if masked_add {
-                &mut scratch
-            } else {
-                &mut *dxs_acc
-            };
-            // col2im and the direct GEMM add into dx only when accumulating in place.
-            let add_in_place = accumulate && !masked_add;
-            for gi in 0..g {
-                let wg = &w[gi * og * rows..][..og * rows];
-                let dyg = &dys[gi * og * cols..][..og * cols];
-                let dxg = &mut dxs[gi * cg * xd.plane()..][..cg * xd.plane()];
-                // dcol [rows, cols] = w_g^T [rows, og] * dy_g [og, cols]
-                let (out, beta): (*mut T, T) = if direct {
-                    (
-                        dxg.as_mut_ptr(),
-                        if add_in_place { T::ONE } else { T::ZERO },
-                    )
-                } else {
-                    (col.as_mut_ptr(), T::ZERO)
-                };
-                unsafe {
-                    T::gemm(
-                        rows,
-                        og,
-                        cols,
-                        T::ONE,
-                        wg.as_ptr(),
-                        1,
-                        rows as isize,
-                        dyg.as_ptr(),
-                        cols as isize,
-                        1,
-                        beta,
-                        out,
-                        cols as isize,
-                        1,
-                    );
-                }
-                if !direct {
-                    // SAFETY: the GEMM above wrote all rows * cols elements (beta 0).
-                    unsafe { col.set_len(rows * cols) };
-                    col2im(&col, cg, xd, spec, yd, dxg);
-                }
-            }
-            let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
-            if masked_add {
-                add_masked(dxs_acc, &scratch, xs);
-            } else if spec.relu_input {
-                mask_by_input(dxs_acc, xs);
-            }
-        });
+        }
+        let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
+        if masked_add {
+            add_masked(dxs_acc, &scratch, xs);
+        } else if spec.relu_input {
+            mask_by_input(dxs_acc, xs);
+        }
+    });
 }
 
 /// A fresh data gradient of a direct (1x1 stride-1, unfused) conv: one GEMM per sample and
@@ -229,7 +221,7 @@ fn direct_bwd_data<T: Element>(dy: &[T], w: &[T], xd: Nchw, spec: &Conv2dSpec, y
     let g = spec.groups;
     let (cg, og) = (spec.in_channels / g, spec.out_channels / g);
     let cols = yd.plane();
-    let sample = |(n, dxs): (usize, &mut [MaybeUninit<T>])| {
+    let sample = |n: usize, dxs: &mut [MaybeUninit<T>]| {
         let dys = &dy[n * yd.c * cols..][..yd.c * cols];
         for gi in 0..g {
             let wg = &w[gi * og * cg..][..og * cg];
@@ -259,9 +251,7 @@ fn direct_bwd_data<T: Element>(dy: &[T], w: &[T], xd: Nchw, spec: &Conv2dSpec, y
     // SAFETY: the samples' groups cover dx, each written by a GEMM with beta 0.
     unsafe {
         written(xd.numel(), |dx| {
-            dx.par_chunks_mut((xd.c * xd.plane()).max(1))
-                .enumerate()
-                .for_each(sample)
+            team::chunks_mut(dx, xd.c * xd.plane(), sample)
         })
     }
 }
@@ -296,42 +286,40 @@ pub fn conv2d_bwd_weight<T: Element>(
         .step_by(SAMPLES_PER_CHUNK)
         .map(|s| (s, (s + SAMPLES_PER_CHUNK).min(xd.n)))
         .collect();
-    let partials: Vec<Vec<T>> = chunks
-        .par_iter()
-        .map(|&(s, e)| {
-            let mut dw = vec![T::ZERO; wlen];
-            let mut col = Vec::new();
-            for n in s..e {
-                let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
-                let dys = &dy[n * yd.c * cols..][..yd.c * cols];
-                for gi in 0..g {
-                    let b = gemm_input(xs, gi, cg, xd, spec, yd, &mut col);
-                    let dyg = &dys[gi * og * cols..][..og * cols];
-                    let dwg = &mut dw[gi * og * rows..][..og * rows];
-                    // dw_g [og, rows] += dy_g [og, cols] * col^T [cols, rows]
-                    unsafe {
-                        T::gemm(
-                            og,
-                            cols,
-                            rows,
-                            T::ONE,
-                            dyg.as_ptr(),
-                            cols as isize,
-                            1,
-                            b.as_ptr(),
-                            1,
-                            cols as isize,
-                            T::ONE,
-                            dwg.as_mut_ptr(),
-                            rows as isize,
-                            1,
-                        );
-                    }
+    let partials: Vec<Vec<T>> = team::map(chunks.len(), |ci| {
+        let (s, e) = chunks[ci];
+        let mut dw = vec![T::ZERO; wlen];
+        let mut col = Vec::new();
+        for n in s..e {
+            let xs = &x[n * xd.c * xd.plane()..][..xd.c * xd.plane()];
+            let dys = &dy[n * yd.c * cols..][..yd.c * cols];
+            for gi in 0..g {
+                let b = gemm_input(xs, gi, cg, xd, spec, yd, &mut col);
+                let dyg = &dys[gi * og * cols..][..og * cols];
+                let dwg = &mut dw[gi * og * rows..][..og * rows];
+                // dw_g [og, rows] += dy_g [og, cols] * col^T [cols, rows]
+                unsafe {
+                    T::gemm(
+                        og,
+                        cols,
+                        rows,
+                        T::ONE,
+                        dyg.as_ptr(),
+                        cols as isize,
+                        1,
+                        b.as_ptr(),
+                        1,
+                        cols as isize,
+                        T::ONE,
+                        dwg.as_mut_ptr(),
+                        rows as isize,
+                        1,
+                    );
                 }
             }
-            dw
-        })
-        .collect();
+        }
+        dw
+    });
     let mut it = partials.into_iter();
     let mut dw = it.next().unwrap_or_else(|| vec![T::ZERO; wlen]);
     for p in it {

@@ -1,5 +1,5 @@
 //! CPU depthwise conv2d weight gradient, the twin of kernels/conv.cu's
-//! `dwconv2d_bwd_weight_f32`: one channel per rayon task, its products summed over every
+//! `dwconv2d_bwd_weight_f32`: one channel per task, its products summed over every
 //! sample in order (deterministic, and no running sum the loop waits on). The stride-1 and
 //! stride-2 gradient of a 3x3 or 5x5 kernel reads a padded copy of each plane (`tiles.rs`),
 //! a kernel row's taps summed together in lanes (`weight_rows`; another order than the plane
@@ -9,10 +9,10 @@
 use super::conv::pre;
 use super::dwconv::{taps, Tap};
 use super::simd::{wide, Lanes};
+use super::team;
 use super::tiles::Padded;
 use crate::backend::Element;
 use crate::shape::{Conv2dSpec, Nchw};
-use rayon::prelude::*;
 
 /// The twin of `dwconv2d_bwd_weight_f32`: one channel per task, summing samples in order
 /// (deterministic and contention-free).
@@ -26,7 +26,7 @@ pub fn dwconv2d_bwd_weight<T: Element>(
     let kk = spec.kernel * spec.kernel;
     let taps: Vec<Tap> = taps(xd, spec, yd).collect();
     let mut dw = vec![T::ZERO; xd.c * kk];
-    dw.par_chunks_mut(kk).enumerate().for_each(|(c, dwc)| {
+    team::chunks_mut(&mut dw, kk, |c, dwc| {
         // (x offset, dy offset) of this channel's plane in every sample, in order.
         let planes = (0..xd.n).map(|n| ((n * xd.c + c) * xd.plane(), (n * xd.c + c) * yd.plane()));
         // Products with padding are exact zeros only for a finite dy (see `dwconv.rs`,

@@ -2,11 +2,10 @@
 //! conversion, drop-path and the SE channel scale (`ElementwiseOps`): the reference the CUDA kernels of `kernels/elementwise.cu` are
 //! checked against.
 
-use super::{chunked_sum, group_tasks, scalar_at, zip_map, Cpu, ELEMS_PER_TASK};
+use super::{chunked_sum, group_tasks, scalar_at, team, zip_map, Cpu, ELEMS_PER_TASK};
 use crate::backend::{checks, Element, ElementwiseOps, ScalarRef};
 use crate::error::Result;
 use crate::shape::Nchw;
-use rayon::prelude::*;
 
 impl<T: Element> ElementwiseOps for Cpu<T> {
     fn fill(&self, len: usize, value: f64) -> Result<Vec<T>> {
@@ -23,13 +22,11 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
     fn axpy(&self, y: &mut Vec<T>, a: f64, x: &Vec<T>) -> Result<()> {
         checks::axpy(self, y, x)?;
         let a = T::from_f64(a);
-        y.par_chunks_mut(ELEMS_PER_TASK)
-            .zip(x.par_chunks(ELEMS_PER_TASK))
-            .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y += a * x;
-                }
-            });
+        team::chunks_mut(y, ELEMS_PER_TASK, |i, y| {
+            for (y, &x) in y.iter_mut().zip(&x[i * ELEMS_PER_TASK..]) {
+                *y += a * x;
+            }
+        });
         Ok(())
     }
     fn axpy_scaled(
@@ -44,14 +41,13 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
     }
     fn scale_assign(&self, x: &mut Vec<T>, s: f64) -> Result<()> {
         let s = T::from_f64(s);
-        x.par_chunks_mut(ELEMS_PER_TASK)
-            .for_each(|c| c.iter_mut().for_each(|v| *v *= s));
+        team::chunks_mut(x, ELEMS_PER_TASK, |_, c| c.iter_mut().for_each(|v| *v *= s));
         Ok(())
     }
     fn sum_squares(&self, x: &Vec<T>) -> Result<f64> {
         Ok(chunked_sum(x, x, |a, _| a.to_f64() * a.to_f64()))
     }
-    /// One rayon pass over every buffer's fixed chunks (tiny buffers grouped into tasks),
+    /// One parallel pass over every buffer's fixed chunks (tiny buffers grouped into tasks),
     /// then each buffer's partials and the buffers added in order: the very sums of
     /// `sum_squares` per buffer, added as the default does, so the result is bitwise equal.
     fn sum_squares_many(&self, xs: &[&Vec<T>]) -> Result<f64> {
@@ -59,11 +55,11 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
         let pieces = xs
             .iter()
             .flat_map(|x| x.chunks(ELEMS_PER_TASK).map(|c| (c.len(), c)));
-        let partials: Vec<f64> = group_tasks(pieces)
-            .into_par_iter()
-            .map(|task| task.into_iter().map(square).collect::<Vec<f64>>())
-            .collect::<Vec<_>>()
-            .concat();
+        let tasks = group_tasks(pieces);
+        let partials: Vec<f64> = team::map(tasks.len(), |t| {
+            tasks[t].iter().map(|&c| square(c)).collect::<Vec<f64>>()
+        })
+        .concat();
         let mut sq = 0.0;
         let mut off = 0;
         for x in xs {
@@ -123,16 +119,22 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
     /// `half`'s conversion, which rounds to nearest even. An f64 element is rounded to f32
     /// first (exact for the f32 product; the f64 gradient checks never use bf16).
     fn to_bf16(&self, x: &Vec<T>) -> Result<Vec<half::bf16>> {
-        Ok(x.par_iter()
-            .with_min_len(ELEMS_PER_TASK)
-            .map(|&v| half::bf16::from_f32(v.to_f64() as f32))
-            .collect())
+        Ok(team::map(x.len().div_ceil(ELEMS_PER_TASK), |i| {
+            x[i * ELEMS_PER_TASK..][..ELEMS_PER_TASK.min(x.len() - i * ELEMS_PER_TASK)]
+                .iter()
+                .map(|&v| half::bf16::from_f32(v.to_f64() as f32))
+                .collect::<Vec<_>>()
+        })
+        .concat())
     }
     fn from_bf16(&self, x: &Vec<half::bf16>) -> Result<Vec<T>> {
-        Ok(x.par_iter()
-            .with_min_len(ELEMS_PER_TASK)
-            .map(|&h| T::from_f64(h.to_f64()))
-            .collect())
+        Ok(team::map(x.len().div_ceil(ELEMS_PER_TASK), |i| {
+            x[i * ELEMS_PER_TASK..][..ELEMS_PER_TASK.min(x.len() - i * ELEMS_PER_TASK)]
+                .iter()
+                .map(|&h| T::from_f64(h.to_f64()))
+                .collect::<Vec<T>>()
+        })
+        .concat())
     }
     fn half_len(&self, x: &Vec<half::bf16>) -> usize {
         x.len()
@@ -141,14 +143,12 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
         checks::drop_path(self, x, n, sample_scale)?;
         let per = x.len() / n;
         let mut y = vec![T::ZERO; x.len()];
-        y.par_chunks_mut(per)
-            .zip(x.par_chunks(per))
-            .zip(sample_scale.par_iter())
-            .for_each(|((y, x), &s)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = x * s;
-                }
-            });
+        team::chunks_mut(&mut y, per, |i, y| {
+            let s = sample_scale[i];
+            for (y, &x) in y.iter_mut().zip(&x[i * per..]) {
+                *y = x * s;
+            }
+        });
         Ok(y)
     }
     /// One plane per task; `ds` sums its plane in order (the kernel's block sum differs only
@@ -157,14 +157,12 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
         checks::channel_scale_fwd(self, x, xd, s)?;
         let mut y = vec![T::ZERO; x.len()];
         if xd.plane() > 0 {
-            y.par_chunks_mut(xd.plane())
-                .zip(x.par_chunks(xd.plane()))
-                .zip(s.par_iter())
-                .for_each(|((y, x), &s)| {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = x * s;
-                    }
-                });
+            team::chunks_mut(&mut y, xd.plane(), |i, y| {
+                let s = s[i];
+                for (y, &x) in y.iter_mut().zip(&x[i * xd.plane()..]) {
+                    *y = x * s;
+                }
+            });
         }
         Ok(y)
     }
@@ -179,19 +177,16 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
         let mut dx = vec![T::ZERO; x.len()];
         let mut ds = vec![T::ZERO; s.len()];
         if xd.plane() > 0 {
-            dx.par_chunks_mut(xd.plane())
-                .zip(ds.par_iter_mut())
-                .zip(x.par_chunks(xd.plane()))
-                .zip(dy.par_chunks(xd.plane()))
-                .zip(s.par_iter())
-                .for_each(|((((dx, ds), x), dy), &s)| {
-                    let mut acc = T::ZERO;
-                    for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                        *dx = g * s;
-                        acc += g * x;
-                    }
-                    *ds = acc;
-                });
+            let p = xd.plane();
+            team::chunks_mut2(&mut dx, p, &mut ds, 1, |i, dx, ds| {
+                let (x, dy) = (&x[i * p..][..p], &dy[i * p..][..p]);
+                let mut acc = T::ZERO;
+                for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                    *dx = g * s[i];
+                    acc += g * x;
+                }
+                ds[0] = acc;
+            });
         }
         Ok((dx, ds))
     }

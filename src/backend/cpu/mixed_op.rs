@@ -6,10 +6,9 @@
 
 use super::fresh::par_planes_zeroed;
 use super::simd::{wide, Lanes};
-use super::Cpu;
+use super::{team, zip_map, Cpu};
 use crate::backend::{checks, softmax, Element, MixedOpOps};
 use crate::error::Result;
-use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
@@ -71,12 +70,13 @@ pub fn mixed_op_bwd<T: Element>(
             let wk = T::from_f64(w[i]);
             match acc.get_mut(i).and_then(|a| a.as_deref_mut()) {
                 Some(a) if wanted => {
-                    a.par_chunks_mut(CHUNK)
-                        .zip(dy.par_chunks(CHUNK))
-                        .for_each(|(a, g)| a.iter_mut().zip(g).for_each(|(a, &g)| *a += wk * g));
+                    team::chunks_mut(a, CHUNK, |ci, a| {
+                        let g = &dy[ci * CHUNK..];
+                        a.iter_mut().zip(g).for_each(|(a, &g)| *a += wk * g)
+                    });
                     None
                 }
-                _ => wanted.then(|| dy.par_iter().with_min_len(CHUNK).map(|&g| wk * g).collect()),
+                _ => wanted.then(|| zip_map(dy, dy, |g, _| wk * g)),
             }
         })
         .collect();
@@ -87,15 +87,12 @@ pub fn mixed_op_bwd<T: Element>(
 fn alpha_grad<T: Element>(dy: &[T], xs: &[Option<&[T]>], w: &[f64], len: usize) -> Vec<T> {
     // <dy, x_k> for every k: per chunk (read while dy's chunk is in cache), then the chunk
     // partials summed in order.
-    let partials: Vec<Vec<f64>> = (0..len.div_ceil(CHUNK))
-        .into_par_iter()
-        .map(|ci| {
-            let r = ci * CHUNK..((ci + 1) * CHUNK).min(len);
-            xs.iter()
-                .map(|x| x.map_or(0.0, |x| dot_lanes(&dy[r.clone()], &x[r.clone()])))
-                .collect()
-        })
-        .collect();
+    let partials: Vec<Vec<f64>> = team::map(len.div_ceil(CHUNK), |ci| {
+        let r = ci * CHUNK..((ci + 1) * CHUNK).min(len);
+        xs.iter()
+            .map(|x| x.map_or(0.0, |x| dot_lanes(&dy[r.clone()], &x[r.clone()])))
+            .collect()
+    });
     let mut dots = vec![0.0; xs.len()];
     for p in &partials {
         for (d, v) in dots.iter_mut().zip(p) {

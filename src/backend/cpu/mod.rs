@@ -1,7 +1,8 @@
 //! The CPU backend: the reference every other device is checked against, and a product in
 //! its own right for users without a GPU. Generic over the element type so that the gradient
-//! checks can run the very same kernels in f64. Uses every core through rayon; results do
-//! not depend on the number of threads (reductions run over fixed chunks in a fixed order).
+//! checks can run the very same kernels in f64. Uses every core through its fork-join team
+//! (`team.rs`); results do not depend on the number of threads (reductions run over fixed
+//! chunks in a fixed order).
 
 mod conv;
 mod dense;
@@ -16,18 +17,23 @@ mod optim;
 mod phases;
 mod pool;
 mod simd;
+mod team;
 mod tiles;
 
 use crate::backend::{checks, DeviceOps};
 use crate::backend::{AdamStep, Element, ScalarRef, SgdStep};
 use crate::error::Result;
-use rayon::prelude::*;
+use fresh::written;
 use std::marker::PhantomData;
 
 /// Samples per partial sum in batch reductions (weight gradients).
 const SAMPLES_PER_CHUNK: usize = 4;
-/// Elements per rayon task in elementwise ops; below this, one task.
+/// Elements per task in elementwise ops (below this, one task), and per partial sum in
+/// reductions (fixed: the sums' rounding depends on it).
 const ELEMS_PER_TASK: usize = 1 << 15;
+/// Elements per task of the plane loops (`par_planes`), small planes batched up to it:
+/// finer tasks (1024) measured slower at C8 L5 (per-task scratch, less cache reuse).
+const PLANE_ELEMS: usize = 1 << 12;
 
 /// The CPU backend for element type `T` (`Cpu` = `Cpu<f32>`).
 pub struct Cpu<T: Element = f32>(PhantomData<T>);
@@ -70,33 +76,36 @@ pub(crate) fn par_planes<T: Send, S>(
     if plane == 0 {
         return;
     }
-    let per_task = (ELEMS_PER_TASK / 8 / plane).max(1);
-    buf.par_chunks_mut(plane * per_task)
-        .enumerate()
-        .for_each(|(t, chunk)| {
-            let mut scratch = init();
-            for (i, p) in chunk.chunks_mut(plane).enumerate() {
-                f(&mut scratch, t * per_task + i, p);
-            }
-        });
+    let per_task = (PLANE_ELEMS / plane).max(1);
+    team::chunks_mut(buf, plane * per_task, |t, chunk| {
+        let mut scratch = init();
+        for (i, p) in chunk.chunks_mut(plane).enumerate() {
+            f(&mut scratch, t * per_task + i, p);
+        }
+    });
 }
 
 /// `out[i] = f(a[i], b[i])` in parallel, written straight into the new vector.
 fn zip_map<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
-    a.par_iter()
-        .zip(b.par_iter())
-        .with_min_len(ELEMS_PER_TASK)
-        .map(|(&x, &y)| f(x, y))
-        .collect()
+    // SAFETY: the chunks cover the vector and every element of a chunk is written.
+    unsafe {
+        written(a.len(), |out| {
+            team::chunks_mut(out, ELEMS_PER_TASK, |i, o| {
+                let o0 = i * ELEMS_PER_TASK;
+                for ((o, &x), &y) in o.iter_mut().zip(&a[o0..]).zip(&b[o0..]) {
+                    o.write(f(x, y));
+                }
+            })
+        })
+    }
 }
 
 /// Sum over fixed chunks of `f(i)`-style products in f64, in order (deterministic).
 fn chunked_sum<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> f64 + Sync + Send) -> f64 {
-    let partials: Vec<f64> = a
-        .par_chunks(ELEMS_PER_TASK)
-        .zip(b.par_chunks(ELEMS_PER_TASK))
-        .map(|(a, b)| a.iter().zip(b).map(|(&x, &y)| f(x, y)).sum())
-        .collect();
+    let partials: Vec<f64> = team::map(a.len().div_ceil(ELEMS_PER_TASK), |i| {
+        let r = i * ELEMS_PER_TASK..((i + 1) * ELEMS_PER_TASK).min(a.len());
+        a[r.clone()].iter().zip(&b[r]).map(|(&x, &y)| f(x, y)).sum()
+    });
     partials.iter().sum()
 }
 
@@ -232,7 +241,7 @@ impl<T: Element> AdamConsts<T> {
     }
 }
 
-/// Groups consecutive `(elements, piece)` pairs into rayon tasks of about `ELEMS_PER_TASK`
+/// Groups consecutive `(elements, piece)` pairs into tasks of about `ELEMS_PER_TASK`
 /// elements (a piece is never split; pieces come at most that long), so a multi-tensor op
 /// over hundreds of tiny tensors is a few tasks, not one per tensor. The grouping depends
 /// only on the lengths, and each task keeps its pieces in order.

@@ -1,16 +1,15 @@
 //! CPU batch norm over (N, H, W) per channel: training forward (batch statistics, running
 //! update with PyTorch's unbiased variance), eval forward, and backward. Statistics are
 //! accumulated in f64 whatever the element type (in eight lanes, so the sums vectorise), one
-//! channel per rayon task; the per-element loops are compiled for AVX2 where the CPU has it.
+//! channel per task; the per-element loops are compiled for AVX2 where the CPU has it.
 
 use super::fresh::written;
 use super::simd::{sum_f64, wide};
-use super::Cpu;
+use super::{par_planes, team, Cpu};
 use crate::backend::{checks, BatchNormSaved, Element};
 use crate::backend::{NormOps, RunningStats};
 use crate::error::Result;
 use crate::shape::Nchw;
-use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Visits the values of channel `c` plane by plane.
@@ -22,26 +21,23 @@ fn channel_planes<T>(x: &[T], xd: Nchw, c: usize) -> impl Iterator<Item = &[T]> 
 /// Per-channel (mean, biased variance) in f64, two-pass for accuracy.
 pub fn channel_stats<T: Element>(x: &[T], xd: Nchw) -> Vec<(f64, f64)> {
     let count = (xd.n * xd.plane()) as f64;
-    (0..xd.c)
-        .into_par_iter()
-        .map(|c| {
-            wide(
-                #[inline(always)]
-                || {
-                    let mut s = 0.0;
-                    for p in channel_planes(x, xd, c) {
-                        s += sum_f64(p, p, |v, _| v.to_f64());
-                    }
-                    let mean = s / count;
-                    let mut q = 0.0;
-                    for p in channel_planes(x, xd, c) {
-                        q += sum_f64(p, p, |v, _| (v.to_f64() - mean) * (v.to_f64() - mean));
-                    }
-                    (mean, q / count)
-                },
-            )
-        })
-        .collect()
+    team::map(xd.c, |c| {
+        wide(
+            #[inline(always)]
+            || {
+                let mut s = 0.0;
+                for p in channel_planes(x, xd, c) {
+                    s += sum_f64(p, p, |v, _| v.to_f64());
+                }
+                let mean = s / count;
+                let mut q = 0.0;
+                for p in channel_planes(x, xd, c) {
+                    q += sum_f64(p, p, |v, _| (v.to_f64() - mean) * (v.to_f64() - mean));
+                }
+                (mean, q / count)
+            },
+        )
+    })
 }
 
 /// `y = (x - mean) * invstd * gamma + beta`, channel by channel (the twin of
@@ -53,7 +49,7 @@ pub fn batch_norm_apply<T: Element>(
     invstd: &[f64],
     affine: Option<(&[T], &[T])>,
 ) -> Vec<T> {
-    let plane_apply = |(plane, yp): (usize, &mut [MaybeUninit<T>])| {
+    let plane_apply = |_: &mut (), plane: usize, yp: &mut [MaybeUninit<T>]| {
         let c = plane % xd.c;
         let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c].to_f64(), b[c].to_f64()));
         let a = T::from_f64(invstd[c] * g);
@@ -70,9 +66,7 @@ pub fn batch_norm_apply<T: Element>(
     // SAFETY: the planes cover y, and every element of a plane is written.
     unsafe {
         written(xd.numel(), |y| {
-            y.par_chunks_mut(xd.plane().max(1))
-                .enumerate()
-                .for_each(plane_apply)
+            par_planes(y, xd.plane(), || (), plane_apply)
         })
     }
 }
@@ -132,24 +126,21 @@ pub fn batch_norm_bwd<T: Element>(
 ) -> (Vec<T>, Option<(Vec<T>, Vec<T>)>) {
     let count = (xd.n * xd.plane()) as f64;
     // Per channel: (sum dy, sum dy * xhat).
-    let sums: Vec<(f64, f64)> = (0..xd.c)
-        .into_par_iter()
-        .map(|c| {
-            let (m, is) = (saved.mean[c].to_f64(), saved.invstd[c].to_f64());
-            let (mut sdy, mut sdyx) = (0.0, 0.0);
-            wide(
-                #[inline(always)]
-                || {
-                    for (xp, dyp) in channel_planes(x, xd, c).zip(channel_planes(dy, xd, c)) {
-                        sdy += sum_f64(dyp, dyp, |g, _| g.to_f64());
-                        sdyx += sum_f64(xp, dyp, |xv, g| g.to_f64() * (xv.to_f64() - m) * is);
-                    }
-                },
-            );
-            (sdy, sdyx)
-        })
-        .collect();
-    let plane_grad = |(plane, dxp): (usize, &mut [MaybeUninit<T>])| {
+    let sums: Vec<(f64, f64)> = team::map(xd.c, |c| {
+        let (m, is) = (saved.mean[c].to_f64(), saved.invstd[c].to_f64());
+        let (mut sdy, mut sdyx) = (0.0, 0.0);
+        wide(
+            #[inline(always)]
+            || {
+                for (xp, dyp) in channel_planes(x, xd, c).zip(channel_planes(dy, xd, c)) {
+                    sdy += sum_f64(dyp, dyp, |g, _| g.to_f64());
+                    sdyx += sum_f64(xp, dyp, |xv, g| g.to_f64() * (xv.to_f64() - m) * is);
+                }
+            },
+        );
+        (sdy, sdyx)
+    });
+    let plane_grad = |_: &mut (), plane: usize, dxp: &mut [MaybeUninit<T>]| {
         let c = plane % xd.c;
         let (m, is) = (saved.mean[c].to_f64(), saved.invstd[c].to_f64());
         let g = gamma.map_or(1.0, |g| g[c].to_f64());
@@ -172,9 +163,7 @@ pub fn batch_norm_bwd<T: Element>(
     // SAFETY: the planes cover dx, and every element of a plane is written.
     let dx = unsafe {
         written(xd.numel(), |dx| {
-            dx.par_chunks_mut(xd.plane().max(1))
-                .enumerate()
-                .for_each(plane_grad)
+            par_planes(dx, xd.plane(), || (), plane_grad)
         })
     };
     let param_grads = gamma.map(|_| {

@@ -1,10 +1,9 @@
 //! The CPU's optimizer updates (SGD, Adam, one tensor or many) (`OptimOps`): the reference
 //! the CUDA kernels of `kernels/optim.cu` are checked against.
 
-use super::{group_tasks, AdamConsts, Cpu, SgdConsts, ELEMS_PER_TASK};
+use super::{group_tasks, team, AdamConsts, Cpu, SgdConsts, ELEMS_PER_TASK};
 use crate::backend::{checks, AdamStep, Element, OptimOps, ScalarRef, SgdStep};
 use crate::error::Result;
-use rayon::prelude::*;
 
 impl<T: Element> OptimOps for Cpu<T> {
     fn sgd_step(
@@ -17,11 +16,9 @@ impl<T: Element> OptimOps for Cpu<T> {
     ) -> Result<()> {
         checks::sgd_step(self, param, grad, buf, grad_scale)?;
         let k = SgdConsts::new(hp, grad_scale);
-        param
-            .par_chunks_mut(ELEMS_PER_TASK)
-            .zip(grad.par_chunks(ELEMS_PER_TASK))
-            .zip(buf.par_chunks_mut(ELEMS_PER_TASK))
-            .for_each(|((p, g), b)| k.update(p, g, b));
+        team::chunks_mut2(param, ELEMS_PER_TASK, buf, ELEMS_PER_TASK, |i, p, b| {
+            k.update(p, &grad[i * ELEMS_PER_TASK..][..p.len()], b)
+        });
         Ok(())
     }
     fn adam_step(
@@ -36,7 +33,7 @@ impl<T: Element> OptimOps for Cpu<T> {
         AdamConsts::new(hp).update(param, grad, m, v);
         Ok(())
     }
-    /// Every tensor's update in one rayon pass: tensors cut into pieces and tiny ones grouped
+    /// Every tensor's update in one parallel pass: tensors cut into pieces and tiny ones grouped
     /// into tasks (`group_tasks`), each element updated by the arithmetic of `sgd_step`.
     fn sgd_step_many(
         &self,
@@ -58,7 +55,7 @@ impl<T: Element> OptimOps for Cpu<T> {
                     .zip(b.chunks_mut(ELEMS_PER_TASK))
                     .map(|((p, g), b)| (p.len(), (p, g, b)))
             });
-        group_tasks(pieces).into_par_iter().for_each(|task| {
+        team::each(group_tasks(pieces), |task| {
             for (p, g, b) in task {
                 k.update(p, g, b);
             }
@@ -87,7 +84,7 @@ impl<T: Element> OptimOps for Cpu<T> {
                     .zip(v.chunks_mut(ELEMS_PER_TASK))
                     .map(|(((p, g), m), v)| (p.len(), (p, g, m, v)))
             });
-        group_tasks(pieces).into_par_iter().for_each(|task| {
+        team::each(group_tasks(pieces), |task| {
             for (p, g, m, v) in task {
                 k.update(p, g, m, v);
             }

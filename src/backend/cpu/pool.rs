@@ -1,5 +1,5 @@
 //! CPU max / average pooling and global average pooling, forward and backward, one channel
-//! plane per rayon task: the twins of kernels/pool.cu, by the same names (`max_pool2d_fwd`
+//! plane per task: the twins of kernels/pool.cu, by the same names (`max_pool2d_fwd`
 //! is `max_pool2d_fwd_f32`; the backwards add into `dx`, as the kernels with `accumulate`
 //! set). Max and average pooling share one body per direction (`pool2d_fwd`, `pool2d_bwd`).
 //! Max pooling's backward recomputes the arg-max from the input (first maximum in window
