@@ -103,8 +103,12 @@ fn open(word: u64) -> bool {
     front(word) < back(word)
 }
 
-/// Claims one unclaimed claim of the published job (the first one for the caller, the
-/// last for a helper) and runs it; false when none is left.
+/// Claims a share of the published job's unclaimed claims (from the front for the caller,
+/// the back for a helper) and runs it; false when none is left. The share is the unclaimed
+/// claims over the team's size: a loop whose members all start at once splits in one claim
+/// each (every claim is a transfer of the word's cache line between cores, ~0.1-0.2 us,
+/// which claim by claim cost 10% of a C8 L5 step), and one that starts late takes a share
+/// of what is left, the shares shrinking to one claim as the loop ends.
 fn claim_and_run(s: &Shared, caller: bool) -> bool {
     let mut w = s.word.load(Acquire);
     loop {
@@ -112,10 +116,12 @@ fn claim_and_run(s: &Shared, caller: bool) -> bool {
             return false;
         }
         let job = s.job.load(Acquire);
+        let members = s.wanted.load(Relaxed) as u64 + 1;
+        let share = ((back(w) - front(w)) / members).max(1);
         let (claimed, new) = if caller {
-            (front(w), w + 1)
+            (front(w), w + share)
         } else {
-            (back(w) - 1, w - (1 << 16))
+            (back(w) - share, w - (share << 16))
         };
         match s.word.compare_exchange_weak(w, new, AcqRel, Acquire) {
             Ok(_) => {
@@ -125,13 +131,13 @@ fn claim_and_run(s: &Shared, caller: bool) -> bool {
                 // (that needs every claim of this epoch finished).
                 let job = unsafe { &*job };
                 let first = claimed as usize * job.per_claim;
-                let last = (first + job.per_claim).min(job.tasks);
+                let last = (first + share as usize * job.per_claim).min(job.tasks);
                 let result = catch_unwind(AssertUnwindSafe(|| (first..last).for_each(job.f)));
                 if let Err(payload) = result {
                     let mut slot = s.panic.lock().unwrap_or_else(|e| e.into_inner());
                     slot.get_or_insert(payload);
                 }
-                s.done.fetch_add(1, Release);
+                s.done.fetch_add(share as usize, Release);
                 return true;
             }
             Err(now) => w = now,
