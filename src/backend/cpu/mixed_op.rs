@@ -6,9 +6,11 @@
 
 use super::fresh::par_planes_zeroed;
 use super::simd::{wide, Lanes};
-use super::{team, zip_map, Cpu};
+use super::team::{self, Parts};
+use super::Cpu;
 use crate::backend::{checks, softmax, Element, MixedOpOps};
 use crate::error::Result;
+use std::mem::MaybeUninit;
 
 const CHUNK: usize = 1 << 14;
 
@@ -58,43 +60,83 @@ pub fn mixed_op_bwd<T: Element>(
     want_dalpha: bool,
 ) -> (Vec<Option<Vec<T>>>, Vec<T>) {
     let w = softmax(&alpha.iter().map(|a| a.to_f64()).collect::<Vec<_>>());
-    let k = xs.len();
+    let wanted = |i: usize| xs[i].is_some() && need_dx.get(i).copied().unwrap_or(false);
+    // A wanted dx_k without an accumulator is a new vector, every element written below.
+    let mut fresh: Vec<Option<Vec<T>>> = (0..xs.len())
+        .map(|i| {
+            let has_acc = matches!(acc.get(i), Some(Some(_)));
+            (wanted(i) && !has_acc).then(|| Vec::with_capacity(len))
+        })
+        .collect();
+    let targets: Vec<(Target<'_, T>, T)> = acc
+        .iter_mut()
+        .map(Some)
+        .chain(std::iter::repeat_with(|| None))
+        .zip(fresh.iter_mut())
+        .enumerate()
+        .filter(|&(i, _)| wanted(i))
+        .filter_map(|(i, (a, f))| {
+            let t = match (a.and_then(|a| a.as_deref_mut()), f) {
+                (Some(a), _) => Target::Add(Parts::new(a)),
+                (None, Some(f)) => Target::Write(Parts::new(&mut f.spare_capacity_mut()[..len])),
+                (None, None) => return None,
+            };
+            Some((t, T::from_f64(w[i])))
+        })
+        .collect();
+    // One loop over dy's chunks: every dx_k's chunk and (for dalpha) every <dy, x_k>'s
+    // partial, read while dy's chunk is in cache; the partials then summed in chunk order.
+    let partials: Vec<Vec<f64>> = team::map(len.div_ceil(CHUNK), |ci| {
+        let r = ci * CHUNK..((ci + 1) * CHUNK).min(len);
+        let g = &dy[r.clone()];
+        for (target, wk) in &targets {
+            let wk = *wk;
+            // SAFETY: task ci takes chunk ci of each output, disjoint from other tasks'.
+            match target {
+                Target::Add(p) => {
+                    let a = unsafe { p.part(r.clone()) };
+                    a.iter_mut().zip(g).for_each(|(a, &g)| *a += wk * g);
+                }
+                Target::Write(p) => {
+                    let d = unsafe { p.part(r.clone()) };
+                    d.iter_mut().zip(g).for_each(|(d, &g)| {
+                        d.write(wk * g);
+                    });
+                }
+            }
+        }
+        if !want_dalpha {
+            return Vec::new();
+        }
+        xs.iter()
+            .map(|x| x.map_or(0.0, |x| dot_lanes(g, &x[r.clone()])))
+            .collect()
+    });
+    drop(targets);
+    for v in fresh.iter_mut().flatten() {
+        // SAFETY: the loop above wrote every element of each new dx_k.
+        unsafe { v.set_len(len) };
+    }
     let dalpha = if want_dalpha {
-        alpha_grad(dy, xs, &w, len)
+        alpha_grad(&partials, &w)
     } else {
         Vec::new()
     };
-    let dxs = (0..k)
-        .map(|i| {
-            let wanted = xs[i].is_some() && need_dx.get(i).copied().unwrap_or(false);
-            let wk = T::from_f64(w[i]);
-            match acc.get_mut(i).and_then(|a| a.as_deref_mut()) {
-                Some(a) if wanted => {
-                    team::chunks_mut(a, CHUNK, |ci, a| {
-                        let g = &dy[ci * CHUNK..];
-                        a.iter_mut().zip(g).for_each(|(a, &g)| *a += wk * g)
-                    });
-                    None
-                }
-                _ => wanted.then(|| zip_map(dy, dy, |g, _| wk * g)),
-            }
-        })
-        .collect();
-    (dxs, dalpha)
+    (fresh, dalpha)
 }
 
-/// `dalpha_k = w_k (<dy, x_k> - sum_j w_j <dy, x_j>)`.
-fn alpha_grad<T: Element>(dy: &[T], xs: &[Option<&[T]>], w: &[f64], len: usize) -> Vec<T> {
-    // <dy, x_k> for every k: per chunk (read while dy's chunk is in cache), then the chunk
-    // partials summed in order.
-    let partials: Vec<Vec<f64>> = team::map(len.div_ceil(CHUNK), |ci| {
-        let r = ci * CHUNK..((ci + 1) * CHUNK).min(len);
-        xs.iter()
-            .map(|x| x.map_or(0.0, |x| dot_lanes(&dy[r.clone()], &x[r.clone()])))
-            .collect()
-    });
-    let mut dots = vec![0.0; xs.len()];
-    for p in &partials {
+/// Where the backward writes a wanted `dx_k`: added into an accumulator, or into a new
+/// vector.
+enum Target<'a, T> {
+    Add(Parts<'a, T>),
+    Write(Parts<'a, MaybeUninit<T>>),
+}
+
+/// `dalpha_k = w_k (<dy, x_k> - sum_j w_j <dy, x_j>)`, from the dots' per-chunk partials
+/// (summed in chunk order).
+fn alpha_grad<T: Element>(partials: &[Vec<f64>], w: &[f64]) -> Vec<T> {
+    let mut dots = vec![0.0; w.len()];
+    for p in partials {
         for (d, v) in dots.iter_mut().zip(p) {
             *d += v;
         }

@@ -1,5 +1,5 @@
 //! The CPU backend's fork-join team: every parallel loop of the backend runs its tasks here
-//! (`run`, `chunks_mut`, `map`, `each`), on the calling thread and helper threads that spin between
+//! (`run`, `chunks_mut`, `map`, `each`, `Parts`), on the calling thread and helper threads that spin between
 //! loops instead of sleeping.
 //!
 //! Why not rayon's `par_iter` (which the backend used before): a DARTS step at C8 L5
@@ -25,7 +25,9 @@
 //! on its caller.
 
 use std::any::Any;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Mutex, OnceLock};
@@ -247,13 +249,46 @@ pub(crate) fn run(tasks: usize, f: impl Fn(usize) + Sync) {
     }
 }
 
-/// A raw pointer tasks share; each task reaches only the part it owns.
-struct SyncPtr<T>(*mut T);
-unsafe impl<T: Send> Sync for SyncPtr<T> {}
-impl<T> SyncPtr<T> {
-    fn get(&self) -> *mut T {
-        self.0
+/// A mutable buffer shared with the team's tasks, each of which takes its own part of it
+/// (`part`): how a loop writes several outputs, or one in parts of uneven size.
+pub(crate) struct Parts<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _buf: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: tasks reach disjoint elements only (the contract of `part`), so sharing the parts
+// is handing each task a `&mut` to its own elements of a buffer of `Send` values.
+unsafe impl<T: Send> Sync for Parts<'_, T> {}
+
+impl<'a, T> Parts<'a, T> {
+    pub(crate) fn new(buf: &'a mut [T]) -> Self {
+        Parts {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            _buf: PhantomData,
+        }
     }
+
+    /// Elements `range` of the buffer.
+    ///
+    /// # Safety
+    /// No two calls while the parts live may take overlapping ranges (in practice: each
+    /// task takes the range its index owns).
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn part(&self, range: Range<usize>) -> &mut [T] {
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "part out of bounds"
+        );
+        // SAFETY: in bounds (checked), and not aliased (the caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+}
+
+/// Elements `[i * chunk, (i + 1) * chunk)` of `len`, the last range possibly short.
+fn chunk_range(i: usize, chunk: usize, len: usize) -> Range<usize> {
+    i * chunk..((i + 1) * chunk).min(len)
 }
 
 /// `f(i, chunk_i)` over consecutive chunks of `chunk` elements of `buf` (the last one
@@ -261,14 +296,10 @@ impl<T> SyncPtr<T> {
 pub(crate) fn chunks_mut<T: Send>(buf: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let chunk = chunk.max(1);
     let len = buf.len();
-    let base = SyncPtr(buf.as_mut_ptr());
+    let parts = Parts::new(buf);
     run(len.div_ceil(chunk), |i| {
-        let start = i * chunk;
-        let n = chunk.min(len - start);
-        // SAFETY: task i owns elements [i*chunk, i*chunk + n) of `buf`, disjoint from every
-        // other task's; `buf` is borrowed mutably for the whole of `run`.
-        let part = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), n) };
-        f(i, part)
+        // SAFETY: task i takes chunk i, disjoint from every other task's.
+        f(i, unsafe { parts.part(chunk_range(i, chunk, len)) })
     });
 }
 
@@ -285,13 +316,13 @@ pub(crate) fn chunks_mut2<A: Send, B: Send>(
     let (la, lb) = (a.len(), b.len());
     let tasks = la.div_ceil(ca);
     assert_eq!(tasks, lb.div_ceil(cb), "chunks_mut2: chunk counts differ");
-    let (pa, pb) = (SyncPtr(a.as_mut_ptr()), SyncPtr(b.as_mut_ptr()));
+    let (pa, pb) = (Parts::new(a), Parts::new(b));
     run(tasks, |i| {
-        // SAFETY: as in `chunks_mut`, for each buffer.
+        // SAFETY: task i takes chunk i of each buffer, disjoint from every other task's.
         let (x, y) = unsafe {
             (
-                std::slice::from_raw_parts_mut(pa.get().add(i * ca), ca.min(la - i * ca)),
-                std::slice::from_raw_parts_mut(pb.get().add(i * cb), cb.min(lb - i * cb)),
+                pa.part(chunk_range(i, ca, la)),
+                pb.part(chunk_range(i, cb, lb)),
             )
         };
         f(i, x, y)
