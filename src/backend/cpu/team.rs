@@ -58,6 +58,8 @@ struct Shared {
     word: AtomicU64,
     /// The current job (valid while its epoch has unfinished claims).
     job: AtomicPtr<Job<'static>>,
+    /// The current job's claim count.
+    total: AtomicU64,
     /// Claims of the current job finished (run or panicked).
     done: AtomicUsize,
     /// Helpers the current job wants (`current_num_threads() - 1`).
@@ -84,6 +86,7 @@ fn shared() -> &'static Shared {
     SHARED.get_or_init(|| Shared {
         word: AtomicU64::new(0),
         job: AtomicPtr::new(std::ptr::null_mut()),
+        total: AtomicU64::new(0),
         done: AtomicUsize::new(0),
         wanted: AtomicUsize::new(0),
         busy: AtomicBool::new(false),
@@ -106,12 +109,13 @@ fn open(word: u64) -> bool {
 }
 
 /// Claims a share of the published job's unclaimed claims (from the front for the caller,
-/// the back for a helper) and runs it; false when none is left. The share is the unclaimed
-/// claims over the team's size: a loop whose members all start at once splits in one claim
-/// each (every claim is a transfer of the word's cache line between cores, ~0.1-0.2 us,
-/// which claim by claim cost 10% of a C8 L5 step), and one that starts late takes a share
-/// of what is left, the shares shrinking to one claim as the loop ends.
-fn claim_and_run(s: &Shared, caller: bool) -> bool {
+/// the back for a helper) and runs it; false when none is left. A member's first share of
+/// a job is its part of an even split (the job's claims over the team's size), later ones
+/// a fraction of what is left, shrinking to one claim as the loop ends: members that start
+/// together split a loop in one claim each (every claim moves the word's cache line between
+/// cores, ~0.1-0.2 us, which claim by claim cost 10% of a C8 L5 step), and a late one still
+/// gets a fair part. `seen` is the epoch of the member's last claim.
+fn claim_and_run(s: &Shared, caller: bool, seen: &mut u64) -> bool {
     let mut w = s.word.load(Acquire);
     loop {
         if !open(w) {
@@ -119,7 +123,12 @@ fn claim_and_run(s: &Shared, caller: bool) -> bool {
         }
         let job = s.job.load(Acquire);
         let members = s.wanted.load(Relaxed) as u64 + 1;
-        let share = ((back(w) - front(w)) / members).max(1);
+        let left = back(w) - front(w);
+        let share = if w >> 32 != *seen {
+            (s.total.load(Acquire) / members).clamp(1, left)
+        } else {
+            (left / (2 * members)).max(1)
+        };
         let (claimed, new) = if caller {
             (front(w), w + share)
         } else {
@@ -127,6 +136,7 @@ fn claim_and_run(s: &Shared, caller: bool) -> bool {
         };
         match s.word.compare_exchange_weak(w, new, AcqRel, Acquire) {
             Ok(_) => {
+                *seen = w >> 32;
                 // SAFETY: the claim succeeded, so the job of this epoch has an unfinished
                 // claim and its caller is still waiting in `run`, keeping the job alive;
                 // it published `job` before the word, and cannot have replaced it since
@@ -149,11 +159,12 @@ fn claim_and_run(s: &Shared, caller: bool) -> bool {
 
 /// A helper's life: claim tasks while there are any, spin while idle, park after `SPIN`.
 fn helper_loop(s: &'static Shared, index: usize, parked: &'static AtomicBool) {
+    let mut seen = u64::MAX;
     loop {
         let idle_since = Instant::now();
         let mut spins = 0u32;
         loop {
-            if index < s.wanted.load(Relaxed) && claim_and_run(s, false) {
+            if index < s.wanted.load(Relaxed) && claim_and_run(s, false, &mut seen) {
                 break;
             }
             std::hint::spin_loop();
@@ -222,6 +233,7 @@ pub(crate) fn run(tasks: usize, f: impl Fn(usize) + Sync) {
         per_claim,
     };
     s.done.store(0, Relaxed);
+    s.total.store(claims, Relaxed);
     s.wanted.store(helpers, SeqCst);
     // SAFETY (of the lifetime erasure): helpers use the job only while one of its claims
     // is unfinished, and this function returns only after all are finished.
@@ -237,7 +249,8 @@ pub(crate) fn run(tasks: usize, f: impl Fn(usize) + Sync) {
             }
         }
     }
-    while claim_and_run(s, true) {}
+    let mut seen = u64::MAX;
+    while claim_and_run(s, true, &mut seen) {}
     while (s.done.load(Acquire) as u64) < claims {
         std::hint::spin_loop();
     }
