@@ -5,21 +5,12 @@
 //! several tasks (samples, plane batches, channels, weight-gradient chunks), which the
 //! team's threads claim in whatever order they get to them.
 
-use nasrs::data::Batch;
+mod common;
+
+use common::host_batch;
 use nasrs::nas::darts::{Darts, DartsHyper, StepStats};
 use nasrs::nas::{SearchConfig, SearchNetwork};
 use nasrs::{Cpu, Rng};
-
-fn batch(rng: &mut Rng, n: usize, classes: usize) -> Batch {
-    Batch {
-        images: (0..n * 3 * 16 * 16).map(|_| rng.normal() as f32).collect(),
-        labels: (0..n).map(|_| rng.below(classes) as u32).collect(),
-        n,
-        c: 3,
-        h: 16,
-        w: 16,
-    }
-}
 
 /// Two iterations of `order` from the same seed; every tensor's values and the statistics.
 fn run(order: u8) -> (Vec<Vec<f32>>, Vec<(StepStats, StepStats)>) {
@@ -33,7 +24,10 @@ fn run(order: u8) -> (Vec<Vec<f32>>, Vec<(StepStats, StepStats)>) {
     let mut rng = Rng::new(5);
     let stats = (0..2)
         .map(|_| {
-            let (t, v) = (batch(&mut rng, 8, 5), batch(&mut rng, 8, 5));
+            let (t, v) = (
+                host_batch(&mut rng, 8, 3, 16, 5),
+                host_batch(&mut rng, 8, 3, 16, 5),
+            );
             d.iteration(&t, &v, 0.05).expect("iteration")
         })
         .collect();
