@@ -1,28 +1,29 @@
 //! The CPU backend's fork-join team: every parallel loop of the backend runs its tasks here
-//! (`run`, `chunks_mut`, `map`, `each`, `Parts`), on the calling thread and helper threads that spin between
-//! loops instead of sleeping.
+//! (`run`, `chunks_mut`, `chunks_mut2`, `map`, `each`; `Parts` for outputs written in parts),
+//! on the calling thread and helper threads that spin between loops instead of sleeping.
 //!
-//! Why not rayon's `par_iter` (which the backend used before): a DARTS step at C8 L5
-//! batch 16 runs ~6,000 parallel loops of ~15 us each, and on a 2-core box rayon's workers go
-//! to sleep between them; waking one costs ~10-30 us, so a rayon loop of two 10 us tasks
+//! Why not rayon's `par_iter` (which the backend used before): a DARTS weight step at C8 L5
+//! batch 16 runs ~5,300 parallel loops of 1-10 us tasks, and on a 2-core box rayon's workers
+//! go to sleep between them; waking one costs ~10-30 us, so a rayon loop of two 10 us tasks
 //! took 30-55 us against 21 us run serially and ~12 us here (`perf`: the calling thread spent
 //! 18% of a step waiting in `join` for a late worker, which spent 26% of it asleep).
 //!
-//! How: the caller publishes the job (a closure and a task count) and claims tasks from one
-//! atomic word, `epoch | tasks | next`, as do helpers spinning on that word; the caller
-//! returns once every task has finished. A helper never waits for anything, so a late or
-//! parked one costs nothing: the caller runs the tasks it has not claimed. A helper
-//! dereferences the job only after claiming a task of its epoch, and the caller keeps the
-//! job alive until all its tasks are done, so a claim that succeeds always sees a live job.
+//! How: the caller publishes the job (a closure and its task count, grouped into at most
+//! `MAX_CLAIMS` claims) and takes shares of the claims from the front of one atomic word,
+//! `epoch | back | front`, while helpers spinning on that word take shares from the back;
+//! the caller returns once every claim has run. A helper never waits for anything, so a late
+//! or parked one costs nothing: the caller goes on to the claims nobody has taken. A helper
+//! dereferences the job only after a claim of its epoch succeeded, and the caller keeps the
+//! job alive until all its claims are done, so a successful claim always sees a live job.
 //! Helpers park after `SPIN` of idle spinning (between steps, or when the program is done
 //! with the backend) and are unparked by the next job.
 //!
 //! Results never depend on which thread runs a task (tasks write disjoint outputs, and
 //! reductions combine per-task results in task order), so they do not depend on the
-//! number of threads. The team has `rayon::current_num_threads()` members (`--threads`,
-//! `RAYON_NUM_THREADS`), caller included. A loop started while the team is busy (from
-//! inside a task, or by a second thread using the backend at the same time) runs serially
-//! on its caller.
+//! number of threads (tests/thread_count.rs). The team has `rayon::current_num_threads()`
+//! members (`--threads`, `RAYON_NUM_THREADS`), caller included. A loop started while the team
+//! is busy (from inside a task, or by a second thread using the backend at the same time)
+//! runs serially on its caller.
 
 use std::any::Any;
 use std::marker::PhantomData;
