@@ -100,6 +100,20 @@ fn zip_map<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) ->
     }
 }
 
+/// `out[i] = f(a[i])` in parallel, written straight into the new vector.
+fn map_elems<A: Copy + Sync, R: Copy + Send>(a: &[A], f: impl Fn(A) -> R + Sync) -> Vec<R> {
+    // SAFETY: the chunks cover the vector and every element of a chunk is written.
+    unsafe {
+        written(a.len(), |out| {
+            team::chunks_mut(out, ELEMS_PER_TASK, |i, o| {
+                for (o, &x) in o.iter_mut().zip(&a[i * ELEMS_PER_TASK..]) {
+                    o.write(f(x));
+                }
+            })
+        })
+    }
+}
+
 /// Sum over fixed chunks of `f(i)`-style products in f64, in order (deterministic).
 fn chunked_sum<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> f64 + Sync + Send) -> f64 {
     let partials: Vec<f64> = team::map(a.len().div_ceil(ELEMS_PER_TASK), |i| {
