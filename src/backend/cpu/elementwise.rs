@@ -2,7 +2,7 @@
 //! conversion, drop-path and the SE channel scale (`ElementwiseOps`): the reference the CUDA kernels of `kernels/elementwise.cu` are
 //! checked against.
 
-use super::{chunked_sum, group_tasks, map_elems, scalar_at, team, zip_map, Cpu, ELEMS_PER_TASK};
+use super::{chunked_sum, group_tasks, scalar_at, team, zip_map, Cpu, ELEMS_PER_TASK};
 use crate::backend::{checks, Element, ElementwiseOps, ScalarRef};
 use crate::error::Result;
 use crate::shape::Nchw;
@@ -119,10 +119,14 @@ impl<T: Element> ElementwiseOps for Cpu<T> {
     /// `half`'s conversion, which rounds to nearest even. An f64 element is rounded to f32
     /// first (exact for the f32 product; the f64 gradient checks never use bf16).
     fn to_bf16(&self, x: &Vec<T>) -> Result<Vec<half::bf16>> {
-        Ok(map_elems(x, |v| half::bf16::from_f32(v.to_f64() as f32)))
+        Ok(zip_map(
+            x,
+            x,
+            |v, _| half::bf16::from_f32(v.to_f64() as f32),
+        ))
     }
     fn from_bf16(&self, x: &Vec<half::bf16>) -> Result<Vec<T>> {
-        Ok(map_elems(x, |h| T::from_f64(h.to_f64())))
+        Ok(zip_map(x, x, |h, _| T::from_f64(h.to_f64())))
     }
     fn half_len(&self, x: &Vec<half::bf16>) -> usize {
         x.len()

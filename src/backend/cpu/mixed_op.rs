@@ -87,7 +87,7 @@ pub fn mixed_op_bwd<T: Element>(
     // One loop over dy's chunks: every dx_k's chunk and (for dalpha) every <dy, x_k>'s
     // partial, read while dy's chunk is in cache; the partials then summed in chunk order.
     let partials: Vec<Vec<f64>> = team::map(len.div_ceil(CHUNK), |ci| {
-        let r = ci * CHUNK..((ci + 1) * CHUNK).min(len);
+        let r = team::chunk_range(ci, CHUNK, len);
         let g = &dy[r.clone()];
         for (target, wk) in &targets {
             let wk = *wk;

@@ -85,8 +85,13 @@ pub(crate) fn par_planes<T: Send, S>(
     });
 }
 
-/// `out[i] = f(a[i], b[i])` in parallel, written straight into the new vector.
-fn zip_map<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
+/// `out[i] = f(a[i], b[i])` in parallel, written straight into the new vector (a unary map
+/// passes its input twice and ignores the second).
+fn zip_map<A: Copy + Sync, B: Copy + Sync, R: Copy + Send>(
+    a: &[A],
+    b: &[B],
+    f: impl Fn(A, B) -> R + Sync,
+) -> Vec<R> {
     // SAFETY: the chunks cover the vector and every element of a chunk is written.
     unsafe {
         written(a.len(), |out| {
@@ -100,24 +105,10 @@ fn zip_map<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) ->
     }
 }
 
-/// `out[i] = f(a[i])` in parallel, written straight into the new vector.
-fn map_elems<A: Copy + Sync, R: Copy + Send>(a: &[A], f: impl Fn(A) -> R + Sync) -> Vec<R> {
-    // SAFETY: the chunks cover the vector and every element of a chunk is written.
-    unsafe {
-        written(a.len(), |out| {
-            team::chunks_mut(out, ELEMS_PER_TASK, |i, o| {
-                for (o, &x) in o.iter_mut().zip(&a[i * ELEMS_PER_TASK..]) {
-                    o.write(f(x));
-                }
-            })
-        })
-    }
-}
-
 /// Sum over fixed chunks of `f(i)`-style products in f64, in order (deterministic).
 fn chunked_sum<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> f64 + Sync + Send) -> f64 {
     let partials: Vec<f64> = team::map(a.len().div_ceil(ELEMS_PER_TASK), |i| {
-        let r = i * ELEMS_PER_TASK..((i + 1) * ELEMS_PER_TASK).min(a.len());
+        let r = team::chunk_range(i, ELEMS_PER_TASK, a.len());
         a[r.clone()].iter().zip(&b[r]).map(|(&x, &y)| f(x, y)).sum()
     });
     partials.iter().sum()

@@ -300,8 +300,9 @@ impl<'a, T> Parts<'a, T> {
     }
 }
 
-/// Elements `[i * chunk, (i + 1) * chunk)` of `len`, the last range possibly short.
-fn chunk_range(i: usize, chunk: usize, len: usize) -> Range<usize> {
+/// Elements `[i * chunk, (i + 1) * chunk)` of `len`, the last range possibly short: chunk
+/// `i` of a loop over `len` elements in chunks of `chunk`.
+pub(crate) fn chunk_range(i: usize, chunk: usize, len: usize) -> Range<usize> {
     i * chunk..((i + 1) * chunk).min(len)
 }
 
